@@ -1,0 +1,27 @@
+//! kurzdraht-envelope: what makes a message provable.
+//!
+//! Layout:
+//! - [`agency`]: agency ids as the directory spells them.
+//! - [`ids`]: UUIDv7 message and consent ids.
+//! - [`keys`]: Ed25519 signing and verifying keys and their hex form in key files and the directory.
+//! - [`body`]: facts read off a message body (its kind, its subject).
+//! - [`seal`]: sealing an envelope and the verify-then-decode path that opens one.
+//! - [`receipt`]: signed receipts over an envelope's hash.
+//!
+//! Architecture invariant: this crate is pure. It does no I/O, keeps no state and knows
+//! neither tonic nor sled, so every decision in it can be tested exhaustively.
+
+#![forbid(unsafe_code)]
+
+pub mod agency;
+pub mod body;
+pub mod error;
+pub mod ids;
+pub mod keys;
+pub mod receipt;
+pub mod seal;
+
+pub use error::EnvelopeError;
+pub use keys::{SigningKey, VerifyingKey};
+pub use receipt::{sign_receipt, verify_receipt, ExpectedReceipt};
+pub use seal::{envelope_hash, seal, verify_and_open, Limits, OpenedEnvelope};
