@@ -1,1 +1,1 @@
-//! support
+//! Shared helpers of the end-to-end tests.

@@ -1,1 +1,266 @@
-fn main(){}
+//! `kurzdraht`: the one binary of the project.
+//!
+//! - `demo`: the Segeberg story on three real local nodes (the README's main command).
+//! - `pki init`, `serve`, `config check`: setting up and running a node.
+//! - `consent`, `send`, `status`, `inbox`, `ack`: an agency IT system's client commands.
+//! - `audit verify`: offline verification of a node's audit chain.
+//!
+//! Exit codes: 0 success; 1 other failure; 2 usage; 3 refused (consent, policy);
+//! 4 invalid input; 5 node unreachable; 6 not authenticated.
+
+#![forbid(unsafe_code)]
+// Command-line enums are parsed once; their size does not matter.
+#![allow(clippy::large_enum_variant)]
+
+mod commands;
+mod demo;
+mod exit;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "kurzdraht",
+    version,
+    about = "Signed, consent-gated case messages between Jobcenter and Jugendämter"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Play the Kreis Segeberg story on three real nodes in a temporary directory.
+    Demo {
+        /// Keep the federation in this directory instead of a temporary one.
+        #[arg(long)]
+        keep: Option<PathBuf>,
+        /// Show the nodes' logs on stderr.
+        #[arg(long)]
+        verbose: bool,
+    },
+    /// Certificates, keys, tokens and configurations.
+    Pki {
+        #[command(subcommand)]
+        command: PkiCommand,
+    },
+    /// Run a node.
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Node configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// The audit chain.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    #[command(flatten)]
+    Client(commands::ClientCommand),
+}
+
+#[derive(Subcommand)]
+enum PkiCommand {
+    /// Create a federation CA and, for the three Segeberg agencies, certificates, signing
+    /// keys, API tokens, the directory and ready node.toml / client.toml files on free
+    /// loopback ports.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a node.toml (and every file it names) without starting the node.
+    Check { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify a stopped node's audit chain offline.
+    Verify {
+        /// The node's configuration (its data_dir is verified) ...
+        #[arg(long, conflicts_with = "data_dir")]
+        config: Option<PathBuf>,
+        /// ... or the data directory itself.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+fn init_logging(format: LogFormat, default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KURZDRAHT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let default_level = match &cli.command {
+        Command::Serve { .. } => "info",
+        Command::Demo { verbose: true, .. } => "info",
+        _ => "warn",
+    };
+    init_logging(cli.log_format, default_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return exit::OTHER;
+        }
+    };
+    let result = runtime.block_on(dispatch(cli.command));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            exit::code_of(&e)
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
+    use kurzdraht_node::{config::NodeConfig, pki, server};
+    match command {
+        Command::Demo { keep, .. } => demo::run(keep).await,
+        Command::Pki {
+            command: PkiCommand::Init { dir },
+        } => {
+            let mut addrs = Vec::new();
+            for _ in 0..3 {
+                addrs.push((free_port()?, free_port()?));
+            }
+            let files = pki::init(&dir, &pki::segeberg([addrs[0], addrs[1], addrs[2]]))?;
+            println!("federation created in {}", dir.display());
+            for f in files {
+                println!(
+                    "  {:<26} kurzdraht serve --config {}",
+                    f.id,
+                    f.node_config.display()
+                );
+                println!(
+                    "  {:<26} client: --client {}",
+                    "",
+                    f.client_config.display()
+                );
+            }
+            Ok(exit::OK)
+        }
+        Command::Serve { config } => {
+            let config = NodeConfig::load(&config)?;
+            let listeners = server::Listeners::bind(&config).await?;
+            server::run(config, listeners, shutdown_signal()).await?;
+            Ok(exit::OK)
+        }
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => {
+            let c = NodeConfig::load(&file)?;
+            println!(
+                "{}: valid — agency {} ({}), peer {}, api {}, {} agencies in the directory",
+                file.display(),
+                c.agency,
+                c.role.as_str(),
+                c.peer_addr,
+                c.api_addr,
+                c.directory.agencies().count()
+            );
+            Ok(exit::OK)
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { config, data_dir },
+        } => {
+            let dir = match (config, data_dir) {
+                (Some(c), _) => NodeConfig::load(&c)?.data_dir,
+                (None, Some(d)) => d,
+                (None, None) => anyhow::bail!("give --config or --data-dir"),
+            };
+            let ledger = kurzdraht_ledger::Ledger::open(&dir)?;
+            let report = ledger.verify_audit()?;
+            println!(
+                "audit chain of {} verifies: {} entries, head {}",
+                dir.display(),
+                report.entries,
+                hex::encode(report.head_hash)
+            );
+            Ok(exit::OK)
+        }
+        Command::Client(c) => commands::run(c).await,
+    }
+}
+
+fn free_port() -> anyhow::Result<std::net::SocketAddr> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn client_flags_may_follow_the_subcommand() {
+        let cli = Cli::try_parse_from([
+            "kurzdraht",
+            "status",
+            "01a213ff-69f5-777f-adfb-00573ee627ed",
+            "--client",
+            "c.toml",
+            "--json",
+        ]);
+        assert!(cli.is_ok());
+    }
+}

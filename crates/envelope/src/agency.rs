@@ -46,7 +46,15 @@ mod tests {
 
     #[test]
     fn refuses_malformed_ids() {
-        for id in ["", "Jobcenter", "job center", "-x", "x-", "a.b", &"a".repeat(64)] {
+        for id in [
+            "",
+            "Jobcenter",
+            "job center",
+            "-x",
+            "x-",
+            "a.b",
+            &"a".repeat(64),
+        ] {
             assert!(validate_agency_id("agency", id).is_err(), "{id:?}");
         }
     }

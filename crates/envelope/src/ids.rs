@@ -13,8 +13,8 @@ pub fn parse_id(field: &'static str, value: &str) -> Result<Uuid, EnvelopeError>
     if value.is_empty() {
         return Err(EnvelopeError::malformed(field, "is empty"));
     }
-    let id = Uuid::try_parse(value)
-        .map_err(|_| EnvelopeError::malformed(field, "is not a UUID"))?;
+    let id =
+        Uuid::try_parse(value).map_err(|_| EnvelopeError::malformed(field, "is not a UUID"))?;
     if id.get_version_num() != 7 {
         return Err(EnvelopeError::malformed(field, "is not a UUIDv7"));
     }

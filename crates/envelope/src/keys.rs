@@ -79,7 +79,9 @@ impl VerifyingKey {
 
 fn decode_32(text: &str) -> Result<[u8; 32], &'static str> {
     let bytes = hex::decode(text).map_err(|_| "is not hex")?;
-    bytes.try_into().map_err(|_| "is not 32 bytes (64 hex digits)")
+    bytes
+        .try_into()
+        .map_err(|_| "is not 32 bytes (64 hex digits)")
 }
 
 #[cfg(test)]

@@ -233,7 +233,13 @@ mod tests {
             max_payload_bytes: 8,
         };
         let err = verify_and_open(&env, &[key.verifying_key()], &limits);
-        assert!(matches!(err, Err(EnvelopeError::TooLarge { field: "envelope.payload", .. })));
+        assert!(matches!(
+            err,
+            Err(EnvelopeError::TooLarge {
+                field: "envelope.payload",
+                ..
+            })
+        ));
     }
 
     proptest::proptest! {

@@ -1,1 +1,28 @@
-//! placeholder
+//! kurzdraht-ledger: everything a node keeps, in one sled database per node.
+//!
+//! Layout:
+//! - [`consent`]: the consent decision, a pure function over a stored consent (no I/O).
+//! - [`records`]: the records kept in the store (prost-encoded).
+//! - [`store`]: [`Ledger`], the only owner of sled: consents, outbox, message status, inbox,
+//!   receipts and the audit chain, each change one sled transaction with its audit entry.
+//! - [`audit`]: audit events and offline verification of the hash chain.
+//!
+//! Architecture invariants:
+//! - Nothing outside this crate touches sled. Every state change and the audit entry that
+//!   records it commit in one transaction: a crash leaves the old state or the new one.
+//! - The audit chain holds ids, kinds, agencies and reason codes, never personal data.
+//! - This crate knows neither tonic nor the network; it stores what the node has decided.
+
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod consent;
+pub mod error;
+pub mod records;
+pub mod store;
+
+pub use audit::{AuditEvent, AuditNote, AuditReport};
+pub use consent::{evaluate, ConsentQuery, ConsentRefusal};
+pub use error::LedgerError;
+pub use records::{InboxRecord, MessageRecord, OutboxEntry, StoredConsent};
+pub use store::{Accepted, ConsentEffect, Finish, Ledger, Outgoing};

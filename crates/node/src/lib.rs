@@ -1,1 +1,44 @@
-//! placeholder
+//! kurzdraht-node: one agency's node.
+//!
+//! Layout:
+//! - [`config`], [`directory`]: `node.toml` and the federation directory, validated at load.
+//! - [`policy`], [`clock`]: pure rules — who may send what to whom, the U25 rule, field rules.
+//! - [`node`]: [`Node`], the shared state of a running node.
+//! - [`submission`], [`reception`], [`inbox`], [`delivery`]: the node's work — accepting
+//!   submissions from its IT systems, receiving envelopes from peers, serving the inbox,
+//!   and delivering the outbox.
+//! - [`agency_api`], [`peer_exchange`]: thin tonic services over the above.
+//! - [`tls`], [`server`]: TLS configuration and running both listeners until shutdown.
+//! - [`pki`], [`client`], [`federation`]: setting up a federation, an IT system's client,
+//!   and a whole local federation for the demo and the tests.
+//! - [`error`]: [`NodeError`] and the one conversion of errors into gRPC statuses.
+//!
+//! Architecture invariants:
+//! - Decisions (policy, consent) are made by pure functions; services only carry them out.
+//! - Nothing is acknowledged (to an IT system or, as a receipt, to a peer) before the ledger
+//!   has flushed it to disk.
+//! - An envelope's signer must be the agency named by the TLS client certificate, and it is
+//!   verified with that agency's pinned keys before any of it is decoded.
+
+#![forbid(unsafe_code)]
+
+pub mod agency_api;
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod delivery;
+pub mod directory;
+pub mod error;
+pub mod federation;
+pub mod inbox;
+pub mod node;
+pub mod peer_exchange;
+pub mod pki;
+pub mod policy;
+pub mod reception;
+pub mod server;
+pub mod submission;
+pub mod tls;
+
+pub use error::NodeError;
+pub use node::Node;

@@ -1,0 +1,645 @@
+//! The client commands an agency's IT staff (or scripts, with `--json`) use against their
+//! own node: consents, sending each message kind, status, inbox, acknowledgement.
+
+use crate::exit;
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use kurzdraht_node::client::{connect, AgencyClient, ClientConfig};
+use kurzdraht_node::clock;
+use kurzdraht_proto::v1::{self as pb, message_body::Body};
+use std::path::PathBuf;
+use std::process::ExitCode;
+#[derive(Args)]
+pub struct ClientArgs {
+    /// The IT system's client.toml (written by `kurzdraht pki init`).
+    #[arg(long, env = "KURZDRAHT_CLIENT", global = true)]
+    client: Option<PathBuf>,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum ClientCommand {
+    /// Record, withdraw and list consents.
+    Consent {
+        #[command(flatten)]
+        common: ClientArgs,
+        #[command(subcommand)]
+        command: ConsentCommand,
+    },
+    /// Send a case message.
+    Send {
+        #[command(flatten)]
+        common: ClientArgs,
+        #[command(subcommand)]
+        message: SendCommand,
+    },
+    /// Show where a submitted message is.
+    Status {
+        #[command(flatten)]
+        common: ClientArgs,
+        message_id: String,
+    },
+    /// Read the inbox.
+    Inbox {
+        #[command(flatten)]
+        common: ClientArgs,
+        /// Start after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Keep the stream open and print new messages as they arrive.
+        #[arg(long)]
+        follow: bool,
+        /// Only messages not yet acknowledged.
+        #[arg(long)]
+        unacknowledged: bool,
+    },
+    /// Acknowledge an inbox message.
+    Ack {
+        #[command(flatten)]
+        common: ClientArgs,
+        message_id: String,
+    },
+}
+
+#[derive(Args, Clone)]
+pub struct SubjectArgs {
+    #[arg(long)]
+    given_name: String,
+    #[arg(long)]
+    family_name: String,
+    /// YYYY-MM-DD
+    #[arg(long)]
+    date_of_birth: String,
+    #[arg(long, default_value = "")]
+    street: String,
+    #[arg(long, default_value = "")]
+    postal_code: String,
+    #[arg(long, default_value = "")]
+    city: String,
+    /// This agency's own case reference.
+    #[arg(long)]
+    case_reference: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum ConsentCommand {
+    /// Record a consent given at this agency.
+    Grant {
+        #[command(flatten)]
+        subject: SubjectArgs,
+        /// Who gave it.
+        #[arg(long, value_enum, default_value = "person")]
+        given_by: Giver,
+        #[arg(long, default_value = "")]
+        guardian_name: String,
+        /// An agency that may receive data (repeat for each).
+        #[arg(long = "recipient", required = true)]
+        recipients: Vec<String>,
+        /// A purpose (repeat for each).
+        #[arg(long = "purpose", value_enum, required = true)]
+        purposes: Vec<PurposeArg>,
+        /// Last day of validity, YYYY-MM-DD (default: the node's default validity).
+        #[arg(long)]
+        valid_until: Option<String>,
+        /// Reference of the signed consent form.
+        #[arg(long)]
+        evidence: String,
+        #[arg(long)]
+        recorded_by: String,
+    },
+    /// Record a withdrawal (effective for the future).
+    Withdraw {
+        consent_id: String,
+        #[arg(long)]
+        recorded_by: String,
+        #[arg(long, default_value = "in writing")]
+        manner: String,
+    },
+    /// List the consents this node holds.
+    List,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Giver {
+    Person,
+    Guardian,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum PurposeArg {
+    U25MoveOut,
+    QualificationMeasure,
+}
+
+#[derive(Args)]
+pub struct Routing {
+    /// Recipient agency id.
+    #[arg(long)]
+    to: String,
+    /// The consent that covers this message.
+    #[arg(long)]
+    consent: String,
+    /// The message this one answers.
+    #[arg(long, default_value = "")]
+    in_reply_to: String,
+}
+
+#[derive(Subcommand)]
+pub enum SendCommand {
+    /// Jobcenter asks the Jugendamt for its statement on a move-out.
+    CertificationRequest {
+        #[command(flatten)]
+        routing: Routing,
+        #[command(flatten)]
+        subject: SubjectArgs,
+        #[arg(long)]
+        reason: String,
+        #[arg(long, default_value = "")]
+        respond_by: String,
+        #[arg(long)]
+        caseworker: String,
+    },
+    /// Jugendamt's statement on a move-out (§ 22 Abs. 5 SGB II).
+    MoveOutCertification {
+        #[command(flatten)]
+        routing: Routing,
+        #[command(flatten)]
+        subject: SubjectArgs,
+        #[arg(long, value_enum)]
+        outcome: CertOutcome,
+        #[arg(long, value_enum)]
+        ground: Option<Ground>,
+        #[arg(long)]
+        statement: String,
+        #[arg(long)]
+        interview_date: String,
+        #[arg(long)]
+        caseworker: String,
+    },
+    /// Jobcenter's decision on the assurance.
+    MoveOutDecision {
+        #[command(flatten)]
+        routing: Routing,
+        #[command(flatten)]
+        subject: SubjectArgs,
+        #[arg(long, value_enum)]
+        outcome: DecisionArg,
+        #[arg(long, value_enum)]
+        ground: Option<Ground>,
+        #[arg(long)]
+        decision_date: String,
+        #[arg(long, default_value = "")]
+        tenancy_contract_date: String,
+        #[arg(long)]
+        caseworker: String,
+    },
+    /// Jobcenter refers a young person to a qualification measure.
+    QualificationReferral {
+        #[command(flatten)]
+        routing: Routing,
+        #[command(flatten)]
+        subject: SubjectArgs,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        measure: String,
+        #[arg(long)]
+        contact: String,
+        #[arg(long, default_value = "")]
+        respond_by: String,
+    },
+    /// Jugendamt's answer to a referral.
+    ReferralResponse {
+        #[command(flatten)]
+        routing: Routing,
+        #[command(flatten)]
+        subject: SubjectArgs,
+        #[arg(long, value_enum)]
+        outcome: ReferralArg,
+        #[arg(long, default_value = "")]
+        note: String,
+        #[arg(long)]
+        caseworker: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum CertOutcome {
+    Supported,
+    NotSupported,
+    NotCompetent,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Ground {
+    /// Nr. 1: serious social reasons
+    SeriousSocialReasons,
+    /// Nr. 2: needed to enter work
+    LabourMarket,
+    /// Nr. 3: a similarly serious reason
+    OtherSerious,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum DecisionArg {
+    Granted,
+    Refused,
+    Waived,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ReferralArg {
+    Accepted,
+    Declined,
+    InProgress,
+    Finished,
+}
+
+impl SubjectArgs {
+    fn to_subject(&self, agency: &str) -> pb::Subject {
+        pb::Subject {
+            given_name: self.given_name.clone(),
+            family_name: self.family_name.clone(),
+            date_of_birth: self.date_of_birth.clone(),
+            address: Some(pb::Address {
+                street: self.street.clone(),
+                postal_code: self.postal_code.clone(),
+                city: self.city.clone(),
+            }),
+            case_references: self
+                .case_reference
+                .iter()
+                .map(|r| pb::CaseReference {
+                    agency: agency.to_string(),
+                    reference: r.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+fn ground(g: Option<Ground>) -> i32 {
+    match g {
+        None => 0,
+        Some(Ground::SeriousSocialReasons) => pb::MoveOutGround::SeriousSocialReasons as i32,
+        Some(Ground::LabourMarket) => pb::MoveOutGround::LabourMarketIntegration as i32,
+        Some(Ground::OtherSerious) => pb::MoveOutGround::OtherSeriousReason as i32,
+    }
+}
+
+async fn client_from(args: &ClientArgs) -> anyhow::Result<(AgencyClient, ClientConfig)> {
+    let path = args
+        .client
+        .as_ref()
+        .context("name the IT system's client.toml with --client FILE (or KURZDRAHT_CLIENT)")?;
+    let config = ClientConfig::load(path)?;
+    let client = connect(&config)
+        .await
+        .with_context(|| format!("cannot reach the node at {}", config.endpoint))?;
+    Ok((client, config))
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Runs a client command; a refusal by the node prints its reason and picks the exit code.
+pub async fn run(command: ClientCommand) -> anyhow::Result<ExitCode> {
+    match run_inner(command).await {
+        Ok(code) => Ok(code),
+        Err(e) => match e.downcast::<tonic::Status>() {
+            Ok(status) => {
+                let reason = kurzdraht_node::error::reason_of(&status).unwrap_or("-");
+                eprintln!(
+                    "refused: {:?}: {} (reason: {reason})",
+                    status.code(),
+                    status.message()
+                );
+                Ok(exit::for_status(status.code()))
+            }
+            Err(e) => Err(e),
+        },
+    }
+}
+
+async fn run_inner(command: ClientCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        ClientCommand::Consent { common, command } => {
+            let (mut client, config) = client_from(&common).await?;
+            match command {
+                ConsentCommand::Grant {
+                    subject,
+                    given_by,
+                    guardian_name,
+                    recipients,
+                    purposes,
+                    valid_until,
+                    evidence,
+                    recorded_by,
+                } => {
+                    let valid_until_ms = match valid_until {
+                        Some(d) => {
+                            clock::start_of_day_ms(clock::parse_date("--valid-until", &d)?)
+                                + clock::DAY_MS
+                                - 1
+                        }
+                        None => 0,
+                    };
+                    let req = pb::RecordConsentRequest {
+                        subject: Some(subject.to_subject(&config.agency)),
+                        given_by: match given_by {
+                            Giver::Person => pb::ConsentGiver::Person as i32,
+                            Giver::Guardian => pb::ConsentGiver::Guardian as i32,
+                        },
+                        guardian_name,
+                        recipients,
+                        purposes: purposes
+                            .iter()
+                            .map(|p| match p {
+                                PurposeArg::U25MoveOut => pb::Purpose::U25MoveOut as i32,
+                                PurposeArg::QualificationMeasure => {
+                                    pb::Purpose::QualificationMeasure as i32
+                                }
+                            })
+                            .collect(),
+                        valid_from_ms: 0,
+                        valid_until_ms,
+                        evidence_reference: evidence,
+                        recorded_by,
+                    };
+                    let resp = client.record_consent(req).await?.into_inner();
+                    if common.json {
+                        print_json(&resp)?;
+                    } else if let Some(c) = &resp.consent {
+                        println!(
+                            "consent {} recorded, valid until {}",
+                            c.consent_id,
+                            clock::format_ms(c.valid_until_ms)
+                        );
+                        for id in &resp.notice_message_ids {
+                            println!("  notice queued: {id}");
+                        }
+                    }
+                }
+                ConsentCommand::Withdraw {
+                    consent_id,
+                    recorded_by,
+                    manner,
+                } => {
+                    let resp = client
+                        .withdraw_consent(pb::WithdrawConsentRequest {
+                            consent_id,
+                            recorded_by,
+                            manner,
+                        })
+                        .await?
+                        .into_inner();
+                    if common.json {
+                        print_json(&resp)?;
+                    } else {
+                        println!(
+                            "consent withdrawn; {} notice(s) queued",
+                            resp.notice_message_ids.len()
+                        );
+                    }
+                }
+                ConsentCommand::List => {
+                    let resp = client
+                        .list_consents(pb::ListConsentsRequest {})
+                        .await?
+                        .into_inner();
+                    if common.json {
+                        print_json(&resp)?;
+                    } else {
+                        for e in &resp.consents {
+                            let Some(c) = &e.consent else { continue };
+                            let state = pb::ConsentState::try_from(e.state)
+                                .map(|s| s.as_str_name())
+                                .unwrap_or("?");
+                            println!(
+                                "{}  {:<20} recorded by {} for {} until {}",
+                                c.consent_id,
+                                state,
+                                c.recording_agency,
+                                c.recipients.join(", "),
+                                clock::format_ms(c.valid_until_ms)
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        ClientCommand::Send { common, message } => {
+            let (mut client, config) = client_from(&common).await?;
+            let (routing, body) = message.into_body(&config.agency);
+            let resp = client
+                .submit(pb::SubmitRequest {
+                    recipient: routing.to,
+                    consent_id: routing.consent,
+                    in_reply_to: routing.in_reply_to,
+                    body: Some(pb::MessageBody { body: Some(body) }),
+                })
+                .await?
+                .into_inner();
+            if common.json {
+                print_json(&resp)?;
+            } else {
+                println!("{} queued (durable in the outbox)", resp.message_id);
+            }
+        }
+        ClientCommand::Status { common, message_id } => {
+            let (mut client, _) = client_from(&common).await?;
+            let s = client
+                .get_status(pb::GetStatusRequest { message_id })
+                .await?
+                .into_inner();
+            if common.json {
+                print_json(&s)?;
+            } else {
+                let state = pb::DeliveryState::try_from(s.state)
+                    .map(|s| s.as_str_name())
+                    .unwrap_or("?");
+                println!(
+                    "{} to {}: {state} after {} attempt(s){}{}",
+                    s.message_id,
+                    s.recipient,
+                    s.attempts,
+                    if s.detail.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" — {}", s.detail)
+                    },
+                    if s.receipt.is_some() {
+                        "; signed receipt held"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        ClientCommand::Inbox {
+            common,
+            after,
+            follow,
+            unacknowledged,
+        } => {
+            let (mut client, _) = client_from(&common).await?;
+            let mut stream = client
+                .read_inbox(pb::ReadInboxRequest {
+                    after_seq: after,
+                    follow,
+                    unacknowledged_only: unacknowledged,
+                })
+                .await?
+                .into_inner();
+            let mut n = 0u64;
+            while let Some(item) = stream.message().await? {
+                n += 1;
+                if common.json {
+                    println!("{}", serde_json::to_string(&item)?);
+                } else {
+                    let kind = pb::MessageKind::try_from(item.kind)
+                        .map(|k| k.as_str_name())
+                        .unwrap_or("?");
+                    println!(
+                        "#{} {} {kind} from {} at {}{}",
+                        item.seq,
+                        item.message_id,
+                        item.sender,
+                        clock::format_ms(item.received_at_ms),
+                        if item.acknowledged {
+                            " (acknowledged)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+            }
+            if !common.json {
+                eprintln!("{n} message(s)");
+            }
+        }
+        ClientCommand::Ack { common, message_id } => {
+            let (mut client, _) = client_from(&common).await?;
+            client
+                .acknowledge(pb::AcknowledgeRequest {
+                    message_id: message_id.clone(),
+                })
+                .await?;
+            if !common.json {
+                println!("{message_id} acknowledged");
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+impl SendCommand {
+    fn into_body(self, agency: &str) -> (Routing, Body) {
+        match self {
+            SendCommand::CertificationRequest {
+                routing,
+                subject,
+                reason,
+                respond_by,
+                caseworker,
+            } => (
+                routing,
+                Body::CertificationRequest(pb::CertificationRequest {
+                    subject: Some(subject.to_subject(agency)),
+                    reason,
+                    respond_by,
+                    caseworker,
+                }),
+            ),
+            SendCommand::MoveOutCertification {
+                routing,
+                subject,
+                outcome,
+                ground: g,
+                statement,
+                interview_date,
+                caseworker,
+            } => (
+                routing,
+                Body::MoveOutCertification(pb::MoveOutCertification {
+                    subject: Some(subject.to_subject(agency)),
+                    outcome: match outcome {
+                        CertOutcome::Supported => pb::CertificationOutcome::Supported as i32,
+                        CertOutcome::NotSupported => pb::CertificationOutcome::NotSupported as i32,
+                        CertOutcome::NotCompetent => {
+                            pb::CertificationOutcome::NotCompetentForwarded as i32
+                        }
+                    },
+                    ground: ground(g),
+                    statement,
+                    interview_date,
+                    issuing_caseworker: caseworker,
+                }),
+            ),
+            SendCommand::MoveOutDecision {
+                routing,
+                subject,
+                outcome,
+                ground: g,
+                decision_date,
+                tenancy_contract_date,
+                caseworker,
+            } => (
+                routing,
+                Body::MoveOutDecision(pb::MoveOutDecision {
+                    subject: Some(subject.to_subject(agency)),
+                    outcome: match outcome {
+                        DecisionArg::Granted => pb::DecisionOutcome::AssuranceGranted as i32,
+                        DecisionArg::Refused => pb::DecisionOutcome::AssuranceRefused as i32,
+                        DecisionArg::Waived => pb::DecisionOutcome::AssuranceWaived as i32,
+                    },
+                    ground: ground(g),
+                    decision_date,
+                    tenancy_contract_date,
+                    caseworker,
+                }),
+            ),
+            SendCommand::QualificationReferral {
+                routing,
+                subject,
+                reason,
+                measure,
+                contact,
+                respond_by,
+            } => (
+                routing,
+                Body::QualificationReferral(pb::QualificationReferral {
+                    subject: Some(subject.to_subject(agency)),
+                    reason,
+                    measure,
+                    contact,
+                    respond_by,
+                }),
+            ),
+            SendCommand::ReferralResponse {
+                routing,
+                subject,
+                outcome,
+                note,
+                caseworker,
+            } => (
+                routing,
+                Body::ReferralResponse(pb::ReferralResponse {
+                    subject: Some(subject.to_subject(agency)),
+                    outcome: match outcome {
+                        ReferralArg::Accepted => pb::ReferralOutcome::Accepted as i32,
+                        ReferralArg::Declined => pb::ReferralOutcome::Declined as i32,
+                        ReferralArg::InProgress => pb::ReferralOutcome::InProgress as i32,
+                        ReferralArg::Finished => pb::ReferralOutcome::Finished as i32,
+                    },
+                    note,
+                    caseworker,
+                }),
+            ),
+        }
+    }
+}

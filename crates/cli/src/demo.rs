@@ -1,0 +1,628 @@
+//! `kurzdraht demo`: the Kreis Segeberg cooperation contract, played on three real nodes
+//! (gRPC over mutual TLS on loopback, sled stores in a temporary directory). Every step
+//! states what must happen; the demo exits non-zero if any expectation fails.
+
+use anyhow::Context;
+use kurzdraht_envelope::{envelope_hash, verify_receipt, ExpectedReceipt};
+use kurzdraht_node::client::AgencyClient;
+use kurzdraht_node::{clock, error::reason_of, federation::LocalFederation};
+use kurzdraht_proto::v1::{self as pb, message_body::Body};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tonic::Code;
+
+const JC: &str = "jobcenter-segeberg";
+const JA: &str = "jugendamt-kreis-segeberg";
+const JN: &str = "jugendamt-norderstedt";
+
+struct Story {
+    step: u32,
+    failures: Vec<String>,
+}
+
+impl Story {
+    fn scene(&mut self, title: &str) {
+        self.step += 1;
+        println!("\n{}. {title}", self.step);
+    }
+
+    fn expect(&mut self, what: &str, ok: bool, detail: impl std::fmt::Display) {
+        if ok {
+            println!("   ✓ {what}: {detail}");
+        } else {
+            println!("   ✗ {what}: {detail}");
+            self.failures.push(format!("step {}: {what}", self.step));
+        }
+    }
+
+    fn expect_refusal<T: std::fmt::Debug>(
+        &mut self,
+        what: &str,
+        result: Result<T, tonic::Status>,
+        code: Code,
+        reason: &str,
+    ) {
+        match result {
+            Err(s) if s.code() == code && reason_of(&s) == Some(reason) => self.expect(
+                what,
+                true,
+                format!("{:?} ({reason}) — {}", s.code(), s.message()),
+            ),
+            Err(s) => self.expect(
+                what,
+                false,
+                format!(
+                    "expected {code:?}/{reason}, got {:?}/{:?}: {}",
+                    s.code(),
+                    reason_of(&s),
+                    s.message()
+                ),
+            ),
+            Ok(v) => self.expect(what, false, format!("expected a refusal, got {v:?}")),
+        }
+    }
+}
+
+fn subject(
+    given: &str,
+    family: &str,
+    dob: &str,
+    street: &str,
+    postal: &str,
+    city: &str,
+) -> pb::Subject {
+    pb::Subject {
+        given_name: given.into(),
+        family_name: family.into(),
+        date_of_birth: dob.into(),
+        address: Some(pb::Address {
+            street: street.into(),
+            postal_code: postal.into(),
+            city: city.into(),
+        }),
+        case_references: vec![],
+    }
+}
+
+fn with_ref(mut s: pb::Subject, agency: &str, reference: &str) -> pb::Subject {
+    s.case_references = vec![pb::CaseReference {
+        agency: agency.into(),
+        reference: reference.into(),
+    }];
+    s
+}
+
+fn today() -> String {
+    clock::date_of_ms(clock::now_ms())
+        .map(|d| d.to_string())
+        .unwrap_or_default()
+}
+
+async fn submit(
+    client: &mut AgencyClient,
+    to: &str,
+    consent: &str,
+    in_reply_to: &str,
+    body: Body,
+) -> Result<pb::SubmitResponse, tonic::Status> {
+    client
+        .submit(pb::SubmitRequest {
+            recipient: to.into(),
+            consent_id: consent.into(),
+            in_reply_to: in_reply_to.into(),
+            body: Some(pb::MessageBody { body: Some(body) }),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Polls the status until the message leaves QUEUED (or 15 s pass).
+async fn settle(client: &mut AgencyClient, id: &str) -> anyhow::Result<pb::MessageStatus> {
+    for _ in 0..750 {
+        let s = client
+            .get_status(pb::GetStatusRequest {
+                message_id: id.into(),
+            })
+            .await?
+            .into_inner();
+        if s.state != pb::DeliveryState::Queued as i32 {
+            return Ok(s);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    anyhow::bail!("message {id} still queued after 15 s")
+}
+
+/// Waits until `client`'s node holds consent `id` in `state`.
+async fn consent_state(
+    client: &mut AgencyClient,
+    id: &str,
+    state: pb::ConsentState,
+) -> anyhow::Result<bool> {
+    for _ in 0..750 {
+        let list = client
+            .list_consents(pb::ListConsentsRequest {})
+            .await?
+            .into_inner();
+        if list.consents.iter().any(|c| {
+            c.consent.as_ref().is_some_and(|r| r.consent_id == id) && c.state == state as i32
+        }) {
+            return Ok(true);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(false)
+}
+
+async fn inbox_item(client: &mut AgencyClient, id: &str) -> anyhow::Result<Option<pb::InboxItem>> {
+    let mut stream = client
+        .read_inbox(pb::ReadInboxRequest {
+            after_seq: 0,
+            follow: false,
+            unacknowledged_only: false,
+        })
+        .await?
+        .into_inner();
+    while let Some(item) = stream.message().await? {
+        if item.message_id == id {
+            return Ok(Some(item));
+        }
+    }
+    Ok(None)
+}
+
+struct Demo {
+    fed: LocalFederation,
+    story: Story,
+}
+
+impl Demo {
+    /// Delivery with a receipt the sender holds, checked here once more, independently:
+    /// the receipt's signature against the receiver's pinned key, over the hash of the
+    /// envelope exactly as the receiver holds it.
+    async fn delivered(
+        &mut self,
+        from: &str,
+        to: &str,
+        id: &str,
+        what: &str,
+    ) -> anyhow::Result<()> {
+        let mut sender = self.fed.client(from).await?;
+        let mut receiver = self.fed.client(to).await?;
+        let status = settle(&mut sender, id).await?;
+        let state = pb::DeliveryState::try_from(status.state).unwrap_or_default();
+        let item = inbox_item(&mut receiver, id).await?;
+        let keys = self
+            .fed
+            .config(from)?
+            .directory
+            .get(to)
+            .map(|a| a.signing_keys.clone())
+            .unwrap_or_default();
+        let verified = match (&status.receipt, &item) {
+            (Some(receipt), Some(item)) => {
+                let envelope = item.envelope.clone().unwrap_or_default();
+                let hash = envelope_hash(&envelope);
+                verify_receipt(
+                    receipt,
+                    &keys,
+                    &ExpectedReceipt {
+                        message_id: id,
+                        envelope_sha256: &hash,
+                        sender: from,
+                        receiver: to,
+                    },
+                )
+                .map(|_| hex_prefix(&hash))
+                .map_err(|e| e.to_string())
+            }
+            _ => Err("no receipt or not in the inbox".to_string()),
+        };
+        self.story.expect(
+            &format!("{what} delivered {from} → {to}"),
+            state == pb::DeliveryState::Delivered && verified.is_ok(),
+            match &verified {
+                Ok(h) => format!(
+                    "{} with a receipt signed by {to} over envelope sha256 {h}…",
+                    state.as_str_name()
+                ),
+                Err(e) => format!("{} — {e}", state.as_str_name()),
+            },
+        );
+        Ok(())
+    }
+}
+
+fn hex_prefix(h: &[u8; 32]) -> String {
+    h[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let tmp;
+    let dir = match keep {
+        Some(d) => d,
+        None => {
+            tmp = tempfile::tempdir()?;
+            tmp.path().join("federation")
+        }
+    };
+    println!("kurzdraht demo — Kooperationsvertrag Kreis Segeberg");
+    println!(
+        "Three nodes, real gRPC over mutual TLS on loopback, sled stores in {}",
+        dir.display()
+    );
+    let fed = LocalFederation::start(&dir)
+        .await
+        .context("starting the three nodes")?;
+    for a in &fed.agencies {
+        let c = fed.config(&a.id)?;
+        println!(
+            "   node {:<26} peer {}  api {}",
+            a.id, c.peer_addr, c.api_addr
+        );
+    }
+    let mut demo = Demo {
+        fed,
+        story: Story {
+            step: 0,
+            failures: vec![],
+        },
+    };
+    let result = play(&mut demo).await;
+    let Demo { fed, mut story } = demo;
+    let dirs: Vec<(String, PathBuf)> = fed
+        .agencies
+        .iter()
+        .filter_map(|a| fed.config(&a.id).ok().map(|c| (a.id.clone(), c.data_dir)))
+        .collect();
+    fed.shutdown().await?;
+    if let Err(e) = result {
+        story.failures.push(format!("the story stopped: {e:#}"));
+        println!("\n   ✗ the story stopped: {e:#}");
+    }
+    story.scene("Every node's audit chain verifies (nodes stopped, stores opened offline)");
+    for (agency, data_dir) in dirs {
+        let verdict = kurzdraht_ledger::Ledger::open(&data_dir).and_then(|l| l.verify_audit());
+        match verdict {
+            Ok(r) => story.expect(
+                agency.as_str(),
+                r.entries > 0,
+                format!("{} entries, head {}…", r.entries, hex_prefix(&r.head_hash)),
+            ),
+            Err(e) => story.expect(agency.as_str(), false, e),
+        }
+    }
+    println!();
+    if story.failures.is_empty() {
+        println!("All {} steps held.", story.step);
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("{} expectation(s) failed:", story.failures.len());
+        for f in &story.failures {
+            println!("  - {f}");
+        }
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+async fn play(d: &mut Demo) -> anyhow::Result<()> {
+    let mut jobcenter = d.fed.client(JC).await?;
+    let mut kreis = d.fed.client(JA).await?;
+    let mut norderstedt = d.fed.client(JN).await?;
+    let lena = subject(
+        "Lena",
+        "Hansen",
+        "2005-04-12",
+        "Kurhausstraße 7",
+        "23795",
+        "Bad Segeberg",
+    );
+    let jonas = subject(
+        "Jonas",
+        "Petersen",
+        "2006-09-03",
+        "Ulzburger Straße 40",
+        "22850",
+        "Norderstedt",
+    );
+    let kai = subject(
+        "Kai",
+        "Lorenzen",
+        "2000-01-15",
+        "Hamburger Straße 3",
+        "23795",
+        "Bad Segeberg",
+    );
+    let today = today();
+
+    d.story.scene("Lena Hansen (21) cannot stay at her parents'. The Jugendamt Kreis Segeberg tries to send its statement before she has consented");
+    let certification = Body::MoveOutCertification(pb::MoveOutCertification {
+        subject: Some(with_ref(lena.clone(), JA, "JA-SE-2026-0412")),
+        outcome: pb::CertificationOutcome::Supported as i32,
+        ground: pb::MoveOutGround::SeriousSocialReasons as i32,
+        statement: "Rückverweis in das Elternhaus nicht zumutbar; Auszug aus schwerwiegenden sozialen Gründen erforderlich.".into(),
+        interview_date: today.clone(),
+        issuing_caseworker: "Frau Sievers".into(),
+    });
+    let r = submit(&mut kreis, JC, "", "", certification.clone()).await;
+    d.story.expect_refusal(
+        "certification without consent refused",
+        r,
+        Code::FailedPrecondition,
+        "no-consent",
+    );
+
+    d.story.scene("At the Jobcenter Lena signs a consent: purpose u25-move-out, recipient Jugendamt Kreis Segeberg");
+    let consent = jobcenter
+        .record_consent(pb::RecordConsentRequest {
+            subject: Some(with_ref(lena.clone(), JC, "JC-SE-U25-0815")),
+            given_by: pb::ConsentGiver::Person as i32,
+            recipients: vec![JA.into()],
+            purposes: vec![pb::Purpose::U25MoveOut as i32],
+            evidence_reference: "JC-SE/Einwilligung/2026/0815 (unterschriebenes Formular)".into(),
+            recorded_by: "Herr Jensen".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let lena_consent = consent.consent.map(|c| c.consent_id).unwrap_or_default();
+    d.story.expect(
+        "consent recorded at the Jobcenter",
+        !lena_consent.is_empty(),
+        format!("consent {lena_consent}"),
+    );
+    let replicated =
+        consent_state(&mut kreis, &lena_consent, pb::ConsentState::ConsentInForce).await?;
+    d.story.expect(
+        "consent replicated to the Jugendamt Kreis Segeberg as a signed ConsentNotice",
+        replicated,
+        "in force there",
+    );
+    let held = norderstedt
+        .list_consents(pb::ListConsentsRequest {})
+        .await?
+        .into_inner();
+    let copy = held.consents.iter().any(|c| {
+        c.consent
+            .as_ref()
+            .is_some_and(|r| r.consent_id == lena_consent)
+    });
+    d.story.expect(
+        "not replicated to Norderstedt, which it does not name",
+        !copy,
+        "Norderstedt holds no copy",
+    );
+
+    d.story.scene(
+        "The Jobcenter asks the Jugendamt Kreis Segeberg for its statement (CertificationRequest)",
+    );
+    let request = submit(&mut jobcenter, JA, &lena_consent, "", Body::CertificationRequest(pb::CertificationRequest {
+        subject: Some(with_ref(lena.clone(), JC, "JC-SE-U25-0815")),
+        reason: "Antrag auf Zusicherung nach § 22 Abs. 5 SGB II; Stellungnahme zur Notwendigkeit des Auszugs erbeten.".into(),
+        respond_by: today.clone(),
+        caseworker: "Herr Jensen".into(),
+    }))
+    .await?;
+    d.delivered(JC, JA, &request.message_id, "CertificationRequest")
+        .await?;
+
+    d.story.scene("The Jugendamt interviews Lena and certifies: moving out is necessary (§ 22 Abs. 5 Satz 2 Nr. 1 SGB II)");
+    let cert = submit(
+        &mut kreis,
+        JC,
+        &lena_consent,
+        &request.message_id,
+        certification,
+    )
+    .await?;
+    d.delivered(JA, JC, &cert.message_id, "MoveOutCertification")
+        .await?;
+
+    d.story.scene(
+        "The Jobcenter decides: the assurance (Zusicherung) is granted, and tells the Jugendamt",
+    );
+    let decision = submit(
+        &mut jobcenter,
+        JA,
+        &lena_consent,
+        &cert.message_id,
+        Body::MoveOutDecision(pb::MoveOutDecision {
+            subject: Some(lena.clone()),
+            outcome: pb::DecisionOutcome::AssuranceGranted as i32,
+            ground: pb::MoveOutGround::SeriousSocialReasons as i32,
+            decision_date: today.clone(),
+            tenancy_contract_date: String::new(),
+            caseworker: "Herr Jensen".into(),
+        }),
+    )
+    .await?;
+    d.delivered(JC, JA, &decision.message_id, "MoveOutDecision")
+        .await?;
+
+    d.story.scene("Jonas Petersen (20) lives in Norderstedt. He consents to the Jobcenter contacting the Jugendamt Norderstedt about a qualification measure");
+    let consent = jobcenter
+        .record_consent(pb::RecordConsentRequest {
+            subject: Some(jonas.clone()),
+            given_by: pb::ConsentGiver::Person as i32,
+            recipients: vec![JN.into()],
+            purposes: vec![pb::Purpose::QualificationMeasure as i32],
+            evidence_reference: "JC-SE/Einwilligung/2026/0921".into(),
+            recorded_by: "Frau Brandt".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let jonas_consent = consent.consent.map(|c| c.consent_id).unwrap_or_default();
+    let replicated = consent_state(
+        &mut norderstedt,
+        &jonas_consent,
+        pb::ConsentState::ConsentInForce,
+    )
+    .await?;
+    d.story.expect(
+        "consent recorded and replicated to the Jugendamt Norderstedt",
+        replicated,
+        format!("consent {jonas_consent}"),
+    );
+    let referral = submit(
+        &mut jobcenter,
+        JN,
+        &jonas_consent,
+        "",
+        Body::QualificationReferral(pb::QualificationReferral {
+            subject: Some(jonas.clone()),
+            reason: "Ausbildungsabbruch; Unterstützung bei Berufsorientierung gewünscht.".into(),
+            measure: "Berufsvorbereitende Bildungsmaßnahme".into(),
+            contact: "Frau Brandt, Jobcenter Kreis Segeberg".into(),
+            respond_by: String::new(),
+        }),
+    )
+    .await?;
+    d.delivered(JC, JN, &referral.message_id, "QualificationReferral")
+        .await?;
+    let wrong_office = submit(
+        &mut jobcenter,
+        JA,
+        &jonas_consent,
+        "",
+        Body::QualificationReferral(pb::QualificationReferral {
+            subject: Some(jonas.clone()),
+            reason: "Doppelte Anfrage".into(),
+            measure: "Berufsvorbereitende Bildungsmaßnahme".into(),
+            contact: "Frau Brandt".into(),
+            respond_by: String::new(),
+        }),
+    )
+    .await;
+    d.story.expect_refusal(
+        "the same referral to the Kreis office, which the consent does not name, is refused",
+        wrong_office,
+        Code::FailedPrecondition,
+        "consent-other-recipient",
+    );
+
+    d.story
+        .scene("The Jugendamt Norderstedt responds: the referral is accepted");
+    let response = submit(
+        &mut norderstedt,
+        JC,
+        &jonas_consent,
+        &referral.message_id,
+        Body::ReferralResponse(pb::ReferralResponse {
+            subject: Some(jonas.clone()),
+            outcome: pb::ReferralOutcome::Accepted as i32,
+            note: "Erstgespräch vereinbart.".into(),
+            caseworker: "Herr Ohlsen".into(),
+        }),
+    )
+    .await?;
+    d.delivered(JN, JC, &response.message_id, "ReferralResponse")
+        .await?;
+
+    d.story.scene(
+        "Jonas withdraws his consent at the Jobcenter; the withdrawal stops the next message",
+    );
+    jobcenter
+        .withdraw_consent(pb::WithdrawConsentRequest {
+            consent_id: jonas_consent.clone(),
+            recorded_by: "Frau Brandt".into(),
+            manner: "schriftlich".into(),
+        })
+        .await?;
+    let replicated = consent_state(
+        &mut norderstedt,
+        &jonas_consent,
+        pb::ConsentState::ConsentWithdrawn,
+    )
+    .await?;
+    d.story.expect(
+        "withdrawal replicated to the Jugendamt Norderstedt",
+        replicated,
+        "withdrawn there",
+    );
+    let next = submit(
+        &mut norderstedt,
+        JC,
+        &jonas_consent,
+        &referral.message_id,
+        Body::ReferralResponse(pb::ReferralResponse {
+            subject: Some(jonas.clone()),
+            outcome: pb::ReferralOutcome::InProgress as i32,
+            note: String::new(),
+            caseworker: "Herr Ohlsen".into(),
+        }),
+    )
+    .await;
+    d.story.expect_refusal(
+        "Norderstedt's next message refused",
+        next,
+        Code::FailedPrecondition,
+        "consent-withdrawn",
+    );
+    let next = submit(
+        &mut jobcenter,
+        JN,
+        &jonas_consent,
+        "",
+        Body::QualificationReferral(pb::QualificationReferral {
+            subject: Some(jonas.clone()),
+            reason: "Nachfrage".into(),
+            measure: "Berufsvorbereitende Bildungsmaßnahme".into(),
+            contact: "Frau Brandt".into(),
+            respond_by: String::new(),
+        }),
+    )
+    .await;
+    d.story.expect_refusal(
+        "the Jobcenter's next referral refused",
+        next,
+        Code::FailedPrecondition,
+        "consent-withdrawn",
+    );
+
+    d.story.scene("Rules the contract does not allow");
+    let kai_cert = submit(
+        &mut kreis,
+        JC,
+        &lena_consent,
+        "",
+        Body::MoveOutCertification(pb::MoveOutCertification {
+            subject: Some(kai.clone()),
+            outcome: pb::CertificationOutcome::Supported as i32,
+            ground: pb::MoveOutGround::SeriousSocialReasons as i32,
+            statement: "—".into(),
+            interview_date: today.clone(),
+            issuing_caseworker: "Frau Sievers".into(),
+        }),
+    )
+    .await;
+    d.story.expect_refusal(
+        "a certification for Kai Lorenzen, 26, refused (U25 rule)",
+        kai_cert,
+        Code::InvalidArgument,
+        "invalid-argument",
+    );
+    let jugendamt_decision = submit(
+        &mut kreis,
+        JC,
+        &lena_consent,
+        "",
+        Body::MoveOutDecision(pb::MoveOutDecision {
+            subject: Some(lena.clone()),
+            outcome: pb::DecisionOutcome::AssuranceGranted as i32,
+            ground: 0,
+            decision_date: today.clone(),
+            tenancy_contract_date: String::new(),
+            caseworker: "Frau Sievers".into(),
+        }),
+    )
+    .await;
+    d.story.expect_refusal(
+        "a MoveOutDecision sent by a Jugendamt refused (only the Jobcenter decides)",
+        jugendamt_decision,
+        Code::PermissionDenied,
+        "permission-denied",
+    );
+    Ok(())
+}

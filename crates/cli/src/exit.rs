@@ -1,0 +1,37 @@
+//! Exit codes, distinct for refused, invalid, unreachable and unauthenticated.
+
+use std::process::ExitCode;
+use tonic::Code;
+
+pub const OK: ExitCode = ExitCode::SUCCESS;
+pub const OTHER: ExitCode = ExitCode::FAILURE;
+
+/// The exit code for a gRPC status code.
+pub fn for_status(code: Code) -> ExitCode {
+    match code {
+        Code::Ok => OK,
+        Code::FailedPrecondition | Code::PermissionDenied => ExitCode::from(3),
+        Code::InvalidArgument | Code::OutOfRange | Code::AlreadyExists | Code::NotFound => {
+            ExitCode::from(4)
+        }
+        Code::Unavailable | Code::DeadlineExceeded => ExitCode::from(5),
+        Code::Unauthenticated => ExitCode::from(6),
+        _ => OTHER,
+    }
+}
+
+/// The exit code for an error that ended a command.
+pub fn code_of(e: &anyhow::Error) -> ExitCode {
+    if let Some(s) = e.downcast_ref::<tonic::Status>() {
+        return for_status(s.code());
+    }
+    if let Some(n) = e.downcast_ref::<kurzdraht_node::NodeError>() {
+        return match n {
+            kurzdraht_node::NodeError::Transport(_) => ExitCode::from(5),
+            kurzdraht_node::NodeError::Invalid { .. }
+            | kurzdraht_node::NodeError::Config { .. } => ExitCode::from(4),
+            _ => OTHER,
+        };
+    }
+    OTHER
+}

@@ -1,0 +1,224 @@
+//! The audit chain: an append-only, hash-linked list of what the node decided. Entries hold
+//! ids, kinds, agencies and reason codes; never names, dates of birth or message bodies.
+//! Entry `n` stores the hash of entry `n-1`; the hash of an entry is SHA-256 over
+//! `"kurzdraht/v1/audit\0"` and its stored bytes, so the chain verifies offline.
+
+use crate::{error::LedgerError, records::AuditEntry};
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+pub(crate) const AUDIT_DOMAIN: &[u8] = b"kurzdraht/v1/audit\0";
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditEvent {
+    ConsentRecorded,
+    ConsentWithdrawn,
+    ConsentReplicated,
+    WithdrawalReplicated,
+    Submitted,
+    SubmissionRefused,
+    Delivered,
+    DeliveryRefused,
+    DeliveryRejected,
+    DeliveryExpired,
+    Received,
+    ReceivedDuplicate,
+    ReceptionRefused,
+    InboxRead,
+    InboxAcknowledged,
+}
+
+impl AuditEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ConsentRecorded => "consent.recorded",
+            Self::ConsentWithdrawn => "consent.withdrawn",
+            Self::ConsentReplicated => "consent.replicated",
+            Self::WithdrawalReplicated => "consent.withdrawal-replicated",
+            Self::Submitted => "message.submitted",
+            Self::SubmissionRefused => "message.submission-refused",
+            Self::Delivered => "message.delivered",
+            Self::DeliveryRefused => "message.delivery-refused",
+            Self::DeliveryRejected => "message.delivery-rejected",
+            Self::DeliveryExpired => "message.expired",
+            Self::Received => "inbox.received",
+            Self::ReceivedDuplicate => "inbox.duplicate",
+            Self::ReceptionRefused => "inbox.refused",
+            Self::InboxRead => "inbox.read",
+            Self::InboxAcknowledged => "inbox.acknowledged",
+        }
+    }
+}
+
+/// An audit entry as the node states it; the ledger adds sequence, time and links.
+/// `detail` must be a reason code or a message without personal data.
+#[derive(Debug, Clone, Default)]
+pub struct AuditNote {
+    pub event: Option<AuditEvent>,
+    pub message_id: String,
+    pub consent_id: String,
+    pub peer: String,
+    pub kind: i32,
+    pub detail: String,
+    pub envelope_sha256: Vec<u8>,
+}
+
+impl AuditNote {
+    pub fn new(event: AuditEvent) -> Self {
+        Self {
+            event: Some(event),
+            ..Default::default()
+        }
+    }
+    pub fn message(mut self, id: &str) -> Self {
+        self.message_id = id.to_string();
+        self
+    }
+    pub fn consent(mut self, id: &str) -> Self {
+        self.consent_id = id.to_string();
+        self
+    }
+    pub fn peer(mut self, agency: &str) -> Self {
+        self.peer = agency.to_string();
+        self
+    }
+    pub fn kind(mut self, kind: i32) -> Self {
+        self.kind = kind;
+        self
+    }
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
+    }
+    pub fn envelope(mut self, hash: &[u8]) -> Self {
+        self.envelope_sha256 = hash.to_vec();
+        self
+    }
+
+    pub(crate) fn into_entry(self, seq: u64, prev_hash: [u8; 32], at_ms: i64) -> AuditEntry {
+        AuditEntry {
+            seq,
+            prev_hash: prev_hash.to_vec(),
+            at_ms,
+            event: self.event.map(AuditEvent::as_str).unwrap_or("").to_string(),
+            message_id: self.message_id,
+            consent_id: self.consent_id,
+            peer: self.peer,
+            kind: self.kind,
+            detail: self.detail,
+            envelope_sha256: self.envelope_sha256,
+        }
+    }
+}
+
+pub(crate) fn entry_hash(stored: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(AUDIT_DOMAIN);
+    h.update(stored);
+    h.finalize().into()
+}
+
+/// The result of a successful verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditReport {
+    pub entries: u64,
+    pub head_hash: [u8; 32],
+}
+
+/// Verifies a chain given as `(key, stored bytes)` pairs in key order, ending at `head`
+/// (`(last seq, last hash)` as recorded by the store, or `None` for an empty chain).
+pub fn verify_chain<I>(
+    entries: I,
+    head: Option<(u64, [u8; 32])>,
+) -> Result<AuditReport, LedgerError>
+where
+    I: IntoIterator<Item = Result<(u64, Vec<u8>), LedgerError>>,
+{
+    let mut prev = [0u8; 32];
+    let mut expected_seq = 1u64;
+    for item in entries {
+        let (key_seq, bytes) = item?;
+        let broken = |reason: String| LedgerError::AuditBroken {
+            seq: key_seq,
+            reason,
+        };
+        let entry = AuditEntry::decode(bytes.as_slice())
+            .map_err(|e| broken(format!("does not decode: {e}")))?;
+        if key_seq != expected_seq || entry.seq != expected_seq {
+            return Err(broken(format!(
+                "expected entry {expected_seq}, found key {key_seq} holding entry {}",
+                entry.seq
+            )));
+        }
+        if entry.prev_hash.as_slice() != prev.as_slice() {
+            return Err(broken("does not link to the previous entry's hash".into()));
+        }
+        prev = entry_hash(&bytes);
+        expected_seq += 1;
+    }
+    let count = expected_seq - 1;
+    match head {
+        None if count == 0 => {}
+        Some((seq, hash)) if seq == count && hash == prev => {}
+        _ => {
+            return Err(LedgerError::AuditBroken {
+                seq: count,
+                reason: "the chain does not end at the recorded head (entries removed or added)"
+                    .into(),
+            })
+        }
+    }
+    Ok(AuditReport {
+        entries: count,
+        head_hash: prev,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Chain = (Vec<(u64, Vec<u8>)>, (u64, [u8; 32]));
+
+    fn chain(n: u64) -> Chain {
+        let mut prev = [0u8; 32];
+        let mut out = vec![];
+        for seq in 1..=n {
+            let e = AuditNote::new(AuditEvent::Submitted)
+                .message(&format!("m{seq}"))
+                .into_entry(seq, prev, seq as i64);
+            let bytes = e.encode_to_vec();
+            prev = entry_hash(&bytes);
+            out.push((seq, bytes));
+        }
+        (out, (n, prev))
+    }
+
+    #[test]
+    fn intact_chain_verifies() {
+        let (entries, head) = chain(5);
+        let r = verify_chain(entries.into_iter().map(Ok), Some(head)).unwrap();
+        assert_eq!(r.entries, 5);
+        assert!(verify_chain(std::iter::empty(), None).is_ok());
+    }
+
+    #[test]
+    fn any_change_breaks_it() {
+        let (entries, head) = chain(5);
+        // altered entry
+        let mut altered = entries.clone();
+        let mut e = AuditEntry::decode(altered[2].1.as_slice()).unwrap();
+        e.detail = "changed".into();
+        altered[2].1 = e.encode_to_vec();
+        assert!(verify_chain(altered.into_iter().map(Ok), Some(head)).is_err());
+        // removed entry in the middle
+        let mut removed = entries.clone();
+        removed.remove(2);
+        assert!(verify_chain(removed.into_iter().map(Ok), Some(head)).is_err());
+        // truncated tail
+        let mut truncated = entries.clone();
+        truncated.pop();
+        assert!(verify_chain(truncated.into_iter().map(Ok), Some(head)).is_err());
+    }
+}

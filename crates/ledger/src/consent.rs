@@ -1,0 +1,314 @@
+//! The consent decision: may a message about `subject` go from `sender` to `recipient` for
+//! `purpose` at time `at_ms`? A pure function over one stored consent, so that it can be
+//! tested exhaustively; the store only looks the consent up.
+//!
+//! A consent covers the recording agency (the controller) and the recipients it names. The
+//! checks run in a fixed order, and the first that fails is the reason given:
+//! no consent → withdrawn → expired → not yet valid → other subject → other recipient →
+//! other sender → other purpose.
+
+use crate::records::StoredConsent;
+use kurzdraht_proto::v1::{ConsentState, Purpose, Subject};
+
+/// Why the ledger refuses a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConsentRefusal {
+    /// No consent with the cited id is held here (or none was cited).
+    NoConsent,
+    /// The consent was withdrawn at or before the time of the check.
+    Withdrawn,
+    /// The consent's validity ended before the time of the check.
+    Expired,
+    /// The consent's validity begins after the time of the check.
+    NotYetValid,
+    /// The consent is about another person.
+    OtherSubject,
+    /// The consent does not name the recipient.
+    OtherRecipient,
+    /// The consent does not cover the sending agency.
+    OtherSender,
+    /// The consent does not name the purpose of this kind of message.
+    OtherPurpose,
+}
+
+impl ConsentRefusal {
+    /// A stable code, used in errors, status details and the audit chain.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::NoConsent => "no-consent",
+            Self::Withdrawn => "consent-withdrawn",
+            Self::Expired => "consent-expired",
+            Self::NotYetValid => "consent-not-yet-valid",
+            Self::OtherSubject => "consent-other-subject",
+            Self::OtherRecipient => "consent-other-recipient",
+            Self::OtherSender => "consent-other-sender",
+            Self::OtherPurpose => "consent-other-purpose",
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::NoConsent => "no consent is recorded for this message",
+            Self::Withdrawn => "the consent has been withdrawn",
+            Self::Expired => "the consent has expired",
+            Self::NotYetValid => "the consent is not yet in force",
+            Self::OtherSubject => "the consent is about another person",
+            Self::OtherRecipient => "the consent does not name this recipient",
+            Self::OtherSender => "the consent does not cover the sending agency",
+            Self::OtherPurpose => "the consent does not cover the purpose of this message",
+        }
+    }
+}
+
+impl std::fmt::Display for ConsentRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.describe(), self.code())
+    }
+}
+
+/// The question put to the ledger.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsentQuery<'a> {
+    pub subject: &'a Subject,
+    pub sender: &'a str,
+    pub recipient: &'a str,
+    pub purpose: Purpose,
+    pub at_ms: i64,
+}
+
+/// The decision. `Ok(())` means the consent allows the message.
+pub fn evaluate(
+    consent: Option<&StoredConsent>,
+    query: &ConsentQuery<'_>,
+) -> Result<(), ConsentRefusal> {
+    let stored = consent.ok_or(ConsentRefusal::NoConsent)?;
+    let record = stored.record.as_ref().ok_or(ConsentRefusal::NoConsent)?;
+    if let Some(w) = &stored.withdrawal {
+        if w.withdrawn_at_ms <= query.at_ms {
+            return Err(ConsentRefusal::Withdrawn);
+        }
+    }
+    if query.at_ms > record.valid_until_ms {
+        return Err(ConsentRefusal::Expired);
+    }
+    if query.at_ms < record.valid_from_ms {
+        return Err(ConsentRefusal::NotYetValid);
+    }
+    match &record.subject {
+        Some(s) if same_person(s, query.subject) => {}
+        _ => return Err(ConsentRefusal::OtherSubject),
+    }
+    let covers = |agency: &str| {
+        record.recording_agency == agency || record.recipients.iter().any(|r| r == agency)
+    };
+    if !covers(query.recipient) {
+        return Err(ConsentRefusal::OtherRecipient);
+    }
+    if !covers(query.sender) {
+        return Err(ConsentRefusal::OtherSender);
+    }
+    if !record.purposes.contains(&(query.purpose as i32)) {
+        return Err(ConsentRefusal::OtherPurpose);
+    }
+    Ok(())
+}
+
+/// Whether two subjects are the same person: same given and family name (ignoring case and
+/// surrounding white space) and the same date of birth. Addresses and case references may
+/// differ between agencies and over time.
+pub fn same_person(a: &Subject, b: &Subject) -> bool {
+    fn norm(s: &str) -> String {
+        s.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase()
+    }
+    norm(&a.given_name) == norm(&b.given_name)
+        && norm(&a.family_name) == norm(&b.family_name)
+        && a.date_of_birth.trim() == b.date_of_birth.trim()
+}
+
+/// The state of a consent at `at_ms`, for listings.
+pub fn state_at(stored: &StoredConsent, at_ms: i64) -> ConsentState {
+    let Some(record) = &stored.record else {
+        return ConsentState::Unspecified;
+    };
+    match &stored.withdrawal {
+        Some(w) if w.withdrawn_at_ms <= at_ms => ConsentState::ConsentWithdrawn,
+        _ if at_ms > record.valid_until_ms => ConsentState::ConsentExpired,
+        _ if at_ms < record.valid_from_ms => ConsentState::ConsentNotYetValid,
+        _ => ConsentState::ConsentInForce,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kurzdraht_proto::v1::{ConsentRecord, ConsentWithdrawalRecord};
+    use proptest::prelude::*;
+
+    const JC: &str = "jobcenter-segeberg";
+    const JA: &str = "jugendamt-kreis-segeberg";
+    const JN: &str = "jugendamt-norderstedt";
+
+    fn subject(name: &str) -> Subject {
+        Subject {
+            given_name: name.into(),
+            family_name: "Muster".into(),
+            date_of_birth: "2004-03-01".into(),
+            ..Default::default()
+        }
+    }
+
+    fn consent() -> StoredConsent {
+        StoredConsent {
+            record: Some(ConsentRecord {
+                consent_id: "c".into(),
+                subject: Some(subject("Lena")),
+                recording_agency: JC.into(),
+                recipients: vec![JA.into()],
+                purposes: vec![Purpose::U25MoveOut as i32],
+                valid_from_ms: 1_000,
+                valid_until_ms: 2_000,
+                ..Default::default()
+            }),
+            withdrawal: None,
+        }
+    }
+
+    fn query(s: &Subject) -> ConsentQuery<'_> {
+        ConsentQuery {
+            subject: s,
+            sender: JC,
+            recipient: JA,
+            purpose: Purpose::U25MoveOut,
+            at_ms: 1_500,
+        }
+    }
+
+    #[test]
+    fn each_refusal_reason() {
+        let s = subject("Lena");
+        let c = consent();
+        assert_eq!(evaluate(Some(&c), &query(&s)), Ok(()));
+        // the Jugendamt may answer the recording Jobcenter
+        let back = ConsentQuery {
+            sender: JA,
+            recipient: JC,
+            ..query(&s)
+        };
+        assert_eq!(evaluate(Some(&c), &back), Ok(()));
+        assert_eq!(evaluate(None, &query(&s)), Err(ConsentRefusal::NoConsent));
+        let mut w = c.clone();
+        w.withdrawal = Some(ConsentWithdrawalRecord {
+            withdrawn_at_ms: 1_400,
+            ..Default::default()
+        });
+        assert_eq!(
+            evaluate(Some(&w), &query(&s)),
+            Err(ConsentRefusal::Withdrawn)
+        );
+        let late = ConsentQuery {
+            at_ms: 2_001,
+            ..query(&s)
+        };
+        assert_eq!(evaluate(Some(&c), &late), Err(ConsentRefusal::Expired));
+        let early = ConsentQuery {
+            at_ms: 999,
+            ..query(&s)
+        };
+        assert_eq!(evaluate(Some(&c), &early), Err(ConsentRefusal::NotYetValid));
+        let other = subject("Mia");
+        assert_eq!(
+            evaluate(Some(&c), &query(&other)),
+            Err(ConsentRefusal::OtherSubject)
+        );
+        let to_jn = ConsentQuery {
+            recipient: JN,
+            ..query(&s)
+        };
+        assert_eq!(
+            evaluate(Some(&c), &to_jn),
+            Err(ConsentRefusal::OtherRecipient)
+        );
+        let from_jn = ConsentQuery {
+            sender: JN,
+            recipient: JC,
+            ..query(&s)
+        };
+        assert_eq!(
+            evaluate(Some(&c), &from_jn),
+            Err(ConsentRefusal::OtherSender)
+        );
+        let q = ConsentQuery {
+            purpose: Purpose::QualificationMeasure,
+            ..query(&s)
+        };
+        assert_eq!(evaluate(Some(&c), &q), Err(ConsentRefusal::OtherPurpose));
+    }
+
+    #[test]
+    fn a_future_withdrawal_does_not_refuse_yet() {
+        let s = subject("Lena");
+        let mut c = consent();
+        c.withdrawal = Some(ConsentWithdrawalRecord {
+            withdrawn_at_ms: 1_600,
+            ..Default::default()
+        });
+        assert_eq!(evaluate(Some(&c), &query(&s)), Ok(()));
+        assert_eq!(state_at(&c, 1_500), ConsentState::ConsentInForce);
+        assert_eq!(state_at(&c, 1_600), ConsentState::ConsentWithdrawn);
+    }
+
+    #[test]
+    fn same_person_ignores_case_space_and_address() {
+        let mut a = subject("Lena");
+        let mut b = subject("  LENA ");
+        a.address = Some(Default::default());
+        b.case_references.push(Default::default());
+        assert!(same_person(&a, &b));
+        b.date_of_birth = "2004-03-02".into();
+        assert!(!same_person(&a, &b));
+    }
+
+    fn agency() -> impl Strategy<Value = &'static str> {
+        prop_oneof![Just(JC), Just(JA), Just(JN)]
+    }
+
+    proptest! {
+        /// The decision is Ok exactly when every condition holds, whatever the inputs.
+        #[test]
+        fn ok_iff_all_conditions_hold(
+            from in 0i64..100, len in 0i64..100, at in 0i64..250,
+            withdrawn in proptest::option::of(0i64..250),
+            recording in agency(), recipients in proptest::collection::vec(agency(), 0..3),
+            purposes in proptest::collection::vec(1i32..3, 0..3),
+            sender in agency(), recipient in agency(), purpose in 1i32..3,
+            same in any::<bool>(),
+        ) {
+            let c = StoredConsent {
+                record: Some(ConsentRecord {
+                    subject: Some(subject("Lena")),
+                    recording_agency: recording.into(),
+                    recipients: recipients.iter().map(|s| s.to_string()).collect(),
+                    purposes: purposes.clone(),
+                    valid_from_ms: from,
+                    valid_until_ms: from + len,
+                    ..Default::default()
+                }),
+                withdrawal: withdrawn.map(|t| ConsentWithdrawalRecord { withdrawn_at_ms: t, ..Default::default() }),
+            };
+            let s = if same { subject("Lena") } else { subject("Mia") };
+            let purpose = Purpose::try_from(purpose).unwrap();
+            let q = ConsentQuery { subject: &s, sender, recipient, purpose, at_ms: at };
+            let covered = |a: &str| a == recording || recipients.contains(&a);
+            let all = withdrawn.is_none_or(|t| t > at)
+                && at >= from && at <= from + len && same
+                && covered(recipient) && covered(sender)
+                && purposes.contains(&(purpose as i32));
+            prop_assert_eq!(evaluate(Some(&c), &q).is_ok(), all);
+            prop_assert_eq!(state_at(&c, at) == ConsentState::ConsentInForce,
+                withdrawn.is_none_or(|t| t > at) && at >= from && at <= from + len);
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! The one error type of the ledger.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("the data directory {path} is in use by another process (sled holds a lock on it)")]
+    Locked { path: PathBuf },
+    #[error("store error: {0}")]
+    Store(#[from] sled::Error),
+    #[error("stored record {what} is corrupt: {reason}")]
+    Corrupt { what: &'static str, reason: String },
+    #[error("consent {consent_id} already exists")]
+    ConsentExists { consent_id: String },
+    #[error("consent {consent_id} is not known here")]
+    UnknownConsent { consent_id: String },
+    #[error("consent {consent_id} is already withdrawn")]
+    AlreadyWithdrawn { consent_id: String },
+    #[error("message id {message_id} was already used for a different envelope")]
+    MessageIdConflict { message_id: String },
+    #[error("message {message_id} is not known here")]
+    UnknownMessage { message_id: String },
+    #[error("audit chain broken at entry {seq}: {reason}")]
+    AuditBroken { seq: u64, reason: String },
+}
+
+impl LedgerError {
+    pub(crate) fn corrupt(what: &'static str, e: impl std::fmt::Display) -> Self {
+        Self::Corrupt {
+            what,
+            reason: e.to_string(),
+        }
+    }
+}

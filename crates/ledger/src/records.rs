@@ -1,0 +1,98 @@
+//! The records the ledger keeps, prost-encoded so that old records stay readable when
+//! fields are added.
+
+use kurzdraht_proto::v1::{
+    ConsentRecord, ConsentWithdrawalRecord, MessageStatus, SignedEnvelope, SignedReceipt,
+};
+
+/// A consent as held by a node: the record and, once withdrawn, the withdrawal.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredConsent {
+    #[prost(message, optional, tag = "1")]
+    pub record: Option<ConsentRecord>,
+    #[prost(message, optional, tag = "2")]
+    pub withdrawal: Option<ConsentWithdrawalRecord>,
+}
+
+/// A message waiting in the outbox for delivery to one peer.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct OutboxEntry {
+    #[prost(string, tag = "1")]
+    pub message_id: String,
+    #[prost(string, tag = "2")]
+    pub recipient: String,
+    #[prost(message, optional, tag = "3")]
+    pub envelope: Option<SignedEnvelope>,
+    #[prost(int64, tag = "4")]
+    pub deadline_ms: i64,
+}
+
+/// Everything known about a submitted message, from submission to its final state.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MessageRecord {
+    #[prost(message, optional, tag = "1")]
+    pub status: Option<MessageStatus>,
+    /// Key of the outbox entry while the message is queued.
+    #[prost(bytes = "vec", tag = "2")]
+    pub outbox_key: Vec<u8>,
+    #[prost(bytes = "vec", tag = "3")]
+    pub envelope_sha256: Vec<u8>,
+    #[prost(int64, tag = "4")]
+    pub deadline_ms: i64,
+    #[prost(int64, tag = "5")]
+    pub next_attempt_ms: i64,
+}
+
+/// A received envelope, durable before its receipt was signed.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct InboxRecord {
+    #[prost(uint64, tag = "1")]
+    pub seq: u64,
+    #[prost(string, tag = "2")]
+    pub message_id: String,
+    #[prost(string, tag = "3")]
+    pub sender: String,
+    #[prost(int32, tag = "4")]
+    pub kind: i32,
+    #[prost(message, optional, tag = "5")]
+    pub envelope: Option<SignedEnvelope>,
+    #[prost(message, optional, tag = "6")]
+    pub receipt: Option<SignedReceipt>,
+    #[prost(bytes = "vec", tag = "7")]
+    pub envelope_sha256: Vec<u8>,
+    #[prost(int64, tag = "8")]
+    pub received_at_ms: i64,
+    #[prost(int64, tag = "9")]
+    pub created_at_ms: i64,
+    #[prost(string, tag = "10")]
+    pub consent_id: String,
+    #[prost(string, tag = "11")]
+    pub in_reply_to: String,
+    #[prost(bool, tag = "12")]
+    pub acknowledged: bool,
+}
+
+/// One link of the audit chain. Its hash is SHA-256 over a domain prefix and the stored bytes.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuditEntry {
+    #[prost(uint64, tag = "1")]
+    pub seq: u64,
+    #[prost(bytes = "vec", tag = "2")]
+    pub prev_hash: Vec<u8>,
+    #[prost(int64, tag = "3")]
+    pub at_ms: i64,
+    #[prost(string, tag = "4")]
+    pub event: String,
+    #[prost(string, tag = "5")]
+    pub message_id: String,
+    #[prost(string, tag = "6")]
+    pub consent_id: String,
+    #[prost(string, tag = "7")]
+    pub peer: String,
+    #[prost(int32, tag = "8")]
+    pub kind: i32,
+    #[prost(string, tag = "9")]
+    pub detail: String,
+    #[prost(bytes = "vec", tag = "10")]
+    pub envelope_sha256: Vec<u8>,
+}

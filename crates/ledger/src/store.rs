@@ -1,0 +1,682 @@
+//! [`Ledger`]: the node's sled database. Trees:
+//!
+//! | tree        | key                                  | value                          |
+//! |-------------|--------------------------------------|--------------------------------|
+//! | `consents`  | consent id                           | [`StoredConsent`]              |
+//! | `outbox`    | recipient, `0x00`, u64 BE sequence   | [`OutboxEntry`] (FIFO per peer)|
+//! | `messages`  | message id                           | [`MessageRecord`] (status)     |
+//! | `inbox`     | message id                           | [`InboxRecord`]                |
+//! | `inbox_seq` | u64 BE arrival sequence              | message id                     |
+//! | `audit`     | u64 BE sequence                      | audit entry bytes              |
+//! | `meta`      | `audit_head`, `inbox_seq`            | counters and the chain head    |
+//!
+//! Every method that changes state runs one sled transaction over all trees, including the
+//! audit entry that records the change. Callers make the change durable with
+//! [`Ledger::flush`] before they acknowledge it to anyone.
+
+use crate::{
+    audit::{entry_hash, verify_chain, AuditEvent, AuditNote, AuditReport},
+    error::LedgerError,
+    records::{InboxRecord, MessageRecord, OutboxEntry, StoredConsent},
+};
+use kurzdraht_proto::v1::{
+    ConsentRecord, ConsentWithdrawalRecord, DeliveryState, MessageKind, MessageStatus,
+    SignedEnvelope, SignedReceipt,
+};
+use prost::Message;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::{Transactional, Tree};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+const AUDIT_HEAD: &[u8] = b"audit_head";
+const INBOX_SEQ: &[u8] = b"inbox_seq";
+
+type TxResult<T> = Result<T, ConflictableTransactionError<LedgerError>>;
+
+fn abort<T>(e: LedgerError) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(e))
+}
+
+/// A message ready to be queued: sealed, with its delivery facts.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub envelope: SignedEnvelope,
+    pub message_id: String,
+    pub kind: MessageKind,
+    pub recipient: String,
+    pub consent_id: String,
+    pub submitted_at_ms: i64,
+    pub deadline_ms: i64,
+    pub envelope_sha256: [u8; 32],
+}
+
+/// How a queued message left the outbox.
+#[derive(Debug, Clone)]
+pub enum Finish {
+    /// The receiver's receipt was verified.
+    Delivered { receipt: SignedReceipt },
+    /// This node stopped it (consent no longer valid); `reason` is a code without personal data.
+    Refused { reason: String },
+    /// The receiver refused it for good.
+    Rejected { reason: String },
+    /// Its deadline passed.
+    Expired,
+}
+
+/// What a received envelope changes besides the inbox.
+#[allow(clippy::large_enum_variant)] // built once per delivery; boxing buys nothing
+#[derive(Debug, Clone)]
+pub enum ConsentEffect {
+    None,
+    Record(ConsentRecord),
+    Withdraw(ConsentWithdrawalRecord),
+}
+
+/// The outcome of [`Ledger::accept_delivery`].
+#[derive(Debug, Clone)]
+pub enum Accepted {
+    /// Newly stored with this arrival sequence number.
+    Stored { seq: u64 },
+    /// The same envelope was stored before; here is that record (with its original receipt).
+    Duplicate(Box<InboxRecord>),
+}
+
+/// The node's store. Cheap to clone.
+#[derive(Clone)]
+pub struct Ledger {
+    db: sled::Db,
+    consents: Tree,
+    outbox: Tree,
+    messages: Tree,
+    inbox: Tree,
+    inbox_seq: Tree,
+    audit: Tree,
+    meta: Tree,
+}
+
+struct Tx<'a> {
+    consents: &'a TransactionalTree,
+    outbox: &'a TransactionalTree,
+    messages: &'a TransactionalTree,
+    inbox: &'a TransactionalTree,
+    inbox_seq: &'a TransactionalTree,
+    audit: &'a TransactionalTree,
+    meta: &'a TransactionalTree,
+}
+
+fn decode<T: Message + Default>(what: &'static str, bytes: &[u8]) -> Result<T, LedgerError> {
+    T::decode(bytes).map_err(|e| LedgerError::corrupt(what, e))
+}
+
+fn tx_decode<T: Message + Default>(what: &'static str, bytes: &[u8]) -> TxResult<T> {
+    decode(what, bytes).map_err(ConflictableTransactionError::Abort)
+}
+
+fn u64_from(what: &'static str, bytes: &[u8]) -> Result<u64, LedgerError> {
+    let arr: [u8; 8] = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| LedgerError::corrupt(what, "shorter than 8 bytes"))?;
+    Ok(u64::from_be_bytes(arr))
+}
+
+fn outbox_prefix(peer: &str) -> Vec<u8> {
+    let mut key = peer.as_bytes().to_vec();
+    key.push(0);
+    key
+}
+
+impl Tx<'_> {
+    fn append_audit(&self, note: AuditNote, at_ms: i64) -> TxResult<()> {
+        let (seq, prev) = match self.meta.get(AUDIT_HEAD)? {
+            Some(v) if v.len() == 40 => {
+                let seq =
+                    u64_from("audit head", &v).map_err(ConflictableTransactionError::Abort)?;
+                let mut hash = [0u8; 32];
+                hash.copy_from_slice(&v[8..40]);
+                (seq, hash)
+            }
+            Some(_) => return abort(LedgerError::corrupt("audit head", "wrong length")),
+            None => (0, [0u8; 32]),
+        };
+        let seq = seq + 1;
+        let bytes = note.into_entry(seq, prev, at_ms).encode_to_vec();
+        let hash = entry_hash(&bytes);
+        self.audit.insert(&seq.to_be_bytes(), bytes)?;
+        let mut head = seq.to_be_bytes().to_vec();
+        head.extend_from_slice(&hash);
+        self.meta.insert(AUDIT_HEAD, head)?;
+        Ok(())
+    }
+
+    fn enqueue(&self, out: &Outgoing, key: &[u8]) -> TxResult<()> {
+        let entry = OutboxEntry {
+            message_id: out.message_id.clone(),
+            recipient: out.recipient.clone(),
+            envelope: Some(out.envelope.clone()),
+            deadline_ms: out.deadline_ms,
+        };
+        let record = MessageRecord {
+            status: Some(MessageStatus {
+                message_id: out.message_id.clone(),
+                kind: out.kind as i32,
+                recipient: out.recipient.clone(),
+                state: DeliveryState::Queued as i32,
+                attempts: 0,
+                detail: String::new(),
+                submitted_at_ms: out.submitted_at_ms,
+                updated_at_ms: out.submitted_at_ms,
+                receipt: None,
+                consent_id: out.consent_id.clone(),
+            }),
+            outbox_key: key.to_vec(),
+            envelope_sha256: out.envelope_sha256.to_vec(),
+            deadline_ms: out.deadline_ms,
+            next_attempt_ms: out.submitted_at_ms,
+        };
+        self.outbox.insert(key, entry.encode_to_vec())?;
+        self.messages
+            .insert(out.message_id.as_bytes(), record.encode_to_vec())?;
+        self.append_audit(
+            AuditNote::new(AuditEvent::Submitted)
+                .message(&out.message_id)
+                .consent(&out.consent_id)
+                .peer(&out.recipient)
+                .kind(out.kind as i32)
+                .envelope(&out.envelope_sha256),
+            out.submitted_at_ms,
+        )
+    }
+}
+
+impl Ledger {
+    /// Opens (or creates) the store in `dir`. A second process opening the same directory
+    /// gets [`LedgerError::Locked`].
+    pub fn open(dir: &Path) -> Result<Self, LedgerError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                    LedgerError::Locked {
+                        path: PathBuf::from(dir),
+                    }
+                }
+                other => LedgerError::Store(other),
+            })?;
+        Ok(Self {
+            consents: db.open_tree("consents")?,
+            outbox: db.open_tree("outbox")?,
+            messages: db.open_tree("messages")?,
+            inbox: db.open_tree("inbox")?,
+            inbox_seq: db.open_tree("inbox_seq")?,
+            audit: db.open_tree("audit")?,
+            meta: db.open_tree("meta")?,
+            db,
+        })
+    }
+
+    /// Makes every change so far durable (fsync). Concurrent callers share one flush.
+    pub async fn flush(&self) -> Result<(), LedgerError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Bytes on disk, for operators.
+    pub fn size_on_disk(&self) -> Result<u64, LedgerError> {
+        Ok(self.db.size_on_disk()?)
+    }
+
+    fn tx<R>(&self, f: impl Fn(&Tx<'_>) -> TxResult<R>) -> Result<R, LedgerError> {
+        (
+            &self.consents,
+            &self.outbox,
+            &self.messages,
+            &self.inbox,
+            &self.inbox_seq,
+            &self.audit,
+            &self.meta,
+        )
+            .transaction(
+                |(consents, outbox, messages, inbox, inbox_seq, audit, meta)| {
+                    f(&Tx {
+                        consents,
+                        outbox,
+                        messages,
+                        inbox,
+                        inbox_seq,
+                        audit,
+                        meta,
+                    })
+                },
+            )
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => LedgerError::Store(e),
+            })
+    }
+
+    fn outbox_key(&self, recipient: &str) -> Result<Vec<u8>, LedgerError> {
+        let mut key = outbox_prefix(recipient);
+        key.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
+        Ok(key)
+    }
+
+    fn keys_for(&self, outgoing: &[Outgoing]) -> Result<Vec<Vec<u8>>, LedgerError> {
+        outgoing
+            .iter()
+            .map(|o| self.outbox_key(&o.recipient))
+            .collect()
+    }
+
+    // ---- consents ----
+
+    /// Records a consent given at this agency and queues its notices, atomically.
+    pub fn record_consent(
+        &self,
+        consent: &ConsentRecord,
+        notices: &[Outgoing],
+        now_ms: i64,
+    ) -> Result<(), LedgerError> {
+        let keys = self.keys_for(notices)?;
+        let stored = StoredConsent {
+            record: Some(consent.clone()),
+            withdrawal: None,
+        }
+        .encode_to_vec();
+        self.tx(|t| {
+            let id = consent.consent_id.as_bytes();
+            if t.consents.get(id)?.is_some() {
+                return abort(LedgerError::ConsentExists {
+                    consent_id: consent.consent_id.clone(),
+                });
+            }
+            t.consents.insert(id, stored.clone())?;
+            t.append_audit(
+                AuditNote::new(AuditEvent::ConsentRecorded).consent(&consent.consent_id),
+                now_ms,
+            )?;
+            for (n, key) in notices.iter().zip(&keys) {
+                t.enqueue(n, key)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Records a withdrawal of a consent held here and queues its notices, atomically.
+    pub fn record_withdrawal(
+        &self,
+        withdrawal: &ConsentWithdrawalRecord,
+        notices: &[Outgoing],
+        now_ms: i64,
+    ) -> Result<(), LedgerError> {
+        let keys = self.keys_for(notices)?;
+        self.tx(|t| {
+            let id = withdrawal.consent_id.as_bytes();
+            let Some(bytes) = t.consents.get(id)? else {
+                return abort(LedgerError::UnknownConsent {
+                    consent_id: withdrawal.consent_id.clone(),
+                });
+            };
+            let mut stored: StoredConsent = tx_decode("consent", &bytes)?;
+            if stored.withdrawal.is_some() {
+                return abort(LedgerError::AlreadyWithdrawn {
+                    consent_id: withdrawal.consent_id.clone(),
+                });
+            }
+            stored.withdrawal = Some(withdrawal.clone());
+            t.consents.insert(id, stored.encode_to_vec())?;
+            t.append_audit(
+                AuditNote::new(AuditEvent::ConsentWithdrawn).consent(&withdrawal.consent_id),
+                now_ms,
+            )?;
+            for (n, key) in notices.iter().zip(&keys) {
+                t.enqueue(n, key)?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn consent(&self, consent_id: &str) -> Result<Option<StoredConsent>, LedgerError> {
+        self.consents
+            .get(consent_id.as_bytes())?
+            .map(|b| decode("consent", &b))
+            .transpose()
+    }
+
+    /// Every consent held here, oldest first (consent ids are UUIDv7).
+    pub fn consents(&self) -> Result<Vec<StoredConsent>, LedgerError> {
+        self.consents
+            .iter()
+            .map(|kv| decode("consent", &kv?.1))
+            .collect()
+    }
+
+    // ---- outbox ----
+
+    /// Queues one submitted message (durable after the next [`Ledger::flush`]).
+    pub fn enqueue(&self, out: &Outgoing) -> Result<(), LedgerError> {
+        let key = self.outbox_key(&out.recipient)?;
+        self.tx(|t| t.enqueue(out, &key))
+    }
+
+    /// The oldest queued message for `peer`.
+    pub fn outbox_head(&self, peer: &str) -> Result<Option<OutboxEntry>, LedgerError> {
+        match self.outbox.scan_prefix(outbox_prefix(peer)).next() {
+            Some(kv) => Ok(Some(decode("outbox entry", &kv?.1)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Number of messages queued for `peer`.
+    pub fn outbox_len(&self, peer: &str) -> usize {
+        self.outbox.scan_prefix(outbox_prefix(peer)).count()
+    }
+
+    /// The peers that have queued messages.
+    pub fn peers_with_queued(&self) -> Result<BTreeSet<String>, LedgerError> {
+        let mut peers = BTreeSet::new();
+        let mut next: Option<Vec<u8>> = None;
+        loop {
+            let item = match &next {
+                None => self.outbox.iter().next(),
+                Some(from) => self.outbox.range(from.clone()..).next(),
+            };
+            let Some(kv) = item else { break };
+            let key = kv?.0;
+            let end = key.iter().position(|b| *b == 0).unwrap_or(key.len());
+            let peer = String::from_utf8_lossy(&key[..end]).into_owned();
+            // skip past this peer's entries: the prefix followed by 0x01 sorts after them all
+            let mut skip = key[..end].to_vec();
+            skip.push(1);
+            next = Some(skip);
+            peers.insert(peer);
+        }
+        Ok(peers)
+    }
+
+    pub fn message(&self, message_id: &str) -> Result<Option<MessageRecord>, LedgerError> {
+        self.messages
+            .get(message_id.as_bytes())?
+            .map(|b| decode("message record", &b))
+            .transpose()
+    }
+
+    /// Records a failed delivery attempt and when the next one is due.
+    pub fn record_attempt(
+        &self,
+        message_id: &str,
+        detail: &str,
+        next_attempt_ms: i64,
+        now_ms: i64,
+    ) -> Result<(), LedgerError> {
+        self.tx(|t| {
+            let Some(bytes) = t.messages.get(message_id.as_bytes())? else {
+                return abort(LedgerError::UnknownMessage {
+                    message_id: message_id.to_string(),
+                });
+            };
+            let mut record: MessageRecord = tx_decode("message record", &bytes)?;
+            if let Some(s) = record.status.as_mut() {
+                s.attempts += 1;
+                s.detail = detail.to_string();
+                s.updated_at_ms = now_ms;
+            }
+            record.next_attempt_ms = next_attempt_ms;
+            t.messages
+                .insert(message_id.as_bytes(), record.encode_to_vec())?;
+            Ok(())
+        })
+    }
+
+    /// Takes a queued message out of the outbox with its final state. A message that is
+    /// already final is left as it is.
+    pub fn finish(&self, message_id: &str, how: &Finish, now_ms: i64) -> Result<(), LedgerError> {
+        self.tx(|t| {
+            let Some(bytes) = t.messages.get(message_id.as_bytes())? else {
+                return abort(LedgerError::UnknownMessage {
+                    message_id: message_id.to_string(),
+                });
+            };
+            let mut record: MessageRecord = tx_decode("message record", &bytes)?;
+            let Some(status) = record.status.as_mut() else {
+                return abort(LedgerError::corrupt("message record", "no status"));
+            };
+            if status.state != DeliveryState::Queued as i32 {
+                return Ok(());
+            }
+            let (state, event, detail) = match how {
+                Finish::Delivered { .. } => (
+                    DeliveryState::Delivered,
+                    AuditEvent::Delivered,
+                    String::new(),
+                ),
+                Finish::Refused { reason } => (
+                    DeliveryState::Refused,
+                    AuditEvent::DeliveryRefused,
+                    reason.clone(),
+                ),
+                Finish::Rejected { reason } => (
+                    DeliveryState::Rejected,
+                    AuditEvent::DeliveryRejected,
+                    reason.clone(),
+                ),
+                Finish::Expired => (
+                    DeliveryState::Expired,
+                    AuditEvent::DeliveryExpired,
+                    "deadline passed".to_string(),
+                ),
+            };
+            status.state = state as i32;
+            status.detail = detail.clone();
+            status.updated_at_ms = now_ms;
+            if let Finish::Delivered { receipt } = how {
+                status.receipt = Some(receipt.clone());
+            }
+            let note = AuditNote::new(event)
+                .message(message_id)
+                .consent(&status.consent_id)
+                .peer(&status.recipient)
+                .kind(status.kind)
+                .detail(detail)
+                .envelope(&record.envelope_sha256);
+            t.outbox.remove(record.outbox_key.as_slice())?;
+            record.outbox_key.clear();
+            t.messages
+                .insert(message_id.as_bytes(), record.encode_to_vec())?;
+            t.append_audit(note, now_ms)
+        })
+    }
+
+    // ---- inbox ----
+
+    /// Stores a verified, allowed envelope (with the receipt that will answer it) and applies
+    /// its consent effect, atomically; or finds that the same envelope is already here.
+    pub fn accept_delivery(
+        &self,
+        record: &InboxRecord,
+        effect: &ConsentEffect,
+        now_ms: i64,
+    ) -> Result<Accepted, LedgerError> {
+        self.tx(|t| {
+            let id = record.message_id.as_bytes();
+            if let Some(bytes) = t.inbox.get(id)? {
+                let existing: InboxRecord = tx_decode("inbox record", &bytes)?;
+                if existing.envelope_sha256 != record.envelope_sha256 {
+                    return abort(LedgerError::MessageIdConflict {
+                        message_id: record.message_id.clone(),
+                    });
+                }
+                t.append_audit(
+                    AuditNote::new(AuditEvent::ReceivedDuplicate)
+                        .message(&record.message_id)
+                        .peer(&record.sender)
+                        .kind(record.kind)
+                        .envelope(&record.envelope_sha256),
+                    now_ms,
+                )?;
+                return Ok(Accepted::Duplicate(Box::new(existing)));
+            }
+            let seq = match t.meta.get(INBOX_SEQ)? {
+                Some(v) => {
+                    u64_from("inbox seq", &v).map_err(ConflictableTransactionError::Abort)?
+                }
+                None => 0,
+            } + 1;
+            t.meta.insert(INBOX_SEQ, &seq.to_be_bytes())?;
+            let mut stored = record.clone();
+            stored.seq = seq;
+            t.inbox.insert(id, stored.encode_to_vec())?;
+            t.inbox_seq.insert(&seq.to_be_bytes(), id)?;
+            t.append_audit(
+                AuditNote::new(AuditEvent::Received)
+                    .message(&record.message_id)
+                    .consent(&record.consent_id)
+                    .peer(&record.sender)
+                    .kind(record.kind)
+                    .envelope(&record.envelope_sha256),
+                now_ms,
+            )?;
+            match effect {
+                ConsentEffect::None => {}
+                ConsentEffect::Record(consent) => {
+                    let cid = consent.consent_id.as_bytes();
+                    if let Some(bytes) = t.consents.get(cid)? {
+                        let held: StoredConsent = tx_decode("consent", &bytes)?;
+                        if held.record.as_ref() != Some(consent) {
+                            return abort(LedgerError::ConsentExists {
+                                consent_id: consent.consent_id.clone(),
+                            });
+                        }
+                    } else {
+                        let stored = StoredConsent {
+                            record: Some(consent.clone()),
+                            withdrawal: None,
+                        };
+                        t.consents.insert(cid, stored.encode_to_vec())?;
+                    }
+                    t.append_audit(
+                        AuditNote::new(AuditEvent::ConsentReplicated)
+                            .consent(&consent.consent_id)
+                            .message(&record.message_id)
+                            .peer(&record.sender),
+                        now_ms,
+                    )?;
+                }
+                ConsentEffect::Withdraw(w) => {
+                    let cid = w.consent_id.as_bytes();
+                    let Some(bytes) = t.consents.get(cid)? else {
+                        return abort(LedgerError::UnknownConsent {
+                            consent_id: w.consent_id.clone(),
+                        });
+                    };
+                    let mut held: StoredConsent = tx_decode("consent", &bytes)?;
+                    if held.withdrawal.is_none() {
+                        held.withdrawal = Some(w.clone());
+                        t.consents.insert(cid, held.encode_to_vec())?;
+                    }
+                    t.append_audit(
+                        AuditNote::new(AuditEvent::WithdrawalReplicated)
+                            .consent(&w.consent_id)
+                            .message(&record.message_id)
+                            .peer(&record.sender),
+                        now_ms,
+                    )?;
+                }
+            }
+            Ok(Accepted::Stored { seq })
+        })
+    }
+
+    pub fn inbox_record(&self, message_id: &str) -> Result<Option<InboxRecord>, LedgerError> {
+        self.inbox
+            .get(message_id.as_bytes())?
+            .map(|b| decode("inbox record", &b))
+            .transpose()
+    }
+
+    /// Up to `limit` inbox records with sequence numbers after `after_seq`, in arrival order.
+    pub fn inbox_after(
+        &self,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<InboxRecord>, LedgerError> {
+        let start = after_seq.saturating_add(1).to_be_bytes();
+        let mut out = Vec::new();
+        for kv in self.inbox_seq.range(start..).take(limit) {
+            let (_, id) = kv?;
+            let bytes = self
+                .inbox
+                .get(&id)?
+                .ok_or_else(|| LedgerError::corrupt("inbox index", "points at no record"))?;
+            out.push(decode("inbox record", &bytes)?);
+        }
+        Ok(out)
+    }
+
+    /// Marks an inbox message as taken over by the IT system.
+    pub fn acknowledge(&self, message_id: &str, now_ms: i64) -> Result<(), LedgerError> {
+        self.tx(|t| {
+            let Some(bytes) = t.inbox.get(message_id.as_bytes())? else {
+                return abort(LedgerError::UnknownMessage {
+                    message_id: message_id.to_string(),
+                });
+            };
+            let mut record: InboxRecord = tx_decode("inbox record", &bytes)?;
+            if record.acknowledged {
+                return Ok(());
+            }
+            record.acknowledged = true;
+            t.inbox
+                .insert(message_id.as_bytes(), record.encode_to_vec())?;
+            t.append_audit(
+                AuditNote::new(AuditEvent::InboxAcknowledged)
+                    .message(message_id)
+                    .peer(&record.sender)
+                    .kind(record.kind),
+                now_ms,
+            )
+        })
+    }
+
+    // ---- audit ----
+
+    /// Appends one audit entry on its own (refusals, reads).
+    pub fn audit(&self, note: AuditNote, now_ms: i64) -> Result<(), LedgerError> {
+        self.tx(|t| t.append_audit(note.clone(), now_ms))
+    }
+
+    /// Every audit entry, decoded, in order.
+    pub fn audit_entries(&self) -> Result<Vec<crate::records::AuditEntry>, LedgerError> {
+        self.audit
+            .iter()
+            .map(|kv| decode("audit entry", &kv?.1))
+            .collect()
+    }
+
+    /// Checks the whole chain: sequence, links, and that it ends at the recorded head.
+    pub fn verify_audit(&self) -> Result<AuditReport, LedgerError> {
+        let head = match self.meta.get(AUDIT_HEAD)? {
+            Some(v) if v.len() == 40 => {
+                let mut hash = [0u8; 32];
+                hash.copy_from_slice(&v[8..40]);
+                Some((u64_from("audit head", &v)?, hash))
+            }
+            Some(_) => return Err(LedgerError::corrupt("audit head", "wrong length")),
+            None => None,
+        };
+        let entries = self.audit.iter().map(|kv| {
+            let (k, v) = kv?;
+            Ok((u64_from("audit key", &k)?, v.to_vec()))
+        });
+        verify_chain(entries, head)
+    }
+
+    /// For tests of the verifier: the raw audit tree.
+    #[doc(hidden)]
+    pub fn audit_tree(&self) -> &Tree {
+        &self.audit
+    }
+}

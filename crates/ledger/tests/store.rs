@@ -1,0 +1,987 @@
+//! Integration tests of the ledger against real sled directories.
+
+// Helpers outside `#[test]` functions are test code too; `allow-unwrap-in-tests` does not see them.
+#![allow(clippy::unwrap_used)]
+
+use kurzdraht_ledger::records::AuditEntry;
+use kurzdraht_ledger::{
+    Accepted, ConsentEffect, Finish, InboxRecord, Ledger, LedgerError, Outgoing,
+};
+use kurzdraht_proto::v1::{
+    ConsentRecord, ConsentWithdrawalRecord, DeliveryState, MessageKind, Purpose, SignedEnvelope,
+    SignedReceipt, Subject,
+};
+use proptest::prelude::*;
+use prost::Message;
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+
+const JC: &str = "jobcenter-segeberg";
+const JA: &str = "jugendamt-kreis-segeberg";
+const JN: &str = "jugendamt-norderstedt";
+
+fn envelope(id: &str) -> SignedEnvelope {
+    SignedEnvelope {
+        header: format!("header of {id}").into_bytes(),
+        payload: format!("payload of {id}").into_bytes(),
+        signature: vec![7; 64],
+        signer: JC.into(),
+    }
+}
+
+fn hash_of(id: &str) -> [u8; 32] {
+    let mut h = [0u8; 32];
+    for (i, b) in id.bytes().enumerate() {
+        h[i % 32] ^= b;
+        h[(i + 1) % 32] = h[(i + 1) % 32].wrapping_add(b);
+    }
+    h
+}
+
+fn outgoing(id: &str, recipient: &str, consent_id: &str, at_ms: i64) -> Outgoing {
+    Outgoing {
+        envelope: envelope(id),
+        message_id: id.into(),
+        kind: MessageKind::CertificationRequest,
+        recipient: recipient.into(),
+        consent_id: consent_id.into(),
+        submitted_at_ms: at_ms,
+        deadline_ms: at_ms + 86_400_000,
+        envelope_sha256: hash_of(id),
+    }
+}
+
+fn consent(id: &str) -> ConsentRecord {
+    ConsentRecord {
+        consent_id: id.into(),
+        subject: Some(Subject {
+            given_name: "Lena".into(),
+            family_name: "Muster".into(),
+            date_of_birth: "2004-03-01".into(),
+            ..Default::default()
+        }),
+        recording_agency: JC.into(),
+        recipients: vec![JA.into(), JN.into()],
+        purposes: vec![Purpose::U25MoveOut as i32],
+        valid_from_ms: 1_000,
+        valid_until_ms: 1_000_000,
+        recorded_by: "caseworker-1".into(),
+        recorded_at_ms: 1_000,
+        ..Default::default()
+    }
+}
+
+fn withdrawal(id: &str, at_ms: i64) -> ConsentWithdrawalRecord {
+    ConsentWithdrawalRecord {
+        consent_id: id.into(),
+        withdrawn_at_ms: at_ms,
+        recorded_by: "caseworker-2".into(),
+        manner: "in writing".into(),
+    }
+}
+
+fn receipt(tag: u8) -> SignedReceipt {
+    SignedReceipt {
+        receipt: vec![tag; 40],
+        signature: vec![tag.wrapping_add(1); 64],
+    }
+}
+
+fn inbox(id: &str, hash_tag: u8, receipt_tag: u8) -> InboxRecord {
+    InboxRecord {
+        seq: 0,
+        message_id: id.into(),
+        sender: JC.into(),
+        kind: MessageKind::CertificationRequest as i32,
+        envelope: Some(envelope(id)),
+        receipt: Some(receipt(receipt_tag)),
+        envelope_sha256: vec![hash_tag; 32],
+        received_at_ms: 5_000,
+        created_at_ms: 4_000,
+        consent_id: "c-1".into(),
+        in_reply_to: String::new(),
+        acknowledged: false,
+    }
+}
+
+fn audit_count(l: &Ledger) -> u64 {
+    l.verify_audit().unwrap().entries
+}
+
+fn events(l: &Ledger) -> Vec<String> {
+    l.audit_entries()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect()
+}
+
+fn state(l: &Ledger, id: &str) -> i32 {
+    l.message(id).unwrap().unwrap().status.unwrap().state
+}
+
+fn ids_of(records: &[InboxRecord]) -> Vec<(u64, String)> {
+    records
+        .iter()
+        .map(|r| (r.seq, r.message_id.clone()))
+        .collect()
+}
+
+// 1. ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn consent_with_notices_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = consent("c-1");
+    let n1 = outgoing("m-ja", JA, "c-1", 2_000);
+    let n2 = outgoing("m-jn", JN, "c-1", 2_000);
+    {
+        let l = Ledger::open(dir.path()).unwrap();
+        l.record_consent(&c, &[n1.clone(), n2.clone()], 2_000)
+            .unwrap();
+        l.flush().await.unwrap();
+    }
+
+    let l = Ledger::open(dir.path()).unwrap();
+    let stored = l.consent("c-1").unwrap().expect("consent survives reopen");
+    assert_eq!(stored.record.as_ref(), Some(&c));
+    assert!(stored.withdrawal.is_none());
+    assert_eq!(l.consents().unwrap().len(), 1);
+
+    for n in [&n1, &n2] {
+        let head = l.outbox_head(&n.recipient).unwrap().expect("notice queued");
+        assert_eq!(head.message_id, n.message_id);
+        assert_eq!(head.recipient, n.recipient);
+        assert_eq!(head.envelope.as_ref(), Some(&n.envelope));
+        assert_eq!(head.deadline_ms, n.deadline_ms);
+        assert_eq!(l.outbox_len(&n.recipient), 1);
+
+        let rec = l.message(&n.message_id).unwrap().expect("message record");
+        let st = rec.status.as_ref().unwrap();
+        assert_eq!(st.state, DeliveryState::Queued as i32);
+        assert_eq!(st.message_id, n.message_id);
+        assert_eq!(st.recipient, n.recipient);
+        assert_eq!(st.consent_id, "c-1");
+        assert_eq!(st.kind, MessageKind::CertificationRequest as i32);
+        assert_eq!(st.attempts, 0);
+        assert_eq!(st.submitted_at_ms, 2_000);
+        assert_eq!(rec.envelope_sha256, n.envelope_sha256.to_vec());
+        assert_eq!(rec.deadline_ms, n.deadline_ms);
+        assert!(!rec.outbox_key.is_empty());
+    }
+    assert_eq!(
+        l.peers_with_queued()
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        vec![JA.to_string(), JN.to_string()]
+    );
+
+    let report = l.verify_audit().unwrap();
+    assert_eq!(report.entries, 3);
+    assert_eq!(
+        events(&l),
+        ["consent.recorded", "message.submitted", "message.submitted"]
+    );
+    let entries = l.audit_entries().unwrap();
+    assert_eq!(entries[0].consent_id, "c-1");
+    assert_eq!(entries[1].message_id, "m-ja");
+    assert_eq!(entries[1].peer, JA);
+    assert_eq!(entries[2].message_id, "m-jn");
+    assert_eq!(entries[2].envelope_sha256, n2.envelope_sha256.to_vec());
+}
+
+#[tokio::test]
+async fn fifo_order_and_chain_continue_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let l = Ledger::open(dir.path()).unwrap();
+        l.enqueue(&outgoing("m1", JA, "c", 1)).unwrap();
+        l.enqueue(&outgoing("m2", JA, "c", 2)).unwrap();
+        l.flush().await.unwrap();
+    }
+    {
+        let l = Ledger::open(dir.path()).unwrap();
+        l.enqueue(&outgoing("m3", JA, "c", 3)).unwrap();
+        l.finish("m1", &Finish::Expired, 4).unwrap();
+        l.flush().await.unwrap();
+    }
+    let l = Ledger::open(dir.path()).unwrap();
+    let mut order = vec![];
+    while let Some(head) = l.outbox_head(JA).unwrap() {
+        order.push(head.message_id.clone());
+        l.finish(
+            &head.message_id,
+            &Finish::Delivered {
+                receipt: receipt(1),
+            },
+            5,
+        )
+        .unwrap();
+        assert!(
+            order.len() <= 2,
+            "finish did not take {order:?} out of the outbox"
+        );
+    }
+    assert_eq!(order, ["m2", "m3"]);
+    assert_eq!(l.verify_audit().unwrap().entries, 6);
+}
+
+// 2. ---------------------------------------------------------------------------------------
+
+#[test]
+fn second_open_of_same_dir_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Ledger::open(dir.path()).unwrap();
+    match Ledger::open(dir.path()) {
+        Err(LedgerError::Locked { path }) => assert_eq!(path, dir.path()),
+        Err(other) => panic!("expected Locked, got {other:?}"),
+        Ok(_) => panic!("a second open of a locked directory succeeded"),
+    }
+    // the first handle is unaffected
+    first.enqueue(&outgoing("m", JA, "c", 1)).unwrap();
+    assert_eq!(first.outbox_len(JA), 1);
+}
+
+// 3. ---------------------------------------------------------------------------------------
+
+#[test]
+fn outbox_is_fifo_per_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::open(dir.path()).unwrap();
+    assert!(l.peers_with_queued().unwrap().is_empty());
+    assert!(l.outbox_head(JA).unwrap().is_none());
+
+    // interleaved: A A B A B A B A
+    let plan = [JA, JA, JN, JA, JN, JA, JN, JA];
+    let mut a_ids = vec![];
+    let mut b_ids = vec![];
+    for (i, peer) in plan.iter().enumerate() {
+        let id = format!("m-{i:02}");
+        l.enqueue(&outgoing(&id, peer, "c", 100 + i as i64))
+            .unwrap();
+        if *peer == JA {
+            a_ids.push(id)
+        } else {
+            b_ids.push(id)
+        }
+    }
+    assert_eq!(l.outbox_len(JA), 5);
+    assert_eq!(l.outbox_len(JN), 3);
+    assert_eq!(l.outbox_len(JC), 0);
+    assert_eq!(
+        l.peers_with_queued()
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        vec![JA.to_string(), JN.to_string()]
+    );
+
+    let mut out = vec![];
+    while let Some(head) = l.outbox_head(JA).unwrap() {
+        assert_eq!(head.recipient, JA);
+        out.push(head.message_id.clone());
+        l.finish(
+            &head.message_id,
+            &Finish::Delivered {
+                receipt: receipt(9),
+            },
+            500,
+        )
+        .unwrap();
+        assert_eq!(l.outbox_len(JA), 5 - out.len());
+        // B is untouched
+        assert_eq!(l.outbox_len(JN), 3);
+        assert_eq!(l.outbox_head(JN).unwrap().unwrap().message_id, b_ids[0]);
+        assert!(out.len() <= 5, "outbox head never empties");
+    }
+    assert_eq!(out, a_ids);
+    for id in &a_ids {
+        let st = l.message(id).unwrap().unwrap().status.unwrap();
+        assert_eq!(st.state, DeliveryState::Delivered as i32);
+        assert_eq!(st.receipt, Some(receipt(9)));
+    }
+    for id in &b_ids {
+        assert_eq!(state(&l, id), DeliveryState::Queued as i32);
+    }
+    assert_eq!(
+        l.peers_with_queued()
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        vec![JN.to_string()]
+    );
+    assert_eq!(l.verify_audit().unwrap().entries, 8 + 5);
+}
+
+#[test]
+fn peers_sharing_a_name_prefix_stay_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::open(dir.path()).unwrap();
+    for (i, peer) in ["a", "a-b", "ab", "a", "b"].iter().enumerate() {
+        l.enqueue(&outgoing(&format!("m{i}"), peer, "c", i as i64))
+            .unwrap();
+    }
+    assert_eq!(l.outbox_len("a"), 2);
+    assert_eq!(l.outbox_len("a-b"), 1);
+    assert_eq!(l.outbox_len("ab"), 1);
+    assert_eq!(l.outbox_head("a").unwrap().unwrap().message_id, "m0");
+    assert_eq!(l.outbox_head("ab").unwrap().unwrap().message_id, "m2");
+    assert_eq!(
+        l.peers_with_queued()
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        ["a", "a-b", "ab", "b"]
+    );
+}
+
+#[test]
+fn concurrent_writers_keep_one_chain_and_per_thread_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::open(dir.path()).unwrap();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let l = l.clone();
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    // every thread writes to the shared peer and to its own one
+                    let id = format!("t{t}-{i:02}");
+                    l.enqueue(&outgoing(&id, JA, "c", i)).unwrap();
+                    l.enqueue(&outgoing(
+                        &format!("{id}-own"),
+                        &format!("peer-{t}"),
+                        "c",
+                        i,
+                    ))
+                    .unwrap();
+                    l.audit(
+                        kurzdraht_ledger::AuditNote::new(kurzdraht_ledger::AuditEvent::InboxRead)
+                            .peer(JA),
+                        i,
+                    )
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let report = l.verify_audit().unwrap();
+    assert_eq!(report.entries, 4 * 25 * 3);
+    assert_eq!(l.outbox_len(JA), 100);
+    // the shared queue keeps each writer's messages in the order it submitted them
+    let mut seen: Vec<Vec<String>> = vec![vec![]; 4];
+    while let Some(head) = l.outbox_head(JA).unwrap() {
+        let t: usize = head.message_id[1..2].parse().unwrap();
+        seen[t].push(head.message_id.clone());
+        l.finish(&head.message_id, &Finish::Expired, 1_000).unwrap();
+        assert!(seen.iter().map(Vec::len).sum::<usize>() <= 100);
+    }
+    for (t, ids) in seen.iter().enumerate() {
+        let expect: Vec<String> = (0..25).map(|i| format!("t{t}-{i:02}")).collect();
+        assert_eq!(ids, &expect);
+        assert_eq!(l.outbox_len(&format!("peer-{t}")), 25);
+    }
+    assert_eq!(l.verify_audit().unwrap().entries, 300 + 100);
+}
+
+// 4. ---------------------------------------------------------------------------------------
+
+#[test]
+fn finish_sets_final_state_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::open(dir.path()).unwrap();
+    for id in ["ref", "rej", "exp", "del"] {
+        l.enqueue(&outgoing(id, JA, "c", 10)).unwrap();
+    }
+    assert_eq!(audit_count(&l), 4);
+
+    // attempts
+    l.record_attempt("ref", "connection refused", 5_000, 20)
+        .unwrap();
+    l.record_attempt("ref", "timeout", 9_000, 30).unwrap();
+    let rec = l.message("ref").unwrap().unwrap();
+    let st = rec.status.as_ref().unwrap();
+    assert_eq!(st.attempts, 2);
+    assert_eq!(st.detail, "timeout");
+    assert_eq!(st.updated_at_ms, 30);
+    assert_eq!(st.state, DeliveryState::Queued as i32);
+    assert_eq!(rec.next_attempt_ms, 9_000);
+    assert_eq!(l.outbox_len(JA), 4, "an attempt leaves the message queued");
+    assert_eq!(audit_count(&l), 4, "attempts are not audited");
+
+    l.finish(
+        "ref",
+        &Finish::Refused {
+            reason: "consent-withdrawn".into(),
+        },
+        40,
+    )
+    .unwrap();
+    l.finish(
+        "rej",
+        &Finish::Rejected {
+            reason: "unknown-subject".into(),
+        },
+        41,
+    )
+    .unwrap();
+    l.finish("exp", &Finish::Expired, 42).unwrap();
+    assert_eq!(l.outbox_len(JA), 1);
+    assert_eq!(l.outbox_head(JA).unwrap().unwrap().message_id, "del");
+
+    let check = |id: &str, state: DeliveryState, detail: &str, at: i64| {
+        let rec = l.message(id).unwrap().unwrap();
+        let st = rec.status.unwrap();
+        assert_eq!(st.state, state as i32, "{id}");
+        assert_eq!(st.detail, detail, "{id}");
+        assert_eq!(st.updated_at_ms, at, "{id}");
+        assert!(st.receipt.is_none(), "{id}");
+        assert!(rec.outbox_key.is_empty(), "{id}");
+    };
+    check("ref", DeliveryState::Refused, "consent-withdrawn", 40);
+    check("rej", DeliveryState::Rejected, "unknown-subject", 41);
+    check("exp", DeliveryState::Expired, "deadline passed", 42);
+    assert_eq!(
+        l.message("ref").unwrap().unwrap().status.unwrap().attempts,
+        2
+    );
+    assert_eq!(audit_count(&l), 7);
+    let entries = l.audit_entries().unwrap();
+    assert_eq!(entries[4].event, "message.delivery-refused");
+    assert_eq!(entries[4].detail, "consent-withdrawn");
+    assert_eq!(entries[4].message_id, "ref");
+    assert_eq!(entries[5].event, "message.delivery-rejected");
+    assert_eq!(entries[6].event, "message.expired");
+
+    // finishing a final message again changes nothing, whatever the new outcome
+    let before = l.message("ref").unwrap().unwrap();
+    l.finish(
+        "ref",
+        &Finish::Delivered {
+            receipt: receipt(3),
+        },
+        99,
+    )
+    .unwrap();
+    l.finish("ref", &Finish::Expired, 99).unwrap();
+    l.finish(
+        "exp",
+        &Finish::Rejected {
+            reason: "late".into(),
+        },
+        99,
+    )
+    .unwrap();
+    assert_eq!(l.message("ref").unwrap().unwrap(), before);
+    check("exp", DeliveryState::Expired, "deadline passed", 42);
+    assert_eq!(audit_count(&l), 7);
+    assert_eq!(l.outbox_len(JA), 1, "the queued message is still there");
+
+    l.finish(
+        "del",
+        &Finish::Delivered {
+            receipt: receipt(5),
+        },
+        50,
+    )
+    .unwrap();
+    let st = l.message("del").unwrap().unwrap().status.unwrap();
+    assert_eq!(st.state, DeliveryState::Delivered as i32);
+    assert_eq!(st.receipt, Some(receipt(5)));
+    assert_eq!(l.outbox_len(JA), 0);
+    assert!(l.peers_with_queued().unwrap().is_empty());
+    assert_eq!(audit_count(&l), 8);
+
+    // unknown ids
+    assert!(matches!(
+        l.finish("nope", &Finish::Expired, 1),
+        Err(LedgerError::UnknownMessage { message_id }) if message_id == "nope"
+    ));
+    assert!(matches!(
+        l.record_attempt("nope", "x", 1, 1),
+        Err(LedgerError::UnknownMessage { .. })
+    ));
+    assert_eq!(audit_count(&l), 8);
+}
+
+// 5. ---------------------------------------------------------------------------------------
+
+#[test]
+fn consent_errors_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::open(dir.path()).unwrap();
+    let c = consent("c-1");
+    l.record_consent(&c, &[outgoing("n1", JA, "c-1", 1)], 1)
+        .unwrap();
+    assert_eq!(audit_count(&l), 2);
+
+    // the same id again, with a different record and a notice to another peer
+    let mut other = consent("c-1");
+    other.recipients = vec![JN.into()];
+    let err = l
+        .record_consent(&other, &[outgoing("n2", JN, "c-1", 2)], 2)
+        .unwrap_err();
+    assert!(
+        matches!(&err, LedgerError::ConsentExists { consent_id } if consent_id == "c-1"),
+        "{err:?}"
+    );
+    assert_eq!(l.consent("c-1").unwrap().unwrap().record, Some(c.clone()));
+    assert!(l.message("n2").unwrap().is_none());
+    assert_eq!(l.outbox_len(JN), 0);
+    assert_eq!(l.outbox_len(JA), 1);
+    assert_eq!(audit_count(&l), 2);
+
+    // withdrawal of an unknown consent
+    let err = l
+        .record_withdrawal(&withdrawal("c-x", 3), &[outgoing("n3", JA, "c-x", 3)], 3)
+        .unwrap_err();
+    assert!(
+        matches!(&err, LedgerError::UnknownConsent { consent_id } if consent_id == "c-x"),
+        "{err:?}"
+    );
+    assert!(l.consent("c-x").unwrap().is_none());
+    assert!(l.message("n3").unwrap().is_none());
+    assert_eq!(l.outbox_len(JA), 1);
+    assert_eq!(audit_count(&l), 2);
+
+    // a real withdrawal, then a second one
+    l.record_withdrawal(&withdrawal("c-1", 4), &[outgoing("n4", JA, "c-1", 4)], 4)
+        .unwrap();
+    assert_eq!(
+        l.consent("c-1").unwrap().unwrap().withdrawal,
+        Some(withdrawal("c-1", 4))
+    );
+    assert_eq!(l.outbox_len(JA), 2);
+    assert_eq!(audit_count(&l), 4);
+    let err = l
+        .record_withdrawal(&withdrawal("c-1", 5), &[outgoing("n5", JA, "c-1", 5)], 5)
+        .unwrap_err();
+    assert!(
+        matches!(&err, LedgerError::AlreadyWithdrawn { consent_id } if consent_id == "c-1"),
+        "{err:?}"
+    );
+    assert_eq!(
+        l.consent("c-1").unwrap().unwrap().withdrawal,
+        Some(withdrawal("c-1", 4)),
+        "the first withdrawal is kept"
+    );
+    assert!(l.message("n5").unwrap().is_none());
+    assert_eq!(l.outbox_len(JA), 2);
+    assert_eq!(audit_count(&l), 4);
+    assert_eq!(
+        events(&l),
+        [
+            "consent.recorded",
+            "message.submitted",
+            "consent.withdrawn",
+            "message.submitted"
+        ]
+    );
+}
+
+// 6. ---------------------------------------------------------------------------------------
+
+#[test]
+fn accept_delivery_outcomes() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::open(dir.path()).unwrap();
+
+    let a = inbox("in-a", 1, 11);
+    let got = l.accept_delivery(&a, &ConsentEffect::None, 10).unwrap();
+    assert!(matches!(got, Accepted::Stored { seq: 1 }), "{got:?}");
+    let got = l
+        .accept_delivery(&inbox("in-b", 2, 22), &ConsentEffect::None, 11)
+        .unwrap();
+    assert!(matches!(got, Accepted::Stored { seq: 2 }), "{got:?}");
+    let stored_a = l.inbox_record("in-a").unwrap().unwrap();
+    assert_eq!(stored_a.seq, 1);
+    assert_eq!(
+        stored_a,
+        InboxRecord {
+            seq: 1,
+            ..a.clone()
+        }
+    );
+    assert_eq!(audit_count(&l), 2);
+
+    // the same envelope again, with a freshly signed receipt: the original comes back
+    let again = inbox("in-a", 1, 99);
+    match l.accept_delivery(&again, &ConsentEffect::None, 12).unwrap() {
+        Accepted::Duplicate(orig) => {
+            assert_eq!(*orig, stored_a);
+            assert_eq!(orig.receipt, Some(receipt(11)));
+        }
+        other => panic!("expected Duplicate, got {other:?}"),
+    }
+    assert_eq!(l.inbox_record("in-a").unwrap().unwrap(), stored_a);
+    assert_eq!(audit_count(&l), 3);
+    assert_eq!(events(&l).last().unwrap(), "inbox.duplicate");
+
+    // the same id with another envelope
+    let before = ids_of(&l.inbox_after(0, 100).unwrap());
+    let err = l
+        .accept_delivery(&inbox("in-a", 3, 33), &ConsentEffect::None, 13)
+        .unwrap_err();
+    assert!(
+        matches!(&err, LedgerError::MessageIdConflict { message_id } if message_id == "in-a"),
+        "{err:?}"
+    );
+    assert_eq!(l.inbox_record("in-a").unwrap().unwrap(), stored_a);
+    assert_eq!(ids_of(&l.inbox_after(0, 100).unwrap()), before);
+    assert_eq!(audit_count(&l), 3);
+
+    // a consent notice stores the consent
+    let c = consent("c-9");
+    let got = l
+        .accept_delivery(&inbox("in-c", 4, 44), &ConsentEffect::Record(c.clone()), 14)
+        .unwrap();
+    assert!(matches!(got, Accepted::Stored { seq: 3 }), "{got:?}");
+    let held = l.consent("c-9").unwrap().unwrap();
+    assert_eq!(held.record, Some(c.clone()));
+    assert!(held.withdrawal.is_none());
+    assert_eq!(audit_count(&l), 5);
+    assert_eq!(events(&l)[3..], ["inbox.received", "consent.replicated"]);
+
+    // a withdrawal of an unknown consent aborts everything
+    let before = ids_of(&l.inbox_after(0, 100).unwrap());
+    let err = l
+        .accept_delivery(
+            &inbox("in-d", 5, 55),
+            &ConsentEffect::Withdraw(withdrawal("c-unknown", 15)),
+            15,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, LedgerError::UnknownConsent { consent_id } if consent_id == "c-unknown"),
+        "{err:?}"
+    );
+    assert!(l.inbox_record("in-d").unwrap().is_none());
+    assert_eq!(ids_of(&l.inbox_after(0, 100).unwrap()), before);
+    assert_eq!(audit_count(&l), 5);
+
+    // a withdrawal of a known consent applies; the aborted delivery used no sequence number
+    let got = l
+        .accept_delivery(
+            &inbox("in-e", 6, 66),
+            &ConsentEffect::Withdraw(withdrawal("c-9", 16)),
+            16,
+        )
+        .unwrap();
+    assert!(matches!(got, Accepted::Stored { seq: 4 }), "{got:?}");
+    assert_eq!(
+        l.consent("c-9").unwrap().unwrap().withdrawal,
+        Some(withdrawal("c-9", 16))
+    );
+    assert_eq!(audit_count(&l), 7);
+    assert_eq!(
+        events(&l)[5..],
+        ["inbox.received", "consent.withdrawal-replicated"]
+    );
+
+    // a different consent under a held id aborts too
+    let mut changed = consent("c-9");
+    changed.recipients.clear();
+    let err = l
+        .accept_delivery(&inbox("in-f", 7, 77), &ConsentEffect::Record(changed), 17)
+        .unwrap_err();
+    assert!(matches!(err, LedgerError::ConsentExists { .. }), "{err:?}");
+    assert!(l.inbox_record("in-f").unwrap().is_none());
+    assert_eq!(l.consent("c-9").unwrap().unwrap().record, Some(c));
+    assert_eq!(audit_count(&l), 7);
+    assert_eq!(
+        ids_of(&l.inbox_after(0, 100).unwrap()),
+        [
+            (1, "in-a".to_string()),
+            (2, "in-b".to_string()),
+            (3, "in-c".to_string()),
+            (4, "in-e".to_string())
+        ]
+    );
+}
+
+// 7. ---------------------------------------------------------------------------------------
+
+#[test]
+fn inbox_cursor_and_acknowledge() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::open(dir.path()).unwrap();
+    assert!(l.inbox_after(0, 10).unwrap().is_empty());
+    // ids deliberately not in key order, so that arrival order is what is tested
+    let ids = ["m-e", "m-a", "m-d", "m-b", "m-c"];
+    for (i, id) in ids.iter().enumerate() {
+        l.accept_delivery(&inbox(id, i as u8, 0), &ConsentEffect::None, i as i64)
+            .unwrap();
+    }
+    let all = l.inbox_after(0, 100).unwrap();
+    assert_eq!(
+        ids_of(&all),
+        ids.iter()
+            .enumerate()
+            .map(|(i, id)| (i as u64 + 1, id.to_string()))
+            .collect::<Vec<_>>()
+    );
+    let page = |after, limit| {
+        l.inbox_after(after, limit)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.message_id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(page(0, 2), ["m-e", "m-a"]);
+    assert_eq!(page(2, 2), ["m-d", "m-b"]);
+    assert_eq!(page(4, 2), ["m-c"]);
+    assert!(page(5, 2).is_empty());
+    assert!(page(0, 0).is_empty());
+    assert!(page(u64::MAX, 10).is_empty());
+
+    assert_eq!(audit_count(&l), 5);
+    l.acknowledge("m-d", 100).unwrap();
+    assert!(l.inbox_record("m-d").unwrap().unwrap().acknowledged);
+    assert!(!l.inbox_record("m-a").unwrap().unwrap().acknowledged);
+    assert_eq!(audit_count(&l), 6);
+    assert_eq!(events(&l).last().unwrap(), "inbox.acknowledged");
+    // idempotent
+    l.acknowledge("m-d", 101).unwrap();
+    assert!(l.inbox_record("m-d").unwrap().unwrap().acknowledged);
+    assert_eq!(audit_count(&l), 6);
+    // the cursor view shows it, in place
+    let acked: Vec<_> = l
+        .inbox_after(0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.message_id, r.acknowledged))
+        .collect();
+    assert_eq!(
+        acked,
+        [
+            ("m-e".to_string(), false),
+            ("m-a".to_string(), false),
+            ("m-d".to_string(), true),
+            ("m-b".to_string(), false),
+            ("m-c".to_string(), false)
+        ]
+    );
+    let err = l.acknowledge("m-zz", 102).unwrap_err();
+    assert!(
+        matches!(&err, LedgerError::UnknownMessage { message_id } if message_id == "m-zz"),
+        "{err:?}"
+    );
+    assert_eq!(audit_count(&l), 6);
+}
+
+// 8. ---------------------------------------------------------------------------------------
+
+async fn populated_store(dir: &Path) -> u64 {
+    let l = Ledger::open(dir).unwrap();
+    l.record_consent(&consent("c-1"), &[outgoing("n1", JA, "c-1", 1)], 1)
+        .unwrap();
+    l.enqueue(&outgoing("m2", JN, "c-1", 2)).unwrap();
+    l.finish(
+        "n1",
+        &Finish::Refused {
+            reason: "consent-withdrawn".into(),
+        },
+        3,
+    )
+    .unwrap();
+    l.accept_delivery(&inbox("in-1", 1, 1), &ConsentEffect::None, 4)
+        .unwrap();
+    l.acknowledge("in-1", 5).unwrap();
+    l.flush().await.unwrap();
+    l.verify_audit().unwrap().entries
+}
+
+async fn tamper(dir: &Path, f: impl FnOnce(&sled::Tree)) {
+    let db = sled::open(dir).unwrap();
+    let audit = db.open_tree("audit").unwrap();
+    f(&audit);
+    db.flush_async().await.unwrap();
+}
+
+fn assert_broken(dir: &Path, expect_seq: u64) {
+    let l = Ledger::open(dir).unwrap();
+    match l.verify_audit() {
+        Err(LedgerError::AuditBroken { seq, .. }) => assert_eq!(seq, expect_seq),
+        other => panic!("expected AuditBroken, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn tampering_with_the_stored_chain_is_detected() {
+    // (a) one entry altered in the middle
+    let dir = tempfile::tempdir().unwrap();
+    let n = populated_store(dir.path()).await;
+    assert_eq!(n, 6);
+    tamper(dir.path(), |audit| {
+        let key = 3u64.to_be_bytes();
+        let bytes = audit.get(key).unwrap().unwrap();
+        let mut e = AuditEntry::decode(bytes.as_ref()).unwrap();
+        assert_eq!(e.seq, 3);
+        e.detail = "nothing to see here".into();
+        audit.insert(key, e.encode_to_vec()).unwrap();
+    })
+    .await;
+    // the next entry no longer links to it
+    assert_broken(dir.path(), 4);
+
+    // (a') the last entry altered: only the recorded head can tell
+    let dir = tempfile::tempdir().unwrap();
+    let n = populated_store(dir.path()).await;
+    tamper(dir.path(), |audit| {
+        let key = n.to_be_bytes();
+        let mut e = AuditEntry::decode(audit.get(key).unwrap().unwrap().as_ref()).unwrap();
+        e.peer = "someone-else".into();
+        audit.insert(key, e.encode_to_vec()).unwrap();
+    })
+    .await;
+    assert_broken(dir.path(), n);
+
+    // (b) the last entry removed
+    let dir = tempfile::tempdir().unwrap();
+    let n = populated_store(dir.path()).await;
+    tamper(dir.path(), |audit| {
+        assert!(audit.remove(n.to_be_bytes()).unwrap().is_some());
+    })
+    .await;
+    assert_broken(dir.path(), n - 1);
+
+    // (b') an entry removed in the middle
+    let dir = tempfile::tempdir().unwrap();
+    populated_store(dir.path()).await;
+    tamper(dir.path(), |audit| {
+        assert!(audit.remove(2u64.to_be_bytes()).unwrap().is_some());
+    })
+    .await;
+    assert_broken(dir.path(), 3);
+
+    // control: an untouched store opened the same way still verifies
+    let dir = tempfile::tempdir().unwrap();
+    let n = populated_store(dir.path()).await;
+    tamper(dir.path(), |_| {}).await;
+    let l = Ledger::open(dir.path()).unwrap();
+    assert_eq!(l.verify_audit().unwrap().entries, n);
+}
+
+// 9. ---------------------------------------------------------------------------------------
+
+const PEERS: [&str; 3] = ["a", "a-b", "b"];
+
+#[derive(Debug, Clone)]
+enum Op {
+    Enqueue(usize),
+    FinishHead(usize, u8),
+    Attempt(usize),
+    /// Finish a message that already left the outbox (index into the finished ones).
+    FinishAgain(usize, u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (0..3usize).prop_map(Op::Enqueue),
+        2 => (0..3usize, 0..4u8).prop_map(|(p, f)| Op::FinishHead(p, f)),
+        1 => (0..3usize).prop_map(Op::Attempt),
+        1 => (0..64usize, 0..4u8).prop_map(|(i, f)| Op::FinishAgain(i, f)),
+    ]
+}
+
+fn finish_of(f: u8) -> (Finish, DeliveryState) {
+    match f {
+        0 => (
+            Finish::Delivered {
+                receipt: receipt(1),
+            },
+            DeliveryState::Delivered,
+        ),
+        1 => (
+            Finish::Refused { reason: "r".into() },
+            DeliveryState::Refused,
+        ),
+        2 => (
+            Finish::Rejected { reason: "j".into() },
+            DeliveryState::Rejected,
+        ),
+        _ => (Finish::Expired, DeliveryState::Expired),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn outbox_matches_a_fifo_model(ops in proptest::collection::vec(op(), 1..40)) {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open(dir.path()).unwrap();
+        let mut model: Vec<VecDeque<String>> = vec![VecDeque::new(); 3];
+        let mut finished: Vec<(String, DeliveryState)> = vec![];
+        let mut attempts: HashMap<String, u32> = HashMap::new();
+        let mut audited = 0u64;
+        for (step, op) in ops.iter().enumerate() {
+            let now = step as i64 + 1;
+            match *op {
+                Op::Enqueue(p) => {
+                    let id = format!("m{step:03}");
+                    l.enqueue(&outgoing(&id, PEERS[p], "c", now)).unwrap();
+                    model[p].push_back(id);
+                    audited += 1;
+                }
+                Op::FinishHead(p, f) => {
+                    let head = l.outbox_head(PEERS[p]).unwrap().map(|e| e.message_id);
+                    prop_assert_eq!(head.as_ref(), model[p].front());
+                    if let Some(id) = head {
+                        let (how, st) = finish_of(f);
+                        l.finish(&id, &how, now).unwrap();
+                        model[p].pop_front();
+                        prop_assert_eq!(state(&l, &id), st as i32);
+                        finished.push((id, st));
+                        audited += 1;
+                    }
+                }
+                Op::Attempt(p) => {
+                    if let Some(id) = model[p].front() {
+                        l.record_attempt(id, "timeout", now + 1_000, now).unwrap();
+                        let n = attempts.entry(id.clone()).or_default();
+                        *n += 1;
+                        let st = l.message(id).unwrap().unwrap().status.unwrap();
+                        prop_assert_eq!(st.attempts, *n);
+                        prop_assert_eq!(st.state, DeliveryState::Queued as i32);
+                    }
+                }
+                Op::FinishAgain(i, f) => {
+                    if !finished.is_empty() {
+                        let (id, st) = finished[i % finished.len()].clone();
+                        let before = l.message(&id).unwrap().unwrap();
+                        l.finish(&id, &finish_of(f).0, now).unwrap();
+                        prop_assert_eq!(l.message(&id).unwrap().unwrap(), before);
+                        prop_assert_eq!(state(&l, &id), st as i32);
+                    }
+                }
+            }
+            for (p, peer) in PEERS.iter().enumerate() {
+                let head = l.outbox_head(peer).unwrap().map(|e| e.message_id);
+                prop_assert_eq!(head.as_ref(), model[p].front(), "head of {} after {:?}", peer, op);
+                prop_assert_eq!(l.outbox_len(peer), model[p].len());
+            }
+            let queued: Vec<String> = PEERS
+                .iter()
+                .zip(&model)
+                .filter(|(_, q)| !q.is_empty())
+                .map(|(p, _)| p.to_string())
+                .collect();
+            prop_assert_eq!(l.peers_with_queued().unwrap().into_iter().collect::<Vec<_>>(), queued);
+            prop_assert_eq!(l.verify_audit().unwrap().entries, audited);
+        }
+        // everything still queued is QUEUED, in model order
+        for (p, q) in model.iter().enumerate() {
+            for id in q {
+                prop_assert_eq!(state(&l, id), DeliveryState::Queued as i32);
+                prop_assert_eq!(
+                    l.message(id).unwrap().unwrap().status.unwrap().recipient,
+                    PEERS[p]
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! The AgencyApi service (tonic) and its bearer-token check. The service is a thin layer:
+//! it authenticates, calls the [`Node`], and converts errors to statuses through
+//! `From<NodeError> for Status`.
+
+use crate::{config::ApiToken, node::Node, NodeError};
+use kurzdraht_proto::v1::agency_api_server::{AgencyApi, AgencyApiServer};
+use kurzdraht_proto::v1::*;
+use sha2::{Digest, Sha256};
+use std::pin::Pin;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
+use tonic::{service::interceptor::InterceptedService, Request, Response, Status};
+
+/// The IT system a request was authenticated as.
+#[derive(Debug, Clone)]
+pub struct ApiClient(pub String);
+
+/// Checks `authorization: Bearer <token>` against the configured SHA-256 hashes, in
+/// constant time per comparison, and tags the request with the client's name.
+#[derive(Clone)]
+pub struct BearerAuth {
+    tokens: Arc<Vec<ApiToken>>,
+}
+
+impl BearerAuth {
+    pub fn new(tokens: Vec<ApiToken>) -> Self {
+        Self {
+            tokens: Arc::new(tokens),
+        }
+    }
+
+    /// The client whose token this is.
+    pub fn client_for(&self, presented: &str) -> Option<String> {
+        let hash: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let mut found = None;
+        for t in self.tokens.iter() {
+            if bool::from(t.sha256.ct_eq(&hash)) {
+                found = Some(t.client.clone());
+            }
+        }
+        found
+    }
+}
+
+impl tonic::service::Interceptor for BearerAuth {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        let header = req
+            .metadata()
+            .get("authorization")
+            .ok_or_else(|| NodeError::Unauthenticated("no authorization metadata".into()))?;
+        let value = header
+            .to_str()
+            .map_err(|_| NodeError::Unauthenticated("authorization is not text".into()))?;
+        let token = value.strip_prefix("Bearer ").ok_or_else(|| {
+            NodeError::Unauthenticated("authorization must be 'Bearer <token>'".into())
+        })?;
+        let client = self
+            .client_for(token.trim())
+            .ok_or_else(|| NodeError::Unauthenticated("unknown token".into()))?;
+        req.extensions_mut().insert(ApiClient(client));
+        Ok(req)
+    }
+}
+
+pub struct AgencyService {
+    node: Node,
+}
+
+/// The AgencyApi with its token check in front.
+pub fn service(
+    node: Node,
+    tokens: Vec<ApiToken>,
+) -> InterceptedService<AgencyApiServer<AgencyService>, BearerAuth> {
+    AgencyApiServer::with_interceptor(AgencyService { node }, BearerAuth::new(tokens))
+}
+
+fn client_of<T>(req: &Request<T>) -> String {
+    req.extensions()
+        .get::<ApiClient>()
+        .map(|c| c.0.clone())
+        .unwrap_or_default()
+}
+
+type InboxStream = Pin<Box<dyn Stream<Item = Result<InboxItem, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AgencyApi for AgencyService {
+    async fn record_consent(
+        &self,
+        req: Request<RecordConsentRequest>,
+    ) -> Result<Response<RecordConsentResponse>, Status> {
+        Ok(Response::new(
+            self.node.record_consent(req.into_inner()).await?,
+        ))
+    }
+
+    async fn withdraw_consent(
+        &self,
+        req: Request<WithdrawConsentRequest>,
+    ) -> Result<Response<WithdrawConsentResponse>, Status> {
+        Ok(Response::new(
+            self.node.withdraw_consent(req.into_inner()).await?,
+        ))
+    }
+
+    async fn list_consents(
+        &self,
+        _req: Request<ListConsentsRequest>,
+    ) -> Result<Response<ListConsentsResponse>, Status> {
+        Ok(Response::new(self.node.list_consents()?))
+    }
+
+    async fn submit(
+        &self,
+        req: Request<SubmitRequest>,
+    ) -> Result<Response<SubmitResponse>, Status> {
+        Ok(Response::new(self.node.submit(req.into_inner()).await?))
+    }
+
+    async fn get_status(
+        &self,
+        req: Request<GetStatusRequest>,
+    ) -> Result<Response<MessageStatus>, Status> {
+        Ok(Response::new(
+            self.node.status(&req.into_inner().message_id)?,
+        ))
+    }
+
+    type ReadInboxStream = InboxStream;
+
+    async fn read_inbox(
+        &self,
+        req: Request<ReadInboxRequest>,
+    ) -> Result<Response<Self::ReadInboxStream>, Status> {
+        let client = client_of(&req);
+        let rx = self.node.read_inbox(req.into_inner(), client);
+        let stream = ReceiverStream::new(rx).map(|item| item.map_err(Status::from));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn acknowledge(
+        &self,
+        req: Request<AcknowledgeRequest>,
+    ) -> Result<Response<AcknowledgeResponse>, Status> {
+        self.node.acknowledge(&req.into_inner().message_id).await?;
+        Ok(Response::new(AcknowledgeResponse {}))
+    }
+}

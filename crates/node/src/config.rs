@@ -1,0 +1,322 @@
+//! A node's configuration: one TOML file (`node.toml`), validated at load with errors that
+//! name the key. Secrets (TLS key, signing key) are read from files that only the node's
+//! user may read; API tokens are configured as SHA-256 hashes, never in clear.
+//! Relative paths are relative to the directory of the configuration file.
+
+use crate::{directory::Directory, policy::Role, NodeError};
+use kurzdraht_envelope::{agency::validate_agency_id, Limits, SigningKey};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    agency: String,
+    data_dir: PathBuf,
+    directory: PathBuf,
+    listen: ListenFile,
+    tls: TlsFile,
+    signing: SigningFile,
+    api: ApiFile,
+    #[serde(default)]
+    delivery: DeliveryFile,
+    #[serde(default)]
+    limits: LimitsFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenFile {
+    peer: SocketAddr,
+    api: SocketAddr,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFile {
+    ca_cert: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SigningFile {
+    key_file: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiFile {
+    tokens: Vec<TokenFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenFile {
+    client: String,
+    sha256: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct DeliveryFile {
+    retry_initial_ms: u64,
+    retry_max_ms: u64,
+    deadline_hours: u64,
+    request_timeout_ms: u64,
+}
+
+impl Default for DeliveryFile {
+    fn default() -> Self {
+        Self {
+            retry_initial_ms: 250,
+            retry_max_ms: 5 * 60 * 1000,
+            deadline_hours: 7 * 24,
+            request_timeout_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct LimitsFile {
+    max_header_bytes: usize,
+    max_payload_bytes: usize,
+    replay_window_hours: u64,
+    clock_skew_secs: u64,
+    consent_default_validity_days: u64,
+}
+
+impl Default for LimitsFile {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 4 * 1024,
+            max_payload_bytes: 256 * 1024,
+            replay_window_hours: 8 * 24,
+            clock_skew_secs: 300,
+            consent_default_validity_days: 365,
+        }
+    }
+}
+
+/// PEM material for the node's TLS.
+#[derive(Clone)]
+pub struct TlsMaterial {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsMaterial { .. }")
+    }
+}
+
+/// An IT system allowed to call the AgencyApi: its name and the SHA-256 of its token.
+#[derive(Debug, Clone)]
+pub struct ApiToken {
+    pub client: String,
+    pub sha256: [u8; 32],
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct DeliverySettings {
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    /// How long after submission a message may still be delivered.
+    pub deadline: Duration,
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ReceptionLimits {
+    pub envelope: Limits,
+    /// Envelopes created longer ago than this are refused (must exceed the delivery deadline).
+    pub replay_window: Duration,
+    /// Envelopes created further in the future than this are refused.
+    pub clock_skew: Duration,
+    /// Validity of a consent recorded without `valid_until`.
+    pub consent_default_validity: Duration,
+}
+
+/// A loaded, validated node configuration.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub agency: String,
+    pub role: Role,
+    pub data_dir: PathBuf,
+    pub directory: Directory,
+    pub peer_addr: SocketAddr,
+    pub api_addr: SocketAddr,
+    pub tls: TlsMaterial,
+    pub signing_key: SigningKey,
+    pub api_tokens: Vec<ApiToken>,
+    pub delivery: DeliverySettings,
+    pub limits: ReceptionLimits,
+}
+
+/// Reads a secret file, refusing one that others than its owner may read.
+pub fn read_secret(key: &str, path: &Path) -> Result<String, NodeError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path)
+            .map_err(|e| NodeError::config(key, format!("cannot read {}: {e}", path.display())))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            return Err(NodeError::config(
+                key,
+                format!(
+                    "{} may be read by other users (mode {:o}); restrict it to the owner (chmod 600)",
+                    path.display(),
+                    meta.permissions().mode() & 0o777
+                ),
+            ));
+        }
+    }
+    std::fs::read_to_string(path)
+        .map_err(|e| NodeError::config(key, format!("cannot read {}: {e}", path.display())))
+}
+
+fn read_public(key: &str, path: &Path) -> Result<String, NodeError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| NodeError::config(key, format!("cannot read {}: {e}", path.display())))
+}
+
+impl NodeConfig {
+    /// Loads and validates `path`, reading every file it names.
+    pub fn load(path: &Path) -> Result<Self, NodeError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            NodeError::config("config", format!("cannot read {}: {e}", path.display()))
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_toml(&text, base)
+    }
+
+    pub fn from_toml(text: &str, base: &Path) -> Result<Self, NodeError> {
+        let file: ConfigFile = toml::from_str(text).map_err(|e| {
+            let span = e
+                .span()
+                .map(|s| format!(" (at byte {})", s.start))
+                .unwrap_or_default();
+            NodeError::config("node.toml", format!("{}{span}", e.message()))
+        })?;
+        let at = |p: &Path| base.join(p);
+        validate_agency_id("agency", &file.agency)
+            .map_err(|e| NodeError::config("agency", e.to_string()))?;
+        let directory = Directory::load(&at(&file.directory))?;
+        let me = directory.get(&file.agency).ok_or_else(|| {
+            NodeError::config("agency", format!("{} is not in the directory", file.agency))
+        })?;
+        let role = me.role;
+        let signing_key = SigningKey::from_hex(&read_secret(
+            "signing.key_file",
+            &at(&file.signing.key_file),
+        )?)
+        .map_err(|e| NodeError::config("signing.key_file", e.to_string()))?;
+        if !me.signing_keys.contains(&signing_key.verifying_key()) {
+            return Err(NodeError::config(
+                "signing.key_file",
+                "its public key is not pinned for this agency in the directory",
+            ));
+        }
+        let tls = TlsMaterial {
+            ca_pem: read_public("tls.ca_cert", &at(&file.tls.ca_cert))?,
+            cert_pem: read_public("tls.cert", &at(&file.tls.cert))?,
+            key_pem: read_secret("tls.key", &at(&file.tls.key))?,
+        };
+        if file.api.tokens.is_empty() {
+            return Err(NodeError::config("api.tokens", "lists no IT system"));
+        }
+        let api_tokens = file
+            .api
+            .tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let bytes = hex::decode(t.sha256.trim())
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                    .ok_or_else(|| {
+                        NodeError::config(
+                            format!("api.tokens[{i}].sha256"),
+                            "must be 64 hex digits",
+                        )
+                    })?;
+                if t.client.trim().is_empty() {
+                    return Err(NodeError::config(
+                        format!("api.tokens[{i}].client"),
+                        "is empty",
+                    ));
+                }
+                Ok(ApiToken {
+                    client: t.client.clone(),
+                    sha256: bytes,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let d = &file.delivery;
+        if d.retry_initial_ms == 0 || d.retry_max_ms < d.retry_initial_ms {
+            return Err(NodeError::config(
+                "delivery.retry_max_ms",
+                "must be at least delivery.retry_initial_ms, which must be above 0",
+            ));
+        }
+        if d.deadline_hours == 0 {
+            return Err(NodeError::config(
+                "delivery.deadline_hours",
+                "must be above 0",
+            ));
+        }
+        let l = &file.limits;
+        if l.replay_window_hours <= d.deadline_hours {
+            return Err(NodeError::config(
+                "limits.replay_window_hours",
+                "must exceed delivery.deadline_hours, or retried messages would be refused as replays",
+            ));
+        }
+        if l.max_header_bytes < 256 || l.max_payload_bytes < 1024 {
+            return Err(NodeError::config(
+                "limits",
+                "max_header_bytes must be at least 256 and max_payload_bytes at least 1024",
+            ));
+        }
+        if l.consent_default_validity_days == 0 {
+            return Err(NodeError::config(
+                "limits.consent_default_validity_days",
+                "must be above 0",
+            ));
+        }
+        Ok(Self {
+            agency: file.agency.clone(),
+            role,
+            data_dir: at(&file.data_dir),
+            directory,
+            peer_addr: file.listen.peer,
+            api_addr: file.listen.api,
+            tls,
+            signing_key,
+            api_tokens,
+            delivery: DeliverySettings {
+                retry_initial: Duration::from_millis(d.retry_initial_ms),
+                retry_max: Duration::from_millis(d.retry_max_ms),
+                deadline: Duration::from_secs(d.deadline_hours * 3600),
+                request_timeout: Duration::from_millis(d.request_timeout_ms.max(100)),
+            },
+            limits: ReceptionLimits {
+                envelope: Limits {
+                    max_header_bytes: l.max_header_bytes,
+                    max_payload_bytes: l.max_payload_bytes,
+                },
+                replay_window: Duration::from_secs(l.replay_window_hours * 3600),
+                clock_skew: Duration::from_secs(l.clock_skew_secs),
+                consent_default_validity: Duration::from_secs(
+                    l.consent_default_validity_days * 24 * 3600,
+                ),
+            },
+        })
+    }
+}

@@ -1,0 +1,103 @@
+//! The reading side of the AgencyApi: the inbox as a stream from a cursor (optionally
+//! following new arrivals), and acknowledgement by the IT system.
+
+use crate::{clock, node::Node, NodeError};
+use kurzdraht_ledger::{AuditEvent, AuditNote, InboxRecord};
+use kurzdraht_proto::v1::{InboxItem, MessageBody, ReadInboxRequest};
+use prost::Message;
+use tokio::sync::mpsc;
+
+const BATCH: usize = 64;
+
+impl Node {
+    fn inbox_item(&self, r: InboxRecord) -> Result<InboxItem, NodeError> {
+        let envelope = r.envelope.unwrap_or_default();
+        // Verified when it was received; decoding the stored bytes again cannot fail unless
+        // the store is corrupt.
+        let body = MessageBody::decode(envelope.payload.as_slice()).map_err(|e| {
+            kurzdraht_ledger::LedgerError::Corrupt {
+                what: "inbox envelope",
+                reason: e.to_string(),
+            }
+        })?;
+        Ok(InboxItem {
+            seq: r.seq,
+            message_id: r.message_id,
+            kind: r.kind,
+            sender: r.sender,
+            created_at_ms: r.created_at_ms,
+            received_at_ms: r.received_at_ms,
+            consent_id: r.consent_id,
+            in_reply_to: r.in_reply_to,
+            body: Some(body),
+            acknowledged: r.acknowledged,
+            envelope: Some(envelope),
+        })
+    }
+
+    /// Streams inbox items after `req.after_seq` into a channel; with `follow` it waits for
+    /// new arrivals until the reader goes away.
+    pub fn read_inbox(
+        &self,
+        req: ReadInboxRequest,
+        client: String,
+    ) -> mpsc::Receiver<Result<InboxItem, NodeError>> {
+        let (tx, rx) = mpsc::channel(BATCH);
+        let node = self.clone();
+        tokio::spawn(async move {
+            let mut cursor = req.after_seq;
+            let mut changes = node.inbox_watch();
+            let mut closing = node.closing();
+            loop {
+                changes.borrow_and_update();
+                let batch = match node.ledger().inbox_after(cursor, BATCH) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                };
+                let fetched = batch.len();
+                for record in batch {
+                    cursor = record.seq;
+                    if req.unacknowledged_only && record.acknowledged {
+                        continue;
+                    }
+                    let note = AuditNote::new(AuditEvent::InboxRead)
+                        .message(&record.message_id)
+                        .peer(&record.sender)
+                        .kind(record.kind)
+                        .detail(format!("client {client}"));
+                    if let Err(e) = node.ledger().audit(note, clock::now_ms()) {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                    if tx.send(node.inbox_item(record)).await.is_err() {
+                        return; // reader went away
+                    }
+                }
+                if fetched == BATCH {
+                    continue;
+                }
+                if !req.follow {
+                    return;
+                }
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { return },
+                    _ = tx.closed() => return,
+                    _ = closing.wait_for(|c| *c) => return,
+                }
+            }
+        });
+        rx
+    }
+
+    /// Marks an inbox message as taken over by the IT system.
+    pub async fn acknowledge(&self, message_id: &str) -> Result<(), NodeError> {
+        kurzdraht_envelope::ids::parse_id("message_id", message_id)
+            .map_err(|e| NodeError::invalid("message_id", e.to_string()))?;
+        self.ledger().acknowledge(message_id, clock::now_ms())?;
+        self.ledger().flush().await?;
+        Ok(())
+    }
+}

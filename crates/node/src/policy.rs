@@ -1,0 +1,359 @@
+//! Policy: which role may send which kind of message to which role, the U25 rule, the
+//! purpose each kind serves, and the field rules of every message body. Pure functions,
+//! applied by the sender at submission and again by the receiver.
+//!
+//! | kind                     | sender    | recipient | purpose               |
+//! |--------------------------|-----------|-----------|-----------------------|
+//! | `CertificationRequest`   | Jobcenter | Jugendamt | u25-move-out          |
+//! | `MoveOutCertification`   | Jugendamt | Jobcenter | u25-move-out          |
+//! | `MoveOutDecision`        | Jobcenter | Jugendamt | u25-move-out          |
+//! | `QualificationReferral`  | Jobcenter | Jugendamt | qualification-measure |
+//! | `ReferralResponse`       | Jugendamt | Jobcenter | qualification-measure |
+//! | `ConsentNotice`, `ConsentWithdrawal` | any | any other | (carried by the consent itself) |
+
+use crate::{clock, NodeError};
+use kurzdraht_proto::v1::{
+    message_body::Body, CertificationOutcome, DecisionOutcome, MessageBody, MessageKind,
+    MoveOutGround, Purpose, ReferralOutcome, Subject,
+};
+use serde::Deserialize;
+use time::Date;
+
+/// An agency's role in the federation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Jobcenter,
+    Jugendamt,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Jobcenter => "jobcenter",
+            Role::Jugendamt => "jugendamt",
+        }
+    }
+}
+
+/// Both move-out and qualification flows are for people under this age on the message date.
+pub const AGE_LIMIT: i32 = 25;
+/// From this age a person gives consent personally; below it, a guardian does.
+pub const CONSENT_AGE: i32 = 15;
+
+const MAX_NAME: usize = 200;
+const MAX_TEXT: usize = 2_000;
+
+/// The purpose a kind of message serves; `None` for consent notices and withdrawals.
+pub fn purpose_of(kind: MessageKind) -> Option<Purpose> {
+    match kind {
+        MessageKind::CertificationRequest
+        | MessageKind::MoveOutCertification
+        | MessageKind::MoveOutDecision => Some(Purpose::U25MoveOut),
+        MessageKind::QualificationReferral | MessageKind::ReferralResponse => {
+            Some(Purpose::QualificationMeasure)
+        }
+        MessageKind::ConsentNotice | MessageKind::ConsentWithdrawal | MessageKind::Unspecified => {
+            None
+        }
+    }
+}
+
+/// The roles a kind travels between, `(sender, recipient)`; `None` for consent messages.
+pub fn roles_for(kind: MessageKind) -> Option<(Role, Role)> {
+    use Role::*;
+    match kind {
+        MessageKind::CertificationRequest
+        | MessageKind::MoveOutDecision
+        | MessageKind::QualificationReferral => Some((Jobcenter, Jugendamt)),
+        MessageKind::MoveOutCertification | MessageKind::ReferralResponse => {
+            Some((Jugendamt, Jobcenter))
+        }
+        _ => None,
+    }
+}
+
+/// May an agency of role `sender` send `kind` to one of role `recipient`?
+pub fn check_roles(kind: MessageKind, sender: Role, recipient: Role) -> Result<(), NodeError> {
+    if kind == MessageKind::Unspecified {
+        return Err(NodeError::invalid("kind", "is not a known message kind"));
+    }
+    let Some((from, to)) = roles_for(kind) else {
+        return Ok(());
+    };
+    if sender != from {
+        return Err(NodeError::PermissionDenied(format!(
+            "only a {} may send {kind:?}; the sender is a {}",
+            from.as_str(),
+            sender.as_str()
+        )));
+    }
+    if recipient != to {
+        return Err(NodeError::PermissionDenied(format!(
+            "{kind:?} goes to a {}; the recipient is a {}",
+            to.as_str(),
+            recipient.as_str()
+        )));
+    }
+    Ok(())
+}
+
+/// Age in whole years on `on`.
+pub fn age_on(date_of_birth: Date, on: Date) -> i32 {
+    let mut age = on.year() - date_of_birth.year();
+    if (on.month() as u8, on.day()) < (date_of_birth.month() as u8, date_of_birth.day()) {
+        age -= 1;
+    }
+    age
+}
+
+/// The U25 rule: the subject is under 25 on the message date.
+pub fn check_under_25(date_of_birth: Date, message_date: Date) -> Result<(), NodeError> {
+    if date_of_birth > message_date {
+        return Err(NodeError::invalid(
+            "subject.date_of_birth",
+            "lies after the message date",
+        ));
+    }
+    if age_on(date_of_birth, message_date) >= AGE_LIMIT {
+        return Err(NodeError::invalid(
+            "subject.date_of_birth",
+            "the person is 25 or older on the message date; the U25 flows do not apply",
+        ));
+    }
+    Ok(())
+}
+
+fn required(field: &str, value: &str, max: usize) -> Result<(), NodeError> {
+    if value.trim().is_empty() {
+        return Err(NodeError::invalid(field, "is required"));
+    }
+    optional(field, value, max)
+}
+
+fn optional(field: &str, value: &str, max: usize) -> Result<(), NodeError> {
+    if value.chars().count() > max {
+        return Err(NodeError::invalid(
+            field,
+            format!("is longer than {max} characters"),
+        ));
+    }
+    if value.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(NodeError::invalid(field, "contains control characters"));
+    }
+    Ok(())
+}
+
+fn optional_date(field: &str, value: &str) -> Result<(), NodeError> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    clock::parse_date(field, value).map(|_| ())
+}
+
+fn known_enum<E: TryFrom<i32>>(field: &str, value: i32) -> Result<(), NodeError> {
+    if value == 0 || E::try_from(value).is_err() {
+        return Err(NodeError::invalid(field, "is unspecified or unknown"));
+    }
+    Ok(())
+}
+
+/// Checks a subject's fields and returns the date of birth.
+pub fn validate_subject(prefix: &str, subject: Option<&Subject>) -> Result<Date, NodeError> {
+    let s = subject.ok_or_else(|| NodeError::invalid(prefix, "is required"))?;
+    required(&format!("{prefix}.given_name"), &s.given_name, MAX_NAME)?;
+    required(&format!("{prefix}.family_name"), &s.family_name, MAX_NAME)?;
+    let dob = clock::parse_date(&format!("{prefix}.date_of_birth"), &s.date_of_birth)?;
+    if let Some(a) = &s.address {
+        optional(&format!("{prefix}.address.street"), &a.street, MAX_NAME)?;
+        optional(&format!("{prefix}.address.postal_code"), &a.postal_code, 16)?;
+        optional(&format!("{prefix}.address.city"), &a.city, MAX_NAME)?;
+    }
+    if s.case_references.len() > 8 {
+        return Err(NodeError::invalid(
+            format!("{prefix}.case_references"),
+            "has more than 8 entries",
+        ));
+    }
+    for (i, r) in s.case_references.iter().enumerate() {
+        required(
+            &format!("{prefix}.case_references[{i}].agency"),
+            &r.agency,
+            64,
+        )?;
+        required(
+            &format!("{prefix}.case_references[{i}].reference"),
+            &r.reference,
+            64,
+        )?;
+    }
+    Ok(dob)
+}
+
+/// Checks the fields of a case message body (not consent messages) and returns the subject.
+pub fn validate_case_body(body: &MessageBody) -> Result<&Subject, NodeError> {
+    let Some(b) = &body.body else {
+        return Err(NodeError::invalid("body", "is required"));
+    };
+    match b {
+        Body::CertificationRequest(m) => {
+            validate_subject("body.subject", m.subject.as_ref())?;
+            required("body.reason", &m.reason, MAX_TEXT)?;
+            optional_date("body.respond_by", &m.respond_by)?;
+            required("body.caseworker", &m.caseworker, MAX_NAME)?;
+        }
+        Body::MoveOutCertification(m) => {
+            validate_subject("body.subject", m.subject.as_ref())?;
+            known_enum::<CertificationOutcome>("body.outcome", m.outcome)?;
+            // A supported move-out names its ground; otherwise a ground is optional.
+            if m.outcome == CertificationOutcome::Supported as i32 || m.ground != 0 {
+                known_enum::<MoveOutGround>("body.ground", m.ground)?;
+            }
+            required("body.statement", &m.statement, MAX_TEXT)?;
+            clock::parse_date("body.interview_date", &m.interview_date)?;
+            required("body.issuing_caseworker", &m.issuing_caseworker, MAX_NAME)?;
+        }
+        Body::MoveOutDecision(m) => {
+            validate_subject("body.subject", m.subject.as_ref())?;
+            known_enum::<DecisionOutcome>("body.outcome", m.outcome)?;
+            if m.ground != 0 {
+                known_enum::<MoveOutGround>("body.ground", m.ground)?;
+            }
+            clock::parse_date("body.decision_date", &m.decision_date)?;
+            optional_date("body.tenancy_contract_date", &m.tenancy_contract_date)?;
+            required("body.caseworker", &m.caseworker, MAX_NAME)?;
+        }
+        Body::QualificationReferral(m) => {
+            validate_subject("body.subject", m.subject.as_ref())?;
+            required("body.reason", &m.reason, MAX_TEXT)?;
+            required("body.measure", &m.measure, MAX_NAME)?;
+            required("body.contact", &m.contact, MAX_NAME)?;
+            optional_date("body.respond_by", &m.respond_by)?;
+        }
+        Body::ReferralResponse(m) => {
+            validate_subject("body.subject", m.subject.as_ref())?;
+            known_enum::<ReferralOutcome>("body.outcome", m.outcome)?;
+            optional("body.note", &m.note, MAX_TEXT)?;
+            required("body.caseworker", &m.caseworker, MAX_NAME)?;
+        }
+        Body::ConsentNotice(_) | Body::ConsentWithdrawal(_) => {
+            return Err(NodeError::invalid(
+                "body",
+                "consent notices and withdrawals are made by RecordConsent and WithdrawConsent",
+            ))
+        }
+    }
+    kurzdraht_envelope::body::subject_of(body)
+        .ok_or_else(|| NodeError::invalid("body.subject", "is required"))
+}
+
+/// Everything the policy says about one case message: roles, fields, and the U25 rule on
+/// the message date. Returns the subject the consent must cover.
+pub fn admit_case_message(
+    kind: MessageKind,
+    sender: Role,
+    recipient: Role,
+    body: &MessageBody,
+    created_at_ms: i64,
+) -> Result<&Subject, NodeError> {
+    check_roles(kind, sender, recipient)?;
+    let subject = validate_case_body(body)?;
+    let dob = clock::parse_date("body.subject.date_of_birth", &subject.date_of_birth)?;
+    check_under_25(dob, clock::date_of_ms(created_at_ms)?)?;
+    Ok(subject)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use time::Month;
+
+    const ALL_KINDS: [MessageKind; 7] = [
+        MessageKind::CertificationRequest,
+        MessageKind::MoveOutCertification,
+        MessageKind::MoveOutDecision,
+        MessageKind::QualificationReferral,
+        MessageKind::ReferralResponse,
+        MessageKind::ConsentNotice,
+        MessageKind::ConsentWithdrawal,
+    ];
+
+    #[test]
+    fn role_table_is_exhaustive() {
+        use Role::*;
+        for kind in ALL_KINDS {
+            for sender in [Jobcenter, Jugendamt] {
+                for recipient in [Jobcenter, Jugendamt] {
+                    let allowed = match kind {
+                        MessageKind::CertificationRequest
+                        | MessageKind::MoveOutDecision
+                        | MessageKind::QualificationReferral => {
+                            sender == Jobcenter && recipient == Jugendamt
+                        }
+                        MessageKind::MoveOutCertification | MessageKind::ReferralResponse => {
+                            sender == Jugendamt && recipient == Jobcenter
+                        }
+                        _ => true,
+                    };
+                    let got = check_roles(kind, sender, recipient);
+                    assert_eq!(got.is_ok(), allowed, "{kind:?} {sender:?}->{recipient:?}");
+                    if let Err(e) = got {
+                        assert!(matches!(e, NodeError::PermissionDenied(_)));
+                    }
+                }
+            }
+        }
+        assert!(check_roles(MessageKind::Unspecified, Jobcenter, Jugendamt).is_err());
+    }
+
+    #[test]
+    fn purposes() {
+        assert_eq!(
+            purpose_of(MessageKind::MoveOutDecision),
+            Some(Purpose::U25MoveOut)
+        );
+        assert_eq!(
+            purpose_of(MessageKind::ReferralResponse),
+            Some(Purpose::QualificationMeasure)
+        );
+        assert_eq!(purpose_of(MessageKind::ConsentNotice), None);
+    }
+
+    fn date(y: i32, m: u8, d: u8) -> Date {
+        Date::from_calendar_date(y, Month::try_from(m).unwrap(), d).unwrap()
+    }
+
+    #[test]
+    fn u25_boundary() {
+        let dob = date(2001, 6, 15);
+        assert!(check_under_25(dob, date(2026, 6, 14)).is_ok());
+        assert!(
+            check_under_25(dob, date(2026, 6, 15)).is_err(),
+            "25th birthday"
+        );
+        assert!(
+            check_under_25(dob, date(2000, 1, 1)).is_err(),
+            "born after the message"
+        );
+        // leap day birthdays turn 25 on 1 March in common years
+        let leap = date(2004, 2, 29);
+        assert!(check_under_25(leap, date(2029, 2, 28)).is_ok());
+        assert!(check_under_25(leap, date(2029, 3, 1)).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn age_matches_year_arithmetic(y in 1950i32..2030, m in 1u8..=12, d in 1u8..=28,
+                                       add_days in 0i64..40_000) {
+            let dob = date(y, m, d);
+            let on = dob + time::Duration::days(add_days);
+            let age = age_on(dob, on);
+            // the age-th birthday is on or before `on`, the next one after it
+            let birthday = |n: i32| date(y + n, m, d);
+            prop_assert!(birthday(age) <= on);
+            prop_assert!(birthday(age + 1) > on);
+            prop_assert_eq!(check_under_25(dob, on).is_ok(), age < 25);
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Running a node: both gRPC listeners (PeerExchange with mutual TLS, AgencyApi with TLS and
+//! tokens) and the delivery workers, until a shutdown signal. Takes bound listeners, so that
+//! tests and the demo bind port 0 and production binds the configured addresses.
+
+use crate::{agency_api, config::NodeConfig, delivery, node::Node, peer_exchange, tls, NodeError};
+use std::future::Future;
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+/// The node's two bound listeners.
+pub struct Listeners {
+    pub peer: TcpListener,
+    pub api: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses of `config`.
+    pub async fn bind(config: &NodeConfig) -> Result<Self, NodeError> {
+        let bind = |addr: SocketAddr, key: &'static str| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| NodeError::config(key, format!("cannot listen on {addr}: {e}")))
+        };
+        Ok(Self {
+            peer: bind(config.peer_addr, "listen.peer").await?,
+            api: bind(config.api_addr, "listen.api").await?,
+        })
+    }
+}
+
+/// Serves until `shutdown` completes, then stops accepting, lets in-flight calls and
+/// deliveries finish, flushes the store and returns.
+pub async fn run(
+    config: NodeConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    let node = Node::open(&config)?;
+    let closing = node.closing();
+    let workers = delivery::spawn_workers(&node, closing.clone());
+    let max_message =
+        config.limits.envelope.max_header_bytes + config.limits.envelope.max_payload_bytes + 1024;
+    let until_closed = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|c| *c).await;
+    };
+    let peer = Server::builder()
+        .tls_config(tls::peer_server_tls(&config.tls))?
+        .add_service(peer_exchange::service(node.clone(), max_message))
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listeners.peer),
+            until_closed(closing.clone()),
+        );
+    let api = Server::builder()
+        .tls_config(tls::api_server_tls(&config.tls))?
+        .add_service(agency_api::service(node.clone(), config.api_tokens.clone()))
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listeners.api),
+            until_closed(closing.clone()),
+        );
+    let peer = tokio::spawn(peer);
+    let api = tokio::spawn(api);
+    tracing::info!(agency = node.agency(), peer = %config.peer_addr, api = %config.api_addr, "node serving");
+    shutdown.await;
+    tracing::info!(agency = node.agency(), "shutting down");
+    node.close();
+    let mut result = Ok(());
+    for server in [peer, api] {
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => result = Err(NodeError::from(e)),
+            Err(e) => result = Err(NodeError::Tls(format!("server task failed: {e}"))),
+        }
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+    node.ledger().flush().await?;
+    tracing::info!(agency = node.agency(), "stopped");
+    result
+}

@@ -1,0 +1,1 @@
+//! Hostile and broken peers (filled in by the peer-attack suite).
