@@ -1,1 +1,532 @@
-//! Shared helpers of the end-to-end tests.
+//! Shared helpers of the end-to-end tests (`tests/exchange.rs`).
+//!
+//! Everything here drives the real parts: a [`LocalFederation`] of the three Segeberg
+//! agencies (gRPC over mutual TLS on loopback, sled stores in a temporary directory) and
+//! their AgencyApi clients. Nothing is mocked.
+//!
+//! - [`start`]: a federation in a fresh temporary directory.
+//! - subject, consent and body builders: [`subject`], [`consent_request`],
+//!   [`certification_request`], [`move_out_certification`], …
+//! - calls: [`submit`], [`record_consent`], [`status`], [`read_inbox`].
+//! - waiting: [`wait_until`] polls every 15 ms for at most 15 s and panics with what it was
+//!   waiting for and what it saw last; [`settle`], [`wait_for_state`],
+//!   [`wait_for_consent_state`], [`wait_for_inbox_len`] build on it; [`assert_stays`] checks
+//!   that something does *not* happen for a short while.
+//! - assertions: [`expect_refusal`] checks the gRPC code and the `kurzdraht-reason` metadata.
+//! - evidence: [`verify_delivery`] checks a receipt independently of the sending node.
+
+use kurzdraht_envelope::{envelope_hash, verify_receipt, ExpectedReceipt};
+use kurzdraht_node::client::AgencyClient;
+use kurzdraht_node::error::reason_of;
+use kurzdraht_node::{clock, federation::LocalFederation, policy};
+use kurzdraht_proto::v1::{self as pb, message_body::Body};
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+use tonic::{Code, Status};
+
+pub const JC: &str = "jobcenter-segeberg";
+pub const JA: &str = "jugendamt-kreis-segeberg";
+pub const JN: &str = "jugendamt-norderstedt";
+
+/// How often [`wait_until`] looks again.
+pub const POLL: Duration = Duration::from_millis(15);
+/// How long [`wait_until`] waits at most.
+pub const TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A running federation and the temporary directory that holds its PKI and stores.
+/// The directory is removed when this is dropped (after the nodes were stopped or dropped).
+pub struct Harness {
+    pub fed: LocalFederation,
+    pub dir: TempDir,
+}
+
+impl Harness {
+    /// An authenticated AgencyApi client of `agency`'s IT system.
+    pub async fn client(&self, agency: &str) -> AgencyClient {
+        self.fed
+            .client(agency)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {agency}'s AgencyApi: {e}"))
+    }
+
+    /// The data directory of `agency`'s node (its sled store).
+    pub fn data_dir(&self, agency: &str) -> PathBuf {
+        self.fed
+            .config(agency)
+            .unwrap_or_else(|e| panic!("config of {agency}: {e}"))
+            .data_dir
+    }
+
+    /// The bearer token of `agency`'s IT system, as written by the PKI set-up.
+    pub fn token(&self, agency: &str) -> String {
+        let path = self.fed.dir.join(agency).join("api-token");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+            .trim()
+            .to_string()
+    }
+
+    pub async fn stop(&mut self, agency: &str) {
+        self.fed
+            .stop_node(agency)
+            .await
+            .unwrap_or_else(|e| panic!("stop {agency}: {e}"));
+        assert!(!self.fed.is_running(agency), "{agency} still running");
+    }
+
+    pub async fn restart(&mut self, agency: &str) {
+        self.fed
+            .start_node(agency)
+            .await
+            .unwrap_or_else(|e| panic!("start {agency} again: {e}"));
+    }
+}
+
+/// Starts the three Segeberg nodes in a fresh temporary directory.
+pub async fn start() -> Harness {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let fed = LocalFederation::start(&dir.path().join("federation"))
+        .await
+        .expect("start the three nodes");
+    Harness { fed, dir }
+}
+
+// ---- builders ----
+
+/// A young person with an address in Bad Segeberg.
+pub fn subject(given: &str, family: &str, date_of_birth: &str) -> pb::Subject {
+    pb::Subject {
+        given_name: given.into(),
+        family_name: family.into(),
+        date_of_birth: date_of_birth.into(),
+        address: Some(pb::Address {
+            street: "Kurhausstraße 7".into(),
+            postal_code: "23795".into(),
+            city: "Bad Segeberg".into(),
+        }),
+        case_references: vec![],
+    }
+}
+
+/// Today's UTC date, `YYYY-MM-DD`, as the nodes see it.
+pub fn today() -> String {
+    clock::date_of_ms(clock::now_ms())
+        .expect("today")
+        .to_string()
+}
+
+/// The date of birth of someone whose `years`-th birthday is today (1 March for a
+/// 29 February that does not exist in that year).
+pub fn birthday_years_ago(years: i32) -> String {
+    let today = clock::date_of_ms(clock::now_ms()).expect("today");
+    let (m, d) = (u8::from(today.month()), today.day());
+    let y = today.year() - years;
+    let text = format!("{y:04}-{m:02}-{d:02}");
+    let dob = clock::parse_date("dob", &text)
+        .unwrap_or_else(|_| clock::parse_date("dob", &format!("{y:04}-03-01")).expect("1 March"));
+    assert_eq!(policy::age_on(dob, today), years, "test set-up: {dob}");
+    dob.to_string()
+}
+
+/// The day after `date` (`YYYY-MM-DD`).
+pub fn day_after(date: &str) -> String {
+    clock::parse_date("date", date)
+        .expect("a date")
+        .next_day()
+        .expect("a next day")
+        .to_string()
+}
+
+/// A consent given personally, recorded by a caseworker with a form reference.
+pub fn consent_request(
+    subject: &pb::Subject,
+    recipients: &[&str],
+    purposes: &[pb::Purpose],
+) -> pb::RecordConsentRequest {
+    pb::RecordConsentRequest {
+        subject: Some(subject.clone()),
+        given_by: pb::ConsentGiver::Person as i32,
+        guardian_name: String::new(),
+        recipients: recipients.iter().map(|r| r.to_string()).collect(),
+        purposes: purposes.iter().map(|p| *p as i32).collect(),
+        valid_from_ms: 0,
+        valid_until_ms: 0,
+        evidence_reference: "Einwilligung/2026/0815 (unterschriebenes Formular)".into(),
+        recorded_by: "Herr Jensen".into(),
+    }
+}
+
+pub fn certification_request(subject: &pb::Subject, reason: &str) -> Body {
+    Body::CertificationRequest(pb::CertificationRequest {
+        subject: Some(subject.clone()),
+        reason: reason.into(),
+        respond_by: String::new(),
+        caseworker: "Herr Jensen".into(),
+    })
+}
+
+pub fn move_out_certification(subject: &pb::Subject) -> Body {
+    Body::MoveOutCertification(pb::MoveOutCertification {
+        subject: Some(subject.clone()),
+        outcome: pb::CertificationOutcome::Supported as i32,
+        ground: pb::MoveOutGround::SeriousSocialReasons as i32,
+        statement: "Rückverweis in das Elternhaus nicht zumutbar.".into(),
+        interview_date: today(),
+        issuing_caseworker: "Frau Sievers".into(),
+    })
+}
+
+pub fn move_out_decision(subject: &pb::Subject) -> Body {
+    Body::MoveOutDecision(pb::MoveOutDecision {
+        subject: Some(subject.clone()),
+        outcome: pb::DecisionOutcome::AssuranceGranted as i32,
+        ground: pb::MoveOutGround::SeriousSocialReasons as i32,
+        decision_date: today(),
+        tenancy_contract_date: String::new(),
+        caseworker: "Herr Jensen".into(),
+    })
+}
+
+pub fn qualification_referral(subject: &pb::Subject) -> Body {
+    Body::QualificationReferral(pb::QualificationReferral {
+        subject: Some(subject.clone()),
+        reason: "Ausbildungsabbruch; Unterstützung bei Berufsorientierung.".into(),
+        measure: "Berufsvorbereitende Bildungsmaßnahme".into(),
+        contact: "Frau Brandt, Jobcenter Kreis Segeberg".into(),
+        respond_by: String::new(),
+    })
+}
+
+pub fn referral_response(subject: &pb::Subject) -> Body {
+    Body::ReferralResponse(pb::ReferralResponse {
+        subject: Some(subject.clone()),
+        outcome: pb::ReferralOutcome::Accepted as i32,
+        note: "Erstgespräch vereinbart.".into(),
+        caseworker: "Herr Ohlsen".into(),
+    })
+}
+
+// ---- calls ----
+
+pub async fn submit(
+    client: &mut AgencyClient,
+    to: &str,
+    consent_id: &str,
+    in_reply_to: &str,
+    body: Body,
+) -> Result<pb::SubmitResponse, Status> {
+    submit_body(
+        client,
+        to,
+        consent_id,
+        in_reply_to,
+        pb::MessageBody { body: Some(body) },
+    )
+    .await
+}
+
+/// Submits an arbitrary (possibly empty) message body.
+pub async fn submit_body(
+    client: &mut AgencyClient,
+    to: &str,
+    consent_id: &str,
+    in_reply_to: &str,
+    body: pb::MessageBody,
+) -> Result<pb::SubmitResponse, Status> {
+    client
+        .submit(pb::SubmitRequest {
+            recipient: to.into(),
+            consent_id: consent_id.into(),
+            in_reply_to: in_reply_to.into(),
+            body: Some(body),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Submits a message that must be accepted (QUEUED); returns its id.
+pub async fn submit_ok(
+    client: &mut AgencyClient,
+    to: &str,
+    consent_id: &str,
+    body: Body,
+) -> String {
+    let r = submit(client, to, consent_id, "", body)
+        .await
+        .unwrap_or_else(|s| panic!("submission to {to} refused: {s:?}"));
+    assert_eq!(r.state, pb::DeliveryState::Queued as i32);
+    r.message_id
+}
+
+/// Records a consent; returns the record.
+pub async fn record_consent(
+    client: &mut AgencyClient,
+    req: pb::RecordConsentRequest,
+) -> pb::RecordConsentResponse {
+    client
+        .record_consent(req)
+        .await
+        .unwrap_or_else(|s| panic!("record consent: {s:?}"))
+        .into_inner()
+}
+
+/// Records a consent; returns its id.
+pub async fn consent_id(client: &mut AgencyClient, req: pb::RecordConsentRequest) -> String {
+    record_consent(client, req)
+        .await
+        .consent
+        .expect("the response carries the record")
+        .consent_id
+}
+
+pub async fn status(client: &mut AgencyClient, message_id: &str) -> pb::MessageStatus {
+    client
+        .get_status(pb::GetStatusRequest {
+            message_id: message_id.into(),
+        })
+        .await
+        .unwrap_or_else(|s| panic!("status of {message_id}: {s:?}"))
+        .into_inner()
+}
+
+pub async fn list_consents(client: &mut AgencyClient) -> Vec<pb::ConsentEntry> {
+    client
+        .list_consents(pb::ListConsentsRequest {})
+        .await
+        .unwrap_or_else(|s| panic!("list consents: {s:?}"))
+        .into_inner()
+        .consents
+}
+
+/// Everything in the inbox after `after_seq` (no follow), in arrival order.
+pub async fn read_inbox(client: &mut AgencyClient, after_seq: u64) -> Vec<pb::InboxItem> {
+    read_inbox_with(
+        client,
+        pb::ReadInboxRequest {
+            after_seq,
+            follow: false,
+            unacknowledged_only: false,
+        },
+    )
+    .await
+}
+
+pub async fn read_inbox_with(
+    client: &mut AgencyClient,
+    req: pb::ReadInboxRequest,
+) -> Vec<pb::InboxItem> {
+    assert!(
+        !req.follow,
+        "read_inbox_with reads to the end; use follow = false"
+    );
+    let mut stream = client
+        .read_inbox(req)
+        .await
+        .unwrap_or_else(|s| panic!("read inbox: {s:?}"))
+        .into_inner();
+    let mut items = Vec::new();
+    while let Some(item) = stream
+        .message()
+        .await
+        .unwrap_or_else(|s| panic!("inbox stream: {s:?}"))
+    {
+        items.push(item);
+    }
+    items
+}
+
+pub fn ids(items: &[pb::InboxItem]) -> Vec<String> {
+    items.iter().map(|i| i.message_id.clone()).collect()
+}
+
+// ---- waiting ----
+
+/// Polls `probe` every [`POLL`] until it returns `Ok`, for at most [`TIMEOUT`]; panics
+/// naming `what` and the last observation (the `Err` text) if it never does.
+pub async fn wait_until<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let started = Instant::now();
+    loop {
+        match probe().await {
+            Ok(v) => return v,
+            Err(seen) if started.elapsed() >= TIMEOUT => {
+                panic!("timed out after {TIMEOUT:?} waiting until {what}; last seen: {seen}")
+            }
+            Err(_) => tokio::time::sleep(POLL).await,
+        }
+    }
+}
+
+/// Checks for `period` (polling) that `probe` keeps returning `Ok`; panics with the first
+/// `Err`. For asserting that something does *not* happen.
+pub async fn assert_stays<F, Fut>(what: &str, period: Duration, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Err(seen) = probe().await {
+            panic!(
+                "expected {what} to hold for {period:?}, but after {:?}: {seen}",
+                started.elapsed()
+            );
+        }
+        if started.elapsed() >= period {
+            return;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The name of a `DeliveryState` value, for messages.
+pub fn state_name(state: i32) -> &'static str {
+    pb::DeliveryState::try_from(state).map_or("?", |s| s.as_str_name())
+}
+
+/// Waits until the message has left QUEUED; returns its final status.
+pub async fn settle(client: &AgencyClient, message_id: &str) -> pb::MessageStatus {
+    wait_until(&format!("message {message_id} leaves QUEUED"), || {
+        let mut c = client.clone();
+        async move {
+            let s = status(&mut c, message_id).await;
+            if s.state == pb::DeliveryState::Queued as i32 {
+                Err(format!(
+                    "QUEUED, {} attempts, detail {:?}",
+                    s.attempts, s.detail
+                ))
+            } else {
+                Ok(s)
+            }
+        }
+    })
+    .await
+}
+
+/// Waits until the message is in `state`; returns its status.
+pub async fn wait_for_state(
+    client: &AgencyClient,
+    message_id: &str,
+    state: pb::DeliveryState,
+) -> pb::MessageStatus {
+    let s = settle(client, message_id).await;
+    assert_eq!(
+        state_name(s.state),
+        state.as_str_name(),
+        "final state of {message_id} (detail {:?})",
+        s.detail
+    );
+    s
+}
+
+/// Waits until the node of `client` holds consent `consent_id` in `state`.
+pub async fn wait_for_consent_state(
+    client: &AgencyClient,
+    consent_id: &str,
+    state: pb::ConsentState,
+) -> pb::ConsentEntry {
+    wait_until(
+        &format!("consent {consent_id} is {} there", state.as_str_name()),
+        || {
+            let mut c = client.clone();
+            async move {
+                let all = list_consents(&mut c).await;
+                match all.into_iter().find(|e| {
+                    e.consent
+                        .as_ref()
+                        .is_some_and(|r| r.consent_id == consent_id)
+                }) {
+                    Some(e) if e.state == state as i32 => Ok(e),
+                    Some(e) => Err(format!("state {:?}", pb::ConsentState::try_from(e.state))),
+                    None => Err("not held".into()),
+                }
+            }
+        },
+    )
+    .await
+}
+
+/// Waits until the inbox holds at least `len` items; returns all of them.
+pub async fn wait_for_inbox_len(client: &AgencyClient, len: usize) -> Vec<pb::InboxItem> {
+    wait_until(&format!("the inbox holds {len} items"), || {
+        let mut c = client.clone();
+        async move {
+            let items = read_inbox(&mut c, 0).await;
+            if items.len() >= len {
+                Ok(items)
+            } else {
+                Err(format!("{} items", items.len()))
+            }
+        }
+    })
+    .await
+}
+
+// ---- assertions ----
+
+/// Asserts a refusal with `code` and the `kurzdraht-reason` metadata `reason`; returns it.
+pub fn expect_refusal<T: std::fmt::Debug>(
+    what: &str,
+    result: Result<T, Status>,
+    code: Code,
+    reason: &str,
+) -> Status {
+    match result {
+        Ok(v) => panic!("{what}: expected {code:?}/{reason}, but it was accepted: {v:?}"),
+        Err(s) => {
+            assert_eq!(
+                (s.code(), reason_of(&s)),
+                (code, Some(reason)),
+                "{what}: wrong refusal: {:?}",
+                s.message()
+            );
+            s
+        }
+    }
+}
+
+/// Checks, independently of the sending node, that `status` carries a receipt signed by
+/// `to`'s pinned key (from `from`'s directory) over the hash of the envelope exactly as `to`
+/// holds it in `item`; returns the verified receipt.
+pub fn verify_delivery(
+    h: &Harness,
+    from: &str,
+    to: &str,
+    status: &pb::MessageStatus,
+    item: &pb::InboxItem,
+) -> pb::Receipt {
+    let keys = h
+        .fed
+        .config(from)
+        .expect("sender config")
+        .directory
+        .get(to)
+        .expect("receiver in the directory")
+        .signing_keys
+        .clone();
+    let envelope = item
+        .envelope
+        .as_ref()
+        .expect("the inbox item carries the envelope");
+    let hash = envelope_hash(envelope);
+    let receipt = status
+        .receipt
+        .as_ref()
+        .expect("a delivered message has a receipt");
+    verify_receipt(
+        receipt,
+        &keys,
+        &ExpectedReceipt {
+            message_id: &status.message_id,
+            envelope_sha256: &hash,
+            sender: from,
+            receiver: to,
+        },
+    )
+    .unwrap_or_else(|e| panic!("receipt of {} does not verify: {e}", status.message_id))
+}

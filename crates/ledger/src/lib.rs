@@ -6,6 +6,7 @@
 //! - [`store`]: [`Ledger`], the only owner of sled: consents, outbox, message status, inbox,
 //!   receipts and the audit chain, each change one sled transaction with its audit entry.
 //! - [`audit`]: audit events and offline verification of the hash chain.
+//! - [`commit`]: group commit — concurrent callers share one fsync.
 //!
 //! Architecture invariants:
 //! - Nothing outside this crate touches sled. Every state change and the audit entry that
@@ -16,12 +17,14 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod commit;
 pub mod consent;
 pub mod error;
 pub mod records;
 pub mod store;
 
 pub use audit::{AuditEvent, AuditNote, AuditReport};
+pub use commit::Durability;
 pub use consent::{evaluate, ConsentQuery, ConsentRefusal};
 pub use error::LedgerError;
 pub use records::{InboxRecord, MessageRecord, OutboxEntry, StoredConsent};

@@ -16,6 +16,7 @@
 
 use crate::{
     audit::{entry_hash, verify_chain, AuditEvent, AuditNote, AuditReport},
+    commit::{Durability, GroupCommit},
     error::LedgerError,
     records::{InboxRecord, MessageRecord, OutboxEntry, StoredConsent},
 };
@@ -86,6 +87,7 @@ pub enum Accepted {
 #[derive(Clone)]
 pub struct Ledger {
     db: sled::Db,
+    commit: std::sync::Arc<GroupCommit>,
     consents: Tree,
     outbox: Tree,
     messages: Tree,
@@ -194,6 +196,11 @@ impl Ledger {
     /// Opens (or creates) the store in `dir`. A second process opening the same directory
     /// gets [`LedgerError::Locked`].
     pub fn open(dir: &Path) -> Result<Self, LedgerError> {
+        Self::open_with(dir, Durability::GroupCommit)
+    }
+
+    /// Opens the store with an explicit durability mode (benchmarks compare the two).
+    pub fn open_with(dir: &Path, durability: Durability) -> Result<Self, LedgerError> {
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
@@ -214,14 +221,20 @@ impl Ledger {
             inbox_seq: db.open_tree("inbox_seq")?,
             audit: db.open_tree("audit")?,
             meta: db.open_tree("meta")?,
+            commit: std::sync::Arc::new(GroupCommit::new(durability)),
             db,
         })
     }
 
-    /// Makes every change so far durable (fsync). Concurrent callers share one flush.
+    /// Makes every change so far durable (fsync). Concurrent callers share one flush
+    /// (see [`crate::commit`]).
     pub async fn flush(&self) -> Result<(), LedgerError> {
-        self.db.flush_async().await?;
-        Ok(())
+        self.commit.commit(&self.db).await
+    }
+
+    /// How many flushes (fsyncs) this handle has run, for benchmarks.
+    pub fn flush_count(&self) -> u64 {
+        self.commit.flushes()
     }
 
     /// Bytes on disk, for operators.
@@ -469,6 +482,9 @@ impl Ledger {
                     "deadline passed".to_string(),
                 ),
             };
+            if matches!(how, Finish::Delivered { .. } | Finish::Rejected { .. }) {
+                status.attempts += 1; // the attempt that ended it
+            }
             status.state = state as i32;
             status.detail = detail.clone();
             status.updated_at_ms = now_ms;

@@ -6,7 +6,7 @@
 
 use crate::{clock, node::Node, policy, tls, NodeError};
 use kurzdraht_envelope::{body::subject_of, verify_receipt, ExpectedReceipt};
-use kurzdraht_ledger::{consent, ConsentQuery, Finish, OutboxEntry};
+use kurzdraht_ledger::{consent, ConsentQuery, ConsentRefusal, Finish, OutboxEntry};
 use kurzdraht_proto::v1::{
     peer_exchange_client::PeerExchangeClient, EnvelopeHeader, MessageBody, MessageKind,
     SignedEnvelope,
@@ -33,6 +33,40 @@ fn jitter() -> f64 {
         return 0.75;
     }
     0.5 + f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX) / 2.0
+}
+
+/// What to do with the message at the head of a peer's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Its deadline has passed: it becomes EXPIRED and is never sent.
+    Expire,
+    /// Its next attempt is not yet due.
+    Wait(Duration),
+    /// The consent no longer allows it: it becomes REFUSED and nothing of it leaves.
+    Refuse(ConsentRefusal),
+    /// Send it now.
+    Deliver,
+}
+
+/// The decision before each delivery attempt. Expiry wins over everything, then consent
+/// (a withdrawal stops a message even while it waits for its retry), then the retry time.
+pub fn next_action(
+    now_ms: i64,
+    deadline_ms: i64,
+    next_attempt_ms: i64,
+    consent: Result<(), ConsentRefusal>,
+) -> Action {
+    if now_ms > deadline_ms {
+        return Action::Expire;
+    }
+    if let Err(refusal) = consent {
+        return Action::Refuse(refusal);
+    }
+    if next_attempt_ms > now_ms {
+        let until = next_attempt_ms.min(deadline_ms.saturating_add(1));
+        return Action::Wait(Duration::from_millis((until - now_ms).max(1) as u64));
+    }
+    Action::Deliver
 }
 
 /// Whether a peer's answer means "never" (true) or "try again later" (false).
@@ -139,32 +173,31 @@ impl PeerWorker {
             NodeError::NotFound(format!("record of queued message {}", entry.message_id))
         })?;
         let now = clock::now_ms();
-        if now > entry.deadline_ms {
-            self.finish(&entry, Finish::Expired).await?;
-            tracing::warn!(message_id = %entry.message_id, peer = %self.peer, "message expired undelivered");
-            return Ok(Step::Next);
-        }
-        if record.next_attempt_ms > now {
-            let until = record.next_attempt_ms.min(entry.deadline_ms + 1);
-            return Ok(Step::Wait(Duration::from_millis(
-                (until - now).max(1) as u64
-            )));
-        }
         let envelope = entry
             .envelope
             .clone()
             .ok_or_else(|| NodeError::NotFound(format!("envelope of {}", entry.message_id)))?;
         // The consent is checked again at every attempt: a withdrawal stops queued messages.
-        if let Err(refusal) = self.consent_still_valid(&envelope, now) {
-            self.finish(
-                &entry,
-                Finish::Refused {
-                    reason: refusal.code().to_string(),
-                },
-            )
-            .await?;
-            tracing::info!(message_id = %entry.message_id, reason = refusal.code(), "queued message stopped");
-            return Ok(Step::Next);
+        let consent = self.consent_still_valid(&envelope, now);
+        match next_action(now, entry.deadline_ms, record.next_attempt_ms, consent) {
+            Action::Expire => {
+                self.finish(&entry, Finish::Expired).await?;
+                tracing::warn!(message_id = %entry.message_id, peer = %self.peer, "message expired undelivered");
+                return Ok(Step::Next);
+            }
+            Action::Wait(d) => return Ok(Step::Wait(d)),
+            Action::Refuse(refusal) => {
+                self.finish(
+                    &entry,
+                    Finish::Refused {
+                        reason: refusal.code().to_string(),
+                    },
+                )
+                .await?;
+                tracing::info!(message_id = %entry.message_id, reason = refusal.code(), "queued message stopped");
+                return Ok(Step::Next);
+            }
+            Action::Deliver => {}
         }
         let client = self.client()?;
         let outcome = client.clone().deliver(envelope).await;
@@ -218,8 +251,8 @@ impl PeerWorker {
         &self,
         envelope: &SignedEnvelope,
         now: i64,
-    ) -> Result<(), kurzdraht_ledger::ConsentRefusal> {
-        use kurzdraht_ledger::ConsentRefusal::NoConsent;
+    ) -> Result<(), ConsentRefusal> {
+        use ConsentRefusal::NoConsent;
         // Our own sealed envelope; decoding cannot fail unless the store is corrupt.
         let header = EnvelopeHeader::decode(envelope.header.as_slice()).map_err(|_| NoConsent)?;
         let kind = MessageKind::try_from(header.kind).map_err(|_| NoConsent)?;
@@ -300,6 +333,27 @@ mod tests {
             prop_assert!(d >= i.mul_f64(0.5));
             prop_assert!(retry_delay(a + 1, i, m, 1.0) >= retry_delay(a, i, m, 1.0));
         }
+    }
+
+    #[test]
+    fn next_action_order() {
+        let ok = Ok(());
+        let gone = Err(ConsentRefusal::Withdrawn);
+        assert_eq!(next_action(11, 10, 0, ok), Action::Expire);
+        assert_eq!(next_action(11, 10, 0, gone), Action::Expire);
+        assert_eq!(
+            next_action(5, 10, 8, gone),
+            Action::Refuse(ConsentRefusal::Withdrawn)
+        );
+        assert_eq!(
+            next_action(5, 10, 8, ok),
+            Action::Wait(Duration::from_millis(3))
+        );
+        assert_eq!(
+            next_action(5, 10, 50, ok),
+            Action::Wait(Duration::from_millis(6))
+        );
+        assert_eq!(next_action(5, 10, 5, ok), Action::Deliver);
     }
 
     #[test]

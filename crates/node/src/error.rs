@@ -17,7 +17,7 @@ pub enum NodeError {
     Unauthenticated(String),
     #[error("permission denied: {0}")]
     PermissionDenied(String),
-    #[error("refused: {0}")]
+    #[error("{0}")]
     Consent(ConsentRefusal),
     #[error("invalid {field}: {reason}")]
     Invalid { field: String, reason: String },

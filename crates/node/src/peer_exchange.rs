@@ -2,8 +2,9 @@
 //! certificate and hands the envelope to [`Node::receive`].
 
 use crate::{node::Node, tls, NodeError};
+use kurzdraht_ledger::AuditEvent;
 use kurzdraht_proto::v1::peer_exchange_server::{PeerExchange, PeerExchangeServer};
-use kurzdraht_proto::v1::{SignedEnvelope, SignedReceipt};
+use kurzdraht_proto::v1::{MessageKind, SignedEnvelope, SignedReceipt};
 use tonic::{Request, Response, Status};
 
 pub struct PeerService {
@@ -20,13 +21,27 @@ impl PeerExchange for PeerService {
         &self,
         req: Request<SignedEnvelope>,
     ) -> Result<Response<SignedReceipt>, Status> {
-        let certs = req.peer_certs().ok_or_else(|| {
-            NodeError::PermissionDenied("no client certificate was presented".into())
-        })?;
-        let leaf = certs.first().ok_or_else(|| {
-            NodeError::PermissionDenied("no client certificate was presented".into())
-        })?;
-        let agency = tls::agency_of_certificate(leaf, self.node.directory())?;
+        let agency = req
+            .peer_certs()
+            .and_then(|certs| certs.first().cloned())
+            .ok_or_else(|| {
+                NodeError::PermissionDenied("no client certificate was presented".into())
+            })
+            .and_then(|leaf| tls::agency_of_certificate(&leaf, self.node.directory()));
+        let agency = match agency {
+            Ok(agency) => agency,
+            Err(e) => {
+                // Refused before reception: audited like every other refusal (no peer known).
+                self.node.audit_refusal(
+                    AuditEvent::ReceptionRefused,
+                    MessageKind::Unspecified,
+                    "",
+                    "",
+                    &e,
+                );
+                return Err(e.into());
+            }
+        };
         let receipt = self.node.receive(&agency, req.into_inner()).await?;
         Ok(Response::new(receipt))
     }

@@ -7,7 +7,9 @@
 
 use crate::{clock, node::Node, policy, NodeError};
 use kurzdraht_envelope::{ids, sign_receipt, verify_and_open, OpenedEnvelope};
-use kurzdraht_ledger::{consent, Accepted, AuditEvent, ConsentEffect, ConsentQuery, InboxRecord};
+use kurzdraht_ledger::{
+    consent, Accepted, AuditEvent, AuditNote, ConsentEffect, ConsentQuery, InboxRecord,
+};
 use kurzdraht_proto::v1::{
     message_body::Body, ConsentRecord, MessageKind, Receipt, SignedEnvelope, SignedReceipt,
 };
@@ -90,6 +92,15 @@ impl Node {
         // the consent has changed since: the message was lawfully received then.
         if let Some(held) = self.ledger().inbox_record(&header.message_id)? {
             if held.envelope_sha256.as_slice() == hash.as_slice() {
+                // Audited as the transactional duplicate path in `accept_delivery` does.
+                self.ledger().audit(
+                    AuditNote::new(AuditEvent::ReceivedDuplicate)
+                        .message(&held.message_id)
+                        .peer(&held.sender)
+                        .kind(held.kind)
+                        .envelope(&held.envelope_sha256),
+                    now,
+                )?;
                 return self.answer_duplicate(held);
             }
             return Err(kurzdraht_ledger::LedgerError::MessageIdConflict {

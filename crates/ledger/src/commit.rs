@@ -1,0 +1,111 @@
+//! Group commit: many callers that each need "my writes are on disk" share one fsync.
+//!
+//! A caller's writes are already committed in memory when it asks for durability. It takes a
+//! ticket (the number of requests so far). One caller at a time runs a flush; that flush
+//! covers every ticket taken before it started, and everyone whose ticket it covers returns
+//! without a flush of their own. Callers that arrive during a flush wait for the next one,
+//! which then covers all of them together.
+//!
+//! [`Durability::FsyncEach`] exists to measure what group commit saves: every caller runs its
+//! own flush, one after another.
+
+use crate::LedgerError;
+use std::sync::Mutex;
+use tokio::sync::Notify;
+
+/// How [`crate::Ledger::flush`] makes writes durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Concurrent callers share flushes (the default).
+    #[default]
+    GroupCommit,
+    /// Every caller flushes on its own, serialised (for comparison in benchmarks).
+    FsyncEach,
+}
+
+#[derive(Default)]
+struct State {
+    /// Tickets handed out so far.
+    requested: u64,
+    /// Every ticket up to this one is durable.
+    durable: u64,
+    /// A flush is running.
+    flushing: bool,
+    /// Flushes run so far (for benchmarks and tests).
+    flushes: u64,
+}
+
+pub(crate) struct GroupCommit {
+    mode: Durability,
+    state: Mutex<State>,
+    done: Notify,
+    serial: tokio::sync::Mutex<()>,
+}
+
+impl GroupCommit {
+    pub(crate) fn new(mode: Durability) -> Self {
+        Self {
+            mode,
+            state: Mutex::new(State::default()),
+            done: Notify::new(),
+            serial: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave State inconsistent (plain counters).
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn flushes(&self) -> u64 {
+        self.lock().flushes
+    }
+
+    /// Returns once everything written before the call is durable.
+    pub(crate) async fn commit(&self, db: &sled::Db) -> Result<(), LedgerError> {
+        if self.mode == Durability::FsyncEach {
+            let _one_at_a_time = self.serial.lock().await;
+            db.flush_async().await?;
+            self.lock().flushes += 1;
+            return Ok(());
+        }
+        let ticket = {
+            let mut s = self.lock();
+            s.requested += 1;
+            s.requested
+        };
+        loop {
+            let notified = self.done.notified();
+            tokio::pin!(notified);
+            // Register for the wake-up before looking, so that none is lost.
+            notified.as_mut().enable();
+            let target = {
+                let mut s = self.lock();
+                if s.durable >= ticket {
+                    return Ok(());
+                }
+                if s.flushing {
+                    None
+                } else {
+                    s.flushing = true;
+                    Some(s.requested)
+                }
+            };
+            let Some(target) = target else {
+                notified.await;
+                continue;
+            };
+            let result = db.flush_async().await;
+            {
+                let mut s = self.lock();
+                s.flushing = false;
+                s.flushes += 1;
+                if result.is_ok() {
+                    s.durable = s.durable.max(target);
+                }
+            }
+            self.done.notify_waiters();
+            result?;
+        }
+    }
+}

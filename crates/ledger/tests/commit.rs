@@ -1,0 +1,70 @@
+//! Group commit: concurrent writers share fsyncs, and every write acknowledged by `flush`
+//! is there after reopening.
+#![allow(clippy::unwrap_used)]
+
+use kurzdraht_ledger::{Durability, Ledger, Outgoing};
+use kurzdraht_proto::v1::{MessageKind, SignedEnvelope};
+
+fn outgoing(id: String) -> Outgoing {
+    Outgoing {
+        envelope: SignedEnvelope::default(),
+        message_id: id,
+        kind: MessageKind::CertificationRequest,
+        recipient: "jugendamt-kreis-segeberg".into(),
+        consent_id: "c".into(),
+        submitted_at_ms: 1,
+        deadline_ms: 10,
+        envelope_sha256: [0; 32],
+    }
+}
+
+async fn concurrent_submissions(mode: Durability, n: usize) -> (u64, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open_with(dir.path(), mode).unwrap();
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let l = ledger.clone();
+            tokio::spawn(async move {
+                l.enqueue(&outgoing(format!("m{i:04}"))).unwrap();
+                l.flush().await.unwrap();
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    (ledger.flush_count(), dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_commit_shares_flushes_and_loses_nothing() {
+    let n = 200;
+    let (flushes, dir) = concurrent_submissions(Durability::GroupCommit, n).await;
+    assert!(flushes >= 1);
+    assert!(
+        flushes < n as u64,
+        "{flushes} flushes for {n} concurrent writers: not shared"
+    );
+    let l = Ledger::open(dir.path()).unwrap();
+    assert_eq!(l.outbox_len("jugendamt-kreis-segeberg"), n);
+    assert_eq!(l.verify_audit().unwrap().entries, n as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fsync_each_flushes_once_per_writer() {
+    let n = 40;
+    let (flushes, dir) = concurrent_submissions(Durability::FsyncEach, n).await;
+    assert_eq!(flushes, n as u64);
+    let l = Ledger::open(dir.path()).unwrap();
+    assert_eq!(l.outbox_len("jugendamt-kreis-segeberg"), n);
+}
+
+#[tokio::test]
+async fn a_lone_writer_still_gets_its_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::open(dir.path()).unwrap();
+    l.enqueue(&outgoing("m1".into())).unwrap();
+    l.flush().await.unwrap();
+    l.flush().await.unwrap();
+    assert_eq!(l.flush_count(), 2);
+}
