@@ -717,6 +717,27 @@ async fn withdrawal_stops_queued_messages() {
     );
     assert_eq!(inbox[0].kind, pb::MessageKind::ConsentNotice as i32);
     assert_eq!(inbox[1].kind, pb::MessageKind::ConsentWithdrawal as i32);
+
+    // The Jobcenter's IT system learns of each stopped message from its own inbox.
+    let own = read_inbox(&mut jc.clone(), 0).await;
+    let notices: Vec<_> = own.iter().filter_map(|i| i.notice.clone()).collect();
+    assert_eq!(
+        notices
+            .iter()
+            .map(|n| n.message_id.clone())
+            .collect::<Vec<_>>(),
+        queued.clone(),
+        "one notice per stopped message, in the order they were stopped"
+    );
+    for n in &notices {
+        assert_eq!(n.state, pb::DeliveryState::Refused as i32);
+        assert_eq!(n.detail, "consent-withdrawn");
+        assert_eq!(n.recipient, JA);
+    }
+    for item in own.iter().filter(|i| i.notice.is_some()) {
+        assert!(item.body.is_none() && item.envelope.is_none());
+        assert_eq!(item.sender, JC);
+    }
 }
 
 /// 6. A queued message survives a graceful restart of its sender and is delivered exactly
@@ -1194,5 +1215,76 @@ async fn audit_chains_verify_and_hold_no_personal_data() {
         events[JN].is_empty(),
         "Norderstedt took part in nothing: {:?}",
         events[JN]
+    );
+}
+
+/// 11. A message that cannot be delivered before its deadline becomes EXPIRED: its status
+/// says so, the submitting IT system finds a notice in its inbox, and it is never delivered
+/// afterwards, not even when the peer comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undeliverable_message_expires_and_is_never_sent() {
+    let mut h = start().await;
+    let lena = lena();
+    let consent = replicated_consent(&h, &lena, &[JA], &[U25]).await;
+    // The Jobcenter's deadline becomes 2 seconds (it is stamped at submission).
+    h.stop(JC).await;
+    let path = h
+        .fed
+        .agencies
+        .iter()
+        .find(|a| a.id == JC)
+        .unwrap()
+        .node_config
+        .clone();
+    let toml = std::fs::read_to_string(&path).unwrap();
+    assert!(toml.contains("deadline_secs = 604800"));
+    std::fs::write(
+        &path,
+        toml.replace("deadline_secs = 604800", "deadline_secs = 2"),
+    )
+    .unwrap();
+    h.restart(JC).await;
+    h.stop(JA).await;
+
+    let mut jc = h.client(JC).await;
+    let id = submit_ok(
+        &mut jc,
+        JA,
+        &consent,
+        certification_request(&lena, "zu spät"),
+    )
+    .await;
+    let s = wait_for_state(&jc, &id, pb::DeliveryState::Expired).await;
+    assert_eq!(s.detail, "deadline passed");
+    assert!(s.receipt.is_none());
+    let own = read_inbox(&mut jc.clone(), 0).await;
+    let notice = own
+        .iter()
+        .find_map(|i| i.notice.clone().filter(|n| n.message_id == id))
+        .expect("an expiry notice in the Jobcenter's inbox");
+    assert_eq!(notice.state, pb::DeliveryState::Expired as i32);
+
+    h.restart(JA).await;
+    let kreis = h.client(JA).await;
+    assert_stays(
+        "the expired message never reaches the Jugendamt",
+        Duration::from_millis(600),
+        || {
+            let mut k = kreis.clone();
+            let id = id.clone();
+            async move {
+                let inbox = read_inbox(&mut k, 0).await;
+                if inbox.iter().any(|i| i.message_id == id) {
+                    Err("delivered after expiry".to_string())
+                } else {
+                    Ok(())
+                }
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        status(&mut jc, &id).await.state,
+        pb::DeliveryState::Expired as i32
     );
 }

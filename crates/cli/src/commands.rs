@@ -500,6 +500,14 @@ async fn run_inner(command: ClientCommand) -> anyhow::Result<ExitCode> {
                 n += 1;
                 if common.json {
                     println!("{}", serde_json::to_string(&item)?);
+                } else if let Some(n) = &item.notice {
+                    let state = pb::DeliveryState::try_from(n.state)
+                        .map(|s| s.as_str_name())
+                        .unwrap_or("?");
+                    println!(
+                        "#{} notice: {} to {} was not delivered: {state} — {}",
+                        item.seq, n.message_id, n.recipient, n.detail
+                    );
                 } else {
                     let kind = pb::MessageKind::try_from(item.kind)
                         .map(|k| k.as_str_name())

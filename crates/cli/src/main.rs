@@ -12,6 +12,7 @@
 // Command-line enums are parsed once; their size does not matter.
 #![allow(clippy::large_enum_variant)]
 
+mod bench;
 mod commands;
 mod demo;
 mod exit;
@@ -69,6 +70,12 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Benchmarks: ledger group commit versus fsync per submission, and how fast a restarted
+    /// node with a long history resumes delivery.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
     },
     #[command(flatten)]
     Client(commands::ClientCommand),
@@ -210,6 +217,7 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             );
             Ok(exit::OK)
         }
+        Command::Bench { command } => bench::run(command).await,
         Command::Client(c) => commands::run(c).await,
     }
 }

@@ -23,6 +23,17 @@ pub enum Durability {
     FsyncEach,
 }
 
+/// One fsync of everything written so far, on a blocking thread. Unlike sled's own
+/// `flush_async`, the handle to the store is dropped before this returns, so a store that is
+/// closed right after its last flush really is closed (its lock released).
+async fn flush(db: &sled::Db) -> Result<(), LedgerError> {
+    let db = db.clone();
+    tokio::task::spawn_blocking(move || db.flush())
+        .await
+        .map_err(|e| LedgerError::corrupt("flush task", e))??;
+    Ok(())
+}
+
 #[derive(Default)]
 struct State {
     /// Tickets handed out so far.
@@ -65,7 +76,7 @@ impl GroupCommit {
     pub(crate) async fn commit(&self, db: &sled::Db) -> Result<(), LedgerError> {
         if self.mode == Durability::FsyncEach {
             let _one_at_a_time = self.serial.lock().await;
-            db.flush_async().await?;
+            flush(db).await?;
             self.lock().flushes += 1;
             return Ok(());
         }
@@ -95,7 +106,7 @@ impl GroupCommit {
                 notified.await;
                 continue;
             };
-            let result = db.flush_async().await;
+            let result = flush(db).await;
             {
                 let mut s = self.lock();
                 s.flushing = false;

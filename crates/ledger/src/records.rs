@@ -2,7 +2,8 @@
 //! fields are added.
 
 use kurzdraht_proto::v1::{
-    ConsentRecord, ConsentWithdrawalRecord, MessageStatus, SignedEnvelope, SignedReceipt,
+    ConsentRecord, ConsentWithdrawalRecord, DeliveryNotice, MessageStatus, SignedEnvelope,
+    SignedReceipt,
 };
 
 /// A consent as held by a node: the record and, once withdrawn, the withdrawal.
@@ -70,6 +71,10 @@ pub struct InboxRecord {
     pub in_reply_to: String,
     #[prost(bool, tag = "12")]
     pub acknowledged: bool,
+    /// Set for this node's own notice that a message it sent will not be delivered; such a
+    /// record has no envelope and no receipt.
+    #[prost(message, optional, tag = "13")]
+    pub notice: Option<DeliveryNotice>,
 }
 
 /// One link of the audit chain. Its hash is SHA-256 over a domain prefix and the stored bytes.

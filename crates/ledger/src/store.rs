@@ -21,8 +21,8 @@ use crate::{
     records::{InboxRecord, MessageRecord, OutboxEntry, StoredConsent},
 };
 use kurzdraht_proto::v1::{
-    ConsentRecord, ConsentWithdrawalRecord, DeliveryState, MessageKind, MessageStatus,
-    SignedEnvelope, SignedReceipt,
+    ConsentRecord, ConsentWithdrawalRecord, DeliveryNotice, DeliveryState, MessageKind,
+    MessageStatus, SignedEnvelope, SignedReceipt,
 };
 use prost::Message;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
@@ -130,6 +130,15 @@ fn outbox_prefix(peer: &str) -> Vec<u8> {
 }
 
 impl Tx<'_> {
+    fn next_inbox_seq(&self) -> TxResult<u64> {
+        let seq = match self.meta.get(INBOX_SEQ)? {
+            Some(v) => u64_from("inbox seq", &v).map_err(ConflictableTransactionError::Abort)?,
+            None => 0,
+        } + 1;
+        self.meta.insert(INBOX_SEQ, &seq.to_be_bytes())?;
+        Ok(seq)
+    }
+
     fn append_audit(&self, note: AuditNote, at_ms: i64) -> TxResult<()> {
         let (seq, prev) = match self.meta.get(AUDIT_HEAD)? {
             Some(v) if v.len() == 40 => {
@@ -445,8 +454,16 @@ impl Ledger {
     }
 
     /// Takes a queued message out of the outbox with its final state. A message that is
-    /// already final is left as it is.
-    pub fn finish(&self, message_id: &str, how: &Finish, now_ms: i64) -> Result<(), LedgerError> {
+    /// already final is left as it is. A message that will not be delivered (refused,
+    /// rejected, expired) also leaves a [`DeliveryNotice`] in this node's inbox, so the
+    /// submitting IT system learns of it; its arrival sequence number is returned.
+    pub fn finish(
+        &self,
+        message_id: &str,
+        how: &Finish,
+        now_ms: i64,
+    ) -> Result<Option<u64>, LedgerError> {
+        let notice_id = uuid::Uuid::now_v7().hyphenated().to_string();
         self.tx(|t| {
             let Some(bytes) = t.messages.get(message_id.as_bytes())? else {
                 return abort(LedgerError::UnknownMessage {
@@ -458,7 +475,7 @@ impl Ledger {
                 return abort(LedgerError::corrupt("message record", "no status"));
             };
             if status.state != DeliveryState::Queued as i32 {
-                return Ok(());
+                return Ok(None);
             }
             let (state, event, detail) = match how {
                 Finish::Delivered { .. } => (
@@ -496,13 +513,41 @@ impl Ledger {
                 .consent(&status.consent_id)
                 .peer(&status.recipient)
                 .kind(status.kind)
-                .detail(detail)
+                .detail(detail.clone())
                 .envelope(&record.envelope_sha256);
+            let notice = match how {
+                Finish::Delivered { .. } => None,
+                _ => Some(InboxRecord {
+                    message_id: notice_id.clone(),
+                    kind: status.kind,
+                    received_at_ms: now_ms,
+                    created_at_ms: now_ms,
+                    consent_id: status.consent_id.clone(),
+                    notice: Some(DeliveryNotice {
+                        message_id: message_id.to_string(),
+                        recipient: status.recipient.clone(),
+                        state: state as i32,
+                        detail: detail.clone(),
+                    }),
+                    ..Default::default()
+                }),
+            };
             t.outbox.remove(record.outbox_key.as_slice())?;
             record.outbox_key.clear();
             t.messages
                 .insert(message_id.as_bytes(), record.encode_to_vec())?;
-            t.append_audit(note, now_ms)
+            t.append_audit(note, now_ms)?;
+            match notice {
+                Some(mut n) => {
+                    let seq = t.next_inbox_seq()?;
+                    n.seq = seq;
+                    t.inbox.insert(n.message_id.as_bytes(), n.encode_to_vec())?;
+                    t.inbox_seq
+                        .insert(&seq.to_be_bytes(), n.message_id.as_bytes())?;
+                    Ok(Some(seq))
+                }
+                None => Ok(None),
+            }
         })
     }
 
@@ -535,13 +580,7 @@ impl Ledger {
                 )?;
                 return Ok(Accepted::Duplicate(Box::new(existing)));
             }
-            let seq = match t.meta.get(INBOX_SEQ)? {
-                Some(v) => {
-                    u64_from("inbox seq", &v).map_err(ConflictableTransactionError::Abort)?
-                }
-                None => 0,
-            } + 1;
-            t.meta.insert(INBOX_SEQ, &seq.to_be_bytes())?;
+            let seq = t.next_inbox_seq()?;
             let mut stored = record.clone();
             stored.seq = seq;
             t.inbox.insert(id, stored.encode_to_vec())?;

@@ -101,6 +101,7 @@ fn inbox(id: &str, hash_tag: u8, receipt_tag: u8) -> InboxRecord {
         consent_id: "c-1".into(),
         in_reply_to: String::new(),
         acknowledged: false,
+        notice: None,
     }
 }
 

@@ -65,7 +65,8 @@ struct TokenFile {
 struct DeliveryFile {
     retry_initial_ms: u64,
     retry_max_ms: u64,
-    deadline_hours: u64,
+    /// How long after submission a message may still be delivered (default 7 days).
+    deadline_secs: u64,
     request_timeout_ms: u64,
 }
 
@@ -74,7 +75,7 @@ impl Default for DeliveryFile {
         Self {
             retry_initial_ms: 250,
             retry_max_ms: 5 * 60 * 1000,
-            deadline_hours: 7 * 24,
+            deadline_secs: 7 * 24 * 3600,
             request_timeout_ms: 30_000,
         }
     }
@@ -265,17 +266,17 @@ impl NodeConfig {
                 "must be at least delivery.retry_initial_ms, which must be above 0",
             ));
         }
-        if d.deadline_hours == 0 {
+        if d.deadline_secs == 0 {
             return Err(NodeError::config(
-                "delivery.deadline_hours",
+                "delivery.deadline_secs",
                 "must be above 0",
             ));
         }
         let l = &file.limits;
-        if l.replay_window_hours <= d.deadline_hours {
+        if l.replay_window_hours * 3600 <= d.deadline_secs {
             return Err(NodeError::config(
                 "limits.replay_window_hours",
-                "must exceed delivery.deadline_hours, or retried messages would be refused as replays",
+                "must exceed delivery.deadline_secs, or retried messages would be refused as replays",
             ));
         }
         if l.max_header_bytes < 256 || l.max_payload_bytes < 1024 {
@@ -303,7 +304,7 @@ impl NodeConfig {
             delivery: DeliverySettings {
                 retry_initial: Duration::from_millis(d.retry_initial_ms),
                 retry_max: Duration::from_millis(d.retry_max_ms),
-                deadline: Duration::from_secs(d.deadline_hours * 3600),
+                deadline: Duration::from_secs(d.deadline_secs),
                 request_timeout: Duration::from_millis(d.request_timeout_ms.max(100)),
             },
             limits: ReceptionLimits {

@@ -279,10 +279,14 @@ impl PeerWorker {
     }
 
     async fn finish(&self, entry: &OutboxEntry, how: Finish) -> Result<(), NodeError> {
-        self.node
+        let notice = self
+            .node
             .ledger()
             .finish(&entry.message_id, &how, clock::now_ms())?;
         self.node.ledger().flush().await?;
+        if let Some(seq) = notice {
+            self.node.inbox_changed(seq);
+        }
         Ok(())
     }
 

@@ -11,6 +11,20 @@ const BATCH: usize = 64;
 
 impl Node {
     fn inbox_item(&self, r: InboxRecord) -> Result<InboxItem, NodeError> {
+        if r.notice.is_some() {
+            return Ok(InboxItem {
+                seq: r.seq,
+                message_id: r.message_id,
+                kind: r.kind,
+                sender: self.agency().to_string(),
+                created_at_ms: r.created_at_ms,
+                received_at_ms: r.received_at_ms,
+                consent_id: r.consent_id,
+                acknowledged: r.acknowledged,
+                notice: r.notice,
+                ..Default::default()
+            });
+        }
         let envelope = r.envelope.unwrap_or_default();
         // Verified when it was received; decoding the stored bytes again cannot fail unless
         // the store is corrupt.
@@ -32,6 +46,7 @@ impl Node {
             body: Some(body),
             acknowledged: r.acknowledged,
             envelope: Some(envelope),
+            notice: None,
         })
     }
 

@@ -184,7 +184,7 @@ pub fn init(dir: &Path, agencies: &[AgencySpec]) -> Result<Vec<AgencyFiles>, Nod
              [tls]\nca_cert = \"../ca.pem\"\ncert = \"tls.pem\"\nkey = \"tls.key\"\n\n\
              [signing]\nkey_file = \"signing.key\"\n\n\
              [api]\n# SHA-256 of each IT system's bearer token\ntokens = [{{ client = \"{id}-it\", sha256 = \"{hash}\" }}]\n\n\
-             [delivery]\nretry_initial_ms = 250\nretry_max_ms = 300000\ndeadline_hours = 168\n\n\
+             [delivery]\nretry_initial_ms = 250\nretry_max_ms = 300000\ndeadline_secs = 604800\n\n\
              [limits]\nreplay_window_hours = 192\nclock_skew_secs = 300\n",
             name = a.name,
             id = a.id,

@@ -193,6 +193,7 @@ impl Node {
             consent_id: header.consent_id.clone(),
             in_reply_to: header.in_reply_to.clone(),
             acknowledged: false,
+            notice: None,
         };
         match self.ledger().accept_delivery(&record, &effect, now)? {
             Accepted::Stored { seq } => {

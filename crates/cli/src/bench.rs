@@ -1,0 +1,1027 @@
+//! `kurzdraht bench`: two measurements of the parts that decide throughput and recovery.
+//!
+//! - `commit`: submissions per second into the ledger — `enqueue` then `flush`, exactly what
+//!   Submit does per message after sealing — with group commit versus one fsync per
+//!   submission, at one writer and at many.
+//! - `restart`: how long a Jobcenter node whose store holds a long delivered history and a
+//!   queue of real, sealed messages takes after a restart to resume delivery to a running
+//!   Jugendamt, over real gRPC with mutual TLS.
+//!
+//! Results go to stdout as tables (with the machine and the parameters); progress of long
+//! phases goes to stderr. Every run is bounded in time.
+
+use anyhow::{bail, Context};
+use kurzdraht_envelope::{envelope_hash, ids, seal, sign_receipt, SigningKey};
+use kurzdraht_ledger::{Durability, Finish, Ledger, LedgerError, Outgoing};
+use kurzdraht_node::client::{connect, AgencyClient, ClientConfig};
+use kurzdraht_node::config::NodeConfig;
+use kurzdraht_node::server::{self, Listeners};
+use kurzdraht_node::{clock, pki, NodeError};
+use kurzdraht_proto::v1::{self as pb, message_body::Body, MessageKind};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+const JC: &str = "jobcenter-segeberg";
+const JA: &str = "jugendamt-kreis-segeberg";
+/// Payload size of the envelope the commit benchmark stores.
+const COMMIT_PAYLOAD_BYTES: usize = 1024;
+/// How often the restart benchmark asks the Jobcenter node for a status.
+const POLL: Duration = Duration::from_millis(5);
+
+#[derive(clap::Subcommand)]
+pub enum BenchCommand {
+    /// Submissions per second into the ledger (enqueue + flush, as Submit does per message):
+    /// group commit versus one fsync per submission, at 1 writer and at --writers.
+    Commit {
+        /// Concurrent writer tasks of the second pair of runs (the first pair uses 1).
+        #[arg(long, default_value_t = 64)]
+        writers: usize,
+        /// Submissions per run.
+        #[arg(long, default_value_t = 4000)]
+        messages: usize,
+        /// Stop a run after this many seconds; the table shows how many it completed.
+        #[arg(long, default_value_t = 60)]
+        max_seconds: u64,
+        /// Create the temporary stores here (default: the system temp directory). What an
+        /// fsync costs depends on this file system.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Time for a restarted Jobcenter node (long delivered history, queued messages) to
+    /// resume delivery to a running Jugendamt over real gRPC with mutual TLS.
+    Restart {
+        /// Messages in the store's history, enqueued and finished as DELIVERED.
+        #[arg(long, default_value_t = 100_000)]
+        delivered: usize,
+        /// Real sealed CertificationRequests left QUEUED for the restarted node to deliver.
+        #[arg(long, default_value_t = 1000)]
+        queued: usize,
+        /// Give up waiting for the queue to drain after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// Create the temporary federation here (default: the system temp directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BenchCommand::Commit {
+            writers,
+            messages,
+            max_seconds,
+            dir,
+        } => commit(writers, messages, Duration::from_secs(max_seconds), dir).await,
+        BenchCommand::Restart {
+            delivered,
+            queued,
+            timeout,
+            dir,
+        } => restart(delivered, queued, Duration::from_secs(timeout), dir).await,
+    }
+}
+
+// ---------------------------------------------------------------- the machine
+
+fn command_output(program: &str, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .ok()?;
+    let text = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (out.status.success() && !text.is_empty()).then_some(text)
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|t| t.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "n/a".into())
+}
+
+/// The file system holding `dir`: (mount point, type, device), from /proc/mounts.
+fn file_system(dir: &Path) -> String {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else {
+        return "unknown file system".into();
+    };
+    let best = mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3).then(|| (f[1].to_string(), f[2].to_string(), f[0].to_string()))
+        })
+        .filter(|(mount, _, _)| dir.starts_with(mount))
+        .max_by_key(|(mount, _, _)| mount.len());
+    match best {
+        Some((mount, fstype, dev)) if fstype == "tmpfs" || fstype == "ramfs" => format!(
+            "{fstype} ({dev} on {mount}) — WARNING: in memory, fsync costs nothing here; use --dir"
+        ),
+        Some((mount, fstype, dev)) => format!("{fstype} ({dev} on {mount})"),
+        None => "unknown file system".into(),
+    }
+}
+
+fn print_machine(base: &Path) {
+    let nproc = command_output("nproc", &[]).unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|_| "?".into())
+    });
+    let arch = command_output("uname", &["-m"]).unwrap_or_else(|| std::env::consts::ARCH.into());
+    let kernel = command_output("uname", &["-sr"]).unwrap_or_else(|| std::env::consts::OS.into());
+    println!(
+        "machine:    nproc {nproc}, {arch}, {}, {kernel}",
+        cpu_model()
+    );
+    println!("stores in:  {} — {}", base.display(), file_system(base));
+    println!(
+        "build:      {}",
+        if cfg!(debug_assertions) {
+            "DEBUG (numbers are not representative; use --release)"
+        } else {
+            "release"
+        }
+    );
+    println!("load avg:   {} (1/5/15 min, at start)", load_average());
+}
+
+fn base_dir(dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let base = dir.unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
+    Ok(base)
+}
+
+// ---------------------------------------------------------------- formatting
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn fmt_duration(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{:.1} ms", ms(d))
+    } else {
+        format!("{:.2} s", d.as_secs_f64())
+    }
+}
+
+fn fmt_bytes(b: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    if b as f64 >= MIB {
+        format!("{:.1} MiB", b as f64 / MIB)
+    } else {
+        format!("{:.1} KiB", b as f64 / 1024.0)
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+// ---------------------------------------------------------------- sealed test data
+
+/// A subject who is 20 today (so the U25 rule holds whenever the benchmark runs).
+fn subject() -> pb::Subject {
+    let year = clock::date_of_ms(clock::now_ms())
+        .map(|d| d.year())
+        .unwrap_or(2026);
+    pb::Subject {
+        given_name: "Lena".into(),
+        family_name: "Hansen".into(),
+        date_of_birth: format!("{:04}-01-15", year - 20),
+        address: Some(pb::Address {
+            street: "Kurhausstraße 7".into(),
+            postal_code: "23795".into(),
+            city: "Bad Segeberg".into(),
+        }),
+        case_references: vec![pb::CaseReference {
+            agency: JC.into(),
+            reference: "JC-SE-U25-0815".into(),
+        }],
+    }
+}
+
+fn certification_request(reason: String) -> pb::MessageBody {
+    let today = clock::date_of_ms(clock::now_ms())
+        .map(|d| d.to_string())
+        .unwrap_or_default();
+    pb::MessageBody {
+        body: Some(Body::CertificationRequest(pb::CertificationRequest {
+            subject: Some(subject()),
+            reason,
+            respond_by: today,
+            caseworker: "Herr Jensen".into(),
+        })),
+    }
+}
+
+const REASON: &str = "Antrag auf Zusicherung nach § 22 Abs. 5 SGB II; Stellungnahme zur Notwendigkeit des Auszugs erbeten.";
+
+/// Seals `body` from `sender` and describes it for the outbox, as `Node::seal_outgoing` does.
+#[allow(clippy::too_many_arguments)]
+fn seal_outgoing(
+    key: &SigningKey,
+    sender: &str,
+    kind: MessageKind,
+    recipient: &str,
+    consent_id: &str,
+    body: &pb::MessageBody,
+    now_ms: i64,
+    deadline: Duration,
+) -> Outgoing {
+    let message_id = ids::new_id();
+    let header = pb::EnvelopeHeader {
+        message_id: message_id.clone(),
+        kind: kind as i32,
+        sender: sender.to_string(),
+        recipient: recipient.to_string(),
+        created_at_ms: now_ms,
+        consent_id: consent_id.to_string(),
+        ..Default::default()
+    };
+    let envelope = seal(header, body, key);
+    Outgoing {
+        envelope_sha256: envelope_hash(&envelope),
+        envelope,
+        message_id,
+        kind,
+        recipient: recipient.to_string(),
+        consent_id: consent_id.to_string(),
+        submitted_at_ms: now_ms,
+        deadline_ms: now_ms.saturating_add(deadline.as_millis() as i64),
+    }
+}
+
+fn envelope_bytes(out: &Outgoing) -> usize {
+    let e = &out.envelope;
+    e.header.len() + e.payload.len() + e.signature.len() + e.signer.len()
+}
+
+/// One real CertificationRequest envelope whose payload is about [`COMMIT_PAYLOAD_BYTES`].
+fn commit_template() -> anyhow::Result<Outgoing> {
+    let key = SigningKey::generate()?;
+    let consent_id = ids::new_id();
+    let make = |reason: String| {
+        seal_outgoing(
+            &key,
+            JC,
+            MessageKind::CertificationRequest,
+            JA,
+            &consent_id,
+            &certification_request(reason),
+            clock::now_ms(),
+            Duration::from_secs(7 * 24 * 3600),
+        )
+    };
+    let bare = make(String::new()).envelope.payload.len();
+    // field tag + two-byte length prefix + the text
+    let pad = COMMIT_PAYLOAD_BYTES.saturating_sub(bare + 3);
+    let mut reason = String::new();
+    while reason.len() < pad {
+        reason.push_str(REASON);
+        reason.push(' ');
+    }
+    let cut = (0..=pad.min(reason.len()))
+        .rev()
+        .find(|i| reason.is_char_boundary(*i))
+        .unwrap_or(0);
+    reason.truncate(cut);
+    Ok(make(reason))
+}
+
+// ---------------------------------------------------------------- bench commit
+
+fn mode_name(mode: Durability) -> &'static str {
+    match mode {
+        Durability::GroupCommit => "group-commit",
+        Durability::FsyncEach => "fsync-each",
+    }
+}
+
+struct CommitRun {
+    mode: Durability,
+    writers: usize,
+    elapsed: Duration,
+    /// Latency of every completed submission (enqueue + flush), sorted.
+    latencies: Vec<Duration>,
+    flushes: u64,
+    truncated: bool,
+}
+
+impl CommitRun {
+    fn done(&self) -> usize {
+        self.latencies.len()
+    }
+    fn rate(&self) -> f64 {
+        self.done() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+    fn mean(&self) -> Duration {
+        let total: Duration = self.latencies.iter().sum();
+        total / self.done().max(1) as u32
+    }
+}
+
+async fn commit_run(
+    base: &Path,
+    template: &Outgoing,
+    mode: Durability,
+    writers: usize,
+    messages: usize,
+    limit: Duration,
+) -> anyhow::Result<CommitRun> {
+    let tmp = tempfile::Builder::new()
+        .prefix("kurzdraht-bench-commit-")
+        .tempdir_in(base)?;
+    let ledger = Ledger::open_with(tmp.path(), mode)?;
+    let taken = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let deadline = start + limit;
+    let mut tasks = Vec::with_capacity(writers);
+    for _ in 0..writers {
+        let (ledger, taken, done) = (ledger.clone(), taken.clone(), done.clone());
+        let template = template.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline && taken.fetch_add(1, Ordering::Relaxed) < messages {
+                let mut out = template.clone();
+                out.message_id = ids::new_id();
+                let t = Instant::now();
+                ledger.enqueue(&out)?;
+                ledger.flush().await?;
+                latencies.push(t.elapsed());
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<_, LedgerError>(latencies)
+        }));
+    }
+    let ticker = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                eprintln!(
+                    "    … {} / {messages} after {:.0} s",
+                    done.load(Ordering::Relaxed),
+                    start.elapsed().as_secs_f64()
+                );
+            }
+        })
+    };
+    let mut latencies = Vec::with_capacity(messages);
+    let mut failure = None;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(l)) => latencies.extend(l),
+            Ok(Err(e)) => failure = Some(anyhow::Error::from(e)),
+            Err(e) => failure = Some(anyhow::anyhow!("writer task failed: {e}")),
+        }
+    }
+    let elapsed = start.elapsed();
+    ticker.abort();
+    if let Some(e) = failure {
+        return Err(e.context(format!("{} with {writers} writers", mode_name(mode))));
+    }
+    let flushes = ledger.flush_count();
+    drop(ledger);
+    drop(tmp);
+    latencies.sort_unstable();
+    Ok(CommitRun {
+        mode,
+        writers,
+        truncated: latencies.len() < messages,
+        elapsed,
+        latencies,
+        flushes,
+    })
+}
+
+async fn commit(
+    writers: usize,
+    messages: usize,
+    limit: Duration,
+    dir: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    if writers == 0 || messages == 0 || limit.is_zero() {
+        bail!("--writers, --messages and --max-seconds must be above 0");
+    }
+    let base = base_dir(dir)?;
+    let template = commit_template()?;
+    println!("kurzdraht bench commit — ledger submissions: enqueue + flush per message");
+    print_machine(&base);
+    println!(
+        "parameters: {messages} submissions per run, writers 1 and {writers}, at most {} s per run",
+        limit.as_secs()
+    );
+    println!(
+        "envelope:   a real sealed CertificationRequest, {} B (payload {} B), fresh message id per submission",
+        envelope_bytes(&template),
+        template.envelope.payload.len()
+    );
+    println!(
+        "            (sealing is not timed: this measures the store, one transaction + flush each)"
+    );
+    let mut plan = vec![(1, Durability::GroupCommit), (1, Durability::FsyncEach)];
+    if writers != 1 {
+        plan.push((writers, Durability::GroupCommit));
+        plan.push((writers, Durability::FsyncEach));
+    }
+    let mut runs = Vec::new();
+    for (i, (w, mode)) in plan.iter().enumerate() {
+        eprintln!(
+            "run {}/{}: {}, {w} writer(s), {messages} submissions …",
+            i + 1,
+            plan.len(),
+            mode_name(*mode)
+        );
+        let run = commit_run(&base, &template, *mode, *w, messages, limit).await?;
+        eprintln!(
+            "    done: {} in {:.2} s",
+            run.done(),
+            run.elapsed.as_secs_f64()
+        );
+        runs.push(run);
+    }
+    println!();
+    println!(
+        "{:<13} {:>7} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10}",
+        "durability",
+        "writers",
+        "messages",
+        "seconds",
+        "msg/s",
+        "mean ms",
+        "p50 ms",
+        "p99 ms",
+        "fsyncs",
+        "msg/fsync"
+    );
+    for r in &runs {
+        println!(
+            "{:<13} {:>7} {:>9} {:>8.2} {:>9.0} {:>9.2} {:>9.2} {:>9.2} {:>8} {:>10.1}{}",
+            mode_name(r.mode),
+            r.writers,
+            r.done(),
+            r.elapsed.as_secs_f64(),
+            r.rate(),
+            ms(r.mean()),
+            ms(percentile(&r.latencies, 50.0)),
+            ms(percentile(&r.latencies, 99.0)),
+            r.flushes,
+            r.done() as f64 / r.flushes.max(1) as f64,
+            if r.truncated { "  (time limit)" } else { "" }
+        );
+    }
+    println!();
+    for w in [1, writers] {
+        let find = |m| runs.iter().find(|r| r.writers == w && r.mode == m);
+        if let (Some(g), Some(f)) = (find(Durability::GroupCommit), find(Durability::FsyncEach)) {
+            println!(
+                "{w:>3} writer(s): group commit {:.2}× the msg/s of fsync-each; mean latency {:.2}×; {:.2}× the fsyncs per message",
+                g.rate() / f.rate().max(1e-9),
+                ms(g.mean()) / ms(f.mean()).max(1e-9),
+                (g.flushes as f64 / g.done().max(1) as f64)
+                    / (f.flushes as f64 / f.done().max(1) as f64).max(1e-9),
+            );
+        }
+        if writers == 1 {
+            break;
+        }
+    }
+    println!("load avg:   {} (1/5/15 min, at end)", load_average());
+    Ok(ExitCode::SUCCESS)
+}
+
+// ---------------------------------------------------------------- bench restart
+
+fn free_port() -> anyhow::Result<std::net::SocketAddr> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?)
+}
+
+/// Opens a store, waiting (up to 10 s) for a handle dropped just before to release its lock.
+async fn open_when_unlocked(dir: &Path) -> anyhow::Result<Ledger> {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Ledger::open(dir) {
+            Err(LedgerError::Locked { .. }) if Instant::now() < until => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// Bytes of the files under `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+struct Filled {
+    /// The consent notice, then the queued requests, in outbox (FIFO) order.
+    queued_ids: Vec<String>,
+    consent_id: String,
+    history: Duration,
+    queue: Duration,
+    envelope_bytes: usize,
+}
+
+/// Fills the Jobcenter's store: a consent naming the Jugendamt (its notice queued first),
+/// `delivered` messages finished as DELIVERED, then `queued` real requests left QUEUED.
+async fn fill(jc: &NodeConfig, delivered: usize, queued: usize) -> anyhow::Result<Filled> {
+    std::fs::create_dir_all(&jc.data_dir)?;
+    let ledger = Ledger::open(&jc.data_dir)?;
+    let key = &jc.signing_key;
+    let deadline = jc.delivery.deadline;
+    let now = clock::now_ms();
+    let consent = pb::ConsentRecord {
+        consent_id: ids::new_id(),
+        subject: Some(subject()),
+        given_by: pb::ConsentGiver::Person as i32,
+        recording_agency: JC.into(),
+        recipients: vec![JA.into()],
+        purposes: vec![pb::Purpose::U25MoveOut as i32],
+        valid_from_ms: now,
+        valid_until_ms: now + 365 * clock::DAY_MS,
+        evidence_reference: "JC-SE/Einwilligung/2026/0815 (unterschriebenes Formular)".into(),
+        recorded_by: "Herr Jensen".into(),
+        recorded_at_ms: now,
+        ..Default::default()
+    };
+    let consent_id = consent.consent_id.clone();
+    let notice_body = pb::MessageBody {
+        body: Some(Body::ConsentNotice(pb::ConsentNotice {
+            consent: Some(consent.clone()),
+        })),
+    };
+    let notice = seal_outgoing(
+        key,
+        JC,
+        MessageKind::ConsentNotice,
+        JA,
+        &consent_id,
+        &notice_body,
+        now,
+        deadline,
+    );
+    ledger.record_consent(&consent, std::slice::from_ref(&notice), now)?;
+    let mut queued_ids = vec![notice.message_id.clone()];
+
+    // History: the same sealed request under fresh ids, each enqueued and at once finished
+    // as DELIVERED with a (fake, but realistically sized) receipt.
+    let template = seal_outgoing(
+        key,
+        JC,
+        MessageKind::CertificationRequest,
+        JA,
+        &consent_id,
+        &certification_request(REASON.into()),
+        now,
+        deadline,
+    );
+    let receipt = sign_receipt(
+        &pb::Receipt {
+            message_id: template.message_id.clone(),
+            envelope_sha256: template.envelope_sha256.to_vec(),
+            sender: JC.into(),
+            receiver: JA.into(),
+            received_at_ms: now,
+        },
+        key,
+    );
+    let delivered_as = Finish::Delivered { receipt };
+    let started = Instant::now();
+    for i in 1..=delivered {
+        let mut out = template.clone();
+        out.message_id = ids::new_id();
+        let at = clock::now_ms();
+        out.submitted_at_ms = at;
+        ledger.enqueue(&out)?;
+        ledger.finish(&out.message_id, &delivered_as, at)?;
+        if i % 10_000 == 0 || i == delivered {
+            let s = started.elapsed().as_secs_f64();
+            eprintln!(
+                "  history: {i} / {delivered} delivered messages written ({s:.1} s, {:.0}/s)",
+                i as f64 / s.max(1e-9)
+            );
+        }
+    }
+    let history = started.elapsed();
+
+    // The queue: real sealed requests, each its own envelope, citing the consent.
+    let started = Instant::now();
+    for _ in 0..queued {
+        let out = seal_outgoing(
+            key,
+            JC,
+            MessageKind::CertificationRequest,
+            JA,
+            &consent_id,
+            &certification_request(REASON.into()),
+            clock::now_ms(),
+            deadline,
+        );
+        ledger.enqueue(&out)?;
+        queued_ids.push(out.message_id);
+    }
+    ledger.flush().await?;
+    let queue = started.elapsed();
+    eprintln!(
+        "  queue: {queued} sealed CertificationRequests queued ({:.2} s)",
+        queue.as_secs_f64()
+    );
+    if ledger.outbox_len(JA) != queued + 1 {
+        bail!(
+            "the outbox holds {} messages for {JA}, expected {}",
+            ledger.outbox_len(JA),
+            queued + 1
+        );
+    }
+    Ok(Filled {
+        queued_ids,
+        consent_id,
+        history,
+        queue,
+        envelope_bytes: envelope_bytes(&template),
+    })
+}
+
+struct RunningNode {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), NodeError>>,
+}
+
+impl RunningNode {
+    fn start(config: NodeConfig, listeners: Listeners) -> Self {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server::run(config, listeners, async move {
+            let _ = stopped.await;
+        }));
+        Self { stop, task }
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        Ok(self.task.await.context("node task")??)
+    }
+}
+
+/// Connects the IT system's client, retrying until `until`.
+async fn client_until(config: &ClientConfig, until: Instant) -> anyhow::Result<AgencyClient> {
+    loop {
+        match connect(config).await {
+            Ok(c) => return Ok(c),
+            Err(e) if Instant::now() >= until => return Err(e.into()),
+            Err(_) => tokio::time::sleep(POLL).await,
+        }
+    }
+}
+
+/// What the restarted node did, in milliseconds after `run()` was called.
+struct Resumed {
+    api_answering: Duration,
+    notice: i64,
+    first_request: i64,
+    half: i64,
+    last: i64,
+    /// (messages delivered so far, ms) at every checkpoint.
+    timeline: Vec<(usize, i64)>,
+}
+
+async fn watch_delivery(
+    client: &mut AgencyClient,
+    node: &RunningNode,
+    ids: &[String],
+    t0: Instant,
+    t0_ms: i64,
+    until: Instant,
+) -> anyhow::Result<Resumed> {
+    let n = ids.len();
+    let step = (n / 20).max(1);
+    let mut checkpoints: Vec<usize> = vec![0, 1.min(n - 1), n / 2];
+    checkpoints.extend((step..n).step_by(step));
+    checkpoints.push(n - 1);
+    checkpoints.sort_unstable();
+    checkpoints.dedup();
+    let mut api_answering = None;
+    let mut at = std::collections::BTreeMap::new();
+    for &i in &checkpoints {
+        loop {
+            if node.task.is_finished() {
+                bail!("the Jobcenter node stopped while delivering");
+            }
+            if Instant::now() >= until {
+                bail!(
+                    "gave up: message {i} of {n} still not DELIVERED after {:.0} s",
+                    t0.elapsed().as_secs_f64()
+                );
+            }
+            let status = tokio::time::timeout(
+                Duration::from_secs(5),
+                client.get_status(pb::GetStatusRequest {
+                    message_id: ids[i].clone(),
+                }),
+            )
+            .await;
+            let status = match status {
+                Ok(Ok(s)) => s.into_inner(),
+                Ok(Err(s)) if s.code() == tonic::Code::Unavailable => {
+                    tokio::time::sleep(POLL).await;
+                    continue;
+                }
+                Ok(Err(s)) => return Err(s.into()),
+                Err(_) => continue, // not answering yet: the node may still be opening its store
+            };
+            api_answering.get_or_insert_with(|| t0.elapsed());
+            match pb::DeliveryState::try_from(status.state) {
+                Ok(pb::DeliveryState::Delivered) => {
+                    let when = status.updated_at_ms - t0_ms;
+                    at.insert(i, when);
+                    eprintln!(
+                        "  {} / {n} delivered, {:.2} s after run()",
+                        i + 1,
+                        when as f64 / 1000.0
+                    );
+                    break;
+                }
+                Ok(pb::DeliveryState::Queued) => tokio::time::sleep(POLL).await,
+                other => bail!(
+                    "message {i} of {n} ended {other:?}, not DELIVERED: {}",
+                    status.detail
+                ),
+            }
+        }
+    }
+    let get = |i: usize| at.get(&i).copied().unwrap_or_default();
+    Ok(Resumed {
+        api_answering: api_answering.unwrap_or_default(),
+        notice: get(0),
+        first_request: get(1.min(n - 1)),
+        half: get(n / 2),
+        last: get(n - 1),
+        timeline: at.iter().map(|(i, t)| (i + 1, *t)).collect(),
+    })
+}
+
+/// The final state of every watched message, counted by state name.
+async fn final_states(
+    client: &mut AgencyClient,
+    ids: &[String],
+) -> anyhow::Result<std::collections::BTreeMap<&'static str, usize>> {
+    let mut counts = std::collections::BTreeMap::new();
+    for id in ids {
+        let s = client
+            .get_status(pb::GetStatusRequest {
+                message_id: id.clone(),
+            })
+            .await?
+            .into_inner();
+        let name = pb::DeliveryState::try_from(s.state)
+            .map(|s| s.as_str_name())
+            .unwrap_or("UNKNOWN");
+        *counts.entry(name).or_default() += 1;
+    }
+    Ok(counts)
+}
+
+async fn inbox_len(client: &mut AgencyClient) -> anyhow::Result<usize> {
+    let mut stream = client
+        .read_inbox(pb::ReadInboxRequest {
+            after_seq: 0,
+            follow: false,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let mut n = 0;
+    while stream.message().await?.is_some() {
+        n += 1;
+    }
+    Ok(n)
+}
+
+async fn restart(
+    delivered: usize,
+    queued: usize,
+    timeout: Duration,
+    dir: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    if queued == 0 || timeout.is_zero() {
+        bail!("--queued and --timeout must be above 0");
+    }
+    let base = base_dir(dir)?;
+    let tmp = tempfile::Builder::new()
+        .prefix("kurzdraht-bench-restart-")
+        .tempdir_in(&base)?;
+    let fed = tmp.path().join("federation");
+    let mut addrs = Vec::new();
+    for _ in 0..3 {
+        addrs.push((free_port()?, free_port()?));
+    }
+    let files = pki::init(&fed, &pki::segeberg([addrs[0], addrs[1], addrs[2]]))?;
+    let files_of = |id: &str| {
+        files
+            .iter()
+            .find(|f| f.id == id)
+            .with_context(|| format!("pki init wrote no {id}"))
+    };
+    let jc = NodeConfig::load(&files_of(JC)?.node_config)?;
+    let ja = NodeConfig::load(&files_of(JA)?.node_config)?;
+    let jc_client = ClientConfig::load(&files_of(JC)?.client_config)?;
+    let ja_client = ClientConfig::load(&files_of(JA)?.client_config)?;
+
+    println!("kurzdraht bench restart — a restarted Jobcenter node resumes delivery");
+    print_machine(&base);
+    println!(
+        "parameters: {delivered} delivered messages of history, {queued} queued CertificationRequests (+1 consent notice queued first), timeout {} s",
+        timeout.as_secs()
+    );
+    println!("setup:      real PKI (pki init), both nodes in this process on loopback (gRPC, mutual TLS), status polled via the Jobcenter's AgencyApi every {} ms", POLL.as_millis());
+
+    eprintln!(
+        "filling the Jobcenter's store in {} …",
+        jc.data_dir.display()
+    );
+    let filled = fill(&jc, delivered, queued).await?;
+    let t = Instant::now();
+    let ledger = open_when_unlocked(&jc.data_dir).await?;
+    let open_time = t.elapsed();
+    let sled_size = ledger.size_on_disk()?;
+    let t = Instant::now();
+    let head = ledger.outbox_head(JA)?;
+    let head_time = t.elapsed();
+    let consent_held = ledger.consent(&filled.consent_id)?.is_some();
+    drop(ledger);
+    if head.map(|h| h.message_id).as_ref() != filled.queued_ids.first() || !consent_held {
+        bail!("the filled store does not start its queue with the consent notice");
+    }
+    let files_size = dir_bytes(&jc.data_dir);
+
+    eprintln!("starting the Jugendamt node …");
+    let ja_node = RunningNode::start(ja.clone(), Listeners::bind(&ja).await?);
+    let outcome = async {
+        let until = Instant::now() + Duration::from_secs(30);
+        let mut ja_api = client_until(&ja_client, until).await?;
+        ja_api.list_consents(pb::ListConsentsRequest {}).await?;
+        eprintln!("restarting the Jobcenter node on its filled store …");
+        let listeners = Listeners::bind(&jc).await?;
+        let (t0, t0_ms) = (Instant::now(), clock::now_ms());
+        let jc_node = RunningNode::start(jc.clone(), listeners);
+        let until = t0 + timeout;
+        let watched = tokio::time::timeout_at(tokio::time::Instant::from_std(until), async {
+            let mut jc_api = client_until(&jc_client, until).await?;
+            let resumed =
+                watch_delivery(&mut jc_api, &jc_node, &filled.queued_ids, t0, t0_ms, until).await?;
+            eprintln!("checking every queued message's final state …");
+            let states = final_states(&mut jc_api, &filled.queued_ids).await?;
+            let received = inbox_len(&mut ja_api).await?;
+            anyhow::Ok((resumed, states, received))
+        })
+        .await;
+        let stopped = jc_node.stop().await;
+        let watched = watched
+            .map_err(|_| anyhow::anyhow!("gave up after {} s (--timeout)", timeout.as_secs()))??;
+        stopped.context("stopping the Jobcenter node")?;
+        anyhow::Ok(watched)
+    }
+    .await;
+    let ja_stopped = ja_node.stop().await;
+    let (resumed, states, received) = outcome?;
+    ja_stopped.context("stopping the Jugendamt node")?;
+
+    let secs = |ms: i64| format!("{:.3} s", ms as f64 / 1000.0);
+    let rate = |n: usize, ms: i64| n as f64 / (ms as f64 / 1000.0).max(1e-3);
+    println!();
+    println!("store of the Jobcenter before the restart");
+    println!(
+        "  {:<52} {:>12}",
+        "history written (enqueue + finish DELIVERED)",
+        format!("{:.2} s", filled.history.as_secs_f64())
+    );
+    if delivered > 0 {
+        println!(
+            "  {:<52} {:>12}",
+            "  rate",
+            format!(
+                "{:.0} msg/s",
+                delivered as f64 / filled.history.as_secs_f64().max(1e-9)
+            )
+        );
+    }
+    println!(
+        "  {:<52} {:>12}",
+        format!("{queued} requests sealed and queued, then flush"),
+        format!("{:.2} s", filled.queue.as_secs_f64())
+    );
+    println!(
+        "  {:<52} {:>12}",
+        "envelope of a request",
+        format!("{} B", filled.envelope_bytes)
+    );
+    println!(
+        "  {:<52} {:>12}",
+        "size on disk (sled size_on_disk)",
+        fmt_bytes(sled_size)
+    );
+    println!(
+        "  {:<52} {:>12}",
+        "size on disk (files in data_dir)",
+        fmt_bytes(files_size)
+    );
+    println!(
+        "  {:<52} {:>12}",
+        "Ledger::open of the filled store alone",
+        fmt_duration(open_time)
+    );
+    println!(
+        "  {:<52} {:>12}",
+        "then outbox_head (oldest queued message)",
+        fmt_duration(head_time)
+    );
+    println!();
+    println!("restart: times after server::run() was called for the Jobcenter (Jugendamt running)");
+    println!(
+        "  {:<52} {:>12}",
+        "AgencyApi answers (first GetStatus)",
+        fmt_duration(resumed.api_answering)
+    );
+    println!(
+        "  {:<52} {:>12}",
+        "consent notice (1st queued) DELIVERED",
+        secs(resumed.notice)
+    );
+    println!(
+        "  {:<52} {:>12}",
+        "first CertificationRequest DELIVERED",
+        secs(resumed.first_request)
+    );
+    println!(
+        "  {:<52} {:>12}",
+        format!("message {} of {} DELIVERED", queued / 2 + 1, queued + 1),
+        secs(resumed.half)
+    );
+    println!(
+        "  {:<52} {:>12}",
+        format!("all {} queued DELIVERED", queued + 1),
+        secs(resumed.last)
+    );
+    println!(
+        "  {:<52} {:>12}",
+        format!("delivery rate ({queued} requests after the notice)"),
+        format!("{:.0} msg/s", rate(queued, resumed.last - resumed.notice))
+    );
+    let timeline: Vec<String> = resumed
+        .timeline
+        .iter()
+        .map(|(n, t)| format!("{n}@{:.2}s", *t as f64 / 1000.0))
+        .collect();
+    println!("  timeline (delivered@time): {}", timeline.join(" "));
+    let all_delivered = states.len() == 1
+        && states.get("DELIVERED") == Some(&(queued + 1))
+        && received == queued + 1;
+    let states: Vec<String> = states.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    println!("  final states at the Jobcenter: {}", states.join(", "));
+    println!("  Jugendamt inbox holds {received} messages");
+    println!(
+        "  (times from each message's updated_at_ms, set by the node when it recorded DELIVERED)"
+    );
+    println!("load avg:   {} (1/5/15 min, at end)", load_average());
+    if !all_delivered {
+        println!("NOT every queued message was delivered exactly once");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
