@@ -91,6 +91,7 @@ fn move_out_certification(s: pb::Subject) -> MessageBody {
             statement: "Rückverweis in das Elternhaus nicht zumutbar.".into(),
             interview_date: today(),
             issuing_caseworker: "Frau Sievers".into(),
+            health_note: String::new(),
         })),
     }
 }
@@ -211,6 +212,13 @@ impl Lab {
                 given_by: pb::ConsentGiver::Person as i32,
                 recipients: vec![JA.into()],
                 purposes: vec![pb::Purpose::U25MoveOut as i32],
+                categories: kurzdraht_tests::EVERY_CATEGORY_BUT_HEALTH
+                    .iter()
+                    .map(|c| *c as i32)
+                    .collect(),
+                legal_basis: pb::LegalBasis::ConsentGdpr61ASgbX67b as i32,
+                form: pb::ConsentForm::Written as i32,
+                evidence_sha256: vec![0x11; 32],
                 evidence_reference: "JC-SE/Einwilligung/2026/0815".into(),
                 recorded_by: "Herr Jensen".into(),
                 ..Default::default()
@@ -1094,6 +1102,11 @@ async fn consent_and_policy_at_the_receiver() -> TestResult {
         evidence_reference: "gefälscht".into(),
         recorded_by: "niemand".into(),
         recorded_at_ms: clock::now_ms(),
+        categories: vec![pb::DataCategory::Identity as i32],
+        legal_basis: pb::LegalBasis::ConsentGdpr61ASgbX67b as i32,
+        form: pb::ConsentForm::Written as i32,
+        evidence_sha256: vec![0; 32],
+        supersedes: String::new(),
     };
     let notice = |c: pb::ConsentRecord| MessageBody {
         body: Some(Body::ConsentNotice(pb::ConsentNotice { consent: Some(c) })),

@@ -155,8 +155,27 @@ pub fn consent_request(
         valid_until_ms: 0,
         evidence_reference: "Einwilligung/2026/0815 (unterschriebenes Formular)".into(),
         recorded_by: "Herr Jensen".into(),
+        categories: EVERY_CATEGORY_BUT_HEALTH
+            .iter()
+            .map(|c| *c as i32)
+            .collect(),
+        legal_basis: pb::LegalBasis::ConsentGdpr61ASgbX67b as i32,
+        form: pb::ConsentForm::Written as i32,
+        evidence_sha256: vec![0x5a; 32],
+        supersedes: String::new(),
     }
 }
+
+/// The categories a consent for the U25 and qualification flows names, without health data.
+pub const EVERY_CATEGORY_BUT_HEALTH: [pb::DataCategory; 7] = [
+    pb::DataCategory::Identity,
+    pb::DataCategory::Address,
+    pb::DataCategory::CaseReferences,
+    pb::DataCategory::HousingSituation,
+    pb::DataCategory::FamilySituation,
+    pb::DataCategory::BenefitDecision,
+    pb::DataCategory::EducationEmployment,
+];
 
 pub fn certification_request(subject: &pb::Subject, reason: &str) -> Body {
     Body::CertificationRequest(pb::CertificationRequest {
@@ -175,6 +194,7 @@ pub fn move_out_certification(subject: &pb::Subject) -> Body {
         statement: "Rückverweis in das Elternhaus nicht zumutbar.".into(),
         interview_date: today(),
         issuing_caseworker: "Frau Sievers".into(),
+        health_note: String::new(),
     })
 }
 

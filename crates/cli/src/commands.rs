@@ -103,9 +103,23 @@ pub enum ConsentCommand {
         /// Last day of validity, YYYY-MM-DD (default: the node's default validity).
         #[arg(long)]
         valid_until: Option<String>,
+        /// A category of data the consent covers (repeat for each).
+        #[arg(long = "category", value_enum, required = true)]
+        categories: Vec<CategoryArg>,
+        #[arg(long, value_enum, default_value = "consent")]
+        legal_basis: LegalBasisArg,
+        /// How the consent was given.
+        #[arg(long, value_enum)]
+        form: FormArg,
         /// Reference of the signed consent form.
         #[arg(long)]
         evidence: String,
+        /// The signed consent form (scan or signed PDF); its SHA-256 is recorded.
+        #[arg(long)]
+        evidence_file: PathBuf,
+        /// An earlier consent recorded here that this one replaces.
+        #[arg(long)]
+        supersedes: Option<String>,
         #[arg(long)]
         recorded_by: String,
     },
@@ -119,6 +133,55 @@ pub enum ConsentCommand {
     },
     /// List the consents this node holds.
     List,
+    /// Show the consent (with the recording agency's signed notice) that allowed a message
+    /// sent or received here, or a consent by id.
+    Evidence {
+        #[arg(long, conflicts_with = "consent", required_unless_present = "consent")]
+        message: Option<String>,
+        #[arg(long)]
+        consent: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum CategoryArg {
+    Identity,
+    Address,
+    CaseReferences,
+    HousingSituation,
+    FamilySituation,
+    BenefitDecision,
+    EducationEmployment,
+    Health,
+}
+
+impl CategoryArg {
+    fn to_pb(self) -> pb::DataCategory {
+        match self {
+            Self::Identity => pb::DataCategory::Identity,
+            Self::Address => pb::DataCategory::Address,
+            Self::CaseReferences => pb::DataCategory::CaseReferences,
+            Self::HousingSituation => pb::DataCategory::HousingSituation,
+            Self::FamilySituation => pb::DataCategory::FamilySituation,
+            Self::BenefitDecision => pb::DataCategory::BenefitDecision,
+            Self::EducationEmployment => pb::DataCategory::EducationEmployment,
+            Self::Health => pb::DataCategory::Health,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LegalBasisArg {
+    /// Art. 6(1)(a) GDPR with § 67b SGB X
+    Consent,
+    /// Art. 9(2)(a) GDPR, needed for health data
+    ExplicitConsent,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum FormArg {
+    Written,
+    Electronic,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -177,6 +240,9 @@ pub enum SendCommand {
         interview_date: String,
         #[arg(long)]
         caseworker: String,
+        /// Health information (needs a consent covering the health category).
+        #[arg(long)]
+        health_note: Option<String>,
     },
     /// Jobcenter's decision on the assurance.
     MoveOutDecision {
@@ -337,9 +403,21 @@ async fn run_inner(command: ClientCommand) -> anyhow::Result<ExitCode> {
                     recipients,
                     purposes,
                     valid_until,
+                    categories,
+                    legal_basis,
+                    form,
                     evidence,
+                    evidence_file,
+                    supersedes,
                     recorded_by,
                 } => {
+                    let form_bytes = std::fs::read(&evidence_file).with_context(|| {
+                        format!("cannot read --evidence-file {}", evidence_file.display())
+                    })?;
+                    let evidence_sha256 = {
+                        use sha2::Digest;
+                        sha2::Sha256::digest(&form_bytes).to_vec()
+                    };
                     let valid_until_ms = match valid_until {
                         Some(d) => {
                             clock::start_of_day_ms(clock::parse_date("--valid-until", &d)?)
@@ -369,6 +447,19 @@ async fn run_inner(command: ClientCommand) -> anyhow::Result<ExitCode> {
                         valid_until_ms,
                         evidence_reference: evidence,
                         recorded_by,
+                        categories: categories.iter().map(|c| c.to_pb() as i32).collect(),
+                        legal_basis: match legal_basis {
+                            LegalBasisArg::Consent => pb::LegalBasis::ConsentGdpr61ASgbX67b,
+                            LegalBasisArg::ExplicitConsent => {
+                                pb::LegalBasis::ExplicitConsentGdpr92A
+                            }
+                        } as i32,
+                        form: match form {
+                            FormArg::Written => pb::ConsentForm::Written,
+                            FormArg::Electronic => pb::ConsentForm::Electronic,
+                        } as i32,
+                        evidence_sha256,
+                        supersedes: supersedes.unwrap_or_default(),
                     };
                     let resp = client.record_consent(req).await?.into_inner();
                     if common.json {
@@ -403,6 +494,62 @@ async fn run_inner(command: ClientCommand) -> anyhow::Result<ExitCode> {
                         println!(
                             "consent withdrawn; {} notice(s) queued",
                             resp.notice_message_ids.len()
+                        );
+                    }
+                }
+                ConsentCommand::Evidence { message, consent } => {
+                    use pb::get_consent_evidence_request::About;
+                    let about = match (message, consent) {
+                        (Some(m), _) => About::MessageId(m),
+                        (None, Some(c)) => About::ConsentId(c),
+                        (None, None) => anyhow::bail!("give --message or --consent"),
+                    };
+                    let e = client
+                        .get_consent_evidence(pb::GetConsentEvidenceRequest { about: Some(about) })
+                        .await?
+                        .into_inner();
+                    if common.json {
+                        print_json(&e)?;
+                    } else if let Some(c) = &e.consent {
+                        let state = pb::ConsentState::try_from(e.state)
+                            .map(|s| s.as_str_name())
+                            .unwrap_or("?");
+                        println!("consent {} ({state})", c.consent_id);
+                        println!(
+                            "  recorded by {} ({}) at {}",
+                            c.recording_agency,
+                            c.recorded_by,
+                            clock::format_ms(c.recorded_at_ms)
+                        );
+                        println!("  recipients {}", c.recipients.join(", "));
+                        println!(
+                            "  valid {} – {}",
+                            clock::format_ms(c.valid_from_ms),
+                            clock::format_ms(c.valid_until_ms)
+                        );
+                        println!(
+                            "  evidence {} (sha256 {})",
+                            c.evidence_reference,
+                            hex::encode(&c.evidence_sha256)
+                        );
+                        if let Some(w) = &e.withdrawal {
+                            println!(
+                                "  withdrawn at {} ({}, {})",
+                                clock::format_ms(w.withdrawn_at_ms),
+                                w.recorded_by,
+                                w.manner
+                            );
+                        }
+                        if !e.superseded_by.is_empty() {
+                            println!("  superseded by {}", e.superseded_by);
+                        }
+                        println!(
+                            "  signed notice: {}",
+                            if e.signature_verified {
+                                "signature verified against the recording agency's pinned key"
+                            } else {
+                                "NOT verified"
+                            }
                         );
                     }
                 }
@@ -571,6 +718,7 @@ impl SendCommand {
                 statement,
                 interview_date,
                 caseworker,
+                health_note,
             } => (
                 routing,
                 Body::MoveOutCertification(pb::MoveOutCertification {
@@ -586,6 +734,7 @@ impl SendCommand {
                     statement,
                     interview_date,
                     issuing_caseworker: caseworker,
+                    health_note: health_note.unwrap_or_default(),
                 }),
             ),
             SendCommand::MoveOutDecision {

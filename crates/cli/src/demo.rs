@@ -234,6 +234,16 @@ impl Demo {
     }
 }
 
+fn categories(c: &[pb::DataCategory]) -> Vec<i32> {
+    c.iter().map(|c| *c as i32).collect()
+}
+
+/// Stands in for the SHA-256 of the scanned, signed consent form.
+fn form_hash(reference: &str) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(format!("scan of {reference}").as_bytes()).to_vec()
+}
+
 fn hex_prefix(h: &[u8; 32]) -> String {
     h[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -344,6 +354,7 @@ async fn play(d: &mut Demo) -> anyhow::Result<()> {
         statement: "Rückverweis in das Elternhaus nicht zumutbar; Auszug aus schwerwiegenden sozialen Gründen erforderlich.".into(),
         interview_date: today.clone(),
         issuing_caseworker: "Frau Sievers".into(),
+        health_note: String::new(),
     });
     let r = submit(&mut kreis, JC, "", "", certification.clone()).await;
     d.story.expect_refusal(
@@ -360,6 +371,17 @@ async fn play(d: &mut Demo) -> anyhow::Result<()> {
             given_by: pb::ConsentGiver::Person as i32,
             recipients: vec![JA.into()],
             purposes: vec![pb::Purpose::U25MoveOut as i32],
+            categories: categories(&[
+                pb::DataCategory::Identity,
+                pb::DataCategory::Address,
+                pb::DataCategory::CaseReferences,
+                pb::DataCategory::HousingSituation,
+                pb::DataCategory::FamilySituation,
+                pb::DataCategory::BenefitDecision,
+            ]),
+            legal_basis: pb::LegalBasis::ConsentGdpr61ASgbX67b as i32,
+            form: pb::ConsentForm::Written as i32,
+            evidence_sha256: form_hash("JC-SE/Einwilligung/2026/0815"),
             evidence_reference: "JC-SE/Einwilligung/2026/0815 (unterschriebenes Formular)".into(),
             recorded_by: "Herr Jensen".into(),
             ..Default::default()
@@ -408,6 +430,24 @@ async fn play(d: &mut Demo) -> anyhow::Result<()> {
         .await?;
 
     d.story.scene("The Jugendamt interviews Lena and certifies: moving out is necessary (§ 22 Abs. 5 Satz 2 Nr. 1 SGB II)");
+    let mut with_health = certification.clone();
+    if let Body::MoveOutCertification(c) = &mut with_health {
+        c.health_note = "Psychische Belastung durch die Situation im Elternhaus.".into();
+    }
+    let r = submit(
+        &mut kreis,
+        JC,
+        &lena_consent,
+        &request.message_id,
+        with_health,
+    )
+    .await;
+    d.story.expect_refusal(
+        "a draft with a health note refused: Lena's consent does not cover health data",
+        r,
+        Code::FailedPrecondition,
+        "consent-category-not-covered",
+    );
     let cert = submit(
         &mut kreis,
         JC,
@@ -447,6 +487,14 @@ async fn play(d: &mut Demo) -> anyhow::Result<()> {
             given_by: pb::ConsentGiver::Person as i32,
             recipients: vec![JN.into()],
             purposes: vec![pb::Purpose::QualificationMeasure as i32],
+            categories: categories(&[
+                pb::DataCategory::Identity,
+                pb::DataCategory::Address,
+                pb::DataCategory::EducationEmployment,
+            ]),
+            legal_basis: pb::LegalBasis::ConsentGdpr61ASgbX67b as i32,
+            form: pb::ConsentForm::Electronic as i32,
+            evidence_sha256: form_hash("JC-SE/Einwilligung/2026/0921"),
             evidence_reference: "JC-SE/Einwilligung/2026/0921".into(),
             recorded_by: "Frau Brandt".into(),
             ..Default::default()
@@ -580,6 +628,25 @@ async fn play(d: &mut Demo) -> anyhow::Result<()> {
         Code::FailedPrecondition,
         "consent-withdrawn",
     );
+    let evidence = norderstedt
+        .get_consent_evidence(pb::GetConsentEvidenceRequest {
+            about: Some(pb::get_consent_evidence_request::About::MessageId(
+                referral.message_id.clone(),
+            )),
+        })
+        .await?
+        .into_inner();
+    d.story.expect(
+        "Norderstedt can still prove the consent its earlier referral came under",
+        evidence.signature_verified
+            && evidence
+                .consent
+                .as_ref()
+                .is_some_and(|c| c.consent_id == jonas_consent)
+            && evidence.state == pb::ConsentState::ConsentWithdrawn as i32
+            && evidence.withdrawal_notice.is_some(),
+        "record and withdrawal, signed by jobcenter-segeberg, verified against its pinned key",
+    );
 
     d.story.scene("Rules the contract does not allow");
     let kai_cert = submit(
@@ -594,6 +661,7 @@ async fn play(d: &mut Demo) -> anyhow::Result<()> {
             statement: "—".into(),
             interview_date: today.clone(),
             issuing_caseworker: "Frau Sievers".into(),
+            health_note: String::new(),
         }),
     )
     .await;

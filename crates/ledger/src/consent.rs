@@ -4,8 +4,8 @@
 //!
 //! A consent covers the recording agency (the controller) and the recipients it names. The
 //! checks run in a fixed order, and the first that fails is the reason given:
-//! no consent → withdrawn → expired → not yet valid → other subject → other recipient →
-//! other sender → other purpose.
+//! no consent → withdrawn → superseded → expired → not yet valid → other subject → other
+//! recipient → other sender → other purpose → category not covered.
 
 use crate::records::StoredConsent;
 use kurzdraht_proto::v1::{ConsentState, Purpose, Subject};
@@ -17,6 +17,8 @@ pub enum ConsentRefusal {
     NoConsent,
     /// The consent was withdrawn at or before the time of the check.
     Withdrawn,
+    /// A later consent replaced this one at or before the time of the check.
+    Superseded,
     /// The consent's validity ended before the time of the check.
     Expired,
     /// The consent's validity begins after the time of the check.
@@ -29,6 +31,8 @@ pub enum ConsentRefusal {
     OtherSender,
     /// The consent does not name the purpose of this kind of message.
     OtherPurpose,
+    /// The message carries a category of data the consent does not cover.
+    CategoryNotCovered,
 }
 
 impl ConsentRefusal {
@@ -37,12 +41,14 @@ impl ConsentRefusal {
         match self {
             Self::NoConsent => "no-consent",
             Self::Withdrawn => "consent-withdrawn",
+            Self::Superseded => "consent-superseded",
             Self::Expired => "consent-expired",
             Self::NotYetValid => "consent-not-yet-valid",
             Self::OtherSubject => "consent-other-subject",
             Self::OtherRecipient => "consent-other-recipient",
             Self::OtherSender => "consent-other-sender",
             Self::OtherPurpose => "consent-other-purpose",
+            Self::CategoryNotCovered => "consent-category-not-covered",
         }
     }
 
@@ -50,12 +56,16 @@ impl ConsentRefusal {
         match self {
             Self::NoConsent => "no consent is recorded for this message",
             Self::Withdrawn => "the consent has been withdrawn",
+            Self::Superseded => "the consent has been replaced by a later one; cite that one",
             Self::Expired => "the consent has expired",
             Self::NotYetValid => "the consent is not yet in force",
             Self::OtherSubject => "the consent is about another person",
             Self::OtherRecipient => "the consent does not name this recipient",
             Self::OtherSender => "the consent does not cover the sending agency",
             Self::OtherPurpose => "the consent does not cover the purpose of this message",
+            Self::CategoryNotCovered => {
+                "the message carries a category of data the consent does not cover"
+            }
         }
     }
 }
@@ -73,6 +83,8 @@ pub struct ConsentQuery<'a> {
     pub sender: &'a str,
     pub recipient: &'a str,
     pub purpose: Purpose,
+    /// The categories of data the message carries (`DataCategory` values).
+    pub categories: &'a [i32],
     pub at_ms: i64,
 }
 
@@ -87,6 +99,9 @@ pub fn evaluate(
         if w.withdrawn_at_ms <= query.at_ms {
             return Err(ConsentRefusal::Withdrawn);
         }
+    }
+    if !stored.superseded_by.is_empty() && stored.superseded_at_ms <= query.at_ms {
+        return Err(ConsentRefusal::Superseded);
     }
     if query.at_ms > record.valid_until_ms {
         return Err(ConsentRefusal::Expired);
@@ -109,6 +124,13 @@ pub fn evaluate(
     }
     if !record.purposes.contains(&(query.purpose as i32)) {
         return Err(ConsentRefusal::OtherPurpose);
+    }
+    if !query
+        .categories
+        .iter()
+        .all(|c| record.categories.contains(c))
+    {
+        return Err(ConsentRefusal::CategoryNotCovered);
     }
     Ok(())
 }
@@ -135,6 +157,9 @@ pub fn state_at(stored: &StoredConsent, at_ms: i64) -> ConsentState {
     };
     match &stored.withdrawal {
         Some(w) if w.withdrawn_at_ms <= at_ms => ConsentState::ConsentWithdrawn,
+        _ if !stored.superseded_by.is_empty() && stored.superseded_at_ms <= at_ms => {
+            ConsentState::ConsentSuperseded
+        }
         _ if at_ms > record.valid_until_ms => ConsentState::ConsentExpired,
         _ if at_ms < record.valid_from_ms => ConsentState::ConsentNotYetValid,
         _ => ConsentState::ConsentInForce,
@@ -144,7 +169,7 @@ pub fn state_at(stored: &StoredConsent, at_ms: i64) -> ConsentState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kurzdraht_proto::v1::{ConsentRecord, ConsentWithdrawalRecord};
+    use kurzdraht_proto::v1::{ConsentRecord, ConsentWithdrawalRecord, DataCategory};
     use proptest::prelude::*;
 
     const JC: &str = "jobcenter-segeberg";
@@ -168,13 +193,18 @@ mod tests {
                 recording_agency: JC.into(),
                 recipients: vec![JA.into()],
                 purposes: vec![Purpose::U25MoveOut as i32],
+                categories: vec![IDENTITY, HOUSING],
                 valid_from_ms: 1_000,
                 valid_until_ms: 2_000,
                 ..Default::default()
             }),
-            withdrawal: None,
+            ..Default::default()
         }
     }
+
+    const IDENTITY: i32 = DataCategory::Identity as i32;
+    const HOUSING: i32 = DataCategory::HousingSituation as i32;
+    const HEALTH: i32 = DataCategory::Health as i32;
 
     fn query(s: &Subject) -> ConsentQuery<'_> {
         ConsentQuery {
@@ -182,6 +212,7 @@ mod tests {
             sender: JC,
             recipient: JA,
             purpose: Purpose::U25MoveOut,
+            categories: &[IDENTITY, HOUSING],
             at_ms: 1_500,
         }
     }
@@ -245,6 +276,26 @@ mod tests {
             ..query(&s)
         };
         assert_eq!(evaluate(Some(&c), &q), Err(ConsentRefusal::OtherPurpose));
+        let q = ConsentQuery {
+            categories: &[IDENTITY, HEALTH],
+            ..query(&s)
+        };
+        assert_eq!(
+            evaluate(Some(&c), &q),
+            Err(ConsentRefusal::CategoryNotCovered)
+        );
+        let mut superseded = c.clone();
+        superseded.superseded_by = "c2".into();
+        superseded.superseded_at_ms = 1_500;
+        assert_eq!(
+            evaluate(Some(&superseded), &query(&s)),
+            Err(ConsentRefusal::Superseded)
+        );
+        assert_eq!(
+            state_at(&superseded, 1_500),
+            ConsentState::ConsentSuperseded
+        );
+        assert_eq!(state_at(&superseded, 1_499), ConsentState::ConsentInForce);
     }
 
     #[test]
@@ -285,6 +336,9 @@ mod tests {
             purposes in proptest::collection::vec(1i32..3, 0..3),
             sender in agency(), recipient in agency(), purpose in 1i32..3,
             same in any::<bool>(),
+            covered_categories in proptest::collection::vec(1i32..9, 0..4),
+            carried in proptest::collection::vec(1i32..9, 0..4),
+            superseded in proptest::option::of(0i64..250),
         ) {
             let c = StoredConsent {
                 record: Some(ConsentRecord {
@@ -292,23 +346,29 @@ mod tests {
                     recording_agency: recording.into(),
                     recipients: recipients.iter().map(|s| s.to_string()).collect(),
                     purposes: purposes.clone(),
+                    categories: covered_categories.clone(),
                     valid_from_ms: from,
                     valid_until_ms: from + len,
                     ..Default::default()
                 }),
                 withdrawal: withdrawn.map(|t| ConsentWithdrawalRecord { withdrawn_at_ms: t, ..Default::default() }),
+                superseded_by: superseded.map(|_| "later".to_string()).unwrap_or_default(),
+                superseded_at_ms: superseded.unwrap_or(0),
+                ..Default::default()
             };
             let s = if same { subject("Lena") } else { subject("Mia") };
             let purpose = Purpose::try_from(purpose).unwrap();
-            let q = ConsentQuery { subject: &s, sender, recipient, purpose, at_ms: at };
+            let q = ConsentQuery { subject: &s, sender, recipient, purpose, categories: &carried, at_ms: at };
             let covered = |a: &str| a == recording || recipients.contains(&a);
-            let all = withdrawn.is_none_or(|t| t > at)
-                && at >= from && at <= from + len && same
+            let in_force = withdrawn.is_none_or(|t| t > at)
+                && superseded.is_none_or(|t| t > at)
+                && at >= from && at <= from + len;
+            let all = in_force && same
                 && covered(recipient) && covered(sender)
-                && purposes.contains(&(purpose as i32));
+                && purposes.contains(&(purpose as i32))
+                && carried.iter().all(|c| covered_categories.contains(c));
             prop_assert_eq!(evaluate(Some(&c), &q).is_ok(), all);
-            prop_assert_eq!(state_at(&c, at) == ConsentState::ConsentInForce,
-                withdrawn.is_none_or(|t| t > at) && at >= from && at <= from + len);
+            prop_assert_eq!(state_at(&c, at) == ConsentState::ConsentInForce, in_force);
         }
     }
 }

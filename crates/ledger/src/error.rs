@@ -16,6 +16,8 @@ pub enum LedgerError {
     UnknownConsent { consent_id: String },
     #[error("consent {consent_id} is already withdrawn")]
     AlreadyWithdrawn { consent_id: String },
+    #[error("consent {consent_id} has already been superseded")]
+    AlreadySuperseded { consent_id: String },
     #[error("message id {message_id} was already used for a different envelope")]
     MessageIdConflict { message_id: String },
     #[error("message {message_id} is not known here")]

@@ -13,6 +13,18 @@ pub struct StoredConsent {
     pub record: Option<ConsentRecord>,
     #[prost(message, optional, tag = "2")]
     pub withdrawal: Option<ConsentWithdrawalRecord>,
+    /// The consent that replaced this one, and since when.
+    #[prost(string, tag = "3")]
+    pub superseded_by: String,
+    #[prost(int64, tag = "4")]
+    pub superseded_at_ms: i64,
+    /// The recording agency's signed ConsentNotice carrying `record`: proof of the consent
+    /// that outlives withdrawal and expiry.
+    #[prost(message, optional, tag = "5")]
+    pub notice: Option<SignedEnvelope>,
+    /// The recording agency's signed ConsentWithdrawal, once withdrawn.
+    #[prost(message, optional, tag = "6")]
+    pub withdrawal_notice: Option<SignedEnvelope>,
 }
 
 /// A message waiting in the outbox for delivery to one peer.

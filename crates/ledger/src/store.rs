@@ -123,6 +123,15 @@ fn u64_from(what: &'static str, bytes: &[u8]) -> Result<u64, LedgerError> {
     Ok(u64::from_be_bytes(arr))
 }
 
+/// The audit detail of a consent record: which consent it replaces, if any (ids only).
+fn supersedes_detail(consent: &ConsentRecord) -> String {
+    if consent.supersedes.is_empty() {
+        String::new()
+    } else {
+        format!("supersedes {}", consent.supersedes)
+    }
+}
+
 fn outbox_prefix(peer: &str) -> Vec<u8> {
     let mut key = peer.as_bytes().to_vec();
     key.push(0);
@@ -295,7 +304,10 @@ impl Ledger {
 
     // ---- consents ----
 
-    /// Records a consent given at this agency and queues its notices, atomically.
+    /// Records a consent given at this agency and queues its notices, atomically. The first
+    /// notice's signed envelope is kept with the record as proof of it. When the consent
+    /// supersedes an earlier one held here, that one is marked superseded in the same
+    /// transaction (it must be neither withdrawn nor superseded already).
     pub fn record_consent(
         &self,
         consent: &ConsentRecord,
@@ -305,7 +317,8 @@ impl Ledger {
         let keys = self.keys_for(notices)?;
         let stored = StoredConsent {
             record: Some(consent.clone()),
-            withdrawal: None,
+            notice: notices.first().map(|n| n.envelope.clone()),
+            ..Default::default()
         }
         .encode_to_vec();
         self.tx(|t| {
@@ -315,9 +328,33 @@ impl Ledger {
                     consent_id: consent.consent_id.clone(),
                 });
             }
+            if !consent.supersedes.is_empty() {
+                let old_id = consent.supersedes.as_bytes();
+                let Some(bytes) = t.consents.get(old_id)? else {
+                    return abort(LedgerError::UnknownConsent {
+                        consent_id: consent.supersedes.clone(),
+                    });
+                };
+                let mut old: StoredConsent = tx_decode("consent", &bytes)?;
+                if old.withdrawal.is_some() {
+                    return abort(LedgerError::AlreadyWithdrawn {
+                        consent_id: consent.supersedes.clone(),
+                    });
+                }
+                if !old.superseded_by.is_empty() {
+                    return abort(LedgerError::AlreadySuperseded {
+                        consent_id: consent.supersedes.clone(),
+                    });
+                }
+                old.superseded_by = consent.consent_id.clone();
+                old.superseded_at_ms = consent.recorded_at_ms;
+                t.consents.insert(old_id, old.encode_to_vec())?;
+            }
             t.consents.insert(id, stored.clone())?;
             t.append_audit(
-                AuditNote::new(AuditEvent::ConsentRecorded).consent(&consent.consent_id),
+                AuditNote::new(AuditEvent::ConsentRecorded)
+                    .consent(&consent.consent_id)
+                    .detail(supersedes_detail(consent)),
                 now_ms,
             )?;
             for (n, key) in notices.iter().zip(&keys) {
@@ -349,6 +386,7 @@ impl Ledger {
                 });
             }
             stored.withdrawal = Some(withdrawal.clone());
+            stored.withdrawal_notice = notices.first().map(|n| n.envelope.clone());
             t.consents.insert(id, stored.encode_to_vec())?;
             t.append_audit(
                 AuditNote::new(AuditEvent::ConsentWithdrawn).consent(&withdrawal.consent_id),
@@ -608,15 +646,31 @@ impl Ledger {
                     } else {
                         let stored = StoredConsent {
                             record: Some(consent.clone()),
-                            withdrawal: None,
+                            notice: record.envelope.clone(),
+                            ..Default::default()
                         };
                         t.consents.insert(cid, stored.encode_to_vec())?;
+                    }
+                    // A replacement supersedes the earlier consent here too, if we hold it.
+                    if !consent.supersedes.is_empty() {
+                        let old_id = consent.supersedes.as_bytes();
+                        if let Some(bytes) = t.consents.get(old_id)? {
+                            let mut old: StoredConsent = tx_decode("consent", &bytes)?;
+                            let same_controller = old.record.as_ref().map(|r| &r.recording_agency)
+                                == Some(&consent.recording_agency);
+                            if same_controller && old.superseded_by.is_empty() {
+                                old.superseded_by = consent.consent_id.clone();
+                                old.superseded_at_ms = consent.recorded_at_ms;
+                                t.consents.insert(old_id, old.encode_to_vec())?;
+                            }
+                        }
                     }
                     t.append_audit(
                         AuditNote::new(AuditEvent::ConsentReplicated)
                             .consent(&consent.consent_id)
                             .message(&record.message_id)
-                            .peer(&record.sender),
+                            .peer(&record.sender)
+                            .detail(supersedes_detail(consent)),
                         now_ms,
                     )?;
                 }
@@ -630,6 +684,7 @@ impl Ledger {
                     let mut held: StoredConsent = tx_decode("consent", &bytes)?;
                     if held.withdrawal.is_none() {
                         held.withdrawal = Some(w.clone());
+                        held.withdrawal_notice = record.envelope.clone();
                         t.consents.insert(cid, held.encode_to_vec())?;
                     }
                     t.append_audit(

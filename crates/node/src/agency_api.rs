@@ -139,6 +139,13 @@ impl AgencyApi for AgencyService {
         Ok(Response::new(Box::pin(stream)))
     }
 
+    async fn get_consent_evidence(
+        &self,
+        req: Request<GetConsentEvidenceRequest>,
+    ) -> Result<Response<ConsentEvidence>, Status> {
+        Ok(Response::new(self.node.consent_evidence(req.into_inner())?))
+    }
+
     async fn acknowledge(
         &self,
         req: Request<AcknowledgeRequest>,

@@ -266,6 +266,7 @@ impl PeerWorker {
             .ledger()
             .consent(&header.consent_id)
             .map_err(|_| NoConsent)?;
+        let categories = crate::categories::categories_carried(&body);
         consent::evaluate(
             stored.as_ref(),
             &ConsentQuery {
@@ -273,6 +274,7 @@ impl PeerWorker {
                 sender: self.node.agency(),
                 recipient: &self.peer,
                 purpose,
+                categories: &categories,
                 at_ms: now,
             },
         )

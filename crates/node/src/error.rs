@@ -81,6 +81,7 @@ impl NodeError {
                 LedgerError::ConsentExists { .. } => "consent-exists",
                 LedgerError::UnknownConsent { .. } => "no-consent",
                 LedgerError::AlreadyWithdrawn { .. } => "consent-withdrawn",
+                LedgerError::AlreadySuperseded { .. } => "consent-superseded",
                 LedgerError::MessageIdConflict { .. } => "message-id-conflict",
                 LedgerError::UnknownMessage { .. } => "not-found",
                 LedgerError::Store(_)
@@ -117,7 +118,9 @@ impl NodeError {
                 LedgerError::UnknownConsent { .. } | LedgerError::UnknownMessage { .. } => {
                     Code::NotFound
                 }
-                LedgerError::AlreadyWithdrawn { .. } => Code::FailedPrecondition,
+                LedgerError::AlreadyWithdrawn { .. } | LedgerError::AlreadySuperseded { .. } => {
+                    Code::FailedPrecondition
+                }
                 LedgerError::Store(_)
                 | LedgerError::Corrupt { .. }
                 | LedgerError::AuditBroken { .. } => Code::Internal,

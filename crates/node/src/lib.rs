@@ -2,8 +2,10 @@
 //!
 //! Layout:
 //! - [`config`], [`directory`]: `node.toml` and the federation directory, validated at load.
-//! - [`policy`], [`clock`]: pure rules — who may send what to whom, the U25 rule, field rules.
+//! - [`policy`], [`clock`], [`categories`]: pure rules — who may send what to whom, the U25
+//!   rule, field rules, and which field carries which category of personal data.
 //! - [`node`]: [`Node`], the shared state of a running node.
+//! - [`evidence`]: the signed proof of the consent behind any message sent or received.
 //! - [`submission`], [`reception`], [`inbox`], [`delivery`]: the node's work — accepting
 //!   submissions from its IT systems, receiving envelopes from peers, serving the inbox,
 //!   and delivering the outbox.
@@ -23,12 +25,14 @@
 #![forbid(unsafe_code)]
 
 pub mod agency_api;
+pub mod categories;
 pub mod client;
 pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod directory;
 pub mod error;
+pub mod evidence;
 pub mod federation;
 pub mod inbox;
 pub mod node;

@@ -212,6 +212,7 @@ pub fn validate_case_body(body: &MessageBody) -> Result<&Subject, NodeError> {
             required("body.statement", &m.statement, MAX_TEXT)?;
             clock::parse_date("body.interview_date", &m.interview_date)?;
             required("body.issuing_caseworker", &m.issuing_caseworker, MAX_NAME)?;
+            optional("body.health_note", &m.health_note, MAX_TEXT)?;
         }
         Body::MoveOutDecision(m) => {
             validate_subject("body.subject", m.subject.as_ref())?;

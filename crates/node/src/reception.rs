@@ -5,7 +5,7 @@
 //! receipt → policy → consent → sign a receipt → store envelope, receipt and audit entry in
 //! one transaction → flush → answer. A refusal stores nothing but an audit entry of codes.
 
-use crate::{clock, node::Node, policy, NodeError};
+use crate::{categories::categories_carried, clock, node::Node, policy, NodeError};
 use kurzdraht_envelope::{ids, sign_receipt, verify_and_open, OpenedEnvelope};
 use kurzdraht_ledger::{
     consent, Accepted, AuditEvent, AuditNote, ConsentEffect, ConsentQuery, InboxRecord,
@@ -159,11 +159,13 @@ impl Node {
                 } else {
                     self.ledger().consent(&header.consent_id)?
                 };
+                let categories = categories_carried(&body);
                 let query = ConsentQuery {
                     subject,
                     sender: tls_agency,
                     recipient: self.agency(),
                     purpose,
+                    categories: &categories,
                     at_ms: now,
                 };
                 consent::evaluate(stored.as_ref(), &query).map_err(NodeError::Consent)?;

@@ -3,14 +3,15 @@
 //! consent ledger, seals, and queues in one ledger transaction; it answers only after the
 //! outbox is flushed to disk.
 
-use crate::{clock, node::Node, policy, NodeError};
+use crate::{categories::categories_carried, clock, node::Node, policy, NodeError};
 use kurzdraht_envelope::{body::kind_of, ids};
 use kurzdraht_ledger::{consent, AuditEvent, AuditNote, ConsentQuery};
 use kurzdraht_proto::v1::{
-    message_body::Body, ConsentEntry, ConsentGiver, ConsentNotice, ConsentRecord,
-    ConsentWithdrawal, ConsentWithdrawalRecord, DeliveryState, ListConsentsResponse, MessageBody,
-    MessageKind, MessageStatus, Purpose, RecordConsentRequest, RecordConsentResponse,
-    SubmitRequest, SubmitResponse, WithdrawConsentRequest, WithdrawConsentResponse,
+    message_body::Body, ConsentEntry, ConsentForm, ConsentGiver, ConsentNotice, ConsentRecord,
+    ConsentWithdrawal, ConsentWithdrawalRecord, DataCategory, DeliveryState, LegalBasis,
+    ListConsentsResponse, MessageBody, MessageKind, MessageStatus, Purpose, RecordConsentRequest,
+    RecordConsentResponse, SubmitRequest, SubmitResponse, WithdrawConsentRequest,
+    WithdrawConsentResponse,
 };
 use std::collections::BTreeSet;
 
@@ -100,6 +101,66 @@ impl Node {
         if valid_until <= now {
             return Err(NodeError::invalid("valid_until_ms", "lies in the past"));
         }
+        if req.categories.is_empty() {
+            return Err(NodeError::invalid(
+                "categories",
+                "name the categories of data the consent covers",
+            ));
+        }
+        for (i, c) in req.categories.iter().enumerate() {
+            if DataCategory::try_from(*c).map_or(true, |c| c == DataCategory::Unspecified) {
+                return Err(NodeError::invalid(
+                    format!("categories[{i}]"),
+                    "is unspecified or unknown",
+                ));
+            }
+        }
+        let legal_basis = LegalBasis::try_from(req.legal_basis)
+            .ok()
+            .filter(|b| *b != LegalBasis::Unspecified)
+            .ok_or_else(|| NodeError::invalid("legal_basis", "is required"))?;
+        if req.categories.contains(&(DataCategory::Health as i32))
+            && legal_basis != LegalBasis::ExplicitConsentGdpr92A
+        {
+            return Err(NodeError::invalid(
+                "legal_basis",
+                "health data needs explicit consent under Art. 9(2)(a) GDPR",
+            ));
+        }
+        if ConsentForm::try_from(req.form).map_or(true, |f| f == ConsentForm::Unspecified) {
+            return Err(NodeError::invalid("form", "must be WRITTEN or ELECTRONIC"));
+        }
+        if req.evidence_sha256.len() != 32 {
+            return Err(NodeError::invalid(
+                "evidence_sha256",
+                "must be the 32-byte SHA-256 of the signed consent form",
+            ));
+        }
+        if !req.supersedes.is_empty() {
+            ids::parse_id("supersedes", &req.supersedes)
+                .map_err(|e| NodeError::invalid("supersedes", e.to_string()))?;
+            let old = self
+                .ledger()
+                .consent(&req.supersedes)?
+                .and_then(|c| c.record)
+                .ok_or_else(|| NodeError::NotFound(format!("consent {}", req.supersedes)))?;
+            if old.recording_agency != self.agency() {
+                return Err(NodeError::FailedPrecondition(format!(
+                    "consent {} was recorded by {}; only it can replace it",
+                    old.consent_id, old.recording_agency
+                )));
+            }
+            let same = match (&old.subject, &req.subject) {
+                (Some(a), Some(b)) => consent::same_person(a, b),
+                _ => false,
+            };
+            if !same {
+                return Err(NodeError::invalid(
+                    "supersedes",
+                    "names a consent of another person",
+                ));
+            }
+        }
         if req.evidence_reference.trim().is_empty() {
             return Err(NodeError::invalid(
                 "evidence_reference",
@@ -112,6 +173,9 @@ impl Node {
         let mut purposes = req.purposes.clone();
         purposes.sort_unstable();
         purposes.dedup();
+        let mut categories = req.categories.clone();
+        categories.sort_unstable();
+        categories.dedup();
         let record = ConsentRecord {
             consent_id: ids::new_id(),
             subject: req.subject,
@@ -125,6 +189,11 @@ impl Node {
             evidence_reference: req.evidence_reference,
             recorded_by: req.recorded_by,
             recorded_at_ms: now,
+            categories,
+            legal_basis: legal_basis as i32,
+            form: req.form,
+            evidence_sha256: req.evidence_sha256,
+            supersedes: req.supersedes,
         };
         let body = MessageBody {
             body: Some(Body::ConsentNotice(ConsentNotice {
@@ -235,6 +304,7 @@ impl Node {
                 state: consent::state_at(&c, now) as i32,
                 consent: c.record,
                 withdrawal: c.withdrawal,
+                superseded_by: c.superseded_by,
             })
             .collect();
         Ok(ListConsentsResponse { consents })
@@ -278,11 +348,13 @@ impl Node {
         } else {
             self.ledger().consent(&req.consent_id)?
         };
+        let categories = categories_carried(&body);
         let query = ConsentQuery {
             subject,
             sender: self.agency(),
             recipient: &recipient.id,
             purpose,
+            categories: &categories,
             at_ms: now,
         };
         consent::evaluate(stored.as_ref(), &query).map_err(|r| refused(NodeError::Consent(r)))?;

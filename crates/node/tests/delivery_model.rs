@@ -95,6 +95,7 @@ impl World {
                 withdrawn_at_ms: t,
                 ..Default::default()
             }),
+            ..Default::default()
         }
     }
 
@@ -214,6 +215,7 @@ fn query(subject: &Subject, at_ms: i64) -> ConsentQuery<'_> {
         sender: FROM,
         recipient: TO,
         purpose: Purpose::U25MoveOut,
+        categories: &[],
         at_ms,
     }
 }

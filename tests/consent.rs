@@ -1,0 +1,327 @@
+//! Consent as the law sees it (Art. 7 GDPR, § 67b SGB X), on real nodes: categories of data,
+//! the legal basis for health data, the form and the evidence hash, superseding records, and
+//! the signed proof of the consent behind a message — also after it was withdrawn.
+
+use kurzdraht_envelope::verify_and_open;
+use kurzdraht_node::client::AgencyClient;
+use kurzdraht_proto::v1::{self as pb, get_consent_evidence_request::About, message_body::Body};
+use kurzdraht_tests::*;
+use tonic::Code;
+
+/// Lena without an address: identity only.
+fn lena() -> pb::Subject {
+    pb::Subject {
+        address: None,
+        ..subject("Lena", "Hansen", "2005-04-12")
+    }
+}
+
+fn u25_only(s: &pb::Subject, categories: &[pb::DataCategory]) -> pb::RecordConsentRequest {
+    let mut r = consent_request(s, &[JA], &[pb::Purpose::U25MoveOut]);
+    r.categories = categories.iter().map(|c| *c as i32).collect();
+    r
+}
+
+fn with_health_note(s: &pb::Subject) -> Body {
+    let mut b = move_out_certification(s);
+    if let Body::MoveOutCertification(c) = &mut b {
+        c.health_note = "Belastungsstörung, fachärztlich bestätigt.".into();
+    }
+    b
+}
+
+async fn evidence(client: &mut AgencyClient, about: About) -> pb::ConsentEvidence {
+    client
+        .get_consent_evidence(pb::GetConsentEvidenceRequest { about: Some(about) })
+        .await
+        .expect("consent evidence")
+        .into_inner()
+}
+
+/// A message carrying a category the consent does not name is refused, at the sender and
+/// — for an envelope its sender should not have sent — at the receiver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uncovered_categories_are_refused() {
+    let h = start().await;
+    let mut jc = h.client(JC).await;
+    let mut ja = h.client(JA).await;
+    let lena = lena();
+    use pb::DataCategory::*;
+    let id = consent_id(
+        &mut jc,
+        u25_only(&lena, &[Identity, HousingSituation, FamilySituation]),
+    )
+    .await;
+    wait_for_consent_state(&ja, &id, pb::ConsentState::ConsentInForce).await;
+
+    // The request carries identity and housing: covered.
+    let ok = submit_ok(
+        &mut jc,
+        JA,
+        &id,
+        certification_request(&lena, "Stellungnahme"),
+    )
+    .await;
+    wait_for_state(&jc, &ok, pb::DeliveryState::Delivered).await;
+    // An address is a category of its own.
+    let mut with_address = lena.clone();
+    with_address.address = Some(pb::Address {
+        street: "Kurhausstraße 7".into(),
+        postal_code: "23795".into(),
+        city: "Bad Segeberg".into(),
+    });
+    let r = submit(
+        &mut jc,
+        JA,
+        &id,
+        "",
+        certification_request(&with_address, "x"),
+    )
+    .await;
+    expect_refusal(
+        "address not covered",
+        r,
+        Code::FailedPrecondition,
+        "consent-category-not-covered",
+    );
+    // Health data is never covered unless named.
+    let r = submit(&mut ja, JC, &id, "", with_health_note(&lena)).await;
+    expect_refusal(
+        "health note not covered",
+        r,
+        Code::FailedPrecondition,
+        "consent-category-not-covered",
+    );
+    // Without it the certification passes.
+    let cert = submit_ok(&mut ja, JC, &id, move_out_certification(&lena)).await;
+    wait_for_state(&ja, &cert, pb::DeliveryState::Delivered).await;
+}
+
+/// Health data needs explicit consent (Art. 9(2)(a) GDPR); with it, it flows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_data_needs_explicit_consent() {
+    let h = start().await;
+    let mut jc = h.client(JC).await;
+    let mut ja = h.client(JA).await;
+    let lena = lena();
+    use pb::DataCategory::*;
+    let mut req = u25_only(&lena, &[Identity, FamilySituation, Health]);
+    let r = jc.record_consent(req.clone()).await;
+    let s = expect_refusal(
+        "health without explicit basis",
+        r,
+        Code::InvalidArgument,
+        "invalid-argument",
+    );
+    assert!(s.message().contains("legal_basis"), "{}", s.message());
+    req.legal_basis = pb::LegalBasis::ExplicitConsentGdpr92A as i32;
+    let id = consent_id(&mut jc, req).await;
+    wait_for_consent_state(&ja, &id, pb::ConsentState::ConsentInForce).await;
+    let m = submit_ok(&mut ja, JC, &id, with_health_note(&lena)).await;
+    wait_for_state(&ja, &m, pb::DeliveryState::Delivered).await;
+}
+
+/// What the law asks a consent record to carry is required, and the error names the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consent_record_must_be_complete() {
+    let h = start().await;
+    let mut jc = h.client(JC).await;
+    let lena = lena();
+    let base = || consent_request(&lena, &[JA], &[pb::Purpose::U25MoveOut]);
+    let cases: Vec<(&str, pb::RecordConsentRequest)> = vec![
+        (
+            "categories",
+            pb::RecordConsentRequest {
+                categories: vec![],
+                ..base()
+            },
+        ),
+        (
+            "categories[0]",
+            pb::RecordConsentRequest {
+                categories: vec![0],
+                ..base()
+            },
+        ),
+        (
+            "legal_basis",
+            pb::RecordConsentRequest {
+                legal_basis: 0,
+                ..base()
+            },
+        ),
+        ("form", pb::RecordConsentRequest { form: 0, ..base() }),
+        (
+            "evidence_sha256",
+            pb::RecordConsentRequest {
+                evidence_sha256: vec![1; 31],
+                ..base()
+            },
+        ),
+        (
+            "evidence_reference",
+            pb::RecordConsentRequest {
+                evidence_reference: " ".into(),
+                ..base()
+            },
+        ),
+        (
+            "recipients",
+            pb::RecordConsentRequest {
+                recipients: vec![],
+                ..base()
+            },
+        ),
+        (
+            "purposes",
+            pb::RecordConsentRequest {
+                purposes: vec![],
+                ..base()
+            },
+        ),
+        (
+            "supersedes",
+            pb::RecordConsentRequest {
+                supersedes: "nope".into(),
+                ..base()
+            },
+        ),
+    ];
+    for (field, req) in cases {
+        let r = jc.record_consent(req).await;
+        let s = expect_refusal(field, r, Code::InvalidArgument, "invalid-argument");
+        assert!(s.message().contains(field), "{field}: {}", s.message());
+    }
+    assert!(
+        list_consents(&mut jc).await.is_empty(),
+        "nothing was recorded"
+    );
+}
+
+/// A change is a new record that supersedes the old one, here and at the recipients; the
+/// old one then refuses new messages, and it cannot be superseded twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_record_supersedes_the_old() {
+    let h = start().await;
+    let mut jc = h.client(JC).await;
+    let ja = h.client(JA).await;
+    let lena = lena();
+    let old = consent_id(
+        &mut jc,
+        consent_request(&lena, &[JA], &[pb::Purpose::U25MoveOut]),
+    )
+    .await;
+    wait_for_consent_state(&ja, &old, pb::ConsentState::ConsentInForce).await;
+
+    let mut change = consent_request(
+        &lena,
+        &[JA],
+        &[pb::Purpose::U25MoveOut, pb::Purpose::QualificationMeasure],
+    );
+    change.supersedes = old.clone();
+    let new = consent_id(&mut jc, change.clone()).await;
+    let entry = wait_for_consent_state(&jc, &old, pb::ConsentState::ConsentSuperseded).await;
+    assert_eq!(entry.superseded_by, new);
+    let there = wait_for_consent_state(&ja, &old, pb::ConsentState::ConsentSuperseded).await;
+    assert_eq!(there.superseded_by, new);
+    wait_for_consent_state(&ja, &new, pb::ConsentState::ConsentInForce).await;
+    // the old record itself is unchanged
+    assert_eq!(
+        entry.consent.as_ref().unwrap().purposes,
+        vec![pb::Purpose::U25MoveOut as i32]
+    );
+
+    let r = submit(&mut jc, JA, &old, "", certification_request(&lena, "x")).await;
+    expect_refusal(
+        "citing the superseded consent",
+        r,
+        Code::FailedPrecondition,
+        "consent-superseded",
+    );
+    let m = submit_ok(&mut jc, JA, &new, certification_request(&lena, "x")).await;
+    wait_for_state(&jc, &m, pb::DeliveryState::Delivered).await;
+
+    let r = jc.record_consent(change).await;
+    expect_refusal(
+        "superseding twice",
+        r,
+        Code::FailedPrecondition,
+        "consent-superseded",
+    );
+    let mut other = consent_request(
+        &subject("Mia", "Carstens", "2006-02-03"),
+        &[JA],
+        &[pb::Purpose::U25MoveOut],
+    );
+    other.supersedes = new.clone();
+    let r = jc.record_consent(other).await;
+    expect_refusal(
+        "another person's consent",
+        r,
+        Code::InvalidArgument,
+        "invalid-argument",
+    );
+}
+
+/// Each node can show, for a message it sent or received, the consent that allowed it with
+/// the recording agency's signature — also after withdrawal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consent_behind_a_message_can_be_proven_after_withdrawal() {
+    let h = start().await;
+    let mut jc = h.client(JC).await;
+    let mut ja = h.client(JA).await;
+    let lena = lena();
+    let req = consent_request(&lena, &[JA], &[pb::Purpose::U25MoveOut]);
+    let id = consent_id(&mut jc, req.clone()).await;
+    wait_for_consent_state(&ja, &id, pb::ConsentState::ConsentInForce).await;
+    let m = submit_ok(&mut jc, JA, &id, certification_request(&lena, "x")).await;
+    wait_for_state(&jc, &m, pb::DeliveryState::Delivered).await;
+    jc.withdraw_consent(pb::WithdrawConsentRequest {
+        consent_id: id.clone(),
+        recorded_by: "Herr Jensen".into(),
+        manner: "schriftlich".into(),
+    })
+    .await
+    .expect("withdraw");
+    wait_for_consent_state(&ja, &id, pb::ConsentState::ConsentWithdrawn).await;
+
+    let jc_key = h
+        .fed
+        .config(JC)
+        .unwrap()
+        .directory
+        .get(JC)
+        .unwrap()
+        .signing_keys
+        .clone();
+    for (who, client) in [(JC, &mut jc), (JA, &mut ja)] {
+        let e = evidence(client, About::MessageId(m.clone())).await;
+        assert!(e.signature_verified, "{who}");
+        assert_eq!(e.state, pb::ConsentState::ConsentWithdrawn as i32, "{who}");
+        let record = e.consent.clone().unwrap();
+        assert_eq!(record.consent_id, id, "{who}");
+        assert_eq!(record.evidence_sha256, req.evidence_sha256, "{who}");
+        assert_eq!(record.form, pb::ConsentForm::Written as i32);
+        // Independently: the notice is signed by the Jobcenter and carries exactly this record.
+        let notice = e.notice.clone().unwrap();
+        let opened = verify_and_open(&notice, &jc_key, &Default::default())
+            .expect("signed by the Jobcenter");
+        match opened.body.body {
+            Some(Body::ConsentNotice(n)) => assert_eq!(n.consent, Some(record), "{who}"),
+            other => panic!("{who}: not a consent notice: {other:?}"),
+        }
+        let withdrawal =
+            verify_and_open(&e.withdrawal_notice.unwrap(), &jc_key, &Default::default())
+                .expect("withdrawal signed by the Jobcenter");
+        assert_eq!(withdrawal.kind, pb::MessageKind::ConsentWithdrawal);
+        // The same by consent id.
+        let by_id = evidence(client, About::ConsentId(id.clone())).await;
+        assert_eq!(by_id.consent, e.consent);
+    }
+    let r = jc
+        .get_consent_evidence(pb::GetConsentEvidenceRequest {
+            about: Some(About::MessageId(kurzdraht_envelope::ids::new_id())),
+        })
+        .await;
+    expect_refusal("unknown message", r, Code::NotFound, "not-found");
+}
