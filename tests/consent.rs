@@ -325,3 +325,105 @@ async fn the_consent_behind_a_message_can_be_proven_after_withdrawal() {
         .await;
     expect_refusal("unknown message", r, Code::NotFound, "not-found");
 }
+
+/// The access report (Art. 15 GDPR) lists exactly this person's consents, the messages sent
+/// and received under them and the refusals that cited them — nobody else's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_report_covers_one_person_only() {
+    let h = start().await;
+    let mut jc = h.client(JC).await;
+    let mut ja = h.client(JA).await;
+    let lena = lena();
+    let mia = subject("Mia", "Carstens", "2006-02-03");
+    let lena_c = consent_id(
+        &mut jc,
+        consent_request(&lena, &[JA], &[pb::Purpose::U25MoveOut]),
+    )
+    .await;
+    let mia_c = consent_id(
+        &mut jc,
+        consent_request(&mia, &[JA], &[pb::Purpose::U25MoveOut]),
+    )
+    .await;
+    wait_for_consent_state(&ja, &lena_c, pb::ConsentState::ConsentInForce).await;
+    wait_for_consent_state(&ja, &mia_c, pb::ConsentState::ConsentInForce).await;
+    let sent = submit_ok(&mut jc, JA, &lena_c, certification_request(&lena, "x")).await;
+    wait_for_state(&jc, &sent, pb::DeliveryState::Delivered).await;
+    let answer = submit_ok(&mut ja, JC, &lena_c, move_out_certification(&lena)).await;
+    wait_for_state(&ja, &answer, pb::DeliveryState::Delivered).await;
+    let mias = submit_ok(&mut jc, JA, &mia_c, certification_request(&mia, "y")).await;
+    wait_for_state(&jc, &mias, pb::DeliveryState::Delivered).await;
+    let r = submit(&mut jc, JN, &lena_c, "", certification_request(&lena, "z")).await;
+    expect_refusal(
+        "other office",
+        r,
+        Code::FailedPrecondition,
+        "consent-other-recipient",
+    );
+
+    let report = jc
+        .subject_access_report(pb::SubjectAccessRequest {
+            given_name: " lena ".into(),
+            family_name: "HANSEN".into(),
+            date_of_birth: "2005-04-12".into(),
+        })
+        .await
+        .expect("report")
+        .into_inner();
+    assert_eq!(report.agency, JC);
+    let consents: Vec<_> = report
+        .consents
+        .iter()
+        .map(|c| c.consent.clone().unwrap().consent_id)
+        .collect();
+    assert_eq!(consents, vec![lena_c.clone()]);
+    let messages: Vec<(String, String)> = report
+        .messages
+        .iter()
+        .map(|m| (m.direction.clone(), m.message_id.clone()))
+        .collect();
+    assert!(
+        messages.contains(&("sent".into(), sent.clone())),
+        "{messages:?}"
+    );
+    assert!(
+        messages.contains(&("received".into(), answer.clone())),
+        "{messages:?}"
+    );
+    assert!(
+        !messages.iter().any(|(_, id)| id == &mias),
+        "Mia's message is not Lena's"
+    );
+    assert!(report.messages.iter().all(|m| m.consent_id == lena_c));
+    assert_eq!(report.refusals.len(), 1);
+    assert_eq!(report.refusals[0].reason, "consent-other-recipient");
+    assert_eq!(report.refusals[0].counterpart, JN);
+
+    let r = jc
+        .subject_access_report(pb::SubjectAccessRequest {
+            given_name: "Lena".into(),
+            family_name: "Hansen".into(),
+            date_of_birth: "12.04.2005".into(),
+        })
+        .await;
+    let s = expect_refusal("bad date", r, Code::InvalidArgument, "invalid-argument");
+    assert!(s.message().contains("subject.date_of_birth"));
+
+    // The report is audited, without naming the person.
+    let data_dir = h.fed.config(JC).unwrap().data_dir;
+    let Harness { fed, dir: _dir } = h;
+    fed.shutdown().await.unwrap();
+    let ledger = kurzdraht_ledger::Ledger::open(&data_dir).unwrap();
+    let entries = ledger.audit_entries().unwrap();
+    let report_entry = entries
+        .iter()
+        .find(|e| e.event == "subject.access-report")
+        .expect("the report is audited");
+    for field in [
+        &report_entry.detail,
+        &report_entry.peer,
+        &report_entry.message_id,
+    ] {
+        assert!(!field.contains("Lena") && !field.contains("Hansen") && !field.contains("2005"));
+    }
+}

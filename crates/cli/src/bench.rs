@@ -1061,6 +1061,10 @@ async fn restart(
     println!(
         "  (times from each message's updated_at_ms, set by the node when it recorded DELIVERED)"
     );
+    println!(
+        "  AgencyApi GetStatus round trip, 20 sequential calls to the idle node: mean {}",
+        fmt_duration(rtt)
+    );
     println!("load avg:   {} (1/5/15 min, at end)", load_average());
     if !all_delivered {
         println!("NOT every queued message was delivered exactly once");

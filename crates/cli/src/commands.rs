@@ -55,6 +55,13 @@ pub enum ClientCommand {
         #[arg(long)]
         unacknowledged: bool,
     },
+    /// What this node holds about one person.
+    Subject {
+        #[command(flatten)]
+        common: ClientArgs,
+        #[command(subcommand)]
+        command: SubjectCommand,
+    },
     /// Acknowledge an inbox message.
     Ack {
         #[command(flatten)]
@@ -140,6 +147,21 @@ pub enum ConsentCommand {
         message: Option<String>,
         #[arg(long)]
         consent: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SubjectCommand {
+    /// The Art. 15 GDPR access report: consents, messages sent and received under them, and
+    /// refusals that cited them.
+    Report {
+        #[arg(long)]
+        given_name: String,
+        #[arg(long)]
+        family_name: String,
+        /// YYYY-MM-DD
+        #[arg(long)]
+        date_of_birth: String,
     },
 }
 
@@ -677,6 +699,30 @@ async fn run_inner(command: ClientCommand) -> anyhow::Result<ExitCode> {
                 eprintln!("{n} message(s)");
             }
         }
+        ClientCommand::Subject {
+            common,
+            command:
+                SubjectCommand::Report {
+                    given_name,
+                    family_name,
+                    date_of_birth,
+                },
+        } => {
+            let (mut client, _) = client_from(&common).await?;
+            let report = client
+                .subject_access_report(pb::SubjectAccessRequest {
+                    given_name,
+                    family_name,
+                    date_of_birth,
+                })
+                .await?
+                .into_inner();
+            if common.json {
+                print_json(&report)?;
+            } else {
+                print!("{}", render_report(&report));
+            }
+        }
         ClientCommand::Ack { common, message_id } => {
             let (mut client, _) = client_from(&common).await?;
             client
@@ -799,4 +845,81 @@ impl SendCommand {
             ),
         }
     }
+}
+
+/// The access report as text for the person concerned.
+pub fn render_report(r: &pb::SubjectAccessReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Access report (Art. 15 GDPR) of {} at {}",
+        r.agency,
+        clock::format_ms(r.generated_at_ms)
+    );
+    let _ = writeln!(out, "Consents ({}):", r.consents.len());
+    for e in &r.consents {
+        let Some(c) = &e.consent else { continue };
+        let state = pb::ConsentState::try_from(e.state)
+            .map(|s| s.as_str_name())
+            .unwrap_or("?");
+        let purposes: Vec<&str> = c
+            .purposes
+            .iter()
+            .filter_map(|p| pb::Purpose::try_from(*p).ok().map(|p| p.as_str_name()))
+            .collect();
+        let categories: Vec<&str> = c
+            .categories
+            .iter()
+            .filter_map(|p| pb::DataCategory::try_from(*p).ok().map(|p| p.as_str_name()))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  {} {state}: recorded by {} on {}, for {} to {}, covering {}",
+            c.consent_id,
+            c.recording_agency,
+            clock::format_ms(c.recorded_at_ms),
+            purposes.join(", "),
+            c.recipients.join(", "),
+            categories.join(", ")
+        );
+    }
+    let _ = writeln!(out, "Messages ({}):", r.messages.len());
+    for m in &r.messages {
+        let kind = pb::MessageKind::try_from(m.kind)
+            .map(|k| k.as_str_name())
+            .unwrap_or("?");
+        let state = if m.direction == "sent" {
+            pb::DeliveryState::try_from(m.state)
+                .map(|s| format!(" ({})", s.as_str_name()))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let arrow = if m.direction == "sent" { "to" } else { "from" };
+        let _ = writeln!(
+            out,
+            "  {} {kind} {} {arrow} {}{state} under consent {}",
+            clock::format_ms(m.at_ms),
+            m.direction,
+            m.counterpart,
+            m.consent_id
+        );
+    }
+    let _ = writeln!(out, "Refusals ({}):", r.refusals.len());
+    for f in &r.refusals {
+        let kind = pb::MessageKind::try_from(f.kind)
+            .map(|k| k.as_str_name())
+            .unwrap_or("?");
+        let _ = writeln!(
+            out,
+            "  {} {} {kind} ({}) {} under consent {}",
+            clock::format_ms(f.at_ms),
+            f.event,
+            f.reason,
+            f.counterpart,
+            f.consent_id
+        );
+    }
+    out
 }

@@ -648,6 +648,42 @@ async fn play(d: &mut Demo) -> anyhow::Result<()> {
         "record and withdrawal, signed by jobcenter-segeberg, verified against its pinned key",
     );
 
+    d.story
+        .scene("Jonas asks the Jobcenter what it holds about him (Art. 15 GDPR)");
+    let report = jobcenter
+        .subject_access_report(pb::SubjectAccessRequest {
+            given_name: jonas.given_name.clone(),
+            family_name: jonas.family_name.clone(),
+            date_of_birth: jonas.date_of_birth.clone(),
+        })
+        .await?
+        .into_inner();
+    for line in crate::commands::render_report(&report).lines() {
+        println!("   │ {line}");
+    }
+    let sent = report
+        .messages
+        .iter()
+        .filter(|m| m.direction == "sent")
+        .count();
+    let received = report
+        .messages
+        .iter()
+        .filter(|m| m.direction == "received")
+        .count();
+    let reasons: Vec<&str> = report.refusals.iter().map(|r| r.reason.as_str()).collect();
+    d.story.expect(
+        "the report lists his consent, what was sent (notice, referral, withdrawal), the response received and both refusals",
+        report.consents.len() == 1
+            && sent == 3
+            && received == 1
+            && reasons == ["consent-other-recipient", "consent-withdrawn"],
+        format!(
+            "{} consent, {sent} sent, {received} received, refusals {reasons:?}",
+            report.consents.len()
+        ),
+    );
+
     d.story.scene("Rules the contract does not allow");
     let kai_cert = submit(
         &mut kreis,

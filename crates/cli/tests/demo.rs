@@ -14,7 +14,7 @@ fn demo_plays_the_whole_story_and_exits_zero() {
         "demo failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("All 10 steps held."), "{stdout}");
+    assert!(stdout.contains("All 11 steps held."), "{stdout}");
     assert!(!stdout.contains('✗'), "{stdout}");
     for refusal in [
         "no-consent",

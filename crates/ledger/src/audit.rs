@@ -27,6 +27,7 @@ pub enum AuditEvent {
     ReceptionRefused,
     InboxRead,
     InboxAcknowledged,
+    SubjectAccessReport,
 }
 
 impl AuditEvent {
@@ -47,6 +48,7 @@ impl AuditEvent {
             Self::ReceptionRefused => "inbox.refused",
             Self::InboxRead => "inbox.read",
             Self::InboxAcknowledged => "inbox.acknowledged",
+            Self::SubjectAccessReport => "subject.access-report",
         }
     }
 }

@@ -726,6 +726,19 @@ impl Ledger {
         Ok(out)
     }
 
+    /// Every message record (sent messages), for reports; a full scan.
+    pub fn message_records(&self) -> Result<Vec<MessageRecord>, LedgerError> {
+        self.messages
+            .iter()
+            .map(|kv| decode("message record", &kv?.1))
+            .collect()
+    }
+
+    /// Every inbox record in arrival order, for reports; a full scan.
+    pub fn inbox_records(&self) -> Result<Vec<InboxRecord>, LedgerError> {
+        self.inbox_after(0, usize::MAX)
+    }
+
     /// Marks an inbox message as taken over by the IT system.
     pub fn acknowledge(&self, message_id: &str, now_ms: i64) -> Result<(), LedgerError> {
         self.tx(|t| {

@@ -146,6 +146,16 @@ impl AgencyApi for AgencyService {
         Ok(Response::new(self.node.consent_evidence(req.into_inner())?))
     }
 
+    async fn subject_access_report(
+        &self,
+        req: Request<SubjectAccessRequest>,
+    ) -> Result<Response<SubjectAccessReport>, Status> {
+        let client = client_of(&req);
+        Ok(Response::new(
+            self.node.subject_access_report(req.into_inner(), &client)?,
+        ))
+    }
+
     async fn acknowledge(
         &self,
         req: Request<AcknowledgeRequest>,

@@ -5,6 +5,7 @@
 //! - [`policy`], [`clock`], [`categories`]: pure rules — who may send what to whom, the U25
 //!   rule, field rules, and which field carries which category of personal data.
 //! - [`node`]: [`Node`], the shared state of a running node.
+//! - [`access_report`]: the Art. 15 report of everything held about one person.
 //! - [`evidence`]: the signed proof of the consent behind any message sent or received.
 //! - [`submission`], [`reception`], [`inbox`], [`delivery`]: the node's work — accepting
 //!   submissions from its IT systems, receiving envelopes from peers, serving the inbox,
@@ -24,6 +25,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access_report;
 pub mod agency_api;
 pub mod categories;
 pub mod client;
