@@ -12,7 +12,7 @@
 
 use anyhow::{bail, Context};
 use kurzdraht_envelope::{envelope_hash, ids, seal, sign_receipt, SigningKey};
-use kurzdraht_ledger::{Durability, Finish, Ledger, LedgerError, Outgoing};
+use kurzdraht_ledger::{DataKey, Durability, Finish, Ledger, LedgerError, Outgoing};
 use kurzdraht_node::client::{connect, AgencyClient, ClientConfig};
 use kurzdraht_node::config::NodeConfig;
 use kurzdraht_node::server::{self, Listeners};
@@ -44,6 +44,10 @@ pub enum BenchCommand {
         /// Submissions per run.
         #[arg(long, default_value_t = 4000)]
         messages: usize,
+        /// Rounds of all four runs; the table shows each configuration's median round (by
+        /// msg/s) and the range over the rounds, as a gauge of noise on a shared machine.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
         /// Stop a run after this many seconds; the table shows how many it completed.
         #[arg(long, default_value_t = 60)]
         max_seconds: u64,
@@ -75,9 +79,19 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Commit {
             writers,
             messages,
+            rounds,
             max_seconds,
             dir,
-        } => commit(writers, messages, Duration::from_secs(max_seconds), dir).await,
+        } => {
+            commit(
+                writers,
+                messages,
+                rounds,
+                Duration::from_secs(max_seconds),
+                dir,
+            )
+            .await
+        }
         BenchCommand::Restart {
             delivered,
             queued,
@@ -355,7 +369,8 @@ async fn commit_run(
     let tmp = tempfile::Builder::new()
         .prefix("kurzdraht-bench-commit-")
         .tempdir_in(base)?;
-    let ledger = Ledger::open_with(tmp.path(), mode)?;
+    // Sealed at rest with a data key, as a node stores its outbox.
+    let ledger = Ledger::open_with(tmp.path(), Some(&DataKey::generate()?), mode)?;
     let taken = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
@@ -422,18 +437,19 @@ async fn commit_run(
 async fn commit(
     writers: usize,
     messages: usize,
+    rounds: usize,
     limit: Duration,
     dir: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
-    if writers == 0 || messages == 0 || limit.is_zero() {
-        bail!("--writers, --messages and --max-seconds must be above 0");
+    if writers == 0 || messages == 0 || rounds == 0 || limit.is_zero() {
+        bail!("--writers, --messages, --rounds and --max-seconds must be above 0");
     }
     let base = base_dir(dir)?;
     let template = commit_template()?;
     println!("kurzdraht bench commit — ledger submissions: enqueue + flush per message");
     print_machine(&base);
     println!(
-        "parameters: {messages} submissions per run, writers 1 and {writers}, at most {} s per run",
+        "parameters: {messages} submissions per run, writers 1 and {writers}, {rounds} round(s), at most {} s per run",
         limit.as_secs()
     );
     println!(
@@ -453,50 +469,71 @@ async fn commit(
         plan.push((writers, Durability::GroupCommit));
         plan.push((writers, Durability::FsyncEach));
     }
+    // rounds[config] holds that configuration's runs; configurations alternate within a round
+    let mut all: Vec<Vec<CommitRun>> = plan.iter().map(|_| Vec::new()).collect();
+    for round in 1..=rounds {
+        for (i, (w, mode)) in plan.iter().enumerate() {
+            eprintln!(
+                "round {round}/{rounds}, run {}/{}: {}, {w} writer(s), {messages} submissions …",
+                i + 1,
+                plan.len(),
+                mode_name(*mode)
+            );
+            let run = commit_run(&base, &template, *mode, *w, messages, limit).await?;
+            eprintln!(
+                "    done: {} in {:.2} s ({:.0} msg/s)",
+                run.done(),
+                run.elapsed.as_secs_f64(),
+                run.rate()
+            );
+            all[i].push(run);
+        }
+    }
     let mut runs = Vec::new();
-    for (i, (w, mode)) in plan.iter().enumerate() {
-        eprintln!(
-            "run {}/{}: {}, {w} writer(s), {messages} submissions …",
-            i + 1,
-            plan.len(),
-            mode_name(*mode)
-        );
-        let run = commit_run(&base, &template, *mode, *w, messages, limit).await?;
-        eprintln!(
-            "    done: {} in {:.2} s",
-            run.done(),
-            run.elapsed.as_secs_f64()
-        );
-        runs.push(run);
+    let mut ranges = Vec::new();
+    for mut config in all {
+        config.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+        let lo = config.first().map_or(0.0, CommitRun::rate);
+        let hi = config.last().map_or(0.0, CommitRun::rate);
+        ranges.push(format!("{lo:.0}–{hi:.0}"));
+        let median = config.swap_remove(config.len() / 2);
+        runs.push(median);
     }
     println!();
     println!(
-        "{:<13} {:>7} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10}",
+        "{:<13} {:>7} {:>9} {:>8} {:>9} {:>13} {:>8} {:>8} {:>8} {:>8} {:>9}",
         "durability",
         "writers",
         "messages",
         "seconds",
         "msg/s",
+        "msg/s range",
         "mean ms",
         "p50 ms",
         "p99 ms",
         "flushes",
         "msg/flush"
     );
-    for r in &runs {
+    for (r, range) in runs.iter().zip(&ranges) {
         println!(
-            "{:<13} {:>7} {:>9} {:>8.2} {:>9.0} {:>9.2} {:>9.2} {:>9.2} {:>8} {:>10.1}{}",
+            "{:<13} {:>7} {:>9} {:>8.2} {:>9.0} {:>13} {:>8.2} {:>8.2} {:>8.2} {:>8} {:>9.1}{}",
             mode_name(r.mode),
             r.writers,
             r.done(),
             r.elapsed.as_secs_f64(),
             r.rate(),
+            range,
             ms(r.mean()),
             ms(percentile(&r.latencies, 50.0)),
             ms(percentile(&r.latencies, 99.0)),
             r.flushes,
             r.done() as f64 / r.flushes.max(1) as f64,
             if r.truncated { "  (time limit)" } else { "" }
+        );
+    }
+    if rounds > 1 {
+        println!(
+            "(each row: the median of {rounds} rounds by msg/s; range = slowest–fastest round)"
         );
     }
     println!();
@@ -526,11 +563,12 @@ fn free_port() -> anyhow::Result<std::net::SocketAddr> {
     Ok(l.local_addr()?)
 }
 
-/// Opens a store, waiting (up to 10 s) for a handle dropped just before to release its lock.
-async fn open_when_unlocked(dir: &Path) -> anyhow::Result<Ledger> {
+/// Opens a store with its data key, waiting (up to 10 s) for a handle dropped just before to
+/// release its lock.
+async fn open_when_unlocked(dir: &Path, key: &DataKey) -> anyhow::Result<Ledger> {
     let until = Instant::now() + Duration::from_secs(10);
     loop {
-        match Ledger::open(dir) {
+        match Ledger::open_encrypted(dir, key) {
             Err(LedgerError::Locked { .. }) if Instant::now() < until => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -568,7 +606,7 @@ struct Filled {
 /// `delivered` messages finished as DELIVERED, then `queued` real requests left QUEUED.
 async fn fill(jc: &NodeConfig, delivered: usize, queued: usize) -> anyhow::Result<Filled> {
     std::fs::create_dir_all(&jc.data_dir)?;
-    let ledger = Ledger::open(&jc.data_dir)?;
+    let ledger = Ledger::open_encrypted(&jc.data_dir, &jc.data_key)?;
     let key = &jc.signing_key;
     let deadline = jc.delivery.deadline;
     let now = clock::now_ms();
@@ -581,6 +619,17 @@ async fn fill(jc: &NodeConfig, delivered: usize, queued: usize) -> anyhow::Resul
         purposes: vec![pb::Purpose::U25MoveOut as i32],
         valid_from_ms: now,
         valid_until_ms: now + 365 * clock::DAY_MS,
+        categories: [
+            pb::DataCategory::Identity,
+            pb::DataCategory::Address,
+            pb::DataCategory::CaseReferences,
+            pb::DataCategory::HousingSituation,
+        ]
+        .map(|c| c as i32)
+        .to_vec(),
+        legal_basis: pb::LegalBasis::ConsentGdpr61ASgbX67b as i32,
+        form: pb::ConsentForm::Written as i32,
+        evidence_sha256: vec![0x5e; 32],
         evidence_reference: "JC-SE/Einwilligung/2026/0815 (unterschriebenes Formular)".into(),
         recorded_by: "Herr Jensen".into(),
         recorded_at_ms: now,
@@ -914,7 +963,7 @@ async fn restart(
     );
     let filled = fill(&jc, delivered, queued).await?;
     let t = Instant::now();
-    let ledger = open_when_unlocked(&jc.data_dir).await?;
+    let ledger = open_when_unlocked(&jc.data_dir, &jc.data_key).await?;
     let open_time = t.elapsed();
     let sled_size = ledger.size_on_disk()?;
     let t = Instant::now();
@@ -1006,7 +1055,7 @@ async fn restart(
     );
     println!(
         "  {:<52} {:>12}",
-        "Ledger::open of the filled store alone",
+        "Ledger::open_encrypted of the filled store alone",
         fmt_duration(open_time)
     );
     println!(

@@ -22,6 +22,10 @@ pub enum LedgerError {
     MessageIdConflict { message_id: String },
     #[error("message {message_id} is not known here")]
     UnknownMessage { message_id: String },
+    #[error("this store keeps personal data encrypted; open it with the node's data key")]
+    NoDataKey,
+    #[error("data key: {reason}")]
+    BadDataKey { reason: &'static str },
     #[error("audit chain broken at entry {seq}: {reason}")]
     AuditBroken { seq: u64, reason: String },
 }

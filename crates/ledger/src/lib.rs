@@ -5,6 +5,7 @@
 //! - [`records`]: the records kept in the store (prost-encoded).
 //! - [`store`]: [`Ledger`], the only owner of sled: consents, outbox, message status, inbox,
 //!   receipts and the audit chain, each change one sled transaction with its audit entry.
+//! - [`at_rest`]: encryption of the trees that hold personal data under the node's data key.
 //! - [`audit`]: audit events and offline verification of the hash chain.
 //! - [`commit`]: group commit — concurrent callers share one fsync.
 //!
@@ -16,6 +17,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod at_rest;
 pub mod audit;
 pub mod commit;
 pub mod consent;
@@ -23,6 +25,7 @@ pub mod error;
 pub mod records;
 pub mod store;
 
+pub use at_rest::DataKey;
 pub use audit::{AuditEvent, AuditNote, AuditReport};
 pub use commit::Durability;
 pub use consent::{evaluate, ConsentQuery, ConsentRefusal};

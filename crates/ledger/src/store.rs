@@ -15,6 +15,7 @@
 //! [`Ledger::flush`] before they acknowledge it to anyone.
 
 use crate::{
+    at_rest::{AtRest, DataKey},
     audit::{entry_hash, verify_chain, AuditEvent, AuditNote, AuditReport},
     commit::{Durability, GroupCommit},
     error::LedgerError,
@@ -32,6 +33,7 @@ use std::path::{Path, PathBuf};
 
 const AUDIT_HEAD: &[u8] = b"audit_head";
 const INBOX_SEQ: &[u8] = b"inbox_seq";
+const KEY_CHECK: &[u8] = b"data_key_check";
 
 type TxResult<T> = Result<T, ConflictableTransactionError<LedgerError>>;
 
@@ -88,6 +90,7 @@ pub enum Accepted {
 pub struct Ledger {
     db: sled::Db,
     commit: std::sync::Arc<GroupCommit>,
+    at_rest: std::sync::Arc<AtRest>,
     consents: Tree,
     outbox: Tree,
     messages: Tree,
@@ -98,6 +101,7 @@ pub struct Ledger {
 }
 
 struct Tx<'a> {
+    at_rest: &'a AtRest,
     consents: &'a TransactionalTree,
     outbox: &'a TransactionalTree,
     messages: &'a TransactionalTree,
@@ -139,6 +143,41 @@ fn outbox_prefix(peer: &str) -> Vec<u8> {
 }
 
 impl Tx<'_> {
+    /// Reads and opens a sealed value of `tree` (named `name`).
+    fn get_sealed<T: Message + Default>(
+        &self,
+        tree: &TransactionalTree,
+        name: &'static str,
+        key: &[u8],
+    ) -> TxResult<Option<T>> {
+        match tree.get(key)? {
+            None => Ok(None),
+            Some(v) => {
+                let plain = self
+                    .at_rest
+                    .open(name, key, &v)
+                    .map_err(ConflictableTransactionError::Abort)?;
+                tx_decode(name, &plain).map(Some)
+            }
+        }
+    }
+
+    /// Seals and writes a value of `tree` (named `name`).
+    fn put_sealed<T: Message>(
+        &self,
+        tree: &TransactionalTree,
+        name: &'static str,
+        key: &[u8],
+        value: &T,
+    ) -> TxResult<()> {
+        let sealed = self
+            .at_rest
+            .seal(name, key, &value.encode_to_vec())
+            .map_err(ConflictableTransactionError::Abort)?;
+        tree.insert(key, sealed)?;
+        Ok(())
+    }
+
     fn next_inbox_seq(&self) -> TxResult<u64> {
         let seq = match self.meta.get(INBOX_SEQ)? {
             Some(v) => u64_from("inbox seq", &v).map_err(ConflictableTransactionError::Abort)?,
@@ -195,7 +234,7 @@ impl Tx<'_> {
             deadline_ms: out.deadline_ms,
             next_attempt_ms: out.submitted_at_ms,
         };
-        self.outbox.insert(key, entry.encode_to_vec())?;
+        self.put_sealed(self.outbox, "outbox", key, &entry)?;
         self.messages
             .insert(out.message_id.as_bytes(), record.encode_to_vec())?;
         self.append_audit(
@@ -211,14 +250,27 @@ impl Tx<'_> {
 }
 
 impl Ledger {
-    /// Opens (or creates) the store in `dir`. A second process opening the same directory
-    /// gets [`LedgerError::Locked`].
+    /// Opens the store in `dir` without its data key: the audit chain and message status
+    /// can be read (`kurzdraht audit verify`), personal data can be neither read nor written
+    /// ([`LedgerError::NoDataKey`]). A second process opening the same directory gets
+    /// [`LedgerError::Locked`].
     pub fn open(dir: &Path) -> Result<Self, LedgerError> {
-        Self::open_with(dir, Durability::GroupCommit)
+        Self::open_with(dir, None, Durability::GroupCommit)
     }
 
-    /// Opens the store with an explicit durability mode (benchmarks compare the two).
-    pub fn open_with(dir: &Path, durability: Durability) -> Result<Self, LedgerError> {
+    /// Opens (or creates) the store with its data key, as a node does.
+    pub fn open_encrypted(dir: &Path, key: &DataKey) -> Result<Self, LedgerError> {
+        Self::open_with(dir, Some(key), Durability::GroupCommit)
+    }
+
+    /// Opens the store with an explicit data key and durability mode (benchmarks compare the
+    /// two modes). A store is bound to the first data key it is opened with; another key is
+    /// refused at open.
+    pub fn open_with(
+        dir: &Path,
+        key: Option<&DataKey>,
+        durability: Durability,
+    ) -> Result<Self, LedgerError> {
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
@@ -240,8 +292,59 @@ impl Ledger {
             audit: db.open_tree("audit")?,
             meta: db.open_tree("meta")?,
             commit: std::sync::Arc::new(GroupCommit::new(durability)),
+            at_rest: std::sync::Arc::new(AtRest::new(key)?),
             db,
-        })
+        }
+        .check_data_key())
+        .and_then(|r| r)
+    }
+
+    /// Binds a new store to its data key, or checks that the key is the one it is bound to.
+    fn check_data_key(self) -> Result<Self, LedgerError> {
+        if !self.at_rest.has_key() {
+            return Ok(self);
+        }
+        match self.meta.get(KEY_CHECK)? {
+            Some(sealed) => {
+                self.at_rest.open("meta", KEY_CHECK, &sealed).map_err(|_| {
+                    LedgerError::BadDataKey {
+                        reason: "this store was sealed with another data key",
+                    }
+                })?;
+            }
+            None => {
+                if !(self.consents.is_empty() && self.inbox.is_empty() && self.outbox.is_empty()) {
+                    return Err(LedgerError::BadDataKey {
+                        reason: "this store already holds data written without a data key",
+                    });
+                }
+                let sealed = self
+                    .at_rest
+                    .seal("meta", KEY_CHECK, b"kurzdraht data key")?;
+                self.meta.insert(KEY_CHECK, sealed)?;
+            }
+        }
+        Ok(self)
+    }
+
+    fn open_sealed<T: Message + Default>(
+        &self,
+        name: &'static str,
+        key: &[u8],
+        stored: &[u8],
+    ) -> Result<T, LedgerError> {
+        decode(name, &self.at_rest.open(name, key, stored)?)
+    }
+
+    fn get_sealed<T: Message + Default>(
+        &self,
+        tree: &Tree,
+        name: &'static str,
+        key: &[u8],
+    ) -> Result<Option<T>, LedgerError> {
+        tree.get(key)?
+            .map(|v| self.open_sealed(name, key, &v))
+            .transpose()
     }
 
     /// Makes every change so far durable (fsync). Concurrent callers share one flush
@@ -273,6 +376,7 @@ impl Ledger {
             .transaction(
                 |(consents, outbox, messages, inbox, inbox_seq, audit, meta)| {
                     f(&Tx {
+                        at_rest: &self.at_rest,
                         consents,
                         outbox,
                         messages,
@@ -319,8 +423,7 @@ impl Ledger {
             record: Some(consent.clone()),
             notice: notices.first().map(|n| n.envelope.clone()),
             ..Default::default()
-        }
-        .encode_to_vec();
+        };
         self.tx(|t| {
             let id = consent.consent_id.as_bytes();
             if t.consents.get(id)?.is_some() {
@@ -330,12 +433,13 @@ impl Ledger {
             }
             if !consent.supersedes.is_empty() {
                 let old_id = consent.supersedes.as_bytes();
-                let Some(bytes) = t.consents.get(old_id)? else {
+                let Some(mut old) =
+                    t.get_sealed::<StoredConsent>(t.consents, "consents", old_id)?
+                else {
                     return abort(LedgerError::UnknownConsent {
                         consent_id: consent.supersedes.clone(),
                     });
                 };
-                let mut old: StoredConsent = tx_decode("consent", &bytes)?;
                 if old.withdrawal.is_some() {
                     return abort(LedgerError::AlreadyWithdrawn {
                         consent_id: consent.supersedes.clone(),
@@ -348,9 +452,9 @@ impl Ledger {
                 }
                 old.superseded_by = consent.consent_id.clone();
                 old.superseded_at_ms = consent.recorded_at_ms;
-                t.consents.insert(old_id, old.encode_to_vec())?;
+                t.put_sealed(t.consents, "consents", old_id, &old)?;
             }
-            t.consents.insert(id, stored.clone())?;
+            t.put_sealed(t.consents, "consents", id, &stored)?;
             t.append_audit(
                 AuditNote::new(AuditEvent::ConsentRecorded)
                     .consent(&consent.consent_id)
@@ -374,12 +478,12 @@ impl Ledger {
         let keys = self.keys_for(notices)?;
         self.tx(|t| {
             let id = withdrawal.consent_id.as_bytes();
-            let Some(bytes) = t.consents.get(id)? else {
+            let Some(mut stored) = t.get_sealed::<StoredConsent>(t.consents, "consents", id)?
+            else {
                 return abort(LedgerError::UnknownConsent {
                     consent_id: withdrawal.consent_id.clone(),
                 });
             };
-            let mut stored: StoredConsent = tx_decode("consent", &bytes)?;
             if stored.withdrawal.is_some() {
                 return abort(LedgerError::AlreadyWithdrawn {
                     consent_id: withdrawal.consent_id.clone(),
@@ -387,7 +491,7 @@ impl Ledger {
             }
             stored.withdrawal = Some(withdrawal.clone());
             stored.withdrawal_notice = notices.first().map(|n| n.envelope.clone());
-            t.consents.insert(id, stored.encode_to_vec())?;
+            t.put_sealed(t.consents, "consents", id, &stored)?;
             t.append_audit(
                 AuditNote::new(AuditEvent::ConsentWithdrawn).consent(&withdrawal.consent_id),
                 now_ms,
@@ -400,17 +504,17 @@ impl Ledger {
     }
 
     pub fn consent(&self, consent_id: &str) -> Result<Option<StoredConsent>, LedgerError> {
-        self.consents
-            .get(consent_id.as_bytes())?
-            .map(|b| decode("consent", &b))
-            .transpose()
+        self.get_sealed(&self.consents, "consents", consent_id.as_bytes())
     }
 
     /// Every consent held here, oldest first (consent ids are UUIDv7).
     pub fn consents(&self) -> Result<Vec<StoredConsent>, LedgerError> {
         self.consents
             .iter()
-            .map(|kv| decode("consent", &kv?.1))
+            .map(|kv| {
+                let (k, v) = kv?;
+                self.open_sealed("consents", &k, &v)
+            })
             .collect()
     }
 
@@ -425,7 +529,10 @@ impl Ledger {
     /// The oldest queued message for `peer`.
     pub fn outbox_head(&self, peer: &str) -> Result<Option<OutboxEntry>, LedgerError> {
         match self.outbox.scan_prefix(outbox_prefix(peer)).next() {
-            Some(kv) => Ok(Some(decode("outbox entry", &kv?.1)?)),
+            Some(kv) => {
+                let (k, v) = kv?;
+                Ok(Some(self.open_sealed("outbox", &k, &v)?))
+            }
             None => Ok(None),
         }
     }
@@ -579,7 +686,7 @@ impl Ledger {
                 Some(mut n) => {
                     let seq = t.next_inbox_seq()?;
                     n.seq = seq;
-                    t.inbox.insert(n.message_id.as_bytes(), n.encode_to_vec())?;
+                    t.put_sealed(t.inbox, "inbox", n.message_id.as_bytes(), &n)?;
                     t.inbox_seq
                         .insert(&seq.to_be_bytes(), n.message_id.as_bytes())?;
                     Ok(Some(seq))
@@ -601,8 +708,7 @@ impl Ledger {
     ) -> Result<Accepted, LedgerError> {
         self.tx(|t| {
             let id = record.message_id.as_bytes();
-            if let Some(bytes) = t.inbox.get(id)? {
-                let existing: InboxRecord = tx_decode("inbox record", &bytes)?;
+            if let Some(existing) = t.get_sealed::<InboxRecord>(t.inbox, "inbox", id)? {
                 if existing.envelope_sha256 != record.envelope_sha256 {
                     return abort(LedgerError::MessageIdConflict {
                         message_id: record.message_id.clone(),
@@ -621,7 +727,7 @@ impl Ledger {
             let seq = t.next_inbox_seq()?;
             let mut stored = record.clone();
             stored.seq = seq;
-            t.inbox.insert(id, stored.encode_to_vec())?;
+            t.put_sealed(t.inbox, "inbox", id, &stored)?;
             t.inbox_seq.insert(&seq.to_be_bytes(), id)?;
             t.append_audit(
                 AuditNote::new(AuditEvent::Received)
@@ -636,8 +742,9 @@ impl Ledger {
                 ConsentEffect::None => {}
                 ConsentEffect::Record(consent) => {
                     let cid = consent.consent_id.as_bytes();
-                    if let Some(bytes) = t.consents.get(cid)? {
-                        let held: StoredConsent = tx_decode("consent", &bytes)?;
+                    if let Some(held) =
+                        t.get_sealed::<StoredConsent>(t.consents, "consents", cid)?
+                    {
                         if held.record.as_ref() != Some(consent) {
                             return abort(LedgerError::ConsentExists {
                                 consent_id: consent.consent_id.clone(),
@@ -649,19 +756,20 @@ impl Ledger {
                             notice: record.envelope.clone(),
                             ..Default::default()
                         };
-                        t.consents.insert(cid, stored.encode_to_vec())?;
+                        t.put_sealed(t.consents, "consents", cid, &stored)?;
                     }
                     // A replacement supersedes the earlier consent here too, if we hold it.
                     if !consent.supersedes.is_empty() {
                         let old_id = consent.supersedes.as_bytes();
-                        if let Some(bytes) = t.consents.get(old_id)? {
-                            let mut old: StoredConsent = tx_decode("consent", &bytes)?;
+                        if let Some(mut old) =
+                            t.get_sealed::<StoredConsent>(t.consents, "consents", old_id)?
+                        {
                             let same_controller = old.record.as_ref().map(|r| &r.recording_agency)
                                 == Some(&consent.recording_agency);
                             if same_controller && old.superseded_by.is_empty() {
                                 old.superseded_by = consent.consent_id.clone();
                                 old.superseded_at_ms = consent.recorded_at_ms;
-                                t.consents.insert(old_id, old.encode_to_vec())?;
+                                t.put_sealed(t.consents, "consents", old_id, &old)?;
                             }
                         }
                     }
@@ -676,16 +784,17 @@ impl Ledger {
                 }
                 ConsentEffect::Withdraw(w) => {
                     let cid = w.consent_id.as_bytes();
-                    let Some(bytes) = t.consents.get(cid)? else {
+                    let Some(mut held) =
+                        t.get_sealed::<StoredConsent>(t.consents, "consents", cid)?
+                    else {
                         return abort(LedgerError::UnknownConsent {
                             consent_id: w.consent_id.clone(),
                         });
                     };
-                    let mut held: StoredConsent = tx_decode("consent", &bytes)?;
                     if held.withdrawal.is_none() {
                         held.withdrawal = Some(w.clone());
                         held.withdrawal_notice = record.envelope.clone();
-                        t.consents.insert(cid, held.encode_to_vec())?;
+                        t.put_sealed(t.consents, "consents", cid, &held)?;
                     }
                     t.append_audit(
                         AuditNote::new(AuditEvent::WithdrawalReplicated)
@@ -701,10 +810,7 @@ impl Ledger {
     }
 
     pub fn inbox_record(&self, message_id: &str) -> Result<Option<InboxRecord>, LedgerError> {
-        self.inbox
-            .get(message_id.as_bytes())?
-            .map(|b| decode("inbox record", &b))
-            .transpose()
+        self.get_sealed(&self.inbox, "inbox", message_id.as_bytes())
     }
 
     /// Up to `limit` inbox records with sequence numbers after `after_seq`, in arrival order.
@@ -721,7 +827,7 @@ impl Ledger {
                 .inbox
                 .get(&id)?
                 .ok_or_else(|| LedgerError::corrupt("inbox index", "points at no record"))?;
-            out.push(decode("inbox record", &bytes)?);
+            out.push(self.open_sealed("inbox", &id, &bytes)?);
         }
         Ok(out)
     }
@@ -742,18 +848,18 @@ impl Ledger {
     /// Marks an inbox message as taken over by the IT system.
     pub fn acknowledge(&self, message_id: &str, now_ms: i64) -> Result<(), LedgerError> {
         self.tx(|t| {
-            let Some(bytes) = t.inbox.get(message_id.as_bytes())? else {
+            let Some(mut record) =
+                t.get_sealed::<InboxRecord>(t.inbox, "inbox", message_id.as_bytes())?
+            else {
                 return abort(LedgerError::UnknownMessage {
                     message_id: message_id.to_string(),
                 });
             };
-            let mut record: InboxRecord = tx_decode("inbox record", &bytes)?;
             if record.acknowledged {
                 return Ok(());
             }
             record.acknowledged = true;
-            t.inbox
-                .insert(message_id.as_bytes(), record.encode_to_vec())?;
+            t.put_sealed(t.inbox, "inbox", message_id.as_bytes(), &record)?;
             t.append_audit(
                 AuditNote::new(AuditEvent::InboxAcknowledged)
                     .message(message_id)

@@ -5,6 +5,15 @@
 use kurzdraht_ledger::{Durability, Ledger, Outgoing};
 use kurzdraht_proto::v1::{MessageKind, SignedEnvelope};
 
+/// The data key every test store is sealed with.
+fn test_key() -> kurzdraht_ledger::DataKey {
+    kurzdraht_ledger::DataKey::from_hex(&"4b".repeat(32)).unwrap()
+}
+
+fn open_keyed(dir: impl AsRef<std::path::Path>) -> Result<Ledger, kurzdraht_ledger::LedgerError> {
+    Ledger::open_encrypted(dir.as_ref(), &test_key())
+}
+
 fn outgoing(id: String) -> Outgoing {
     Outgoing {
         envelope: SignedEnvelope::default(),
@@ -20,7 +29,7 @@ fn outgoing(id: String) -> Outgoing {
 
 async fn concurrent_submissions(mode: Durability, n: usize) -> (u64, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let ledger = Ledger::open_with(dir.path(), mode).unwrap();
+    let ledger = Ledger::open_with(dir.path(), Some(&test_key()), mode).unwrap();
     let tasks: Vec<_> = (0..n)
         .map(|i| {
             let l = ledger.clone();
@@ -45,7 +54,7 @@ async fn group_commit_shares_flushes_and_loses_nothing() {
         flushes < n as u64,
         "{flushes} flushes for {n} concurrent writers: not shared"
     );
-    let l = Ledger::open(dir.path()).unwrap();
+    let l = open_keyed(dir.path()).unwrap();
     assert_eq!(l.outbox_len("jugendamt-kreis-segeberg"), n);
     assert_eq!(l.verify_audit().unwrap().entries, n as u64);
 }
@@ -55,14 +64,14 @@ async fn fsync_each_flushes_once_per_writer() {
     let n = 40;
     let (flushes, dir) = concurrent_submissions(Durability::FsyncEach, n).await;
     assert_eq!(flushes, n as u64);
-    let l = Ledger::open(dir.path()).unwrap();
+    let l = open_keyed(dir.path()).unwrap();
     assert_eq!(l.outbox_len("jugendamt-kreis-segeberg"), n);
 }
 
 #[tokio::test]
 async fn a_lone_writer_still_gets_its_flush() {
     let dir = tempfile::tempdir().unwrap();
-    let l = Ledger::open(dir.path()).unwrap();
+    let l = open_keyed(dir.path()).unwrap();
     l.enqueue(&outgoing("m1".into())).unwrap();
     l.flush().await.unwrap();
     l.flush().await.unwrap();

@@ -16,6 +16,15 @@ use prost::Message;
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 
+/// The data key every test store is sealed with.
+fn test_key() -> kurzdraht_ledger::DataKey {
+    kurzdraht_ledger::DataKey::from_hex(&"4b".repeat(32)).unwrap()
+}
+
+fn open_keyed(dir: impl AsRef<std::path::Path>) -> Result<Ledger, kurzdraht_ledger::LedgerError> {
+    Ledger::open_encrypted(dir.as_ref(), &test_key())
+}
+
 const JC: &str = "jobcenter-segeberg";
 const JA: &str = "jugendamt-kreis-segeberg";
 const JN: &str = "jugendamt-norderstedt";
@@ -137,13 +146,13 @@ async fn consent_with_notices_survives_reopen() {
     let n1 = outgoing("m-ja", JA, "c-1", 2_000);
     let n2 = outgoing("m-jn", JN, "c-1", 2_000);
     {
-        let l = Ledger::open(dir.path()).unwrap();
+        let l = open_keyed(dir.path()).unwrap();
         l.record_consent(&c, &[n1.clone(), n2.clone()], 2_000)
             .unwrap();
         l.flush().await.unwrap();
     }
 
-    let l = Ledger::open(dir.path()).unwrap();
+    let l = open_keyed(dir.path()).unwrap();
     let stored = l.consent("c-1").unwrap().expect("consent survives reopen");
     assert_eq!(stored.record.as_ref(), Some(&c));
     assert!(stored.withdrawal.is_none());
@@ -196,18 +205,18 @@ async fn consent_with_notices_survives_reopen() {
 async fn fifo_order_and_chain_continue_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let l = Ledger::open(dir.path()).unwrap();
+        let l = open_keyed(dir.path()).unwrap();
         l.enqueue(&outgoing("m1", JA, "c", 1)).unwrap();
         l.enqueue(&outgoing("m2", JA, "c", 2)).unwrap();
         l.flush().await.unwrap();
     }
     {
-        let l = Ledger::open(dir.path()).unwrap();
+        let l = open_keyed(dir.path()).unwrap();
         l.enqueue(&outgoing("m3", JA, "c", 3)).unwrap();
         l.finish("m1", &Finish::Expired, 4).unwrap();
         l.flush().await.unwrap();
     }
-    let l = Ledger::open(dir.path()).unwrap();
+    let l = open_keyed(dir.path()).unwrap();
     let mut order = vec![];
     while let Some(head) = l.outbox_head(JA).unwrap() {
         order.push(head.message_id.clone());
@@ -233,8 +242,8 @@ async fn fifo_order_and_chain_continue_across_reopen() {
 #[test]
 fn second_open_of_same_dir_is_locked() {
     let dir = tempfile::tempdir().unwrap();
-    let first = Ledger::open(dir.path()).unwrap();
-    match Ledger::open(dir.path()) {
+    let first = open_keyed(dir.path()).unwrap();
+    match open_keyed(dir.path()) {
         Err(LedgerError::Locked { path }) => assert_eq!(path, dir.path()),
         Err(other) => panic!("expected Locked, got {other:?}"),
         Ok(_) => panic!("a second open of a locked directory succeeded"),
@@ -249,7 +258,7 @@ fn second_open_of_same_dir_is_locked() {
 #[test]
 fn outbox_is_fifo_per_peer() {
     let dir = tempfile::tempdir().unwrap();
-    let l = Ledger::open(dir.path()).unwrap();
+    let l = open_keyed(dir.path()).unwrap();
     assert!(l.peers_with_queued().unwrap().is_empty());
     assert!(l.outbox_head(JA).unwrap().is_none());
 
@@ -318,7 +327,7 @@ fn outbox_is_fifo_per_peer() {
 #[test]
 fn peers_sharing_a_name_prefix_stay_apart() {
     let dir = tempfile::tempdir().unwrap();
-    let l = Ledger::open(dir.path()).unwrap();
+    let l = open_keyed(dir.path()).unwrap();
     for (i, peer) in ["a", "a-b", "ab", "a", "b"].iter().enumerate() {
         l.enqueue(&outgoing(&format!("m{i}"), peer, "c", i as i64))
             .unwrap();
@@ -340,7 +349,7 @@ fn peers_sharing_a_name_prefix_stay_apart() {
 #[test]
 fn concurrent_writers_keep_one_chain_and_per_thread_order() {
     let dir = tempfile::tempdir().unwrap();
-    let l = Ledger::open(dir.path()).unwrap();
+    let l = open_keyed(dir.path()).unwrap();
     let threads: Vec<_> = (0..4)
         .map(|t| {
             let l = l.clone();
@@ -393,7 +402,7 @@ fn concurrent_writers_keep_one_chain_and_per_thread_order() {
 #[test]
 fn finish_sets_final_state_once() {
     let dir = tempfile::tempdir().unwrap();
-    let l = Ledger::open(dir.path()).unwrap();
+    let l = open_keyed(dir.path()).unwrap();
     for id in ["ref", "rej", "exp", "del"] {
         l.enqueue(&outgoing(id, JA, "c", 10)).unwrap();
     }
@@ -513,7 +522,7 @@ fn finish_sets_final_state_once() {
 #[test]
 fn consent_errors_write_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let l = Ledger::open(dir.path()).unwrap();
+    let l = open_keyed(dir.path()).unwrap();
     let c = consent("c-1");
     l.record_consent(&c, &[outgoing("n1", JA, "c-1", 1)], 1)
         .unwrap();
@@ -588,7 +597,7 @@ fn consent_errors_write_nothing() {
 #[test]
 fn accept_delivery_outcomes() {
     let dir = tempfile::tempdir().unwrap();
-    let l = Ledger::open(dir.path()).unwrap();
+    let l = open_keyed(dir.path()).unwrap();
 
     let a = inbox("in-a", 1, 11);
     let got = l.accept_delivery(&a, &ConsentEffect::None, 10).unwrap();
@@ -708,7 +717,7 @@ fn accept_delivery_outcomes() {
 #[test]
 fn inbox_cursor_and_acknowledge() {
     let dir = tempfile::tempdir().unwrap();
-    let l = Ledger::open(dir.path()).unwrap();
+    let l = open_keyed(dir.path()).unwrap();
     assert!(l.inbox_after(0, 10).unwrap().is_empty());
     // ids deliberately not in key order, so that arrival order is what is tested
     let ids = ["m-e", "m-a", "m-d", "m-b", "m-c"];
@@ -776,7 +785,7 @@ fn inbox_cursor_and_acknowledge() {
 // 8. ---------------------------------------------------------------------------------------
 
 async fn populated_store(dir: &Path) -> u64 {
-    let l = Ledger::open(dir).unwrap();
+    let l = open_keyed(dir).unwrap();
     l.record_consent(&consent("c-1"), &[outgoing("n1", JA, "c-1", 1)], 1)
         .unwrap();
     l.enqueue(&outgoing("m2", JN, "c-1", 2)).unwrap();
@@ -803,7 +812,7 @@ async fn tamper(dir: &Path, f: impl FnOnce(&sled::Tree)) {
 }
 
 fn assert_broken(dir: &Path, expect_seq: u64) {
-    let l = Ledger::open(dir).unwrap();
+    let l = open_keyed(dir).unwrap();
     match l.verify_audit() {
         Err(LedgerError::AuditBroken { seq, .. }) => assert_eq!(seq, expect_seq),
         other => panic!("expected AuditBroken, got {other:?}"),
@@ -862,7 +871,7 @@ async fn tampering_with_the_stored_chain_is_detected() {
     let dir = tempfile::tempdir().unwrap();
     let n = populated_store(dir.path()).await;
     tamper(dir.path(), |_| {}).await;
-    let l = Ledger::open(dir.path()).unwrap();
+    let l = open_keyed(dir.path()).unwrap();
     assert_eq!(l.verify_audit().unwrap().entries, n);
 }
 
@@ -914,7 +923,7 @@ proptest! {
     #[test]
     fn outbox_matches_a_fifo_model(ops in proptest::collection::vec(op(), 1..40)) {
         let dir = tempfile::tempdir().unwrap();
-        let l = Ledger::open(dir.path()).unwrap();
+        let l = open_keyed(dir.path()).unwrap();
         let mut model: Vec<VecDeque<String>> = vec![VecDeque::new(); 3];
         let mut finished: Vec<(String, DeliveryState)> = vec![];
         let mut attempts: HashMap<String, u32> = HashMap::new();

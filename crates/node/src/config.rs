@@ -5,6 +5,7 @@
 
 use crate::{directory::Directory, policy::Role, NodeError};
 use kurzdraht_envelope::{agency::validate_agency_id, Limits, SigningKey};
+use kurzdraht_ledger::DataKey;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ struct ConfigFile {
     listen: ListenFile,
     tls: TlsFile,
     signing: SigningFile,
+    storage: StorageFile,
     api: ApiFile,
     #[serde(default)]
     delivery: DeliveryFile,
@@ -45,6 +47,13 @@ struct TlsFile {
 #[serde(deny_unknown_fields)]
 struct SigningFile {
     key_file: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StorageFile {
+    /// The key that seals personal data in the store; must lie outside `data_dir`.
+    data_key_file: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,6 +164,8 @@ pub struct NodeConfig {
     pub api_addr: SocketAddr,
     pub tls: TlsMaterial,
     pub signing_key: SigningKey,
+    /// Seals the personal data in the store (encryption at rest).
+    pub data_key: DataKey,
     pub api_tokens: Vec<ApiToken>,
     pub delivery: DeliverySettings,
     pub limits: ReceptionLimits,
@@ -224,6 +235,16 @@ impl NodeConfig {
                 "its public key is not pinned for this agency in the directory",
             ));
         }
+        let data_dir = at(&file.data_dir);
+        let key_path = at(&file.storage.data_key_file);
+        if key_path.starts_with(&data_dir) {
+            return Err(NodeError::config(
+                "storage.data_key_file",
+                "must lie outside data_dir, so that a copy of the store alone reveals nothing",
+            ));
+        }
+        let data_key = DataKey::from_hex(&read_secret("storage.data_key_file", &key_path)?)
+            .map_err(|e| NodeError::config("storage.data_key_file", e.to_string()))?;
         let tls = TlsMaterial {
             ca_pem: read_public("tls.ca_cert", &at(&file.tls.ca_cert))?,
             cert_pem: read_public("tls.cert", &at(&file.tls.cert))?,
@@ -294,12 +315,13 @@ impl NodeConfig {
         Ok(Self {
             agency: file.agency.clone(),
             role,
-            data_dir: at(&file.data_dir),
+            data_dir,
             directory,
             peer_addr: file.listen.peer,
             api_addr: file.listen.api,
             tls,
             signing_key,
+            data_key,
             api_tokens,
             delivery: DeliverySettings {
                 retry_initial: Duration::from_millis(d.retry_initial_ms),

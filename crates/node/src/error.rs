@@ -86,7 +86,9 @@ impl NodeError {
                 LedgerError::UnknownMessage { .. } => "not-found",
                 LedgerError::Store(_)
                 | LedgerError::Corrupt { .. }
-                | LedgerError::AuditBroken { .. } => "store",
+                | LedgerError::AuditBroken { .. }
+                | LedgerError::NoDataKey
+                | LedgerError::BadDataKey { .. } => "store",
             },
         }
     }
@@ -123,7 +125,9 @@ impl NodeError {
                 }
                 LedgerError::Store(_)
                 | LedgerError::Corrupt { .. }
-                | LedgerError::AuditBroken { .. } => Code::Internal,
+                | LedgerError::AuditBroken { .. }
+                | LedgerError::NoDataKey
+                | LedgerError::BadDataKey { .. } => Code::Internal,
             },
         }
     }

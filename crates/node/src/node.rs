@@ -33,7 +33,7 @@ impl Node {
     /// Opens the node's store and prepares it to serve.
     pub fn open(config: &NodeConfig) -> Result<Self, NodeError> {
         std::fs::create_dir_all(&config.data_dir)?;
-        let ledger = Ledger::open(&config.data_dir)?;
+        let ledger = Ledger::open_encrypted(&config.data_dir, &config.data_key)?;
         let outbox_signals = config
             .directory
             .agencies()

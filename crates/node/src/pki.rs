@@ -7,6 +7,7 @@
 //! DIR/<agency>/node.toml         the node's configuration
 //! DIR/<agency>/tls.pem tls.key   the agency's certificate (server and client) and key
 //! DIR/<agency>/signing.key       Ed25519 seed (hex)
+//! DIR/<agency>/data.key          ChaCha20-Poly1305 key sealing personal data in the store
 //! DIR/<agency>/api-token         the IT system's bearer token (node.toml holds its hash)
 //! DIR/<agency>/client.toml       how the IT system reaches the node
 //! ```
@@ -165,6 +166,13 @@ pub fn init(dir: &Path, agencies: &[AgencySpec]) -> Result<Vec<AgencyFiles>, Nod
             &format!("{}\n", signing.to_hex()),
             true,
         )?;
+        // Data key for encryption at rest, beside (not inside) the data directory.
+        let data_key = kurzdraht_ledger::DataKey::generate()?;
+        write_file(
+            &adir.join("data.key"),
+            &format!("{}\n", data_key.to_hex()),
+            true,
+        )?;
         // API token for the agency's IT system.
         let token = random_token()?;
         write_file(&adir.join("api-token"), &format!("{token}\n"), true)?;
@@ -183,6 +191,7 @@ pub fn init(dir: &Path, agencies: &[AgencySpec]) -> Result<Vec<AgencyFiles>, Nod
              [listen]\npeer = \"{peer}\"\napi = \"{api}\"\n\n\
              [tls]\nca_cert = \"../ca.pem\"\ncert = \"tls.pem\"\nkey = \"tls.key\"\n\n\
              [signing]\nkey_file = \"signing.key\"\n\n\
+             [storage]\n# seals personal data in the store; keep it outside data_dir and back it up apart\ndata_key_file = \"data.key\"\n\n\
              [api]\n# SHA-256 of each IT system's bearer token\ntokens = [{{ client = \"{id}-it\", sha256 = \"{hash}\" }}]\n\n\
              [delivery]\nretry_initial_ms = 250\nretry_max_ms = 300000\ndeadline_secs = 604800\n\n\
              [limits]\nreplay_window_hours = 192\nclock_skew_secs = 300\n",

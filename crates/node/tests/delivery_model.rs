@@ -20,6 +20,15 @@ use proptest::prelude::*;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The data key every test store is sealed with.
+fn test_key() -> kurzdraht_ledger::DataKey {
+    kurzdraht_ledger::DataKey::from_hex(&"4b".repeat(32)).unwrap()
+}
+
+fn open_keyed(dir: impl AsRef<std::path::Path>) -> Result<Ledger, kurzdraht_ledger::LedgerError> {
+    Ledger::open_encrypted(dir.as_ref(), &test_key())
+}
+
 const FROM: &str = "jobcenter-segeberg";
 const TO: &str = "jugendamt-kreis-segeberg";
 const DEADLINE_MS: i64 = 60_000;
@@ -224,8 +233,8 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let sd = tempfile::tempdir().unwrap();
     let rd = tempfile::tempdir().unwrap();
     let mut w = World {
-        sender: Some(Ledger::open(sd.path()).unwrap()),
-        receiver: Some(Ledger::open(rd.path()).unwrap()),
+        sender: Some(open_keyed(sd.path()).unwrap()),
+        receiver: Some(open_keyed(rd.path()).unwrap()),
         sender_dir: sd.path().to_path_buf(),
         receiver_dir: rd.path().to_path_buf(),
         now: 1_000_000,
@@ -241,11 +250,11 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Peer { up } => w.peer_up = up,
             Op::CrashSender => {
                 w.sender = None;
-                w.sender = Some(Ledger::open(&w.sender_dir).unwrap());
+                w.sender = Some(open_keyed(&w.sender_dir).unwrap());
             }
             Op::CrashReceiver => {
                 w.receiver = None;
-                w.receiver = Some(Ledger::open(&w.receiver_dir).unwrap());
+                w.receiver = Some(open_keyed(&w.receiver_dir).unwrap());
             }
             Op::Duplicate(i) => {
                 if !w.seen.is_empty() && w.peer_up {
