@@ -542,3 +542,180 @@ fn data_key_inside_the_data_dir_is_refused() {
     assert!(err.contains("storage.data_key_file"), "{err}");
     assert!(err.contains("outside data_dir"), "{err}");
 }
+
+async fn inbox_item(client: &AgencyClient, id: &str) -> pb::InboxItem {
+    read_inbox(&mut client.clone(), 0)
+        .await
+        .into_iter()
+        .find(|i| i.message_id == id)
+        .unwrap_or_else(|| panic!("{id} not in the inbox"))
+}
+
+/// Bodies are deleted once the retention period after the case's closing has run out; the
+/// signed header, hash and receipt stay, so the transfer stays provable and the audit chain
+/// verifiable. Messages of open cases are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_deleted_after_the_retention_period() {
+    let mut h = start().await;
+    // The Jugendamt keeps bodies 1 s after closing and sweeps every second.
+    h.stop(JA).await;
+    let path = h
+        .fed
+        .agencies
+        .iter()
+        .find(|a| a.id == JA)
+        .unwrap()
+        .node_config
+        .clone();
+    let toml = std::fs::read_to_string(&path).unwrap();
+    let toml = toml
+        .replace("body_retention_secs = 31536000", "body_retention_secs = 1")
+        .replace("sweep_interval_secs = 3600", "sweep_interval_secs = 1");
+    std::fs::write(&path, toml).unwrap();
+    h.restart(JA).await;
+
+    let mut jc = h.client(JC).await;
+    let mut ja = h.client(JA).await;
+    let lena = lena();
+    let mia = subject("Mia", "Carstens", "2006-02-03");
+    let closed = consent_id(
+        &mut jc,
+        consent_request(&lena, &[JA], &[pb::Purpose::U25MoveOut]),
+    )
+    .await;
+    let open = consent_id(
+        &mut jc,
+        consent_request(&mia, &[JA], &[pb::Purpose::U25MoveOut]),
+    )
+    .await;
+    wait_for_consent_state(&ja, &open, pb::ConsentState::ConsentInForce).await;
+    let m1 = submit_ok(&mut jc, JA, &closed, certification_request(&lena, "x")).await;
+    let m2 = submit_ok(&mut jc, JA, &open, certification_request(&mia, "y")).await;
+    wait_for_state(&jc, &m1, pb::DeliveryState::Delivered).await;
+    wait_for_state(&jc, &m2, pb::DeliveryState::Delivered).await;
+    assert!(inbox_item(&ja, &m1).await.body.is_some());
+
+    let r = ja
+        .close_case(pb::CloseCaseRequest {
+            consent_id: closed.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.bodies_deleted_after_ms >= r.closed_at_ms + 1000);
+    let item = wait_until("the closed case's body is deleted", || {
+        let ja = ja.clone();
+        let m1 = m1.clone();
+        async move {
+            let item = inbox_item(&ja, &m1).await;
+            if item.body_erased {
+                Ok(item)
+            } else {
+                Err("body still there".into())
+            }
+        }
+    })
+    .await;
+    assert!(item.body.is_none());
+    let env = item.envelope.unwrap();
+    assert!(env.payload.is_empty());
+    let jc_keys = h
+        .fed
+        .config(JC)
+        .unwrap()
+        .directory
+        .get(JC)
+        .unwrap()
+        .signing_keys
+        .clone();
+    let header = kurzdraht_envelope::verify_header(&env, &jc_keys, &Default::default()).unwrap();
+    assert_eq!(header.message_id, m1);
+    // The open case's message is untouched, and the sender's receipt still holds.
+    assert!(inbox_item(&ja, &m2).await.body.is_some());
+    assert!(status(&mut jc, &m1).await.receipt.is_some());
+
+    let data_dir = h.fed.config(JA).unwrap().data_dir;
+    let Harness { fed, dir: _dir } = h;
+    fed.shutdown().await.unwrap();
+    let l = kurzdraht_ledger::Ledger::open(&data_dir).unwrap();
+    l.verify_audit().unwrap();
+    let deleted: Vec<_> = l
+        .audit_entries()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event == "retention.body-deleted")
+        .map(|e| e.message_id)
+        .collect();
+    // the case's consent notice (its copy in the inbox) and its message; the consent's proof
+    // is kept with the consent record itself
+    assert_eq!(deleted.len(), 2, "{deleted:?}");
+    assert_eq!(deleted[1], m1);
+}
+
+/// An erasure request removes the person's data at once and keeps the proof that consent
+/// existed; other people's data stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasure_removes_the_person_and_keeps_the_proof() {
+    let h = start().await;
+    let mut jc = h.client(JC).await;
+    let mut ja = h.client(JA).await;
+    let lena = lena();
+    let mia = subject("Mia", "Carstens", "2006-02-03");
+    let lc = consent_id(
+        &mut jc,
+        consent_request(&lena, &[JA], &[pb::Purpose::U25MoveOut]),
+    )
+    .await;
+    let mc = consent_id(
+        &mut jc,
+        consent_request(&mia, &[JA], &[pb::Purpose::U25MoveOut]),
+    )
+    .await;
+    wait_for_consent_state(&ja, &mc, pb::ConsentState::ConsentInForce).await;
+    let m1 = submit_ok(&mut jc, JA, &lc, certification_request(&lena, "x")).await;
+    let m2 = submit_ok(&mut jc, JA, &mc, certification_request(&mia, "y")).await;
+    wait_for_state(&jc, &m2, pb::DeliveryState::Delivered).await;
+    wait_for_state(&jc, &m1, pb::DeliveryState::Delivered).await;
+
+    let r = ja
+        .erase_subject(pb::SubjectAccessRequest {
+            given_name: "Lena".into(),
+            family_name: "Hansen".into(),
+            date_of_birth: "2005-04-12".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.consent_ids, vec![lc.clone()]);
+    assert_eq!(
+        r.bodies_erased, 2,
+        "her consent notice's copy in the inbox and her message"
+    );
+    assert!(inbox_item(&ja, &m1).await.body_erased);
+    assert!(
+        inbox_item(&ja, &m2).await.body.is_some(),
+        "Mia's message stays"
+    );
+    let e = evidence(&mut ja, About::ConsentId(lc.clone())).await;
+    let record = e.consent.unwrap();
+    assert!(record.subject.is_none(), "no subject left");
+    assert!(
+        e.signature_verified,
+        "the signed header still proves the consent"
+    );
+    assert!(e.notice.unwrap().payload.is_empty());
+    let report = ja
+        .subject_access_report(pb::SubjectAccessRequest {
+            given_name: "Lena".into(),
+            family_name: "Hansen".into(),
+            date_of_birth: "2005-04-12".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(report.consents.is_empty() && report.messages.is_empty());
+    // A new message about her citing that consent is refused at the Jugendamt.
+    let m3 = submit_ok(&mut jc, JA, &lc, certification_request(&lena, "z")).await;
+    let s = wait_for_state(&jc, &m3, pb::DeliveryState::Rejected).await;
+    assert!(s.detail.contains("consent-other-subject"), "{}", s.detail);
+}

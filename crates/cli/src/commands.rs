@@ -140,6 +140,9 @@ pub enum ConsentCommand {
     },
     /// List the consents this node holds.
     List,
+    /// Close the case a consent belongs to at this agency; its message bodies are deleted
+    /// after the node's retention period.
+    Close { consent_id: String },
     /// Show the consent (with the recording agency's signed notice) that allowed a message
     /// sent or received here, or a consent by id.
     Evidence {
@@ -155,6 +158,16 @@ pub enum SubjectCommand {
     /// The Art. 15 GDPR access report: consents, messages sent and received under them, and
     /// refusals that cited them.
     Report {
+        #[arg(long)]
+        given_name: String,
+        #[arg(long)]
+        family_name: String,
+        /// YYYY-MM-DD
+        #[arg(long)]
+        date_of_birth: String,
+    },
+    /// Art. 17 GDPR: remove the person's data from this node now (signed headers stay as proof).
+    Erase {
         #[arg(long)]
         given_name: String,
         #[arg(long)]
@@ -519,6 +532,21 @@ async fn run_inner(command: ClientCommand) -> anyhow::Result<ExitCode> {
                         );
                     }
                 }
+                ConsentCommand::Close { consent_id } => {
+                    let r = client
+                        .close_case(pb::CloseCaseRequest { consent_id })
+                        .await?
+                        .into_inner();
+                    if common.json {
+                        print_json(&r)?;
+                    } else {
+                        println!(
+                            "case closed at {}; message bodies deleted after {}",
+                            clock::format_ms(r.closed_at_ms),
+                            clock::format_ms(r.bodies_deleted_after_ms)
+                        );
+                    }
+                }
                 ConsentCommand::Evidence { message, consent } => {
                     use pb::get_consent_evidence_request::About;
                     let about = match (message, consent) {
@@ -721,6 +749,34 @@ async fn run_inner(command: ClientCommand) -> anyhow::Result<ExitCode> {
                 print_json(&report)?;
             } else {
                 print!("{}", render_report(&report));
+            }
+        }
+        ClientCommand::Subject {
+            common,
+            command:
+                SubjectCommand::Erase {
+                    given_name,
+                    family_name,
+                    date_of_birth,
+                },
+        } => {
+            let (mut client, _) = client_from(&common).await?;
+            let r = client
+                .erase_subject(pb::SubjectAccessRequest {
+                    given_name,
+                    family_name,
+                    date_of_birth,
+                })
+                .await?
+                .into_inner();
+            if common.json {
+                print_json(&r)?;
+            } else {
+                println!(
+                    "erased from {} consent(s); {} message bod(ies) deleted; signed headers kept as proof",
+                    r.consent_ids.len(),
+                    r.bodies_erased
+                );
             }
         }
         ClientCommand::Ack { common, message_id } => {

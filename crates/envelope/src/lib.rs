@@ -24,4 +24,4 @@ pub mod seal;
 pub use error::EnvelopeError;
 pub use keys::{SigningKey, VerifyingKey};
 pub use receipt::{sign_receipt, verify_receipt, ExpectedReceipt};
-pub use seal::{envelope_hash, seal, verify_and_open, Limits, OpenedEnvelope};
+pub use seal::{envelope_hash, seal, verify_and_open, verify_header, Limits, OpenedEnvelope};

@@ -133,6 +133,40 @@ pub fn verify_and_open(
     })
 }
 
+/// Verifies only the signed header of an envelope whose payload may have been deleted
+/// (retention, erasure): the signature still proves that `signer` issued a message with this
+/// id, kind, consent and payload hash.
+pub fn verify_header(
+    envelope: &SignedEnvelope,
+    keys: &[VerifyingKey],
+    limits: &Limits,
+) -> Result<EnvelopeHeader, EnvelopeError> {
+    if envelope.header.len() > limits.max_header_bytes {
+        return Err(EnvelopeError::TooLarge {
+            field: "envelope.header",
+            size: envelope.header.len(),
+            limit: limits.max_header_bytes,
+        });
+    }
+    if !keys
+        .iter()
+        .any(|k| k.verify(&signing_input(&envelope.header), &envelope.signature))
+    {
+        return Err(EnvelopeError::BadSignature {
+            signer: envelope.signer.clone(),
+        });
+    }
+    let header = EnvelopeHeader::decode(envelope.header.as_slice())
+        .map_err(|e| EnvelopeError::malformed("envelope.header", e.to_string()))?;
+    if header.sender != envelope.signer {
+        return Err(EnvelopeError::SenderMismatch {
+            signer: envelope.signer.clone(),
+            sender: header.sender,
+        });
+    }
+    Ok(header)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +209,21 @@ mod tests {
         assert_eq!(opened.kind, MessageKind::CertificationRequest);
         assert_eq!(opened.body, body());
         assert_eq!(opened.hash, envelope_hash(&env));
+    }
+
+    #[test]
+    fn a_header_stays_provable_without_its_payload() {
+        let key = SigningKey::generate().unwrap();
+        let mut env = seal(header("jobcenter-segeberg"), &body(), &key);
+        let id = EnvelopeHeader::decode(env.header.as_slice())
+            .unwrap()
+            .message_id;
+        env.payload.clear();
+        assert!(verify_and_open(&env, &[key.verifying_key()], &Limits::default()).is_err());
+        let h = verify_header(&env, &[key.verifying_key()], &Limits::default()).unwrap();
+        assert_eq!(h.message_id, id);
+        let other = SigningKey::generate().unwrap();
+        assert!(verify_header(&env, &[other.verifying_key()], &Limits::default()).is_err());
     }
 
     #[test]

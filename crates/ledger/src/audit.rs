@@ -28,6 +28,9 @@ pub enum AuditEvent {
     InboxRead,
     InboxAcknowledged,
     SubjectAccessReport,
+    CaseClosed,
+    BodyDeleted,
+    SubjectErased,
 }
 
 impl AuditEvent {
@@ -49,6 +52,9 @@ impl AuditEvent {
             Self::InboxRead => "inbox.read",
             Self::InboxAcknowledged => "inbox.acknowledged",
             Self::SubjectAccessReport => "subject.access-report",
+            Self::CaseClosed => "case.closed",
+            Self::BodyDeleted => "retention.body-deleted",
+            Self::SubjectErased => "subject.erased",
         }
     }
 }

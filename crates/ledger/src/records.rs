@@ -25,6 +25,13 @@ pub struct StoredConsent {
     /// The recording agency's signed ConsentWithdrawal, once withdrawn.
     #[prost(message, optional, tag = "6")]
     pub withdrawal_notice: Option<SignedEnvelope>,
+    /// When this agency closed the case the consent belongs to (0: open).
+    #[prost(int64, tag = "7")]
+    pub case_closed_at_ms: i64,
+    /// When the person's data was erased from this record (0: not erased). The record then
+    /// keeps no subject, and the notices keep only their signed headers.
+    #[prost(int64, tag = "8")]
+    pub erased_at_ms: i64,
 }
 
 /// A message waiting in the outbox for delivery to one peer.
@@ -87,6 +94,9 @@ pub struct InboxRecord {
     /// record has no envelope and no receipt.
     #[prost(message, optional, tag = "13")]
     pub notice: Option<DeliveryNotice>,
+    /// When the body (envelope payload) was deleted by retention or erasure (0: kept).
+    #[prost(int64, tag = "14")]
+    pub body_erased_at_ms: i64,
 }
 
 /// One link of the audit chain. Its hash is SHA-256 over a domain prefix and the stored bytes.

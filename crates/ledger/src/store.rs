@@ -870,6 +870,121 @@ impl Ledger {
         })
     }
 
+    // ---- retention and erasure ----
+
+    /// Closes the case of a consent at this node; closing again keeps the first time.
+    /// Returns when it was closed.
+    pub fn close_case(&self, consent_id: &str, now_ms: i64) -> Result<i64, LedgerError> {
+        self.tx(|t| {
+            let id = consent_id.as_bytes();
+            let Some(mut held) = t.get_sealed::<StoredConsent>(t.consents, "consents", id)? else {
+                return abort(LedgerError::UnknownConsent {
+                    consent_id: consent_id.to_string(),
+                });
+            };
+            if held.case_closed_at_ms > 0 {
+                return Ok(held.case_closed_at_ms);
+            }
+            held.case_closed_at_ms = now_ms;
+            t.put_sealed(t.consents, "consents", id, &held)?;
+            t.append_audit(
+                AuditNote::new(AuditEvent::CaseClosed).consent(consent_id),
+                now_ms,
+            )?;
+            Ok(now_ms)
+        })
+    }
+
+    /// The consents whose case was closed at or before `closed_before_ms`.
+    pub fn cases_closed_before(&self, closed_before_ms: i64) -> Result<Vec<String>, LedgerError> {
+        Ok(self
+            .consents()?
+            .into_iter()
+            .filter(|c| c.case_closed_at_ms > 0 && c.case_closed_at_ms <= closed_before_ms)
+            .filter_map(|c| c.record.map(|r| r.consent_id))
+            .collect())
+    }
+
+    /// Deletes the bodies (envelope payloads) of the inbox messages that cite one of
+    /// `consent_ids`, keeping id, signed header, signature, hash and receipt; each deletion is
+    /// audited as `event`. Returns how many bodies were deleted.
+    pub fn delete_bodies(
+        &self,
+        consent_ids: &BTreeSet<String>,
+        event: AuditEvent,
+        now_ms: i64,
+    ) -> Result<u32, LedgerError> {
+        let mut deleted = 0;
+        for record in self.inbox_records()? {
+            if record.body_erased_at_ms > 0
+                || record.notice.is_some()
+                || !consent_ids.contains(&record.consent_id)
+            {
+                continue;
+            }
+            let id = record.message_id.clone();
+            let done = self.tx(|t| {
+                let Some(mut r) = t.get_sealed::<InboxRecord>(t.inbox, "inbox", id.as_bytes())?
+                else {
+                    return Ok(false);
+                };
+                if r.body_erased_at_ms > 0 {
+                    return Ok(false);
+                }
+                if let Some(env) = r.envelope.as_mut() {
+                    env.payload.clear();
+                }
+                r.body_erased_at_ms = now_ms;
+                t.put_sealed(t.inbox, "inbox", id.as_bytes(), &r)?;
+                t.append_audit(
+                    AuditNote::new(event)
+                        .message(&r.message_id)
+                        .consent(&r.consent_id)
+                        .peer(&r.sender)
+                        .kind(r.kind)
+                        .envelope(&r.envelope_sha256),
+                    now_ms,
+                )?;
+                Ok(true)
+            })?;
+            deleted += u32::from(done);
+        }
+        Ok(deleted)
+    }
+
+    /// Erases the person from these consents: the record keeps no subject or guardian, the
+    /// notice keeps only its signed header (which still proves that the recording agency
+    /// issued this consent). Each erasure is audited.
+    pub fn erase_consents(
+        &self,
+        consent_ids: &BTreeSet<String>,
+        now_ms: i64,
+    ) -> Result<(), LedgerError> {
+        for cid in consent_ids {
+            self.tx(|t| {
+                let Some(mut held) =
+                    t.get_sealed::<StoredConsent>(t.consents, "consents", cid.as_bytes())?
+                else {
+                    return Ok(());
+                };
+                if let Some(r) = held.record.as_mut() {
+                    r.subject = None;
+                    r.guardian_name.clear();
+                }
+                if let Some(n) = held.notice.as_mut() {
+                    n.payload.clear();
+                }
+                held.erased_at_ms = now_ms;
+                t.put_sealed(t.consents, "consents", cid.as_bytes(), &held)?;
+                t.append_audit(
+                    AuditNote::new(AuditEvent::SubjectErased).consent(cid),
+                    now_ms,
+                )
+            })?;
+        }
+        Ok(())
+    }
+
     // ---- audit ----
 
     /// Appends one audit entry on its own (refusals, reads).

@@ -111,6 +111,7 @@ fn inbox(id: &str, hash_tag: u8, receipt_tag: u8) -> InboxRecord {
         in_reply_to: String::new(),
         acknowledged: false,
         notice: None,
+        body_erased_at_ms: 0,
     }
 }
 

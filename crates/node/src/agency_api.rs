@@ -156,6 +156,22 @@ impl AgencyApi for AgencyService {
         ))
     }
 
+    async fn close_case(
+        &self,
+        req: Request<CloseCaseRequest>,
+    ) -> Result<Response<CloseCaseResponse>, Status> {
+        Ok(Response::new(self.node.close_case(req.into_inner()).await?))
+    }
+
+    async fn erase_subject(
+        &self,
+        req: Request<SubjectAccessRequest>,
+    ) -> Result<Response<EraseSubjectResponse>, Status> {
+        Ok(Response::new(
+            self.node.erase_subject(req.into_inner()).await?,
+        ))
+    }
+
     async fn acknowledge(
         &self,
         req: Request<AcknowledgeRequest>,

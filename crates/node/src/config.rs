@@ -26,6 +26,26 @@ struct ConfigFile {
     delivery: DeliveryFile,
     #[serde(default)]
     limits: LimitsFile,
+    #[serde(default)]
+    retention: RetentionFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RetentionFile {
+    /// How long after a case is closed its message bodies are kept (default 365 days).
+    body_retention_secs: u64,
+    /// How often the node looks for bodies due for deletion.
+    sweep_interval_secs: u64,
+}
+
+impl Default for RetentionFile {
+    fn default() -> Self {
+        Self {
+            body_retention_secs: 365 * 24 * 3600,
+            sweep_interval_secs: 3600,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,6 +163,13 @@ pub struct DeliverySettings {
 }
 
 #[derive(Debug, Clone, Copy)]
+pub struct RetentionSettings {
+    /// Message bodies are deleted this long after their case was closed.
+    pub body_retention: Duration,
+    pub sweep_interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
 pub struct ReceptionLimits {
     pub envelope: Limits,
     /// Envelopes created longer ago than this are refused (must exceed the delivery deadline).
@@ -169,6 +196,7 @@ pub struct NodeConfig {
     pub api_tokens: Vec<ApiToken>,
     pub delivery: DeliverySettings,
     pub limits: ReceptionLimits,
+    pub retention: RetentionSettings,
 }
 
 /// Reads a secret file, refusing one that others than its owner may read.
@@ -312,7 +340,17 @@ impl NodeConfig {
                 "must be above 0",
             ));
         }
+        if file.retention.sweep_interval_secs == 0 {
+            return Err(NodeError::config(
+                "retention.sweep_interval_secs",
+                "must be above 0",
+            ));
+        }
         Ok(Self {
+            retention: RetentionSettings {
+                body_retention: Duration::from_secs(file.retention.body_retention_secs),
+                sweep_interval: Duration::from_secs(file.retention.sweep_interval_secs),
+            },
             agency: file.agency.clone(),
             role,
             data_dir,

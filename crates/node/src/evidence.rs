@@ -3,7 +3,7 @@
 //! expiry, so that the lawfulness of a past transfer can be shown (Art. 7(1) GDPR).
 
 use crate::{clock, node::Node, NodeError};
-use kurzdraht_envelope::{body::kind_of, ids, verify_and_open};
+use kurzdraht_envelope::{body::kind_of, ids, verify_and_open, verify_header};
 use kurzdraht_ledger::consent;
 use kurzdraht_proto::v1::{
     get_consent_evidence_request::About, message_body::Body, ConsentEvidence,
@@ -60,10 +60,13 @@ impl Node {
             .record
             .clone()
             .ok_or_else(|| NodeError::NotFound(format!("consent {consent_id}")))?;
-        let signature_verified = stored
-            .notice
-            .as_ref()
-            .is_some_and(|n| self.notice_proves(n, &record.recording_agency, &record));
+        let signature_verified = stored.notice.as_ref().is_some_and(|n| {
+            if stored.erased_at_ms > 0 {
+                self.header_proves(n, &record.recording_agency, &record.consent_id)
+            } else {
+                self.notice_proves(n, &record.recording_agency, &record)
+            }
+        });
         Ok(ConsentEvidence {
             state: consent::state_at(&stored, clock::now_ms()) as i32,
             consent: Some(record),
@@ -73,6 +76,23 @@ impl Node {
             superseded_by: stored.superseded_by,
             signature_verified,
         })
+    }
+
+    /// After erasure only the notice's header is left: it still proves that the recording
+    /// agency issued a consent notice for this consent id.
+    fn header_proves(
+        &self,
+        notice: &SignedEnvelope,
+        recording_agency: &str,
+        consent_id: &str,
+    ) -> bool {
+        let Some(agency) = self.directory().get(recording_agency) else {
+            return false;
+        };
+        notice.signer == recording_agency
+            && verify_header(notice, &agency.signing_keys, &self.limits().envelope).is_ok_and(|h| {
+                h.consent_id == consent_id && h.kind == MessageKind::ConsentNotice as i32
+            })
     }
 
     /// Whether `notice` is a ConsentNotice signed by `recording_agency`'s pinned key that

@@ -26,6 +26,23 @@ impl Node {
             });
         }
         let envelope = r.envelope.unwrap_or_default();
+        if r.body_erased_at_ms > 0 {
+            return Ok(InboxItem {
+                seq: r.seq,
+                message_id: r.message_id,
+                kind: r.kind,
+                sender: r.sender,
+                created_at_ms: r.created_at_ms,
+                received_at_ms: r.received_at_ms,
+                consent_id: r.consent_id,
+                in_reply_to: r.in_reply_to,
+                body: None,
+                acknowledged: r.acknowledged,
+                envelope: Some(envelope),
+                notice: None,
+                body_erased: true,
+            });
+        }
         // Verified when it was received; decoding the stored bytes again cannot fail unless
         // the store is corrupt.
         let body = MessageBody::decode(envelope.payload.as_slice()).map_err(|e| {
@@ -47,6 +64,7 @@ impl Node {
             acknowledged: r.acknowledged,
             envelope: Some(envelope),
             notice: None,
+            body_erased: false,
         })
     }
 

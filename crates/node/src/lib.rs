@@ -6,6 +6,7 @@
 //!   rule, field rules, and which field carries which category of personal data.
 //! - [`node`]: [`Node`], the shared state of a running node.
 //! - [`access_report`]: the Art. 15 report of everything held about one person.
+//! - [`retention`]: closing cases, deleting bodies after the retention period, erasure.
 //! - [`evidence`]: the signed proof of the consent behind any message sent or received.
 //! - [`submission`], [`reception`], [`inbox`], [`delivery`]: the node's work — accepting
 //!   submissions from its IT systems, receiving envelopes from peers, serving the inbox,
@@ -42,6 +43,7 @@ pub mod peer_exchange;
 pub mod pki;
 pub mod policy;
 pub mod reception;
+pub mod retention;
 pub mod server;
 pub mod submission;
 pub mod tls;

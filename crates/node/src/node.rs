@@ -1,7 +1,9 @@
 //! [`Node`]: one agency's node — its identity, directory, keys, ledger and the signals that
 //! wake delivery workers and inbox readers. Cheap to clone; the services and workers share it.
 
-use crate::config::{DeliverySettings, NodeConfig, ReceptionLimits, TlsMaterial};
+use crate::config::{
+    DeliverySettings, NodeConfig, ReceptionLimits, RetentionSettings, TlsMaterial,
+};
 use crate::{directory::Directory, policy::Role, NodeError};
 use kurzdraht_envelope::{seal, SigningKey};
 use kurzdraht_ledger::{Ledger, Outgoing};
@@ -24,6 +26,7 @@ struct Inner {
     tls: TlsMaterial,
     delivery: DeliverySettings,
     limits: ReceptionLimits,
+    retention: RetentionSettings,
     outbox_signals: BTreeMap<String, Arc<Notify>>,
     inbox_signal: watch::Sender<u64>,
     closing: watch::Sender<bool>,
@@ -50,6 +53,7 @@ impl Node {
                 tls: config.tls.clone(),
                 delivery: config.delivery,
                 limits: config.limits,
+                retention: config.retention,
                 outbox_signals,
                 inbox_signal: watch::channel(0).0,
                 closing: watch::channel(false).0,
@@ -80,6 +84,9 @@ impl Node {
     }
     pub fn limits(&self) -> &ReceptionLimits {
         &self.inner.limits
+    }
+    pub fn retention(&self) -> &RetentionSettings {
+        &self.inner.retention
     }
 
     /// The peers this node delivers to, with the signal that wakes each one's worker.

@@ -194,7 +194,8 @@ pub fn init(dir: &Path, agencies: &[AgencySpec]) -> Result<Vec<AgencyFiles>, Nod
              [storage]\n# seals personal data in the store; keep it outside data_dir and back it up apart\ndata_key_file = \"data.key\"\n\n\
              [api]\n# SHA-256 of each IT system's bearer token\ntokens = [{{ client = \"{id}-it\", sha256 = \"{hash}\" }}]\n\n\
              [delivery]\nretry_initial_ms = 250\nretry_max_ms = 300000\ndeadline_secs = 604800\n\n\
-             [limits]\nreplay_window_hours = 192\nclock_skew_secs = 300\n",
+             [limits]\nreplay_window_hours = 192\nclock_skew_secs = 300\n\n\
+             [retention]\n# message bodies are deleted this long after their case is closed\nbody_retention_secs = 31536000\nsweep_interval_secs = 3600\n",
             name = a.name,
             id = a.id,
             peer = a.peer_addr,

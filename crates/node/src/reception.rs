@@ -196,6 +196,7 @@ impl Node {
             in_reply_to: header.in_reply_to.clone(),
             acknowledged: false,
             notice: None,
+            body_erased_at_ms: 0,
         };
         match self.ledger().accept_delivery(&record, &effect, now)? {
             Accepted::Stored { seq } => {

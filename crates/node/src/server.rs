@@ -39,7 +39,8 @@ pub async fn run(
 ) -> Result<(), NodeError> {
     let node = Node::open(&config)?;
     let closing = node.closing();
-    let workers = delivery::spawn_workers(&node, closing.clone());
+    let mut workers = delivery::spawn_workers(&node, closing.clone());
+    workers.push(node.spawn_retention());
     let max_message =
         config.limits.envelope.max_header_bytes + config.limits.envelope.max_payload_bytes + 1024;
     let until_closed = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
