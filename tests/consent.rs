@@ -719,3 +719,27 @@ async fn erasure_removes_the_person_and_keeps_the_proof() {
     let s = wait_for_state(&jc, &m3, pb::DeliveryState::Rejected).await;
     assert!(s.detail.contains("consent-other-subject"), "{}", s.detail);
 }
+
+/// Expiry stops a queued message at its next delivery attempt, like a withdrawal does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consent_that_expires_while_queued_stops_the_message() {
+    let mut h = start().await;
+    let mut jc = h.client(JC).await;
+    let ja = h.client(JA).await;
+    let lena = lena();
+    let mut req = consent_request(&lena, &[JA], &[pb::Purpose::U25MoveOut]);
+    req.valid_until_ms = kurzdraht_node::clock::now_ms() + 1_500;
+    let id = consent_id(&mut jc, req).await;
+    wait_for_consent_state(&ja, &id, pb::ConsentState::ConsentInForce).await;
+    h.stop(JA).await;
+    let m = submit_ok(&mut jc, JA, &id, certification_request(&lena, "x")).await;
+    wait_for_consent_state(&jc, &id, pb::ConsentState::ConsentExpired).await;
+    h.restart(JA).await;
+    let s = wait_for_state(&jc, &m, pb::DeliveryState::Refused).await;
+    assert_eq!(s.detail, "consent-expired");
+    let inbox = read_inbox(&mut h.client(JA).await, 0).await;
+    assert!(
+        inbox.iter().all(|i| i.message_id != m),
+        "nothing of it reached the Jugendamt"
+    );
+}
