@@ -358,6 +358,16 @@ impl Ledger {
         self.commit.flushes()
     }
 
+    /// Checks that the store still reads and writes (for health checks): writes and reads
+    /// back a probe value in `meta` (not flushed).
+    pub fn probe(&self, now_ms: i64) -> Result<(), LedgerError> {
+        self.meta.insert(b"health_probe", &now_ms.to_be_bytes())?;
+        match self.meta.get(b"health_probe")? {
+            Some(v) if v.as_ref() == now_ms.to_be_bytes() => Ok(()),
+            _ => Err(LedgerError::corrupt("health probe", "did not read back")),
+        }
+    }
+
     /// Bytes on disk, for operators.
     pub fn size_on_disk(&self) -> Result<u64, LedgerError> {
         Ok(self.db.size_on_disk()?)

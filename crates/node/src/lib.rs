@@ -12,6 +12,7 @@
 //!   submissions from its IT systems, receiving envelopes from peers, serving the inbox,
 //!   and delivering the outbox.
 //! - [`agency_api`], [`peer_exchange`]: thin tonic services over the above.
+//! - [`health`]: grpc.health.v1 (probing the store) and server reflection.
 //! - [`tls`], [`server`]: TLS configuration and running both listeners until shutdown.
 //! - [`pki`], [`client`], [`federation`]: setting up a federation, an IT system's client,
 //!   and a whole local federation for the demo and the tests.
@@ -37,6 +38,7 @@ pub mod directory;
 pub mod error;
 pub mod evidence;
 pub mod federation;
+pub mod health;
 pub mod inbox;
 pub mod node;
 pub mod peer_exchange;

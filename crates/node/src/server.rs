@@ -2,9 +2,12 @@
 //! tokens) and the delivery workers, until a shutdown signal. Takes bound listeners, so that
 //! tests and the demo bind port 0 and production binds the configured addresses.
 
-use crate::{agency_api, config::NodeConfig, delivery, node::Node, peer_exchange, tls, NodeError};
+use crate::{
+    agency_api, config::NodeConfig, delivery, health, node::Node, peer_exchange, tls, NodeError,
+};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
@@ -53,9 +56,17 @@ pub async fn run(
             TcpListenerStream::new(listeners.peer),
             until_closed(closing.clone()),
         );
+    let (reporter, health_service) = health::health_service();
+    workers.push(health::spawn_health(
+        &node,
+        reporter,
+        Duration::from_secs(5),
+    ));
     let api = Server::builder()
         .tls_config(tls::api_server_tls(&config.tls))?
         .add_service(agency_api::service(node.clone(), config.api_tokens.clone()))
+        .add_service(health_service)
+        .add_service(health::reflection_service()?)
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(listeners.api),
             until_closed(closing.clone()),
