@@ -461,9 +461,9 @@ async fn commit(
         "            (sealing is not timed: this measures the store, one transaction + flush each)"
     );
     println!(
-        "flushes:    Ledger::flush_count(), one sled flush each; on Linux sled 0.34 makes a flush"
+        "flushes:    Ledger::flush_count(): each is one sled flush (pwrite + sync_file_range)"
     );
-    println!("            durable with pwrite + sync_file_range, not fsync (it fsyncs every 500 ms itself)");
+    println!("            followed by an fsync of the store file, as Ledger::flush does");
     let mut plan = vec![(1, Durability::GroupCommit), (1, Durability::FsyncEach)];
     if writers != 1 {
         plan.push((writers, Durability::GroupCommit));

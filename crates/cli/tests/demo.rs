@@ -26,3 +26,67 @@ fn demo_plays_the_whole_story_and_exits_zero() {
         assert!(stdout.contains(refusal), "missing {refusal} in:\n{stdout}");
     }
 }
+
+/// The nodes' logs of a whole demo run, at debug level, carry no personal data and no
+/// secret: no name, date of birth or address of the story's people, no API token, no
+/// signing, TLS or data key.
+#[test]
+fn logs_of_the_whole_story_hold_no_personal_data_or_secrets() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let keep = dir.path().join("federation");
+    let out = Command::new(env!("CARGO_BIN_EXE_kurzdraht"))
+        .args(["demo", "--verbose", "--keep"])
+        .arg(&keep)
+        .env("KURZDRAHT_LOG", "debug")
+        .output()
+        .expect("run kurzdraht demo");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        logs.lines().count() > 100,
+        "expected debug logs, got:\n{logs}"
+    );
+    let mut forbidden: Vec<String> = [
+        "Lena",
+        "Hansen",
+        "Jonas",
+        "Petersen",
+        "Lorenzen",
+        "2005-04-12",
+        "2006-09-03",
+        "2000-01-15",
+        "Kurhausstra",
+        "Ulzburger",
+        "Hamburger Stra",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for agency in [
+        "jobcenter-segeberg",
+        "jugendamt-kreis-segeberg",
+        "jugendamt-norderstedt",
+    ] {
+        for secret in ["api-token", "signing.key", "data.key"] {
+            let text =
+                std::fs::read_to_string(keep.join(agency).join(secret)).expect("secret file");
+            forbidden.push(text.trim().to_string());
+        }
+        let tls_key = std::fs::read_to_string(keep.join(agency).join("tls.key")).expect("tls key");
+        let body: String = tls_key
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        forbidden.push(body[..40].to_string());
+    }
+    for needle in &forbidden {
+        assert!(
+            !logs.contains(needle.as_str()),
+            "the logs contain {needle:?}"
+        );
+    }
+}

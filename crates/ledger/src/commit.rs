@@ -1,4 +1,4 @@
-//! Group commit: many callers that each need "my writes are on disk" share one fsync.
+//! Group commit: many callers that each need "my writes are on disk" share one flush+fsync.
 //!
 //! A caller's writes are already committed in memory when it asks for durability. It takes a
 //! ticket (the number of requests so far). One caller at a time runs a flush; that flush
@@ -23,15 +23,23 @@ pub enum Durability {
     FsyncEach,
 }
 
-/// One fsync of everything written so far, on a blocking thread. Unlike sled's own
-/// `flush_async`, the handle to the store is dropped before this returns, so a store that is
-/// closed right after its last flush really is closed (its lock released).
-async fn flush(db: &sled::Db) -> Result<(), LedgerError> {
+/// Makes everything written so far durable, on a blocking thread: sled's own flush writes its
+/// buffers and (on Linux) waits for them with `sync_file_range`, which neither flushes the
+/// disk's write cache nor the file's metadata — so an `fsync` of the store's file follows.
+/// The handle to the store is dropped before this returns, so a store closed right after its
+/// last flush really is closed (its lock released).
+async fn flush(db: &sled::Db, file: &std::path::Path) -> Result<(), LedgerError> {
     let db = db.clone();
-    tokio::task::spawn_blocking(move || db.flush())
-        .await
-        .map_err(|e| LedgerError::corrupt("flush task", e))??;
-    Ok(())
+    let file = file.to_path_buf();
+    tokio::task::spawn_blocking(move || -> Result<(), LedgerError> {
+        db.flush()?;
+        std::fs::File::open(&file)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| LedgerError::Store(sled::Error::Io(e)))?;
+        Ok(())
+    })
+    .await
+    .map_err(|e| LedgerError::corrupt("flush task", e))?
 }
 
 #[derive(Default)]
@@ -48,15 +56,18 @@ struct State {
 
 pub(crate) struct GroupCommit {
     mode: Durability,
+    /// sled's data file, fsynced after each flush.
+    file: std::path::PathBuf,
     state: Mutex<State>,
     done: Notify,
     serial: tokio::sync::Mutex<()>,
 }
 
 impl GroupCommit {
-    pub(crate) fn new(mode: Durability) -> Self {
+    pub(crate) fn new(mode: Durability, file: std::path::PathBuf) -> Self {
         Self {
             mode,
+            file,
             state: Mutex::new(State::default()),
             done: Notify::new(),
             serial: tokio::sync::Mutex::new(()),
@@ -76,7 +87,7 @@ impl GroupCommit {
     pub(crate) async fn commit(&self, db: &sled::Db) -> Result<(), LedgerError> {
         if self.mode == Durability::FsyncEach {
             let _one_at_a_time = self.serial.lock().await;
-            flush(db).await?;
+            flush(db, &self.file).await?;
             self.lock().flushes += 1;
             return Ok(());
         }
@@ -106,7 +117,7 @@ impl GroupCommit {
                 notified.await;
                 continue;
             };
-            let result = flush(db).await;
+            let result = flush(db, &self.file).await;
             {
                 let mut s = self.lock();
                 s.flushing = false;

@@ -291,7 +291,7 @@ impl Ledger {
             inbox_seq: db.open_tree("inbox_seq")?,
             audit: db.open_tree("audit")?,
             meta: db.open_tree("meta")?,
-            commit: std::sync::Arc::new(GroupCommit::new(durability)),
+            commit: std::sync::Arc::new(GroupCommit::new(durability, dir.join("db"))),
             at_rest: std::sync::Arc::new(AtRest::new(key)?),
             db,
         }
