@@ -118,6 +118,10 @@ struct LimitsFile {
     replay_window_hours: u64,
     clock_skew_secs: u64,
     consent_default_validity_days: u64,
+    /// Deliveries a single peer may make per second (burst: one second's worth).
+    peer_requests_per_second: u32,
+    /// Deliveries a single peer may have in flight at once.
+    peer_concurrent_requests: u32,
 }
 
 impl Default for LimitsFile {
@@ -128,6 +132,8 @@ impl Default for LimitsFile {
             replay_window_hours: 8 * 24,
             clock_skew_secs: 300,
             consent_default_validity_days: 365,
+            peer_requests_per_second: 500,
+            peer_concurrent_requests: 32,
         }
     }
 }
@@ -178,6 +184,8 @@ pub struct ReceptionLimits {
     pub clock_skew: Duration,
     /// Validity of a consent recorded without `valid_until`.
     pub consent_default_validity: Duration,
+    pub peer_requests_per_second: u32,
+    pub peer_concurrent_requests: u32,
 }
 
 /// A loaded, validated node configuration.
@@ -334,6 +342,12 @@ impl NodeConfig {
                 "max_header_bytes must be at least 256 and max_payload_bytes at least 1024",
             ));
         }
+        if l.peer_requests_per_second == 0 || l.peer_concurrent_requests == 0 {
+            return Err(NodeError::config(
+                "limits.peer_requests_per_second",
+                "peer_requests_per_second and peer_concurrent_requests must be above 0",
+            ));
+        }
         if l.consent_default_validity_days == 0 {
             return Err(NodeError::config(
                 "limits.consent_default_validity_days",
@@ -377,6 +391,8 @@ impl NodeConfig {
                 consent_default_validity: Duration::from_secs(
                     l.consent_default_validity_days * 24 * 3600,
                 ),
+                peer_requests_per_second: l.peer_requests_per_second,
+                peer_concurrent_requests: l.peer_concurrent_requests,
             },
         })
     }

@@ -25,6 +25,8 @@ pub enum NodeError {
     FailedPrecondition(String),
     #[error("not found: {0}")]
     NotFound(String),
+    #[error("resource exhausted: {0}")]
+    ResourceExhausted(String),
     #[error("configuration: {key}: {reason}")]
     Config { key: String, reason: String },
     #[error("TLS: {0}")]
@@ -63,6 +65,7 @@ impl NodeError {
             Self::Invalid { .. } => "invalid-argument",
             Self::FailedPrecondition(_) => "failed-precondition",
             Self::NotFound(_) => "not-found",
+            Self::ResourceExhausted(_) => "rate-limited",
             Self::Config { .. } => "config",
             Self::Tls(_) => "tls",
             Self::Io(_) => "io",
@@ -100,6 +103,7 @@ impl NodeError {
             Self::Consent(_) | Self::FailedPrecondition(_) => Code::FailedPrecondition,
             Self::Invalid { .. } => Code::InvalidArgument,
             Self::NotFound(_) => Code::NotFound,
+            Self::ResourceExhausted(_) => Code::ResourceExhausted,
             Self::Config { .. } | Self::Tls(_) | Self::Io(_) | Self::Transport(_) => Code::Internal,
             Self::Envelope(e) => match e {
                 EnvelopeError::TooLarge { .. } => Code::ResourceExhausted,

@@ -11,7 +11,8 @@
 //! - [`submission`], [`reception`], [`inbox`], [`delivery`]: the node's work — accepting
 //!   submissions from its IT systems, receiving envelopes from peers, serving the inbox,
 //!   and delivering the outbox.
-//! - [`agency_api`], [`peer_exchange`]: thin tonic services over the above.
+//! - [`agency_api`], [`peer_exchange`]: thin tonic services over the above;
+//!   [`peer_limits`]: per-peer rate and concurrency limits.
 //! - [`health`]: grpc.health.v1 (probing the store) and server reflection.
 //! - [`tls`], [`server`]: TLS configuration and running both listeners until shutdown.
 //! - [`pki`], [`client`], [`federation`]: setting up a federation, an IT system's client,
@@ -42,6 +43,7 @@ pub mod health;
 pub mod inbox;
 pub mod node;
 pub mod peer_exchange;
+pub mod peer_limits;
 pub mod pki;
 pub mod policy;
 pub mod reception;

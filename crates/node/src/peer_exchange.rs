@@ -1,7 +1,7 @@
 //! The PeerExchange service (tonic): identifies the calling agency from its verified client
 //! certificate and hands the envelope to [`Node::receive`].
 
-use crate::{node::Node, tls, NodeError};
+use crate::{node::Node, peer_limits::PeerLimits, tls, NodeError};
 use kurzdraht_ledger::AuditEvent;
 use kurzdraht_proto::v1::peer_exchange_server::{PeerExchange, PeerExchangeServer};
 use kurzdraht_proto::v1::{MessageKind, SignedEnvelope, SignedReceipt};
@@ -9,10 +9,14 @@ use tonic::{Request, Response, Status};
 
 pub struct PeerService {
     node: Node,
+    limits: PeerLimits,
 }
 
 pub fn service(node: Node, max_message_bytes: usize) -> PeerExchangeServer<PeerService> {
-    PeerExchangeServer::new(PeerService { node }).max_decoding_message_size(max_message_bytes)
+    let l = node.limits();
+    let limits = PeerLimits::new(l.peer_requests_per_second, l.peer_concurrent_requests);
+    PeerExchangeServer::new(PeerService { node, limits })
+        .max_decoding_message_size(max_message_bytes)
 }
 
 #[tonic::async_trait]
@@ -42,6 +46,11 @@ impl PeerExchange for PeerService {
                 return Err(e.into());
             }
         };
+        // Over its limits a peer is turned away before any work; not audited, so that a flood
+        // cannot flood the audit chain too.
+        let _admission = self.limits.admit(&agency).inspect_err(|e| {
+            tracing::debug!(peer = %agency, reason = %e, "peer over its limits");
+        })?;
         let receipt = self.node.receive(&agency, req.into_inner()).await?;
         Ok(Response::new(receipt))
     }
