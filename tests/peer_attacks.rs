@@ -1531,6 +1531,23 @@ async fn transport_without_a_federation_identity() -> TestResult {
         lab.refusals += 1;
         lab.still_serves(JA).await?;
     }
+    // An expired certificate of the real federation CA naming the Jobcenter.
+    let (cert_pem, key_pem) = leaf_pem_valid(
+        &issuer,
+        &[JC],
+        rcgen::date_time_ymd(2020, 1, 1),
+        rcgen::date_time_ymd(2021, 1, 1),
+    )?;
+    let expired = ClientTlsConfig::new()
+        .ca_certificate(ca.clone())
+        .identity(Identity::from_pem(cert_pem, key_pem))
+        .domain_name(JA);
+    lab.transport_refused(
+        "expired federation certificate for the Jobcenter",
+        format!("https://{target}"),
+        Some(expired),
+    )
+    .await?;
     lab.finish().await?;
     Ok(())
 }
@@ -1561,6 +1578,28 @@ fn make_leaf(
     let issuer = rcgen::Issuer::new(ca.1.clone(), ca_key);
     let (cert, key) = leaf_pem(&issuer, names)?;
     Ok(Identity::from_pem(cert, key))
+}
+
+fn leaf_pem_valid<S: rcgen::SigningKey>(
+    issuer: &rcgen::Issuer<'_, S>,
+    names: &[&str],
+    not_before: time::OffsetDateTime,
+    not_after: time::OffsetDateTime,
+) -> Result<(String, String), Box<dyn std::error::Error + Send + Sync>> {
+    use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose};
+    let key = KeyPair::generate()?;
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
+    params.distinguished_name.push(DnType::CommonName, names[0]);
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.not_before = not_before;
+    params.not_after = not_after;
+    let cert = params.signed_by(&key, issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
 }
 
 fn leaf_pem<S: rcgen::SigningKey>(
