@@ -1374,9 +1374,9 @@ async fn malformed_and_oversize() -> TestResult {
         "too-large",
     )
     .await?;
-    // Over the transport limit, tonic's decoder refuses before the node sees anything. It
-    // answers OUT_OF_RANGE ("decoded message length too large"), not the RESOURCE_EXHAUSTED
-    // of design §4, without a reason code and without an audit entry.
+    // Over the transport limit, tonic's decoder refuses before the node sees anything (so no
+    // audit entry); the node's response layer turns tonic's OUT_OF_RANGE into the contract's
+    // RESOURCE_EXHAUSTED with the reason code too-large.
     let env = SignedEnvelope {
         header: vec![],
         payload: vec![0x41; 2 * 1024 * 1024],
@@ -1388,10 +1388,10 @@ async fn malformed_and_oversize() -> TestResult {
             "2 MiB payload (over the transport limit)",
             via,
             env,
-            Code::OutOfRange,
+            Code::ResourceExhausted,
         )
         .await?;
-    assert_eq!(reason_of(&status), None, "refused by tonic, not the node");
+    assert_eq!(reason_of(&status), Some("too-large"));
     // Exactly one byte over the transport limit.
     let mut env = SignedEnvelope {
         header: vec![],
@@ -1409,7 +1409,7 @@ async fn malformed_and_oversize() -> TestResult {
         "one byte over the transport limit",
         via,
         env,
-        Code::OutOfRange,
+        Code::ResourceExhausted,
     )
     .await?;
     lab.finish().await?;

@@ -85,10 +85,36 @@ enum Command {
 enum PkiCommand {
     /// Create a federation CA and, for the three Segeberg agencies, certificates, signing
     /// keys, API tokens, the directory and ready node.toml / client.toml files on free
-    /// loopback ports.
+    /// loopback ports (peer, API and metrics).
     Init {
         #[arg(long)]
         dir: PathBuf,
+    },
+    /// Write a new Ed25519 signing key (mode 0600) and print its public key, to be added to
+    /// the agency's signing_keys in the directory before the node switches to it.
+    SigningKey {
+        /// The new key file (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Issue a further TLS certificate for an agency from the federation CA key. Peers accept
+    /// it at once: any certificate of the federation CA naming the agency is valid.
+    Certificate {
+        /// The federation CA's key (`ca.key` of `pki init`, mode 0600).
+        #[arg(long)]
+        ca_key: PathBuf,
+        /// The agency id the certificate names.
+        #[arg(long)]
+        agency: String,
+        /// The agency's name (the certificate's organisation); default: the id.
+        #[arg(long)]
+        name: Option<String>,
+        /// Where to write the certificate (must not exist).
+        #[arg(long)]
+        cert: PathBuf,
+        /// Where to write its key, mode 0600 (must not exist).
+        #[arg(long)]
+        key: PathBuf,
     },
 }
 
@@ -162,7 +188,11 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             for _ in 0..3 {
                 addrs.push((free_port()?, free_port()?));
             }
-            let files = pki::init(&dir, &pki::segeberg([addrs[0], addrs[1], addrs[2]]))?;
+            let mut specs = pki::segeberg([addrs[0], addrs[1], addrs[2]]);
+            for spec in &mut specs {
+                spec.metrics_addr = Some(free_port()?);
+            }
+            let files = pki::init(&dir, &specs)?;
             println!("federation created in {}", dir.display());
             for f in files {
                 println!(
@@ -178,10 +208,44 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             }
             Ok(exit::OK)
         }
+        Command::Pki {
+            command: PkiCommand::SigningKey { out },
+        } => {
+            let public = pki::new_signing_key(&out)?;
+            println!("new signing key written to {}", out.display());
+            println!("public key (add it to the agency's signing_keys in directory.toml):");
+            println!("{public}");
+            Ok(exit::OK)
+        }
+        Command::Pki {
+            command:
+                PkiCommand::Certificate {
+                    ca_key,
+                    agency,
+                    name,
+                    cert,
+                    key,
+                },
+        } => {
+            pki::refuse_existing(&cert)?;
+            pki::refuse_existing(&key)?;
+            let ca_key_pem = kurzdraht_node::config::read_secret("--ca-key", &ca_key)?;
+            let (cert_pem, key_pem) =
+                pki::issue_certificate(&ca_key_pem, &agency, name.as_deref().unwrap_or(&agency))?;
+            pki::write_file(&key, &key_pem, true)?;
+            pki::write_file(&cert, &cert_pem, false)?;
+            println!(
+                "certificate for {agency} written to {} (key {})",
+                cert.display(),
+                key.display()
+            );
+            Ok(exit::OK)
+        }
         Command::Serve { config } => {
+            let shutdown = shutdown_signal();
             let config = NodeConfig::load(&config)?;
             let listeners = server::Listeners::bind(&config).await?;
-            server::run(config, listeners, shutdown_signal()).await?;
+            server::run(config, listeners, shutdown).await?;
             Ok(exit::OK)
         }
         Command::Config {
@@ -189,12 +253,14 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
         } => {
             let c = NodeConfig::load(&file)?;
             println!(
-                "{}: valid — agency {} ({}), peer {}, api {}, {} agencies in the directory",
+                "{}: valid — agency {} ({}), peer {}, api {}, metrics {}, {} agencies in the directory",
                 file.display(),
                 c.agency,
                 c.role.as_str(),
                 c.peer_addr,
                 c.api_addr,
+                c.metrics_addr
+                    .map_or_else(|| "off".to_string(), |a| a.to_string()),
                 c.directory.agencies().count()
             );
             Ok(exit::OK)
@@ -227,25 +293,25 @@ fn free_port() -> anyhow::Result<std::net::SocketAddr> {
     Ok(l.local_addr()?)
 }
 
-async fn shutdown_signal() {
+/// SIGTERM or Ctrl-C. The handlers are installed when this is called, before the node loads
+/// its configuration and opens its store, so a SIGTERM during start-up is a graceful stop too.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    {
+    let term = {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
+        signal(SignalKind::terminate()).ok()
+    };
+    let ctrl_c = tokio::signal::ctrl_c();
+    async move {
+        #[cfg(unix)]
+        if let Some(mut term) = term {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            return;
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+        let _ = ctrl_c.await;
     }
 }
 

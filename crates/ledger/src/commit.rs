@@ -63,6 +63,28 @@ pub(crate) struct GroupCommit {
     serial: tokio::sync::Mutex<()>,
 }
 
+/// A running flush. Dropping it — after the flush, or when the caller's future is dropped
+/// mid-flush — records the outcome, clears `flushing` and wakes the waiters.
+struct Running<'a> {
+    commit: &'a GroupCommit,
+    target: u64,
+    ok: bool,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        {
+            let mut s = self.commit.lock();
+            s.flushing = false;
+            s.flushes += 1;
+            if self.ok {
+                s.durable = s.durable.max(self.target);
+            }
+        }
+        self.commit.done.notify_waiters();
+    }
+}
+
 impl GroupCommit {
     pub(crate) fn new(mode: Durability, file: std::path::PathBuf) -> Self {
         Self {
@@ -117,16 +139,17 @@ impl GroupCommit {
                 notified.await;
                 continue;
             };
+            // The guard ends the flush however this future ends: also when it is dropped
+            // mid-flush (a cancelled gRPC call), which would otherwise leave `flushing` set
+            // for ever and every later commit waiting.
+            let mut running = Running {
+                commit: self,
+                target,
+                ok: false,
+            };
             let result = flush(db, &self.file).await;
-            {
-                let mut s = self.lock();
-                s.flushing = false;
-                s.flushes += 1;
-                if result.is_ok() {
-                    s.durable = s.durable.max(target);
-                }
-            }
-            self.done.notify_waiters();
+            running.ok = result.is_ok();
+            drop(running);
             result?;
         }
     }

@@ -271,18 +271,28 @@ impl Ledger {
         key: Option<&DataKey>,
         durability: Durability,
     ) -> Result<Self, LedgerError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                    LedgerError::Locked {
-                        path: PathBuf::from(dir),
+        // A handle of this process dropped an instant ago (a node restarted in place, sled's
+        // background flusher finishing) may still hold the lock briefly: wait up to a second
+        // for it. Another process holding it gets the clear error after that.
+        let started = std::time::Instant::now();
+        let db = loop {
+            let opened = sled::Config::new()
+                .path(dir)
+                .mode(sled::Mode::HighThroughput)
+                .open();
+            match opened {
+                Ok(db) => break db,
+                Err(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock") => {
+                    if started.elapsed() > std::time::Duration::from_secs(1) {
+                        return Err(LedgerError::Locked {
+                            path: PathBuf::from(dir),
+                        });
                     }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
                 }
-                other => LedgerError::Store(other),
-            })?;
+                Err(other) => return Err(LedgerError::Store(other)),
+            }
+        };
         Ok(Self {
             consents: db.open_tree("consents")?,
             outbox: db.open_tree("outbox")?,

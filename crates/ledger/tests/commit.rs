@@ -77,3 +77,31 @@ async fn a_lone_writer_still_gets_its_flush() {
     l.flush().await.unwrap();
     assert_eq!(l.flush_count(), 2);
 }
+
+/// A flush whose caller is dropped mid-flush (a cancelled gRPC call, a peer that died) must
+/// not leave the group commit waiting for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_flush_does_not_wedge_later_flushes() {
+    use kurzdraht_ledger::{AuditEvent, AuditNote};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open_keyed(dir.path()).unwrap();
+    for round in 0..50 {
+        for _ in 0..50 {
+            ledger
+                .audit(AuditNote::new(AuditEvent::ReceivedDuplicate), 1)
+                .unwrap();
+        }
+        let l = ledger.clone();
+        let f = tokio::spawn(async move { l.flush().await });
+        tokio::time::sleep(Duration::from_micros(200)).await;
+        f.abort();
+        let _ = f.await;
+        if tokio::time::timeout(Duration::from_secs(3), ledger.flush())
+            .await
+            .is_err()
+        {
+            panic!("round {round}: a flush after a cancelled one hangs");
+        }
+    }
+}

@@ -28,6 +28,16 @@ struct ConfigFile {
     limits: LimitsFile,
     #[serde(default)]
     retention: RetentionFile,
+    /// Optional: without it the node serves no metrics.
+    #[serde(default)]
+    metrics: Option<MetricsFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsFile {
+    /// Plain HTTP (no TLS, no token): bind to loopback or a monitoring network only.
+    listen: SocketAddr,
 }
 
 #[derive(Debug, Deserialize)]
@@ -197,6 +207,8 @@ pub struct NodeConfig {
     pub directory: Directory,
     pub peer_addr: SocketAddr,
     pub api_addr: SocketAddr,
+    /// Where Prometheus metrics are served over plain HTTP (`[metrics] listen`), if at all.
+    pub metrics_addr: Option<SocketAddr>,
     pub tls: TlsMaterial,
     pub signing_key: SigningKey,
     /// Seals the personal data in the store (encryption at rest).
@@ -371,6 +383,7 @@ impl NodeConfig {
             directory,
             peer_addr: file.listen.peer,
             api_addr: file.listen.api,
+            metrics_addr: file.metrics.as_ref().map(|m| m.listen),
             tls,
             signing_key,
             data_key,

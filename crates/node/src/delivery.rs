@@ -187,6 +187,7 @@ impl PeerWorker {
             }
             Action::Wait(d) => return Ok(Step::Wait(d)),
             Action::Refuse(refusal) => {
+                self.node.metrics().refused(refusal.code());
                 self.finish(
                     &entry,
                     Finish::Refused {
@@ -223,6 +224,8 @@ impl PeerWorker {
                 match verify_receipt(&receipt, &peer_keys, &expected) {
                     Ok(_) => {
                         self.finish(&entry, Finish::Delivered { receipt }).await?;
+                        let submitted = record.status.as_ref().map(|s| s.submitted_at_ms);
+                        self.node.metrics().delivered(submitted, clock::now_ms());
                         tracing::info!(message_id = %entry.message_id, peer = %self.peer, "delivered; receipt verified");
                         Ok(Step::Next)
                     }
@@ -293,6 +296,7 @@ impl PeerWorker {
     }
 
     async fn retry(&self, entry: &OutboxEntry, detail: &str) -> Result<Step, NodeError> {
+        self.node.metrics().retried();
         let ledger = self.node.ledger();
         let attempts = ledger
             .message(&entry.message_id)?

@@ -1,5 +1,6 @@
 //! A whole federation on one machine: the three Segeberg agencies' PKI in a directory and
 //! their nodes as real gRPC servers on loopback ports with mutual TLS and sled stores.
+//! Each node also serves its metrics on a loopback port (`[metrics] listen` in its node.toml).
 //! Used by `kurzdraht demo` and the end-to-end tests; nothing in it is simulated.
 
 use crate::{
@@ -36,13 +37,23 @@ impl LocalFederation {
     pub async fn start(dir: &Path) -> Result<Self, NodeError> {
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
+        let mut metrics_addrs = Vec::new();
         for _ in 0..3 {
-            let (p, a) = (loopback().await?, loopback().await?);
+            let (p, a, m) = (loopback().await?, loopback().await?, loopback().await?);
             addrs.push((p.local_addr()?, a.local_addr()?));
-            listeners.push(Listeners { peer: p, api: a });
+            metrics_addrs.push(m.local_addr()?);
+            listeners.push(Listeners {
+                peer: p,
+                api: a,
+                metrics: Some(m),
+            });
         }
         let addrs: [(SocketAddr, SocketAddr); 3] = [addrs[0], addrs[1], addrs[2]];
-        let agencies = pki::init(dir, &pki::segeberg(addrs))?;
+        let mut specs = pki::segeberg(addrs);
+        for (spec, m) in specs.iter_mut().zip(metrics_addrs) {
+            spec.metrics_addr = Some(m);
+        }
+        let agencies = pki::init(dir, &specs)?;
         let mut fed = Self {
             dir: dir.to_path_buf(),
             agencies,

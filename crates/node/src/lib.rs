@@ -14,6 +14,7 @@
 //! - [`agency_api`], [`peer_exchange`]: thin tonic services over the above;
 //!   [`peer_limits`]: per-peer rate and concurrency limits.
 //! - [`health`]: grpc.health.v1 (probing the store) and server reflection.
+//! - [`metrics`]: counters and store gauges in the Prometheus text format on their own port.
 //! - [`tls`], [`server`]: TLS configuration and running both listeners until shutdown.
 //! - [`pki`], [`client`], [`federation`]: setting up a federation, an IT system's client,
 //!   and a whole local federation for the demo and the tests.
@@ -41,6 +42,7 @@ pub mod evidence;
 pub mod federation;
 pub mod health;
 pub mod inbox;
+pub mod metrics;
 pub mod node;
 pub mod peer_exchange;
 pub mod peer_limits;

@@ -4,7 +4,7 @@
 use crate::config::{
     DeliverySettings, NodeConfig, ReceptionLimits, RetentionSettings, TlsMaterial,
 };
-use crate::{directory::Directory, policy::Role, NodeError};
+use crate::{directory::Directory, metrics::Metrics, policy::Role, NodeError};
 use kurzdraht_envelope::{seal, SigningKey};
 use kurzdraht_ledger::{Ledger, Outgoing};
 use kurzdraht_proto::v1::{EnvelopeHeader, MessageBody, MessageKind};
@@ -30,6 +30,7 @@ struct Inner {
     outbox_signals: BTreeMap<String, Arc<Notify>>,
     inbox_signal: watch::Sender<u64>,
     closing: watch::Sender<bool>,
+    metrics: Metrics,
 }
 
 impl Node {
@@ -57,6 +58,7 @@ impl Node {
                 outbox_signals,
                 inbox_signal: watch::channel(0).0,
                 closing: watch::channel(false).0,
+                metrics: Metrics::default(),
             }),
         })
     }
@@ -87,6 +89,10 @@ impl Node {
     }
     pub fn retention(&self) -> &RetentionSettings {
         &self.inner.retention
+    }
+    /// The node's counters (scraped on the metrics port).
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// The peers this node delivers to, with the signal that wakes each one's worker.

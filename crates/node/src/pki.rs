@@ -12,6 +12,9 @@
 //! DIR/<agency>/client.toml       how the IT system reaches the node
 //! ```
 //! Secret files are written with mode 0600.
+//!
+//! For rotation, [`issue_certificate`] makes a further agency certificate from `ca.key`, and
+//! [`new_signing_key`] a further signing key (`kurzdraht pki certificate`, `pki signing-key`).
 
 use crate::{policy::Role, NodeError};
 use kurzdraht_envelope::SigningKey;
@@ -32,9 +35,12 @@ pub struct AgencySpec {
     pub role: Role,
     pub peer_addr: SocketAddr,
     pub api_addr: SocketAddr,
+    /// Where the node serves Prometheus metrics (plain HTTP); `None`: a commented example.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
-/// The three agencies of Kreis Segeberg, with the given (peer, api) addresses.
+/// The three agencies of Kreis Segeberg, with the given (peer, api) addresses and no
+/// metrics listener (set `metrics_addr` for one).
 pub fn segeberg(addrs: [(SocketAddr, SocketAddr); 3]) -> Vec<AgencySpec> {
     let names = [
         (
@@ -62,6 +68,7 @@ pub fn segeberg(addrs: [(SocketAddr, SocketAddr); 3]) -> Vec<AgencySpec> {
             role,
             peer_addr,
             api_addr,
+            metrics_addr: None,
         })
         .collect()
 }
@@ -106,6 +113,78 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.trim().as_bytes()))
 }
 
+/// The federation CA's certificate parameters. Deterministic, so that the CA key alone
+/// (`ca.key`) suffices to issue further agency certificates that chain to `ca.pem`.
+fn ca_params() -> Result<CertificateParams, NodeError> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| pki_err("CA", e))?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "kurzdraht federation CA");
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    Ok(params)
+}
+
+/// A new key pair and a certificate naming agency `id` (its DNS SAN), for server and client
+/// authentication, signed by `issuer`: (certificate PEM, key PEM).
+fn agency_certificate<S: rcgen::SigningKey>(
+    id: &str,
+    name: &str,
+    issuer: &Issuer<'_, S>,
+) -> Result<(String, String), NodeError> {
+    let key = KeyPair::generate().map_err(|e| pki_err("TLS key", e))?;
+    let mut params =
+        CertificateParams::new(vec![id.to_string()]).map_err(|e| pki_err("certificate", e))?;
+    params.distinguished_name.push(DnType::CommonName, id);
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, name);
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let cert = params
+        .signed_by(&key, issuer)
+        .map_err(|e| pki_err("certificate", e))?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// Issues a further TLS certificate for agency `id` (organisation `name`) with the
+/// federation CA key `ca_key_pem` — for rotation: peers accept any certificate of the
+/// federation CA that names the agency. Returns (certificate PEM, key PEM).
+pub fn issue_certificate(
+    ca_key_pem: &str,
+    id: &str,
+    name: &str,
+) -> Result<(String, String), NodeError> {
+    kurzdraht_envelope::agency::validate_agency_id("--agency", id)
+        .map_err(|e| NodeError::config("--agency", e.to_string()))?;
+    let ca_key = KeyPair::from_pem(ca_key_pem).map_err(|e| pki_err("CA key", e))?;
+    let issuer = Issuer::new(ca_params()?, ca_key);
+    agency_certificate(id, name, &issuer)
+}
+
+/// Writes a new Ed25519 signing key (hex seed, mode 0600) to `path`, which must not exist;
+/// returns its public key (hex) for the directory's `signing_keys`.
+pub fn new_signing_key(path: &Path) -> Result<String, NodeError> {
+    refuse_existing(path)?;
+    let key = SigningKey::generate()?;
+    write_file(path, &format!("{}\n", key.to_hex()), true)?;
+    Ok(key.verifying_key().to_hex())
+}
+
+/// Refuses to overwrite `path` (a key must never be replaced by accident).
+pub fn refuse_existing(path: &Path) -> Result<(), NodeError> {
+    if path.exists() {
+        return Err(NodeError::config(
+            "output",
+            format!("{} exists; choose a new file name", path.display()),
+        ));
+    }
+    Ok(())
+}
+
 /// Creates the federation in `dir` (which must not yet hold one).
 pub fn init(dir: &Path, agencies: &[AgencySpec]) -> Result<Vec<AgencyFiles>, NodeError> {
     if dir.join("directory.toml").exists() {
@@ -120,13 +199,7 @@ pub fn init(dir: &Path, agencies: &[AgencySpec]) -> Result<Vec<AgencyFiles>, Nod
     std::fs::create_dir_all(dir)?;
     // Federation CA.
     let ca_key = KeyPair::generate().map_err(|e| pki_err("CA key", e))?;
-    let mut ca_params =
-        CertificateParams::new(Vec::<String>::new()).map_err(|e| pki_err("CA", e))?;
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "kurzdraht federation CA");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_params = ca_params()?;
     let ca_cert = ca_params
         .self_signed(&ca_key)
         .map_err(|e| pki_err("CA", e))?;
@@ -142,23 +215,9 @@ pub fn init(dir: &Path, agencies: &[AgencySpec]) -> Result<Vec<AgencyFiles>, Nod
         let adir = dir.join(&a.id);
         std::fs::create_dir_all(&adir)?;
         // TLS certificate naming the agency id, for both server and client authentication.
-        let key = KeyPair::generate().map_err(|e| pki_err("TLS key", e))?;
-        let mut params =
-            CertificateParams::new(vec![a.id.clone()]).map_err(|e| pki_err("certificate", e))?;
-        params.distinguished_name.push(DnType::CommonName, &a.id);
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, &a.name);
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let cert = params
-            .signed_by(&key, &issuer)
-            .map_err(|e| pki_err("certificate", e))?;
-        write_file(&adir.join("tls.pem"), &cert.pem(), false)?;
-        write_file(&adir.join("tls.key"), &key.serialize_pem(), true)?;
+        let (cert_pem, key_pem) = agency_certificate(&a.id, &a.name, &issuer)?;
+        write_file(&adir.join("tls.pem"), &cert_pem, false)?;
+        write_file(&adir.join("tls.key"), &key_pem, true)?;
         // Signing key.
         let signing = SigningKey::generate()?;
         write_file(
@@ -186,9 +245,17 @@ pub fn init(dir: &Path, agencies: &[AgencySpec]) -> Result<Vec<AgencyFiles>, Nod
             a.peer_addr,
             signing.verifying_key().to_hex()
         );
+        let metrics_section = match a.metrics_addr {
+            Some(m) => format!(
+                "[metrics]\n# Prometheus text format over plain HTTP: keep it on loopback or a monitoring network\nlisten = \"{m}\"\n\n"
+            ),
+            None => "# [metrics]\n# listen = \"127.0.0.1:9464\"   # Prometheus text format over plain HTTP\n\n"
+                .to_string(),
+        };
         let node_toml = format!(
             "# kurzdraht node: {name}\nagency = \"{id}\"\ndata_dir = \"data\"\ndirectory = \"../directory.toml\"\n\n\
              [listen]\npeer = \"{peer}\"\napi = \"{api}\"\n\n\
+             {metrics}\
              [tls]\nca_cert = \"../ca.pem\"\ncert = \"tls.pem\"\nkey = \"tls.key\"\n\n\
              [signing]\nkey_file = \"signing.key\"\n\n\
              [storage]\n# seals personal data in the store; keep it outside data_dir and back it up apart\ndata_key_file = \"data.key\"\n\n\
@@ -200,6 +267,7 @@ pub fn init(dir: &Path, agencies: &[AgencySpec]) -> Result<Vec<AgencyFiles>, Nod
             id = a.id,
             peer = a.peer_addr,
             api = a.api_addr,
+            metrics = metrics_section,
             hash = token_hash(&token),
         );
         write_file(&adir.join("node.toml"), &node_toml, false)?;

@@ -101,7 +101,7 @@ impl Node {
                         .envelope(&held.envelope_sha256),
                     now,
                 )?;
-                return self.answer_duplicate(held);
+                return self.answer_duplicate(held).await;
             }
             return Err(kurzdraht_ledger::LedgerError::MessageIdConflict {
                 message_id: header.message_id,
@@ -202,14 +202,18 @@ impl Node {
             Accepted::Stored { seq } => {
                 self.ledger().flush().await?;
                 self.inbox_changed(seq);
+                self.metrics().received();
                 tracing::info!(message_id = %header.message_id, kind = ?kind, sender = tls_agency, seq, "envelope received");
                 Ok(receipt)
             }
-            Accepted::Duplicate(held) => self.answer_duplicate(*held),
+            Accepted::Duplicate(held) => self.answer_duplicate(*held).await,
         }
     }
 
-    fn answer_duplicate(&self, held: InboxRecord) -> Result<SignedReceipt, NodeError> {
+    /// The original receipt for a repeated delivery — after a flush, because the first
+    /// attempt's flush may still be running: a receipt leaves only for what is on disk.
+    async fn answer_duplicate(&self, held: InboxRecord) -> Result<SignedReceipt, NodeError> {
+        self.ledger().flush().await?;
         tracing::info!(message_id = %held.message_id, "duplicate answered with the original receipt");
         held.receipt.ok_or_else(|| {
             kurzdraht_ledger::LedgerError::Corrupt {

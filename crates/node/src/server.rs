@@ -1,9 +1,11 @@
 //! Running a node: both gRPC listeners (PeerExchange with mutual TLS, AgencyApi with TLS and
-//! tokens) and the delivery workers, until a shutdown signal. Takes bound listeners, so that
-//! tests and the demo bind port 0 and production binds the configured addresses.
+//! tokens), the optional metrics listener (plain HTTP) and the delivery workers, until a
+//! shutdown signal. Takes bound listeners, so that tests and the demo bind port 0 and
+//! production binds the configured addresses.
 
 use crate::{
-    agency_api, config::NodeConfig, delivery, health, node::Node, peer_exchange, tls, NodeError,
+    agency_api, config::NodeConfig, delivery, health, metrics, node::Node, peer_exchange, tls,
+    NodeError,
 };
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,10 +14,12 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
-/// The node's two bound listeners.
+/// The node's bound listeners.
 pub struct Listeners {
     pub peer: TcpListener,
     pub api: TcpListener,
+    /// Prometheus metrics over plain HTTP; `None`: no metrics listener.
+    pub metrics: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -29,6 +33,10 @@ impl Listeners {
         Ok(Self {
             peer: bind(config.peer_addr, "listen.peer").await?,
             api: bind(config.api_addr, "listen.api").await?,
+            metrics: match config.metrics_addr {
+                Some(addr) => Some(metrics::bind(addr).await?),
+                None => None,
+            },
         })
     }
 }
@@ -45,6 +53,21 @@ fn without_nagle(
         }
         s
     })
+}
+
+/// tonic answers a message over the decoding limit with OUT_OF_RANGE before the node sees
+/// it; the contract says RESOURCE_EXHAUSTED for anything over a size limit. The node itself
+/// never answers OUT_OF_RANGE, so every one is the transport's size check.
+fn oversize_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers_mut();
+    if headers.get("grpc-status").is_some_and(|v| v == "11") {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+        headers.insert(
+            crate::error::REASON_METADATA,
+            http::HeaderValue::from_static("too-large"),
+        );
+    }
+    response
 }
 
 /// Serves until `shutdown` completes, then stops accepting, lets in-flight calls and
@@ -64,6 +87,9 @@ pub async fn run(
         let _ = rx.wait_for(|c| *c).await;
     };
     let peer = Server::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            oversize_is_resource_exhausted,
+        ))
         .tls_config(tls::peer_server_tls(&config.tls))?
         .add_service(peer_exchange::service(node.clone(), max_message))
         .serve_with_incoming_shutdown(without_nagle(listeners.peer), until_closed(closing.clone()));
@@ -79,6 +105,12 @@ pub async fn run(
         .add_service(health_service)
         .add_service(health::reflection_service()?)
         .serve_with_incoming_shutdown(without_nagle(listeners.api), until_closed(closing.clone()));
+    if let Some(listener) = listeners.metrics {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(agency = node.agency(), metrics = %addr, "metrics served over plain HTTP");
+        }
+        workers.push(metrics::spawn_server(&node, listener));
+    }
     let peer = tokio::spawn(peer);
     let api = tokio::spawn(api);
     tracing::info!(agency = node.agency(), peer = %config.peer_addr, api = %config.api_addr, "node serving");

@@ -369,6 +369,7 @@ impl Node {
         self.ledger().enqueue(&out)?;
         self.ledger().flush().await?;
         self.wake(&out.recipient);
+        self.metrics().submitted();
         tracing::info!(message_id = %out.message_id, kind = ?kind, recipient = %out.recipient, "message queued");
         Ok(SubmitResponse {
             message_id: out.message_id,
@@ -395,6 +396,7 @@ impl Node {
         consent_id: &str,
         e: &NodeError,
     ) {
+        self.metrics().refused(e.reason_code());
         let note = AuditNote::new(event)
             .kind(kind as i32)
             .peer(peer)

@@ -1,0 +1,1038 @@
+//! Store-and-forward under real process crashes.
+//!
+//! Every node here is a separate OS process of the real binary, `kurzdraht serve --config
+//! <node.toml>`, started from a federation made by `pki::init` on free loopback ports. The
+//! test process plays the agencies' IT systems through the AgencyApi and kills nodes with
+//! SIGKILL (no chance to flush or say goodbye) or stops them with SIGTERM.
+//!
+//! What is proved:
+//! 1. a receiver killed while a stream of messages arrives loses none and stores none twice;
+//! 2. a sender killed while it accepts and delivers messages delivers, after its restart,
+//!    every message whose submission it acknowledged, exactly once;
+//! 3. messages wait in the outbox while the receiver is down and arrive in submission order;
+//! 4. a second node process on the same data directory is refused and harms nothing;
+//! 5. SIGTERM stops a node cleanly (exit 0) and it starts again with its data.
+//!
+//! Each node's stdout/stderr go to `<federation>/<agency>/node.log`; a failing test prints
+//! the tail of every node's log (`KURZDRAHT_TEST_KEEP=1` keeps the whole directory). A guard
+//! kills every child process, also on panic.
+
+use kurzdraht_envelope::{envelope_hash, verify_receipt, ExpectedReceipt, VerifyingKey};
+use kurzdraht_node::client::{connect, AgencyClient, ClientConfig};
+use kurzdraht_node::directory::Directory;
+use kurzdraht_node::pki;
+use kurzdraht_proto::v1 as pb;
+use kurzdraht_tests::*;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::fs::OpenOptions;
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+use tempfile::TempDir;
+use tokio::task::JoinHandle;
+
+const U25: pb::Purpose = pb::Purpose::U25MoveOut;
+
+/// How long a node may take to answer its API after being started.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a batch of messages may take to be delivered: a bound against hangs, well above
+/// the typical time (test 1 delivers its 300 in about 20 s with debug builds on 2 cores).
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(40);
+
+// ---- the binary ----
+
+/// The `kurzdraht` binary next to this test executable (`target/<profile>/kurzdraht`).
+///
+/// `cargo test --workspace` builds it before any test runs. When only this package is
+/// tested (`cargo test -p kurzdraht-tests`) it may be missing or older than the sources;
+/// then it is built once with `cargo build -p kurzdraht-cli --bin kurzdraht`.
+fn binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test executable's path");
+        // target/<profile>/deps/crash-<hash>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test executable lies in <target>/<profile>/deps");
+        let binary = profile_dir.join(format!("kurzdraht{}", std::env::consts::EXE_SUFFIX));
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("tests/ lies in the workspace");
+        if needs_build(&binary, workspace) {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.current_dir(workspace)
+                .args(["build", "-p", "kurzdraht-cli", "--bin", "kurzdraht"]);
+            match profile_dir.file_name().and_then(|n| n.to_str()) {
+                Some("debug") | None => {}
+                Some(profile) => {
+                    cmd.args(["--profile", profile]);
+                }
+            }
+            if let Some(target) = profile_dir.parent() {
+                cmd.arg("--target-dir").arg(target);
+            }
+            let status = cmd.status().expect("run cargo build");
+            assert!(
+                status.success(),
+                "cargo build of the kurzdraht binary failed"
+            );
+        }
+        assert!(binary.is_file(), "{} does not exist", binary.display());
+        binary
+    })
+}
+
+/// Whether the binary is missing or older than any source it is built from.
+fn needs_build(binary: &Path, workspace: &Path) -> bool {
+    let Ok(built) = binary.metadata().and_then(|m| m.modified()) else {
+        return true;
+    };
+    let mut newest = SystemTime::UNIX_EPOCH;
+    let mut dirs = vec![workspace.join("crates"), workspace.join("proto")];
+    for file in ["Cargo.toml", "Cargo.lock"] {
+        if let Ok(t) = workspace.join(file).metadata().and_then(|m| m.modified()) {
+            newest = newest.max(t);
+        }
+    }
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            if meta.is_dir() {
+                if name != "tests" && name != "target" {
+                    dirs.push(path);
+                }
+            } else if path
+                .extension()
+                .is_some_and(|e| e == "rs" || e == "proto" || e == "toml")
+            {
+                if let Ok(t) = meta.modified() {
+                    newest = newest.max(t);
+                }
+            }
+        }
+    }
+    newest > built
+}
+
+// ---- the federation on disk ----
+
+/// The PKI and configurations of the three Segeberg agencies in a temporary directory,
+/// with fast delivery retries. No process runs until [`Federation::start`].
+struct Federation {
+    root: PathBuf,
+    /// Removed when dropped, unless `KURZDRAHT_TEST_KEEP` is set.
+    _dir: Option<TempDir>,
+}
+
+/// `n` distinct free loopback addresses (bound at once, then released).
+fn free_addrs(n: usize) -> Vec<SocketAddr> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a loopback port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local address"))
+        .collect()
+}
+
+/// Replaces the value of every line `key = ...` (outside arrays) in a TOML text.
+fn set_key(text: &str, key: &str, value: &str) -> String {
+    let mut found = false;
+    let out: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let trimmed = line.trim_start();
+            if trimmed
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+            {
+                found = true;
+                format!("{key} = {value}")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect();
+    assert!(found, "no `{key} =` line in:\n{text}");
+    out.join("\n") + "\n"
+}
+
+/// Rewrites the `[delivery]` section to retry fast: 50 ms doubling up to 500 ms.
+fn fast_retries(text: &str) -> String {
+    const FAST: [(&str, &str); 3] = [
+        ("retry_initial_ms", "50"),
+        ("retry_max_ms", "500"),
+        ("request_timeout_ms", "5000"),
+    ];
+    let is_fast_key = |line: &str| {
+        FAST.iter().any(|(k, _)| {
+            line.trim_start()
+                .strip_prefix(k)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+    };
+    let mut out = String::new();
+    let mut found = false;
+    for line in text.lines().filter(|l| !is_fast_key(l)) {
+        out.push_str(line);
+        out.push('\n');
+        if line.trim() == "[delivery]" {
+            found = true;
+            for (k, v) in FAST {
+                out.push_str(&format!("{k} = {v}\n"));
+            }
+        }
+    }
+    if !found {
+        out.push_str("\n[delivery]\n");
+        for (k, v) in FAST {
+            out.push_str(&format!("{k} = {v}\n"));
+        }
+    }
+    out
+}
+
+impl Federation {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let root = dir.path().join("federation");
+        let a = free_addrs(6);
+        let addrs = [(a[0], a[1]), (a[2], a[3]), (a[4], a[5])];
+        let files = pki::init(&root, &pki::segeberg(addrs)).expect("pki init");
+        for f in &files {
+            let text = std::fs::read_to_string(&f.node_config).expect("read node.toml");
+            pki::write_file(&f.node_config, &fast_retries(&text), false).expect("write node.toml");
+        }
+        if std::env::var_os("KURZDRAHT_TEST_KEEP").is_some() {
+            // For diagnosis: keep the PKI, stores and node logs.
+            let kept = dir.keep();
+            eprintln!("KURZDRAHT_TEST_KEEP: federation kept in {}", kept.display());
+            return Self { root, _dir: None };
+        }
+        Self {
+            root,
+            _dir: Some(dir),
+        }
+    }
+
+    fn node_config(&self, agency: &str) -> PathBuf {
+        self.root.join(agency).join("node.toml")
+    }
+
+    fn client_config(&self, agency: &str) -> ClientConfig {
+        ClientConfig::load(&self.root.join(agency).join("client.toml"))
+            .unwrap_or_else(|e| panic!("client.toml of {agency}: {e}"))
+    }
+
+    /// `agency`'s pinned signing keys, from the federation's directory.
+    fn pinned_keys(&self, agency: &str) -> Vec<VerifyingKey> {
+        Directory::load(&self.root.join("directory.toml"))
+            .expect("directory.toml")
+            .get(agency)
+            .unwrap_or_else(|| panic!("{agency} is not in the directory"))
+            .signing_keys
+            .clone()
+    }
+
+    /// Starts `agency`'s node as a process and waits until its API answers.
+    async fn start(&self, agency: &str) -> (NodeProcess, AgencyClient) {
+        let mut node = NodeProcess::spawn(
+            agency,
+            &self.node_config(agency),
+            &self.root.join(agency).join("node.log"),
+        );
+        let client = node.ready(&self.client_config(agency)).await;
+        (node, client)
+    }
+}
+
+// ---- node processes ----
+
+/// One `kurzdraht serve` process. Dropping it kills the process (and, during a panic,
+/// prints the tail of its log).
+struct NodeProcess {
+    name: String,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl NodeProcess {
+    fn spawn(name: &str, config: &Path, log: &Path) -> Self {
+        let mut node = Self {
+            name: name.to_string(),
+            config: config.to_path_buf(),
+            log: log.to_path_buf(),
+            child: None,
+        };
+        node.launch();
+        node
+    }
+
+    fn launch(&mut self) {
+        assert!(self.child.is_none(), "{} is already running", self.name);
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open the node log");
+        writeln!(
+            log,
+            "==== kurzdraht serve --config {}",
+            self.config.display()
+        )
+        .expect("log");
+        let err = log.try_clone().expect("clone the log handle");
+        let child = Command::new(binary())
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .env("KURZDRAHT_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", binary().display()));
+        self.child = Some(child);
+    }
+
+    fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} is not running", self.name))
+            .id()
+    }
+
+    /// Waits until the node's AgencyApi answers; returns a client of it.
+    async fn ready(&mut self, config: &ClientConfig) -> AgencyClient {
+        let started = Instant::now();
+        let mut last = String::from("nothing yet");
+        loop {
+            if let Some(status) = self.exited() {
+                panic!(
+                    "{} exited with {status} before its API answered\n{}",
+                    self.name,
+                    self.log_tail(40)
+                );
+            }
+            if started.elapsed() > START_TIMEOUT {
+                panic!(
+                    "{}'s API did not answer within {START_TIMEOUT:?} (last: {last})\n{}",
+                    self.name,
+                    self.log_tail(40)
+                );
+            }
+            match tokio::time::timeout(Duration::from_secs(2), connect(config)).await {
+                Ok(Ok(mut client)) => {
+                    match client.list_consents(pb::ListConsentsRequest {}).await {
+                        Ok(_) => return client,
+                        Err(s) => last = format!("{s:?}"),
+                    }
+                }
+                Ok(Err(e)) => last = e.to_string(),
+                Err(_) => last = "connect timed out".into(),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The exit status, if the process has ended.
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().expect("try_wait"))
+    }
+
+    /// kill -9, and wait until the process is gone.
+    fn kill(&mut self) {
+        let mut child = self
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("{} is not running", self.name));
+        child.kill().expect("SIGKILL");
+        child.wait().expect("wait for the killed process");
+    }
+
+    /// Starts the process again with the same configuration.
+    async fn restart(&mut self, config: &ClientConfig) -> AgencyClient {
+        self.launch();
+        self.ready(config).await
+    }
+
+    /// Waits at most `within` for the process to end by itself; returns its status.
+    async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.exited() {
+                self.child = None;
+                return status;
+            }
+            if started.elapsed() > within {
+                panic!(
+                    "{} still runs {within:?} later\n{}",
+                    self.name,
+                    self.log_tail(40)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn log_tail(&self, lines: usize) -> String {
+        let text = self.log_text();
+        let all: Vec<&str> = text.lines().collect();
+        let tail = all[all.len().saturating_sub(lines)..].join("\n");
+        format!(
+            "---- last {lines} lines of {} ({}) ----\n{tail}\n----",
+            self.name,
+            self.log.display()
+        )
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_tail(40));
+        }
+    }
+}
+
+/// How often the node's log says it answered a redelivery with the stored receipt.
+fn duplicates_answered(node: &NodeProcess) -> usize {
+    node.log_text()
+        .matches("duplicate answered with the original receipt")
+        .count()
+}
+
+/// `kill -TERM <pid>`.
+fn sigterm(node: &NodeProcess) {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(node.pid().to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -TERM {} failed", node.pid());
+}
+
+// ---- the IT systems ----
+
+fn lena() -> pb::Subject {
+    subject("Lena", "Hansen", "2005-04-12")
+}
+
+/// Records a consent of Lena at the Jobcenter for the Kreis office and waits until its
+/// consent notice is DELIVERED (receipt recorded at the Jobcenter), not merely held by the
+/// Kreis office: a node killed between storing the notice and answering would otherwise
+/// leave the notice at the head of the queue, ahead of everything a test submits.
+async fn replicated_consent(jc: &mut AgencyClient, ja: &AgencyClient) -> String {
+    let recorded = record_consent(jc, consent_request(&lena(), &[JA], &[U25])).await;
+    let id = recorded.consent.expect("the recorded consent").consent_id;
+    wait_all_delivered(jc, &recorded.notice_message_ids).await;
+    wait_for_consent_state(ja, &id, pb::ConsentState::ConsentInForce).await;
+    id
+}
+
+/// The body of request number `i`.
+fn request(i: usize) -> pb::message_body::Body {
+    certification_request(&lena(), &format!("Anfrage Nr. {i:03}"))
+}
+
+/// Acknowledged submissions: (request number, message id).
+type Acked = Arc<Mutex<Vec<(usize, String)>>>;
+
+/// Submits requests `0..n` to the Kreis office from `tasks` concurrent tasks (task `t`
+/// takes `t, t + tasks, …`, pausing `pace` after each). Each acknowledged submission is
+/// recorded in `acked` at once; a task stops at its first failure and returns it.
+fn submit_concurrently(
+    jc: &AgencyClient,
+    consent: &str,
+    n: usize,
+    tasks: usize,
+    pace: Duration,
+    acked: &Acked,
+) -> Vec<JoinHandle<Option<tonic::Status>>> {
+    (0..tasks)
+        .map(|t| {
+            let mut client = jc.clone();
+            let consent = consent.to_string();
+            let acked = acked.clone();
+            tokio::spawn(async move {
+                for i in (t..n).step_by(tasks) {
+                    match submit(&mut client, JA, &consent, "", request(i)).await {
+                        Ok(r) => {
+                            assert_eq!(
+                                state_name(r.state),
+                                "QUEUED",
+                                "request {i} was accepted as QUEUED"
+                            );
+                            acked.lock().unwrap().push((i, r.message_id));
+                        }
+                        Err(s) => return Some(s),
+                    }
+                    if !pace.is_zero() {
+                        tokio::time::sleep(pace).await;
+                    }
+                }
+                None
+            })
+        })
+        .collect()
+}
+
+/// Polls (with a cursor) until the inbox holds at least `n` items from the Jobcenter that
+/// are certification requests; returns how many it saw.
+async fn wait_for_requests_in_inbox(ja: &AgencyClient, n: usize) -> usize {
+    let mut client = ja.clone();
+    let mut cursor = 0;
+    let mut count = 0;
+    let started = Instant::now();
+    loop {
+        for item in read_inbox(&mut client, cursor).await {
+            cursor = item.seq;
+            if item.kind == pb::MessageKind::CertificationRequest as i32 {
+                count += 1;
+            }
+        }
+        if count >= n {
+            return count;
+        }
+        assert!(
+            started.elapsed() < DELIVERY_TIMEOUT,
+            "only {count} of {n} requests reached the inbox within {DELIVERY_TIMEOUT:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits until every message in `ids` is DELIVERED at the sender; returns their statuses.
+/// Panics at once if one ends in another final state.
+///
+/// Delivery is FIFO per peer, so the ids are looked at in the given order and a round stops
+/// at the first one still QUEUED: one status call per poll while nothing moves, instead of
+/// one per message (which would load the nodes more than the deliveries do).
+async fn wait_all_delivered(
+    sender: &AgencyClient,
+    ids: &[String],
+) -> BTreeMap<String, pb::MessageStatus> {
+    let mut client = sender.clone();
+    let mut done = BTreeMap::new();
+    let mut pending: VecDeque<&String> = ids.iter().collect();
+    let started = Instant::now();
+    while let Some(id) = pending.front() {
+        let s = status(&mut client, id).await;
+        match pb::DeliveryState::try_from(s.state) {
+            Ok(pb::DeliveryState::Delivered) => {
+                done.insert(id.to_string(), s);
+                pending.pop_front();
+            }
+            Ok(pb::DeliveryState::Queued) => {
+                assert!(
+                    started.elapsed() < DELIVERY_TIMEOUT,
+                    "{} of {} messages not delivered within {DELIVERY_TIMEOUT:?}; \
+                     {id}: QUEUED, {} attempts, {:?}",
+                    pending.len(),
+                    ids.len(),
+                    s.attempts,
+                    s.detail
+                );
+                tokio::time::sleep(POLL).await;
+            }
+            _ => panic!(
+                "{id} ended {} instead of DELIVERED: {:?}",
+                state_name(s.state),
+                s.detail
+            ),
+        }
+    }
+    done
+}
+
+/// Asserts that each of `ids` is in `inbox` exactly once and that no message is there
+/// twice; returns the inbox items by message id.
+fn exactly_once<'a>(
+    inbox: &'a [pb::InboxItem],
+    ids: &[String],
+) -> HashMap<&'a str, &'a pb::InboxItem> {
+    let mut by_id: HashMap<&str, &pb::InboxItem> = HashMap::new();
+    for item in inbox {
+        if let Some(first) = by_id.insert(&item.message_id, item) {
+            panic!(
+                "{} is in the inbox twice (seq {} and {})",
+                item.message_id, first.seq, item.seq
+            );
+        }
+    }
+    for id in ids {
+        assert!(by_id.contains_key(id.as_str()), "{id} is not in the inbox");
+    }
+    by_id
+}
+
+/// Verifies each sender-held receipt against the receiver's pinned keys and the hash of
+/// the envelope exactly as the receiver holds it.
+fn verify_receipts(
+    fed: &Federation,
+    statuses: &BTreeMap<String, pb::MessageStatus>,
+    inbox: &HashMap<&str, &pb::InboxItem>,
+) {
+    let keys = fed.pinned_keys(JA);
+    for (id, s) in statuses {
+        let item = inbox[id.as_str()];
+        let envelope = item
+            .envelope
+            .as_ref()
+            .expect("the item carries its envelope");
+        let receipt = s
+            .receipt
+            .as_ref()
+            .expect("a delivered message has a receipt");
+        let verified = verify_receipt(
+            receipt,
+            &keys,
+            &ExpectedReceipt {
+                message_id: id,
+                envelope_sha256: &envelope_hash(envelope),
+                sender: JC,
+                receiver: JA,
+            },
+        )
+        .unwrap_or_else(|e| panic!("the receipt of {id} does not verify: {e}"));
+        assert_eq!(verified.message_id, *id);
+    }
+}
+
+/// The items of `inbox` that are certification requests (not consent notices).
+fn requests(inbox: &[pb::InboxItem]) -> Vec<&pb::InboxItem> {
+    inbox
+        .iter()
+        .filter(|i| i.kind == pb::MessageKind::CertificationRequest as i32)
+        .collect()
+}
+
+// ---- the tests ----
+
+/// The tests of this file run one after another: each runs two or three node processes
+/// (debug builds) that sign, verify and fsync per message, and on a 2-core machine
+/// parallel runs would make their timing depend on each other.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// 1. The Kreis office's node is killed (SIGKILL) while 300 requests stream in from 8
+/// concurrent submitters; after its restart every request is delivered, stored exactly
+/// once, and carries a receipt that verifies against what the receiver stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiver_killed_mid_stream() {
+    let _serial = SERIAL.lock().await;
+    const N: usize = 300;
+    let started = Instant::now();
+    let fed = Federation::new();
+    let (_jc_node, mut jc) = fed.start(JC).await;
+    let (mut ja_node, ja) = fed.start(JA).await;
+    let consent = replicated_consent(&mut jc, &ja).await;
+
+    let acked: Acked = Arc::default();
+    let tasks = submit_concurrently(&jc, &consent, N, 8, Duration::ZERO, &acked);
+    let seen = wait_for_requests_in_inbox(&ja, 50).await;
+    ja_node.kill();
+    let killed_at = acked.lock().unwrap().len();
+    for t in tasks {
+        if let Some(s) = t.await.expect("submitter task") {
+            panic!("the sender refused a submission while the receiver was down: {s:?}");
+        }
+    }
+    let ids: Vec<String> = acked
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, id)| id.clone())
+        .collect();
+    assert_eq!(ids.len(), N);
+
+    // The receiver is dead: whatever had not arrived waits in the outbox.
+    let mut queued = 0;
+    for id in &ids {
+        if status(&mut jc, id).await.state == pb::DeliveryState::Queued as i32 {
+            queued += 1;
+        }
+    }
+    assert!(
+        queued > 0,
+        "the kill came too late: every message was already delivered"
+    );
+
+    let ja = ja_node.restart(&fed.client_config(JA)).await;
+    let statuses = wait_all_delivered(&jc, &ids).await;
+    let inbox = read_inbox(&mut ja.clone(), 0).await;
+    let by_id = exactly_once(&inbox, &ids);
+    assert_eq!(
+        requests(&inbox).len(),
+        N,
+        "nothing but the {N} requests (and the consent notice)"
+    );
+    verify_receipts(&fed, &statuses, &by_id);
+    eprintln!(
+        "receiver_killed_mid_stream: killed with {seen} requests in the inbox and {killed_at} \
+         acknowledged; {queued} still queued; all {N} delivered exactly once ({} redeliveries \
+         answered with the stored receipt) in {:?}",
+        duplicates_answered(&ja_node),
+        started.elapsed()
+    );
+}
+
+/// 2. The Jobcenter's node is killed (SIGKILL) while 8 submitters feed it 300 requests and
+/// it delivers them; after its restart every submission it had acknowledged is delivered
+/// exactly once. Submissions that failed because it died are not counted; if one of them
+/// was stored nonetheless, it too arrives at most once. The receiver, whose Deliver call was
+/// cut off by the sender's death, must go on committing (an acknowledgement there answers
+/// within 5 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sender_killed_mid_stream() {
+    let _serial = SERIAL.lock().await;
+    const N: usize = 300;
+    let started = Instant::now();
+    let fed = Federation::new();
+    let (mut jc_node, mut jc) = fed.start(JC).await;
+    let (ja_node, ja) = fed.start(JA).await;
+    let consent = replicated_consent(&mut jc, &ja).await;
+
+    let acked: Acked = Arc::default();
+    // Paced (8 tasks, 100 ms apart: about 80 submissions a second) so that the kill falls
+    // while submissions are still coming in and deliveries are under way.
+    let tasks = submit_concurrently(&jc, &consent, N, 8, Duration::from_millis(100), &acked);
+    let seen = wait_for_requests_in_inbox(&ja, 10).await;
+    let deadline = Instant::now() + DELIVERY_TIMEOUT;
+    while acked.lock().unwrap().len() < 100 {
+        assert!(Instant::now() < deadline, "100 submissions took too long");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    jc_node.kill();
+    let mut failed = 0;
+    for t in tasks {
+        if t.await.expect("submitter task").is_some() {
+            failed += 1;
+        }
+    }
+    drop(jc);
+    let acked: Vec<(usize, String)> = acked.lock().unwrap().clone();
+    let ids: Vec<String> = acked.iter().map(|(_, id)| id.clone()).collect();
+    assert!(
+        ids.len() < N,
+        "the kill came too late: all {N} submissions were acknowledged"
+    );
+    assert!(failed > 0, "no submission failed although the sender died");
+
+    // The sender died in the middle of a Deliver call, so the receiver's handler for it may
+    // have been dropped while it waited for its flush. The receiver's store must still
+    // commit: an acknowledgement answers only after a flush.
+    let first = requests(&read_inbox(&mut ja.clone(), 0).await)[0]
+        .message_id
+        .clone();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        ja.clone().acknowledge(pb::AcknowledgeRequest {
+            message_id: first.clone(),
+        }),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "acknowledging {first} at the Kreis office hangs: its store no longer commits \
+             (a flush waits for ever) after the Jobcenter died mid-delivery"
+        )
+    })
+    .expect("acknowledge at the Kreis office");
+
+    let jc = jc_node.restart(&fed.client_config(JC)).await;
+    let statuses = wait_all_delivered(&jc, &ids).await;
+    // Submissions stored but not acknowledged before the kill may arrive too (once);
+    // wait until those the receiver holds are DELIVERED at the sender as well.
+    let inbox = read_inbox(&mut ja.clone(), 0).await;
+    let acked_ids: HashSet<&str> = ids.iter().map(String::as_str).collect();
+    let extra: Vec<String> = requests(&inbox)
+        .iter()
+        .map(|i| i.message_id.clone())
+        .filter(|id| !acked_ids.contains(id.as_str()))
+        .collect();
+    wait_all_delivered(&jc, &extra).await;
+    let inbox = read_inbox(&mut ja.clone(), 0).await;
+    let by_id = exactly_once(&inbox, &ids);
+    verify_receipts(&fed, &statuses, &by_id);
+    // Each acknowledged request carries the body that was submitted under its id.
+    for (i, id) in &acked {
+        let Some(pb::MessageBody {
+            body: Some(pb::message_body::Body::CertificationRequest(r)),
+        }) = &by_id[id.as_str()].body
+        else {
+            panic!("{id} is not a certification request");
+        };
+        assert_eq!(r.reason, format!("Anfrage Nr. {i:03}"), "{id}");
+    }
+    eprintln!(
+        "sender_killed_mid_stream: killed with {seen} requests in the inbox, {} acknowledged, \
+         {failed} submitters cut off; {} acknowledged + {} unacknowledged-but-stored delivered \
+         exactly once ({} redeliveries answered with the stored receipt) in {:?}",
+        ids.len(),
+        ids.len(),
+        extra.len(),
+        duplicates_answered(&ja_node),
+        started.elapsed()
+    );
+}
+
+/// 3. The Kreis office's node is down while 100 requests are submitted: they wait QUEUED
+/// while the Jobcenter retries with growing attempt counts; once the Kreis office is back
+/// all 100 arrive exactly once and in submission order (FIFO per peer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiver_down_for_a_while() {
+    let _serial = SERIAL.lock().await;
+    const N: usize = 100;
+    let started = Instant::now();
+    let fed = Federation::new();
+    let (_jc_node, mut jc) = fed.start(JC).await;
+    let (mut ja_node, ja) = fed.start(JA).await;
+    let consent = replicated_consent(&mut jc, &ja).await;
+    drop(ja);
+    ja_node.kill();
+    let down_since = Instant::now();
+
+    let mut ids = Vec::new();
+    for i in 0..N {
+        ids.push(submit_ok(&mut jc, JA, &consent, request(i)).await);
+    }
+    // The head of the queue is retried, more and more often; nothing leaves QUEUED.
+    let first = status(&mut jc, &ids[0]).await.attempts;
+    let grown = wait_until("the head's attempts grow by 2", || {
+        let mut c = jc.clone();
+        let id = ids[0].clone();
+        async move {
+            let s = status(&mut c, &id).await;
+            if s.state != pb::DeliveryState::Queued as i32 {
+                panic!("{id} left QUEUED while the receiver was down: {s:?}");
+            }
+            if s.attempts >= first + 2 {
+                Ok(s.attempts)
+            } else {
+                Err(format!("{} attempts", s.attempts))
+            }
+        }
+    })
+    .await;
+    assert!(grown >= 2);
+    let head = status(&mut jc, &ids[0]).await;
+    assert!(
+        !head.detail.is_empty(),
+        "the last transient error is reported"
+    );
+    if let Some(rest) = Duration::from_secs(2).checked_sub(down_since.elapsed()) {
+        tokio::time::sleep(rest).await;
+    }
+    for id in &ids {
+        let s = status(&mut jc, id).await;
+        assert_eq!(
+            state_name(s.state),
+            "QUEUED",
+            "{id} while the receiver is down"
+        );
+    }
+    let attempts_before = status(&mut jc, &ids[0]).await.attempts;
+    let down_for = down_since.elapsed();
+
+    let ja = ja_node.restart(&fed.client_config(JA)).await;
+    let statuses = wait_all_delivered(&jc, &ids).await;
+    let inbox = read_inbox(&mut ja.clone(), 0).await;
+    let by_id = exactly_once(&inbox, &ids);
+    let arrived: Vec<String> = requests(&inbox)
+        .iter()
+        .map(|i| i.message_id.clone())
+        .collect();
+    assert_eq!(arrived, ids, "the {N} requests arrive in submission order");
+    assert!(inbox.windows(2).all(|w| w[0].seq < w[1].seq));
+    verify_receipts(&fed, &statuses, &by_id);
+    eprintln!(
+        "receiver_down_for_a_while: {N} queued for {:?}, head tried {attempts_before} times; \
+         all delivered in order in {:?}",
+        down_for,
+        started.elapsed()
+    );
+}
+
+/// 4. A second `kurzdraht serve` on the same data directory (other ports, so only the
+/// store lock can stop it) exits non-zero at once, saying the directory is in use; the
+/// first node keeps serving, and its store stays intact (its audit chain verifies).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_process_on_same_data_dir_is_refused() {
+    let _serial = SERIAL.lock().await;
+    let fed = Federation::new();
+    let (mut jc_node, mut jc) = fed.start(JC).await;
+    let consent = consent_id(&mut jc, consent_request(&lena(), &[JA], &[U25])).await;
+
+    let data_dir = fed.root.join(JC).join("data");
+    assert!(
+        data_dir.is_dir(),
+        "the first node made {}",
+        data_dir.display()
+    );
+    let ports = free_addrs(2);
+    let mut text = std::fs::read_to_string(fed.node_config(JC)).expect("node.toml");
+    text = set_key(&text, "data_dir", &format!("'{}'", data_dir.display()));
+    text = set_key(&text, "peer", &format!("\"{}\"", ports[0]));
+    text = set_key(&text, "api", &format!("\"{}\"", ports[1]));
+    let second_config = fed.root.join(JC).join("node-second.toml");
+    pki::write_file(&second_config, &text, false).expect("write the second node.toml");
+
+    let second_log = fed.root.join(JC).join("second.log");
+    let mut second = NodeProcess::spawn("second process", &second_config, &second_log);
+    let t = Instant::now();
+    let exit = second.wait_exit(Duration::from_secs(10)).await;
+    let took = t.elapsed();
+    let stderr = second.log_text();
+    assert!(!exit.success(), "the second process must fail: {exit}");
+    assert!(
+        stderr.contains("is in use by another process"),
+        "stderr names the reason: {stderr}"
+    );
+    assert!(
+        stderr.contains(&data_dir.display().to_string()),
+        "stderr names the data directory: {stderr}"
+    );
+
+    // The first node still serves, reads and writes its store.
+    assert!(jc_node.exited().is_none(), "the first node still runs");
+    let held = list_consents(&mut jc).await;
+    assert!(
+        held.iter()
+            .any(|e| e.consent.as_ref().is_some_and(|c| c.consent_id == consent)),
+        "the consent is still held"
+    );
+    let queued = submit_ok(&mut jc, JA, &consent, request(0)).await;
+    assert_eq!(state_name(status(&mut jc, &queued).await.state), "QUEUED");
+
+    // After a clean stop, the store opens offline and its audit chain verifies.
+    drop(jc);
+    sigterm(&jc_node);
+    let stopped = jc_node.wait_exit(Duration::from_secs(10)).await;
+    assert!(stopped.success(), "the first node stops cleanly: {stopped}");
+    let verify = Command::new(binary())
+        .args(["audit", "verify", "--config"])
+        .arg(fed.node_config(JC))
+        .output()
+        .expect("run audit verify");
+    assert!(
+        verify.status.success(),
+        "audit verify: {}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    eprintln!(
+        "second_process_on_same_data_dir_is_refused: refused with {exit} after {took:?}; {}",
+        String::from_utf8_lossy(&verify.stdout).trim()
+    );
+}
+
+/// 5. SIGTERM stops a node cleanly — exit code 0 within a few seconds, also with a queued
+/// message for an unreachable peer and an IT system following the inbox — and the node
+/// starts again with its data: the queued message is then delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_is_graceful() {
+    let _serial = SERIAL.lock().await;
+    const WITHIN: Duration = Duration::from_secs(5);
+    let fed = Federation::new();
+    let (mut jc_node, mut jc) = fed.start(JC).await;
+    // The Kreis office is not running: the consent notice and the request wait.
+    let recorded = record_consent(&mut jc, consent_request(&lena(), &[JA], &[U25])).await;
+    let consent = recorded.consent.expect("the recorded consent").consent_id;
+    let notice = recorded
+        .notice_message_ids
+        .first()
+        .expect("a consent notice for the Kreis office")
+        .clone();
+    let queued = submit_ok(&mut jc, JA, &consent, request(0)).await;
+    wait_until("the Jobcenter has tried to deliver the notice", || {
+        let mut c = jc.clone();
+        let id = notice.clone();
+        async move {
+            let s = status(&mut c, &id).await;
+            (s.state == pb::DeliveryState::Queued as i32 && s.attempts >= 1)
+                .then_some(())
+                .ok_or_else(|| format!("{s:?}"))
+        }
+    })
+    .await;
+
+    let t = Instant::now();
+    sigterm(&jc_node);
+    let exit = jc_node.wait_exit(WITHIN).await;
+    let jc_took = t.elapsed();
+    assert!(exit.success(), "SIGTERM: exit 0, not {exit}");
+    assert!(
+        jc_node.log_text().contains("stopped"),
+        "the node logs its clean stop"
+    );
+
+    // Restart: the consent and the queued message are still there.
+    let mut jc = jc_node.restart(&fed.client_config(JC)).await;
+    let held = list_consents(&mut jc).await;
+    assert!(
+        held.iter()
+            .any(|e| e.consent.as_ref().is_some_and(|c| c.consent_id == consent)),
+        "the consent survived the restart"
+    );
+    assert_eq!(state_name(status(&mut jc, &queued).await.state), "QUEUED");
+
+    // The Kreis office comes up; the message is delivered.
+    let (mut ja_node, mut ja) = fed.start(JA).await;
+    let statuses = wait_all_delivered(&jc, std::slice::from_ref(&queued)).await;
+    let inbox = wait_for_inbox_len(&ja, 2).await;
+    let by_id = exactly_once(&inbox, std::slice::from_ref(&queued));
+    verify_receipts(&fed, &statuses, &by_id);
+
+    // SIGTERM while an IT system follows the Kreis office's inbox.
+    let mut stream = ja
+        .read_inbox(pb::ReadInboxRequest {
+            after_seq: 0,
+            follow: true,
+            unacknowledged_only: false,
+        })
+        .await
+        .expect("follow the inbox")
+        .into_inner();
+    for _ in 0..2 {
+        stream.message().await.expect("stream ok").expect("an item");
+    }
+    let t = Instant::now();
+    sigterm(&ja_node);
+    let exit = ja_node.wait_exit(WITHIN).await;
+    let ja_took = t.elapsed();
+    assert!(
+        exit.success(),
+        "SIGTERM with a following reader: exit 0, not {exit}"
+    );
+    drop(stream);
+    let mut ja = ja_node.restart(&fed.client_config(JA)).await;
+    assert_eq!(ids(&read_inbox(&mut ja, 0).await), ids(&inbox));
+    eprintln!(
+        "sigterm_is_graceful: the Jobcenter stopped in {jc_took:?}, the Kreis office (with a \
+         following reader) in {ja_took:?}; both restarted with their data"
+    );
+}
