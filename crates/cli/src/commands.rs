@@ -54,6 +54,10 @@ pub enum ClientCommand {
         /// Only messages not yet acknowledged.
         #[arg(long)]
         unacknowledged: bool,
+        /// Export to this file as JSON lines (one message each), with progress on stderr,
+        /// instead of listing.
+        #[arg(long, conflicts_with = "follow")]
+        export: Option<PathBuf>,
     },
     /// What this node holds about one person.
     Subject {
@@ -682,8 +686,12 @@ async fn run_inner(command: ClientCommand) -> anyhow::Result<ExitCode> {
             after,
             follow,
             unacknowledged,
+            export,
         } => {
             let (mut client, _) = client_from(&common).await?;
+            if let Some(path) = export {
+                return export_inbox(&mut client, after, unacknowledged, &path).await;
+            }
             let mut stream = client
                 .read_inbox(pb::ReadInboxRequest {
                     after_seq: after,
@@ -791,6 +799,58 @@ async fn run_inner(command: ClientCommand) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    Ok(exit::OK)
+}
+
+/// How often an export reports progress.
+const PROGRESS_EVERY: u64 = 250;
+
+/// Writes the inbox as JSON lines to `path` (to a temporary file first, renamed when
+/// complete, so a broken export never looks finished), reporting progress on stderr.
+async fn export_inbox(
+    client: &mut AgencyClient,
+    after: u64,
+    unacknowledged: bool,
+    path: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let partial = path.with_extension("partial");
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(&partial)
+            .with_context(|| format!("cannot create {}", partial.display()))?,
+    );
+    let mut stream = client
+        .read_inbox(pb::ReadInboxRequest {
+            after_seq: after,
+            follow: false,
+            unacknowledged_only: unacknowledged,
+        })
+        .await?
+        .into_inner();
+    let started = std::time::Instant::now();
+    let mut n = 0u64;
+    let mut last_seq = after;
+    while let Some(item) = stream.message().await? {
+        serde_json::to_writer(&mut out, &item)?;
+        out.write_all(b"\n")?;
+        n += 1;
+        last_seq = item.seq;
+        if n % PROGRESS_EVERY == 0 {
+            eprintln!(
+                "exported {n} messages (up to #{last_seq}), {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    out.flush()?;
+    out.into_inner()
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", partial.display()))?
+        .sync_all()?;
+    std::fs::rename(&partial, path)?;
+    eprintln!(
+        "exported {n} messages to {} (next export: --after {last_seq})",
+        path.display()
+    );
     Ok(exit::OK)
 }
 
