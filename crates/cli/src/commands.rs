@@ -835,7 +835,7 @@ async fn export_inbox(
         out.write_all(b"\n")?;
         n += 1;
         last_seq = item.seq;
-        if n % PROGRESS_EVERY == 0 {
+        if n.is_multiple_of(PROGRESS_EVERY) {
             eprintln!(
                 "exported {n} messages (up to #{last_seq}), {:.1} s",
                 started.elapsed().as_secs_f64()
