@@ -3,13 +3,31 @@
 //! keys), once their placeholders are filled with what `kurzdraht pki init` made and their
 //! production paths point at it; with a placeholder left, the node refuses to start. The
 //! per-agency systemd units keep every hardening directive of `deploy/kurzdraht.service`.
+//!
+//! And they run: `three_nodes_run_from_the_deploy_configs` starts the three nodes from the
+//! deploy files, changed only where the host decides (paths, ports, the token hash), as
+//! separate processes with the command lines of their units, and uses them as an operator
+//! would: health check, the independent Python client, metrics, SIGTERM.
 
+use kurzdraht_node::client::{connect, ClientConfig};
 use kurzdraht_node::config::NodeConfig;
 use kurzdraht_node::directory::Directory;
 use kurzdraht_node::pki;
-use kurzdraht_tests::{JA, JC, JN};
-use std::net::SocketAddr;
+use kurzdraht_node::tls::api_client_tls;
+use kurzdraht_proto::v1 as pb;
+use kurzdraht_tests::{wait_for_state, JA, JC, JN};
+use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime};
+use tonic::transport::Endpoint;
+use tonic_health::pb::{
+    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+};
 
 const AGENCIES: [&str; 3] = [JC, JA, JN];
 
@@ -225,7 +243,6 @@ fn edit(path: &Path, from: &str, to: &str) {
 /// refused until the directory lists it, then works beside the old one, then alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_and_signing_keys_rotate_as_the_readme_says() {
-    use kurzdraht_proto::v1 as pb;
     use kurzdraht_tests::*;
     let mut h = start().await;
     let fed = h.fed.dir.clone();
@@ -303,4 +320,789 @@ async fn certificates_and_signing_keys_rotate_as_the_readme_says() {
     let mut jc = h.client(JC).await;
     let id = submit_ok(&mut jc, JA, &consent, request()).await;
     wait_for_state(&jc, &id, pb::DeliveryState::Delivered).await;
+}
+
+// ---- three nodes from the deploy files, started as their systemd units start them ----
+
+/// The longest any single wait of `three_nodes_run_from_the_deploy_configs` may take.
+const BOUND: Duration = Duration::from_secs(20);
+/// The environment systemd gives a service (no `KURZDRAHT_LOG`, no `NO_COLOR`: defaults).
+const SYSTEMD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The `kurzdraht` binary next to this test executable (`target/<profile>/kurzdraht`),
+/// built with `cargo build -p kurzdraht-cli --bin kurzdraht` when it is missing or older
+/// than the sources (as in tests/crash.rs).
+fn binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test executable's path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test executable lies in <target>/<profile>/deps");
+        let binary = profile_dir.join(format!("kurzdraht{}", std::env::consts::EXE_SUFFIX));
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("tests/ lies in the workspace");
+        if needs_build(&binary, workspace) {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.current_dir(workspace)
+                .args(["build", "-p", "kurzdraht-cli", "--bin", "kurzdraht"]);
+            match profile_dir.file_name().and_then(|n| n.to_str()) {
+                Some("debug") | None => {}
+                Some(profile) => {
+                    cmd.args(["--profile", profile]);
+                }
+            }
+            if let Some(target) = profile_dir.parent() {
+                cmd.arg("--target-dir").arg(target);
+            }
+            let status = cmd.status().expect("run cargo build");
+            assert!(
+                status.success(),
+                "cargo build of the kurzdraht binary failed"
+            );
+        }
+        assert!(binary.is_file(), "{} does not exist", binary.display());
+        binary
+    })
+}
+
+/// Whether the binary is missing or older than any source it is built from.
+fn needs_build(binary: &Path, workspace: &Path) -> bool {
+    let Ok(built) = binary.metadata().and_then(|m| m.modified()) else {
+        return true;
+    };
+    let mut newest = SystemTime::UNIX_EPOCH;
+    let mut dirs = vec![workspace.join("crates"), workspace.join("proto")];
+    for file in ["Cargo.toml", "Cargo.lock"] {
+        if let Ok(t) = workspace.join(file).metadata().and_then(|m| m.modified()) {
+            newest = newest.max(t);
+        }
+    }
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            if meta.is_dir() {
+                if entry.file_name() != "tests" && entry.file_name() != "target" {
+                    dirs.push(path);
+                }
+            } else if path
+                .extension()
+                .is_some_and(|e| e == "rs" || e == "proto" || e == "toml")
+            {
+                if let Ok(t) = meta.modified() {
+                    newest = newest.max(t);
+                }
+            }
+        }
+    }
+    newest > built
+}
+
+/// `n` distinct free loopback addresses (bound at once, then released).
+fn free_addrs(n: usize) -> Vec<SocketAddr> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a loopback port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local address"))
+        .collect()
+}
+
+/// The entries of a flat TOML file (sections of `key = value` lines, as the deploy files
+/// are): `(section, key, value)` in file order. Panics on any other kind of line.
+fn toml_entries(text: &str) -> Vec<(String, String, String)> {
+    let mut section = String::new();
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_string();
+            continue;
+        }
+        let (key, value) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("not a `key = value` line: {line:?}"));
+        out.push((
+            section.clone(),
+            key.trim().to_string(),
+            value.trim().to_string(),
+        ));
+    }
+    out
+}
+
+/// Sets `key = value` in `[section]`; the key must occur there exactly once.
+fn set_in_section(text: &str, section: &str, key: &str, value: &str) -> String {
+    let mut current = String::new();
+    let mut replaced = 0;
+    let mut out = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if let Some(name) = trimmed.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = name.to_string();
+        }
+        let is_key = trimmed
+            .strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with('='));
+        if current == section && is_key && !trimmed.starts_with('#') {
+            out.push_str(&format!("{key} = {value}"));
+            replaced += 1;
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    assert_eq!(replaced, 1, "`{key} =` in [{section}]");
+    out
+}
+
+/// What the host decides for one node: where `/etc/kurzdraht` and `/var/lib/kurzdraht` are,
+/// and the addresses it listens on.
+struct Host {
+    agency: &'static str,
+    etc: PathBuf,
+    data: PathBuf,
+    /// The agency's IT system: client.toml, api-token, ca.pem.
+    it: PathBuf,
+    peer: SocketAddr,
+    api: SocketAddr,
+    metrics: SocketAddr,
+}
+
+/// The keys of a deploy node.toml that the host decides; every other entry stays as is.
+const HOST_KEYS: [(&str, &str); 11] = [
+    ("", "data_dir"),
+    ("", "directory"),
+    ("listen", "peer"),
+    ("listen", "api"),
+    ("metrics", "listen"),
+    ("tls", "ca_cert"),
+    ("tls", "cert"),
+    ("tls", "key"),
+    ("signing", "key_file"),
+    ("storage", "data_key_file"),
+    ("api", "tokens"),
+];
+
+/// `deploy/<agency>/node.toml` with only what the host decides rewritten: the production
+/// paths, the listen addresses and the token hash placeholder. Asserts that nothing else
+/// changed: the same sections and keys in the same order, equal values outside
+/// [`HOST_KEYS`], no production path and no placeholder left.
+fn host_node_toml(deploy: &str, host: &Host, token_sha256: &str) -> String {
+    let path = |p: &Path| {
+        let s = p.display().to_string();
+        assert!(!s.contains(['"', '\\']), "a TOML-safe path: {s}");
+        s
+    };
+    let placeholder = format!(
+        "REPLACE-WITH-SHA256-OF-{}-API-TOKEN",
+        host.agency.to_uppercase()
+    );
+    assert_eq!(deploy.matches(&placeholder).count(), 1, "{placeholder}");
+    let mut text = deploy
+        .replace("\"/etc/kurzdraht/", &format!("\"{}/", path(&host.etc)))
+        .replace(
+            "\"/var/lib/kurzdraht\"",
+            &format!("\"{}\"", path(&host.data)),
+        )
+        .replace(&placeholder, token_sha256);
+    text = set_in_section(&text, "listen", "peer", &format!("\"{}\"", host.peer));
+    text = set_in_section(&text, "listen", "api", &format!("\"{}\"", host.api));
+    text = set_in_section(&text, "metrics", "listen", &format!("\"{}\"", host.metrics));
+
+    let before = toml_entries(deploy);
+    let after = toml_entries(&text);
+    let keys = |e: &[(String, String, String)]| -> Vec<(String, String)> {
+        e.iter().map(|(s, k, _)| (s.clone(), k.clone())).collect()
+    };
+    assert_eq!(
+        keys(&before),
+        keys(&after),
+        "{}: the same sections and keys",
+        host.agency
+    );
+    for ((section, key, old), (_, _, new)) in before.iter().zip(&after) {
+        if !HOST_KEYS.contains(&(section.as_str(), key.as_str())) {
+            assert_eq!(old, new, "{}: [{section}] {key} changed", host.agency);
+        }
+        assert!(
+            !new.contains("\"/etc/kurzdraht")
+                && !new.contains("\"/var/lib/kurzdraht")
+                && !new.contains("REPLACE"),
+            "{}: [{section}] {key} = {new} still holds a production path or a placeholder",
+            host.agency
+        );
+    }
+    text
+}
+
+/// The files of `/etc/kurzdraht` besides node.toml and directory.toml, by the names the
+/// deploy configuration uses: (name, where `pki init` put it, secret).
+fn etc_files(fed: &Path, agency: &str) -> [(&'static str, PathBuf, bool); 5] {
+    let own = fed.join(agency);
+    [
+        ("ca.pem", fed.join("ca.pem"), false),
+        ("tls.pem", own.join("tls.pem"), false),
+        ("tls.key", own.join("tls.key"), true),
+        ("signing.key", own.join("signing.key"), true),
+        ("data.key", own.join("data.key"), true),
+    ]
+}
+
+/// `install -m <mode> contents path`.
+fn install(path: &Path, contents: &str, mode: u32) {
+    pki::write_file(path, contents, mode & 0o077 == 0)
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn mkdir(path: &Path, mode: u32) {
+    std::fs::create_dir_all(path).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The command line of `directive` (`ExecStart`, `ExecStartPre`) in the unit's [Service],
+/// with the production binary and configuration paths replaced by `binary` and `config`;
+/// any other production path in it fails the test.
+fn unit_command(unit: &str, directive: &str, binary: &Path, config: &Path) -> Vec<String> {
+    let prefix = format!("{directive}=");
+    let lines: Vec<String> = directives(unit, "Service")
+        .into_iter()
+        .filter_map(|d| d.strip_prefix(&prefix).map(str::to_string))
+        .collect();
+    assert_eq!(lines.len(), 1, "one {directive}= line: {lines:?}");
+    let words: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        words[0], "/usr/local/bin/kurzdraht",
+        "{directive}: the installed binary, without systemd prefixes"
+    );
+    let mut argv = vec![binary.display().to_string()];
+    for w in &words[1..] {
+        assert!(
+            !w.contains(['$', '%', '"', '\'', '\\']),
+            "{directive}: {w:?} needs systemd's expansion or quoting"
+        );
+        if *w == "/etc/kurzdraht/node.toml" {
+            argv.push(config.display().to_string());
+        } else {
+            assert!(
+                !w.starts_with('/'),
+                "{directive}: an unexpected production path {w}"
+            );
+            argv.push(w.to_string());
+        }
+    }
+    argv
+}
+
+/// `argv` as systemd runs it: empty environment but PATH, working directory `/`, stdin
+/// from /dev/null, stdout and stderr to `log` (the journal).
+fn systemd_command(argv: &[String], log: &Path) -> Command {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("open the log");
+    let err = out.try_clone().expect("clone the log handle");
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env_clear()
+        .env("PATH", SYSTEMD_PATH)
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    cmd
+}
+
+/// One node's `ExecStart` process. Dropping it kills the process and, during a panic,
+/// prints the tail of its log.
+struct Unit {
+    agency: &'static str,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Unit {
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        format!(
+            "---- last lines of {} ({}) ----\n{}\n----",
+            self.agency,
+            self.log.display(),
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        )
+    }
+
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().expect("try_wait"))
+    }
+
+    /// `kill -TERM <pid>` (systemd's `KillSignal=SIGTERM`).
+    fn sigterm(&self) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {pid}");
+    }
+
+    /// Waits at most [`BOUND`] for the process to end; returns its status.
+    async fn wait_exit(&mut self) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.exited() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                started.elapsed() < BOUND,
+                "{} still runs {BOUND:?} after SIGTERM\n{}",
+                self.agency,
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Unit {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_tail());
+        }
+    }
+}
+
+/// Waits until grpc.health.v1 on the node's API port reports SERVING for the node and both
+/// of its services, asked without a token as a load balancer would.
+async fn wait_serving(unit: &mut Unit, client: &ClientConfig) {
+    let started = Instant::now();
+    let mut last = String::from("nothing yet");
+    for service in ["", "kurzdraht.v1.AgencyApi", "kurzdraht.v1.PeerExchange"] {
+        loop {
+            if let Some(status) = unit.exited() {
+                panic!(
+                    "{} exited with {status} before it served\n{}",
+                    unit.agency,
+                    unit.log_tail()
+                );
+            }
+            assert!(
+                started.elapsed() < BOUND,
+                "{}: health of {service:?} not SERVING within {BOUND:?} (last: {last})\n{}",
+                unit.agency,
+                unit.log_tail()
+            );
+            let probe = async {
+                let channel = Endpoint::from_shared(client.endpoint.clone())
+                    .map_err(|e| e.to_string())?
+                    .tls_config(api_client_tls(&client.ca_pem, &client.agency))
+                    .map_err(|e| e.to_string())?
+                    .connect()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let r = HealthClient::new(channel)
+                    .check(HealthCheckRequest {
+                        service: service.into(),
+                    })
+                    .await
+                    .map_err(|s| s.to_string())?
+                    .into_inner();
+                Ok::<i32, String>(r.status)
+            };
+            match tokio::time::timeout(Duration::from_secs(2), probe).await {
+                Ok(Ok(s)) if s == ServingStatus::Serving as i32 => break,
+                Ok(Ok(s)) => last = format!("status {s}"),
+                Ok(Err(e)) => last = e,
+                Err(_) => last = "timed out".into(),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// `GET /metrics` over a plain TCP connection; the samples by `name{labels}`.
+fn scrape(addr: SocketAddr) -> BTreeMap<String, f64> {
+    let mut stream =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect to metrics");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).expect("the metrics answer");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("headers and a body");
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    for family in ["kurzdraht_submissions_total", "kurzdraht_deliveries_total"] {
+        assert!(
+            body.contains(&format!("# TYPE {family} counter")),
+            "{family} declared a counter:\n{body}"
+        );
+    }
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').expect("`name value`");
+            (name.to_string(), value.parse().expect("a number"))
+        })
+        .collect()
+}
+
+fn sample(s: &BTreeMap<String, f64>, key: &str) -> f64 {
+    s.get(key).copied().unwrap_or(0.0)
+}
+
+/// Scrapes until `key` reaches at least `value` (at most [`BOUND`]).
+async fn wait_for_sample(addr: SocketAddr, key: &str, value: f64) -> BTreeMap<String, f64> {
+    let started = Instant::now();
+    loop {
+        let s = tokio::task::spawn_blocking(move || scrape(addr))
+            .await
+            .expect("scrape");
+        if sample(&s, key) >= value {
+            return s;
+        }
+        assert!(
+            started.elapsed() < BOUND,
+            "{key} did not reach {value} within {BOUND:?}: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+const PY_INSTALL: &str = "python3 -m pip install grpcio==1.85.1 grpcio-tools==1.85.1";
+
+fn python_has_grpc() -> bool {
+    Command::new("python3")
+        .args(["-c", "import grpc, grpc_tools.protoc"])
+        .output()
+        .unwrap_or_else(|e| panic!("python3 is needed ({e}); install it, then run `{PY_INSTALL}`"))
+        .status
+        .success()
+}
+
+/// Makes sure python3 can import grpc and grpc_tools (as tests/python_client.rs does):
+/// installs the pinned versions with pip when they are missing.
+fn require_python_grpc() {
+    if python_has_grpc() {
+        return;
+    }
+    let out = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(["grpcio==1.85.1", "grpcio-tools==1.85.1"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run pip ({e}); run `{PY_INSTALL}`"));
+    assert!(
+        out.status.success() && python_has_grpc(),
+        "python3 cannot import grpcio/grpcio-tools and installing them failed: run `{PY_INSTALL}`\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs tests/python/client_test.py with the IT system's client.toml (its token from the
+/// client.toml's token_file) to completion, at most [`BOUND`]; returns its stdout.
+fn run_python_client(client_toml: &Path, recipient: &str) -> String {
+    let repo = deploy_dir().join("..");
+    let script = repo.join("tests/python/client_test.py");
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .arg("--client")
+        .arg(client_toml)
+        .arg("--recipient")
+        .arg(recipient)
+        .arg("--proto-dir")
+        .arg(repo.join("proto"))
+        .env_remove("KURZDRAHT_TOKEN")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", script.display()));
+    let started = Instant::now();
+    while child.try_wait().expect("wait for python3").is_none() {
+        if started.elapsed() > BOUND {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("python3's output");
+            panic!(
+                "client_test.py did not finish within {BOUND:?}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("python3's output");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "client_test.py failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
+    eprintln!("{stderr}");
+    stdout
+}
+
+fn printed<'a>(stdout: &'a str, key: &str) -> &'a str {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("client_test.py printed no {key}:\n{stdout}"))
+}
+
+/// The issue's "done when": the three nodes start from the deploy/ configurations — changed
+/// only where the host decides: /etc/kurzdraht, /var/lib/kurzdraht, the listen addresses,
+/// the token hash — as separate processes with their units' ExecStartPre and ExecStart
+/// command lines; they report SERVING; the Python client test passes against the Jobcenter;
+/// its metrics port shows the submission and the deliveries counted; SIGTERM stops each
+/// node with exit code 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_run_from_the_deploy_configs() {
+    require_python_grpc();
+    let binary = binary();
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let a = free_addrs(9);
+    // Keys, certificates from `pki init` (its own configurations are not used).
+    let fed = tmp.path().join("pki");
+    pki::init(
+        &fed,
+        &pki::segeberg([(a[0], a[1]), (a[3], a[4]), (a[6], a[7])]),
+    )
+    .expect("pki init");
+    let hosts: Vec<Host> = AGENCIES
+        .iter()
+        .enumerate()
+        .map(|(i, agency)| {
+            let root = tmp.path().join(agency);
+            Host {
+                agency,
+                etc: root.join("etc"),
+                data: root.join("data"),
+                it: root.join("it"),
+                peer: a[3 * i],
+                api: a[3 * i + 1],
+                metrics: a[3 * i + 2],
+            }
+        })
+        .collect();
+
+    // The directory: the template with the real signing keys and the hosts' endpoints.
+    let made = Directory::load(&fed.join("directory.toml")).expect("pki's directory");
+    let mut directory = read(&deploy_dir().join("directory.toml"));
+    for h in &hosts {
+        let key = format!("REPLACE-WITH-{}-SIGNING-KEY", h.agency.to_uppercase());
+        let endpoint = format!("https://{}.kurzdraht.example:7443", h.agency);
+        for placeholder in [&key, &endpoint] {
+            assert_eq!(
+                directory.matches(placeholder.as_str()).count(),
+                1,
+                "{placeholder}"
+            );
+        }
+        let public = made.get(h.agency).expect("agency").signing_keys[0].to_hex();
+        directory = directory
+            .replace(&key, &public)
+            .replace(&endpoint, &format!("https://{}", h.peer));
+    }
+    for (section, key, value) in toml_entries(&directory) {
+        assert!(
+            !value.contains("REPLACE") && !value.contains("kurzdraht.example"),
+            "directory.toml: [{section}] {key} = {value} left as in the template"
+        );
+    }
+
+    // Each host's /etc/kurzdraht, /var/lib/kurzdraht (StateDirectoryMode=0700) and IT system.
+    for h in &hosts {
+        let deploy = read(&deploy_dir().join(h.agency).join("node.toml"));
+        mkdir(&h.etc, 0o755);
+        mkdir(&h.data, 0o700);
+        mkdir(&h.it, 0o700);
+        install(&h.etc.join("directory.toml"), &directory, 0o644);
+        for (name, from, secret) in etc_files(&fed, h.agency) {
+            install(
+                &h.etc.join(name),
+                &read(&from),
+                if secret { 0o600 } else { 0o644 },
+            );
+        }
+        // Every /etc/kurzdraht file the deploy config names is installed.
+        for (_, key, value) in toml_entries(&deploy) {
+            if let Some(name) = value.trim_matches('"').strip_prefix("/etc/kurzdraht/") {
+                assert!(
+                    h.etc.join(name).is_file(),
+                    "{}: {key} = {value} not installed",
+                    h.agency
+                );
+            }
+        }
+        let token = pki::random_token().expect("a token");
+        install(
+            &h.etc.join("node.toml"),
+            &host_node_toml(&deploy, h, &pki::token_hash(&token)),
+            0o644,
+        );
+        install(&h.it.join("api-token"), &format!("{token}\n"), 0o600);
+        install(&h.it.join("ca.pem"), &read(&fed.join("ca.pem")), 0o644);
+        install(
+            &h.it.join("client.toml"),
+            &format!(
+                "agency = \"{}\"\nendpoint = \"https://{}\"\nca_cert = \"ca.pem\"\ntoken_file = \"api-token\"\n",
+                h.agency, h.api
+            ),
+            0o644,
+        );
+        let c = NodeConfig::load(&h.etc.join("node.toml")).expect("the host's node.toml");
+        assert_eq!(
+            (c.peer_addr, c.api_addr, c.metrics_addr),
+            (h.peer, h.api, Some(h.metrics))
+        );
+        assert_eq!(c.data_dir, h.data);
+    }
+
+    // Start each node as its unit does: ExecStartPre (config check), then ExecStart.
+    let mut units = Vec::new();
+    for h in &hosts {
+        let unit = read(&deploy_dir().join(h.agency).join("kurzdraht.service"));
+        let config = h.etc.join("node.toml");
+        let log = h.etc.parent().expect("host root").join("journal.log");
+        let pre = unit_command(&unit, "ExecStartPre", binary, &config);
+        let out = systemd_command(&pre, &log)
+            .status()
+            .expect("run ExecStartPre");
+        assert!(
+            out.success(),
+            "{}: ExecStartPre {pre:?}: {out}\n{}",
+            h.agency,
+            read(&log)
+        );
+        assert!(
+            read(&log).contains("valid"),
+            "{}: config check says valid",
+            h.agency
+        );
+        let start = unit_command(&unit, "ExecStart", binary, &config);
+        let child = systemd_command(&start, &log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: ExecStart {start:?}: {e}", h.agency));
+        units.push(Unit {
+            agency: h.agency,
+            log,
+            child: Some(child),
+        });
+    }
+    let clients: Vec<ClientConfig> = hosts
+        .iter()
+        .map(|h| ClientConfig::load(&h.it.join("client.toml")).expect("client.toml"))
+        .collect();
+    for (unit, client) in units.iter_mut().zip(&clients) {
+        wait_serving(unit, client).await;
+        assert!(
+            read(&unit.log).contains("node serving"),
+            "{}: the journal says \"node serving\"",
+            unit.agency
+        );
+    }
+    let up = started.elapsed();
+
+    // The Jobcenter's metrics, before and after the Python client's consent and request.
+    let (jc, ja) = (&hosts[0], &hosts[1]);
+    assert_eq!((jc.agency, ja.agency), (JC, JA));
+    let jc_metrics = jc.metrics;
+    let before = tokio::task::spawn_blocking(move || scrape(jc_metrics))
+        .await
+        .expect("scrape");
+    let client_toml = jc.it.join("client.toml");
+    let stdout = tokio::task::spawn_blocking(move || run_python_client(&client_toml, JA))
+        .await
+        .expect("the Python client's task");
+    let message = printed(&stdout, "message_id");
+    let notice = printed(&stdout, "notice_message_id");
+    let api = connect(&clients[0]).await.expect("the Jobcenter's API");
+    wait_for_state(&api, notice, pb::DeliveryState::Delivered).await;
+    let status = wait_for_state(&api, message, pb::DeliveryState::Delivered).await;
+    assert_eq!(status.consent_id, printed(&stdout, "consent_id"));
+
+    const SUBMISSIONS: &str = "kurzdraht_submissions_total";
+    const DELIVERIES: &str = "kurzdraht_deliveries_total";
+    const NO_CONSENT: &str = "kurzdraht_refusals_total{reason=\"no-consent\"}";
+    let after = wait_for_sample(jc.metrics, DELIVERIES, sample(&before, DELIVERIES) + 2.0).await;
+    // One request accepted; it and the consent notice delivered; one refused for want of consent.
+    assert_eq!(
+        sample(&after, SUBMISSIONS),
+        sample(&before, SUBMISSIONS) + 1.0
+    );
+    assert_eq!(
+        sample(&after, DELIVERIES),
+        sample(&before, DELIVERIES) + 2.0
+    );
+    assert_eq!(
+        sample(&after, NO_CONSENT),
+        sample(&before, NO_CONSENT) + 1.0
+    );
+    let received = wait_for_sample(ja.metrics, "kurzdraht_received_total", 2.0).await;
+    assert_eq!(sample(&received, "kurzdraht_received_total"), 2.0);
+
+    // systemctl stop: SIGTERM to each, exit code 0.
+    for unit in &units {
+        unit.sigterm();
+    }
+    for unit in &mut units {
+        let status = unit.wait_exit().await;
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "{}: SIGTERM ends with {status}\n{}",
+            unit.agency,
+            unit.log_tail()
+        );
+        assert!(
+            read(&unit.log).contains("stopped"),
+            "{}: the journal says \"stopped\"",
+            unit.agency
+        );
+    }
+    eprintln!(
+        "three nodes from deploy/: serving after {up:?}, all done in {:?}; {SUBMISSIONS} {} -> {}, {DELIVERIES} {} -> {}",
+        started.elapsed(),
+        sample(&before, SUBMISSIONS),
+        sample(&after, SUBMISSIONS),
+        sample(&before, DELIVERIES),
+        sample(&after, DELIVERIES),
+    );
 }
