@@ -29,8 +29,8 @@ use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
 
@@ -43,88 +43,6 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(40);
 
 // ---- the binary ----
-
-/// The `kurzdraht` binary next to this test executable (`target/<profile>/kurzdraht`).
-///
-/// `cargo test --workspace` builds it before any test runs. When only this package is
-/// tested (`cargo test -p kurzdraht-tests`) it may be missing or older than the sources;
-/// then it is built once with `cargo build -p kurzdraht-cli --bin kurzdraht`.
-fn binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let exe = std::env::current_exe().expect("the test executable's path");
-        // target/<profile>/deps/crash-<hash>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test executable lies in <target>/<profile>/deps");
-        let binary = profile_dir.join(format!("kurzdraht{}", std::env::consts::EXE_SUFFIX));
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("tests/ lies in the workspace");
-        if needs_build(&binary, workspace) {
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let mut cmd = Command::new(cargo);
-            cmd.current_dir(workspace)
-                .args(["build", "-p", "kurzdraht-cli", "--bin", "kurzdraht"]);
-            match profile_dir.file_name().and_then(|n| n.to_str()) {
-                Some("debug") | None => {}
-                Some(profile) => {
-                    cmd.args(["--profile", profile]);
-                }
-            }
-            if let Some(target) = profile_dir.parent() {
-                cmd.arg("--target-dir").arg(target);
-            }
-            let status = cmd.status().expect("run cargo build");
-            assert!(
-                status.success(),
-                "cargo build of the kurzdraht binary failed"
-            );
-        }
-        assert!(binary.is_file(), "{} does not exist", binary.display());
-        binary
-    })
-}
-
-/// Whether the binary is missing or older than any source it is built from.
-fn needs_build(binary: &Path, workspace: &Path) -> bool {
-    let Ok(built) = binary.metadata().and_then(|m| m.modified()) else {
-        return true;
-    };
-    let mut newest = SystemTime::UNIX_EPOCH;
-    let mut dirs = vec![workspace.join("crates"), workspace.join("proto")];
-    for file in ["Cargo.toml", "Cargo.lock"] {
-        if let Ok(t) = workspace.join(file).metadata().and_then(|m| m.modified()) {
-            newest = newest.max(t);
-        }
-    }
-    while let Some(dir) = dirs.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let name = entry.file_name();
-            let Ok(meta) = entry.metadata() else {
-                continue;
-            };
-            if meta.is_dir() {
-                if name != "tests" && name != "target" {
-                    dirs.push(path);
-                }
-            } else if path
-                .extension()
-                .is_some_and(|e| e == "rs" || e == "proto" || e == "toml")
-            {
-                if let Ok(t) = meta.modified() {
-                    newest = newest.max(t);
-                }
-            }
-        }
-    }
-    newest > built
-}
 
 // ---- the federation on disk ----
 

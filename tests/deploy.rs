@@ -15,15 +15,15 @@ use kurzdraht_node::directory::Directory;
 use kurzdraht_node::pki;
 use kurzdraht_node::tls::api_client_tls;
 use kurzdraht_proto::v1 as pb;
-use kurzdraht_tests::{wait_for_state, JA, JC, JN};
+use kurzdraht_tests::{binary, require_python_grpc, wait_for_state, JA, JC, JN};
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime};
+
+use std::time::{Duration, Instant};
 use tonic::transport::Endpoint;
 use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
@@ -328,84 +328,6 @@ async fn certificates_and_signing_keys_rotate_as_the_readme_says() {
 const BOUND: Duration = Duration::from_secs(20);
 /// The environment systemd gives a service (no `KURZDRAHT_LOG`, no `NO_COLOR`: defaults).
 const SYSTEMD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// The `kurzdraht` binary next to this test executable (`target/<profile>/kurzdraht`),
-/// built with `cargo build -p kurzdraht-cli --bin kurzdraht` when it is missing or older
-/// than the sources (as in tests/crash.rs).
-fn binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let exe = std::env::current_exe().expect("the test executable's path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test executable lies in <target>/<profile>/deps");
-        let binary = profile_dir.join(format!("kurzdraht{}", std::env::consts::EXE_SUFFIX));
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("tests/ lies in the workspace");
-        if needs_build(&binary, workspace) {
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let mut cmd = Command::new(cargo);
-            cmd.current_dir(workspace)
-                .args(["build", "-p", "kurzdraht-cli", "--bin", "kurzdraht"]);
-            match profile_dir.file_name().and_then(|n| n.to_str()) {
-                Some("debug") | None => {}
-                Some(profile) => {
-                    cmd.args(["--profile", profile]);
-                }
-            }
-            if let Some(target) = profile_dir.parent() {
-                cmd.arg("--target-dir").arg(target);
-            }
-            let status = cmd.status().expect("run cargo build");
-            assert!(
-                status.success(),
-                "cargo build of the kurzdraht binary failed"
-            );
-        }
-        assert!(binary.is_file(), "{} does not exist", binary.display());
-        binary
-    })
-}
-
-/// Whether the binary is missing or older than any source it is built from.
-fn needs_build(binary: &Path, workspace: &Path) -> bool {
-    let Ok(built) = binary.metadata().and_then(|m| m.modified()) else {
-        return true;
-    };
-    let mut newest = SystemTime::UNIX_EPOCH;
-    let mut dirs = vec![workspace.join("crates"), workspace.join("proto")];
-    for file in ["Cargo.toml", "Cargo.lock"] {
-        if let Ok(t) = workspace.join(file).metadata().and_then(|m| m.modified()) {
-            newest = newest.max(t);
-        }
-    }
-    while let Some(dir) = dirs.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Ok(meta) = entry.metadata() else {
-                continue;
-            };
-            if meta.is_dir() {
-                if entry.file_name() != "tests" && entry.file_name() != "target" {
-                    dirs.push(path);
-                }
-            } else if path
-                .extension()
-                .is_some_and(|e| e == "rs" || e == "proto" || e == "toml")
-            {
-                if let Ok(t) = meta.modified() {
-                    newest = newest.max(t);
-                }
-            }
-        }
-    }
-    newest > built
-}
 
 /// `n` distinct free loopback addresses (bound at once, then released).
 fn free_addrs(n: usize) -> Vec<SocketAddr> {
@@ -798,41 +720,6 @@ async fn wait_for_sample(addr: SocketAddr, key: &str, value: f64) -> BTreeMap<St
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-const PY_INSTALL: &str = "python3 -m pip install grpcio==1.85.1 grpcio-tools==1.85.1";
-
-fn python_has_grpc() -> bool {
-    Command::new("python3")
-        .args(["-c", "import grpc, grpc_tools.protoc"])
-        .output()
-        .unwrap_or_else(|e| panic!("python3 is needed ({e}); install it, then run `{PY_INSTALL}`"))
-        .status
-        .success()
-}
-
-/// Makes sure python3 can import grpc and grpc_tools (as tests/python_client.rs does):
-/// installs the pinned versions with pip when they are missing.
-fn require_python_grpc() {
-    if python_has_grpc() {
-        return;
-    }
-    let out = Command::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-        ])
-        .args(["grpcio==1.85.1", "grpcio-tools==1.85.1"])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run pip ({e}); run `{PY_INSTALL}`"));
-    assert!(
-        out.status.success() && python_has_grpc(),
-        "python3 cannot import grpcio/grpcio-tools and installing them failed: run `{PY_INSTALL}`\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Runs tests/python/client_test.py with the IT system's client.toml (its token from the

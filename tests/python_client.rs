@@ -13,48 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const INSTALL: &str = "python3 -m pip install grpcio==1.85.1 grpcio-tools==1.85.1";
-
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .canonicalize()
         .expect("the repository root")
-}
-
-fn python_has_grpc() -> bool {
-    Command::new("python3")
-        .args(["-c", "import grpc, grpc_tools.protoc"])
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("python3 is needed for the independent-client test ({e}); install it, then run `{INSTALL}`")
-        })
-        .status
-        .success()
-}
-
-/// Makes sure python3 can import grpc and grpc_tools: installs the pinned versions with pip
-/// when they are missing, and fails, naming the install step, when that does not work.
-fn require_python_grpc() {
-    if python_has_grpc() {
-        return;
-    }
-    let out = Command::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-        ])
-        .args(["grpcio==1.85.1", "grpcio-tools==1.85.1"])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run pip ({e}); run `{INSTALL}`"));
-    assert!(
-        out.status.success() && python_has_grpc(),
-        "python3 cannot import grpcio/grpcio-tools and installing them failed: run `{INSTALL}`\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Runs the Python client to completion (at most two minutes); returns its stdout.

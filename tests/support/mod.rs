@@ -21,7 +21,10 @@ use kurzdraht_node::error::reason_of;
 use kurzdraht_node::{clock, federation::LocalFederation, policy};
 use kurzdraht_proto::v1::{self as pb, message_body::Body};
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::SystemTime;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use tonic::{Code, Status};
@@ -549,4 +552,126 @@ pub fn verify_delivery(
         },
     )
     .unwrap_or_else(|e| panic!("receipt of {} does not verify: {e}", status.message_id))
+}
+
+// ---- the real binary and the Python client's packages (process-level tests) ----
+
+/// How to install what the independent Python client needs.
+pub const INSTALL: &str = "python3 -m pip install grpcio==1.85.1 grpcio-tools==1.85.1";
+
+/// The `kurzdraht` binary next to this test executable (`target/<profile>/kurzdraht`).
+///
+/// `cargo test --workspace` builds it before any test runs. When only this package is
+/// tested (`cargo test -p kurzdraht-tests`) it may be missing or older than the sources;
+/// then it is built once with `cargo build -p kurzdraht-cli --bin kurzdraht`.
+pub fn binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test executable's path");
+        // target/<profile>/deps/crash-<hash>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test executable lies in <target>/<profile>/deps");
+        let binary = profile_dir.join(format!("kurzdraht{}", std::env::consts::EXE_SUFFIX));
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("tests/ lies in the workspace");
+        if needs_build(&binary, workspace) {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.current_dir(workspace)
+                .args(["build", "-p", "kurzdraht-cli", "--bin", "kurzdraht"]);
+            match profile_dir.file_name().and_then(|n| n.to_str()) {
+                Some("debug") | None => {}
+                Some(profile) => {
+                    cmd.args(["--profile", profile]);
+                }
+            }
+            if let Some(target) = profile_dir.parent() {
+                cmd.arg("--target-dir").arg(target);
+            }
+            let status = cmd.status().expect("run cargo build");
+            assert!(
+                status.success(),
+                "cargo build of the kurzdraht binary failed"
+            );
+        }
+        assert!(binary.is_file(), "{} does not exist", binary.display());
+        binary
+    })
+}
+
+/// Whether the binary is missing or older than any source it is built from.
+fn needs_build(binary: &Path, workspace: &Path) -> bool {
+    let Ok(built) = binary.metadata().and_then(|m| m.modified()) else {
+        return true;
+    };
+    let mut newest = SystemTime::UNIX_EPOCH;
+    let mut dirs = vec![workspace.join("crates"), workspace.join("proto")];
+    for file in ["Cargo.toml", "Cargo.lock"] {
+        if let Ok(t) = workspace.join(file).metadata().and_then(|m| m.modified()) {
+            newest = newest.max(t);
+        }
+    }
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            if meta.is_dir() {
+                if name != "tests" && name != "target" {
+                    dirs.push(path);
+                }
+            } else if path
+                .extension()
+                .is_some_and(|e| e == "rs" || e == "proto" || e == "toml")
+            {
+                if let Ok(t) = meta.modified() {
+                    newest = newest.max(t);
+                }
+            }
+        }
+    }
+    newest > built
+}
+
+fn python_has_grpc() -> bool {
+    Command::new("python3")
+        .args(["-c", "import grpc, grpc_tools.protoc"])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("python3 is needed for the independent-client test ({e}); install it, then run `{INSTALL}`")
+        })
+        .status
+        .success()
+}
+
+/// Makes sure python3 can import grpc and grpc_tools: installs the pinned versions with pip
+/// when they are missing, and fails, naming the install step, when that does not work.
+pub fn require_python_grpc() {
+    if python_has_grpc() {
+        return;
+    }
+    let out = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(["grpcio==1.85.1", "grpcio-tools==1.85.1"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run pip ({e}); run `{INSTALL}`"));
+    assert!(
+        out.status.success() && python_has_grpc(),
+        "python3 cannot import grpcio/grpcio-tools and installing them failed: run `{INSTALL}`\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
