@@ -78,13 +78,6 @@ pub fn verify_and_open(
     keys: &[VerifyingKey],
     limits: &Limits,
 ) -> Result<OpenedEnvelope, EnvelopeError> {
-    if envelope.header.len() > limits.max_header_bytes {
-        return Err(EnvelopeError::TooLarge {
-            field: "envelope.header",
-            size: envelope.header.len(),
-            limit: limits.max_header_bytes,
-        });
-    }
     if envelope.payload.len() > limits.max_payload_bytes {
         return Err(EnvelopeError::TooLarge {
             field: "envelope.payload",
@@ -92,21 +85,8 @@ pub fn verify_and_open(
             limit: limits.max_payload_bytes,
         });
     }
-    let input = signing_input(&envelope.header);
-    if !keys.iter().any(|k| k.verify(&input, &envelope.signature)) {
-        return Err(EnvelopeError::BadSignature {
-            signer: envelope.signer.clone(),
-        });
-    }
-    // Verified: now, and only now, decode.
-    let header = EnvelopeHeader::decode(envelope.header.as_slice())
-        .map_err(|e| EnvelopeError::malformed("envelope.header", e.to_string()))?;
-    if header.sender != envelope.signer {
-        return Err(EnvelopeError::SenderMismatch {
-            signer: envelope.signer.clone(),
-            sender: header.sender,
-        });
-    }
+    // Verified (header size, signature, signer = sender): now, and only now, decode.
+    let header = verify_header(envelope, keys, limits)?;
     let digest: [u8; 32] = Sha256::digest(&envelope.payload).into();
     if header.payload_sha256.as_slice() != digest.as_slice() {
         return Err(EnvelopeError::PayloadHashMismatch);
