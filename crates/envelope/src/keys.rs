@@ -90,16 +90,16 @@ mod tests {
 
     #[test]
     fn hex_round_trip() {
-        let key = SigningKey::generate().unwrap();
-        let again = SigningKey::from_hex(&format!("{}\n", key.to_hex())).unwrap();
+        let key = SigningKey::generate().expect("test fixture");
+        let again = SigningKey::from_hex(&format!("{}\n", key.to_hex())).expect("test fixture");
         assert_eq!(key.verifying_key(), again.verifying_key());
-        let pubkey = VerifyingKey::from_hex(&key.verifying_key().to_hex()).unwrap();
+        let pubkey = VerifyingKey::from_hex(&key.verifying_key().to_hex()).expect("test fixture");
         assert_eq!(pubkey, key.verifying_key());
     }
 
     #[test]
     fn debug_never_shows_the_secret() {
-        let key = SigningKey::generate().unwrap();
+        let key = SigningKey::generate().expect("test fixture");
         assert!(!format!("{key:?}").contains(&key.to_hex()));
     }
 

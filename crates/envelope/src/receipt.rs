@@ -102,16 +102,17 @@ mod tests {
 
     #[test]
     fn receipt_round_trip() {
-        let key = SigningKey::generate().unwrap();
+        let key = SigningKey::generate().expect("test fixture");
         let hash = [7u8; 32];
         let signed = sign_receipt(&receipt(hash), &key);
-        let r = verify_receipt(&signed, &[key.verifying_key()], &expected(&hash)).unwrap();
+        let r = verify_receipt(&signed, &[key.verifying_key()], &expected(&hash))
+            .expect("test fixture");
         assert_eq!(r.received_at_ms, 5);
     }
 
     #[test]
     fn receipt_for_another_envelope_is_refused() {
-        let key = SigningKey::generate().unwrap();
+        let key = SigningKey::generate().expect("test fixture");
         let signed = sign_receipt(&receipt([7u8; 32]), &key);
         let err = verify_receipt(&signed, &[key.verifying_key()], &expected(&[8u8; 32]));
         assert_eq!(
@@ -124,8 +125,8 @@ mod tests {
 
     #[test]
     fn receipt_by_another_key_is_refused() {
-        let key = SigningKey::generate().unwrap();
-        let other = SigningKey::generate().unwrap();
+        let key = SigningKey::generate().expect("test fixture");
+        let other = SigningKey::generate().expect("test fixture");
         let hash = [7u8; 32];
         let signed = sign_receipt(&receipt(hash), &key);
         let err = verify_receipt(&signed, &[other.verifying_key()], &expected(&hash));

@@ -183,9 +183,10 @@ mod tests {
 
     #[test]
     fn sealed_envelope_opens() {
-        let key = SigningKey::generate().unwrap();
+        let key = SigningKey::generate().expect("test fixture");
         let env = seal(header("jobcenter-segeberg"), &body(), &key);
-        let opened = verify_and_open(&env, &[key.verifying_key()], &Limits::default()).unwrap();
+        let opened = verify_and_open(&env, &[key.verifying_key()], &Limits::default())
+            .expect("test fixture");
         assert_eq!(opened.kind, MessageKind::CertificationRequest);
         assert_eq!(opened.body, body());
         assert_eq!(opened.hash, envelope_hash(&env));
@@ -193,23 +194,24 @@ mod tests {
 
     #[test]
     fn a_header_stays_provable_without_its_payload() {
-        let key = SigningKey::generate().unwrap();
+        let key = SigningKey::generate().expect("test fixture");
         let mut env = seal(header("jobcenter-segeberg"), &body(), &key);
         let id = EnvelopeHeader::decode(env.header.as_slice())
-            .unwrap()
+            .expect("test fixture")
             .message_id;
         env.payload.clear();
         assert!(verify_and_open(&env, &[key.verifying_key()], &Limits::default()).is_err());
-        let h = verify_header(&env, &[key.verifying_key()], &Limits::default()).unwrap();
+        let h =
+            verify_header(&env, &[key.verifying_key()], &Limits::default()).expect("test fixture");
         assert_eq!(h.message_id, id);
-        let other = SigningKey::generate().unwrap();
+        let other = SigningKey::generate().expect("test fixture");
         assert!(verify_header(&env, &[other.verifying_key()], &Limits::default()).is_err());
     }
 
     #[test]
     fn wrong_key_is_refused() {
-        let key = SigningKey::generate().unwrap();
-        let other = SigningKey::generate().unwrap();
+        let key = SigningKey::generate().expect("test fixture");
+        let other = SigningKey::generate().expect("test fixture");
         let env = seal(header("jobcenter-segeberg"), &body(), &key);
         let err = verify_and_open(&env, &[other.verifying_key()], &Limits::default());
         assert!(matches!(err, Err(EnvelopeError::BadSignature { .. })));
@@ -217,7 +219,7 @@ mod tests {
 
     #[test]
     fn tampered_payload_is_refused() {
-        let key = SigningKey::generate().unwrap();
+        let key = SigningKey::generate().expect("test fixture");
         let mut env = seal(header("jobcenter-segeberg"), &body(), &key);
         let last = env.payload.len() - 1;
         env.payload[last] ^= 1;
@@ -227,7 +229,7 @@ mod tests {
 
     #[test]
     fn tampered_header_is_refused() {
-        let key = SigningKey::generate().unwrap();
+        let key = SigningKey::generate().expect("test fixture");
         let mut env = seal(header("jobcenter-segeberg"), &body(), &key);
         env.header[3] ^= 1;
         let err = verify_and_open(&env, &[key.verifying_key()], &Limits::default());
@@ -236,7 +238,7 @@ mod tests {
 
     #[test]
     fn signer_hint_must_match_the_signed_sender() {
-        let key = SigningKey::generate().unwrap();
+        let key = SigningKey::generate().expect("test fixture");
         let mut env = seal(header("jobcenter-segeberg"), &body(), &key);
         env.signer = "jugendamt-norderstedt".into();
         let err = verify_and_open(&env, &[key.verifying_key()], &Limits::default());
@@ -245,7 +247,7 @@ mod tests {
 
     #[test]
     fn kind_must_match_body() {
-        let key = SigningKey::generate().unwrap();
+        let key = SigningKey::generate().expect("test fixture");
         let mut h = header("jobcenter-segeberg");
         h.kind = MessageKind::MoveOutDecision as i32;
         let env = seal(h, &body(), &key);
@@ -255,7 +257,7 @@ mod tests {
 
     #[test]
     fn oversize_is_refused_before_verification() {
-        let key = SigningKey::generate().unwrap();
+        let key = SigningKey::generate().expect("test fixture");
         let env = seal(header("jobcenter-segeberg"), &body(), &key);
         let limits = Limits {
             max_header_bytes: 4096,
@@ -276,14 +278,14 @@ mod tests {
         fn arbitrary_bytes_never_open(header in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
                                       payload in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
                                       signature in proptest::collection::vec(proptest::num::u8::ANY, 0..80)) {
-            let key = SigningKey::generate().unwrap();
+            let key = SigningKey::generate().expect("test fixture");
             let env = SignedEnvelope { header, payload, signature, signer: "jobcenter-segeberg".into() };
             proptest::prop_assert!(verify_and_open(&env, &[key.verifying_key()], &Limits::default()).is_err());
         }
 
         #[test]
         fn any_single_bit_flip_is_refused(pos in 0usize..10_000, bit in 0u8..8) {
-            let key = SigningKey::generate().unwrap();
+            let key = SigningKey::generate().expect("test fixture");
             let env = seal(header("jobcenter-segeberg"), &body(), &key);
             let total = env.header.len() + env.payload.len() + env.signature.len();
             let pos = pos % total;

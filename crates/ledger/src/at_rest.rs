@@ -131,12 +131,14 @@ mod tests {
 
     #[test]
     fn round_trip_and_binding() {
-        let key = DataKey::generate().unwrap();
-        let at = AtRest::new(Some(&key)).unwrap();
-        let sealed = at.seal("consents", b"id-1", b"Lena Hansen").unwrap();
+        let key = DataKey::generate().expect("test fixture");
+        let at = AtRest::new(Some(&key)).expect("test fixture");
+        let sealed = at
+            .seal("consents", b"id-1", b"Lena Hansen")
+            .expect("test fixture");
         assert!(!sealed.windows(5).any(|w| w == b"Hanse"));
         assert_eq!(
-            at.open("consents", b"id-1", &sealed).unwrap(),
+            at.open("consents", b"id-1", &sealed).expect("test fixture"),
             b"Lena Hansen"
         );
         assert!(
@@ -147,17 +149,21 @@ mod tests {
             at.open("inbox", b"id-1", &sealed).is_err(),
             "bound to its tree"
         );
-        let other = AtRest::new(Some(&DataKey::generate().unwrap())).unwrap();
+        let other =
+            AtRest::new(Some(&DataKey::generate().expect("test fixture"))).expect("test fixture");
         assert!(
             other.open("consents", b"id-1", &sealed).is_err(),
             "wrong key"
         );
-        let none = AtRest::new(None).unwrap();
+        let none = AtRest::new(None).expect("test fixture");
         assert!(matches!(
             none.open("consents", b"id-1", &sealed),
             Err(LedgerError::NoDataKey)
         ));
         assert!(format!("{key:?}").len() < 20);
-        assert_eq!(DataKey::from_hex(&key.to_hex()).unwrap().0, key.0);
+        assert_eq!(
+            DataKey::from_hex(&key.to_hex()).expect("test fixture").0,
+            key.0
+        );
     }
 }
