@@ -3,7 +3,7 @@
 //! error message ever shows a signing key.
 
 use crate::EnvelopeError;
-use ed25519_dalek::{Signer, Verifier};
+use ed25519_dalek::Signer;
 
 /// An agency's Ed25519 signing key.
 #[derive(Clone)]
