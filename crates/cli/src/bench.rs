@@ -1,4 +1,5 @@
-//! `kurzdraht bench`: two measurements of the parts that decide throughput and recovery.
+//! `kurzdraht bench`: measurements of the parts that decide throughput and recovery, and of
+//! the whole path.
 //!
 //! - `commit`: submissions per second into the ledger — `enqueue` then `flush`, exactly what
 //!   Submit does per message after sealing — with group commit versus one fsync per
@@ -6,6 +7,11 @@
 //! - `restart`: how long a Jobcenter node whose store holds a long delivered history and a
 //!   queue of real, sealed messages takes after a restart to resume delivery to a running
 //!   Jugendamt, over real gRPC with mutual TLS.
+//!
+//! - `e2e`: two real nodes as separate `kurzdraht serve` processes (mutual TLS, sled
+//!   stores): a bare tonic unary call over the same mutual-TLS set-up (the baseline) versus
+//!   the full path Submit → … → signed receipt stored by the sender, at several
+//!   concurrencies, with latency percentiles, CPU per 1,000 messages and peak RSS per node.
 //!
 //! Results go to stdout as tables (with the machine and the parameters); progress of long
 //! phases goes to stderr. Every run is bounded in time.
@@ -56,6 +62,30 @@ pub enum BenchCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// End to end on two real `kurzdraht serve` processes (mutual TLS, sled stores): a bare
+    /// tonic unary call of the same size over the same mTLS set-up (baseline) versus the full
+    /// path Submit → consent → outbox → signed envelope → deliver → verify → inbox → signed
+    /// receipt stored by the sender; msg/s, p50/p99/p99.9, CPU per 1,000 msgs, peak RSS.
+    E2e {
+        /// Seconds of each measured run (one baseline and one kurzdraht run per concurrency).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Concurrent callers, comma-separated; each loops: call (or submit and wait until
+        /// DELIVERED), then the next.
+        #[arg(long, value_delimiter = ',', default_values_t = [1, 16, 128])]
+        concurrency: Vec<usize>,
+        /// Payload (encoded CertificationRequest body) of about this many bytes, padded via
+        /// its reason text; default: the request with a one-sentence reason.
+        #[arg(long)]
+        payload_bytes: Option<usize>,
+        /// Set the Jugendamt's limits.peer_requests_per_second (deliveries it admits per
+        /// second from one peer) to this; default: the node.toml default.
+        #[arg(long)]
+        peer_rate: Option<u32>,
+        /// Create the temporary federation here (default: the system temp directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Time for a restarted Jobcenter node (long delivered history, queued messages) to
     /// resume delivery to a running Jugendamt over real gRPC with mutual TLS.
     Restart {
@@ -98,6 +128,13 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             timeout,
             dir,
         } => restart(delivered, queued, Duration::from_secs(timeout), dir).await,
+        BenchCommand::E2e {
+            seconds,
+            concurrency,
+            payload_bytes,
+            peer_rate,
+            dir,
+        } => e2e(seconds, concurrency, payload_bytes, peer_rate, dir).await,
     }
 }
 
@@ -298,21 +335,36 @@ fn envelope_bytes(out: &Outgoing) -> usize {
 fn commit_template() -> anyhow::Result<Outgoing> {
     let key = SigningKey::generate()?;
     let consent_id = ids::new_id();
-    let make = |reason: String| {
-        seal_outgoing(
-            &key,
-            JC,
-            MessageKind::CertificationRequest,
-            JA,
-            &consent_id,
-            &certification_request(reason),
-            clock::now_ms(),
-            Duration::from_secs(7 * 24 * 3600),
-        )
-    };
-    let bare = make(String::new()).envelope.payload.len();
+    let reason = padded_reason(&key, &consent_id, COMMIT_PAYLOAD_BYTES);
+    Ok(seal_outgoing(
+        &key,
+        JC,
+        MessageKind::CertificationRequest,
+        JA,
+        &consent_id,
+        &certification_request(reason),
+        clock::now_ms(),
+        Duration::from_secs(7 * 24 * 3600),
+    ))
+}
+
+/// A reason text that makes a sealed CertificationRequest's payload about `target` bytes.
+fn padded_reason(key: &SigningKey, consent_id: &str, target: usize) -> String {
+    let bare = seal_outgoing(
+        key,
+        JC,
+        MessageKind::CertificationRequest,
+        JA,
+        consent_id,
+        &certification_request(String::new()),
+        clock::now_ms(),
+        Duration::from_secs(7 * 24 * 3600),
+    )
+    .envelope
+    .payload
+    .len();
     // field tag + two-byte length prefix + the text
-    let pad = COMMIT_PAYLOAD_BYTES.saturating_sub(bare + 3);
+    let pad = target.saturating_sub(bare + 3);
     let mut reason = String::new();
     while reason.len() < pad {
         reason.push_str(REASON);
@@ -323,7 +375,7 @@ fn commit_template() -> anyhow::Result<Outgoing> {
         .find(|i| reason.is_char_boundary(*i))
         .unwrap_or(0);
     reason.truncate(cut);
-    Ok(make(reason))
+    reason
 }
 
 // ---------------------------------------------------------------- bench commit
@@ -1119,5 +1171,800 @@ async fn restart(
         println!("NOT every queued message was delivered exactly once");
         return Ok(ExitCode::FAILURE);
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+// ---------------------------------------------------------------- bench e2e
+
+/// What the delivery worker logs (at info) when an attempt failed and will be retried.
+const RETRY_LOG: &str = "delivery failed; will retry";
+
+/// Warm-up calls (baseline) or messages (kurzdraht) before each measured run.
+const WARM_UP: usize = 20;
+
+/// Clock ticks per second of /proc/<pid>/stat (`getconf CLK_TCK`, else the usual 100).
+fn clock_ticks() -> f64 {
+    command_output("getconf", &["CLK_TCK"])
+        .and_then(|t| t.parse::<f64>().ok())
+        .filter(|t| *t > 0.0)
+        .unwrap_or(100.0)
+}
+
+/// utime + stime of a process (all its threads) in clock ticks; `pid` "self" for this one.
+fn cpu_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name in parentheses: field 3 (state) onwards; utime is 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Peak resident set size (VmHWM) of a process, in bytes.
+fn peak_rss(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Resets a process's VmHWM to its current RSS (`echo 5 > /proc/<pid>/clear_refs`), so that
+/// the next reading is the peak of one run; false where the kernel does not allow it.
+fn reset_peak_rss(pid: &str) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
+/// A process whose CPU time and peak RSS a run reports.
+struct Watched {
+    label: &'static str,
+    pid: String,
+}
+
+struct Usage {
+    label: &'static str,
+    cpu_secs: Option<f64>,
+    peak_rss: Option<u64>,
+}
+
+struct UsageMeter {
+    before: Vec<Option<u64>>,
+}
+
+impl UsageMeter {
+    fn start(procs: &[Watched], resettable: &mut bool) -> Self {
+        for p in procs {
+            *resettable &= reset_peak_rss(&p.pid);
+        }
+        Self {
+            before: procs.iter().map(|p| cpu_ticks(&p.pid)).collect(),
+        }
+    }
+
+    fn stop(self, procs: &[Watched], ticks: f64) -> Vec<Usage> {
+        procs
+            .iter()
+            .zip(self.before)
+            .map(|(p, before)| Usage {
+                label: p.label,
+                cpu_secs: before
+                    .zip(cpu_ticks(&p.pid))
+                    .map(|(b, a)| a.saturating_sub(b) as f64 / ticks),
+                peak_rss: peak_rss(&p.pid),
+            })
+            .collect()
+    }
+}
+
+/// A `kurzdraht serve` child process; killed if dropped while still running.
+struct ServeProcess {
+    agency: &'static str,
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl ServeProcess {
+    fn spawn(agency: &'static str, config: &Path, log: PathBuf) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("locating the kurzdraht binary")?;
+        let log_file =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let child = std::process::Command::new(exe)
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .with_context(|| format!("starting kurzdraht serve for {agency}"))?;
+        Ok(Self { agency, child, log })
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    /// Lines of its log containing `needle`, and of those, how many also contain `also`.
+    fn count_in_log(&self, needle: &str, also: &str) -> (usize, usize) {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let hits: Vec<&str> = text.lines().filter(|l| l.contains(needle)).collect();
+        let both = hits.iter().filter(|l| l.contains(also)).count();
+        (hits.len(), both)
+    }
+
+    fn check_running(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!(
+                "the {} node exited ({status}); its log:\n{}",
+                self.agency,
+                self.log_tail()
+            );
+        }
+        Ok(())
+    }
+
+    /// SIGTERM (a graceful stop: in-flight work finishes, the store is flushed), then waits
+    /// up to 15 s before killing it.
+    async fn stop(mut self) -> anyhow::Result<()> {
+        if self.child.try_wait()?.is_none() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &self.pid()])
+                .status();
+            let until = Instant::now() + Duration::from_secs(15);
+            while self.child.try_wait()?.is_none() {
+                if Instant::now() >= until {
+                    bail!(
+                        "the {} node did not stop within 15 s of SIGTERM",
+                        self.agency
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The baseline's PeerExchange: answers every delivery at once with an empty receipt — no
+/// signature, no consent check, no storage.
+struct BarePeer;
+
+#[tonic::async_trait]
+impl pb::peer_exchange_server::PeerExchange for BarePeer {
+    async fn deliver(
+        &self,
+        _req: tonic::Request<pb::SignedEnvelope>,
+    ) -> Result<tonic::Response<pb::SignedReceipt>, tonic::Status> {
+        Ok(tonic::Response::new(pb::SignedReceipt::default()))
+    }
+}
+
+type PeerClient = pb::peer_exchange_client::PeerExchangeClient<tonic::transport::Channel>;
+
+/// A PeerExchange client of the Jobcenter to `endpoint`, built as the delivery worker does.
+fn peer_client(jc: &NodeConfig, endpoint: &str) -> anyhow::Result<PeerClient> {
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())?
+        .tls_config(kurzdraht_node::tls::peer_client_tls(&jc.tls, JA))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(jc.delivery.request_timeout)
+        .connect_lazy();
+    Ok(PeerClient::new(channel))
+}
+
+struct E2eRun {
+    mode: &'static str,
+    concurrency: usize,
+    elapsed: Duration,
+    /// End-to-end latency of every completed message, sorted.
+    latencies: Vec<Duration>,
+    usage: Vec<Usage>,
+}
+
+impl E2eRun {
+    fn rate(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Prints "… n done after t s" every 5 s while a run lasts.
+fn ticker(done: Arc<AtomicUsize>, start: Instant) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            eprintln!(
+                "    … {} done after {:.0} s",
+                done.load(Ordering::Relaxed),
+                start.elapsed().as_secs_f64()
+            );
+        }
+    })
+}
+
+/// `concurrency` tasks call Deliver on the bare peer in a loop for `duration`.
+async fn baseline_run(
+    client: &PeerClient,
+    envelope: &pb::SignedEnvelope,
+    concurrency: usize,
+    duration: Duration,
+) -> anyhow::Result<(Duration, Vec<Duration>)> {
+    let done = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let (mut client, envelope, done) = (client.clone(), envelope.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                client.deliver(envelope.clone()).await?;
+                latencies.push(t.elapsed());
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let tick = ticker(done, start);
+    let mut latencies = Vec::new();
+    let mut failure = None;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(l)) => latencies.extend(l),
+            Ok(Err(e)) => failure = Some(e),
+            Err(e) => failure = Some(anyhow::anyhow!("caller task failed: {e}")),
+        }
+    }
+    let elapsed = start.elapsed();
+    tick.abort();
+    if let Some(e) = failure {
+        return Err(e.context("baseline call"));
+    }
+    latencies.sort_unstable();
+    Ok((elapsed, latencies))
+}
+
+fn wall_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or_default()
+}
+
+/// A submitted message the watcher waits for.
+struct Pending {
+    message_id: String,
+    started_wall_us: i64,
+    done: oneshot::Sender<anyhow::Result<Duration>>,
+}
+
+/// Watches submitted messages in submission order (the order the FIFO outbox delivers them
+/// in): asks the Jobcenter for the oldest one's status until it is DELIVERED, then the next.
+/// About one GetStatus per message plus at most ~1,000 per second while waiting, instead of
+/// every caller polling. Latency = the node's updated_at_ms (when it stored the verified
+/// receipt; 1 ms resolution, taken as the middle of its millisecond) − the wall clock when
+/// the caller started its Submit.
+async fn watch(
+    mut client: AgencyClient,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Pending>,
+) -> anyhow::Result<()> {
+    let mut queue = std::collections::VecDeque::new();
+    loop {
+        if queue.is_empty() {
+            match rx.recv().await {
+                Some(p) => queue.push_back(p),
+                None => return Ok(()),
+            }
+        }
+        while let Ok(p) = rx.try_recv() {
+            queue.push_back(p);
+        }
+        let Some(front) = queue.front() else { continue };
+        let status = client
+            .get_status(pb::GetStatusRequest {
+                message_id: front.message_id.clone(),
+            })
+            .await?
+            .into_inner();
+        match pb::DeliveryState::try_from(status.state) {
+            Ok(pb::DeliveryState::Delivered) => {
+                let us = status.updated_at_ms * 1000 + 500 - front.started_wall_us;
+                let latency = Duration::from_micros(us.max(0) as u64);
+                if let Some(p) = queue.pop_front() {
+                    let _ = p.done.send(Ok(latency));
+                }
+            }
+            Ok(pb::DeliveryState::Queued) => tokio::time::sleep(Duration::from_millis(1)).await,
+            other => {
+                let e = anyhow::anyhow!(
+                    "message {} ended {other:?}, not DELIVERED: {}",
+                    front.message_id,
+                    status.detail
+                );
+                if let Some(p) = queue.pop_front() {
+                    let _ = p.done.send(Err(anyhow::anyhow!("{e}")));
+                }
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// `concurrency` tasks each loop for `duration` (or `per_task` messages): Submit a CertificationRequest at the
+/// Jobcenter, then wait until the Jobcenter holds the Jugendamt's verified receipt.
+async fn kurzdraht_run(
+    client: &AgencyClient,
+    watcher_client: &AgencyClient,
+    request: &pb::SubmitRequest,
+    concurrency: usize,
+    duration: Duration,
+    per_task: usize,
+) -> anyhow::Result<(Duration, Vec<Duration>)> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = tokio::spawn(watch(watcher_client.clone(), rx));
+    let done = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let (mut client, request, done, tx) =
+            (client.clone(), request.clone(), done.clone(), tx.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline && latencies.len() < per_task {
+                let started_wall_us = wall_us();
+                let message_id = client
+                    .submit(request.clone())
+                    .await?
+                    .into_inner()
+                    .message_id;
+                let (done_tx, done_rx) = oneshot::channel();
+                tx.send(Pending {
+                    message_id,
+                    started_wall_us,
+                    done: done_tx,
+                })
+                .map_err(|_| anyhow::anyhow!("the status watcher stopped"))?;
+                let latency = tokio::time::timeout(Duration::from_secs(60), done_rx)
+                    .await
+                    .map_err(|_| anyhow::anyhow!("a message was not DELIVERED within 60 s"))?
+                    .map_err(|_| anyhow::anyhow!("the status watcher stopped"))??;
+                latencies.push(latency);
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    drop(tx);
+    let tick = ticker(done, start);
+    let mut latencies = Vec::new();
+    let mut failure = None;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(l)) => latencies.extend(l),
+            Ok(Err(e)) => failure = Some(e),
+            Err(e) => failure = Some(anyhow::anyhow!("caller task failed: {e}")),
+        }
+    }
+    let elapsed = start.elapsed();
+    tick.abort();
+    let watched = watcher.await.context("status watcher task")?;
+    if let Some(e) = failure {
+        return Err(e.context("kurzdraht submit → DELIVERED"));
+    }
+    watched?;
+    latencies.sort_unstable();
+    Ok((elapsed, latencies))
+}
+
+/// Waits until `client`'s node holds consent `id` in force (up to 15 s).
+async fn consent_in_force(client: &mut AgencyClient, id: &str) -> anyhow::Result<()> {
+    for _ in 0..750 {
+        let list = client
+            .list_consents(pb::ListConsentsRequest {})
+            .await?
+            .into_inner();
+        if list.consents.iter().any(|c| {
+            c.consent.as_ref().is_some_and(|r| r.consent_id == id)
+                && c.state == pb::ConsentState::ConsentInForce as i32
+        }) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bail!("consent {id} not in force at the Jugendamt after 15 s")
+}
+
+fn fmt_opt_bytes(b: Option<u64>) -> String {
+    b.map_or_else(|| "n/a".into(), fmt_bytes)
+}
+
+async fn e2e(
+    seconds: u64,
+    concurrency: Vec<usize>,
+    payload_bytes: Option<usize>,
+    peer_rate: Option<u32>,
+    dir: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    if seconds == 0 || concurrency.is_empty() || concurrency.contains(&0) || peer_rate == Some(0) {
+        bail!("--seconds, --peer-rate and every --concurrency must be above 0");
+    }
+    let duration = Duration::from_secs(seconds);
+    let base = base_dir(dir)?;
+    let tmp = tempfile::Builder::new()
+        .prefix("kurzdraht-bench-e2e-")
+        .tempdir_in(&base)?;
+    let fed = tmp.path().join("federation");
+    let mut addrs = Vec::new();
+    for _ in 0..3 {
+        addrs.push((free_port()?, free_port()?));
+    }
+    let files = pki::init(&fed, &pki::segeberg([addrs[0], addrs[1], addrs[2]]))?;
+    let files_of = |id: &str| {
+        files
+            .iter()
+            .find(|f| f.id == id)
+            .with_context(|| format!("pki init wrote no {id}"))
+    };
+    if let Some(rate) = peer_rate {
+        let path = &files_of(JA)?.node_config;
+        let text = std::fs::read_to_string(path)?;
+        let text = text.replacen(
+            "[limits]\n",
+            &format!("[limits]\npeer_requests_per_second = {rate}\n"),
+            1,
+        );
+        pki::write_file(path, &text, false)?;
+    }
+    let jc = NodeConfig::load(&files_of(JC)?.node_config)?;
+    let ja = NodeConfig::load(&files_of(JA)?.node_config)?;
+    if let Some(rate) = peer_rate {
+        if ja.limits.peer_requests_per_second != rate {
+            bail!("could not set the Jugendamt's limits.peer_requests_per_second to {rate}");
+        }
+    }
+    let jc_client_cfg = ClientConfig::load(&files_of(JC)?.client_config)?;
+    let ja_client_cfg = ClientConfig::load(&files_of(JA)?.client_config)?;
+    let ticks = clock_ticks();
+
+    println!("kurzdraht bench e2e — baseline (bare tonic call over mutual TLS) vs. the full kurzdraht path");
+    print_machine(&base);
+    println!(
+        "parameters: {seconds} s per run, concurrency {}, {WARM_UP} warm-up calls/messages before each run",
+        concurrency
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("nodes:      Jobcenter and Jugendamt Kreis Segeberg as two `kurzdraht serve` processes of this binary,");
+    println!(
+        "            real PKI (pki init), default node.toml{} (log level info to a file; Jugendamt admits {} deliveries/s, {} in flight per peer)",
+        if peer_rate.is_some() { " except --peer-rate" } else { "" },
+        ja.limits.peer_requests_per_second,
+        ja.limits.peer_concurrent_requests
+    );
+    println!("baseline:   a PeerExchange server in this process that answers Deliver at once with an empty receipt,");
+    println!("            served with the Jugendamt's peer TLS config (mutual TLS), called with a client built like the");
+    println!("            delivery worker's (Jobcenter's certificate), one shared HTTP/2 channel; latency = call round trip");
+    println!("kurzdraht:  Submit (Jobcenter AgencyApi, TLS + token) → consent check → durable outbox → signed envelope →");
+    println!("            Deliver (one FIFO worker per peer) → verify, consent check, durable inbox → signed receipt verified and");
+    println!("            stored by the Jobcenter; one shared HTTP/2 channel for the callers, a second for the status watcher;");
+    println!("            latency = Jobcenter's updated_at_ms of DELIVERED (1 ms resolution, ±0.5 ms) − wall clock at Submit start");
+    println!("            each caller waits for DELIVERED before its next Submit (closed loop)");
+
+    // The consent and the request, and a sealed envelope of the same size for the baseline.
+    let consent_seed = ids::new_id();
+    let reason = match payload_bytes {
+        Some(n) => padded_reason(&jc.signing_key, &consent_seed, n),
+        None => REASON.to_string(),
+    };
+    let body = certification_request(reason);
+
+    eprintln!("starting the Jobcenter and Jugendamt nodes …");
+    let mut jc_proc = ServeProcess::spawn(
+        JC,
+        &files_of(JC)?.node_config,
+        tmp.path().join("jobcenter.log"),
+    )?;
+    let mut ja_proc = ServeProcess::spawn(
+        JA,
+        &files_of(JA)?.node_config,
+        tmp.path().join("jugendamt.log"),
+    )?;
+    let outcome = async {
+        let until = Instant::now() + Duration::from_secs(30);
+        let mut jc_api = client_until(&jc_client_cfg, until).await?;
+        let mut ja_api = client_until(&ja_client_cfg, until).await?;
+        jc_proc.check_running()?;
+        ja_proc.check_running()?;
+        let consent = jc_api
+            .record_consent(pb::RecordConsentRequest {
+                subject: Some(subject()),
+                given_by: pb::ConsentGiver::Person as i32,
+                recipients: vec![JA.into()],
+                purposes: vec![pb::Purpose::U25MoveOut as i32],
+                categories: [
+                    pb::DataCategory::Identity,
+                    pb::DataCategory::Address,
+                    pb::DataCategory::CaseReferences,
+                    pb::DataCategory::HousingSituation,
+                ]
+                .map(|c| c as i32)
+                .to_vec(),
+                legal_basis: pb::LegalBasis::ConsentGdpr61ASgbX67b as i32,
+                form: pb::ConsentForm::Written as i32,
+                evidence_sha256: vec![0x5e; 32],
+                evidence_reference: "JC-SE/Einwilligung/2026/0815 (unterschriebenes Formular)"
+                    .into(),
+                recorded_by: "Herr Jensen".into(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        let consent_id = consent
+            .consent
+            .map(|c| c.consent_id)
+            .context("RecordConsent returned no consent")?;
+        consent_in_force(&mut ja_api, &consent_id).await?;
+        let request = pb::SubmitRequest {
+            recipient: JA.into(),
+            consent_id: consent_id.clone(),
+            in_reply_to: String::new(),
+            body: Some(body.clone()),
+        };
+        let sealed = seal_outgoing(
+            &jc.signing_key,
+            JC,
+            MessageKind::CertificationRequest,
+            JA,
+            &consent_id,
+            &body,
+            clock::now_ms(),
+            jc.delivery.deadline,
+        );
+        println!(
+            "message:    CertificationRequest, payload {} B, signed envelope {} B (the baseline sends an envelope of this size)",
+            sealed.envelope.payload.len(),
+            envelope_bytes(&sealed)
+        );
+
+        // The baseline's bare peer, on its own loopback port with the Jugendamt's TLS.
+        let bare_addr = free_port()?;
+        let (bare_stop, bare_stopped) = oneshot::channel::<()>();
+        let bare = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .tls_config(kurzdraht_node::tls::peer_server_tls(&ja.tls))?
+            .add_service(pb::peer_exchange_server::PeerExchangeServer::new(BarePeer))
+            .serve_with_shutdown(bare_addr, async move {
+                let _ = bare_stopped.await;
+            });
+        let bare = tokio::spawn(bare);
+        let bare_client = peer_client(&jc, &format!("https://{bare_addr}"))?;
+
+        let procs_node = [
+            Watched {
+                label: "jobcenter node",
+                pid: jc_proc.pid(),
+            },
+            Watched {
+                label: "jugendamt node",
+                pid: ja_proc.pid(),
+            },
+            Watched {
+                label: "bench (callers)",
+                pid: "self".into(),
+            },
+        ];
+        let procs_bare = [Watched {
+            label: "bench (client+server)",
+            pid: "self".into(),
+        }];
+        let mut resettable = true;
+        let mut runs = Vec::new();
+        let mut retries = Vec::new();
+        for &c in &concurrency {
+            eprintln!("baseline, concurrency {c}: warm-up, then {seconds} s …");
+            let mut warm = bare_client.clone();
+            for _ in 0..WARM_UP {
+                warm.deliver(sealed.envelope.clone()).await?;
+            }
+            let meter = UsageMeter::start(&procs_bare, &mut resettable);
+            let (elapsed, latencies) =
+                baseline_run(&bare_client, &sealed.envelope, c, duration).await?;
+            let usage = meter.stop(&procs_bare, ticks);
+            let run = E2eRun {
+                mode: "baseline",
+                concurrency: c,
+                elapsed,
+                latencies,
+                usage,
+            };
+            eprintln!("    done: {} calls, {:.0}/s", run.latencies.len(), run.rate());
+            runs.push(run);
+
+            eprintln!("kurzdraht, concurrency {c}: warm-up, then {seconds} s …");
+            let (_, warm) = kurzdraht_run(
+                &jc_api,
+                &jc_api,
+                &request,
+                1,
+                Duration::from_secs(60),
+                WARM_UP,
+            )
+            .await?;
+            if warm.len() != WARM_UP {
+                bail!("warm-up: {} of {WARM_UP} messages delivered", warm.len());
+            }
+            jc_proc.check_running()?;
+            ja_proc.check_running()?;
+            // separate channels: the callers' and the watcher's
+            let watcher_api = client_until(&jc_client_cfg, Instant::now() + Duration::from_secs(5)).await?;
+            let retries_before = jc_proc.count_in_log(RETRY_LOG, "ResourceExhausted");
+            let meter = UsageMeter::start(&procs_node, &mut resettable);
+            let (elapsed, latencies) =
+                kurzdraht_run(&jc_api, &watcher_api, &request, c, duration, usize::MAX).await?;
+            let usage = meter.stop(&procs_node, ticks);
+            let retries_after = jc_proc.count_in_log(RETRY_LOG, "ResourceExhausted");
+            retries.push((
+                c,
+                retries_after.0 - retries_before.0,
+                retries_after.1 - retries_before.1,
+            ));
+            let run = E2eRun {
+                mode: "kurzdraht",
+                concurrency: c,
+                elapsed,
+                latencies,
+                usage,
+            };
+            eprintln!("    done: {} messages, {:.0}/s", run.latencies.len(), run.rate());
+            runs.push(run);
+        }
+        let _ = bare_stop.send(());
+        let _ = bare.await;
+        let received = inbox_len(&mut ja_api).await?;
+        anyhow::Ok((runs, resettable, received, retries))
+    }
+    .await;
+    let stopped_jc = jc_proc.stop().await;
+    let stopped_ja = ja_proc.stop().await;
+    let (runs, resettable, received, retries) = outcome?;
+    stopped_jc?;
+    stopped_ja?;
+
+    println!();
+    println!(
+        "{:<10} {:>5} {:>8} {:>8} {:>9} {:>8} {:>8} {:>9}   {:<22} {:>14} {:>10}",
+        "mode",
+        "conc",
+        "messages",
+        "seconds",
+        "msg/s",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "process",
+        "CPU s/1k msgs",
+        "peak RSS"
+    );
+    for r in &runs {
+        let n = r.latencies.len();
+        for (i, u) in r.usage.iter().enumerate() {
+            let cpu = u.cpu_secs.map_or_else(
+                || "n/a".into(),
+                |s| format!("{:.3}", s * 1000.0 / n.max(1) as f64),
+            );
+            let figures = if i == 0 {
+                format!(
+                    "{:<10} {:>5} {:>8} {:>8.2} {:>9.1} {:>8.2} {:>8.2} {:>9.2}",
+                    r.mode,
+                    r.concurrency,
+                    n,
+                    r.elapsed.as_secs_f64(),
+                    r.rate(),
+                    ms(percentile(&r.latencies, 50.0)),
+                    ms(percentile(&r.latencies, 99.0)),
+                    ms(percentile(&r.latencies, 99.9)),
+                )
+            } else {
+                format!("{:72}", "")
+            };
+            println!(
+                "{figures}   {:<22} {:>14} {:>10}",
+                u.label,
+                cpu,
+                fmt_opt_bytes(u.peak_rss)
+            );
+        }
+    }
+    println!(
+        "(peak RSS: VmHWM {}; CPU: utime+stime from /proc/<pid>/stat at {ticks} ticks/s, all threads)",
+        if resettable {
+            "reset before each run, so each figure is that run's peak"
+        } else {
+            "could not be reset here, so each figure is the process's peak so far"
+        }
+    );
+    println!();
+    println!(
+        "{:>5} {:>12} {:>13} {:>16}",
+        "conc", "baseline/s", "kurzdraht/s", "kurzdraht/base"
+    );
+    let mut ratio_at_max = None;
+    let mut p99_at_1 = None;
+    for &c in &concurrency {
+        let find = |m: &str| runs.iter().find(|r| r.mode == m && r.concurrency == c);
+        if let (Some(b), Some(k)) = (find("baseline"), find("kurzdraht")) {
+            let ratio = k.rate() / b.rate().max(1e-9);
+            println!(
+                "{c:>5} {:>12.1} {:>13.1} {:>15.2}%",
+                b.rate(),
+                k.rate(),
+                ratio * 100.0
+            );
+            if c == 128 {
+                ratio_at_max = Some(ratio);
+            }
+            if c == 1 {
+                p99_at_1 = Some(ms(percentile(&k.latencies, 99.0)));
+            }
+        }
+    }
+    println!();
+    let retries: Vec<String> = retries
+        .iter()
+        .map(|(c, n, rate)| format!("c={c}: {n} ({rate} RESOURCE_EXHAUSTED)"))
+        .collect();
+    println!(
+        "Jobcenter delivery retries during the kurzdraht runs (from its log): {}",
+        retries.join(", ")
+    );
+    println!(
+        "  (RESOURCE_EXHAUSTED: refused by the Jugendamt's per-peer admission, limits.peer_requests_per_second = {}, burst one second's worth)",
+        ja.limits.peer_requests_per_second
+    );
+    println!();
+    println!("targets of the issue:");
+    match ratio_at_max {
+        Some(r) => println!(
+            "  kurzdraht ≥ 50% of baseline msg/s at concurrency 128: {:.2}% — {}",
+            r * 100.0,
+            if r >= 0.5 { "met" } else { "NOT met" }
+        ),
+        None => println!(
+            "  kurzdraht ≥ 50% of baseline msg/s at concurrency 128: not measured (no run at 128)"
+        ),
+    }
+    match p99_at_1 {
+        Some(p) => println!(
+            "  kurzdraht p99 < 5 ms at concurrency 1: {p:.2} ms — {}",
+            if p < 5.0 { "met" } else { "NOT met" }
+        ),
+        None => println!("  kurzdraht p99 < 5 ms at concurrency 1: not measured (no run at 1)"),
+    }
+    let submitted: usize = runs
+        .iter()
+        .filter(|r| r.mode == "kurzdraht")
+        .map(|r| r.latencies.len() + WARM_UP)
+        .sum();
+    println!(
+        "Jugendamt inbox holds {received} messages: {submitted} requests (measured + warm-up) + 1 consent notice = {} — {}",
+        submitted + 1,
+        if received == submitted + 1 { "as expected" } else { "MISMATCH" }
+    );
+    println!("load avg:   {} (1/5/15 min, at end)", load_average());
     Ok(ExitCode::SUCCESS)
 }

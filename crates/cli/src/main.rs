@@ -71,8 +71,8 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
-    /// Benchmarks: ledger group commit versus fsync per submission, and how fast a restarted
-    /// node with a long history resumes delivery.
+    /// Benchmarks: ledger group commit versus fsync per submission, how fast a restarted
+    /// node with a long history resumes delivery, and the end-to-end path versus a bare call.
     Bench {
         #[command(subcommand)]
         command: bench::BenchCommand,

@@ -142,7 +142,7 @@ impl Default for LimitsFile {
             replay_window_hours: 8 * 24,
             clock_skew_secs: 300,
             consent_default_validity_days: 365,
-            peer_requests_per_second: 500,
+            peer_requests_per_second: 5_000,
             peer_concurrent_requests: 32,
         }
     }

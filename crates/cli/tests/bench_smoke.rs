@@ -1,0 +1,44 @@
+//! `kurzdraht bench e2e` as a user runs it: the real binary, two real node processes. Only
+//! checks that it completes and prints both rows with figures — no timing assertions.
+
+use std::process::Command;
+
+/// The msg/s figure of the first table row of `mode` (columns: mode conc messages seconds msg/s …).
+fn rate_of(stdout: &str, mode: &str) -> Option<f64> {
+    stdout.lines().find_map(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.first() != Some(&mode) {
+            return None;
+        }
+        // conc, messages, seconds, msg/s, p50, p99, p99.9
+        let numbers: Vec<f64> = cols
+            .get(1..8)?
+            .iter()
+            .map(|c| c.parse::<f64>())
+            .collect::<Result<_, _>>()
+            .ok()?;
+        (numbers[0] == 1.0 && numbers[1] >= 1.0).then_some(numbers[3])
+    })
+}
+
+#[test]
+fn bench_e2e_runs_and_prints_baseline_and_kurzdraht_rows() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kurzdraht"))
+        .args(["bench", "e2e", "--seconds", "1", "--concurrency", "1"])
+        .output()
+        .expect("run kurzdraht bench e2e");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench e2e failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for mode in ["baseline", "kurzdraht"] {
+        let rate = rate_of(&stdout, mode);
+        assert!(
+            rate.is_some_and(|r| r > 0.0),
+            "no {mode} row with figures in:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("as expected"), "{stdout}");
+}
