@@ -558,21 +558,14 @@ async fn inbox_item(client: &AgencyClient, id: &str) -> pb::InboxItem {
 async fn bodies_are_deleted_after_the_retention_period() {
     let mut h = start().await;
     // The Jugendamt keeps bodies 1 s after closing and sweeps every second.
-    h.stop(JA).await;
-    let path = h
-        .fed
-        .agencies
-        .iter()
-        .find(|a| a.id == JA)
-        .unwrap()
-        .node_config
-        .clone();
-    let toml = std::fs::read_to_string(&path).unwrap();
-    let toml = toml
-        .replace("body_retention_secs = 31536000", "body_retention_secs = 1")
-        .replace("sweep_interval_secs = 3600", "sweep_interval_secs = 1");
-    std::fs::write(&path, toml).unwrap();
-    h.restart(JA).await;
+    h.reconfigure(
+        JA,
+        &[
+            ("body_retention_secs = 31536000", "body_retention_secs = 1"),
+            ("sweep_interval_secs = 3600", "sweep_interval_secs = 1"),
+        ],
+    )
+    .await;
 
     let mut jc = h.client(JC).await;
     let mut ja = h.client(JA).await;

@@ -26,7 +26,6 @@ use kurzdraht_tests::*;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::OpenOptions;
 use std::io::Write as _;
-use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -52,17 +51,6 @@ struct Federation {
     root: PathBuf,
     /// Removed when dropped, unless `KURZDRAHT_TEST_KEEP` is set.
     _dir: Option<TempDir>,
-}
-
-/// `n` distinct free loopback addresses (bound at once, then released).
-fn free_addrs(n: usize) -> Vec<SocketAddr> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a loopback port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local address"))
-        .collect()
 }
 
 /// Replaces the value of every line `key = ...` (outside arrays) in a TOML text.
@@ -126,7 +114,7 @@ impl Federation {
     fn new() -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let root = dir.path().join("federation");
-        let a = free_addrs(6);
+        let a = kurzdraht_tests::free_addrs(6);
         let addrs = [(a[0], a[1]), (a[2], a[3]), (a[4], a[5])];
         let files = pki::init(&root, &pki::segeberg(addrs)).expect("pki init");
         for f in &files {
@@ -811,7 +799,7 @@ async fn second_process_on_same_data_dir_is_refused() {
         "the first node made {}",
         data_dir.display()
     );
-    let ports = free_addrs(2);
+    let ports = kurzdraht_tests::free_addrs(2);
     let mut text = std::fs::read_to_string(fed.node_config(JC)).expect("node.toml");
     text = set_key(&text, "data_dir", &format!("'{}'", data_dir.display()));
     text = set_key(&text, "peer", &format!("\"{}\"", ports[0]));

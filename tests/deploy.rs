@@ -15,10 +15,12 @@ use kurzdraht_node::directory::Directory;
 use kurzdraht_node::pki;
 use kurzdraht_node::tls::api_client_tls;
 use kurzdraht_proto::v1 as pb;
-use kurzdraht_tests::{binary, require_python_grpc, wait_for_state, JA, JC, JN};
+use kurzdraht_tests::{
+    binary, printed, require_python_grpc, run_python_client, wait_for_state, JA, JC, JN,
+};
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -328,17 +330,6 @@ async fn certificates_and_signing_keys_rotate_as_the_readme_says() {
 const BOUND: Duration = Duration::from_secs(20);
 /// The environment systemd gives a service (no `KURZDRAHT_LOG`, no `NO_COLOR`: defaults).
 const SYSTEMD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// `n` distinct free loopback addresses (bound at once, then released).
-fn free_addrs(n: usize) -> Vec<SocketAddr> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a loopback port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local address"))
-        .collect()
-}
 
 /// The entries of a flat TOML file (sections of `key = value` lines, as the deploy files
 /// are): `(section, key, value)` in file order. Panics on any other kind of line.
@@ -722,56 +713,6 @@ async fn wait_for_sample(addr: SocketAddr, key: &str, value: f64) -> BTreeMap<St
     }
 }
 
-/// Runs tests/python/client_test.py with the IT system's client.toml (its token from the
-/// client.toml's token_file) to completion, at most [`BOUND`]; returns its stdout.
-fn run_python_client(client_toml: &Path, recipient: &str) -> String {
-    let repo = deploy_dir().join("..");
-    let script = repo.join("tests/python/client_test.py");
-    let mut child = Command::new("python3")
-        .arg(&script)
-        .arg("--client")
-        .arg(client_toml)
-        .arg("--recipient")
-        .arg(recipient)
-        .arg("--proto-dir")
-        .arg(repo.join("proto"))
-        .env_remove("KURZDRAHT_TOKEN")
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e}", script.display()));
-    let started = Instant::now();
-    while child.try_wait().expect("wait for python3").is_none() {
-        if started.elapsed() > BOUND {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("python3's output");
-            panic!(
-                "client_test.py did not finish within {BOUND:?}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().expect("python3's output");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "client_test.py failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        out.status
-    );
-    eprintln!("{stderr}");
-    stdout
-}
-
-fn printed<'a>(stdout: &'a str, key: &str) -> &'a str {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-        .unwrap_or_else(|| panic!("client_test.py printed no {key}:\n{stdout}"))
-}
-
 /// The "done when": the three nodes start from the deploy/ configurations — changed
 /// only where the host decides: /etc/kurzdraht, /var/lib/kurzdraht, the listen addresses,
 /// the token hash — as separate processes with their units' ExecStartPre and ExecStart
@@ -784,7 +725,7 @@ async fn three_nodes_run_from_the_deploy_configs() {
     let binary = binary();
     let started = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
-    let a = free_addrs(9);
+    let a = kurzdraht_tests::free_addrs(9);
     // Keys, certificates from `pki init` (its own configurations are not used).
     let fed = tmp.path().join("pki");
     pki::init(
@@ -935,7 +876,7 @@ async fn three_nodes_run_from_the_deploy_configs() {
         .await
         .expect("scrape");
     let client_toml = jc.it.join("client.toml");
-    let stdout = tokio::task::spawn_blocking(move || run_python_client(&client_toml, JA))
+    let stdout = tokio::task::spawn_blocking(move || run_python_client(&client_toml, JA, BOUND))
         .await
         .expect("the Python client's task");
     let message = printed(&stdout, "message_id");

@@ -1227,23 +1227,8 @@ async fn undeliverable_message_expires_and_is_never_sent() {
     let lena = lena();
     let consent = replicated_consent(&h, &lena, &[JA], &[U25]).await;
     // The Jobcenter's deadline becomes 2 seconds (it is stamped at submission).
-    h.stop(JC).await;
-    let path = h
-        .fed
-        .agencies
-        .iter()
-        .find(|a| a.id == JC)
-        .unwrap()
-        .node_config
-        .clone();
-    let toml = std::fs::read_to_string(&path).unwrap();
-    assert!(toml.contains("deadline_secs = 604800"));
-    std::fs::write(
-        &path,
-        toml.replace("deadline_secs = 604800", "deadline_secs = 2"),
-    )
-    .unwrap();
-    h.restart(JC).await;
+    h.reconfigure(JC, &[("deadline_secs = 604800", "deadline_secs = 2")])
+        .await;
     h.stop(JA).await;
 
     let mut jc = h.client(JC).await;

@@ -13,21 +13,18 @@ use tonic::transport::Endpoint;
 async fn a_flooding_peer_is_limited_and_the_others_get_through() {
     let mut h = start().await;
     // The Kreis office allows 20 deliveries per second and 4 in flight per peer.
-    h.stop(JA).await;
-    let path = h
-        .fed
-        .agencies
-        .iter()
-        .find(|a| a.id == JA)
-        .unwrap()
-        .node_config
-        .clone();
-    let toml = std::fs::read_to_string(&path).unwrap().replace(
-        "clock_skew_secs = 300\n",
-        "clock_skew_secs = 300\npeer_requests_per_second = 20\npeer_concurrent_requests = 4\n",
-    );
-    std::fs::write(&path, toml).unwrap();
-    h.restart(JA).await;
+    h.reconfigure(
+        JA,
+        &[(
+            "clock_skew_secs = 300
+",
+            "clock_skew_secs = 300
+peer_requests_per_second = 20
+peer_concurrent_requests = 4
+",
+        )],
+    )
+    .await;
 
     // The Jobcenter's node floods the Kreis office for ~1.5 s.
     let jc = h.fed.config(JC).unwrap();

@@ -22,7 +22,7 @@ use kurzdraht_node::{clock, federation::LocalFederation, policy};
 use kurzdraht_proto::v1::{self as pb, message_body::Body};
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::SystemTime;
 use std::time::{Duration, Instant};
@@ -84,6 +84,27 @@ impl Harness {
             .start_node(agency)
             .await
             .unwrap_or_else(|e| panic!("start {agency} again: {e}"));
+    }
+
+    /// Stops `agency`'s node, replaces text in its node.toml (each `from` must be there) and
+    /// starts it again.
+    pub async fn reconfigure(&mut self, agency: &str, edits: &[(&str, &str)]) {
+        self.stop(agency).await;
+        let path = self
+            .fed
+            .agencies
+            .iter()
+            .find(|a| a.id == agency)
+            .unwrap_or_else(|| panic!("no files of {agency}"))
+            .node_config
+            .clone();
+        let mut toml = std::fs::read_to_string(&path).expect("read node.toml");
+        for (from, to) in edits {
+            assert!(toml.contains(from), "{agency}'s node.toml has no {from:?}");
+            toml = toml.replace(from, to);
+        }
+        std::fs::write(&path, toml).expect("write node.toml");
+        self.restart(agency).await;
     }
 }
 
@@ -674,4 +695,60 @@ pub fn require_python_grpc() {
         "python3 cannot import grpcio/grpcio-tools and installing them failed: run `{INSTALL}`\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `n` distinct free loopback addresses.
+pub fn free_addrs(n: usize) -> Vec<std::net::SocketAddr> {
+    kurzdraht_node::pki::free_loopback_addrs(n).expect("free loopback ports")
+}
+
+/// Runs tests/python/client_test.py with the IT system's client.toml (its token from the
+/// client.toml's token_file) to completion, at most `within`; returns its stdout.
+pub fn run_python_client(client_toml: &Path, recipient: &str, within: Duration) -> String {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let script = repo.join("tests/python/client_test.py");
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .arg("--client")
+        .arg(client_toml)
+        .arg("--recipient")
+        .arg(recipient)
+        .arg("--proto-dir")
+        .arg(repo.join("proto"))
+        .env_remove("KURZDRAHT_TOKEN")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", script.display()));
+    let started = Instant::now();
+    while child.try_wait().expect("wait for python3").is_none() {
+        if started.elapsed() > within {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("python3's output");
+            panic!(
+                "client_test.py did not finish within {within:?}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("python3's output");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "client_test.py failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
+    eprintln!("{stderr}");
+    stdout
+}
+
+/// A `key=value` line the Python client printed.
+pub fn printed<'a>(stdout: &'a str, key: &str) -> &'a str {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("client_test.py printed no {key}:\n{stdout}"))
 }

@@ -610,11 +610,6 @@ async fn commit(
 
 // ---------------------------------------------------------------- bench restart
 
-fn free_port() -> anyhow::Result<std::net::SocketAddr> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?)
-}
-
 /// Opens a store with its data key, waiting (up to 10 s) for a handle dropped just before to
 /// release its lock.
 async fn open_when_unlocked(dir: &Path, key: &DataKey) -> anyhow::Result<Ledger> {
@@ -985,11 +980,7 @@ async fn restart(
         .prefix("kurzdraht-bench-restart-")
         .tempdir_in(&base)?;
     let fed = tmp.path().join("federation");
-    let mut addrs = Vec::new();
-    for _ in 0..3 {
-        addrs.push((free_port()?, free_port()?));
-    }
-    let files = pki::init(&fed, &pki::segeberg([addrs[0], addrs[1], addrs[2]]))?;
+    let files = pki::init(&fed, &pki::segeberg_on_free_ports(false)?)?;
     let files_of = |id: &str| {
         files
             .iter()
@@ -1607,11 +1598,7 @@ async fn e2e(
         .prefix("kurzdraht-bench-e2e-")
         .tempdir_in(&base)?;
     let fed = tmp.path().join("federation");
-    let mut addrs = Vec::new();
-    for _ in 0..3 {
-        addrs.push((free_port()?, free_port()?));
-    }
-    let files = pki::init(&fed, &pki::segeberg([addrs[0], addrs[1], addrs[2]]))?;
+    let files = pki::init(&fed, &pki::segeberg_on_free_ports(false)?)?;
     let files_of = |id: &str| {
         files
             .iter()
@@ -1742,7 +1729,7 @@ async fn e2e(
         );
 
         // The baseline's bare peer, on its own loopback port with the Jugendamt's TLS.
-        let bare_addr = free_port()?;
+        let bare_addr = pki::free_loopback_addrs(1)?[0];
         let (bare_stop, bare_stopped) = oneshot::channel::<()>();
         let bare = tonic::transport::Server::builder()
             .tcp_nodelay(true)

@@ -187,15 +187,7 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Pki {
             command: PkiCommand::Init { dir },
         } => {
-            let mut addrs = Vec::new();
-            for _ in 0..3 {
-                addrs.push((free_port()?, free_port()?));
-            }
-            let mut specs = pki::segeberg([addrs[0], addrs[1], addrs[2]]);
-            for spec in &mut specs {
-                spec.metrics_addr = Some(free_port()?);
-            }
-            let files = pki::init(&dir, &specs)?;
+            let files = pki::init(&dir, &pki::segeberg_on_free_ports(true)?)?;
             println!("federation created in {}", dir.display());
             for f in files {
                 println!(
@@ -289,11 +281,6 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Bench { command } => bench::run(command).await,
         Command::Client(c) => commands::run(c).await,
     }
-}
-
-fn free_port() -> anyhow::Result<std::net::SocketAddr> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?)
 }
 
 /// SIGTERM or Ctrl-C. The handlers are installed when this is called, before the node loads
