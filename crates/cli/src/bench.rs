@@ -1341,6 +1341,15 @@ impl pb::peer_exchange_server::PeerExchange for BarePeer {
     ) -> Result<tonic::Response<pb::SignedReceipt>, tonic::Status> {
         Ok(tonic::Response::new(pb::SignedReceipt::default()))
     }
+
+    async fn deliver_batch(
+        &self,
+        _req: tonic::Request<pb::EnvelopeBatch>,
+    ) -> Result<tonic::Response<pb::BatchOutcome>, tonic::Status> {
+        Err(tonic::Status::unimplemented(
+            "the baseline answers unary calls only",
+        ))
+    }
 }
 
 type PeerClient = pb::peer_exchange_client::PeerExchangeClient<tonic::transport::Channel>;
@@ -1427,67 +1436,69 @@ async fn baseline_run(
     Ok((elapsed, latencies))
 }
 
-fn wall_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or_default()
-}
-
 /// A submitted message the watcher waits for.
 struct Pending {
     message_id: String,
-    started_wall_us: i64,
+    started: Instant,
     done: oneshot::Sender<anyhow::Result<Duration>>,
 }
 
-/// Watches submitted messages in submission order (the order the FIFO outbox delivers them
-/// in): asks the Jobcenter for the oldest one's status until it is DELIVERED, then the next.
-/// About one GetStatus per message plus at most ~1,000 per second while waiting, instead of
-/// every caller polling. Latency = the node's updated_at_ms (when it stored the verified
-/// receipt; 1 ms resolution, taken as the middle of its millisecond) − the wall clock when
-/// the caller started its Submit.
+/// Follows the Jobcenter's WatchStatus stream (opened before the first Submit) and tells
+/// each caller when its message reached DELIVERED. Latency = when the watcher saw the final
+/// status (the Jobcenter publishes it once the verified receipt is durable) − when the
+/// caller started its Submit. One stream for all callers instead of polling GetStatus.
 async fn watch(
-    mut client: AgencyClient,
+    mut statuses: tonic::Streaming<pb::MessageStatus>,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Pending>,
 ) -> anyhow::Result<()> {
-    let mut queue = std::collections::VecDeque::new();
+    use std::collections::HashMap;
+    let mut waiting: HashMap<String, Pending> = HashMap::new();
+    // Final statuses seen before their caller registered (Submit answered, delivery faster).
+    let mut early: HashMap<String, (pb::MessageStatus, Instant)> = HashMap::new();
+    let settle = |p: Pending, status: &pb::MessageStatus, seen: Instant| {
+        let outcome = if status.state == pb::DeliveryState::Delivered as i32 {
+            Ok(seen.saturating_duration_since(p.started))
+        } else {
+            Err(anyhow::anyhow!(
+                "message {} ended {:?}, not DELIVERED: {}",
+                p.message_id,
+                pb::DeliveryState::try_from(status.state),
+                status.detail
+            ))
+        };
+        let _ = p.done.send(outcome);
+    };
+    let mut callers_open = true;
     loop {
-        if queue.is_empty() {
-            match rx.recv().await {
-                Some(p) => queue.push_back(p),
-                None => return Ok(()),
-            }
-        }
-        while let Ok(p) = rx.try_recv() {
-            queue.push_back(p);
-        }
-        let Some(front) = queue.front() else { continue };
-        let status = client
-            .get_status(pb::GetStatusRequest {
-                message_id: front.message_id.clone(),
-            })
-            .await?
-            .into_inner();
-        match pb::DeliveryState::try_from(status.state) {
-            Ok(pb::DeliveryState::Delivered) => {
-                let us = status.updated_at_ms * 1000 + 500 - front.started_wall_us;
-                let latency = Duration::from_micros(us.max(0) as u64);
-                if let Some(p) = queue.pop_front() {
-                    let _ = p.done.send(Ok(latency));
+        tokio::select! {
+            pending = rx.recv(), if callers_open => match pending {
+                Some(p) => match early.remove(&p.message_id) {
+                    Some((status, seen)) => settle(p, &status, seen),
+                    None => {
+                        waiting.insert(p.message_id.clone(), p);
+                    }
+                },
+                None => {
+                    callers_open = false;
+                    if waiting.is_empty() {
+                        return Ok(());
+                    }
                 }
-            }
-            Ok(pb::DeliveryState::Queued) => tokio::time::sleep(Duration::from_millis(1)).await,
-            other => {
-                let e = anyhow::anyhow!(
-                    "message {} ended {other:?}, not DELIVERED: {}",
-                    front.message_id,
-                    status.detail
-                );
-                if let Some(p) = queue.pop_front() {
-                    let _ = p.done.send(Err(anyhow::anyhow!("{e}")));
+            },
+            status = statuses.message() => {
+                let Some(status) = status.context("WatchStatus stream")? else {
+                    bail!("the Jobcenter ended the WatchStatus stream");
+                };
+                let seen = Instant::now();
+                match waiting.remove(&status.message_id) {
+                    Some(p) => settle(p, &status, seen),
+                    None => {
+                        early.insert(status.message_id.clone(), (status, seen));
+                    }
                 }
-                return Err(e);
+                if !callers_open && waiting.is_empty() {
+                    return Ok(());
+                }
             }
         }
     }
@@ -1504,7 +1515,13 @@ async fn kurzdraht_run(
     per_task: usize,
 ) -> anyhow::Result<(Duration, Vec<Duration>)> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let watcher = tokio::spawn(watch(watcher_client.clone(), rx));
+    let statuses = watcher_client
+        .clone()
+        .watch_status(pb::WatchStatusRequest {})
+        .await
+        .context("WatchStatus at the Jobcenter")?
+        .into_inner();
+    let watcher = tokio::spawn(watch(statuses, rx));
     let done = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let deadline = start + duration;
@@ -1515,7 +1532,7 @@ async fn kurzdraht_run(
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             while Instant::now() < deadline && latencies.len() < per_task {
-                let started_wall_us = wall_us();
+                let started = Instant::now();
                 let message_id = client
                     .submit(request.clone())
                     .await?
@@ -1524,7 +1541,7 @@ async fn kurzdraht_run(
                 let (done_tx, done_rx) = oneshot::channel();
                 tx.send(Pending {
                     message_id,
-                    started_wall_us,
+                    started,
                     done: done_tx,
                 })
                 .map_err(|_| anyhow::anyhow!("the status watcher stopped"))?;

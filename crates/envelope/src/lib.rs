@@ -6,7 +6,8 @@
 //! - [`keys`]: Ed25519 signing and verifying keys and their hex form in key files and the directory.
 //! - [`body`]: facts read off a message body (its kind, its subject).
 //! - [`seal`]: sealing an envelope and the verify-then-decode path that opens one.
-//! - [`receipt`]: signed receipts over an envelope's hash.
+//! - [`receipt`]: signed receipts over an envelope's hash, alone or one signature per batch.
+//! - [`merkle`]: the RFC 9162 Merkle tree that lets one batch signature cover each receipt.
 //!
 //! Architecture invariant: this crate is pure. It does no I/O, keeps no state and knows
 //! neither tonic nor sled, so every decision in it can be tested exhaustively.
@@ -18,10 +19,13 @@ pub mod body;
 pub mod error;
 pub mod ids;
 pub mod keys;
+pub mod merkle;
 pub mod receipt;
 pub mod seal;
 
 pub use error::EnvelopeError;
 pub use keys::{SigningKey, VerifyingKey};
-pub use receipt::{sign_receipt, verify_receipt, ExpectedReceipt};
+pub use receipt::{
+    sign_receipt, sign_receipt_batch, verify_receipt, ExpectedReceipt, ReceiptVerifier,
+};
 pub use seal::{envelope_hash, seal, verify_and_open, verify_header, Limits, OpenedEnvelope};

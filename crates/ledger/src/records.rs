@@ -34,6 +34,44 @@ pub struct StoredConsent {
     pub erased_at_ms: i64,
 }
 
+impl StoredConsent {
+    /// A consent as a receiving node holds it once its notice arrived.
+    pub fn replicated(record: &ConsentRecord, notice: Option<SignedEnvelope>) -> Self {
+        Self {
+            record: Some(record.clone()),
+            notice,
+            ..Default::default()
+        }
+    }
+
+    /// Marks this consent replaced by `by`, if the same agency recorded both and it is not
+    /// superseded yet. Returns whether it changed.
+    pub fn supersede_by(&mut self, by: &ConsentRecord) -> bool {
+        let same_controller =
+            self.record.as_ref().map(|r| &r.recording_agency) == Some(&by.recording_agency);
+        if !same_controller || !self.superseded_by.is_empty() {
+            return false;
+        }
+        self.superseded_by = by.consent_id.clone();
+        self.superseded_at_ms = by.recorded_at_ms;
+        true
+    }
+
+    /// Records the withdrawal, unless one is recorded already. Returns whether it changed.
+    pub fn withdraw(
+        &mut self,
+        withdrawal: &ConsentWithdrawalRecord,
+        notice: Option<SignedEnvelope>,
+    ) -> bool {
+        if self.withdrawal.is_some() {
+            return false;
+        }
+        self.withdrawal = Some(withdrawal.clone());
+        self.withdrawal_notice = notice;
+        true
+    }
+}
+
 /// A message waiting in the outbox for delivery to one peer.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct OutboxEntry {

@@ -67,6 +67,15 @@ pub enum Finish {
     Expired,
 }
 
+/// What [`Ledger::finish`] did.
+#[derive(Debug, Clone, Default)]
+pub struct Finished {
+    /// The arrival sequence number of the delivery notice left in this node's inbox.
+    pub notice_seq: Option<u64>,
+    /// The message's new final status; `None` when it was final already (nothing changed).
+    pub status: Option<MessageStatus>,
+}
+
 /// What a received envelope changes besides the inbox.
 #[allow(clippy::large_enum_variant)] // built once per delivery; boxing buys nothing
 #[derive(Debug, Clone)]
@@ -557,6 +566,18 @@ impl Ledger {
         }
     }
 
+    /// Up to `limit` of the oldest queued messages for `peer`, oldest first.
+    pub fn outbox_batch(&self, peer: &str, limit: usize) -> Result<Vec<OutboxEntry>, LedgerError> {
+        self.outbox
+            .scan_prefix(outbox_prefix(peer))
+            .take(limit)
+            .map(|kv| {
+                let (k, v) = kv?;
+                self.open_sealed("outbox", &k, &v)
+            })
+            .collect()
+    }
+
     /// Number of messages queued for `peer`.
     pub fn outbox_len(&self, peer: &str) -> usize {
         self.outbox.scan_prefix(outbox_prefix(peer)).count()
@@ -627,7 +648,7 @@ impl Ledger {
         message_id: &str,
         how: &Finish,
         now_ms: i64,
-    ) -> Result<Option<u64>, LedgerError> {
+    ) -> Result<Finished, LedgerError> {
         let notice_id = uuid::Uuid::now_v7().hyphenated().to_string();
         self.tx(|t| {
             let Some(bytes) = t.messages.get(message_id.as_bytes())? else {
@@ -640,7 +661,7 @@ impl Ledger {
                 return abort(LedgerError::corrupt("message record", "no status"));
             };
             if status.state != DeliveryState::Queued as i32 {
-                return Ok(None);
+                return Ok(Finished::default());
             }
             let (state, event, detail) = match how {
                 Finish::Delivered { .. } => (
@@ -702,17 +723,21 @@ impl Ledger {
             t.messages
                 .insert(message_id.as_bytes(), record.encode_to_vec())?;
             t.append_audit(note, now_ms)?;
-            match notice {
+            let notice_seq = match notice {
                 Some(mut n) => {
                     let seq = t.next_inbox_seq()?;
                     n.seq = seq;
                     t.put_sealed(t.inbox, "inbox", n.message_id.as_bytes(), &n)?;
                     t.inbox_seq
                         .insert(&seq.to_be_bytes(), n.message_id.as_bytes())?;
-                    Ok(Some(seq))
+                    Some(seq)
                 }
-                None => Ok(None),
-            }
+                None => None,
+            };
+            Ok(Finished {
+                notice_seq,
+                status: record.status,
+            })
         })
     }
 
@@ -726,106 +751,22 @@ impl Ledger {
         effect: &ConsentEffect,
         now_ms: i64,
     ) -> Result<Accepted, LedgerError> {
+        self.tx(|t| t.accept(record, effect, now_ms))
+    }
+
+    /// Stores the envelopes of one delivered batch, in order, each as
+    /// [`Ledger::accept_delivery`] would, all in one transaction: either all of them are
+    /// stored or (on an error) none.
+    pub fn accept_deliveries(
+        &self,
+        items: &[(InboxRecord, ConsentEffect)],
+        now_ms: i64,
+    ) -> Result<Vec<Accepted>, LedgerError> {
         self.tx(|t| {
-            let id = record.message_id.as_bytes();
-            if let Some(existing) = t.get_sealed::<InboxRecord>(t.inbox, "inbox", id)? {
-                if existing.envelope_sha256 != record.envelope_sha256 {
-                    return abort(LedgerError::MessageIdConflict {
-                        message_id: record.message_id.clone(),
-                    });
-                }
-                t.append_audit(
-                    AuditNote::new(AuditEvent::ReceivedDuplicate)
-                        .message(&record.message_id)
-                        .peer(&record.sender)
-                        .kind(record.kind)
-                        .envelope(&record.envelope_sha256),
-                    now_ms,
-                )?;
-                return Ok(Accepted::Duplicate(Box::new(existing)));
-            }
-            let seq = t.next_inbox_seq()?;
-            let mut stored = record.clone();
-            stored.seq = seq;
-            t.put_sealed(t.inbox, "inbox", id, &stored)?;
-            t.inbox_seq.insert(&seq.to_be_bytes(), id)?;
-            t.append_audit(
-                AuditNote::new(AuditEvent::Received)
-                    .message(&record.message_id)
-                    .consent(&record.consent_id)
-                    .peer(&record.sender)
-                    .kind(record.kind)
-                    .envelope(&record.envelope_sha256),
-                now_ms,
-            )?;
-            match effect {
-                ConsentEffect::None => {}
-                ConsentEffect::Record(consent) => {
-                    let cid = consent.consent_id.as_bytes();
-                    if let Some(held) =
-                        t.get_sealed::<StoredConsent>(t.consents, "consents", cid)?
-                    {
-                        if held.record.as_ref() != Some(consent) {
-                            return abort(LedgerError::ConsentExists {
-                                consent_id: consent.consent_id.clone(),
-                            });
-                        }
-                    } else {
-                        let stored = StoredConsent {
-                            record: Some(consent.clone()),
-                            notice: record.envelope.clone(),
-                            ..Default::default()
-                        };
-                        t.put_sealed(t.consents, "consents", cid, &stored)?;
-                    }
-                    // A replacement supersedes the earlier consent here too, if we hold it.
-                    if !consent.supersedes.is_empty() {
-                        let old_id = consent.supersedes.as_bytes();
-                        if let Some(mut old) =
-                            t.get_sealed::<StoredConsent>(t.consents, "consents", old_id)?
-                        {
-                            let same_controller = old.record.as_ref().map(|r| &r.recording_agency)
-                                == Some(&consent.recording_agency);
-                            if same_controller && old.superseded_by.is_empty() {
-                                old.superseded_by = consent.consent_id.clone();
-                                old.superseded_at_ms = consent.recorded_at_ms;
-                                t.put_sealed(t.consents, "consents", old_id, &old)?;
-                            }
-                        }
-                    }
-                    t.append_audit(
-                        AuditNote::new(AuditEvent::ConsentReplicated)
-                            .consent(&consent.consent_id)
-                            .message(&record.message_id)
-                            .peer(&record.sender)
-                            .detail(supersedes_detail(consent)),
-                        now_ms,
-                    )?;
-                }
-                ConsentEffect::Withdraw(w) => {
-                    let cid = w.consent_id.as_bytes();
-                    let Some(mut held) =
-                        t.get_sealed::<StoredConsent>(t.consents, "consents", cid)?
-                    else {
-                        return abort(LedgerError::UnknownConsent {
-                            consent_id: w.consent_id.clone(),
-                        });
-                    };
-                    if held.withdrawal.is_none() {
-                        held.withdrawal = Some(w.clone());
-                        held.withdrawal_notice = record.envelope.clone();
-                        t.put_sealed(t.consents, "consents", cid, &held)?;
-                    }
-                    t.append_audit(
-                        AuditNote::new(AuditEvent::WithdrawalReplicated)
-                            .consent(&w.consent_id)
-                            .message(&record.message_id)
-                            .peer(&record.sender),
-                        now_ms,
-                    )?;
-                }
-            }
-            Ok(Accepted::Stored { seq })
+            items
+                .iter()
+                .map(|(record, effect)| t.accept(record, effect, now_ms))
+                .collect()
         })
     }
 
@@ -1042,5 +983,103 @@ impl Ledger {
     #[doc(hidden)]
     pub fn audit_tree(&self) -> &Tree {
         &self.audit
+    }
+}
+
+impl Tx<'_> {
+    /// The body of [`Ledger::accept_delivery`], inside a transaction.
+    fn accept(
+        &self,
+        record: &InboxRecord,
+        effect: &ConsentEffect,
+        now_ms: i64,
+    ) -> TxResult<Accepted> {
+        let t = self;
+        let id = record.message_id.as_bytes();
+        if let Some(existing) = t.get_sealed::<InboxRecord>(t.inbox, "inbox", id)? {
+            if existing.envelope_sha256 != record.envelope_sha256 {
+                return abort(LedgerError::MessageIdConflict {
+                    message_id: record.message_id.clone(),
+                });
+            }
+            t.append_audit(
+                AuditNote::new(AuditEvent::ReceivedDuplicate)
+                    .message(&record.message_id)
+                    .peer(&record.sender)
+                    .kind(record.kind)
+                    .envelope(&record.envelope_sha256),
+                now_ms,
+            )?;
+            return Ok(Accepted::Duplicate(Box::new(existing)));
+        }
+        let seq = t.next_inbox_seq()?;
+        let mut stored = record.clone();
+        stored.seq = seq;
+        t.put_sealed(t.inbox, "inbox", id, &stored)?;
+        t.inbox_seq.insert(&seq.to_be_bytes(), id)?;
+        t.append_audit(
+            AuditNote::new(AuditEvent::Received)
+                .message(&record.message_id)
+                .consent(&record.consent_id)
+                .peer(&record.sender)
+                .kind(record.kind)
+                .envelope(&record.envelope_sha256),
+            now_ms,
+        )?;
+        match effect {
+            ConsentEffect::None => {}
+            ConsentEffect::Record(consent) => {
+                let cid = consent.consent_id.as_bytes();
+                if let Some(held) = t.get_sealed::<StoredConsent>(t.consents, "consents", cid)? {
+                    if held.record.as_ref() != Some(consent) {
+                        return abort(LedgerError::ConsentExists {
+                            consent_id: consent.consent_id.clone(),
+                        });
+                    }
+                } else {
+                    let stored = StoredConsent::replicated(consent, record.envelope.clone());
+                    t.put_sealed(t.consents, "consents", cid, &stored)?;
+                }
+                // A replacement supersedes the earlier consent here too, if we hold it.
+                if !consent.supersedes.is_empty() {
+                    let old_id = consent.supersedes.as_bytes();
+                    if let Some(mut old) =
+                        t.get_sealed::<StoredConsent>(t.consents, "consents", old_id)?
+                    {
+                        if old.supersede_by(consent) {
+                            t.put_sealed(t.consents, "consents", old_id, &old)?;
+                        }
+                    }
+                }
+                t.append_audit(
+                    AuditNote::new(AuditEvent::ConsentReplicated)
+                        .consent(&consent.consent_id)
+                        .message(&record.message_id)
+                        .peer(&record.sender)
+                        .detail(supersedes_detail(consent)),
+                    now_ms,
+                )?;
+            }
+            ConsentEffect::Withdraw(w) => {
+                let cid = w.consent_id.as_bytes();
+                let Some(mut held) = t.get_sealed::<StoredConsent>(t.consents, "consents", cid)?
+                else {
+                    return abort(LedgerError::UnknownConsent {
+                        consent_id: w.consent_id.clone(),
+                    });
+                };
+                if held.withdraw(w, record.envelope.clone()) {
+                    t.put_sealed(t.consents, "consents", cid, &held)?;
+                }
+                t.append_audit(
+                    AuditNote::new(AuditEvent::WithdrawalReplicated)
+                        .consent(&w.consent_id)
+                        .message(&record.message_id)
+                        .peer(&record.sender),
+                    now_ms,
+                )?;
+            }
+        }
+        Ok(Accepted::Stored { seq })
     }
 }

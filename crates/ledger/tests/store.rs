@@ -93,6 +93,7 @@ fn receipt(tag: u8) -> SignedReceipt {
     SignedReceipt {
         receipt: vec![tag; 40],
         signature: vec![tag.wrapping_add(1); 64],
+        batch: None,
     }
 }
 

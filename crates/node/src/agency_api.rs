@@ -9,7 +9,8 @@ use sha2::{Digest, Sha256};
 use std::pin::Pin;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
-use tokio_stream::{wrappers::ReceiverStream, Stream, StreamExt};
+use tokio_stream::wrappers::{errors::BroadcastStreamRecvError, BroadcastStream, ReceiverStream};
+use tokio_stream::{Stream, StreamExt};
 use tonic::{service::interceptor::InterceptedService, Request, Response, Status};
 
 /// The IT system a request was authenticated as.
@@ -83,6 +84,7 @@ fn client_of<T>(req: &Request<T>) -> String {
 }
 
 type InboxStream = Pin<Box<dyn Stream<Item = Result<InboxItem, Status>> + Send>>;
+type StatusStream = Pin<Box<dyn Stream<Item = Result<MessageStatus, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl AgencyApi for AgencyService {
@@ -125,6 +127,27 @@ impl AgencyApi for AgencyService {
         Ok(Response::new(
             self.node.status(&req.into_inner().message_id)?,
         ))
+    }
+
+    type WatchStatusStream = StatusStream;
+
+    async fn watch_status(
+        &self,
+        _req: Request<WatchStatusRequest>,
+    ) -> Result<Response<Self::WatchStatusStream>, Status> {
+        let events = BroadcastStream::new(self.node.status_events());
+        let mut lagged = false;
+        let stream = events.map_while(move |event| match event {
+            _ if lagged => None,
+            Ok(status) => Some(Ok(status)),
+            Err(BroadcastStreamRecvError::Lagged(missed)) => {
+                lagged = true;
+                Some(Err(Status::from(NodeError::Lagged(format!(
+                    "this watcher fell {missed} statuses behind; read them with GetStatus"
+                )))))
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     type ReadInboxStream = InboxStream;

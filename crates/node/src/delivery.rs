@@ -1,15 +1,18 @@
-//! Delivery workers: one task per peer takes the oldest queued message for that peer
-//! (FIFO, so a consent notice always precedes what cites it), checks the consent again,
-//! delivers it over mutual TLS, verifies the signed receipt and records the outcome.
+//! Delivery workers: one task per peer takes the oldest queued messages for that peer
+//! (FIFO, so a consent notice always precedes what cites it), checks each consent again,
+//! delivers them over mutual TLS as one batch (DeliverBatch; one by one to a peer that does
+//! not know it), verifies each signed receipt and records the outcomes with one flush.
 //! Transient failures are retried with exponential backoff and jitter until the message's
 //! deadline; a peer's refusal is final. One unreachable peer delays only its own queue.
 
+use crate::peer_exchange::{MAX_BATCH_BYTES, MAX_BATCH_ENVELOPES};
 use crate::{clock, node::Node, policy, tls, NodeError};
-use kurzdraht_envelope::{body::subject_of, verify_receipt, ExpectedReceipt};
-use kurzdraht_ledger::{consent, ConsentQuery, ConsentRefusal, Finish, OutboxEntry};
+use kurzdraht_envelope::{body::subject_of, ExpectedReceipt, ReceiptVerifier};
+use kurzdraht_ledger::{consent, ConsentQuery, ConsentRefusal, Finish, MessageRecord, OutboxEntry};
 use kurzdraht_proto::v1::{
-    peer_exchange_client::PeerExchangeClient, EnvelopeHeader, MessageBody, MessageKind,
-    SignedEnvelope,
+    delivery_outcome::Outcome, peer_exchange_client::PeerExchangeClient, DeliveryOutcome,
+    EnvelopeBatch, EnvelopeHeader, MessageBody, MessageKind, MessageStatus, SignedEnvelope,
+    SignedReceipt,
 };
 use prost::Message;
 use std::sync::Arc;
@@ -94,6 +97,7 @@ pub fn spawn_workers(node: &Node, shutdown: watch::Receiver<bool>) -> Vec<JoinHa
                 signal: signal.clone(),
                 shutdown: shutdown.clone(),
                 client: None,
+                batches: true,
             };
             tokio::spawn(worker.run())
         })
@@ -106,6 +110,8 @@ struct PeerWorker {
     signal: Arc<Notify>,
     shutdown: watch::Receiver<bool>,
     client: Option<PeerExchangeClient<Channel>>,
+    /// Whether the peer takes DeliverBatch (false once it answered UNIMPLEMENTED).
+    batches: bool,
 }
 
 enum Step {
@@ -164,90 +170,193 @@ impl PeerWorker {
         Ok(client)
     }
 
+    /// One round for this peer: takes the oldest queued messages (up to a batch), settles
+    /// those that expired or lost their consent, delivers the rest that are due — in FIFO
+    /// order, stopping at the first that must wait — as one batch, and records each outcome.
+    /// Everything the round changed becomes durable with one flush.
     async fn step(&mut self) -> Result<Step, NodeError> {
         let ledger = self.node.ledger().clone();
-        let Some(entry) = ledger.outbox_head(&self.peer)? else {
+        let entries = ledger.outbox_batch(&self.peer, MAX_BATCH_ENVELOPES)?;
+        if entries.is_empty() {
             return Ok(Step::Idle);
-        };
-        let record = ledger.message(&entry.message_id)?.ok_or_else(|| {
-            NodeError::NotFound(format!("record of queued message {}", entry.message_id))
-        })?;
-        let now = clock::now_ms();
-        let envelope = entry
-            .envelope
-            .clone()
-            .ok_or_else(|| NodeError::NotFound(format!("envelope of {}", entry.message_id)))?;
-        // The consent is checked again at every attempt: a withdrawal stops queued messages.
-        let consent = self.consent_still_valid(&envelope, now);
-        match next_action(now, entry.deadline_ms, record.next_attempt_ms, consent) {
-            Action::Expire => {
-                self.finish(&entry, Finish::Expired).await?;
-                tracing::warn!(message_id = %entry.message_id, peer = %self.peer, "message expired undelivered");
-                return Ok(Step::Next);
-            }
-            Action::Wait(d) => return Ok(Step::Wait(d)),
-            Action::Refuse(refusal) => {
-                self.node.metrics().refused(refusal.code());
-                self.finish(
-                    &entry,
-                    Finish::Refused {
-                        reason: refusal.code().to_string(),
-                    },
-                )
-                .await?;
-                tracing::info!(message_id = %entry.message_id, reason = refusal.code(), "queued message stopped");
-                return Ok(Step::Next);
-            }
-            Action::Deliver => {}
         }
-        let client = self.client()?;
-        let outcome = client.clone().deliver(envelope).await;
-        match outcome {
-            Ok(resp) => {
-                let receipt = resp.into_inner();
-                let peer_keys = self
-                    .node
-                    .directory()
-                    .get(&self.peer)
-                    .map(|a| a.signing_keys.clone())
-                    .unwrap_or_default();
-                let hash: [u8; 32] =
-                    record.envelope_sha256.as_slice().try_into().map_err(|_| {
-                        NodeError::NotFound(format!("envelope hash of {}", entry.message_id))
-                    })?;
-                let expected = ExpectedReceipt {
-                    message_id: &entry.message_id,
-                    envelope_sha256: &hash,
-                    sender: self.node.agency(),
-                    receiver: &self.peer,
-                };
-                match verify_receipt(&receipt, &peer_keys, &expected) {
-                    Ok(_) => {
-                        self.finish(&entry, Finish::Delivered { receipt }).await?;
-                        let submitted = record.status.as_ref().map(|s| s.submitted_at_ms);
-                        self.node.metrics().delivered(submitted, clock::now_ms());
-                        tracing::info!(message_id = %entry.message_id, peer = %self.peer, "delivered; receipt verified");
-                        Ok(Step::Next)
+        let now = clock::now_ms();
+        let mut round = Round::default();
+        let mut due: Vec<Due> = Vec::new();
+        let mut bytes = 0usize;
+        for entry in entries {
+            let record = ledger.message(&entry.message_id)?.ok_or_else(|| {
+                NodeError::NotFound(format!("record of queued message {}", entry.message_id))
+            })?;
+            let envelope = entry
+                .envelope
+                .clone()
+                .ok_or_else(|| NodeError::NotFound(format!("envelope of {}", entry.message_id)))?;
+            // The consent is checked again at every attempt: a withdrawal stops queued messages.
+            let consent = self.consent_still_valid(&envelope, now);
+            match next_action(now, entry.deadline_ms, record.next_attempt_ms, consent) {
+                Action::Expire => {
+                    self.finish(&mut round, &entry, Finish::Expired)?;
+                    tracing::warn!(message_id = %entry.message_id, peer = %self.peer, "message expired undelivered");
+                }
+                Action::Refuse(refusal) => {
+                    self.node.metrics().refused(refusal.code());
+                    let how = Finish::Refused {
+                        reason: refusal.code().to_string(),
+                    };
+                    self.finish(&mut round, &entry, how)?;
+                    tracing::info!(message_id = %entry.message_id, reason = refusal.code(), "queued message stopped");
+                }
+                Action::Wait(d) => {
+                    if due.is_empty() {
+                        round.wait = Some(d);
                     }
-                    Err(e) => self.retry(&entry, &format!("receipt refused: {e}")).await,
+                    break; // FIFO: nothing behind it goes first
+                }
+                Action::Deliver => {
+                    let size = envelope.encoded_len();
+                    if !due.is_empty() && bytes + size > MAX_BATCH_BYTES {
+                        break;
+                    }
+                    bytes += size;
+                    due.push(Due {
+                        entry,
+                        record,
+                        envelope,
+                    });
                 }
             }
-            Err(status) if is_permanent(status.code()) => {
-                let reason = format!(
-                    "{} refused it: {:?} ({})",
-                    self.peer,
-                    status.code(),
-                    crate::error::reason_of(&status).unwrap_or("no reason code")
-                );
-                self.finish(&entry, Finish::Rejected { reason }).await?;
-                tracing::warn!(message_id = %entry.message_id, peer = %self.peer, code = ?status.code(), "rejected by peer");
-                Ok(Step::Next)
-            }
-            Err(status) => {
-                let detail = format!("{:?}: {}", status.code(), status.message());
-                self.retry(&entry, &detail).await
+        }
+        if !due.is_empty() {
+            let answers = self.send(&due).await?;
+            self.settle(&mut round, &due, answers)?;
+        }
+        if round.changed {
+            ledger.flush().await?;
+        }
+        for seq in round.notices {
+            self.node.inbox_changed(seq);
+        }
+        for status in round.finished {
+            self.node.status_reached(status);
+        }
+        for (submitted, delivered_at) in round.delivered {
+            self.node.metrics().delivered(submitted, delivered_at);
+        }
+        Ok(match round.wait {
+            Some(d) => Step::Wait(d),
+            None => Step::Next,
+        })
+    }
+
+    /// Delivers `due` to the peer as one batch; one answer per message, in order. A peer
+    /// that does not know DeliverBatch (an older version) gets them one by one.
+    async fn send(&mut self, due: &[Due]) -> Result<Vec<Answer>, NodeError> {
+        let client = self.client()?;
+        if self.batches {
+            let batch = EnvelopeBatch {
+                envelopes: due.iter().map(|d| d.envelope.clone()).collect(),
+            };
+            match client.clone().deliver_batch(batch).await {
+                Ok(resp) => {
+                    let outcomes = resp.into_inner().outcomes;
+                    if outcomes.len() != due.len() {
+                        let detail = format!(
+                            "{} answered {} outcomes for {} envelopes",
+                            self.peer,
+                            outcomes.len(),
+                            due.len()
+                        );
+                        return Ok(due
+                            .iter()
+                            .map(|_| Answer::Transient(detail.clone()))
+                            .collect());
+                    }
+                    return Ok(outcomes.into_iter().map(Answer::from_outcome).collect());
+                }
+                Err(status) if status.code() == Code::Unimplemented => {
+                    tracing::info!(peer = %self.peer, "peer does not take batches; delivering one by one");
+                    self.batches = false;
+                }
+                Err(status) => {
+                    let answer = Answer::from_status(&self.peer, &status);
+                    return Ok(due.iter().map(|_| answer.clone()).collect());
+                }
             }
         }
+        let mut answers = Vec::with_capacity(due.len());
+        for d in due {
+            let answer = match client.clone().deliver(d.envelope.clone()).await {
+                Ok(resp) => Answer::Receipt(resp.into_inner()),
+                Err(status) => Answer::from_status(&self.peer, &status),
+            };
+            let stop = matches!(answer, Answer::Transient(_));
+            answers.push(answer);
+            if stop {
+                // FIFO: what follows a message that must be retried waits for it.
+                break;
+            }
+        }
+        while answers.len() < due.len() {
+            answers.push(Answer::Transient(
+                "an earlier message must be retried first".into(),
+            ));
+        }
+        Ok(answers)
+    }
+
+    /// Records each message's outcome (not yet flushed): a verified receipt delivers it, a
+    /// permanent refusal rejects it, anything else schedules a retry.
+    fn settle(
+        &self,
+        round: &mut Round,
+        due: &[Due],
+        answers: Vec<Answer>,
+    ) -> Result<(), NodeError> {
+        let peer_keys = self
+            .node
+            .directory()
+            .get(&self.peer)
+            .map(|a| a.signing_keys.clone())
+            .unwrap_or_default();
+        let mut verifier = ReceiptVerifier::new(&peer_keys);
+        let mut retry_at = None;
+        for (d, answer) in due.iter().zip(answers) {
+            let id = &d.entry.message_id;
+            match answer {
+                Answer::Receipt(receipt) => {
+                    let hash: [u8; 32] = d
+                        .record
+                        .envelope_sha256
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| NodeError::NotFound(format!("envelope hash of {id}")))?;
+                    let expected = ExpectedReceipt {
+                        message_id: id,
+                        envelope_sha256: &hash,
+                        sender: self.node.agency(),
+                        receiver: &self.peer,
+                    };
+                    match verifier.verify(&receipt, &expected) {
+                        Ok(_) => {
+                            self.finish(round, &d.entry, Finish::Delivered { receipt })?;
+                            let submitted = d.record.status.as_ref().map(|s| s.submitted_at_ms);
+                            round.delivered.push((submitted, clock::now_ms()));
+                            tracing::info!(message_id = %id, peer = %self.peer, "delivered; receipt verified");
+                        }
+                        Err(e) => {
+                            self.retry(round, &mut retry_at, d, &format!("receipt refused: {e}"))?
+                        }
+                    }
+                }
+                Answer::Rejected(reason) => {
+                    tracing::warn!(message_id = %id, peer = %self.peer, reason = %reason, "rejected by peer");
+                    self.finish(round, &d.entry, Finish::Rejected { reason })?;
+                }
+                Answer::Transient(detail) => self.retry(round, &mut retry_at, d, &detail)?,
+            }
+        }
+        Ok(())
     }
 
     fn consent_still_valid(
@@ -283,37 +392,115 @@ impl PeerWorker {
         )
     }
 
-    async fn finish(&self, entry: &OutboxEntry, how: Finish) -> Result<(), NodeError> {
-        let notice = self
+    /// Gives a queued message its final state (flushed at the end of the round).
+    fn finish(&self, round: &mut Round, entry: &OutboxEntry, how: Finish) -> Result<(), NodeError> {
+        let finished = self
             .node
             .ledger()
             .finish(&entry.message_id, &how, clock::now_ms())?;
-        self.node.ledger().flush().await?;
-        if let Some(seq) = notice {
-            self.node.inbox_changed(seq);
-        }
+        round.changed = true;
+        round.notices.extend(finished.notice_seq);
+        round.finished.extend(finished.status);
         Ok(())
     }
 
-    async fn retry(&self, entry: &OutboxEntry, detail: &str) -> Result<Step, NodeError> {
-        self.node.metrics().retried();
-        let ledger = self.node.ledger();
-        let attempts = ledger
-            .message(&entry.message_id)?
-            .and_then(|r| r.status)
-            .map_or(0, |s| s.attempts)
-            + 1;
-        let s = self.node.delivery_settings();
-        let delay = retry_delay(attempts, s.retry_initial, s.retry_max, jitter());
+    /// Schedules another attempt. All messages of one failed batch share the delay of the
+    /// first (they were sent together and will be sent together again).
+    fn retry(
+        &self,
+        round: &mut Round,
+        retry_at: &mut Option<(i64, Duration)>,
+        d: &Due,
+        detail: &str,
+    ) -> Result<(), NodeError> {
         let now = clock::now_ms();
-        ledger.record_attempt(
-            &entry.message_id,
-            detail,
-            now + delay.as_millis() as i64,
-            now,
-        )?;
-        tracing::info!(message_id = %entry.message_id, peer = %self.peer, attempts, retry_in_ms = delay.as_millis() as u64, detail, "delivery failed; will retry");
-        Ok(Step::Wait(delay))
+        let (next_attempt_ms, delay) = match *retry_at {
+            Some(at) => at,
+            None => {
+                self.node.metrics().retried();
+                let attempts = d.record.status.as_ref().map_or(0, |s| s.attempts) + 1;
+                let s = self.node.delivery_settings();
+                let delay = retry_delay(attempts, s.retry_initial, s.retry_max, jitter());
+                tracing::info!(message_id = %d.entry.message_id, peer = %self.peer, attempts, retry_in_ms = delay.as_millis() as u64, detail, "delivery failed; will retry");
+                let at = (now + delay.as_millis() as i64, delay);
+                *retry_at = Some(at);
+                at
+            }
+        };
+        self.node
+            .ledger()
+            .record_attempt(&d.entry.message_id, detail, next_attempt_ms, now)?;
+        round.changed = true;
+        round.wait = Some(round.wait.map_or(delay, |w| w.min(delay)));
+        Ok(())
+    }
+}
+
+/// A message of the current round that is due for delivery.
+struct Due {
+    entry: OutboxEntry,
+    record: MessageRecord,
+    envelope: SignedEnvelope,
+}
+
+/// What one round changed and what to do after it.
+#[derive(Default)]
+struct Round {
+    /// Something was written: flush before the round ends.
+    changed: bool,
+    /// Inbox sequence numbers of delivery notices written.
+    notices: Vec<u64>,
+    /// The final statuses reached, for status watchers (after the flush).
+    finished: Vec<MessageStatus>,
+    /// Submission and delivery times of the messages delivered, for metrics.
+    delivered: Vec<(Option<i64>, i64)>,
+    /// Wait this long before the next round (the head must wait, or a retry is scheduled).
+    wait: Option<Duration>,
+}
+
+/// The peer's answer for one message.
+#[derive(Debug, Clone)]
+enum Answer {
+    Receipt(SignedReceipt),
+    /// Refused for good, with the reason as the sender records it.
+    Rejected(String),
+    /// Try again later.
+    Transient(String),
+}
+
+impl Answer {
+    fn from_status(peer: &str, status: &tonic::Status) -> Self {
+        Self::classify(
+            peer,
+            status.code(),
+            crate::error::reason_of(status).unwrap_or("no reason code"),
+            status.message(),
+        )
+    }
+
+    fn from_outcome(outcome: DeliveryOutcome) -> Self {
+        match outcome.outcome {
+            Some(Outcome::Receipt(receipt)) => Self::Receipt(receipt),
+            Some(Outcome::Refusal(r)) => Self::classify(
+                "the peer",
+                Code::from_i32(r.code),
+                if r.reason.is_empty() {
+                    "no reason code"
+                } else {
+                    &r.reason
+                },
+                &r.message,
+            ),
+            None => Self::Transient("the peer's outcome was empty".into()),
+        }
+    }
+
+    fn classify(peer: &str, code: Code, reason: &str, message: &str) -> Self {
+        if is_permanent(code) {
+            Self::Rejected(format!("{peer} refused it: {code:?} ({reason})"))
+        } else {
+            Self::Transient(format!("{code:?}: {message}"))
+        }
     }
 }
 

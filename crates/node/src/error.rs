@@ -27,6 +27,12 @@ pub enum NodeError {
     NotFound(String),
     #[error("resource exhausted: {0}")]
     ResourceExhausted(String),
+    /// Not done this time, nothing changed; the caller should try again.
+    #[error("aborted: {0}")]
+    Aborted(String),
+    /// A status watcher fell too far behind; its stream ends.
+    #[error("aborted: {0}")]
+    Lagged(String),
     #[error("configuration: {key}: {reason}")]
     Config { key: String, reason: String },
     #[error("TLS: {0}")]
@@ -66,6 +72,8 @@ impl NodeError {
             Self::FailedPrecondition(_) => "failed-precondition",
             Self::NotFound(_) => "not-found",
             Self::ResourceExhausted(_) => "rate-limited",
+            Self::Aborted(_) => "retry",
+            Self::Lagged(_) => "watch-lagged",
             Self::Config { .. } => "config",
             Self::Tls(_) => "tls",
             Self::Io(_) => "io",
@@ -104,6 +112,7 @@ impl NodeError {
             Self::Invalid { .. } => Code::InvalidArgument,
             Self::NotFound(_) => Code::NotFound,
             Self::ResourceExhausted(_) => Code::ResourceExhausted,
+            Self::Aborted(_) | Self::Lagged(_) => Code::Aborted,
             Self::Config { .. } | Self::Tls(_) | Self::Io(_) | Self::Transport(_) => Code::Internal,
             Self::Envelope(e) => match e {
                 EnvelopeError::TooLarge { .. } => Code::ResourceExhausted,

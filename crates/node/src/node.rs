@@ -7,10 +7,13 @@ use crate::config::{
 use crate::{directory::Directory, metrics::Metrics, policy::Role, NodeError};
 use kurzdraht_envelope::{seal, SigningKey};
 use kurzdraht_ledger::{Ledger, Outgoing};
-use kurzdraht_proto::v1::{EnvelopeHeader, MessageBody, MessageKind};
+use kurzdraht_proto::v1::{EnvelopeHeader, MessageBody, MessageKind, MessageStatus};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{broadcast, watch, Notify};
+
+/// How many final statuses a status watcher may fall behind before its stream ends.
+pub const STATUS_WATCH_BUFFER: usize = 65_536;
 
 #[derive(Clone)]
 pub struct Node {
@@ -29,6 +32,7 @@ struct Inner {
     retention: RetentionSettings,
     outbox_signals: BTreeMap<String, Arc<Notify>>,
     inbox_signal: watch::Sender<u64>,
+    status_events: broadcast::Sender<MessageStatus>,
     closing: watch::Sender<bool>,
     metrics: Metrics,
 }
@@ -57,6 +61,7 @@ impl Node {
                 retention: config.retention,
                 outbox_signals,
                 inbox_signal: watch::channel(0).0,
+                status_events: broadcast::channel(STATUS_WATCH_BUFFER).0,
                 closing: watch::channel(false).0,
                 metrics: Metrics::default(),
             }),
@@ -112,6 +117,17 @@ impl Node {
     }
 
     /// Turns true when the node begins to shut down.
+    /// Tells status watchers that a message reached its final state (durable by now).
+    pub(crate) fn status_reached(&self, status: MessageStatus) {
+        // No watcher: nobody to tell.
+        let _ = self.inner.status_events.send(status);
+    }
+
+    /// Final statuses from now on, for WatchStatus.
+    pub(crate) fn status_events(&self) -> broadcast::Receiver<MessageStatus> {
+        self.inner.status_events.subscribe()
+    }
+
     pub(crate) fn closing(&self) -> watch::Receiver<bool> {
         self.inner.closing.subscribe()
     }

@@ -1,5 +1,5 @@
-//! Per-peer admission: each calling agency gets its own token bucket (requests per second,
-//! with a burst of one second's worth) and its own cap on concurrent requests, so one
+//! Per-peer admission: each calling agency gets its own token bucket (envelopes per second —
+//! each envelope of a batch counts as one request — with a burst of one second's worth) and its own cap on concurrent requests, so one
 //! flooding or stuck peer cannot starve the others. Over a limit is RESOURCE_EXHAUSTED; the
 //! sender's delivery worker treats that as transient and backs off.
 
@@ -24,13 +24,15 @@ impl Bucket {
         }
     }
 
-    /// Takes one token if there is one (after refilling for the time passed).
-    pub fn take(&mut self, rate: f64, now: Instant) -> bool {
+    /// Takes `n` tokens if there are that many (after refilling for the time passed). A full
+    /// bucket admits even more than it holds, going into debt, so that a batch larger than
+    /// one second's worth is slowed down, not refused for ever.
+    pub fn take(&mut self, n: f64, rate: f64, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.tokens = (self.tokens + elapsed * rate).min(rate);
         self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        if self.tokens >= n || self.tokens >= rate {
+            self.tokens -= n;
             true
         } else {
             false
@@ -63,8 +65,8 @@ impl PeerLimits {
         }
     }
 
-    /// Admits one request of `agency`, or says why not.
-    pub fn admit(&self, agency: &str) -> Result<Admission, NodeError> {
+    /// Admits one request of `agency` carrying `envelopes` envelopes, or says why not.
+    pub fn admit(&self, agency: &str, envelopes: usize) -> Result<Admission, NodeError> {
         let now = Instant::now();
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         let state = peers
@@ -79,9 +81,9 @@ impl PeerLimits {
                 self.concurrent
             ))
         })?;
-        if !state.bucket.take(self.rate, now) {
+        if !state.bucket.take(envelopes.max(1) as f64, self.rate, now) {
             return Err(NodeError::ResourceExhausted(format!(
-                "{agency} is over {} requests per second",
+                "{agency} is over {} envelopes per second",
                 self.rate
             )));
         }
@@ -98,32 +100,49 @@ mod tests {
     fn bucket_allows_its_rate_then_refills() {
         let t0 = Instant::now();
         let mut b = Bucket::full(10.0, t0);
-        let taken = (0..20).filter(|_| b.take(10.0, t0)).count();
+        let taken = (0..20).filter(|_| b.take(1.0, 10.0, t0)).count();
         assert_eq!(taken, 10);
-        assert!(b.take(10.0, t0 + Duration::from_millis(100)));
-        assert!(!b.take(10.0, t0 + Duration::from_millis(100)));
+        assert!(b.take(1.0, 10.0, t0 + Duration::from_millis(100)));
+        assert!(!b.take(1.0, 10.0, t0 + Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn a_batch_takes_one_token_per_envelope_and_a_full_bucket_admits_any_batch() {
+        let t0 = Instant::now();
+        let mut b = Bucket::full(10.0, t0);
+        assert!(b.take(4.0, 10.0, t0));
+        assert!(b.take(6.0, 10.0, t0));
+        assert!(!b.take(1.0, 10.0, t0));
+        let mut full = Bucket::full(10.0, t0);
+        assert!(
+            full.take(25.0, 10.0, t0),
+            "a full bucket admits a big batch"
+        );
+        // ... and is then in debt: 1.5 s later it holds 0, not yet 1 token
+        assert!(!full.take(1.0, 10.0, t0 + Duration::from_millis(1500)));
+        assert!(full.take(1.0, 10.0, t0 + Duration::from_millis(1700)));
     }
 
     #[test]
     fn peers_have_their_own_limits() {
         let limits = PeerLimits::new(5, 100);
         for _ in 0..5 {
-            assert!(limits.admit("a").is_ok());
+            assert!(limits.admit("a", 1).is_ok());
         }
         assert!(matches!(
-            limits.admit("a"),
+            limits.admit("a", 1),
             Err(NodeError::ResourceExhausted(_))
         ));
-        assert!(limits.admit("b").is_ok(), "b is not starved by a");
+        assert!(limits.admit("b", 1).is_ok(), "b is not starved by a");
     }
 
     #[test]
     fn concurrency_is_capped_per_peer() {
         let limits = PeerLimits::new(1000, 2);
-        let one = limits.admit("a").unwrap();
-        let _two = limits.admit("a").unwrap();
-        assert!(limits.admit("a").is_err());
+        let one = limits.admit("a", 1).unwrap();
+        let _two = limits.admit("a", 1).unwrap();
+        assert!(limits.admit("a", 1).is_err());
         drop(one);
-        assert!(limits.admit("a").is_ok());
+        assert!(limits.admit("a", 1).is_ok());
     }
 }

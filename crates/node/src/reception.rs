@@ -1,18 +1,99 @@
 //! The receiving side: what a node does with an envelope a peer delivers.
 //!
-//! Order matters and is fixed: bind the signer to the TLS identity → verify the signature
-//! and only then decode → check recipient and clock → answer a duplicate with its original
-//! receipt → policy → consent → sign a receipt → store envelope, receipt and audit entry in
-//! one transaction → flush → answer. A refusal stores nothing but an audit entry of codes.
+//! Order matters and is fixed, per envelope: bind the signer to the TLS identity → verify
+//! the signature and only then decode → check recipient and clock → answer a duplicate with
+//! its original receipt → policy → consent. Then, per delivered batch (a unary Deliver is a
+//! batch of one): sign the receipts (one signature over the batch's Merkle root) → store
+//! envelopes, receipts and audit entries in one transaction → one flush → answer. A refusal
+//! stores nothing but an audit entry of codes; it does not refuse the batch's other envelopes,
+//! and a later envelope sees the consent effects of the earlier ones.
 
 use crate::{categories::categories_carried, clock, node::Node, policy, NodeError};
-use kurzdraht_envelope::{ids, sign_receipt, verify_and_open, OpenedEnvelope};
+use kurzdraht_envelope::{ids, sign_receipt, sign_receipt_batch, verify_and_open, OpenedEnvelope};
 use kurzdraht_ledger::{
-    consent, Accepted, AuditEvent, AuditNote, ConsentEffect, ConsentQuery, InboxRecord,
+    consent, Accepted, AuditEvent, AuditNote, ConsentEffect, ConsentQuery, InboxRecord, Ledger,
+    StoredConsent,
 };
 use kurzdraht_proto::v1::{
     message_body::Body, ConsentRecord, MessageKind, Receipt, SignedEnvelope, SignedReceipt,
 };
+use std::collections::HashMap;
+
+fn no_receipt() -> NodeError {
+    kurzdraht_ledger::LedgerError::Corrupt {
+        what: "inbox record",
+        reason: "no receipt".into(),
+    }
+    .into()
+}
+
+/// What reception decided for one envelope of a batch.
+#[allow(clippy::large_enum_variant)] // one per envelope of a batch, moved once
+enum Decision {
+    /// Store it; the record's receipt is filled in once the batch's receipts are signed.
+    Accept {
+        record: Box<InboxRecord>,
+        effect: ConsentEffect,
+        kind: MessageKind,
+    },
+    /// The same envelope is held already: answer with its original receipt.
+    Duplicate(Box<InboxRecord>),
+    /// The same envelope came earlier in this batch (at this index): answer as for that one.
+    SameAs(usize),
+}
+
+/// What the batch's earlier envelopes change, as the later ones must see it: a consent
+/// notice early in a batch allows a referral later in the same batch, a withdrawal stops it.
+#[derive(Default)]
+struct BatchView {
+    consents: HashMap<String, StoredConsent>,
+    /// Message ids accepted earlier in this batch: envelope hash and index.
+    ids: HashMap<String, ([u8; 32], usize)>,
+}
+
+impl BatchView {
+    fn consent(&self, ledger: &Ledger, id: &str) -> Result<Option<StoredConsent>, NodeError> {
+        match self.consents.get(id) {
+            Some(held) => Ok(Some(held.clone())),
+            None => Ok(ledger.consent(id)?),
+        }
+    }
+
+    /// Applies the consent effect of an accepted envelope, as the ledger will.
+    fn apply(
+        &mut self,
+        ledger: &Ledger,
+        effect: &ConsentEffect,
+        notice: &SignedEnvelope,
+    ) -> Result<(), NodeError> {
+        match effect {
+            ConsentEffect::None => {}
+            ConsentEffect::Record(consent) => {
+                if self.consent(ledger, &consent.consent_id)?.is_none() {
+                    self.consents.insert(
+                        consent.consent_id.clone(),
+                        StoredConsent::replicated(consent, Some(notice.clone())),
+                    );
+                }
+                if !consent.supersedes.is_empty() {
+                    if let Some(mut old) = self.consent(ledger, &consent.supersedes)? {
+                        if old.supersede_by(consent) {
+                            self.consents.insert(consent.supersedes.clone(), old);
+                        }
+                    }
+                }
+            }
+            ConsentEffect::Withdraw(w) => {
+                if let Some(mut held) = self.consent(ledger, &w.consent_id)? {
+                    if held.withdraw(w, Some(notice.clone())) {
+                        self.consents.insert(w.consent_id.clone(), held);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
 
 impl Node {
     /// Handles one delivered envelope from the agency `tls_agency` (named by the peer's
@@ -22,30 +103,170 @@ impl Node {
         tls_agency: &str,
         envelope: SignedEnvelope,
     ) -> Result<SignedReceipt, NodeError> {
-        let mut kind = MessageKind::Unspecified;
-        let mut consent_id = String::new();
-        let result = self
-            .receive_checked(tls_agency, &envelope, &mut kind, &mut consent_id)
-            .await;
-        if let Err(e) = &result {
-            self.audit_refusal(
-                AuditEvent::ReceptionRefused,
-                kind,
-                tls_agency,
-                &consent_id,
-                e,
-            );
-        }
-        result
+        self.receive_batch(tls_agency, vec![envelope])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(NodeError::invalid("envelope", "is missing")))
     }
 
-    async fn receive_checked(
+    /// Handles the envelopes of one delivered batch from `tls_agency`, in order, as if they
+    /// had come one by one: each is verified and decided on its own (seeing the consent
+    /// effects of the earlier ones), the accepted ones get receipts under one signature,
+    /// are stored in one transaction and made durable by one flush. One answer per envelope.
+    pub async fn receive_batch(
         &self,
         tls_agency: &str,
-        envelope: &SignedEnvelope,
+        envelopes: Vec<SignedEnvelope>,
+    ) -> Vec<Result<SignedReceipt, NodeError>> {
+        let now = clock::now_ms();
+        let mut view = BatchView::default();
+        let mut decisions = Vec::with_capacity(envelopes.len());
+        for (index, envelope) in envelopes.into_iter().enumerate() {
+            let mut kind = MessageKind::Unspecified;
+            let mut consent_id = String::new();
+            let decision = self.decide(
+                tls_agency,
+                envelope,
+                now,
+                index,
+                &mut view,
+                &mut kind,
+                &mut consent_id,
+            );
+            if let Err(e) = &decision {
+                self.audit_refusal(
+                    AuditEvent::ReceptionRefused,
+                    kind,
+                    tls_agency,
+                    &consent_id,
+                    e,
+                );
+            }
+            decisions.push(decision);
+        }
+        self.store_batch(tls_agency, decisions, now).await
+    }
+
+    /// Signs the receipts of the accepted envelopes, stores them in one transaction, flushes
+    /// once and answers each envelope.
+    async fn store_batch(
+        &self,
+        tls_agency: &str,
+        mut decisions: Vec<Result<Decision, NodeError>>,
+        now: i64,
+    ) -> Vec<Result<SignedReceipt, NodeError>> {
+        let receipts: Vec<Receipt> = decisions
+            .iter()
+            .filter_map(|d| match d {
+                Ok(Decision::Accept { record, .. }) => Some(Receipt {
+                    message_id: record.message_id.clone(),
+                    envelope_sha256: record.envelope_sha256.clone(),
+                    sender: tls_agency.to_string(),
+                    receiver: self.agency().to_string(),
+                    received_at_ms: now,
+                }),
+                _ => None,
+            })
+            .collect();
+        // One envelope: a receipt signed alone; more: one signature over the batch.
+        let signed = match receipts.as_slice() {
+            [one] => vec![sign_receipt(one, self.key())],
+            many => sign_receipt_batch(many, tls_agency, self.agency(), now, self.key()),
+        };
+        let mut signed = signed.into_iter();
+        let mut items = Vec::with_capacity(receipts.len());
+        for d in decisions.iter_mut() {
+            if let Ok(Decision::Accept { record, effect, .. }) = d {
+                record.receipt = signed.next();
+                items.push((record.as_ref().clone(), effect.clone()));
+            }
+        }
+        let stored = if items.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.ledger().accept_deliveries(&items, now)
+        };
+        let mut stored = match stored {
+            Ok(stored) => stored.into_iter(),
+            Err(e) => {
+                // Nothing of the batch was stored and no receipt left: the sender tries again.
+                tracing::warn!(peer = tls_agency, error = %e, "batch not stored; the sender will retry");
+                let reason = format!("the batch could not be stored ({}); deliver it again", e);
+                return decisions
+                    .into_iter()
+                    .map(|d| match d {
+                        Err(e) => Err(e),
+                        Ok(_) => Err(NodeError::Aborted(reason.clone())),
+                    })
+                    .collect();
+            }
+        };
+        let mut answers: Vec<Result<SignedReceipt, NodeError>> =
+            Vec::with_capacity(decisions.len());
+        let mut needs_flush = false;
+        let mut last_seq = None;
+        for d in decisions {
+            let answer = match d {
+                Err(e) => Err(e),
+                Ok(Decision::Accept { record, kind, .. }) => match stored.next() {
+                    Some(Accepted::Stored { seq }) => {
+                        needs_flush = true;
+                        last_seq = Some(seq);
+                        self.metrics().received();
+                        tracing::info!(message_id = %record.message_id, kind = ?kind, sender = tls_agency, seq, "envelope received");
+                        record.receipt.ok_or_else(no_receipt)
+                    }
+                    // Stored meanwhile by a concurrent delivery of the same envelope.
+                    Some(Accepted::Duplicate(held)) => {
+                        needs_flush = true;
+                        held.receipt.ok_or_else(no_receipt)
+                    }
+                    None => Err(no_receipt()),
+                },
+                Ok(Decision::Duplicate(held)) => {
+                    needs_flush = true;
+                    tracing::info!(message_id = %held.message_id, "duplicate answered with the original receipt");
+                    held.receipt.ok_or_else(no_receipt)
+                }
+                Ok(Decision::SameAs(index)) => match answers.get(index) {
+                    Some(Ok(receipt)) => Ok(receipt.clone()),
+                    _ => Err(NodeError::Aborted(
+                        "an earlier copy of this envelope in the batch was not stored".into(),
+                    )),
+                },
+            };
+            answers.push(answer);
+        }
+        // A receipt leaves only for what is on disk (a duplicate's first flush may still run).
+        if needs_flush {
+            if let Err(e) = self.ledger().flush().await {
+                tracing::error!(error = %e, "flush after reception failed");
+                let e = NodeError::from(e);
+                let reason = format!("the store could not be made durable ({})", e.reason_code());
+                return answers
+                    .into_iter()
+                    .map(|a| a.and(Err(NodeError::Aborted(reason.clone()))))
+                    .collect();
+            }
+        }
+        if let Some(seq) = last_seq {
+            self.inbox_changed(seq);
+        }
+        answers
+    }
+
+    /// Everything reception checks about one envelope, in the fixed order; nothing stored.
+    #[allow(clippy::too_many_arguments)]
+    fn decide(
+        &self,
+        tls_agency: &str,
+        envelope: SignedEnvelope,
+        now: i64,
+        index: usize,
+        view: &mut BatchView,
         kind_out: &mut MessageKind,
         consent_out: &mut String,
-    ) -> Result<SignedReceipt, NodeError> {
+    ) -> Result<Decision, NodeError> {
         if envelope.signer != tls_agency {
             return Err(NodeError::PermissionDenied(format!(
                 "the TLS certificate names {tls_agency}, but the envelope claims to be signed by {:?}",
@@ -55,7 +276,7 @@ impl Node {
         let sender = self.directory().get(tls_agency).ok_or_else(|| {
             NodeError::PermissionDenied(format!("{tls_agency} is not in the directory"))
         })?;
-        let opened = verify_and_open(envelope, &sender.signing_keys, &self.limits().envelope)?;
+        let opened = verify_and_open(&envelope, &sender.signing_keys, &self.limits().envelope)?;
         let OpenedEnvelope {
             header,
             kind,
@@ -73,7 +294,6 @@ impl Node {
         }
         ids::parse_id("header.message_id", &header.message_id)
             .map_err(|e| NodeError::invalid("header.message_id", e.to_string()))?;
-        let now = clock::now_ms();
         let window = self.limits().replay_window.as_millis() as i64;
         let skew = self.limits().clock_skew.as_millis() as i64;
         if header.created_at_ms < now.saturating_sub(window) {
@@ -88,6 +308,19 @@ impl Node {
                 "lies in the future beyond the allowed clock skew",
             ));
         }
+        let conflict = || -> NodeError {
+            kurzdraht_ledger::LedgerError::MessageIdConflict {
+                message_id: header.message_id.clone(),
+            }
+            .into()
+        };
+        if let Some((earlier, at)) = view.ids.get(&header.message_id) {
+            return if *earlier == hash {
+                Ok(Decision::SameAs(*at))
+            } else {
+                Err(conflict())
+            };
+        }
         // A duplicate of what we already hold is answered with the original receipt, even if
         // the consent has changed since: the message was lawfully received then.
         if let Some(held) = self.ledger().inbox_record(&header.message_id)? {
@@ -101,23 +334,29 @@ impl Node {
                         .envelope(&held.envelope_sha256),
                     now,
                 )?;
-                return self.answer_duplicate(held).await;
+                return Ok(Decision::Duplicate(Box::new(held)));
             }
-            return Err(kurzdraht_ledger::LedgerError::MessageIdConflict {
-                message_id: header.message_id,
-            }
-            .into());
+            return Err(conflict());
         }
         if !header.in_reply_to.is_empty() {
             ids::parse_id("header.in_reply_to", &header.in_reply_to)
                 .map_err(|e| NodeError::invalid("header.in_reply_to", e.to_string()))?;
         }
+        let ledger = self.ledger();
         let effect = match &body.body {
-            Some(Body::ConsentNotice(n)) => ConsentEffect::Record(self.admit_consent_notice(
-                tls_agency,
-                &header.consent_id,
-                n.consent.as_ref(),
-            )?),
+            Some(Body::ConsentNotice(n)) => {
+                let record =
+                    self.admit_consent_notice(tls_agency, &header.consent_id, n.consent.as_ref())?;
+                if let Some(held) = view.consent(ledger, &record.consent_id)? {
+                    if held.record.as_ref() != Some(&record) {
+                        return Err(kurzdraht_ledger::LedgerError::ConsentExists {
+                            consent_id: record.consent_id,
+                        }
+                        .into());
+                    }
+                }
+                ConsentEffect::Record(record)
+            }
             Some(Body::ConsentWithdrawal(w)) => {
                 let w = w
                     .withdrawal
@@ -129,9 +368,8 @@ impl Node {
                         "differs from header.consent_id",
                     ));
                 }
-                let held = self
-                    .ledger()
-                    .consent(&w.consent_id)?
+                let held = view
+                    .consent(ledger, &w.consent_id)?
                     .and_then(|c| c.record)
                     .ok_or(NodeError::Consent(
                         kurzdraht_ledger::ConsentRefusal::NoConsent,
@@ -144,10 +382,9 @@ impl Node {
                 ConsentEffect::Withdraw(w.clone())
             }
             _ => {
-                let sender_role = sender.role;
                 let subject = policy::admit_case_message(
                     kind,
-                    sender_role,
+                    sender.role,
                     self.role(),
                     &body,
                     header.created_at_ms,
@@ -157,7 +394,7 @@ impl Node {
                 let stored = if header.consent_id.is_empty() {
                     None
                 } else {
-                    self.ledger().consent(&header.consent_id)?
+                    view.consent(ledger, &header.consent_id)?
                 };
                 let categories = categories_carried(&body);
                 let query = ConsentQuery {
@@ -172,55 +409,28 @@ impl Node {
                 ConsentEffect::None
             }
         };
-        let receipt = sign_receipt(
-            &Receipt {
-                message_id: header.message_id.clone(),
-                envelope_sha256: hash.to_vec(),
-                sender: tls_agency.to_string(),
-                receiver: self.agency().to_string(),
-                received_at_ms: now,
-            },
-            self.key(),
-        );
+        view.apply(ledger, &effect, &envelope)?;
+        view.ids.insert(header.message_id.clone(), (hash, index));
         let record = InboxRecord {
             seq: 0,
-            message_id: header.message_id.clone(),
+            message_id: header.message_id,
             sender: tls_agency.to_string(),
             kind: kind as i32,
-            envelope: Some(envelope.clone()),
-            receipt: Some(receipt.clone()),
+            envelope: Some(envelope),
+            receipt: None,
             envelope_sha256: hash.to_vec(),
             received_at_ms: now,
             created_at_ms: header.created_at_ms,
-            consent_id: header.consent_id.clone(),
-            in_reply_to: header.in_reply_to.clone(),
+            consent_id: header.consent_id,
+            in_reply_to: header.in_reply_to,
             acknowledged: false,
             notice: None,
             body_erased_at_ms: 0,
         };
-        match self.ledger().accept_delivery(&record, &effect, now)? {
-            Accepted::Stored { seq } => {
-                self.ledger().flush().await?;
-                self.inbox_changed(seq);
-                self.metrics().received();
-                tracing::info!(message_id = %header.message_id, kind = ?kind, sender = tls_agency, seq, "envelope received");
-                Ok(receipt)
-            }
-            Accepted::Duplicate(held) => self.answer_duplicate(*held).await,
-        }
-    }
-
-    /// The original receipt for a repeated delivery — after a flush, because the first
-    /// attempt's flush may still be running: a receipt leaves only for what is on disk.
-    async fn answer_duplicate(&self, held: InboxRecord) -> Result<SignedReceipt, NodeError> {
-        self.ledger().flush().await?;
-        tracing::info!(message_id = %held.message_id, "duplicate answered with the original receipt");
-        held.receipt.ok_or_else(|| {
-            kurzdraht_ledger::LedgerError::Corrupt {
-                what: "inbox record",
-                reason: "no receipt".into(),
-            }
-            .into()
+        Ok(Decision::Accept {
+            record: Box::new(record),
+            effect,
+            kind,
         })
     }
 

@@ -81,8 +81,6 @@ pub async fn run(
     let closing = node.closing();
     let mut workers = delivery::spawn_workers(&node, closing.clone());
     workers.push(node.spawn_retention());
-    let max_message =
-        config.limits.envelope.max_header_bytes + config.limits.envelope.max_payload_bytes + 1024;
     let until_closed = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|c| *c).await;
     };
@@ -91,7 +89,7 @@ pub async fn run(
             oversize_is_resource_exhausted,
         ))
         .tls_config(tls::peer_server_tls(&config.tls))?
-        .add_service(peer_exchange::service(node.clone(), max_message))
+        .add_service(peer_exchange::service(node.clone()))
         .serve_with_incoming_shutdown(without_nagle(listeners.peer), until_closed(closing.clone()));
     let (reporter, health_service) = health::health_service();
     workers.push(health::spawn_health(

@@ -198,6 +198,7 @@ impl World {
             receipt: Some(SignedReceipt {
                 receipt: hash.to_vec(),
                 signature: self.now.to_be_bytes().to_vec(),
+                batch: None,
             }),
             envelope: Some(envelope),
             envelope_sha256: hash.to_vec(),
