@@ -12,6 +12,8 @@
 //!   stores): a bare tonic unary call over the same mutual-TLS set-up (the baseline) versus
 //!   the full path Submit → … → signed receipt stored by the sender, at several
 //!   concurrencies, with latency percentiles, CPU per 1,000 messages and peak RSS per node.
+//! - `footprint`: a node's RSS with a million consents and a million stored messages
+//!   (`bench_footprint.rs`).
 //!
 //! Results go to stdout as tables (with the machine and the parameters); progress of long
 //! phases goes to stderr. Every run is bounded in time.
@@ -32,8 +34,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-const JC: &str = "jobcenter-segeberg";
-const JA: &str = "jugendamt-kreis-segeberg";
+pub(crate) const JC: &str = "jobcenter-segeberg";
+pub(crate) const JA: &str = "jugendamt-kreis-segeberg";
 /// Payload size of the envelope the commit benchmark stores.
 const COMMIT_PAYLOAD_BYTES: usize = 1024;
 /// How often the restart benchmark asks the Jobcenter node for a status.
@@ -82,6 +84,34 @@ pub enum BenchCommand {
         /// second from one peer) to this; default: the node.toml default.
         #[arg(long)]
         peer_rate: Option<u32>,
+        /// Create the temporary federation here (default: the system temp directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// A node's memory at scale: fills a Jugendamt's store (sealed at rest) with replicated
+    /// consents and received CertificationRequests, runs `kurzdraht serve` on it under a light
+    /// load and prints its RSS after open and under load against the 100 MB target.
+    Footprint {
+        /// Consents replicated to the Jugendamt (each arrived as a signed ConsentNotice).
+        #[arg(long, default_value_t = 1_000_000)]
+        consents: usize,
+        /// CertificationRequests received by the Jugendamt (sealed envelopes with receipts).
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: usize,
+        /// Seconds of load on the filled node.
+        #[arg(long, default_value_t = 15)]
+        seconds: u64,
+        /// Seconds the node stays idle after it first answers, before the load (longer if its
+        /// start-up work is still running: until it uses under 10% of a core).
+        #[arg(long, default_value_t = 5)]
+        idle_seconds: u64,
+        /// Concurrent callers of the load (closed loop).
+        #[arg(long, default_value_t = 4)]
+        callers: usize,
+        /// Set the Jugendamt's `[storage] cache_mb` (sled's page cache) to this; default: the
+        /// node.toml default.
+        #[arg(long)]
+        cache_mb: Option<u64>,
         /// Create the temporary federation here (default: the system temp directory).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -135,6 +165,26 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             peer_rate,
             dir,
         } => e2e(seconds, concurrency, payload_bytes, peer_rate, dir).await,
+        BenchCommand::Footprint {
+            consents,
+            messages,
+            seconds,
+            idle_seconds,
+            callers,
+            cache_mb,
+            dir,
+        } => {
+            crate::bench_footprint::run(crate::bench_footprint::Params {
+                consents,
+                messages,
+                load: Duration::from_secs(seconds),
+                idle: Duration::from_secs(idle_seconds),
+                callers,
+                cache_mb,
+                dir,
+            })
+            .await
+        }
     }
 }
 
@@ -161,7 +211,7 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
-fn load_average() -> String {
+pub(crate) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .map(|t| t.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -191,7 +241,7 @@ fn file_system(dir: &Path) -> String {
     }
 }
 
-fn print_machine(base: &Path) {
+pub(crate) fn print_machine(base: &Path) {
     let nproc = command_output("nproc", &[]).unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.to_string())
@@ -215,7 +265,7 @@ fn print_machine(base: &Path) {
     println!("load avg:   {} (1/5/15 min, at start)", load_average());
 }
 
-fn base_dir(dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+pub(crate) fn base_dir(dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     let base = dir.unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
     Ok(base)
@@ -223,11 +273,11 @@ fn base_dir(dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 
 // ---------------------------------------------------------------- formatting
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn fmt_duration(d: Duration) -> String {
+pub(crate) fn fmt_duration(d: Duration) -> String {
     if d < Duration::from_secs(1) {
         format!("{:.1} ms", ms(d))
     } else {
@@ -235,7 +285,7 @@ fn fmt_duration(d: Duration) -> String {
     }
 }
 
-fn fmt_bytes(b: u64) -> String {
+pub(crate) fn fmt_bytes(b: u64) -> String {
     const MIB: f64 = 1024.0 * 1024.0;
     if b as f64 >= MIB {
         format!("{:.1} MiB", b as f64 / MIB)
@@ -244,7 +294,7 @@ fn fmt_bytes(b: u64) -> String {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -289,11 +339,11 @@ fn certification_request(reason: String) -> pb::MessageBody {
     }
 }
 
-const REASON: &str = "Antrag auf Zusicherung nach § 22 Abs. 5 SGB II; Stellungnahme zur Notwendigkeit des Auszugs erbeten.";
+pub(crate) const REASON: &str = "Antrag auf Zusicherung nach § 22 Abs. 5 SGB II; Stellungnahme zur Notwendigkeit des Auszugs erbeten.";
 
 /// Seals `body` from `sender` and describes it for the outbox, as `Node::seal_outgoing` does.
 #[allow(clippy::too_many_arguments)]
-fn seal_outgoing(
+pub(crate) fn seal_outgoing(
     key: &SigningKey,
     sender: &str,
     kind: MessageKind,
@@ -326,7 +376,7 @@ fn seal_outgoing(
     }
 }
 
-fn envelope_bytes(out: &Outgoing) -> usize {
+pub(crate) fn envelope_bytes(out: &Outgoing) -> usize {
     let e = &out.envelope;
     e.header.len() + e.payload.len() + e.signature.len() + e.signer.len()
 }
@@ -422,7 +472,14 @@ async fn commit_run(
         .prefix("kurzdraht-bench-commit-")
         .tempdir_in(base)?;
     // Sealed at rest with a data key, as a node stores its outbox.
-    let ledger = Ledger::open_with(tmp.path(), Some(&DataKey::generate()?), mode)?;
+    let ledger = Ledger::open_with(
+        tmp.path(),
+        Some(&DataKey::generate()?),
+        kurzdraht_ledger::StoreOptions {
+            durability: mode,
+            ..Default::default()
+        },
+    )?;
     let taken = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
@@ -625,7 +682,7 @@ async fn open_when_unlocked(dir: &Path, key: &DataKey) -> anyhow::Result<Ledger>
 }
 
 /// Bytes of the files under `dir`.
-fn dir_bytes(dir: &Path) -> u64 {
+pub(crate) fn dir_bytes(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
@@ -1174,7 +1231,7 @@ const RETRY_LOG: &str = "delivery failed; will retry";
 const WARM_UP: usize = 20;
 
 /// Clock ticks per second of /proc/<pid>/stat (`getconf CLK_TCK`, else the usual 100).
-fn clock_ticks() -> f64 {
+pub(crate) fn clock_ticks() -> f64 {
     command_output("getconf", &["CLK_TCK"])
         .and_then(|t| t.parse::<f64>().ok())
         .filter(|t| *t > 0.0)
@@ -1182,7 +1239,7 @@ fn clock_ticks() -> f64 {
 }
 
 /// utime + stime of a process (all its threads) in clock ticks; `pid` "self" for this one.
-fn cpu_ticks(pid: &str) -> Option<u64> {
+pub(crate) fn cpu_ticks(pid: &str) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // After the command name in parentheses: field 3 (state) onwards; utime is 14, stime 15.
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -1191,16 +1248,23 @@ fn cpu_ticks(pid: &str) -> Option<u64> {
 }
 
 /// Peak resident set size (VmHWM) of a process, in bytes.
-fn peak_rss(pid: &str) -> Option<u64> {
+pub(crate) fn peak_rss(pid: &str) -> Option<u64> {
+    proc_status_bytes(pid, "VmHWM")
+}
+
+/// A kB figure of /proc/<pid>/status (e.g. "VmRSS", "VmHWM"), in bytes.
+pub(crate) fn proc_status_bytes(pid: &str, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status
+        .lines()
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
 
 /// Resets a process's VmHWM to its current RSS (`echo 5 > /proc/<pid>/clear_refs`), so that
 /// the next reading is the peak of one run; false where the kernel does not allow it.
-fn reset_peak_rss(pid: &str) -> bool {
+pub(crate) fn reset_peak_rss(pid: &str) -> bool {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
 }
 
@@ -1246,14 +1310,14 @@ impl UsageMeter {
 }
 
 /// A `kurzdraht serve` child process; killed if dropped while still running.
-struct ServeProcess {
+pub(crate) struct ServeProcess {
     agency: &'static str,
     child: std::process::Child,
     log: PathBuf,
 }
 
 impl ServeProcess {
-    fn spawn(agency: &'static str, config: &Path, log: PathBuf) -> anyhow::Result<Self> {
+    pub(crate) fn spawn(agency: &'static str, config: &Path, log: PathBuf) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("locating the kurzdraht binary")?;
         let log_file =
             std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
@@ -1269,7 +1333,7 @@ impl ServeProcess {
         Ok(Self { agency, child, log })
     }
 
-    fn pid(&self) -> String {
+    pub(crate) fn pid(&self) -> String {
         self.child.id().to_string()
     }
 
@@ -1287,7 +1351,7 @@ impl ServeProcess {
         (hits.len(), both)
     }
 
-    fn check_running(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn check_running(&mut self) -> anyhow::Result<()> {
         if let Some(status) = self.child.try_wait()? {
             bail!(
                 "the {} node exited ({status}); its log:\n{}",
@@ -1300,7 +1364,7 @@ impl ServeProcess {
 
     /// SIGTERM (a graceful stop: in-flight work finishes, the store is flushed), then waits
     /// up to 15 s before killing it.
-    async fn stop(mut self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
         if self.child.try_wait()?.is_none() {
             let _ = std::process::Command::new("kill")
                 .args(["-TERM", &self.pid()])
@@ -1664,9 +1728,10 @@ async fn e2e(
     println!("            served with the Jugendamt's peer TLS config (mutual TLS), called with a client built like the");
     println!("            delivery worker's (Jobcenter's certificate), one shared HTTP/2 channel; latency = call round trip");
     println!("kurzdraht:  Submit (Jobcenter AgencyApi, TLS + token) → consent check → durable outbox → signed envelope →");
-    println!("            Deliver (one FIFO worker per peer) → verify, consent check, durable inbox → signed receipt verified and");
-    println!("            stored by the Jobcenter; one shared HTTP/2 channel for the callers, a second for the status watcher;");
-    println!("            latency = Jobcenter's updated_at_ms of DELIVERED (1 ms resolution, ±0.5 ms) − wall clock at Submit start");
+    println!("            DeliverBatch (one FIFO worker per peer, up to 256 due messages per batch) → verify, consent check,");
+    println!("            durable inbox → receipts under one signature per batch, each verified and stored by the Jobcenter;");
+    println!("            one shared HTTP/2 channel for the callers, a second for the WatchStatus stream;");
+    println!("            latency = when the WatchStatus stream showed DELIVERED (published after the Jobcenter's flush) − Submit start");
     println!("            each caller waits for DELIVERED before its next Submit (closed loop)");
 
     // The consent and the request, and a sealed envelope of the same size for the baseline.

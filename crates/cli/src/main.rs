@@ -13,6 +13,7 @@
 #![allow(clippy::large_enum_variant)]
 
 mod bench;
+mod bench_footprint;
 mod commands;
 mod demo;
 mod exit;

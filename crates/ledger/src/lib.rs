@@ -31,4 +31,6 @@ pub use commit::Durability;
 pub use consent::{evaluate, ConsentQuery, ConsentRefusal};
 pub use error::LedgerError;
 pub use records::{InboxRecord, MessageRecord, OutboxEntry, StoredConsent};
-pub use store::{Accepted, ConsentEffect, Finish, Finished, Ledger, Outgoing};
+pub use store::{
+    Accepted, ConsentEffect, Finish, Finished, Ledger, Outgoing, StoreOptions, DEFAULT_CACHE_BYTES,
+};

@@ -41,6 +41,26 @@ fn abort<T>(e: LedgerError) -> TxResult<T> {
     Err(ConflictableTransactionError::Abort(e))
 }
 
+/// How a store is opened.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    pub durability: Durability,
+    /// Bytes of sled's page cache: the bulk of a node's memory, whatever the store's size.
+    pub cache_bytes: u64,
+}
+
+/// The page cache a node uses unless configured otherwise (`[storage] cache_mb`).
+pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::GroupCommit,
+            cache_bytes: DEFAULT_CACHE_BYTES,
+        }
+    }
+}
+
 /// A message ready to be queued: sealed, with its delivery facts.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
@@ -264,22 +284,26 @@ impl Ledger {
     /// ([`LedgerError::NoDataKey`]). A second process opening the same directory gets
     /// [`LedgerError::Locked`].
     pub fn open(dir: &Path) -> Result<Self, LedgerError> {
-        Self::open_with(dir, None, Durability::GroupCommit)
+        Self::open_with(dir, None, StoreOptions::default())
     }
 
     /// Opens (or creates) the store with its data key, as a node does.
     pub fn open_encrypted(dir: &Path, key: &DataKey) -> Result<Self, LedgerError> {
-        Self::open_with(dir, Some(key), Durability::GroupCommit)
+        Self::open_with(dir, Some(key), StoreOptions::default())
     }
 
-    /// Opens the store with an explicit data key and durability mode (benchmarks compare the
-    /// two modes). A store is bound to the first data key it is opened with; another key is
-    /// refused at open.
+    /// Opens the store with an explicit data key and options (durability mode, cache size).
+    /// A store is bound to the first data key it is opened with; another key is refused at
+    /// open.
     pub fn open_with(
         dir: &Path,
         key: Option<&DataKey>,
-        durability: Durability,
+        options: StoreOptions,
     ) -> Result<Self, LedgerError> {
+        let StoreOptions {
+            durability,
+            cache_bytes,
+        } = options;
         // A handle of this process dropped an instant ago (a node restarted in place, sled's
         // background flusher finishing) may still hold the lock briefly: wait up to a second
         // for it. Another process holding it gets the clear error after that.
@@ -288,6 +312,7 @@ impl Ledger {
             let opened = sled::Config::new()
                 .path(dir)
                 .mode(sled::Mode::HighThroughput)
+                .cache_capacity(cache_bytes)
                 .open();
             match opened {
                 Ok(db) => break db,
@@ -650,94 +675,25 @@ impl Ledger {
         now_ms: i64,
     ) -> Result<Finished, LedgerError> {
         let notice_id = uuid::Uuid::now_v7().hyphenated().to_string();
+        self.tx(|t| t.finish(message_id, how, now_ms, &notice_id))
+    }
+
+    /// [`Ledger::finish`] for several messages (a delivered batch), in one transaction.
+    pub fn finish_all(
+        &self,
+        items: &[(String, Finish)],
+        now_ms: i64,
+    ) -> Result<Vec<Finished>, LedgerError> {
+        let notice_ids: Vec<String> = items
+            .iter()
+            .map(|_| uuid::Uuid::now_v7().hyphenated().to_string())
+            .collect();
         self.tx(|t| {
-            let Some(bytes) = t.messages.get(message_id.as_bytes())? else {
-                return abort(LedgerError::UnknownMessage {
-                    message_id: message_id.to_string(),
-                });
-            };
-            let mut record: MessageRecord = tx_decode("message record", &bytes)?;
-            let Some(status) = record.status.as_mut() else {
-                return abort(LedgerError::corrupt("message record", "no status"));
-            };
-            if status.state != DeliveryState::Queued as i32 {
-                return Ok(Finished::default());
-            }
-            let (state, event, detail) = match how {
-                Finish::Delivered { .. } => (
-                    DeliveryState::Delivered,
-                    AuditEvent::Delivered,
-                    String::new(),
-                ),
-                Finish::Refused { reason } => (
-                    DeliveryState::Refused,
-                    AuditEvent::DeliveryRefused,
-                    reason.clone(),
-                ),
-                Finish::Rejected { reason } => (
-                    DeliveryState::Rejected,
-                    AuditEvent::DeliveryRejected,
-                    reason.clone(),
-                ),
-                Finish::Expired => (
-                    DeliveryState::Expired,
-                    AuditEvent::DeliveryExpired,
-                    "deadline passed".to_string(),
-                ),
-            };
-            if matches!(how, Finish::Delivered { .. } | Finish::Rejected { .. }) {
-                status.attempts += 1; // the attempt that ended it
-            }
-            status.state = state as i32;
-            status.detail = detail.clone();
-            status.updated_at_ms = now_ms;
-            if let Finish::Delivered { receipt } = how {
-                status.receipt = Some(receipt.clone());
-            }
-            let note = AuditNote::new(event)
-                .message(message_id)
-                .consent(&status.consent_id)
-                .peer(&status.recipient)
-                .kind(status.kind)
-                .detail(detail.clone())
-                .envelope(&record.envelope_sha256);
-            let notice = match how {
-                Finish::Delivered { .. } => None,
-                _ => Some(InboxRecord {
-                    message_id: notice_id.clone(),
-                    kind: status.kind,
-                    received_at_ms: now_ms,
-                    created_at_ms: now_ms,
-                    consent_id: status.consent_id.clone(),
-                    notice: Some(DeliveryNotice {
-                        message_id: message_id.to_string(),
-                        recipient: status.recipient.clone(),
-                        state: state as i32,
-                        detail: detail.clone(),
-                    }),
-                    ..Default::default()
-                }),
-            };
-            t.outbox.remove(record.outbox_key.as_slice())?;
-            record.outbox_key.clear();
-            t.messages
-                .insert(message_id.as_bytes(), record.encode_to_vec())?;
-            t.append_audit(note, now_ms)?;
-            let notice_seq = match notice {
-                Some(mut n) => {
-                    let seq = t.next_inbox_seq()?;
-                    n.seq = seq;
-                    t.put_sealed(t.inbox, "inbox", n.message_id.as_bytes(), &n)?;
-                    t.inbox_seq
-                        .insert(&seq.to_be_bytes(), n.message_id.as_bytes())?;
-                    Some(seq)
-                }
-                None => None,
-            };
-            Ok(Finished {
-                notice_seq,
-                status: record.status,
-            })
+            items
+                .iter()
+                .zip(&notice_ids)
+                .map(|((id, how), notice_id)| t.finish(id, how, now_ms, notice_id))
+                .collect()
         })
     }
 
@@ -1081,5 +1037,103 @@ impl Tx<'_> {
             }
         }
         Ok(Accepted::Stored { seq })
+    }
+
+    /// The body of [`Ledger::finish`], inside a transaction.
+    fn finish(
+        &self,
+        message_id: &str,
+        how: &Finish,
+        now_ms: i64,
+        notice_id: &str,
+    ) -> TxResult<Finished> {
+        let t = self;
+        let Some(bytes) = t.messages.get(message_id.as_bytes())? else {
+            return abort(LedgerError::UnknownMessage {
+                message_id: message_id.to_string(),
+            });
+        };
+        let mut record: MessageRecord = tx_decode("message record", &bytes)?;
+        let Some(status) = record.status.as_mut() else {
+            return abort(LedgerError::corrupt("message record", "no status"));
+        };
+        if status.state != DeliveryState::Queued as i32 {
+            return Ok(Finished::default());
+        }
+        let (state, event, detail) = match how {
+            Finish::Delivered { .. } => (
+                DeliveryState::Delivered,
+                AuditEvent::Delivered,
+                String::new(),
+            ),
+            Finish::Refused { reason } => (
+                DeliveryState::Refused,
+                AuditEvent::DeliveryRefused,
+                reason.clone(),
+            ),
+            Finish::Rejected { reason } => (
+                DeliveryState::Rejected,
+                AuditEvent::DeliveryRejected,
+                reason.clone(),
+            ),
+            Finish::Expired => (
+                DeliveryState::Expired,
+                AuditEvent::DeliveryExpired,
+                "deadline passed".to_string(),
+            ),
+        };
+        if matches!(how, Finish::Delivered { .. } | Finish::Rejected { .. }) {
+            status.attempts += 1; // the attempt that ended it
+        }
+        status.state = state as i32;
+        status.detail = detail.clone();
+        status.updated_at_ms = now_ms;
+        if let Finish::Delivered { receipt } = how {
+            status.receipt = Some(receipt.clone());
+        }
+        let note = AuditNote::new(event)
+            .message(message_id)
+            .consent(&status.consent_id)
+            .peer(&status.recipient)
+            .kind(status.kind)
+            .detail(detail.clone())
+            .envelope(&record.envelope_sha256);
+        let notice = match how {
+            Finish::Delivered { .. } => None,
+            _ => Some(InboxRecord {
+                message_id: notice_id.to_string(),
+                kind: status.kind,
+                received_at_ms: now_ms,
+                created_at_ms: now_ms,
+                consent_id: status.consent_id.clone(),
+                notice: Some(DeliveryNotice {
+                    message_id: message_id.to_string(),
+                    recipient: status.recipient.clone(),
+                    state: state as i32,
+                    detail: detail.clone(),
+                }),
+                ..Default::default()
+            }),
+        };
+        t.outbox.remove(record.outbox_key.as_slice())?;
+        record.outbox_key.clear();
+        t.messages
+            .insert(message_id.as_bytes(), record.encode_to_vec())?;
+        t.append_audit(note, now_ms)?;
+        let notice_seq = match notice {
+            Some(mut n) => {
+                let seq = t.next_inbox_seq()?;
+                n.seq = seq;
+                t.put_sealed(t.inbox, "inbox", n.message_id.as_bytes(), &n)?;
+                t.inbox_seq
+                    .insert(&seq.to_be_bytes(), n.message_id.as_bytes())?;
+                Some(seq)
+            }
+            None => None,
+        };
+        Ok(Finished {
+            notice_seq,
+            status: record.status,
+        })
     }
 }

@@ -29,7 +29,15 @@ fn outgoing(id: String) -> Outgoing {
 
 async fn concurrent_submissions(mode: Durability, n: usize) -> (u64, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let ledger = Ledger::open_with(dir.path(), Some(&test_key()), mode).unwrap();
+    let ledger = Ledger::open_with(
+        dir.path(),
+        Some(&test_key()),
+        kurzdraht_ledger::StoreOptions {
+            durability: mode,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let tasks: Vec<_> = (0..n)
         .map(|i| {
             let l = ledger.clone();

@@ -84,6 +84,13 @@ struct SigningFile {
 struct StorageFile {
     /// The key that seals personal data in the store; must lie outside `data_dir`.
     data_key_file: PathBuf,
+    /// MiB of the store's page cache (the bulk of the node's memory).
+    #[serde(default = "default_cache_mb")]
+    cache_mb: u64,
+}
+
+fn default_cache_mb() -> u64 {
+    kurzdraht_ledger::DEFAULT_CACHE_BYTES / (1024 * 1024)
 }
 
 #[derive(Debug, Deserialize)]
@@ -213,6 +220,8 @@ pub struct NodeConfig {
     pub signing_key: SigningKey,
     /// Seals the personal data in the store (encryption at rest).
     pub data_key: DataKey,
+    /// Bytes of the store's page cache (`[storage] cache_mb`).
+    pub cache_bytes: u64,
     pub api_tokens: Vec<ApiToken>,
     pub delivery: DeliverySettings,
     pub limits: ReceptionLimits,
@@ -293,6 +302,12 @@ impl NodeConfig {
         }
         let data_key = DataKey::from_hex(&read_secret("storage.data_key_file", &key_path)?)
             .map_err(|e| NodeError::config("storage.data_key_file", e.to_string()))?;
+        if !(4..=65_536).contains(&file.storage.cache_mb) {
+            return Err(NodeError::config(
+                "storage.cache_mb",
+                "must lie between 4 and 65536 (MiB)",
+            ));
+        }
         let tls = TlsMaterial {
             ca_pem: read_public("tls.ca_cert", &at(&file.tls.ca_cert))?,
             cert_pem: read_public("tls.cert", &at(&file.tls.cert))?,
@@ -387,6 +402,7 @@ impl NodeConfig {
             tls,
             signing_key,
             data_key,
+            cache_bytes: file.storage.cache_mb * 1024 * 1024,
             api_tokens,
             delivery: DeliverySettings {
                 retry_initial: Duration::from_millis(d.retry_initial_ms),

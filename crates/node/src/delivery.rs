@@ -231,6 +231,14 @@ impl PeerWorker {
             let answers = self.send(&due).await?;
             self.settle(&mut round, &due, answers)?;
         }
+        if !round.finishes.is_empty() {
+            let finishes = std::mem::take(&mut round.finishes);
+            for finished in ledger.finish_all(&finishes, clock::now_ms())? {
+                round.notices.extend(finished.notice_seq);
+                round.finished.extend(finished.status);
+            }
+            round.changed = true;
+        }
         if round.changed {
             ledger.flush().await?;
         }
@@ -392,15 +400,10 @@ impl PeerWorker {
         )
     }
 
-    /// Gives a queued message its final state (flushed at the end of the round).
+    /// Gives a queued message its final state (stored with the round's others in one
+    /// transaction, flushed at the end of the round).
     fn finish(&self, round: &mut Round, entry: &OutboxEntry, how: Finish) -> Result<(), NodeError> {
-        let finished = self
-            .node
-            .ledger()
-            .finish(&entry.message_id, &how, clock::now_ms())?;
-        round.changed = true;
-        round.notices.extend(finished.notice_seq);
-        round.finished.extend(finished.status);
+        round.finishes.push((entry.message_id.clone(), how));
         Ok(())
     }
 
@@ -448,6 +451,8 @@ struct Due {
 struct Round {
     /// Something was written: flush before the round ends.
     changed: bool,
+    /// Final states to store, in queue order.
+    finishes: Vec<(String, Finish)>,
     /// Inbox sequence numbers of delivery notices written.
     notices: Vec<u64>,
     /// The final statuses reached, for status watchers (after the flush).

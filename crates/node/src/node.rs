@@ -6,7 +6,7 @@ use crate::config::{
 };
 use crate::{directory::Directory, metrics::Metrics, policy::Role, NodeError};
 use kurzdraht_envelope::{seal, SigningKey};
-use kurzdraht_ledger::{Ledger, Outgoing};
+use kurzdraht_ledger::{Ledger, Outgoing, StoreOptions};
 use kurzdraht_proto::v1::{EnvelopeHeader, MessageBody, MessageKind, MessageStatus};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -41,7 +41,14 @@ impl Node {
     /// Opens the node's store and prepares it to serve.
     pub fn open(config: &NodeConfig) -> Result<Self, NodeError> {
         std::fs::create_dir_all(&config.data_dir)?;
-        let ledger = Ledger::open_encrypted(&config.data_dir, &config.data_key)?;
+        let ledger = Ledger::open_with(
+            &config.data_dir,
+            Some(&config.data_key),
+            StoreOptions {
+                cache_bytes: config.cache_bytes,
+                ..Default::default()
+            },
+        )?;
         let outbox_signals = config
             .directory
             .agencies()

@@ -315,11 +315,19 @@ impl Node {
             .into()
         };
         if let Some((earlier, at)) = view.ids.get(&header.message_id) {
-            return if *earlier == hash {
-                Ok(Decision::SameAs(*at))
-            } else {
-                Err(conflict())
-            };
+            if *earlier != hash {
+                return Err(conflict());
+            }
+            // Audited as a duplicate, as if the copies had come one by one.
+            self.ledger().audit(
+                AuditNote::new(AuditEvent::ReceivedDuplicate)
+                    .message(&header.message_id)
+                    .peer(tls_agency)
+                    .kind(kind as i32)
+                    .envelope(&hash),
+                now,
+            )?;
+            return Ok(Decision::SameAs(*at));
         }
         // A duplicate of what we already hold is answered with the original receipt, even if
         // the consent has changed since: the message was lawfully received then.
