@@ -168,11 +168,10 @@ pub(crate) async fn run(p: Params) -> anyhow::Result<ExitCode> {
     let stopped_ja = ja_proc.stop().await;
     let stopped_jc = jc_proc.stop().await;
     let measured = outcome?;
-    stopped_ja.context("stopping the Jugendamt node")?;
-    stopped_jc.context("stopping the Jobcenter node")?;
-
     report(&filled, &measured);
     println!("load avg:   {} (1/5/15 min, at end)", bench::load_average());
+    stopped_ja.context("stopping the Jugendamt node")?;
+    stopped_jc.context("stopping the Jobcenter node")?;
     if measured.undelivered > 0 {
         println!(
             "NOT every submitted message was DELIVERED: {} of {} still not",
@@ -798,7 +797,6 @@ async fn answering(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn measure(
     p: &Params,
     filled: &Filled,
