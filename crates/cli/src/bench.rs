@@ -271,6 +271,52 @@ pub(crate) fn base_dir(dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     Ok(base)
 }
 
+/// A Segeberg federation (`pki init` on free loopback ports) in a fresh temporary directory
+/// under `dir` (default: the system temp directory), removed when dropped.
+pub(crate) struct TempFederation {
+    tmp: tempfile::TempDir,
+    files: Vec<pki::AgencyFiles>,
+}
+
+impl TempFederation {
+    pub(crate) fn create(dir: Option<PathBuf>, bench: &str) -> anyhow::Result<Self> {
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("kurzdraht-bench-{bench}-"))
+            .tempdir_in(base_dir(dir)?)?;
+        let files = pki::init(
+            &tmp.path().join("federation"),
+            &pki::segeberg_on_free_ports(false)?,
+        )?;
+        Ok(Self { tmp, files })
+    }
+
+    /// Where logs and other files of the run go.
+    pub(crate) fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    pub(crate) fn files_of(&self, id: &str) -> anyhow::Result<&pki::AgencyFiles> {
+        self.files
+            .iter()
+            .find(|f| f.id == id)
+            .with_context(|| format!("pki init wrote no {id}"))
+    }
+
+    /// Adds `line` at the top of `section` (e.g. "[limits]") of `id`'s node.toml.
+    pub(crate) fn configure(&self, id: &str, section: &str, line: &str) -> anyhow::Result<()> {
+        let path = &self.files_of(id)?.node_config;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let header = format!("{section}\n");
+        if !text.contains(&header) {
+            bail!("{} has no {section} section", path.display());
+        }
+        let text = text.replacen(&header, &format!("{header}{line}\n"), 1);
+        pki::write_file(path, &text, false)?;
+        Ok(())
+    }
+}
+
 // ---------------------------------------------------------------- formatting
 
 pub(crate) fn ms(d: Duration) -> f64 {
@@ -1032,25 +1078,15 @@ async fn restart(
     if queued == 0 || timeout.is_zero() {
         bail!("--queued and --timeout must be above 0");
     }
-    let base = base_dir(dir)?;
-    let tmp = tempfile::Builder::new()
-        .prefix("kurzdraht-bench-restart-")
-        .tempdir_in(&base)?;
-    let fed = tmp.path().join("federation");
-    let files = pki::init(&fed, &pki::segeberg_on_free_ports(false)?)?;
-    let files_of = |id: &str| {
-        files
-            .iter()
-            .find(|f| f.id == id)
-            .with_context(|| format!("pki init wrote no {id}"))
-    };
+    let fed = TempFederation::create(dir, "restart")?;
+    let files_of = |id: &str| fed.files_of(id);
     let jc = NodeConfig::load(&files_of(JC)?.node_config)?;
     let ja = NodeConfig::load(&files_of(JA)?.node_config)?;
     let jc_client = ClientConfig::load(&files_of(JC)?.client_config)?;
     let ja_client = ClientConfig::load(&files_of(JA)?.client_config)?;
 
     println!("kurzdraht bench restart — a restarted Jobcenter node resumes delivery");
-    print_machine(&base);
+    print_machine(fed.path());
     println!(
         "parameters: {delivered} delivered messages of history, {queued} queued CertificationRequests (+1 consent notice queued first), timeout {} s",
         timeout.as_secs()
@@ -1674,27 +1710,14 @@ async fn e2e(
         bail!("--seconds, --peer-rate and every --concurrency must be above 0");
     }
     let duration = Duration::from_secs(seconds);
-    let base = base_dir(dir)?;
-    let tmp = tempfile::Builder::new()
-        .prefix("kurzdraht-bench-e2e-")
-        .tempdir_in(&base)?;
-    let fed = tmp.path().join("federation");
-    let files = pki::init(&fed, &pki::segeberg_on_free_ports(false)?)?;
-    let files_of = |id: &str| {
-        files
-            .iter()
-            .find(|f| f.id == id)
-            .with_context(|| format!("pki init wrote no {id}"))
-    };
+    let fed = TempFederation::create(dir, "e2e")?;
+    let files_of = |id: &str| fed.files_of(id);
     if let Some(rate) = peer_rate {
-        let path = &files_of(JA)?.node_config;
-        let text = std::fs::read_to_string(path)?;
-        let text = text.replacen(
-            "[limits]\n",
-            &format!("[limits]\npeer_requests_per_second = {rate}\n"),
-            1,
-        );
-        pki::write_file(path, &text, false)?;
+        fed.configure(
+            JA,
+            "[limits]",
+            &format!("peer_requests_per_second = {rate}"),
+        )?;
     }
     let jc = NodeConfig::load(&files_of(JC)?.node_config)?;
     let ja = NodeConfig::load(&files_of(JA)?.node_config)?;
@@ -1708,7 +1731,7 @@ async fn e2e(
     let ticks = clock_ticks();
 
     println!("kurzdraht bench e2e — baseline (bare tonic call over mutual TLS) vs. the full kurzdraht path");
-    print_machine(&base);
+    print_machine(fed.path());
     println!(
         "parameters: {seconds} s per run, concurrency {}, {WARM_UP} warm-up calls/messages before each run",
         concurrency
@@ -1746,12 +1769,12 @@ async fn e2e(
     let mut jc_proc = ServeProcess::spawn(
         JC,
         &files_of(JC)?.node_config,
-        tmp.path().join("jobcenter.log"),
+        fed.path().join("jobcenter.log"),
     )?;
     let mut ja_proc = ServeProcess::spawn(
         JA,
         &files_of(JA)?.node_config,
-        tmp.path().join("jugendamt.log"),
+        fed.path().join("jugendamt.log"),
     )?;
     let outcome = async {
         let until = Instant::now() + Duration::from_secs(30);

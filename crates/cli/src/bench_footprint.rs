@@ -30,7 +30,7 @@ use kurzdraht_envelope::{ids, sign_receipt, sign_receipt_batch, SigningKey};
 use kurzdraht_ledger::{Accepted, ConsentEffect, InboxRecord, Outgoing};
 use kurzdraht_node::client::{connect, AgencyClient, ClientConfig};
 use kurzdraht_node::config::NodeConfig;
-use kurzdraht_node::{clock, pki, Node};
+use kurzdraht_node::{clock, Node};
 use kurzdraht_proto::v1::{
     self as pb, get_consent_evidence_request::About, message_body::Body, MessageKind,
 };
@@ -80,27 +80,10 @@ pub(crate) async fn run(p: Params) -> anyhow::Result<ExitCode> {
     if p.consents == 0 || p.load.is_zero() || p.callers == 0 {
         bail!("--consents, --seconds and --callers must be above 0");
     }
-    let base = bench::base_dir(p.dir.clone())?;
-    let tmp = tempfile::Builder::new()
-        .prefix("kurzdraht-bench-footprint-")
-        .tempdir_in(&base)?;
-    let fed = tmp.path().join("federation");
-    let files = pki::init(&fed, &pki::segeberg_on_free_ports(false)?)?;
-    let files_of = |id: &str| {
-        files
-            .iter()
-            .find(|f| f.id == id)
-            .with_context(|| format!("pki init wrote no {id}"))
-    };
+    let fed = bench::TempFederation::create(p.dir.clone(), "footprint")?;
+    let files_of = |id: &str| fed.files_of(id);
     if let Some(mb) = p.cache_mb {
-        let path = &files_of(JA)?.node_config;
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        if !text.contains("[storage]\n") {
-            bail!("{} has no [storage] section", path.display());
-        }
-        let text = text.replacen("[storage]\n", &format!("[storage]\ncache_mb = {mb}\n"), 1);
-        pki::write_file(path, &text, false)?;
+        fed.configure(JA, "[storage]", &format!("cache_mb = {mb}"))?;
     }
     let jc = NodeConfig::load(&files_of(JC)?.node_config)?;
     let ja = NodeConfig::load(&files_of(JA)?.node_config)
@@ -111,7 +94,7 @@ pub(crate) async fn run(p: Params) -> anyhow::Result<ExitCode> {
     println!(
         "kurzdraht bench footprint — a node's memory with a large store, against RSS < 100 MB"
     );
-    bench::print_machine(&base);
+    bench::print_machine(fed.path());
     println!(
         "parameters: {} consents, {} messages, {} s idle, then {} s of load by {} caller(s)",
         thousands(p.consents),
@@ -147,13 +130,13 @@ pub(crate) async fn run(p: Params) -> anyhow::Result<ExitCode> {
     let mut jc_proc = ServeProcess::spawn(
         JC,
         &files_of(JC)?.node_config,
-        tmp.path().join("jobcenter.log"),
+        fed.path().join("jobcenter.log"),
     )?;
     let spawned = Instant::now();
     let mut ja_proc = ServeProcess::spawn(
         JA,
         &files_of(JA)?.node_config,
-        tmp.path().join("jugendamt.log"),
+        fed.path().join("jugendamt.log"),
     )?;
     let outcome = measure(
         &p,

@@ -184,19 +184,19 @@ impl PeerWorker {
         let mut round = Round::default();
         let mut due: Vec<Due> = Vec::new();
         let mut bytes = 0usize;
-        for entry in entries {
+        for mut entry in entries {
             let record = ledger.message(&entry.message_id)?.ok_or_else(|| {
                 NodeError::NotFound(format!("record of queued message {}", entry.message_id))
             })?;
             let envelope = entry
                 .envelope
-                .clone()
+                .take()
                 .ok_or_else(|| NodeError::NotFound(format!("envelope of {}", entry.message_id)))?;
             // The consent is checked again at every attempt: a withdrawal stops queued messages.
             let consent = self.consent_still_valid(&envelope, now);
             match next_action(now, entry.deadline_ms, record.next_attempt_ms, consent) {
                 Action::Expire => {
-                    self.finish(&mut round, &entry, Finish::Expired)?;
+                    Self::finish(&mut round, &entry, Finish::Expired);
                     tracing::warn!(message_id = %entry.message_id, peer = %self.peer, "message expired undelivered");
                 }
                 Action::Refuse(refusal) => {
@@ -204,7 +204,7 @@ impl PeerWorker {
                     let how = Finish::Refused {
                         reason: refusal.code().to_string(),
                     };
-                    self.finish(&mut round, &entry, how)?;
+                    Self::finish(&mut round, &entry, how);
                     tracing::info!(message_id = %entry.message_id, reason = refusal.code(), "queued message stopped");
                 }
                 Action::Wait(d) => {
@@ -280,7 +280,10 @@ impl PeerWorker {
                             .map(|_| Answer::Transient(detail.clone()))
                             .collect());
                     }
-                    return Ok(outcomes.into_iter().map(Answer::from_outcome).collect());
+                    return Ok(outcomes
+                        .into_iter()
+                        .map(|o| Answer::from_outcome(&self.peer, o))
+                        .collect());
                 }
                 Err(status) if status.code() == Code::Unimplemented => {
                     tracing::info!(peer = %self.peer, "peer does not take batches; delivering one by one");
@@ -347,7 +350,7 @@ impl PeerWorker {
                     };
                     match verifier.verify(&receipt, &expected) {
                         Ok(_) => {
-                            self.finish(round, &d.entry, Finish::Delivered { receipt })?;
+                            Self::finish(round, &d.entry, Finish::Delivered { receipt });
                             let submitted = d.record.status.as_ref().map(|s| s.submitted_at_ms);
                             round.delivered.push((submitted, clock::now_ms()));
                             tracing::info!(message_id = %id, peer = %self.peer, "delivered; receipt verified");
@@ -359,7 +362,7 @@ impl PeerWorker {
                 }
                 Answer::Rejected(reason) => {
                     tracing::warn!(message_id = %id, peer = %self.peer, reason = %reason, "rejected by peer");
-                    self.finish(round, &d.entry, Finish::Rejected { reason })?;
+                    Self::finish(round, &d.entry, Finish::Rejected { reason });
                 }
                 Answer::Transient(detail) => self.retry(round, &mut retry_at, d, &detail)?,
             }
@@ -402,9 +405,8 @@ impl PeerWorker {
 
     /// Gives a queued message its final state (stored with the round's others in one
     /// transaction, flushed at the end of the round).
-    fn finish(&self, round: &mut Round, entry: &OutboxEntry, how: Finish) -> Result<(), NodeError> {
+    fn finish(round: &mut Round, entry: &OutboxEntry, how: Finish) {
         round.finishes.push((entry.message_id.clone(), how));
-        Ok(())
     }
 
     /// Schedules another attempt. All messages of one failed batch share the delay of the
@@ -483,11 +485,11 @@ impl Answer {
         )
     }
 
-    fn from_outcome(outcome: DeliveryOutcome) -> Self {
+    fn from_outcome(peer: &str, outcome: DeliveryOutcome) -> Self {
         match outcome.outcome {
             Some(Outcome::Receipt(receipt)) => Self::Receipt(receipt),
             Some(Outcome::Refusal(r)) => Self::classify(
-                "the peer",
+                peer,
                 Code::from_i32(r.code),
                 if r.reason.is_empty() {
                     "no reason code"

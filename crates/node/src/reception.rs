@@ -40,6 +40,8 @@ enum Decision {
     Duplicate(Box<InboxRecord>),
     /// The same envelope came earlier in this batch (at this index): answer as for that one.
     SameAs(usize),
+    /// Accepted, and moved into the batch's transaction as item `item`.
+    Queued { item: usize },
 }
 
 /// What the batch's earlier envelopes change, as the later ones must see it: a consent
@@ -152,7 +154,7 @@ impl Node {
     async fn store_batch(
         &self,
         tls_agency: &str,
-        mut decisions: Vec<Result<Decision, NodeError>>,
+        decisions: Vec<Result<Decision, NodeError>>,
         now: i64,
     ) -> Vec<Result<SignedReceipt, NodeError>> {
         let receipts: Vec<Receipt> = decisions
@@ -173,14 +175,28 @@ impl Node {
             [one] => vec![sign_receipt(one, self.key())],
             many => sign_receipt_batch(many, tls_agency, self.agency(), now, self.key()),
         };
+        // The accepted records move, with their receipts, into the batch's transaction.
         let mut signed = signed.into_iter();
         let mut items = Vec::with_capacity(receipts.len());
-        for d in decisions.iter_mut() {
-            if let Ok(Decision::Accept { record, effect, .. }) = d {
-                record.receipt = signed.next();
-                items.push((record.as_ref().clone(), effect.clone()));
-            }
-        }
+        let mut kinds = Vec::with_capacity(receipts.len());
+        let decisions: Vec<_> = decisions
+            .into_iter()
+            .map(|d| match d {
+                Ok(Decision::Accept {
+                    mut record,
+                    effect,
+                    kind,
+                }) => {
+                    record.receipt = signed.next();
+                    items.push((*record, effect));
+                    kinds.push(kind);
+                    Ok(Decision::Queued {
+                        item: items.len() - 1,
+                    })
+                }
+                other => other,
+            })
+            .collect();
         let stored = if items.is_empty() {
             Ok(Vec::new())
         } else {
@@ -208,13 +224,16 @@ impl Node {
         for d in decisions {
             let answer = match d {
                 Err(e) => Err(e),
-                Ok(Decision::Accept { record, kind, .. }) => match stored.next() {
+                // Not left after the loop above.
+                Ok(Decision::Accept { .. }) => Err(no_receipt()),
+                Ok(Decision::Queued { item }) => match stored.next() {
                     Some(Accepted::Stored { seq }) => {
                         needs_flush = true;
                         last_seq = Some(seq);
                         self.metrics().received();
-                        tracing::info!(message_id = %record.message_id, kind = ?kind, sender = tls_agency, seq, "envelope received");
-                        record.receipt.ok_or_else(no_receipt)
+                        let (record, _) = &items[item];
+                        tracing::info!(message_id = %record.message_id, kind = ?kinds[item], sender = tls_agency, seq, "envelope received");
+                        record.receipt.clone().ok_or_else(no_receipt)
                     }
                     // Stored meanwhile by a concurrent delivery of the same envelope.
                     Some(Accepted::Duplicate(held)) => {
@@ -319,14 +338,7 @@ impl Node {
                 return Err(conflict());
             }
             // Audited as a duplicate, as if the copies had come one by one.
-            self.ledger().audit(
-                AuditNote::new(AuditEvent::ReceivedDuplicate)
-                    .message(&header.message_id)
-                    .peer(tls_agency)
-                    .kind(kind as i32)
-                    .envelope(&hash),
-                now,
-            )?;
+            self.audit_duplicate(&header.message_id, tls_agency, kind as i32, &hash, now)?;
             return Ok(Decision::SameAs(*at));
         }
         // A duplicate of what we already hold is answered with the original receipt, even if
@@ -334,12 +346,11 @@ impl Node {
         if let Some(held) = self.ledger().inbox_record(&header.message_id)? {
             if held.envelope_sha256.as_slice() == hash.as_slice() {
                 // Audited as the transactional duplicate path in `accept_delivery` does.
-                self.ledger().audit(
-                    AuditNote::new(AuditEvent::ReceivedDuplicate)
-                        .message(&held.message_id)
-                        .peer(&held.sender)
-                        .kind(held.kind)
-                        .envelope(&held.envelope_sha256),
+                self.audit_duplicate(
+                    &held.message_id,
+                    &held.sender,
+                    held.kind,
+                    &held.envelope_sha256,
                     now,
                 )?;
                 return Ok(Decision::Duplicate(Box::new(held)));
@@ -440,6 +451,22 @@ impl Node {
             effect,
             kind,
         })
+    }
+
+    fn audit_duplicate(
+        &self,
+        message_id: &str,
+        sender: &str,
+        kind: i32,
+        envelope_sha256: &[u8],
+        now: i64,
+    ) -> Result<(), NodeError> {
+        let note = AuditNote::new(AuditEvent::ReceivedDuplicate)
+            .message(message_id)
+            .peer(sender)
+            .kind(kind)
+            .envelope(envelope_sha256);
+        Ok(self.ledger().audit(note, now)?)
     }
 
     /// A replicated consent must come from the agency that recorded it, name this node,
