@@ -736,3 +736,80 @@ async fn a_consent_that_expires_while_queued_stops_the_message() {
         "nothing of it reached the Jugendamt"
     );
 }
+
+/// ListConsents hands out pages (a node may hold millions): in id order, with a cursor to
+/// the next page, and clear refusals of a page too large or a cursor that is no id.
+#[tokio::test]
+async fn consents_are_listed_in_pages() {
+    let h = start().await;
+    let mut jc = h.client(JC).await;
+    let mut recorded = Vec::new();
+    for i in 0..5 {
+        let s = subject("Lena", &format!("Muster{i}"), &birthday_years_ago(20));
+        recorded.push(
+            consent_id(
+                &mut jc,
+                consent_request(&s, &[JA], &[pb::Purpose::U25MoveOut]),
+            )
+            .await,
+        );
+    }
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    let mut pages = 0;
+    loop {
+        let page = jc
+            .list_consents(pb::ListConsentsRequest {
+                after: after.clone(),
+                limit: 2,
+            })
+            .await
+            .expect("a page")
+            .into_inner();
+        pages += 1;
+        assert!(page.consents.len() <= 2);
+        seen.extend(
+            page.consents
+                .iter()
+                .map(|e| e.consent.as_ref().expect("record").consent_id.clone()),
+        );
+        if page.next_after.is_empty() {
+            break;
+        }
+        after = page.next_after;
+    }
+    assert_eq!(seen, recorded, "every consent once, oldest first");
+    assert_eq!(pages, 3);
+    assert_eq!(
+        list_consents(&mut jc).await.len(),
+        5,
+        "default page holds them all"
+    );
+
+    let too_many = jc
+        .list_consents(pb::ListConsentsRequest {
+            after: String::new(),
+            limit: 1001,
+        })
+        .await;
+    let s = expect_refusal(
+        "limit 1001",
+        too_many,
+        Code::InvalidArgument,
+        "invalid-argument",
+    );
+    assert!(s.message().contains("limit"), "{}", s.message());
+    let bad_cursor = jc
+        .list_consents(pb::ListConsentsRequest {
+            after: "Lena Muster".into(),
+            limit: 0,
+        })
+        .await;
+    let s = expect_refusal(
+        "cursor",
+        bad_cursor,
+        Code::InvalidArgument,
+        "invalid-argument",
+    );
+    assert!(s.message().contains("after"), "{}", s.message());
+}

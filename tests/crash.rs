@@ -243,7 +243,10 @@ impl NodeProcess {
             }
             match tokio::time::timeout(Duration::from_secs(2), connect(config)).await {
                 Ok(Ok(mut client)) => {
-                    match client.list_consents(pb::ListConsentsRequest {}).await {
+                    match client
+                        .list_consents(pb::ListConsentsRequest::default())
+                        .await
+                    {
                         Ok(_) => return client,
                         Err(s) => last = format!("{s:?}"),
                     }

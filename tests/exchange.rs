@@ -994,7 +994,7 @@ async fn agency_api_refuses_wrong_tokens() {
         ja_config.with_token(&h.token(JA)),
     ] {
         let mut c = connect(&config).await.expect("connect");
-        c.list_consents(pb::ListConsentsRequest {})
+        c.list_consents(pb::ListConsentsRequest::default())
             .await
             .expect("the right token is accepted");
     }
@@ -1004,7 +1004,9 @@ async fn agency_api_refuses_wrong_tokens() {
         .expect("TLS connects");
     let s = expect_refusal(
         "a wrong token",
-        wrong.list_consents(pb::ListConsentsRequest {}).await,
+        wrong
+            .list_consents(pb::ListConsentsRequest::default())
+            .await,
         Code::Unauthenticated,
         "unauthenticated",
     );
@@ -1036,7 +1038,9 @@ async fn agency_api_refuses_wrong_tokens() {
         .expect("TLS connects");
     expect_refusal(
         "an empty token",
-        empty.list_consents(pb::ListConsentsRequest {}).await,
+        empty
+            .list_consents(pb::ListConsentsRequest::default())
+            .await,
         Code::Unauthenticated,
         "unauthenticated",
     );
@@ -1047,7 +1051,9 @@ async fn agency_api_refuses_wrong_tokens() {
         .expect("TLS connects");
     expect_refusal(
         "the Jobcenter's token at the Jugendamt",
-        borrowed.list_consents(pb::ListConsentsRequest {}).await,
+        borrowed
+            .list_consents(pb::ListConsentsRequest::default())
+            .await,
         Code::Unauthenticated,
         "unauthenticated",
     );

@@ -152,7 +152,7 @@ async fn snapshot(client: &mut AgencyClient) -> Result<Snapshot, tonic::Status> 
         .map(|i| (i.seq, i.message_id))
         .collect();
     let consents = client
-        .list_consents(pb::ListConsentsRequest {})
+        .list_consents(pb::ListConsentsRequest::default())
         .await?
         .into_inner()
         .consents
@@ -233,7 +233,7 @@ impl Lab {
         loop {
             let held = lab
                 .api(JA)
-                .list_consents(pb::ListConsentsRequest {})
+                .list_consents(pb::ListConsentsRequest::default())
                 .await?
                 .into_inner();
             if held.consents.iter().any(|c| {
@@ -1233,7 +1233,7 @@ async fn consent_and_policy_at_the_receiver() -> TestResult {
     // The consent is still in force at the Kreis office after all of this.
     let held = lab
         .api(JA)
-        .list_consents(pb::ListConsentsRequest {})
+        .list_consents(pb::ListConsentsRequest::default())
         .await?
         .into_inner();
     assert!(held.consents.iter().any(|c| c

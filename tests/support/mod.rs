@@ -337,7 +337,7 @@ pub async fn status(client: &mut AgencyClient, message_id: &str) -> pb::MessageS
 
 pub async fn list_consents(client: &mut AgencyClient) -> Vec<pb::ConsentEntry> {
     client
-        .list_consents(pb::ListConsentsRequest {})
+        .list_consents(pb::ListConsentsRequest::default())
         .await
         .unwrap_or_else(|s| panic!("list consents: {s:?}"))
         .into_inner()

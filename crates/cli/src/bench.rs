@@ -1117,7 +1117,9 @@ async fn restart(
     let outcome = async {
         let until = Instant::now() + Duration::from_secs(30);
         let mut ja_api = client_until(&ja_client, until).await?;
-        ja_api.list_consents(pb::ListConsentsRequest {}).await?;
+        ja_api
+            .list_consents(pb::ListConsentsRequest::default())
+            .await?;
         eprintln!("restarting the Jobcenter node on its filled store …");
         let listeners = Listeners::bind(&jc).await?;
         let (t0, t0_ms) = (Instant::now(), clock::now_ms());
@@ -1681,7 +1683,7 @@ async fn kurzdraht_run(
 async fn consent_in_force(client: &mut AgencyClient, id: &str) -> anyhow::Result<()> {
     for _ in 0..750 {
         let list = client
-            .list_consents(pb::ListConsentsRequest {})
+            .list_consents(pb::ListConsentsRequest::default())
             .await?
             .into_inner();
         if list.consents.iter().any(|c| {

@@ -142,8 +142,15 @@ pub enum ConsentCommand {
         #[arg(long, default_value = "in writing")]
         manner: String,
     },
-    /// List the consents this node holds.
-    List,
+    /// List the consents this node holds, one page at a time (oldest first).
+    List {
+        /// Start after this consent id (the `next` printed under the previous page).
+        #[arg(long, default_value = "")]
+        after: String,
+        /// Consents per page (at most 1000).
+        #[arg(long, default_value_t = 500)]
+        limit: u32,
+    },
     /// Close the case a consent belongs to at this agency; its message bodies are deleted
     /// after the node's retention period.
     Close { consent_id: String },
@@ -607,9 +614,9 @@ async fn run_inner(command: ClientCommand) -> anyhow::Result<ExitCode> {
                         );
                     }
                 }
-                ConsentCommand::List => {
+                ConsentCommand::List { after, limit } => {
                     let resp = client
-                        .list_consents(pb::ListConsentsRequest {})
+                        .list_consents(pb::ListConsentsRequest { after, limit })
                         .await?
                         .into_inner();
                     if common.json {
@@ -628,6 +635,9 @@ async fn run_inner(command: ClientCommand) -> anyhow::Result<ExitCode> {
                                 c.recipients.join(", "),
                                 clock::format_ms(c.valid_until_ms)
                             );
+                        }
+                        if !resp.next_after.is_empty() {
+                            println!("next page: consent list --after {}", resp.next_after);
                         }
                     }
                 }

@@ -142,7 +142,7 @@ async fn consent_state(
 ) -> anyhow::Result<bool> {
     for _ in 0..750 {
         let list = client
-            .list_consents(pb::ListConsentsRequest {})
+            .list_consents(pb::ListConsentsRequest::default())
             .await?
             .into_inner();
         if list.consents.iter().any(|c| {
@@ -402,7 +402,7 @@ async fn play(d: &mut Demo) -> anyhow::Result<()> {
         "in force there",
     );
     let held = norderstedt
-        .list_consents(pb::ListConsentsRequest {})
+        .list_consents(pb::ListConsentsRequest::default())
         .await?
         .into_inner();
     let copy = held.consents.iter().any(|c| {

@@ -8,7 +8,8 @@
 //! | `inbox`     | message id                           | [`InboxRecord`]                |
 //! | `inbox_seq` | u64 BE arrival sequence              | message id                     |
 //! | `audit`     | u64 BE sequence                      | audit entry bytes              |
-//! | `meta`      | `audit_head`, `inbox_seq`            | counters and the chain head    |
+//! | `meta`      | `audit_head`, `inbox_seq`, `schema`  | counters and the chain head    |
+//! | `retention` | see [`retention`]                    | closed cases, bodies held      |
 //!
 //! Every method that changes state runs one sled transaction over all trees, including the
 //! audit entry that records the change. Callers make the change durable with
@@ -34,6 +35,12 @@ use std::path::{Path, PathBuf};
 const AUDIT_HEAD: &[u8] = b"audit_head";
 const INBOX_SEQ: &[u8] = b"inbox_seq";
 const KEY_CHECK: &[u8] = b"data_key_check";
+/// The store's format version in `meta`: 1 = before the retention index, 2 = with it.
+const SCHEMA: &[u8] = b"schema";
+const SCHEMA_VERSION: u64 = 2;
+
+mod retention;
+pub use retention::Swept;
 
 type TxResult<T> = Result<T, ConflictableTransactionError<LedgerError>>;
 
@@ -127,6 +134,7 @@ pub struct Ledger {
     inbox_seq: Tree,
     audit: Tree,
     meta: Tree,
+    retention: Tree,
 }
 
 struct Tx<'a> {
@@ -138,6 +146,7 @@ struct Tx<'a> {
     inbox_seq: &'a TransactionalTree,
     audit: &'a TransactionalTree,
     meta: &'a TransactionalTree,
+    retention: &'a TransactionalTree,
 }
 
 fn decode<T: Message + Default>(what: &'static str, bytes: &[u8]) -> Result<T, LedgerError> {
@@ -335,12 +344,19 @@ impl Ledger {
             inbox_seq: db.open_tree("inbox_seq")?,
             audit: db.open_tree("audit")?,
             meta: db.open_tree("meta")?,
+            retention: db.open_tree("retention")?,
             commit: std::sync::Arc::new(GroupCommit::new(durability, dir.join("db"))),
             at_rest: std::sync::Arc::new(AtRest::new(key)?),
             db,
         }
         .check_data_key())
         .and_then(|r| r)
+        .and_then(|ledger| {
+            if ledger.at_rest.has_key() {
+                ledger.ensure_retention_index()?;
+            }
+            Ok(ledger)
+        })
     }
 
     /// Binds a new store to its data key, or checks that the key is the one it is bound to.
@@ -426,9 +442,10 @@ impl Ledger {
             &self.inbox_seq,
             &self.audit,
             &self.meta,
+            &self.retention,
         )
             .transaction(
-                |(consents, outbox, messages, inbox, inbox_seq, audit, meta)| {
+                |(consents, outbox, messages, inbox, inbox_seq, audit, meta, retention)| {
                     f(&Tx {
                         at_rest: &self.at_rest,
                         consents,
@@ -438,6 +455,7 @@ impl Ledger {
                         inbox_seq,
                         audit,
                         meta,
+                        retention,
                     })
                 },
             )
@@ -561,10 +579,29 @@ impl Ledger {
         self.get_sealed(&self.consents, "consents", consent_id.as_bytes())
     }
 
-    /// Every consent held here, oldest first (consent ids are UUIDv7).
-    pub fn consents(&self) -> Result<Vec<StoredConsent>, LedgerError> {
+    /// Every consent held here, oldest first (consent ids are UUIDv7), one at a time: a
+    /// node may hold millions, so nothing collects them all.
+    pub fn consents_iter(&self) -> impl Iterator<Item = Result<StoredConsent, LedgerError>> + '_ {
+        self.consents.iter().map(|kv| {
+            let (k, v) = kv?;
+            self.open_sealed("consents", &k, &v)
+        })
+    }
+
+    /// Up to `limit` consents with ids after `after` (all from the first when empty), in id
+    /// order: one page of a listing.
+    pub fn consents_after(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredConsent>, LedgerError> {
+        let mut from = after.as_bytes().to_vec();
+        if !from.is_empty() {
+            from.push(0); // the smallest key after `after`
+        }
         self.consents
-            .iter()
+            .range(from..)
+            .take(limit)
             .map(|kv| {
                 let (k, v) = kv?;
                 self.open_sealed("consents", &k, &v)
@@ -749,17 +786,21 @@ impl Ledger {
         Ok(out)
     }
 
-    /// Every message record (sent messages), for reports; a full scan.
-    pub fn message_records(&self) -> Result<Vec<MessageRecord>, LedgerError> {
+    /// Every message record (sent messages), one at a time, for reports; a full scan.
+    pub fn message_records_iter(
+        &self,
+    ) -> impl Iterator<Item = Result<MessageRecord, LedgerError>> + '_ {
         self.messages
             .iter()
             .map(|kv| decode("message record", &kv?.1))
-            .collect()
     }
 
-    /// Every inbox record in arrival order, for reports; a full scan.
-    pub fn inbox_records(&self) -> Result<Vec<InboxRecord>, LedgerError> {
-        self.inbox_after(0, usize::MAX)
+    /// Every inbox record (in message id order), one at a time, for reports; a full scan.
+    pub fn inbox_iter(&self) -> impl Iterator<Item = Result<InboxRecord, LedgerError>> + '_ {
+        self.inbox.iter().map(|kv| {
+            let (k, v) = kv?;
+            self.open_sealed("inbox", &k, &v)
+        })
     }
 
     /// Marks an inbox message as taken over by the IT system.
@@ -788,86 +829,6 @@ impl Ledger {
     }
 
     // ---- retention and erasure ----
-
-    /// Closes the case of a consent at this node; closing again keeps the first time.
-    /// Returns when it was closed.
-    pub fn close_case(&self, consent_id: &str, now_ms: i64) -> Result<i64, LedgerError> {
-        self.tx(|t| {
-            let id = consent_id.as_bytes();
-            let Some(mut held) = t.get_sealed::<StoredConsent>(t.consents, "consents", id)? else {
-                return abort(LedgerError::UnknownConsent {
-                    consent_id: consent_id.to_string(),
-                });
-            };
-            if held.case_closed_at_ms > 0 {
-                return Ok(held.case_closed_at_ms);
-            }
-            held.case_closed_at_ms = now_ms;
-            t.put_sealed(t.consents, "consents", id, &held)?;
-            t.append_audit(
-                AuditNote::new(AuditEvent::CaseClosed).consent(consent_id),
-                now_ms,
-            )?;
-            Ok(now_ms)
-        })
-    }
-
-    /// The consents whose case was closed at or before `closed_before_ms`.
-    pub fn cases_closed_before(&self, closed_before_ms: i64) -> Result<Vec<String>, LedgerError> {
-        Ok(self
-            .consents()?
-            .into_iter()
-            .filter(|c| c.case_closed_at_ms > 0 && c.case_closed_at_ms <= closed_before_ms)
-            .filter_map(|c| c.record.map(|r| r.consent_id))
-            .collect())
-    }
-
-    /// Deletes the bodies (envelope payloads) of the inbox messages that cite one of
-    /// `consent_ids`, keeping id, signed header, signature, hash and receipt; each deletion is
-    /// audited as `event`. Returns how many bodies were deleted.
-    pub fn delete_bodies(
-        &self,
-        consent_ids: &BTreeSet<String>,
-        event: AuditEvent,
-        now_ms: i64,
-    ) -> Result<u32, LedgerError> {
-        let mut deleted = 0;
-        for record in self.inbox_records()? {
-            if record.body_erased_at_ms > 0
-                || record.notice.is_some()
-                || !consent_ids.contains(&record.consent_id)
-            {
-                continue;
-            }
-            let id = record.message_id.clone();
-            let done = self.tx(|t| {
-                let Some(mut r) = t.get_sealed::<InboxRecord>(t.inbox, "inbox", id.as_bytes())?
-                else {
-                    return Ok(false);
-                };
-                if r.body_erased_at_ms > 0 {
-                    return Ok(false);
-                }
-                if let Some(env) = r.envelope.as_mut() {
-                    env.payload.clear();
-                }
-                r.body_erased_at_ms = now_ms;
-                t.put_sealed(t.inbox, "inbox", id.as_bytes(), &r)?;
-                t.append_audit(
-                    AuditNote::new(event)
-                        .message(&r.message_id)
-                        .consent(&r.consent_id)
-                        .peer(&r.sender)
-                        .kind(r.kind)
-                        .envelope(&r.envelope_sha256),
-                    now_ms,
-                )?;
-                Ok(true)
-            })?;
-            deleted += u32::from(done);
-        }
-        Ok(deleted)
-    }
 
     /// Erases the person from these consents: the record keeps no subject or guardian, the
     /// notice keeps only its signed header (which still proves that the recording agency
@@ -909,12 +870,17 @@ impl Ledger {
         self.tx(|t| t.append_audit(note.clone(), now_ms))
     }
 
-    /// Every audit entry, decoded, in order.
+    /// Every audit entry, decoded, in order, one at a time.
+    pub fn audit_iter(
+        &self,
+    ) -> impl Iterator<Item = Result<crate::records::AuditEntry, LedgerError>> + '_ {
+        self.audit.iter().map(|kv| decode("audit entry", &kv?.1))
+    }
+
+    /// Every audit entry, decoded, in order, collected (for tests and small stores; use
+    /// [`Ledger::audit_iter`] on a node's store).
     pub fn audit_entries(&self) -> Result<Vec<crate::records::AuditEntry>, LedgerError> {
-        self.audit
-            .iter()
-            .map(|kv| decode("audit entry", &kv?.1))
-            .collect()
+        self.audit_iter().collect()
     }
 
     /// Checks the whole chain: sequence, links, and that it ends at the recorded head.
@@ -973,6 +939,7 @@ impl Tx<'_> {
         stored.seq = seq;
         t.put_sealed(t.inbox, "inbox", id, &stored)?;
         t.inbox_seq.insert(&seq.to_be_bytes(), id)?;
+        t.index_body(&stored)?;
         t.append_audit(
             AuditNote::new(AuditEvent::Received)
                 .message(&record.message_id)

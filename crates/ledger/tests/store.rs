@@ -158,7 +158,7 @@ async fn consent_with_notices_survives_reopen() {
     let stored = l.consent("c-1").unwrap().expect("consent survives reopen");
     assert_eq!(stored.record.as_ref(), Some(&c));
     assert!(stored.withdrawal.is_none());
-    assert_eq!(l.consents().unwrap().len(), 1);
+    assert_eq!(l.consents_iter().count(), 1);
 
     for n in [&n1, &n2] {
         let head = l.outbox_head(&n.recipient).unwrap().expect("notice queued");
@@ -996,4 +996,177 @@ proptest! {
             }
         }
     }
+}
+
+// 10. retention index ---------------------------------------------------------------------
+
+fn received_under(id: &str, consent_id: &str) -> InboxRecord {
+    InboxRecord {
+        consent_id: consent_id.into(),
+        ..inbox(id, 5, 5)
+    }
+}
+
+fn body_of(l: &Ledger, id: &str) -> (Vec<u8>, i64) {
+    let r = l.inbox_record(id).unwrap().unwrap();
+    (r.envelope.unwrap().payload, r.body_erased_at_ms)
+}
+
+fn deletions(l: &Ledger) -> usize {
+    events(l)
+        .iter()
+        .filter(|e| *e == "retention.body-deleted")
+        .count()
+}
+
+#[tokio::test]
+async fn sweep_deletes_bodies_of_due_closed_cases_and_late_arrivals() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open_keyed(dir.path()).unwrap();
+    l.record_consent(&consent("c-1"), &[], 1_000).unwrap();
+    l.record_consent(&consent("c-2"), &[], 1_000).unwrap();
+    for (m, c) in [("m1", "c-1"), ("m2", "c-1"), ("m3", "c-2")] {
+        l.accept_delivery(&received_under(m, c), &ConsentEffect::None, 2_000)
+            .unwrap();
+    }
+    assert_eq!(l.close_case("c-1", 10_000).unwrap(), 10_000);
+    assert_eq!(
+        l.close_case("c-1", 11_000).unwrap(),
+        10_000,
+        "closing again keeps the first time"
+    );
+
+    // not yet due: nothing happens
+    let swept = l.sweep_closed_cases(9_999, 20_000, 10).unwrap();
+    assert_eq!((swept.cases, swept.bodies), (0, 0));
+    assert_eq!(body_of(&l, "m1"), (b"payload of m1".to_vec(), 0));
+
+    let swept = l.sweep_closed_cases(10_000, 20_000, 10).unwrap();
+    assert_eq!((swept.cases, swept.bodies), (1, 2));
+    assert_eq!(body_of(&l, "m1"), (Vec::new(), 20_000));
+    assert_eq!(body_of(&l, "m2"), (Vec::new(), 20_000));
+    assert_eq!(
+        body_of(&l, "m3"),
+        (b"payload of m3".to_vec(), 0),
+        "another case's message keeps its body"
+    );
+    let kept = l.inbox_record("m1").unwrap().unwrap();
+    assert!(kept.receipt.is_some() && !kept.envelope.unwrap().header.is_empty());
+    assert_eq!(deletions(&l), 2);
+
+    // swept cases leave the due list: the next sweep touches nothing
+    let swept = l.sweep_closed_cases(i64::MAX, 21_000, 10).unwrap();
+    assert_eq!((swept.cases, swept.bodies), (0, 0));
+
+    // a message that arrives under the closed case puts it back on the list
+    l.accept_delivery(&received_under("m4", "c-1"), &ConsentEffect::None, 22_000)
+        .unwrap();
+    let swept = l.sweep_closed_cases(10_000, 23_000, 10).unwrap();
+    assert_eq!((swept.cases, swept.bodies), (1, 1));
+    assert_eq!(body_of(&l, "m4"), (Vec::new(), 23_000));
+    assert_eq!(deletions(&l), 3);
+    l.flush().await.unwrap();
+    l.verify_audit().unwrap();
+}
+
+#[test]
+fn sweep_works_through_many_cases_in_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open_keyed(dir.path()).unwrap();
+    for i in 0..5 {
+        let c = format!("c-{i}");
+        l.record_consent(&consent(&c), &[], 1_000).unwrap();
+        l.accept_delivery(
+            &received_under(&format!("m-{i}"), &c),
+            &ConsentEffect::None,
+            2_000,
+        )
+        .unwrap();
+        l.close_case(&c, 3_000 + i).unwrap();
+    }
+    let steps: Vec<(usize, u32)> = (0..4)
+        .map(|_| {
+            let s = l.sweep_closed_cases(10_000, 20_000, 2).unwrap();
+            (s.cases, s.bodies)
+        })
+        .collect();
+    assert_eq!(steps, vec![(2, 2), (2, 2), (1, 1), (0, 0)]);
+}
+
+#[test]
+fn erasure_finds_bodies_through_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open_keyed(dir.path()).unwrap();
+    l.record_consent(&consent("c-1"), &[], 1_000).unwrap();
+    l.accept_delivery(&received_under("m1", "c-1"), &ConsentEffect::None, 2_000)
+        .unwrap();
+    l.accept_delivery(&received_under("m2", "c-2"), &ConsentEffect::None, 2_000)
+        .unwrap();
+    let ids = ["c-1".to_string()].into_iter().collect();
+    let n = l
+        .delete_bodies(&ids, kurzdraht_ledger::AuditEvent::SubjectErased, 3_000)
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(body_of(&l, "m1"), (Vec::new(), 3_000));
+    assert_eq!(body_of(&l, "m2").1, 0);
+    // nothing left to delete the second time
+    assert_eq!(
+        l.delete_bodies(&ids, kurzdraht_ledger::AuditEvent::SubjectErased, 4_000)
+            .unwrap(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn the_retention_index_is_built_for_a_store_of_the_earlier_format() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let l = open_keyed(dir.path()).unwrap();
+        l.record_consent(&consent("c-1"), &[], 1_000).unwrap();
+        l.accept_delivery(&received_under("m1", "c-1"), &ConsentEffect::None, 2_000)
+            .unwrap();
+        l.accept_delivery(&received_under("m2", "c-3"), &ConsentEffect::None, 2_000)
+            .unwrap();
+        l.close_case("c-1", 10_000).unwrap();
+        l.flush().await.unwrap();
+    }
+    {
+        // what a store written before the index looks like: no index, no schema mark
+        let db = sled::open(dir.path()).unwrap();
+        assert!(db.drop_tree("retention").unwrap());
+        db.open_tree("meta").unwrap().remove("schema").unwrap();
+        db.flush_async().await.unwrap();
+    }
+    let l = open_keyed(dir.path()).unwrap();
+    let swept = l.sweep_closed_cases(10_000, 20_000, 10).unwrap();
+    assert_eq!((swept.cases, swept.bodies), (1, 1));
+    assert_eq!(body_of(&l, "m1"), (Vec::new(), 20_000));
+    assert_eq!(body_of(&l, "m2").1, 0);
+    // built once: a reopen does not put the swept case back
+    drop(l);
+    let l = open_keyed(dir.path()).unwrap();
+    let swept = l.sweep_closed_cases(i64::MAX, 30_000, 10).unwrap();
+    assert_eq!((swept.cases, swept.bodies), (0, 0));
+}
+
+#[test]
+fn consents_page_in_id_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open_keyed(dir.path()).unwrap();
+    for i in 0..7 {
+        l.record_consent(&consent(&format!("c-{i}")), &[], 1_000)
+            .unwrap();
+    }
+    let page = |after: &str, limit| -> Vec<String> {
+        l.consents_after(after, limit)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.record.unwrap().consent_id)
+            .collect()
+    };
+    assert_eq!(page("", 3), ["c-0", "c-1", "c-2"]);
+    assert_eq!(page("c-2", 3), ["c-3", "c-4", "c-5"]);
+    assert_eq!(page("c-5", 3), ["c-6"]);
+    assert!(page("c-6", 3).is_empty());
+    assert_eq!(l.consents_iter().count(), 7);
 }

@@ -35,23 +35,25 @@ impl Node {
         policy::validate_subject("subject", Some(&subject))?;
         let now = clock::now_ms();
         let ledger = self.ledger();
-        let consents: Vec<_> = ledger
-            .consents()?
-            .into_iter()
-            .filter(|c| {
-                c.record
-                    .as_ref()
-                    .and_then(|r| r.subject.as_ref())
-                    .is_some_and(|s| consent::same_person(s, &subject))
-            })
-            .collect();
+        let mut consents = Vec::new();
+        for held in ledger.consents_iter() {
+            let held = held?;
+            if held
+                .record
+                .as_ref()
+                .and_then(|r| r.subject.as_ref())
+                .is_some_and(|s| consent::same_person(s, &subject))
+            {
+                consents.push(held);
+            }
+        }
         let ids: BTreeSet<String> = consents
             .iter()
             .filter_map(|c| c.record.as_ref().map(|r| r.consent_id.clone()))
             .collect();
         let mut messages = Vec::new();
-        for r in ledger.message_records()? {
-            let Some(s) = r.status else { continue };
+        for r in ledger.message_records_iter() {
+            let Some(s) = r?.status else { continue };
             if ids.contains(&s.consent_id) {
                 messages.push(ReportedMessage {
                     message_id: s.message_id,
@@ -64,7 +66,8 @@ impl Node {
                 });
             }
         }
-        for r in ledger.inbox_records()? {
+        for r in ledger.inbox_iter() {
+            let r = r?;
             if r.notice.is_none() && ids.contains(&r.consent_id) {
                 messages.push(ReportedMessage {
                     message_id: r.message_id,
@@ -79,19 +82,20 @@ impl Node {
         }
         messages.sort_by_key(|m| m.at_ms);
         let refusal_events: Vec<&str> = REFUSAL_EVENTS.iter().map(|e| e.as_str()).collect();
-        let refusals = ledger
-            .audit_entries()?
-            .into_iter()
-            .filter(|e| refusal_events.contains(&e.event.as_str()) && ids.contains(&e.consent_id))
-            .map(|e| ReportedRefusal {
-                at_ms: e.at_ms,
-                event: e.event,
-                counterpart: e.peer,
-                kind: e.kind,
-                consent_id: e.consent_id,
-                reason: e.detail,
-            })
-            .collect();
+        let mut refusals = Vec::new();
+        for e in ledger.audit_iter() {
+            let e = e?;
+            if refusal_events.contains(&e.event.as_str()) && ids.contains(&e.consent_id) {
+                refusals.push(ReportedRefusal {
+                    at_ms: e.at_ms,
+                    event: e.event,
+                    counterpart: e.peer,
+                    kind: e.kind,
+                    consent_id: e.consent_id,
+                    reason: e.detail,
+                });
+            }
+        }
         let consents = consents
             .into_iter()
             .map(|c| ConsentEntry {

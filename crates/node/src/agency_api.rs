@@ -108,9 +108,9 @@ impl AgencyApi for AgencyService {
 
     async fn list_consents(
         &self,
-        _req: Request<ListConsentsRequest>,
+        req: Request<ListConsentsRequest>,
     ) -> Result<Response<ListConsentsResponse>, Status> {
-        Ok(Response::new(self.node.list_consents()?))
+        Ok(Response::new(self.node.list_consents(req.get_ref())?))
     }
 
     async fn submit(

@@ -20,6 +20,9 @@ use kurzdraht_proto::v1::{
 use std::collections::BTreeSet;
 use tokio::sync::watch;
 
+/// Closed cases one retention step takes off the due list before it flushes.
+const SWEEP_STEP: usize = 256;
+
 impl Node {
     pub async fn close_case(&self, req: CloseCaseRequest) -> Result<CloseCaseResponse, NodeError> {
         ids::parse_id("consent_id", &req.consent_id)
@@ -33,26 +36,31 @@ impl Node {
         })
     }
 
-    /// Deletes the bodies whose retention period has run out. Returns how many.
+    /// Deletes the bodies whose retention period has run out. Returns how many. Works
+    /// through the due cases in steps of [`SWEEP_STEP`], flushing after each, so a sweep
+    /// of many cases neither holds them all in memory nor loses its progress on a crash.
     pub async fn apply_retention(&self) -> Result<u32, NodeError> {
         let now = clock::now_ms();
         let due_before = now.saturating_sub(self.retention().body_retention.as_millis() as i64);
-        let due: BTreeSet<String> = self
-            .ledger()
-            .cases_closed_before(due_before)?
-            .into_iter()
-            .collect();
-        if due.is_empty() {
-            return Ok(0);
+        let mut bodies = 0;
+        let mut cases = 0;
+        loop {
+            let swept = self
+                .ledger()
+                .sweep_closed_cases(due_before, now, SWEEP_STEP)?;
+            if swept.cases > 0 {
+                self.ledger().flush().await?;
+            }
+            bodies += swept.bodies;
+            cases += swept.cases;
+            if swept.cases < SWEEP_STEP {
+                break;
+            }
         }
-        let n = self
-            .ledger()
-            .delete_bodies(&due, AuditEvent::BodyDeleted, now)?;
-        if n > 0 {
-            self.ledger().flush().await?;
-            tracing::info!(bodies = n, "retention: message bodies deleted");
+        if cases > 0 {
+            tracing::info!(cases, bodies, "retention: closed cases swept");
         }
-        Ok(n)
+        Ok(bodies)
     }
 
     pub async fn erase_subject(
@@ -66,18 +74,17 @@ impl Node {
             ..Default::default()
         };
         policy::validate_subject("subject", Some(&subject))?;
-        let ids: BTreeSet<String> = self
-            .ledger()
-            .consents()?
-            .into_iter()
-            .filter_map(|c| c.record)
-            .filter(|r| {
-                r.subject
+        let mut ids = BTreeSet::new();
+        for held in self.ledger().consents_iter() {
+            if let Some(r) = held?.record {
+                if r.subject
                     .as_ref()
                     .is_some_and(|s| consent::same_person(s, &subject))
-            })
-            .map(|r| r.consent_id)
-            .collect();
+                {
+                    ids.insert(r.consent_id);
+                }
+            }
+        }
         let now = clock::now_ms();
         let erased = self
             .ledger()

@@ -9,13 +9,17 @@ use kurzdraht_ledger::{consent, AuditEvent, AuditNote, ConsentQuery};
 use kurzdraht_proto::v1::{
     message_body::Body, ConsentEntry, ConsentForm, ConsentGiver, ConsentNotice, ConsentRecord,
     ConsentWithdrawal, ConsentWithdrawalRecord, DataCategory, DeliveryState, LegalBasis,
-    ListConsentsResponse, MessageBody, MessageKind, MessageStatus, Purpose, RecordConsentRequest,
-    RecordConsentResponse, SubmitRequest, SubmitResponse, WithdrawConsentRequest,
-    WithdrawConsentResponse,
+    ListConsentsRequest, ListConsentsResponse, MessageBody, MessageKind, MessageStatus, Purpose,
+    RecordConsentRequest, RecordConsentResponse, SubmitRequest, SubmitResponse,
+    WithdrawConsentRequest, WithdrawConsentResponse,
 };
 use std::collections::BTreeSet;
 
 const MAX_RECIPIENTS: usize = 16;
+/// Consents per ListConsents page unless the caller asks for fewer or more.
+const CONSENT_PAGE_DEFAULT: usize = 500;
+/// The most consents one ListConsents page holds.
+const CONSENT_PAGE_MAX: usize = 1000;
 
 impl Node {
     /// Records a consent given at this agency and replicates it to the agencies it names.
@@ -293,12 +297,39 @@ impl Node {
         })
     }
 
-    /// Every consent held here, with its state now.
-    pub fn list_consents(&self) -> Result<ListConsentsResponse, NodeError> {
+    /// One page of the consents held here, with their state now.
+    pub fn list_consents(
+        &self,
+        req: &ListConsentsRequest,
+    ) -> Result<ListConsentsResponse, NodeError> {
+        let limit = match req.limit {
+            0 => CONSENT_PAGE_DEFAULT,
+            n if n as usize > CONSENT_PAGE_MAX => {
+                return Err(NodeError::invalid(
+                    "limit",
+                    format!("is {n}; at most {CONSENT_PAGE_MAX} per page"),
+                ))
+            }
+            n => n as usize,
+        };
+        if !req.after.is_empty() {
+            ids::parse_id("after", &req.after)
+                .map_err(|e| NodeError::invalid("after", e.to_string()))?;
+        }
         let now = clock::now_ms();
-        let consents = self
-            .ledger()
-            .consents()?
+        // One more than asked tells whether another page follows.
+        let mut page = self.ledger().consents_after(&req.after, limit + 1)?;
+        let more = page.len() > limit;
+        page.truncate(limit);
+        let next_after = match (more, page.last()) {
+            (true, Some(last)) => last
+                .record
+                .as_ref()
+                .map(|r| r.consent_id.clone())
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        let consents = page
             .into_iter()
             .map(|c| ConsentEntry {
                 state: consent::state_at(&c, now) as i32,
@@ -307,7 +338,10 @@ impl Node {
                 superseded_by: c.superseded_by,
             })
             .collect();
-        Ok(ListConsentsResponse { consents })
+        Ok(ListConsentsResponse {
+            consents,
+            next_after,
+        })
     }
 
     /// Submits a case message. Acknowledged once durable in the outbox.
