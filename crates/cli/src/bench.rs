@@ -84,6 +84,11 @@ pub enum BenchCommand {
         /// second from one peer) to this; default: the node.toml default.
         #[arg(long)]
         peer_rate: Option<u32>,
+        /// Young people the messages are about, each with a consent of their own (callers
+        /// take them in turn); messages about one person keep their order, those about
+        /// different people may overtake each other (delivery lanes).
+        #[arg(long, default_value_t = 64)]
+        persons: usize,
         /// Create the temporary federation here (default: the system temp directory).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -163,8 +168,9 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             concurrency,
             payload_bytes,
             peer_rate,
+            persons,
             dir,
-        } => e2e(seconds, concurrency, payload_bytes, peer_rate, dir).await,
+        } => e2e(seconds, concurrency, payload_bytes, peer_rate, persons, dir).await,
         BenchCommand::Footprint {
             consents,
             messages,
@@ -352,12 +358,33 @@ pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 /// A subject who is 20 today (so the U25 rule holds whenever the benchmark runs).
 fn subject() -> pb::Subject {
+    subject_of_person(0)
+}
+
+/// Person `i` of a benchmark: Lena Hansen, Lena Hansen-B, … (letters only, as names are).
+fn subject_of_person(i: usize) -> pb::Subject {
+    let mut family = "Hansen".to_string();
+    if i > 0 {
+        family.push('-');
+        let mut n = i;
+        let mut suffix = Vec::new();
+        while n > 0 {
+            suffix.push(char::from(b'a' + (n % 26) as u8));
+            n /= 26;
+        }
+        let suffix: String = suffix.into_iter().rev().collect();
+        let mut chars = suffix.chars();
+        if let Some(first) = chars.next() {
+            family.push(first.to_ascii_uppercase());
+            family.extend(chars);
+        }
+    }
     let year = clock::date_of_ms(clock::now_ms())
         .map(|d| d.year())
         .unwrap_or(2026);
     pb::Subject {
         given_name: "Lena".into(),
-        family_name: "Hansen".into(),
+        family_name: family,
         date_of_birth: format!("{:04}-01-15", year - 20),
         address: Some(pb::Address {
             street: "Kurhausstraße 7".into(),
@@ -372,12 +399,16 @@ fn subject() -> pb::Subject {
 }
 
 fn certification_request(reason: String) -> pb::MessageBody {
+    certification_request_about(subject(), reason)
+}
+
+fn certification_request_about(subject: pb::Subject, reason: String) -> pb::MessageBody {
     let today = clock::date_of_ms(clock::now_ms())
         .map(|d| d.to_string())
         .unwrap_or_default();
     pb::MessageBody {
         body: Some(Body::CertificationRequest(pb::CertificationRequest {
-            subject: Some(subject()),
+            subject: Some(subject),
             reason,
             respond_by: today,
             caseworker: "Herr Jensen".into(),
@@ -1611,7 +1642,7 @@ async fn watch(
 async fn kurzdraht_run(
     client: &AgencyClient,
     watcher_client: &AgencyClient,
-    request: &pb::SubmitRequest,
+    requests: &[pb::SubmitRequest],
     concurrency: usize,
     duration: Duration,
     per_task: usize,
@@ -1628,9 +1659,12 @@ async fn kurzdraht_run(
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = Vec::with_capacity(concurrency);
-    for _ in 0..concurrency {
-        let (mut client, request, done, tx) =
-            (client.clone(), request.clone(), done.clone(), tx.clone());
+    if requests.is_empty() {
+        bail!("no requests to submit");
+    }
+    for caller in 0..concurrency {
+        let request = requests[caller % requests.len()].clone();
+        let (mut client, done, tx) = (client.clone(), done.clone(), tx.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             while Instant::now() < deadline && latencies.len() < per_task {
@@ -1680,6 +1714,44 @@ async fn kurzdraht_run(
 }
 
 /// Waits until `client`'s node holds consent `id` in force (up to 15 s).
+/// The most persons `bench e2e` records consents for (one ListConsents page shows them all).
+const MAX_PERSONS: usize = 400;
+
+/// Records the benchmark's consent for `subject` at the Jobcenter (recipient: the
+/// Jugendamt, purpose U25); returns its id.
+async fn record_bench_consent(
+    jc_api: &mut AgencyClient,
+    subject: pb::Subject,
+) -> anyhow::Result<String> {
+    let consent = jc_api
+        .record_consent(pb::RecordConsentRequest {
+            subject: Some(subject),
+            given_by: pb::ConsentGiver::Person as i32,
+            recipients: vec![JA.into()],
+            purposes: vec![pb::Purpose::U25MoveOut as i32],
+            categories: [
+                pb::DataCategory::Identity,
+                pb::DataCategory::Address,
+                pb::DataCategory::CaseReferences,
+                pb::DataCategory::HousingSituation,
+            ]
+            .map(|c| c as i32)
+            .to_vec(),
+            legal_basis: pb::LegalBasis::ConsentGdpr61ASgbX67b as i32,
+            form: pb::ConsentForm::Written as i32,
+            evidence_sha256: vec![0x5e; 32],
+            evidence_reference: "JC-SE/Einwilligung/2026/0815 (unterschriebenes Formular)".into(),
+            recorded_by: "Herr Jensen".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    consent
+        .consent
+        .map(|c| c.consent_id)
+        .context("RecordConsent returned no consent")
+}
+
 async fn consent_in_force(client: &mut AgencyClient, id: &str) -> anyhow::Result<()> {
     for _ in 0..750 {
         let list = client
@@ -1706,10 +1778,14 @@ async fn e2e(
     concurrency: Vec<usize>,
     payload_bytes: Option<usize>,
     peer_rate: Option<u32>,
+    persons: usize,
     dir: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     if seconds == 0 || concurrency.is_empty() || concurrency.contains(&0) || peer_rate == Some(0) {
         bail!("--seconds, --peer-rate and every --concurrency must be above 0");
+    }
+    if !(1..=MAX_PERSONS).contains(&persons) {
+        bail!("--persons must be 1 to {MAX_PERSONS}");
     }
     let duration = Duration::from_secs(seconds);
     let fed = TempFederation::create(dir, "e2e")?;
@@ -1735,7 +1811,7 @@ async fn e2e(
     println!("kurzdraht bench e2e — baseline (bare tonic call over mutual TLS) vs. the full kurzdraht path");
     print_machine(fed.path());
     println!(
-        "parameters: {seconds} s per run, concurrency {}, {WARM_UP} warm-up calls/messages before each run",
+        "parameters: {seconds} s per run, concurrency {}, {WARM_UP} warm-up calls/messages before each run, {persons} persons (one consent each; caller k writes about person k mod {persons})",
         concurrency
             .iter()
             .map(|c| c.to_string())
@@ -1753,7 +1829,8 @@ async fn e2e(
     println!("            served with the Jugendamt's peer TLS config (mutual TLS), called with a client built like the");
     println!("            delivery worker's (Jobcenter's certificate), one shared HTTP/2 channel; latency = call round trip");
     println!("kurzdraht:  Submit (Jobcenter AgencyApi, TLS + token) → consent check → durable outbox → signed envelope →");
-    println!("            DeliverBatch (one FIFO worker per peer, up to 256 due messages per batch) → verify, consent check,");
+    println!("            DeliverBatch (one FIFO worker per delivery lane of the peer — a person's consent chain and messages share a lane —,");
+    println!("            up to 256 due messages per batch) → verify, consent check,");
     println!("            durable inbox → receipts under one signature per batch, each verified and stored by the Jobcenter;");
     println!("            one shared HTTP/2 channel for the callers, a second for the WatchStatus stream;");
     println!("            latency = when the WatchStatus stream showed DELIVERED (published after the Jobcenter's flush) − Submit start");
@@ -1765,7 +1842,7 @@ async fn e2e(
         Some(n) => padded_reason(&jc.signing_key, &consent_seed, n),
         None => REASON.to_string(),
     };
-    let body = certification_request(reason);
+    let body = certification_request(reason.clone());
 
     eprintln!("starting the Jobcenter and Jugendamt nodes …");
     let mut jc_proc = ServeProcess::spawn(
@@ -1784,41 +1861,23 @@ async fn e2e(
         let mut ja_api = client_until(&ja_client_cfg, until).await?;
         jc_proc.check_running()?;
         ja_proc.check_running()?;
-        let consent = jc_api
-            .record_consent(pb::RecordConsentRequest {
-                subject: Some(subject()),
-                given_by: pb::ConsentGiver::Person as i32,
-                recipients: vec![JA.into()],
-                purposes: vec![pb::Purpose::U25MoveOut as i32],
-                categories: [
-                    pb::DataCategory::Identity,
-                    pb::DataCategory::Address,
-                    pb::DataCategory::CaseReferences,
-                    pb::DataCategory::HousingSituation,
-                ]
-                .map(|c| c as i32)
-                .to_vec(),
-                legal_basis: pb::LegalBasis::ConsentGdpr61ASgbX67b as i32,
-                form: pb::ConsentForm::Written as i32,
-                evidence_sha256: vec![0x5e; 32],
-                evidence_reference: "JC-SE/Einwilligung/2026/0815 (unterschriebenes Formular)"
-                    .into(),
-                recorded_by: "Herr Jensen".into(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
-        let consent_id = consent
-            .consent
-            .map(|c| c.consent_id)
-            .context("RecordConsent returned no consent")?;
-        consent_in_force(&mut ja_api, &consent_id).await?;
-        let request = pb::SubmitRequest {
-            recipient: JA.into(),
-            consent_id: consent_id.clone(),
-            in_reply_to: String::new(),
-            body: Some(body.clone()),
-        };
+        let mut requests = Vec::with_capacity(persons);
+        for person in 0..persons {
+            let consent_id = record_bench_consent(&mut jc_api, subject_of_person(person)).await?;
+            requests.push(pb::SubmitRequest {
+                recipient: JA.into(),
+                consent_id,
+                in_reply_to: String::new(),
+                body: Some(certification_request_about(
+                    subject_of_person(person),
+                    reason.clone(),
+                )),
+            });
+        }
+        for r in &requests {
+            consent_in_force(&mut ja_api, &r.consent_id).await?;
+        }
+        let consent_id = requests[0].consent_id.clone();
         let sealed = seal_outgoing(
             &jc.signing_key,
             JC,
@@ -1893,7 +1952,7 @@ async fn e2e(
             let (_, warm) = kurzdraht_run(
                 &jc_api,
                 &jc_api,
-                &request,
+                &requests[..1],
                 1,
                 Duration::from_secs(60),
                 WARM_UP,
@@ -1909,7 +1968,7 @@ async fn e2e(
             let retries_before = jc_proc.count_in_log(RETRY_LOG, "ResourceExhausted");
             let meter = UsageMeter::start(&procs_node, &mut resettable);
             let (elapsed, latencies) =
-                kurzdraht_run(&jc_api, &watcher_api, &request, c, duration, usize::MAX).await?;
+                kurzdraht_run(&jc_api, &watcher_api, &requests, c, duration, usize::MAX).await?;
             let usage = meter.stop(&procs_node, ticks);
             let retries_after = jc_proc.count_in_log(RETRY_LOG, "ResourceExhausted");
             retries.push((
@@ -2055,9 +2114,9 @@ async fn e2e(
         .map(|r| r.latencies.len() + WARM_UP)
         .sum();
     println!(
-        "Jugendamt inbox holds {received} messages: {submitted} requests (measured + warm-up) + 1 consent notice = {} — {}",
-        submitted + 1,
-        if received == submitted + 1 { "as expected" } else { "MISMATCH" }
+        "Jugendamt inbox holds {received} messages: {submitted} requests (measured + warm-up) + {persons} consent notices = {} — {}",
+        submitted + persons,
+        if received == submitted + persons { "as expected" } else { "MISMATCH" }
     );
     println!("load avg:   {} (1/5/15 min, at end)", load_average());
     Ok(ExitCode::SUCCESS)

@@ -3,7 +3,7 @@
 //! | tree        | key                                  | value                          |
 //! |-------------|--------------------------------------|--------------------------------|
 //! | `consents`  | consent id                           | [`StoredConsent`]              |
-//! | `outbox`    | recipient, `0x00`, u64 BE sequence   | [`OutboxEntry`] (FIFO per peer)|
+//! | `outbox`    | recipient, `0x00`, lane, u64 BE seq  | [`OutboxEntry`] (FIFO per lane)|
 //! | `messages`  | message id                           | [`MessageRecord`] (status)     |
 //! | `inbox`     | message id                           | [`InboxRecord`]                |
 //! | `inbox_seq` | u64 BE arrival sequence              | message id                     |
@@ -35,11 +35,14 @@ use std::path::{Path, PathBuf};
 const AUDIT_HEAD: &[u8] = b"audit_head";
 const INBOX_SEQ: &[u8] = b"inbox_seq";
 const KEY_CHECK: &[u8] = b"data_key_check";
-/// The store's format version in `meta`: 1 = before the retention index, 2 = with it.
+/// The store's format version in `meta`: 1 = the first; 2 = with the retention index;
+/// 3 = with delivery lanes in the outbox keys.
 const SCHEMA: &[u8] = b"schema";
-const SCHEMA_VERSION: u64 = 2;
+const SCHEMA_VERSION: u64 = 3;
 
+mod lanes;
 mod retention;
+pub use lanes::{lane_of_root, DELIVERY_LANES};
 pub use retention::Swept;
 
 type TxResult<T> = Result<T, ConflictableTransactionError<LedgerError>>;
@@ -247,7 +250,9 @@ impl Tx<'_> {
         Ok(())
     }
 
-    fn enqueue(&self, out: &Outgoing, key: &[u8]) -> TxResult<()> {
+    fn enqueue(&self, out: &Outgoing, seq: u64) -> TxResult<u8> {
+        let lane = self.lane_of(&out.consent_id)?;
+        let key = &lanes::outbox_key(&out.recipient, lane, seq);
         let entry = OutboxEntry {
             message_id: out.message_id.clone(),
             recipient: out.recipient.clone(),
@@ -283,7 +288,8 @@ impl Tx<'_> {
                 .kind(out.kind as i32)
                 .envelope(&out.envelope_sha256),
             out.submitted_at_ms,
-        )
+        )?;
+        Ok(lane)
     }
 }
 
@@ -353,10 +359,35 @@ impl Ledger {
         .and_then(|r| r)
         .and_then(|ledger| {
             if ledger.at_rest.has_key() {
-                ledger.ensure_retention_index()?;
+                ledger.upgrade()?;
             }
             Ok(ledger)
         })
+    }
+
+    /// Brings a store written by an earlier version to the current format, once (each step
+    /// idempotent, so a crash during it only means it runs again at the next open).
+    fn upgrade(&self) -> Result<(), LedgerError> {
+        let version = match self.meta.get(SCHEMA)? {
+            Some(v) => u64_from("schema version", &v)?,
+            None if self.consents.is_empty() && self.inbox.is_empty() && self.outbox.is_empty() => {
+                0
+            }
+            None => 1,
+        };
+        if version >= SCHEMA_VERSION {
+            return Ok(());
+        }
+        if version == 1 {
+            self.build_retention_index()?;
+        }
+        if (1..3).contains(&version) {
+            let moved = self.move_outbox_into_lanes()?;
+            tracing::info!(queued = moved, "queued messages moved into delivery lanes");
+        }
+        self.meta.insert(SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+        self.db.flush()?;
+        Ok(())
     }
 
     /// Binds a new store to its data key, or checks that the key is the one it is bound to.
@@ -465,17 +496,10 @@ impl Ledger {
             })
     }
 
-    fn outbox_key(&self, recipient: &str) -> Result<Vec<u8>, LedgerError> {
-        let mut key = outbox_prefix(recipient);
-        key.extend_from_slice(&self.db.generate_id()?.to_be_bytes());
-        Ok(key)
-    }
-
-    fn keys_for(&self, outgoing: &[Outgoing]) -> Result<Vec<Vec<u8>>, LedgerError> {
-        outgoing
-            .iter()
-            .map(|o| self.outbox_key(&o.recipient))
-            .collect()
+    /// Outbox sequence numbers for `n` messages (taken outside the transaction: sled's id
+    /// generator is not transactional; a retried transaction keeps them).
+    fn outbox_seqs(&self, n: usize) -> Result<Vec<u64>, LedgerError> {
+        (0..n).map(|_| Ok(self.db.generate_id()?)).collect()
     }
 
     // ---- consents ----
@@ -490,7 +514,7 @@ impl Ledger {
         notices: &[Outgoing],
         now_ms: i64,
     ) -> Result<(), LedgerError> {
-        let keys = self.keys_for(notices)?;
+        let seqs = self.outbox_seqs(notices.len())?;
         let stored = StoredConsent {
             record: Some(consent.clone()),
             notice: notices.first().map(|n| n.envelope.clone()),
@@ -533,8 +557,8 @@ impl Ledger {
                     .detail(supersedes_detail(consent)),
                 now_ms,
             )?;
-            for (n, key) in notices.iter().zip(&keys) {
-                t.enqueue(n, key)?;
+            for (n, seq) in notices.iter().zip(&seqs) {
+                t.enqueue(n, *seq)?;
             }
             Ok(())
         })
@@ -547,7 +571,7 @@ impl Ledger {
         notices: &[Outgoing],
         now_ms: i64,
     ) -> Result<(), LedgerError> {
-        let keys = self.keys_for(notices)?;
+        let seqs = self.outbox_seqs(notices.len())?;
         self.tx(|t| {
             let id = withdrawal.consent_id.as_bytes();
             let Some(mut stored) = t.get_sealed::<StoredConsent>(t.consents, "consents", id)?
@@ -568,8 +592,8 @@ impl Ledger {
                 AuditNote::new(AuditEvent::ConsentWithdrawn).consent(&withdrawal.consent_id),
                 now_ms,
             )?;
-            for (n, key) in notices.iter().zip(&keys) {
-                t.enqueue(n, key)?;
+            for (n, seq) in notices.iter().zip(&seqs) {
+                t.enqueue(n, *seq)?;
             }
             Ok(())
         })
@@ -612,26 +636,47 @@ impl Ledger {
     // ---- outbox ----
 
     /// Queues one submitted message (durable after the next [`Ledger::flush`]).
-    pub fn enqueue(&self, out: &Outgoing) -> Result<(), LedgerError> {
-        let key = self.outbox_key(&out.recipient)?;
-        self.tx(|t| t.enqueue(out, &key))
+    /// Returns the delivery lane it was queued in.
+    pub fn enqueue(&self, out: &Outgoing) -> Result<u8, LedgerError> {
+        let seq = self.outbox_seqs(1)?[0];
+        self.tx(|t| t.enqueue(out, seq))
     }
 
-    /// The oldest queued message for `peer`.
+    /// The oldest queued message for `peer` (over all its lanes).
     pub fn outbox_head(&self, peer: &str) -> Result<Option<OutboxEntry>, LedgerError> {
-        match self.outbox.scan_prefix(outbox_prefix(peer)).next() {
-            Some(kv) => {
+        let mut oldest: Option<(sled::IVec, sled::IVec)> = None;
+        for lane in 0..DELIVERY_LANES {
+            if let Some(kv) = self
+                .outbox
+                .scan_prefix(lanes::lane_prefix(peer, lane))
+                .next()
+            {
                 let (k, v) = kv?;
-                Ok(Some(self.open_sealed("outbox", &k, &v)?))
+                let seq_of =
+                    |key: &[u8]| key.get(key.len().saturating_sub(8)..).map(<[u8]>::to_vec);
+                if oldest
+                    .as_ref()
+                    .is_none_or(|(ok, _)| seq_of(&k) < seq_of(ok))
+                {
+                    oldest = Some((k, v));
+                }
             }
-            None => Ok(None),
         }
+        oldest
+            .map(|(k, v)| self.open_sealed("outbox", &k, &v))
+            .transpose()
     }
 
-    /// Up to `limit` of the oldest queued messages for `peer`, oldest first.
-    pub fn outbox_batch(&self, peer: &str, limit: usize) -> Result<Vec<OutboxEntry>, LedgerError> {
+    /// Up to `limit` of the oldest queued messages in one lane of `peer`'s outbox, oldest
+    /// first.
+    pub fn outbox_batch(
+        &self,
+        peer: &str,
+        lane: u8,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, LedgerError> {
         self.outbox
-            .scan_prefix(outbox_prefix(peer))
+            .scan_prefix(lanes::lane_prefix(peer, lane))
             .take(limit)
             .map(|kv| {
                 let (k, v) = kv?;

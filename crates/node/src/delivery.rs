@@ -1,5 +1,7 @@
-//! Delivery workers: one task per peer takes the oldest queued messages for that peer
-//! (FIFO, so a consent notice always precedes what cites it), checks each consent again,
+//! Delivery workers: one task per delivery lane of each peer takes the oldest queued
+//! messages of its lane (FIFO; a consent's chain, its notices and the messages citing it
+//! share one lane, so a consent notice always precedes what cites it — see the ledger's
+//! `store::lanes`), checks each consent again,
 //! delivers them over mutual TLS as one batch (DeliverBatch; one by one to a peer that does
 //! not know it), verifies each signed receipt and records the outcomes with one flush.
 //! Transient failures are retried with exponential backoff and jitter until the message's
@@ -87,29 +89,38 @@ pub fn is_permanent(code: Code) -> bool {
     )
 }
 
-/// Starts one worker per peer; they stop when `shutdown` turns true.
+/// Starts one worker per lane of each peer; they stop when `shutdown` turns true. The
+/// workers of one peer share one HTTP/2 connection to it.
 pub fn spawn_workers(node: &Node, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
-    node.outbox_signals()
-        .map(|(peer, signal)| {
+    let mut workers = Vec::new();
+    for (peer, signals) in node.outbox_signals() {
+        let client = SharedClient::default();
+        for (lane, signal) in signals.iter().enumerate() {
             let worker = PeerWorker {
                 node: node.clone(),
                 peer: peer.clone(),
+                lane: lane as u8,
                 signal: signal.clone(),
                 shutdown: shutdown.clone(),
-                client: None,
+                client: client.clone(),
                 batches: true,
             };
-            tokio::spawn(worker.run())
-        })
-        .collect()
+            workers.push(tokio::spawn(worker.run()));
+        }
+    }
+    workers
 }
+
+/// The client of one peer, made on first use and shared by that peer's lane workers.
+type SharedClient = Arc<std::sync::Mutex<Option<PeerExchangeClient<Channel>>>>;
 
 struct PeerWorker {
     node: Node,
     peer: String,
+    lane: u8,
     signal: Arc<Notify>,
     shutdown: watch::Receiver<bool>,
-    client: Option<PeerExchangeClient<Channel>>,
+    client: SharedClient,
     /// Whether the peer takes DeliverBatch (false once it answered UNIMPLEMENTED).
     batches: bool,
 }
@@ -132,7 +143,7 @@ impl PeerWorker {
             let step = match self.step().await {
                 Ok(step) => step,
                 Err(e) => {
-                    tracing::error!(peer = %self.peer, error = %e, "delivery worker error");
+                    tracing::error!(peer = %self.peer, lane = self.lane, error = %e, "delivery worker error");
                     Step::Wait(Duration::from_secs(1))
                 }
             };
@@ -150,7 +161,10 @@ impl PeerWorker {
     }
 
     fn client(&mut self) -> Result<PeerExchangeClient<Channel>, NodeError> {
-        if let Some(c) = &self.client {
+        // A lane worker that panicked while holding it left nothing half-done: the slot
+        // holds a client or none.
+        let mut shared = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = shared.as_ref() {
             return Ok(c.clone());
         }
         let agency = self
@@ -166,7 +180,7 @@ impl PeerWorker {
             .timeout(settings.request_timeout)
             .connect_lazy();
         let client = PeerExchangeClient::new(channel);
-        self.client = Some(client.clone());
+        *shared = Some(client.clone());
         Ok(client)
     }
 
@@ -176,7 +190,8 @@ impl PeerWorker {
     /// Everything the round changed becomes durable with one flush.
     async fn step(&mut self) -> Result<Step, NodeError> {
         let ledger = self.node.ledger().clone();
-        let entries = ledger.outbox_batch(&self.peer, MAX_BATCH_ENVELOPES)?;
+        let started = std::time::Instant::now();
+        let entries = ledger.outbox_batch(&self.peer, self.lane, MAX_BATCH_ENVELOPES)?;
         if entries.is_empty() {
             return Ok(Step::Idle);
         }
@@ -227,8 +242,11 @@ impl PeerWorker {
                 }
             }
         }
+        let mut sending = Duration::ZERO;
         if !due.is_empty() {
+            let sent = std::time::Instant::now();
             let answers = self.send(&due).await?;
+            sending = sent.elapsed();
             self.settle(&mut round, &due, answers)?;
         }
         if !round.finishes.is_empty() {
@@ -242,6 +260,14 @@ impl PeerWorker {
         if round.changed {
             ledger.flush().await?;
         }
+        tracing::debug!(
+            peer = %self.peer,
+            lane = self.lane,
+            sent = due.len(),
+            send_us = sending.as_micros() as u64,
+            total_us = started.elapsed().as_micros() as u64,
+            "delivery round"
+        );
         for seq in round.notices {
             self.node.inbox_changed(seq);
         }

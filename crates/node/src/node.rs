@@ -6,7 +6,7 @@ use crate::config::{
 };
 use crate::{directory::Directory, metrics::Metrics, policy::Role, NodeError};
 use kurzdraht_envelope::{seal, SigningKey};
-use kurzdraht_ledger::{Ledger, Outgoing, StoreOptions};
+use kurzdraht_ledger::{Ledger, Outgoing, StoreOptions, DELIVERY_LANES};
 use kurzdraht_proto::v1::{EnvelopeHeader, MessageBody, MessageKind, MessageStatus};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,7 +31,8 @@ struct Inner {
     delivery: DeliverySettings,
     limits: ReceptionLimits,
     retention: RetentionSettings,
-    outbox_signals: BTreeMap<String, Arc<Notify>>,
+    /// Per peer, one signal per delivery lane.
+    outbox_signals: BTreeMap<String, Vec<Arc<Notify>>>,
     inbox_signal: watch::Sender<u64>,
     status_events: broadcast::Sender<MessageStatus>,
     closing: watch::Sender<bool>,
@@ -54,7 +55,12 @@ impl Node {
             .directory
             .agencies()
             .filter(|a| a.id != config.agency)
-            .map(|a| (a.id.clone(), Arc::new(Notify::new())))
+            .map(|a| {
+                let lanes = (0..DELIVERY_LANES)
+                    .map(|_| Arc::new(Notify::new()))
+                    .collect();
+                (a.id.clone(), lanes)
+            })
             .collect();
         Ok(Self {
             inner: Arc::new(Inner {
@@ -108,14 +114,27 @@ impl Node {
         &self.inner.metrics
     }
 
-    /// The peers this node delivers to, with the signal that wakes each one's worker.
-    pub(crate) fn outbox_signals(&self) -> impl Iterator<Item = (&String, &Arc<Notify>)> {
+    /// The peers this node delivers to, with the signals that wake the worker of each of
+    /// their delivery lanes (indexed by lane).
+    pub(crate) fn outbox_signals(&self) -> impl Iterator<Item = (&String, &Vec<Arc<Notify>>)> {
         self.inner.outbox_signals.iter()
     }
 
-    /// Wakes the delivery worker of `peer`.
+    /// Wakes the delivery workers of every lane of `peer`.
     pub(crate) fn wake(&self, peer: &str) {
-        if let Some(n) = self.inner.outbox_signals.get(peer) {
+        for n in self.inner.outbox_signals.get(peer).into_iter().flatten() {
+            n.notify_one();
+        }
+    }
+
+    /// Wakes the delivery worker of one lane of `peer`.
+    pub(crate) fn wake_lane(&self, peer: &str, lane: u8) {
+        if let Some(n) = self
+            .inner
+            .outbox_signals
+            .get(peer)
+            .and_then(|lanes| lanes.get(usize::from(lane)))
+        {
             n.notify_one();
         }
     }

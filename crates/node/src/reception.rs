@@ -121,6 +121,8 @@ impl Node {
         envelopes: Vec<SignedEnvelope>,
     ) -> Vec<Result<SignedReceipt, NodeError>> {
         let now = clock::now_ms();
+        let started = std::time::Instant::now();
+        let envelopes_in = envelopes.len();
         let mut view = BatchView::default();
         let mut decisions = Vec::with_capacity(envelopes.len());
         for (index, envelope) in envelopes.into_iter().enumerate() {
@@ -146,7 +148,16 @@ impl Node {
             }
             decisions.push(decision);
         }
-        self.store_batch(tls_agency, decisions, now).await
+        let decided = started.elapsed();
+        let answers = self.store_batch(tls_agency, decisions, now).await;
+        tracing::debug!(
+            peer = tls_agency,
+            envelopes = envelopes_in,
+            decide_us = decided.as_micros() as u64,
+            total_us = started.elapsed().as_micros() as u64,
+            "batch received"
+        );
+        answers
     }
 
     /// Signs the receipts of the accepted envelopes, stores them in one transaction, flushes

@@ -400,9 +400,9 @@ impl Node {
             &body,
             now,
         );
-        self.ledger().enqueue(&out)?;
+        let lane = self.ledger().enqueue(&out)?;
         self.ledger().flush().await?;
-        self.wake(&out.recipient);
+        self.wake_lane(&out.recipient, lane);
         self.metrics().submitted();
         tracing::info!(message_id = %out.message_id, kind = ?kind, recipient = %out.recipient, "message queued");
         Ok(SubmitResponse {

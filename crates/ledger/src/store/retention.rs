@@ -13,9 +13,9 @@
 //! A message that arrives under a case already closed here puts its case back on the `d`
 //! list, so the next sweep deletes its body too. The index holds ids and times, never
 //! personal data. Stores written before the index existed get it built once at open
-//! ([`Ledger::ensure_retention_index`]).
+//! ([`Ledger::build_retention_index`]).
 
-use super::{abort, Ledger, Tx, TxResult, SCHEMA, SCHEMA_VERSION};
+use super::{abort, Ledger, Tx, TxResult};
 use crate::{
     audit::{AuditEvent, AuditNote},
     error::LedgerError,
@@ -256,60 +256,48 @@ impl Ledger {
     /// Builds the retention index of a store written before it existed (schema 1), once:
     /// one pass over consents and inbox, in batches. Idempotent, so a crash during the
     /// build only means it runs again at the next open.
-    pub(super) fn ensure_retention_index(&self) -> Result<(), LedgerError> {
-        let version = match self.meta.get(SCHEMA)? {
-            Some(v) => super::u64_from("schema version", &v)?,
-            None if self.consents.is_empty() && self.inbox.is_empty() => 0,
-            None => 1,
-        };
-        if version >= SCHEMA_VERSION {
-            return Ok(());
-        }
-        if version == 1 {
-            let started = std::time::Instant::now();
-            let mut batch = sled::Batch::default();
-            let mut pending = 0usize;
-            let mut cases = 0usize;
-            let mut bodies = 0usize;
-            for held in self.consents_iter() {
-                let held = held?;
-                let Some(record) = held.record.as_ref() else {
-                    continue;
-                };
-                if held.case_closed_at_ms > 0 {
-                    let at = held.case_closed_at_ms;
-                    batch.insert(closed_key(&record.consent_id), &(at as u64).to_be_bytes());
-                    batch.insert(due_key(at, &record.consent_id), &[]);
-                    cases += 1;
-                    pending += 2;
-                }
-                if pending >= 10_000 {
-                    self.retention.apply_batch(std::mem::take(&mut batch))?;
-                    pending = 0;
-                }
+    pub(super) fn build_retention_index(&self) -> Result<(), LedgerError> {
+        let started = std::time::Instant::now();
+        let mut batch = sled::Batch::default();
+        let mut pending = 0usize;
+        let mut cases = 0usize;
+        let mut bodies = 0usize;
+        for held in self.consents_iter() {
+            let held = held?;
+            let Some(record) = held.record.as_ref() else {
+                continue;
+            };
+            if held.case_closed_at_ms > 0 {
+                let at = held.case_closed_at_ms;
+                batch.insert(closed_key(&record.consent_id), &(at as u64).to_be_bytes());
+                batch.insert(due_key(at, &record.consent_id), &[]);
+                cases += 1;
+                pending += 2;
             }
-            for record in self.inbox_iter() {
-                let record = record?;
-                if holds_body(&record) {
-                    batch.insert(body_key(&record.consent_id, &record.message_id), &[]);
-                    bodies += 1;
-                    pending += 1;
-                }
-                if pending >= 10_000 {
-                    self.retention.apply_batch(std::mem::take(&mut batch))?;
-                    pending = 0;
-                }
+            if pending >= 10_000 {
+                self.retention.apply_batch(std::mem::take(&mut batch))?;
+                pending = 0;
             }
-            self.retention.apply_batch(batch)?;
-            tracing::info!(
-                closed_cases = cases,
-                bodies,
-                ms = started.elapsed().as_millis() as u64,
-                "retention index built for a store written by an earlier version"
-            );
         }
-        self.meta.insert(SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
-        self.db.flush()?;
+        for record in self.inbox_iter() {
+            let record = record?;
+            if holds_body(&record) {
+                batch.insert(body_key(&record.consent_id, &record.message_id), &[]);
+                bodies += 1;
+                pending += 1;
+            }
+            if pending >= 10_000 {
+                self.retention.apply_batch(std::mem::take(&mut batch))?;
+                pending = 0;
+            }
+        }
+        self.retention.apply_batch(batch)?;
+        tracing::info!(
+            closed_cases = cases,
+            bodies,
+            ms = started.elapsed().as_millis() as u64,
+            "retention index built for a store written by an earlier version"
+        );
         Ok(())
     }
 }

@@ -1,0 +1,318 @@
+//! Delivery lanes: each peer's outbox is split into [`DELIVERY_LANES`] FIFO queues, so that
+//! several batches to one peer can be in flight at once, while everything that must keep
+//! its order stays in one lane.
+//!
+//! What must keep its order is a consent and what depends on it: its notice before the
+//! messages that cite it, a withdrawal after them, and a superseding consent after the
+//! consent it replaces and that one's messages. So a message's lane is a function of the
+//! *root* of its consent's chain of supersession (the first consent of the chain held
+//! here): every consent of a chain, its notices, withdrawals and messages share one lane.
+//! Messages about unrelated consents have no order between them to keep.
+//!
+//! Outbox key: recipient ‖ `0x00` ‖ lane ‖ u64 BE sequence. Stores written before lanes
+//! (recipient ‖ `0x00` ‖ sequence) get their queued entries moved into their lanes once at
+//! open, keeping their sequence numbers and so their order ([`Ledger::move_outbox_into_lanes`]).
+
+use super::{outbox_prefix, Ledger, Tx, TxResult};
+use crate::{
+    error::LedgerError,
+    records::{MessageRecord, StoredConsent},
+};
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+/// How many FIFO lanes each peer's outbox has. Part of the store's format: changing it
+/// needs a migration of queued entries.
+pub const DELIVERY_LANES: u8 = 8;
+
+/// How far a chain of supersession is followed back to its root (a consent replaced 64
+/// times is not a real case; its lane is then that of the 64th predecessor).
+const MAX_CHAIN: usize = 64;
+
+/// The lane of a chain of consents whose first consent (held here) is `root_consent_id`.
+pub fn lane_of_root(root_consent_id: &str) -> u8 {
+    Sha256::digest(root_consent_id.as_bytes())[0] % DELIVERY_LANES
+}
+
+/// The outbox key of a queued message.
+pub(super) fn outbox_key(recipient: &str, lane: u8, seq: u64) -> Vec<u8> {
+    let mut key = outbox_prefix(recipient);
+    key.push(lane);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The prefix of one lane of a peer's outbox.
+pub(super) fn lane_prefix(recipient: &str, lane: u8) -> Vec<u8> {
+    let mut key = outbox_prefix(recipient);
+    key.push(lane);
+    key
+}
+
+/// Follows `supersedes` from `consent_id` back to the first consent held, with `get`
+/// reading a held consent; returns that root's id.
+fn chain_root<E>(
+    consent_id: &str,
+    mut get: impl FnMut(&str) -> Result<Option<StoredConsent>, E>,
+) -> Result<String, E> {
+    let mut root = consent_id.to_string();
+    for _ in 0..MAX_CHAIN {
+        let Some(held) = get(&root)? else { break };
+        match held.record {
+            Some(r) if !r.supersedes.is_empty() => {
+                if get(&r.supersedes)?.is_none() {
+                    break;
+                }
+                root = r.supersedes;
+            }
+            _ => break,
+        }
+    }
+    Ok(root)
+}
+
+impl Tx<'_> {
+    /// The lane of messages citing `consent_id`, as this transaction sees the consents.
+    pub(super) fn lane_of(&self, consent_id: &str) -> TxResult<u8> {
+        let root = chain_root(consent_id, |id| {
+            self.get_sealed::<StoredConsent>(self.consents, "consents", id.as_bytes())
+        })?;
+        Ok(lane_of_root(&root))
+    }
+}
+
+impl Ledger {
+    /// The lane of messages citing `consent_id` (see the module doc).
+    pub fn lane_of(&self, consent_id: &str) -> Result<u8, LedgerError> {
+        let root = chain_root(consent_id, |id| self.consent(id))?;
+        Ok(lane_of_root(&root))
+    }
+
+    /// Moves the entries queued by a version without lanes into their lanes (once, at
+    /// open): each keeps its sequence number, so the order within a lane is the order they
+    /// were queued in. Each move is one transaction (entry and its status record).
+    pub(super) fn move_outbox_into_lanes(&self) -> Result<usize, LedgerError> {
+        let mut old = Vec::new();
+        for kv in self.outbox.iter() {
+            let (key, _) = kv?;
+            let Some(end) = key.iter().position(|b| *b == 0) else {
+                continue;
+            };
+            if key.len() == end + 1 + 8 {
+                old.push(key);
+            }
+        }
+        for key in &old {
+            let end = key.iter().position(|b| *b == 0).unwrap_or(key.len());
+            let recipient = String::from_utf8_lossy(&key[..end]).into_owned();
+            let seq = super::u64_from("outbox key", &key[end + 1..])?;
+            self.tx(|t| {
+                let Some(entry) =
+                    t.get_sealed::<crate::records::OutboxEntry>(t.outbox, "outbox", key)?
+                else {
+                    return Ok(());
+                };
+                let Some(bytes) = t.messages.get(entry.message_id.as_bytes())? else {
+                    return Ok(());
+                };
+                let mut record: MessageRecord = super::tx_decode("message record", &bytes)?;
+                let consent_id = record
+                    .status
+                    .as_ref()
+                    .map(|s| s.consent_id.clone())
+                    .unwrap_or_default();
+                let new_key = outbox_key(&recipient, t.lane_of(&consent_id)?, seq);
+                t.outbox.remove(key.as_ref())?;
+                t.put_sealed(t.outbox, "outbox", &new_key, &entry)?;
+                record.outbox_key = new_key;
+                t.messages
+                    .insert(entry.message_id.as_bytes(), record.encode_to_vec())?;
+                Ok(())
+            })?;
+        }
+        Ok(old.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{at_rest::DataKey, records::OutboxEntry, Finish, Outgoing};
+    use kurzdraht_proto::v1::{ConsentRecord, MessageKind, SignedEnvelope, SignedReceipt};
+    use std::collections::HashMap;
+
+    const JA: &str = "jugendamt-kreis-segeberg";
+
+    fn key() -> DataKey {
+        DataKey::from_hex(&"4b".repeat(32)).unwrap()
+    }
+
+    fn consent(id: &str, supersedes: &str) -> ConsentRecord {
+        ConsentRecord {
+            consent_id: id.into(),
+            supersedes: supersedes.into(),
+            recorded_at_ms: 1,
+            ..Default::default()
+        }
+    }
+
+    fn out(id: &str, consent_id: &str) -> Outgoing {
+        Outgoing {
+            envelope: SignedEnvelope {
+                header: id.as_bytes().to_vec(),
+                ..Default::default()
+            },
+            message_id: id.into(),
+            kind: MessageKind::CertificationRequest,
+            recipient: JA.into(),
+            consent_id: consent_id.into(),
+            submitted_at_ms: 1,
+            deadline_ms: i64::MAX,
+            envelope_sha256: [1; 32],
+        }
+    }
+
+    fn lane_ids(l: &Ledger, lane: u8) -> Vec<String> {
+        l.outbox_batch(JA, lane, 100)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.message_id)
+            .collect()
+    }
+
+    /// Two unrelated consents whose roots fall into different lanes.
+    fn two_lanes() -> (String, String) {
+        let a = "consent-a".to_string();
+        let b = (0..)
+            .map(|i| format!("consent-b{i}"))
+            .find(|b| lane_of_root(b) != lane_of_root(&a))
+            .unwrap();
+        (a, b)
+    }
+
+    #[test]
+    fn a_chain_queues_in_one_lane_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open_encrypted(dir.path(), &key()).unwrap();
+        let (a, b) = two_lanes();
+        l.record_consent(&consent(&a, ""), &[out("n-a", &a)], 1)
+            .unwrap();
+        l.record_consent(&consent(&b, ""), &[out("n-b", &b)], 1)
+            .unwrap();
+        assert_eq!(l.enqueue(&out("m1", &a)).unwrap(), lane_of_root(&a));
+        l.enqueue(&out("m2", &b)).unwrap();
+        // a consent replacing `a` and a message under it follow `a`'s lane
+        l.record_consent(&consent("a2", &a), &[out("n-a2", "a2")], 1)
+            .unwrap();
+        assert_eq!(l.enqueue(&out("m3", "a2")).unwrap(), lane_of_root(&a));
+        assert_eq!(lane_ids(&l, lane_of_root(&a)), ["n-a", "m1", "n-a2", "m3"]);
+        assert_eq!(lane_ids(&l, lane_of_root(&b)), ["n-b", "m2"]);
+        assert_eq!(l.outbox_len(JA), 6);
+        assert_eq!(
+            l.outbox_head(JA).unwrap().unwrap().message_id,
+            "n-a",
+            "the head over all lanes is the oldest"
+        );
+    }
+
+    #[tokio::test]
+    async fn entries_queued_before_lanes_move_into_theirs_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = two_lanes();
+        {
+            let l = Ledger::open_encrypted(dir.path(), &key()).unwrap();
+            l.record_consent(&consent(&a, ""), &[out("n-a", &a)], 1)
+                .unwrap();
+            l.record_consent(&consent(&b, ""), &[out("n-b", &b)], 1)
+                .unwrap();
+            for (m, c) in [("m1", &a), ("m2", &b), ("m3", &a)] {
+                l.enqueue(&out(m, c)).unwrap();
+            }
+            // rewrite the queue as a version without lanes wrote it
+            let entries: Vec<_> = l.outbox.iter().map(|kv| kv.unwrap()).collect();
+            for (k, v) in entries {
+                let end = k.iter().position(|b| *b == 0).unwrap();
+                let mut old_key = k[..=end].to_vec();
+                old_key.extend_from_slice(&k[end + 2..]);
+                let entry: OutboxEntry = l.open_sealed("outbox", &k, &v).unwrap();
+                let sealed = l
+                    .at_rest
+                    .seal("outbox", &old_key, &entry.encode_to_vec())
+                    .unwrap();
+                l.outbox.remove(&k).unwrap();
+                l.outbox.insert(&old_key, sealed).unwrap();
+                let mut record = l.message(&entry.message_id).unwrap().unwrap();
+                record.outbox_key = old_key;
+                l.messages
+                    .insert(entry.message_id.as_bytes(), record.encode_to_vec())
+                    .unwrap();
+            }
+            l.meta
+                .insert(super::super::SCHEMA, &2u64.to_be_bytes())
+                .unwrap();
+            l.flush().await.unwrap();
+        }
+        let l = Ledger::open_encrypted(dir.path(), &key()).unwrap();
+        assert_eq!(lane_ids(&l, lane_of_root(&a)), ["n-a", "m1", "m3"]);
+        assert_eq!(lane_ids(&l, lane_of_root(&b)), ["n-b", "m2"]);
+        // the status records point at the new keys: finishing takes the entry off the queue
+        let receipt = SignedReceipt::default();
+        l.finish("m1", &Finish::Delivered { receipt }, 2).unwrap();
+        assert_eq!(lane_ids(&l, lane_of_root(&a)), ["n-a", "m3"]);
+        assert_eq!(l.outbox_len(JA), 4);
+    }
+
+    fn held(id: &str, supersedes: &str) -> StoredConsent {
+        StoredConsent {
+            record: Some(ConsentRecord {
+                consent_id: id.into(),
+                supersedes: supersedes.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn root_in(store: &HashMap<&str, StoredConsent>, id: &str) -> String {
+        chain_root::<()>(id, |k| Ok(store.get(k).cloned())).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_chain_shares_the_lane_of_its_first_consent() {
+        let store: HashMap<&str, StoredConsent> = [
+            ("a", held("a", "")),
+            ("b", held("b", "a")),
+            ("c", held("c", "b")),
+            ("x", held("x", "not-held")),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(root_in(&store, "c"), "a");
+        assert_eq!(root_in(&store, "b"), "a");
+        assert_eq!(root_in(&store, "a"), "a");
+        assert_eq!(
+            root_in(&store, "x"),
+            "x",
+            "a predecessor not held ends the chain"
+        );
+        assert_eq!(root_in(&store, "unknown"), "unknown");
+    }
+
+    #[test]
+    fn a_cycle_ends_after_the_chain_limit() {
+        let store: HashMap<&str, StoredConsent> = [("p", held("p", "q")), ("q", held("q", "p"))]
+            .into_iter()
+            .collect();
+        let root = root_in(&store, "p");
+        assert!(root == "p" || root == "q");
+    }
+
+    #[test]
+    fn lanes_spread_over_all_of_them() {
+        let mut seen = [0u32; DELIVERY_LANES as usize];
+        for i in 0..4000 {
+            seen[lane_of_root(&format!("0190c0de-0000-7000-8000-{i:012}")) as usize] += 1;
+        }
+        assert!(seen.iter().all(|n| *n > 300), "{seen:?}");
+    }
+}
