@@ -438,9 +438,10 @@ async fn wait_for_requests_in_inbox(ja: &AgencyClient, n: usize) -> usize {
 /// Waits until every message in `ids` is DELIVERED at the sender; returns their statuses.
 /// Panics at once if one ends in another final state.
 ///
-/// Delivery is FIFO per peer, so the ids are looked at in the given order and a round stops
-/// at the first one still QUEUED: one status call per poll while nothing moves, instead of
-/// one per message (which would load the nodes more than the deliveries do).
+/// Delivery is FIFO per lane (the messages of one consent share one), so the ids are looked
+/// at in the given order and a round stops at the first one still QUEUED: one status call
+/// per poll while nothing moves, instead of one per message (which would load the nodes
+/// more than the deliveries do). Ids in other lanes are simply found delivered later.
 async fn wait_all_delivered(
     sender: &AgencyClient,
     ids: &[String],

@@ -238,8 +238,9 @@ async fn a_refused_submission_leaves_no_trace() {
     // … no consent changed on either side …
     assert_eq!(list_consents(&mut jc).await, consents_jc);
     assert_eq!(list_consents(&mut kreis).await, consents_ja);
-    // … and the next accepted message is the next one the Jugendamt receives (FIFO per peer:
-    // anything queued by a refusal would have come first).
+    // … and the next accepted message is the next one the Jugendamt receives (anything
+    // queued by a refusal in the probe's lane would have come first; that nothing was queued
+    // in any lane is checked offline below: the Jobcenter's outbox is empty).
     let probe = submit_ok(&mut jc, JA, &consent, certification_request(&lena, "probe")).await;
     wait_for_state(&jc, &probe, pb::DeliveryState::Delivered).await;
     let after = read_inbox(&mut kreis, 0).await;

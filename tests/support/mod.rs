@@ -335,13 +335,11 @@ pub async fn status(client: &mut AgencyClient, message_id: &str) -> pb::MessageS
         .into_inner()
 }
 
+/// Every consent the node holds (all pages).
 pub async fn list_consents(client: &mut AgencyClient) -> Vec<pb::ConsentEntry> {
-    client
-        .list_consents(pb::ListConsentsRequest::default())
+    kurzdraht_node::client::all_consents(client)
         .await
         .unwrap_or_else(|s| panic!("list consents: {s:?}"))
-        .into_inner()
-        .consents
 }
 
 /// Everything in the inbox after `after_seq` (no follow), in arrival order.

@@ -1713,8 +1713,7 @@ async fn kurzdraht_run(
     Ok((elapsed, latencies))
 }
 
-/// Waits until `client`'s node holds consent `id` in force (up to 15 s).
-/// The most persons `bench e2e` records consents for (one ListConsents page shows them all).
+/// The most persons `bench e2e` records consents for.
 const MAX_PERSONS: usize = 400;
 
 /// Records the benchmark's consent for `subject` at the Jobcenter (recipient: the
@@ -1752,13 +1751,11 @@ async fn record_bench_consent(
         .context("RecordConsent returned no consent")
 }
 
+/// Waits until `client`'s node holds consent `id` in force (up to 15 s).
 async fn consent_in_force(client: &mut AgencyClient, id: &str) -> anyhow::Result<()> {
     for _ in 0..750 {
-        let list = client
-            .list_consents(pb::ListConsentsRequest::default())
-            .await?
-            .into_inner();
-        if list.consents.iter().any(|c| {
+        let consents = kurzdraht_node::client::all_consents(client).await?;
+        if consents.iter().any(|c| {
             c.consent.as_ref().is_some_and(|r| r.consent_id == id)
                 && c.state == pb::ConsentState::ConsentInForce as i32
         }) {

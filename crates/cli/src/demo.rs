@@ -141,11 +141,8 @@ async fn consent_state(
     state: pb::ConsentState,
 ) -> anyhow::Result<bool> {
     for _ in 0..750 {
-        let list = client
-            .list_consents(pb::ListConsentsRequest::default())
-            .await?
-            .into_inner();
-        if list.consents.iter().any(|c| {
+        let consents = kurzdraht_node::client::all_consents(client).await?;
+        if consents.iter().any(|c| {
             c.consent.as_ref().is_some_and(|r| r.consent_id == id) && c.state == state as i32
         }) {
             return Ok(true);

@@ -28,6 +28,8 @@ pub enum LedgerError {
     BadDataKey { reason: &'static str },
     #[error("audit chain broken at entry {seq}: {reason}")]
     AuditBroken { seq: u64, reason: String },
+    #[error("this store was written by a later kurzdraht (store format {version}; this version reads formats up to {supported})")]
+    NewerStore { version: u64, supported: u64 },
 }
 
 impl LedgerError {

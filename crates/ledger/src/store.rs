@@ -366,7 +366,9 @@ impl Ledger {
     }
 
     /// Brings a store written by an earlier version to the current format, once (each step
-    /// idempotent, so a crash during it only means it runs again at the next open).
+    /// idempotent, so a crash during it only means it runs again at the next open); refuses
+    /// a store written by a later version. Going back to an earlier version after an
+    /// upgrade is not supported (it would not keep the retention index).
     fn upgrade(&self) -> Result<(), LedgerError> {
         let version = match self.meta.get(SCHEMA)? {
             Some(v) => u64_from("schema version", &v)?,
@@ -375,18 +377,27 @@ impl Ledger {
             }
             None => 1,
         };
-        if version >= SCHEMA_VERSION {
-            return Ok(());
+        if version > SCHEMA_VERSION {
+            return Err(LedgerError::NewerStore {
+                version,
+                supported: SCHEMA_VERSION,
+            });
         }
         if version == 1 {
             self.build_retention_index()?;
         }
-        if (1..3).contains(&version) {
-            let moved = self.move_outbox_into_lanes()?;
+        // Every open, not only on the upgrade: entries without a lane (queued by an earlier
+        // version, also one run against this store after an upgrade) are moved into theirs.
+        let moved = self.move_outbox_into_lanes()?;
+        if moved > 0 {
             tracing::info!(queued = moved, "queued messages moved into delivery lanes");
         }
-        self.meta.insert(SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
-        self.db.flush()?;
+        if version < SCHEMA_VERSION {
+            self.meta.insert(SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+        }
+        if version < SCHEMA_VERSION || moved > 0 {
+            self.db.flush()?;
+        }
         Ok(())
     }
 
@@ -613,12 +624,12 @@ impl Ledger {
     }
 
     /// Up to `limit` consents with ids after `after` (all from the first when empty), in id
-    /// order: one page of a listing.
+    /// order, each with its id: one page of a listing.
     pub fn consents_after(
         &self,
         after: &str,
         limit: usize,
-    ) -> Result<Vec<StoredConsent>, LedgerError> {
+    ) -> Result<Vec<(String, StoredConsent)>, LedgerError> {
         let mut from = after.as_bytes().to_vec();
         if !from.is_empty() {
             from.push(0); // the smallest key after `after`
@@ -628,7 +639,9 @@ impl Ledger {
             .take(limit)
             .map(|kv| {
                 let (k, v) = kv?;
-                self.open_sealed("consents", &k, &v)
+                let id = String::from_utf8(k.to_vec())
+                    .map_err(|_| LedgerError::corrupt("consent key", "not UTF-8"))?;
+                Ok((id, self.open_sealed("consents", &k, &v)?))
             })
             .collect()
     }

@@ -1161,7 +1161,10 @@ fn consents_page_in_id_order() {
         l.consents_after(after, limit)
             .unwrap()
             .into_iter()
-            .map(|c| c.record.unwrap().consent_id)
+            .map(|(id, c)| {
+                assert_eq!(c.record.unwrap().consent_id, id);
+                id
+            })
             .collect()
     };
     assert_eq!(page("", 3), ["c-0", "c-1", "c-2"]);
@@ -1169,4 +1172,28 @@ fn consents_page_in_id_order() {
     assert_eq!(page("c-5", 3), ["c-6"]);
     assert!(page("c-6", 3).is_empty());
     assert_eq!(l.consents_iter().count(), 7);
+}
+
+#[test]
+fn a_store_of_a_later_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let l = open_keyed(dir.path()).unwrap();
+        l.record_consent(&consent("c-1"), &[], 1_000).unwrap();
+    }
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("schema", &99u64.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    match open_keyed(dir.path()) {
+        Err(e @ LedgerError::NewerStore { version: 99, .. }) => {
+            assert!(e.to_string().contains("later kurzdraht"), "{e}");
+        }
+        Err(other) => panic!("expected NewerStore, got {other:?}"),
+        Ok(_) => panic!("a store of format 99 was opened"),
+    }
 }

@@ -2,7 +2,7 @@
 //! bearer token with every call. Used by the CLI, the demo and the tests.
 
 use crate::{config::read_secret, tls, NodeError};
-use kurzdraht_proto::v1::agency_api_client::AgencyApiClient;
+use kurzdraht_proto::v1::{agency_api_client::AgencyApiClient, ConsentEntry, ListConsentsRequest};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use tonic::metadata::MetadataValue;
@@ -98,4 +98,22 @@ pub async fn connect(config: &ClientConfig) -> Result<AgencyClient, NodeError> {
         channel,
         BearerToken(value),
     ))
+}
+
+/// Every consent the node holds, read page by page (ListConsents hands out at most 1,000
+/// at a time).
+pub async fn all_consents(client: &mut AgencyClient) -> Result<Vec<ConsentEntry>, Status> {
+    let mut all = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = client
+            .list_consents(ListConsentsRequest { after, limit: 1000 })
+            .await?
+            .into_inner();
+        all.extend(page.consents);
+        if page.next_after.is_empty() {
+            return Ok(all);
+        }
+        after = page.next_after;
+    }
 }

@@ -99,7 +99,8 @@ impl NodeError {
                 | LedgerError::Corrupt { .. }
                 | LedgerError::AuditBroken { .. }
                 | LedgerError::NoDataKey
-                | LedgerError::BadDataKey { .. } => "store",
+                | LedgerError::BadDataKey { .. }
+                | LedgerError::NewerStore { .. } => "store",
             },
         }
     }
@@ -140,7 +141,8 @@ impl NodeError {
                 | LedgerError::Corrupt { .. }
                 | LedgerError::AuditBroken { .. }
                 | LedgerError::NoDataKey
-                | LedgerError::BadDataKey { .. } => Code::Internal,
+                | LedgerError::BadDataKey { .. }
+                | LedgerError::NewerStore { .. } => Code::Internal,
             },
         }
     }

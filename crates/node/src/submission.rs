@@ -322,16 +322,12 @@ impl Node {
         let more = page.len() > limit;
         page.truncate(limit);
         let next_after = match (more, page.last()) {
-            (true, Some(last)) => last
-                .record
-                .as_ref()
-                .map(|r| r.consent_id.clone())
-                .unwrap_or_default(),
+            (true, Some((id, _))) => id.clone(),
             _ => String::new(),
         };
         let consents = page
             .into_iter()
-            .map(|c| ConsentEntry {
+            .map(|(_, c)| ConsentEntry {
                 state: consent::state_at(&c, now) as i32,
                 consent: c.record,
                 withdrawal: c.withdrawal,

@@ -25,10 +25,6 @@ use sha2::{Digest, Sha256};
 /// needs a migration of queued entries.
 pub const DELIVERY_LANES: u8 = 8;
 
-/// How far a chain of supersession is followed back to its root (a consent replaced 64
-/// times is not a real case; its lane is then that of the 64th predecessor).
-const MAX_CHAIN: usize = 64;
-
 /// The lane of a chain of consents whose first consent (held here) is `root_consent_id`.
 pub fn lane_of_root(root_consent_id: &str) -> u8 {
     Sha256::digest(root_consent_id.as_bytes())[0] % DELIVERY_LANES
@@ -50,16 +46,27 @@ pub(super) fn lane_prefix(recipient: &str, lane: u8) -> Vec<u8> {
 }
 
 /// Follows `supersedes` from `consent_id` back to the first consent held, with `get`
-/// reading a held consent; returns that root's id.
+/// reading a held consent; returns that root's id. The whole chain is followed, however
+/// long (a cut-off would give the later consents another lane than the earlier ones);
+/// a cycle — which only a peer's crafted notices could make — ends at the consent whose
+/// predecessor was already seen, the same one from every starting point of the cycle
+/// (the smallest id on it).
 fn chain_root<E>(
     consent_id: &str,
     mut get: impl FnMut(&str) -> Result<Option<StoredConsent>, E>,
 ) -> Result<String, E> {
     let mut root = consent_id.to_string();
-    for _ in 0..MAX_CHAIN {
+    let mut seen = std::collections::BTreeSet::new();
+    loop {
+        seen.insert(root.clone());
         let Some(held) = get(&root)? else { break };
         match held.record {
             Some(r) if !r.supersedes.is_empty() => {
+                if seen.contains(&r.supersedes) {
+                    // a cycle: name it by its smallest id, whichever consent we started at
+                    let on_cycle = cycle_from(&r.supersedes, &mut get)?;
+                    return Ok(on_cycle.into_iter().min().unwrap_or(root));
+                }
                 if get(&r.supersedes)?.is_none() {
                     break;
                 }
@@ -69,6 +76,26 @@ fn chain_root<E>(
         }
     }
     Ok(root)
+}
+
+/// The ids on the cycle of supersession that `start` lies on.
+fn cycle_from<E>(
+    start: &str,
+    get: &mut impl FnMut(&str) -> Result<Option<StoredConsent>, E>,
+) -> Result<Vec<String>, E> {
+    let mut ids = vec![start.to_string()];
+    let mut at = start.to_string();
+    loop {
+        let next = get(&at)?
+            .and_then(|h| h.record)
+            .map(|r| r.supersedes)
+            .unwrap_or_default();
+        if next.is_empty() || next == start || ids.contains(&next) {
+            return Ok(ids);
+        }
+        ids.push(next.clone());
+        at = next;
+    }
 }
 
 impl Tx<'_> {
@@ -88,9 +115,10 @@ impl Ledger {
         Ok(lane_of_root(&root))
     }
 
-    /// Moves the entries queued by a version without lanes into their lanes (once, at
-    /// open): each keeps its sequence number, so the order within a lane is the order they
-    /// were queued in. Each move is one transaction (entry and its status record).
+    /// Moves entries queued by a version without lanes into their lanes (at every open
+    /// with the data key; the scan reads keys of queued messages only): each keeps its
+    /// sequence number, so the order within a lane is the order they were queued in. Each
+    /// move is one transaction (entry and its status record). Returns how many moved.
     pub(super) fn move_outbox_into_lanes(&self) -> Result<usize, LedgerError> {
         let mut old = Vec::new();
         for kv in self.outbox.iter() {
@@ -102,18 +130,22 @@ impl Ledger {
                 old.push(key);
             }
         }
+        let mut moved = 0;
         for key in &old {
             let end = key.iter().position(|b| *b == 0).unwrap_or(key.len());
             let recipient = String::from_utf8_lossy(&key[..end]).into_owned();
             let seq = super::u64_from("outbox key", &key[end + 1..])?;
-            self.tx(|t| {
+            let done = self.tx(|t| {
                 let Some(entry) =
                     t.get_sealed::<crate::records::OutboxEntry>(t.outbox, "outbox", key)?
                 else {
-                    return Ok(());
+                    return Ok(false);
                 };
                 let Some(bytes) = t.messages.get(entry.message_id.as_bytes())? else {
-                    return Ok(());
+                    // A queued entry without its status record cannot be delivered in any
+                    // lane (the worker needs the record): it stays where it is, reported.
+                    tracing::error!(message_id = %entry.message_id, "queued message without a status record; not moved into a lane");
+                    return Ok(false);
                 };
                 let mut record: MessageRecord = super::tx_decode("message record", &bytes)?;
                 let consent_id = record
@@ -127,10 +159,11 @@ impl Ledger {
                 record.outbox_key = new_key;
                 t.messages
                     .insert(entry.message_id.as_bytes(), record.encode_to_vec())?;
-                Ok(())
+                Ok(true)
             })?;
+            moved += usize::from(done);
         }
-        Ok(old.len())
+        Ok(moved)
     }
 }
 
@@ -215,8 +248,16 @@ mod tests {
         );
     }
 
+    /// A store of format 2 (before lanes), and one of format 3 that a version without
+    /// lanes wrote to after all (a downgrade): their queued entries move into their lanes.
     #[tokio::test]
-    async fn entries_queued_before_lanes_move_into_theirs_at_open() {
+    async fn entries_queued_without_a_lane_move_into_theirs_at_open() {
+        for marked in [2u64, 3] {
+            entries_without_a_lane_move(marked).await;
+        }
+    }
+
+    async fn entries_without_a_lane_move(marked: u64) {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = two_lanes();
         {
@@ -248,7 +289,7 @@ mod tests {
                     .unwrap();
             }
             l.meta
-                .insert(super::super::SCHEMA, &2u64.to_be_bytes())
+                .insert(super::super::SCHEMA, &marked.to_be_bytes())
                 .unwrap();
             l.flush().await.unwrap();
         }
