@@ -11,8 +11,9 @@
 //!
 //! The tests through the nodes submit at the Jobcenter's AgencyApi and follow its delivery
 //! worker: WatchStatus, a consent travelling in the same batch as the requests under it,
-//! the sender's batch size, and the fallback to unary Deliver for a peer that knows only that
-//! (an older version, put in the Jugendamt's place on its address and TLS identity).
+//! the sender's batch size, the fallback to unary Deliver for a peer that knows only that
+//! (an older version, put in the Jugendamt's place on its address and TLS identity), and the
+//! order each person's case keeps while several cases travel in parallel delivery lanes.
 
 use kurzdraht_envelope::{
     envelope_hash, ids::new_id, seal, sign_receipt, verify_receipt, ExpectedReceipt, SigningKey,
@@ -1600,4 +1601,84 @@ async fn the_sender_puts_at_most_256_messages_in_one_batch() {
             .expect("in the inbox");
         verify_delivery(&lab.h, JC, JA, s, item);
     }
+}
+
+/// Delivery lanes keep what must keep its order: several young people's cases travel at
+/// once (their consents fall into different lanes), and for each person the Jugendamt
+/// receives the consent notice before the requests under it, the requests in the order they
+/// were submitted, and a replacing consent's notice after them and before the requests under
+/// the new consent. Nothing is refused on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_persons_messages_keep_their_order_across_lanes() {
+    const PERSONS: usize = 8;
+    let h = start().await;
+    let runs = (0..PERSONS).map(|i| {
+        let h = &h;
+        async move {
+            let mut jc = h.client(JC).await;
+            let person = subject("Lena", &format!("Reihenfolge{i}"), &birthday_years_ago(20));
+            let first = record_consent(
+                &mut jc,
+                consent_request(&person, &[JA], &[pb::Purpose::U25MoveOut]),
+            )
+            .await;
+            let first_id = first.consent.expect("record").consent_id;
+            // submitted at once, without waiting for the notice to arrive
+            let mut order = first.notice_message_ids.clone();
+            for n in 0..5 {
+                let body = certification_request(&person, &format!("Antrag {n}"));
+                order.push(submit_ok(&mut jc, JA, &first_id, body).await);
+            }
+            // the old consent's requests are delivered before it is replaced (a request still
+            // queued then would be stopped by the sender's own check, as it should be)
+            for id in &order {
+                wait_for_state(&jc, id, pb::DeliveryState::Delivered).await;
+            }
+            let mut change = consent_request(
+                &person,
+                &[JA],
+                &[pb::Purpose::U25MoveOut, pb::Purpose::QualificationMeasure],
+            );
+            change.supersedes = first_id.clone();
+            let second = record_consent(&mut jc, change).await;
+            let second_id = second.consent.expect("record").consent_id;
+            order.extend(second.notice_message_ids);
+            for n in 0..3 {
+                let body = certification_request(&person, &format!("Folgeantrag {n}"));
+                order.push(submit_ok(&mut jc, JA, &second_id, body).await);
+            }
+            for id in &order {
+                wait_for_state(&jc, id, pb::DeliveryState::Delivered).await;
+            }
+            (first_id, order)
+        }
+    });
+    let persons = futures_util::future::join_all(runs).await;
+
+    let lanes: BTreeSet<u8> = persons
+        .iter()
+        .map(|(root, _)| kurzdraht_ledger::lane_of_root(root))
+        .collect();
+    assert!(lanes.len() > 1, "all {PERSONS} cases fell into one lane");
+    let mut ja = h.client(JA).await;
+    let inbox = read_inbox(&mut ja, 0).await;
+    let arrival: BTreeMap<String, u64> = inbox
+        .iter()
+        .map(|item| (item.message_id.clone(), item.seq))
+        .collect();
+    for (root, order) in &persons {
+        let seqs: Vec<u64> = order
+            .iter()
+            .map(|id| {
+                *arrival
+                    .get(id)
+                    .unwrap_or_else(|| panic!("{id} not in the inbox"))
+            })
+            .collect();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "the case of consent {root} arrived out of order: {seqs:?}"
+        );
+    }
+    assert_eq!(inbox.len(), PERSONS * (1 + 5 + 1 + 3));
 }
