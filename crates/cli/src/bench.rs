@@ -89,6 +89,11 @@ pub enum BenchCommand {
         /// different people may overtake each other (delivery lanes).
         #[arg(long, default_value_t = 64)]
         persons: usize,
+        /// Put a link with this one-way delay (ms) between the Jobcenter and the Jugendamt —
+        /// and between the baseline's ends — as between two agencies' data centres; 0: plain
+        /// loopback.
+        #[arg(long, default_value_t = 0)]
+        link_delay_ms: u64,
         /// Create the temporary federation here (default: the system temp directory).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -169,8 +174,15 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             payload_bytes,
             peer_rate,
             persons,
+            link_delay_ms,
             dir,
-        } => e2e(seconds, concurrency, payload_bytes, peer_rate, persons, dir).await,
+        } => {
+            let shape = E2eShape {
+                persons,
+                link_delay: Duration::from_millis(link_delay_ms),
+            };
+            e2e(seconds, concurrency, payload_bytes, peer_rate, shape, dir).await
+        }
         BenchCommand::Footprint {
             consents,
             messages,
@@ -1713,6 +1725,28 @@ async fn kurzdraht_run(
     Ok((elapsed, latencies))
 }
 
+/// How the traffic and the link of `bench e2e` look.
+struct E2eShape {
+    /// Persons the messages are about (one consent each).
+    persons: usize,
+    /// One-way delay of the link between the two ends (zero: plain loopback).
+    link_delay: Duration,
+}
+
+/// Starts a delaying forwarder to `upstream` (see [`crate::bench_link`]); returns its address.
+async fn delayed_link(
+    upstream: std::net::SocketAddr,
+    delay: Duration,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> anyhow::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tasks.push(tokio::spawn(crate::bench_link::forward(
+        listener, upstream, delay,
+    )));
+    Ok(addr)
+}
+
 /// The most persons `bench e2e` records consents for.
 const MAX_PERSONS: usize = 400;
 
@@ -1775,9 +1809,13 @@ async fn e2e(
     concurrency: Vec<usize>,
     payload_bytes: Option<usize>,
     peer_rate: Option<u32>,
-    persons: usize,
+    shape: E2eShape,
     dir: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
+    let E2eShape {
+        persons,
+        link_delay,
+    } = shape;
     if seconds == 0 || concurrency.is_empty() || concurrency.contains(&0) || peer_rate == Some(0) {
         bail!("--seconds, --peer-rate and every --concurrency must be above 0");
     }
@@ -1841,6 +1879,32 @@ async fn e2e(
     };
     let body = certification_request(reason.clone());
 
+    let mut links = Vec::new();
+    if !link_delay.is_zero() {
+        // The Jobcenter (and the Jugendamt Norderstedt) reach the Jugendamt through the link.
+        let link = delayed_link(ja.peer_addr, link_delay, &mut links).await?;
+        let directory = fed.path().join("federation").join("directory.toml");
+        let text = std::fs::read_to_string(&directory)
+            .with_context(|| format!("reading {}", directory.display()))?;
+        let endpoint = format!("\"https://{}\"", ja.peer_addr);
+        if !text.contains(&endpoint) {
+            bail!("{} names no endpoint {endpoint}", directory.display());
+        }
+        let text = text.replace(&endpoint, &format!("\"https://{link}\""));
+        pki::write_file(&directory, &text, false)?;
+    }
+    println!(
+        "link:       {}",
+        if link_delay.is_zero() {
+            "plain loopback".to_string()
+        } else {
+            format!(
+                "{} ms one way between Jobcenter and Jugendamt, and between the baseline's ends (a delaying TCP forwarder on loopback)",
+                link_delay.as_millis()
+            )
+        }
+    );
+
     eprintln!("starting the Jobcenter and Jugendamt nodes …");
     let mut jc_proc = ServeProcess::spawn(
         JC,
@@ -1902,7 +1966,12 @@ async fn e2e(
                 let _ = bare_stopped.await;
             });
         let bare = tokio::spawn(bare);
-        let bare_client = peer_client(&jc, &format!("https://{bare_addr}"))?;
+        let bare_target = if link_delay.is_zero() {
+            bare_addr
+        } else {
+            delayed_link(bare_addr, link_delay, &mut links).await?
+        };
+        let bare_client = peer_client(&jc, &format!("https://{bare_target}"))?;
 
         let procs_node = [
             Watched {
@@ -1989,6 +2058,9 @@ async fn e2e(
         anyhow::Ok((runs, resettable, received, retries))
     }
     .await;
+    for link in links {
+        link.abort();
+    }
     let stopped_jc = jc_proc.stop().await;
     let stopped_ja = ja_proc.stop().await;
     let (runs, resettable, received, retries) = outcome?;

@@ -14,6 +14,7 @@
 
 mod bench;
 mod bench_footprint;
+mod bench_link;
 mod commands;
 mod demo;
 mod exit;

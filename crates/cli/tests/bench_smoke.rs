@@ -42,3 +42,41 @@ fn bench_e2e_runs_and_prints_baseline_and_kurzdraht_rows() {
     }
     assert!(stdout.contains("as expected"), "{stdout}");
 }
+
+/// The same over a delaying link: both ends still exchange every message (the Jugendamt's
+/// inbox count matches) and the latency of a bare call includes the link's round trip.
+#[test]
+fn bench_e2e_runs_over_a_delaying_link() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kurzdraht"))
+        .args([
+            "bench",
+            "e2e",
+            "--seconds",
+            "1",
+            "--concurrency",
+            "2",
+            "--persons",
+            "2",
+            "--link-delay-ms",
+            "20",
+        ])
+        .output()
+        .expect("run kurzdraht bench e2e");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench e2e failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("20 ms one way"), "{stdout}");
+    assert!(stdout.contains("as expected"), "{stdout}");
+    // a bare call crosses the link twice: its p50 is at least 40 ms
+    let p50 = stdout.lines().find_map(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        (cols.first() == Some(&"baseline")).then(|| cols.get(5)?.parse::<f64>().ok())?
+    });
+    assert!(
+        p50.is_some_and(|p| p >= 40.0),
+        "baseline p50 {p50:?} in:\n{stdout}"
+    );
+}
