@@ -712,7 +712,7 @@ async fn sender_killed_mid_stream() {
 
 /// 3. The Kreis office's node is down while 100 requests are submitted: they wait QUEUED
 /// while the Jobcenter retries with growing attempt counts; once the Kreis office is back
-/// all 100 arrive exactly once and in submission order (FIFO per peer).
+/// all 100 arrive exactly once and in submission order (all under one consent: one FIFO lane).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receiver_down_for_a_while() {
     let _serial = SERIAL.lock().await;
