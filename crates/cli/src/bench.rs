@@ -428,6 +428,21 @@ fn certification_request_about(subject: pb::Subject, reason: String) -> pb::Mess
     }
 }
 
+/// The evidence reference of the benchmarks' consents.
+const BENCH_EVIDENCE: &str = "JC-SE/Einwilligung/2026/0815 (unterschriebenes Formular)";
+
+/// The categories of data the benchmarks' consents cover: those of a CertificationRequest.
+fn bench_categories() -> Vec<i32> {
+    [
+        pb::DataCategory::Identity,
+        pb::DataCategory::Address,
+        pb::DataCategory::CaseReferences,
+        pb::DataCategory::HousingSituation,
+    ]
+    .map(|c| c as i32)
+    .to_vec()
+}
+
 pub(crate) const REASON: &str = "Antrag auf Zusicherung nach § 22 Abs. 5 SGB II; Stellungnahme zur Notwendigkeit des Auszugs erbeten.";
 
 /// Seals `body` from `sender` and describes it for the outbox, as `Node::seal_outgoing` does.
@@ -812,18 +827,11 @@ async fn fill(jc: &NodeConfig, delivered: usize, queued: usize) -> anyhow::Resul
         purposes: vec![pb::Purpose::U25MoveOut as i32],
         valid_from_ms: now,
         valid_until_ms: now + 365 * clock::DAY_MS,
-        categories: [
-            pb::DataCategory::Identity,
-            pb::DataCategory::Address,
-            pb::DataCategory::CaseReferences,
-            pb::DataCategory::HousingSituation,
-        ]
-        .map(|c| c as i32)
-        .to_vec(),
+        categories: bench_categories(),
         legal_basis: pb::LegalBasis::ConsentGdpr61ASgbX67b as i32,
         form: pb::ConsentForm::Written as i32,
         evidence_sha256: vec![0x5e; 32],
-        evidence_reference: "JC-SE/Einwilligung/2026/0815 (unterschriebenes Formular)".into(),
+        evidence_reference: BENCH_EVIDENCE.into(),
         recorded_by: "Herr Jensen".into(),
         recorded_at_ms: now,
         ..Default::default()
@@ -1762,18 +1770,11 @@ async fn record_bench_consent(
             given_by: pb::ConsentGiver::Person as i32,
             recipients: vec![JA.into()],
             purposes: vec![pb::Purpose::U25MoveOut as i32],
-            categories: [
-                pb::DataCategory::Identity,
-                pb::DataCategory::Address,
-                pb::DataCategory::CaseReferences,
-                pb::DataCategory::HousingSituation,
-            ]
-            .map(|c| c as i32)
-            .to_vec(),
+            categories: bench_categories(),
             legal_basis: pb::LegalBasis::ConsentGdpr61ASgbX67b as i32,
             form: pb::ConsentForm::Written as i32,
             evidence_sha256: vec![0x5e; 32],
-            evidence_reference: "JC-SE/Einwilligung/2026/0815 (unterschriebenes Formular)".into(),
+            evidence_reference: BENCH_EVIDENCE.into(),
             recorded_by: "Herr Jensen".into(),
             ..Default::default()
         })
