@@ -21,18 +21,25 @@ fn rate_of(stdout: &str, mode: &str) -> Option<f64> {
     })
 }
 
-#[test]
-fn bench_e2e_runs_and_prints_baseline_and_kurzdraht_rows() {
+/// Runs `kurzdraht bench e2e` with `args`; returns its stdout once it succeeded.
+fn run_e2e(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_kurzdraht"))
-        .args(["bench", "e2e", "--seconds", "1", "--concurrency", "1"])
+        .args(["bench", "e2e"])
+        .args(args)
         .output()
         .expect("run kurzdraht bench e2e");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "bench e2e failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
+}
+
+#[test]
+fn bench_e2e_runs_and_prints_baseline_and_kurzdraht_rows() {
+    let stdout = run_e2e(&["--seconds", "1", "--concurrency", "1"]);
     for mode in ["baseline", "kurzdraht"] {
         let rate = rate_of(&stdout, mode);
         assert!(
@@ -47,27 +54,16 @@ fn bench_e2e_runs_and_prints_baseline_and_kurzdraht_rows() {
 /// inbox count matches) and the latency of a bare call includes the link's round trip.
 #[test]
 fn bench_e2e_runs_over_a_delaying_link() {
-    let out = Command::new(env!("CARGO_BIN_EXE_kurzdraht"))
-        .args([
-            "bench",
-            "e2e",
-            "--seconds",
-            "1",
-            "--concurrency",
-            "2",
-            "--persons",
-            "2",
-            "--link-delay-ms",
-            "20",
-        ])
-        .output()
-        .expect("run kurzdraht bench e2e");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "bench e2e failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_e2e(&[
+        "--seconds",
+        "1",
+        "--concurrency",
+        "2",
+        "--persons",
+        "2",
+        "--link-delay-ms",
+        "20",
+    ]);
     assert!(stdout.contains("20 ms one way"), "{stdout}");
     assert!(stdout.contains("as expected"), "{stdout}");
     // a bare call crosses the link twice: its p50 is at least 40 ms
