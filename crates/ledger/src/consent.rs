@@ -2,22 +2,28 @@
 //! `purpose` at time `at_ms`? A pure function over one stored consent, so that it can be
 //! tested exhaustively; the store only looks the consent up.
 //!
-//! A consent covers the recording agency (the controller) and the recipients it names. The
-//! checks run in a fixed order, and the first that fails is the reason given:
+//! A consent covers transfers between the agency that recorded it (the controller) and each
+//! agency it names — not between two named agencies. A withdrawal or a superseding record
+//! that is *held* refuses whatever the clocks say: its timestamp is for reports, not for the
+//! decision (a clock stepped back, or a peer's clock, must not reopen a withdrawn consent).
+//! Health data (Art. 9 GDPR) needs a consent whose legal basis is explicit consent.
+//!
+//! The checks run in a fixed order, and the first that fails is the reason given:
 //! no consent → withdrawn → superseded → expired → not yet valid → other subject → other
-//! recipient → other sender → other purpose → category not covered.
+//! recipient → other sender → not with the controller → other purpose → category not
+//! covered → health without explicit consent.
 
 use crate::records::StoredConsent;
-use kurzdraht_proto::v1::{ConsentState, Purpose, Subject};
+use kurzdraht_proto::v1::{ConsentState, DataCategory, LegalBasis, Purpose, Subject};
 
 /// Why the ledger refuses a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ConsentRefusal {
     /// No consent with the cited id is held here (or none was cited).
     NoConsent,
-    /// The consent was withdrawn at or before the time of the check.
+    /// A withdrawal of the consent is held (whatever its timestamp).
     Withdrawn,
-    /// A later consent replaced this one at or before the time of the check.
+    /// A later consent that replaces this one is held (whatever its timestamp).
     Superseded,
     /// The consent's validity ended before the time of the check.
     Expired,
@@ -29,10 +35,16 @@ pub enum ConsentRefusal {
     OtherRecipient,
     /// The consent does not cover the sending agency.
     OtherSender,
+    /// Both agencies are named by the consent, but neither recorded it: a consent covers
+    /// transfers between its controller and each agency it names, not between those.
+    NotWithController,
     /// The consent does not name the purpose of this kind of message.
     OtherPurpose,
     /// The message carries a category of data the consent does not cover.
     CategoryNotCovered,
+    /// The message carries health data, but the consent's legal basis is not explicit
+    /// consent under Art. 9(2)(a) GDPR.
+    HealthNotExplicit,
 }
 
 impl ConsentRefusal {
@@ -47,8 +59,10 @@ impl ConsentRefusal {
             Self::OtherSubject => "consent-other-subject",
             Self::OtherRecipient => "consent-other-recipient",
             Self::OtherSender => "consent-other-sender",
+            Self::NotWithController => "consent-not-with-controller",
             Self::OtherPurpose => "consent-other-purpose",
             Self::CategoryNotCovered => "consent-category-not-covered",
+            Self::HealthNotExplicit => "consent-health-not-explicit",
         }
     }
 
@@ -62,9 +76,15 @@ impl ConsentRefusal {
             Self::OtherSubject => "the consent is about another person",
             Self::OtherRecipient => "the consent does not name this recipient",
             Self::OtherSender => "the consent does not cover the sending agency",
+            Self::NotWithController => {
+                "the consent covers transfers with the agency that recorded it, not between the agencies it names"
+            }
             Self::OtherPurpose => "the consent does not cover the purpose of this message",
             Self::CategoryNotCovered => {
                 "the message carries a category of data the consent does not cover"
+            }
+            Self::HealthNotExplicit => {
+                "health data needs a consent given explicitly under Art. 9(2)(a) GDPR"
             }
         }
     }
@@ -95,12 +115,10 @@ pub fn evaluate(
 ) -> Result<(), ConsentRefusal> {
     let stored = consent.ok_or(ConsentRefusal::NoConsent)?;
     let record = stored.record.as_ref().ok_or(ConsentRefusal::NoConsent)?;
-    if let Some(w) = &stored.withdrawal {
-        if w.withdrawn_at_ms <= query.at_ms {
-            return Err(ConsentRefusal::Withdrawn);
-        }
+    if stored.withdrawal.is_some() {
+        return Err(ConsentRefusal::Withdrawn);
     }
-    if !stored.superseded_by.is_empty() && stored.superseded_at_ms <= query.at_ms {
+    if !stored.superseded_by.is_empty() {
         return Err(ConsentRefusal::Superseded);
     }
     if query.at_ms > record.valid_until_ms {
@@ -113,14 +131,18 @@ pub fn evaluate(
         Some(s) if same_person(s, query.subject) => {}
         _ => return Err(ConsentRefusal::OtherSubject),
     }
-    let covers = |agency: &str| {
-        record.recording_agency == agency || record.recipients.iter().any(|r| r == agency)
-    };
-    if !covers(query.recipient) {
+    let controller = record.recording_agency.as_str();
+    let named = |agency: &str| record.recipients.iter().any(|r| r == agency);
+    if query.recipient != controller && !named(query.recipient) {
         return Err(ConsentRefusal::OtherRecipient);
     }
-    if !covers(query.sender) {
+    if query.sender != controller && !named(query.sender) {
         return Err(ConsentRefusal::OtherSender);
+    }
+    let with_controller = (query.sender == controller && named(query.recipient))
+        || (query.recipient == controller && named(query.sender));
+    if !with_controller {
+        return Err(ConsentRefusal::NotWithController);
     }
     if !record.purposes.contains(&(query.purpose as i32)) {
         return Err(ConsentRefusal::OtherPurpose);
@@ -131,6 +153,11 @@ pub fn evaluate(
         .all(|c| record.categories.contains(c))
     {
         return Err(ConsentRefusal::CategoryNotCovered);
+    }
+    if query.categories.contains(&(DataCategory::Health as i32))
+        && record.legal_basis != LegalBasis::ExplicitConsentGdpr92A as i32
+    {
+        return Err(ConsentRefusal::HealthNotExplicit);
     }
     Ok(())
 }
@@ -150,26 +177,30 @@ pub fn same_person(a: &Subject, b: &Subject) -> bool {
         && a.date_of_birth.trim() == b.date_of_birth.trim()
 }
 
-/// The state of a consent at `at_ms`, for listings.
+/// The state of a consent at `at_ms`, for listings. A held withdrawal or replacement
+/// decides, whatever its timestamp (as in [`evaluate`]).
 pub fn state_at(stored: &StoredConsent, at_ms: i64) -> ConsentState {
     let Some(record) = &stored.record else {
         return ConsentState::Unspecified;
     };
-    match &stored.withdrawal {
-        Some(w) if w.withdrawn_at_ms <= at_ms => ConsentState::ConsentWithdrawn,
-        _ if !stored.superseded_by.is_empty() && stored.superseded_at_ms <= at_ms => {
-            ConsentState::ConsentSuperseded
-        }
-        _ if at_ms > record.valid_until_ms => ConsentState::ConsentExpired,
-        _ if at_ms < record.valid_from_ms => ConsentState::ConsentNotYetValid,
-        _ => ConsentState::ConsentInForce,
+    if stored.withdrawal.is_some() {
+        ConsentState::ConsentWithdrawn
+    } else if !stored.superseded_by.is_empty() {
+        ConsentState::ConsentSuperseded
+    } else if at_ms > record.valid_until_ms {
+        ConsentState::ConsentExpired
+    } else if at_ms < record.valid_from_ms {
+        ConsentState::ConsentNotYetValid
+    } else {
+        ConsentState::ConsentInForce
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kurzdraht_proto::v1::{ConsentRecord, ConsentWithdrawalRecord, DataCategory};
+    use kurzdraht_proto::v1::ConsentRecord;
+    use kurzdraht_proto::v1::ConsentWithdrawalRecord;
     use proptest::prelude::*;
 
     const JC: &str = "jobcenter-segeberg";
@@ -295,20 +326,94 @@ mod tests {
             state_at(&superseded, 1_500),
             ConsentState::ConsentSuperseded
         );
-        assert_eq!(state_at(&superseded, 1_499), ConsentState::ConsentInForce);
+        assert_eq!(state_at(&c, 1_500), ConsentState::ConsentInForce);
     }
 
+    /// A clock stepped back (or a peer's clock ahead) must not reopen a withdrawn or
+    /// replaced consent: what is held decides, the timestamp does not.
     #[test]
-    fn a_future_withdrawal_does_not_refuse_yet() {
+    fn a_held_withdrawal_or_replacement_refuses_whatever_its_timestamp() {
         let s = subject("Lena");
-        let mut c = consent();
-        c.withdrawal = Some(ConsentWithdrawalRecord {
-            withdrawn_at_ms: 1_600,
+        let c = consent();
+        let mut w = c.clone();
+        w.withdrawal = Some(ConsentWithdrawalRecord {
+            withdrawn_at_ms: 1_000_000, // stamped by a clock far ahead
             ..Default::default()
         });
         assert_eq!(evaluate(Some(&c), &query(&s)), Ok(()));
-        assert_eq!(state_at(&c, 1_500), ConsentState::ConsentInForce);
-        assert_eq!(state_at(&c, 1_600), ConsentState::ConsentWithdrawn);
+        assert_eq!(
+            evaluate(Some(&w), &query(&s)),
+            Err(ConsentRefusal::Withdrawn)
+        );
+        assert_eq!(state_at(&w, 1_500), ConsentState::ConsentWithdrawn);
+        let mut r = c.clone();
+        r.superseded_by = "c2".into();
+        r.superseded_at_ms = 1_000_000;
+        assert_eq!(
+            evaluate(Some(&r), &query(&s)),
+            Err(ConsentRefusal::Superseded)
+        );
+        assert_eq!(state_at(&r, 1_500), ConsentState::ConsentSuperseded);
+    }
+
+    /// Two agencies a consent names may not exchange data under it: only the controller
+    /// and each of them may.
+    #[test]
+    fn named_agencies_may_not_send_to_each_other() {
+        let s = subject("Lena");
+        let mut c = consent();
+        if let Some(r) = c.record.as_mut() {
+            r.recipients = vec![JA.into(), JN.into()];
+        }
+        for (sender, recipient) in [(JC, JA), (JA, JC), (JC, JN), (JN, JC)] {
+            let q = ConsentQuery {
+                sender,
+                recipient,
+                ..query(&s)
+            };
+            assert_eq!(evaluate(Some(&c), &q), Ok(()), "{sender} -> {recipient}");
+        }
+        for (sender, recipient) in [(JA, JN), (JN, JA)] {
+            let q = ConsentQuery {
+                sender,
+                recipient,
+                ..query(&s)
+            };
+            assert_eq!(
+                evaluate(Some(&c), &q),
+                Err(ConsentRefusal::NotWithController),
+                "{sender} -> {recipient}"
+            );
+        }
+    }
+
+    /// Health data needs explicit consent (Art. 9(2)(a) GDPR) in the decision itself, not
+    /// only when a consent is recorded here: a replicated record may say otherwise.
+    #[test]
+    fn health_data_needs_an_explicit_legal_basis() {
+        let s = subject("Lena");
+        let mut c = consent();
+        if let Some(r) = c.record.as_mut() {
+            r.categories = vec![IDENTITY, HEALTH];
+            r.legal_basis = LegalBasis::ConsentGdpr61ASgbX67b as i32;
+        }
+        let q = ConsentQuery {
+            categories: &[IDENTITY, HEALTH],
+            ..query(&s)
+        };
+        assert_eq!(
+            evaluate(Some(&c), &q),
+            Err(ConsentRefusal::HealthNotExplicit)
+        );
+        let without_health = ConsentQuery {
+            categories: &[IDENTITY],
+            ..query(&s)
+        };
+        assert_eq!(evaluate(Some(&c), &without_health), Ok(()));
+        if let Some(r) = c.record.as_mut() {
+            r.legal_basis = LegalBasis::ExplicitConsentGdpr92A as i32;
+        }
+        assert_eq!(evaluate(Some(&c), &q), Ok(()));
     }
 
     #[test]
@@ -327,7 +432,11 @@ mod tests {
     }
 
     proptest! {
-        /// The decision is Ok exactly when every condition holds, whatever the inputs.
+        /// The decision is Ok exactly when every condition holds, whatever the inputs. The
+        /// oracle is written from the rules (design.md §7), not from the code: the consent
+        /// is in force when nothing withdraws or replaces it and the time lies in its
+        /// validity; the transfer is allowed when one side is the controller and the other
+        /// a named agency.
         #[test]
         fn ok_iff_all_conditions_hold(
             from in 0i64..100, len in 0i64..100, at in 0i64..250,
@@ -339,7 +448,13 @@ mod tests {
             covered_categories in proptest::collection::vec(1i32..9, 0..4),
             carried in proptest::collection::vec(1i32..9, 0..4),
             superseded in proptest::option::of(0i64..250),
+            explicit in any::<bool>(),
         ) {
+            let basis = if explicit {
+                LegalBasis::ExplicitConsentGdpr92A
+            } else {
+                LegalBasis::ConsentGdpr61ASgbX67b
+            };
             let c = StoredConsent {
                 record: Some(ConsentRecord {
                     subject: Some(subject("Lena")),
@@ -347,6 +462,7 @@ mod tests {
                     recipients: recipients.iter().map(|s| s.to_string()).collect(),
                     purposes: purposes.clone(),
                     categories: covered_categories.clone(),
+                    legal_basis: basis as i32,
                     valid_from_ms: from,
                     valid_until_ms: from + len,
                     ..Default::default()
@@ -359,14 +475,18 @@ mod tests {
             let s = if same { subject("Lena") } else { subject("Mia") };
             let purpose = Purpose::try_from(purpose).unwrap();
             let q = ConsentQuery { subject: &s, sender, recipient, purpose, categories: &carried, at_ms: at };
-            let covered = |a: &str| a == recording || recipients.contains(&a);
-            let in_force = withdrawn.is_none_or(|t| t > at)
-                && superseded.is_none_or(|t| t > at)
-                && at >= from && at <= from + len;
+            let in_force = withdrawn.is_none() && superseded.is_none()
+                && (from..=from + len).contains(&at);
+            let pairs: Vec<(&str, &str)> = recipients
+                .iter()
+                .flat_map(|r| [(recording, *r), (*r, recording)])
+                .collect();
+            let carries_health = carried.contains(&(DataCategory::Health as i32));
             let all = in_force && same
-                && covered(recipient) && covered(sender)
+                && pairs.contains(&(sender, recipient))
                 && purposes.contains(&(purpose as i32))
-                && carried.iter().all(|c| covered_categories.contains(c));
+                && carried.iter().all(|c| covered_categories.contains(c))
+                && (!carries_health || explicit);
             prop_assert_eq!(evaluate(Some(&c), &q).is_ok(), all);
             prop_assert_eq!(state_at(&c, at) == ConsentState::ConsentInForce, in_force);
         }
