@@ -138,6 +138,8 @@ pub struct Ledger {
     audit: Tree,
     meta: Tree,
     retention: Tree,
+    /// A flush failure a test injected (see [`Ledger::inject_flush_failure`]).
+    injected_failure: std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<tokio::sync::Notify>>>>,
 }
 
 struct Tx<'a> {
@@ -352,6 +354,7 @@ impl Ledger {
             meta: db.open_tree("meta")?,
             retention: db.open_tree("retention")?,
             commit: std::sync::Arc::new(GroupCommit::new(durability, dir.join("db"))),
+            injected_failure: Default::default(),
             at_rest: std::sync::Arc::new(AtRest::new(key)?),
             db,
         }
@@ -452,7 +455,32 @@ impl Ledger {
     /// Makes every change so far durable (fsync). Concurrent callers share one flush
     /// (see [`crate::commit`]).
     pub async fn flush(&self) -> Result<(), LedgerError> {
+        let injected = self
+            .injected_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(release) = injected {
+            release.notified().await;
+            return Err(LedgerError::Store(sled::Error::Io(std::io::Error::other(
+                "flush failure injected by a test",
+            ))));
+        }
         self.commit.commit(&self.db).await
+    }
+
+    /// Fault injection for tests of what a node does when a flush fails after its
+    /// transaction committed: the next [`Ledger::flush`] (of any handle of this store
+    /// opened by this call's handle's clones) waits until the returned signal is notified,
+    /// then fails without flushing. Later flushes work again.
+    #[doc(hidden)]
+    pub fn inject_flush_failure(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        let release = std::sync::Arc::new(tokio::sync::Notify::new());
+        *self
+            .injected_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(release.clone());
+        release
     }
 
     /// How many flushes (fsyncs) this handle has run, for benchmarks.
@@ -696,6 +724,37 @@ impl Ledger {
                 self.open_sealed("outbox", &k, &v)
             })
             .collect()
+    }
+
+    /// The queued messages (to any peer) that cite one of `consent_ids`, with their kind:
+    /// reads only the lanes those consents' messages are queued in.
+    pub fn queued_under(
+        &self,
+        consent_ids: &BTreeSet<String>,
+    ) -> Result<Vec<(String, MessageKind)>, LedgerError> {
+        let lanes: BTreeSet<u8> = consent_ids
+            .iter()
+            .map(|c| self.lane_of(c))
+            .collect::<Result<_, _>>()?;
+        let mut found = Vec::new();
+        for peer in self.peers_with_queued()? {
+            for lane in &lanes {
+                for kv in self.outbox.scan_prefix(lanes::lane_prefix(&peer, *lane)) {
+                    let (k, v) = kv?;
+                    let entry: OutboxEntry = self.open_sealed("outbox", &k, &v)?;
+                    let Some(status) = self.message(&entry.message_id)?.and_then(|r| r.status)
+                    else {
+                        continue;
+                    };
+                    if consent_ids.contains(&status.consent_id) {
+                        let kind =
+                            MessageKind::try_from(status.kind).unwrap_or(MessageKind::Unspecified);
+                        found.push((entry.message_id, kind));
+                    }
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// Number of messages queued for `peer`.
@@ -1007,6 +1066,23 @@ impl Tx<'_> {
                 .envelope(&record.envelope_sha256),
             now_ms,
         )?;
+        // Decided before the person was erased here, stored after: the body goes at once,
+        // as erasure would have taken it (the receipt still proves the transfer).
+        if matches!(effect, ConsentEffect::None) && !record.consent_id.is_empty() {
+            let cited = t.get_sealed::<StoredConsent>(
+                t.consents,
+                "consents",
+                record.consent_id.as_bytes(),
+            )?;
+            if cited.is_some_and(|c| c.erased_at_ms > 0) {
+                t.delete_body(
+                    &record.consent_id,
+                    &record.message_id,
+                    AuditEvent::SubjectErased,
+                    now_ms,
+                )?;
+            }
+        }
         match effect {
             ConsentEffect::None => {}
             ConsentEffect::Record(consent) => {

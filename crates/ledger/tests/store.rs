@@ -1117,6 +1117,40 @@ fn erasure_finds_bodies_through_the_index() {
     );
 }
 
+/// A reception decided before a person was erased here and stored after it keeps no body:
+/// erasure marks the consents first, and storing a message under an erased consent drops
+/// its body in the same transaction (the receipt and signed header stay).
+#[test]
+fn a_message_stored_after_its_consent_was_erased_keeps_no_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open_keyed(dir.path()).unwrap();
+    l.record_consent(&consent("c-1"), &[], 1_000).unwrap();
+    l.record_consent(&consent("c-2"), &[], 1_000).unwrap();
+    let ids = ["c-1".to_string()].into_iter().collect();
+    l.erase_consents(&ids, 2_000).unwrap();
+    // The reception of m1 (under the erased c-1) commits only now.
+    l.accept_delivery(&received_under("m1", "c-1"), &ConsentEffect::None, 3_000)
+        .unwrap();
+    assert_eq!(body_of(&l, "m1"), (Vec::new(), 3_000));
+    let held = l.inbox_record("m1").unwrap().unwrap();
+    assert!(held.receipt.is_some(), "the receipt stays");
+    assert!(
+        !held.envelope.unwrap().header.is_empty(),
+        "the signed header stays"
+    );
+    // Nothing left for a later erasure or sweep to find.
+    assert_eq!(
+        l.delete_bodies(&ids, kurzdraht_ledger::AuditEvent::SubjectErased, 4_000)
+            .unwrap(),
+        0
+    );
+    // Positive control: under a consent that was not erased, the body stays.
+    l.accept_delivery(&received_under("m2", "c-2"), &ConsentEffect::None, 3_000)
+        .unwrap();
+    assert_eq!(body_of(&l, "m2").1, 0);
+    assert!(!body_of(&l, "m2").0.is_empty());
+}
+
 #[tokio::test]
 async fn the_retention_index_is_built_for_a_store_of_the_earlier_format() {
     let dir = tempfile::tempdir().unwrap();

@@ -100,7 +100,7 @@ impl Tx<'_> {
 
     /// Deletes the body of one inbox message and audits it as `event`; false when it had
     /// none left.
-    fn delete_body(
+    pub(super) fn delete_body(
         &self,
         consent_id: &str,
         message_id: &str,
