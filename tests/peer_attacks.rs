@@ -382,6 +382,53 @@ impl Lab {
         self.still_serves(target).await
     }
 
+    /// As [`Self::refused`], returning the status (to check the field it names).
+    async fn refused_with(
+        &mut self,
+        what: &str,
+        via: (&'static str, &'static str),
+        env: SignedEnvelope,
+        code: Code,
+        reason: &'static str,
+    ) -> Result<tonic::Status, Box<dyn std::error::Error + Send + Sync>> {
+        let target = via.1;
+        let status = self.refused_raw(what, via, env, code).await?;
+        assert_eq!(reason_of(&status), Some(reason), "{what}: reason");
+        self.audited.entry(target).or_default().push(reason);
+        self.still_serves(target).await?;
+        Ok(status)
+    }
+
+    /// Delivers `env` through `via` and expects it accepted: a receipt that verifies, and
+    /// the envelope in the target's inbox (the positive control beside a refusal).
+    async fn accepted(
+        &mut self,
+        what: &str,
+        (sender, target): (&'static str, &'static str),
+        env: SignedEnvelope,
+    ) -> TestResult {
+        let mut peer = self.peer(sender, target).await?;
+        let receipt = peer
+            .deliver(env.clone())
+            .await
+            .unwrap_or_else(|s| {
+                panic!(
+                    "{what}: refused: {:?}/{:?} {}",
+                    s.code(),
+                    reason_of(&s),
+                    s.message()
+                )
+            })
+            .into_inner();
+        let r = self.check_receipt(&receipt, &env, sender, target);
+        let held = inbox(self.api(target)).await?;
+        assert!(
+            held.iter().any(|i| i.message_id == r.message_id),
+            "{what}: not in {target}'s inbox"
+        );
+        Ok(())
+    }
+
     /// As [`Self::refused`], for refusals made by the transport before the node sees the
     /// envelope (no reason code required, nothing audited).
     async fn refused_by_transport(
@@ -868,12 +915,14 @@ async fn identity_binding_routing_and_clock() -> TestResult {
     let mut h = header(MessageKind::CertificationRequest, JC, JA, &lab.consent_id);
     h.created_at_ms = clock::now_ms() + 60 * 60 * 1000;
     let env = seal(h, &certification_request(lab.person.clone()), &lab.key(JC));
+    // A sender whose clock is ahead: "try again" (UNAVAILABLE, clock-skew), never final —
+    // the same envelope is accepted once the clocks agree.
     lab.refused(
         "created 1 hour in the future (skew 5 min)",
         (JC, JA),
         env,
-        Code::InvalidArgument,
-        "invalid-argument",
+        Code::Unavailable,
+        "clock-skew",
     )
     .await?;
     let mut h = header(MessageKind::CertificationRequest, JC, JA, &lab.consent_id);
@@ -1102,7 +1151,10 @@ async fn consent_and_policy_at_the_receiver() -> TestResult {
         evidence_reference: "gefälscht".into(),
         recorded_by: "niemand".into(),
         recorded_at_ms: clock::now_ms(),
-        categories: vec![pb::DataCategory::Identity as i32],
+        categories: vec![
+            pb::DataCategory::Identity as i32,
+            pb::DataCategory::Address as i32,
+        ],
         legal_basis: pb::LegalBasis::ConsentGdpr61ASgbX67b as i32,
         form: pb::ConsentForm::Written as i32,
         evidence_sha256: vec![0; 32],
@@ -1230,6 +1282,193 @@ async fn consent_and_policy_at_the_receiver() -> TestResult {
         "invalid-argument",
     )
     .await?;
+    // A replicated consent passes the same validation as one recorded at the receiver, and
+    // its notice discloses only what its own categories cover. Each refusal has a positive
+    // control: the same notice, mended, is accepted.
+    let notice_from_jc = |c: pb::ConsentRecord| {
+        seal(
+            header(MessageKind::ConsentNotice, JC, JA, &c.consent_id),
+            &notice(c),
+            &jc_key,
+        )
+    };
+    let mut uncovered = forged_consent(JC, vec![JA.into()], &new_id());
+    uncovered.categories = vec![pb::DataCategory::Identity as i32];
+    let status = lab
+        .refused_with(
+            "ConsentNotice carrying an address its categories do not cover",
+            (JC, JA),
+            notice_from_jc(uncovered.clone()),
+            Code::InvalidArgument,
+            "invalid-argument",
+        )
+        .await?;
+    assert!(
+        status.message().contains("body.consent.subject.address"),
+        "{}",
+        status.message()
+    );
+    uncovered.categories.push(pb::DataCategory::Address as i32);
+    let covered = uncovered;
+    lab.accepted(
+        "the same notice with ADDRESS",
+        (JC, JA),
+        notice_from_jc(covered.clone()),
+    )
+    .await?;
+
+    let mut child = forged_consent(JC, vec![JA.into()], &new_id());
+    child.subject = Some(subject(OTHER_GIVEN, OTHER_FAMILY, &dob_of_age(14)));
+    let status = lab
+        .refused_with(
+            "ConsentNotice given personally by a 14-year-old",
+            (JC, JA),
+            notice_from_jc(child.clone()),
+            Code::InvalidArgument,
+            "invalid-argument",
+        )
+        .await?;
+    assert!(
+        status.message().contains("body.consent.given_by"),
+        "{}",
+        status.message()
+    );
+    child.given_by = pb::ConsentGiver::Guardian as i32;
+    child.guardian_name = "Vormund Lorenzsen".into();
+    let status = lab
+        .refused_with(
+            "ConsentNotice carrying a guardian's name without FAMILY_SITUATION",
+            (JC, JA),
+            notice_from_jc(child.clone()),
+            Code::InvalidArgument,
+            "invalid-argument",
+        )
+        .await?;
+    assert!(
+        status.message().contains("body.consent.guardian_name"),
+        "{}",
+        status.message()
+    );
+    child
+        .categories
+        .push(pb::DataCategory::FamilySituation as i32);
+    lab.accepted(
+        "the guardian's consent with FAMILY_SITUATION",
+        (JC, JA),
+        notice_from_jc(child),
+    )
+    .await?;
+
+    let mut health = forged_consent(JC, vec![JA.into()], &new_id());
+    health.categories.push(pb::DataCategory::Health as i32);
+    let status = lab
+        .refused_with(
+            "ConsentNotice covering health data without explicit consent",
+            (JC, JA),
+            notice_from_jc(health.clone()),
+            Code::InvalidArgument,
+            "invalid-argument",
+        )
+        .await?;
+    assert!(
+        status.message().contains("body.consent.legal_basis"),
+        "{}",
+        status.message()
+    );
+    health.legal_basis = pb::LegalBasis::ExplicitConsentGdpr92A as i32;
+    lab.accepted(
+        "the same with explicit consent",
+        (JC, JA),
+        notice_from_jc(health),
+    )
+    .await?;
+
+    // A replacement names a consent of the same controller about the same person.
+    let mut cross = forged_consent(JN, vec![JA.into()], &new_id());
+    cross.supersedes = covered.consent_id.clone();
+    let env = seal(
+        header(MessageKind::ConsentNotice, JN, JA, &cross.consent_id),
+        &notice(cross),
+        &lab.key(JN),
+    );
+    lab.refused(
+        "Norderstedt's notice replacing the Jobcenter's consent",
+        (JN, JA),
+        env,
+        Code::PermissionDenied,
+        "permission-denied",
+    )
+    .await?;
+    let mut other_person = forged_consent(JC, vec![JA.into()], &new_id());
+    other_person.subject = Some(subject(OLD_GIVEN, OLD_FAMILY, &dob_of_age(21)));
+    other_person.supersedes = covered.consent_id.clone();
+    let status = lab
+        .refused_with(
+            "a notice replacing a consent of another person",
+            (JC, JA),
+            notice_from_jc(other_person),
+            Code::InvalidArgument,
+            "invalid-argument",
+        )
+        .await?;
+    assert!(
+        status.message().contains("body.consent.supersedes"),
+        "{}",
+        status.message()
+    );
+    let mut replacement = forged_consent(JC, vec![JA.into()], &new_id());
+    replacement.supersedes = covered.consent_id.clone();
+    lab.accepted(
+        "the same person's replacement",
+        (JC, JA),
+        notice_from_jc(replacement.clone()),
+    )
+    .await?;
+
+    // Every text of a withdrawal has a limit.
+    let mut long = withdrawal(&replacement.consent_id);
+    if let Some(Body::ConsentWithdrawal(w)) = long.body.as_mut() {
+        if let Some(r) = w.withdrawal.as_mut() {
+            r.manner = "x".repeat(501);
+        }
+    }
+    let env = seal(
+        header(
+            MessageKind::ConsentWithdrawal,
+            JC,
+            JA,
+            &replacement.consent_id,
+        ),
+        &long,
+        &jc_key,
+    );
+    let status = lab
+        .refused_with(
+            "a withdrawal with a 501-character manner",
+            (JC, JA),
+            env,
+            Code::InvalidArgument,
+            "invalid-argument",
+        )
+        .await?;
+    assert!(
+        status.message().contains("body.withdrawal.manner"),
+        "{}",
+        status.message()
+    );
+    let env = seal(
+        header(
+            MessageKind::ConsentWithdrawal,
+            JC,
+            JA,
+            &replacement.consent_id,
+        ),
+        &withdrawal(&replacement.consent_id),
+        &jc_key,
+    );
+    lab.accepted("the same withdrawal with a short manner", (JC, JA), env)
+        .await?;
+
     // The consent is still in force at the Kreis office after all of this.
     let held = lab
         .api(JA)

@@ -14,6 +14,11 @@
 //!   that something does *not* happen for a short while.
 //! - assertions: [`expect_refusal`] checks the gRPC code and the `kurzdraht-reason` metadata.
 //! - evidence: [`verify_delivery`] checks a receipt independently of the sending node.
+//! - time and links: [`start_with_clocks`] gives nodes clocks the test steps; [`link`] is a
+//!   TCP link the test can freeze, and [`Harness::route_via`] sends one node's deliveries
+//!   to a peer through it.
+
+pub mod link;
 
 use kurzdraht_envelope::{envelope_hash, verify_receipt, ExpectedReceipt};
 use kurzdraht_node::client::AgencyClient;
@@ -86,6 +91,41 @@ impl Harness {
             .unwrap_or_else(|e| panic!("start {agency} again: {e}"));
     }
 
+    /// The running node of `agency`, in this process.
+    pub fn node(&self, agency: &str) -> &kurzdraht_node::Node {
+        self.fed
+            .node(agency)
+            .unwrap_or_else(|| panic!("{agency} is not running"))
+    }
+
+    /// Restarts `agency`'s node with a directory of its own in which `peer`'s endpoint is
+    /// `via` (e.g. a [`link::FrozenLink`]); the other nodes keep the shared directory.
+    pub async fn route_via(&mut self, agency: &str, peer: &str, via: std::net::SocketAddr) {
+        let shared = self.fed.dir.join("directory.toml");
+        let text = std::fs::read_to_string(&shared).expect("read directory.toml");
+        let endpoint = self
+            .fed
+            .config(peer)
+            .unwrap_or_else(|e| panic!("config of {peer}: {e}"))
+            .peer_addr;
+        let from = format!("endpoint = \"https://{endpoint}\"");
+        assert!(text.contains(&from), "directory.toml has no {from}");
+        let own = self.fed.dir.join(agency).join("directory-routed.toml");
+        std::fs::write(
+            &own,
+            text.replace(&from, &format!("endpoint = \"https://{via}\"")),
+        )
+        .expect("write the routed directory");
+        self.reconfigure(
+            agency,
+            &[(
+                "directory = \"../directory.toml\"",
+                "directory = \"directory-routed.toml\"",
+            )],
+        )
+        .await;
+    }
+
     /// Stops `agency`'s node, replaces text in its node.toml (each `from` must be there) and
     /// starts it again.
     pub async fn reconfigure(&mut self, agency: &str, edits: &[(&str, &str)]) {
@@ -106,6 +146,18 @@ impl Harness {
         std::fs::write(&path, toml).expect("write node.toml");
         self.restart(agency).await;
     }
+}
+
+/// Starts the three Segeberg nodes in a fresh temporary directory, each on the clock
+/// `clock_of(agency)` gives it (kept across restarts).
+pub async fn start_with_clocks(
+    clock_of: impl Fn(&str) -> std::sync::Arc<dyn kurzdraht_node::clock::Clock>,
+) -> Harness {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let fed = LocalFederation::start_with_clocks(&dir.path().join("federation"), clock_of)
+        .await
+        .expect("start the three nodes");
+    Harness { fed, dir }
 }
 
 /// Starts the three Segeberg nodes in a fresh temporary directory.

@@ -5,7 +5,7 @@
 //! the consent it cited; a refused submission that cited no consent cannot be attributed
 //! and is not listed. The report itself is audited (without naming the person).
 
-use crate::{clock, node::Node, policy, NodeError};
+use crate::{node::Node, policy, NodeError};
 use kurzdraht_ledger::{consent, AuditEvent, AuditNote};
 use kurzdraht_proto::v1::{
     ConsentEntry, DeliveryState, ReportedMessage, ReportedRefusal, Subject, SubjectAccessReport,
@@ -33,7 +33,7 @@ impl Node {
             ..Default::default()
         };
         policy::validate_subject("subject", Some(&subject))?;
-        let now = clock::now_ms();
+        let now = self.now_ms();
         let ledger = self.ledger();
         let mut consents = Vec::new();
         for held in ledger.consents_iter() {

@@ -7,8 +7,9 @@
 //! Transient failures are retried with exponential backoff and jitter until the message's
 //! deadline; a peer's refusal is final. One unreachable peer delays only its own queue.
 
+use crate::error::{retry_class, Retry};
 use crate::peer_exchange::{MAX_BATCH_BYTES, MAX_BATCH_ENVELOPES};
-use crate::{clock, node::Node, policy, tls, NodeError};
+use crate::{node::Node, policy, tls, NodeError};
 use kurzdraht_envelope::{body::subject_of, ExpectedReceipt, ReceiptVerifier};
 use kurzdraht_ledger::{consent, ConsentQuery, ConsentRefusal, Finish, MessageRecord, OutboxEntry};
 use kurzdraht_proto::v1::{
@@ -74,20 +75,12 @@ pub fn next_action(
     Action::Deliver
 }
 
-/// Whether a peer's answer means "never" (true) or "try again later" (false).
-pub fn is_permanent(code: Code) -> bool {
-    matches!(
-        code,
-        Code::InvalidArgument
-            | Code::PermissionDenied
-            | Code::FailedPrecondition
-            | Code::Unauthenticated
-            | Code::AlreadyExists
-            | Code::NotFound
-            | Code::Unimplemented
-            | Code::OutOfRange
-    )
-}
+/// How long connecting to a peer (TCP) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a round waits for a submission to be confirmed before it looks again (the
+/// submission wakes the lane itself once it is answered; this is the fallback).
+const UNCONFIRMED_WAIT: Duration = Duration::from_millis(200);
 
 /// Starts one worker per lane of each peer; they stop when `shutdown` turns true. The
 /// workers of one peer share one HTTP/2 connection to it.
@@ -176,7 +169,7 @@ impl PeerWorker {
         let channel = Endpoint::from_shared(agency.endpoint.clone())
             .map_err(|e| NodeError::config("directory.endpoint", e.to_string()))?
             .tls_config(tls::peer_client_tls(self.node.tls(), &self.peer))?
-            .connect_timeout(Duration::from_secs(5))
+            .connect_timeout(CONNECT_TIMEOUT)
             .timeout(settings.request_timeout)
             .connect_lazy();
         let client = PeerExchangeClient::new(channel);
@@ -190,16 +183,28 @@ impl PeerWorker {
     /// Everything the round changed becomes durable with one flush.
     async fn step(&mut self) -> Result<Step, NodeError> {
         let ledger = self.node.ledger().clone();
+        // Held from the consent check until the outcomes are stored: a withdrawal,
+        // replacement or erasure waits for this round, and the next round sees it.
+        let gate = self.node.lane_gate(self.lane);
+        let _round = gate.read().await;
         let started = std::time::Instant::now();
         let entries = ledger.outbox_batch(&self.peer, self.lane, MAX_BATCH_ENVELOPES)?;
         if entries.is_empty() {
             return Ok(Step::Idle);
         }
-        let now = clock::now_ms();
+        let now = self.node.now_ms();
         let mut round = Round::default();
         let mut due: Vec<Due> = Vec::new();
         let mut bytes = 0usize;
         for mut entry in entries {
+            if self.node.is_unconfirmed(&entry.message_id) {
+                // Its submission is not yet answered (the flush may still fail): nothing
+                // leaves before the IT system was told it is queued. FIFO: the rest waits.
+                if due.is_empty() {
+                    round.wait = Some(UNCONFIRMED_WAIT);
+                }
+                break;
+            }
             let record = ledger.message(&entry.message_id)?.ok_or_else(|| {
                 NodeError::NotFound(format!("record of queued message {}", entry.message_id))
             })?;
@@ -245,13 +250,24 @@ impl PeerWorker {
         let mut sending = Duration::ZERO;
         if !due.is_empty() {
             let sent = std::time::Instant::now();
-            let answers = self.send(&due).await?;
+            // Bounded as a whole: tonic times a request out, but not a TLS handshake with a
+            // peer that accepted the connection and then froze.
+            let limit = self.node.delivery_settings().request_timeout + CONNECT_TIMEOUT;
+            let answers = match tokio::time::timeout(limit, self.send(&due)).await {
+                Ok(answers) => answers?,
+                Err(_) => {
+                    let detail = format!("no answer from {} within {limit:?}", self.peer);
+                    due.iter()
+                        .map(|_| Answer::Transient(detail.clone()))
+                        .collect()
+                }
+            };
             sending = sent.elapsed();
             self.settle(&mut round, &due, answers)?;
         }
         if !round.finishes.is_empty() {
             let finishes = std::mem::take(&mut round.finishes);
-            for finished in ledger.finish_all(&finishes, clock::now_ms())? {
+            for finished in ledger.finish_all(&finishes, self.node.now_ms())? {
                 round.notices.extend(finished.notice_seq);
                 round.finished.extend(finished.status);
             }
@@ -378,7 +394,7 @@ impl PeerWorker {
                         Ok(_) => {
                             Self::finish(round, &d.entry, Finish::Delivered { receipt });
                             let submitted = d.record.status.as_ref().map(|s| s.submitted_at_ms);
-                            round.delivered.push((submitted, clock::now_ms()));
+                            round.delivered.push((submitted, self.node.now_ms()));
                             tracing::info!(message_id = %id, peer = %self.peer, "delivered; receipt verified");
                         }
                         Err(e) => {
@@ -444,7 +460,7 @@ impl PeerWorker {
         d: &Due,
         detail: &str,
     ) -> Result<(), NodeError> {
-        let now = clock::now_ms();
+        let now = self.node.now_ms();
         let (next_attempt_ms, delay) = match *retry_at {
             Some(at) => at,
             None => {
@@ -491,6 +507,9 @@ struct Round {
     wait: Option<Duration>,
 }
 
+/// What a refusal without a reason code is recorded with.
+const NO_REASON: &str = "no reason code";
+
 /// The peer's answer for one message.
 #[derive(Debug, Clone)]
 enum Answer {
@@ -506,7 +525,7 @@ impl Answer {
         Self::classify(
             peer,
             status.code(),
-            crate::error::reason_of(status).unwrap_or("no reason code"),
+            crate::error::reason_of(status).unwrap_or(NO_REASON),
             status.message(),
         )
     }
@@ -518,7 +537,7 @@ impl Answer {
                 peer,
                 Code::from_i32(r.code),
                 if r.reason.is_empty() {
-                    "no reason code"
+                    NO_REASON
                 } else {
                     &r.reason
                 },
@@ -529,10 +548,10 @@ impl Answer {
     }
 
     fn classify(peer: &str, code: Code, reason: &str, message: &str) -> Self {
-        if is_permanent(code) {
-            Self::Rejected(format!("{peer} refused it: {code:?} ({reason})"))
-        } else {
-            Self::Transient(format!("{code:?}: {message}"))
+        let known = (reason != NO_REASON).then_some(reason);
+        match retry_class(code, known) {
+            Retry::Final => Self::Rejected(format!("{peer} refused it: {code:?} ({reason})")),
+            Retry::Transient => Self::Transient(format!("{code:?} ({reason}): {message}")),
         }
     }
 }
@@ -586,13 +605,38 @@ mod tests {
         assert_eq!(next_action(5, 10, 5, ok), Action::Deliver);
     }
 
+    /// A peer's `too-large` is final even though its code is also the one of the
+    /// transient `rate-limited`: the reason decides, in the one classification.
     #[test]
-    fn transient_and_permanent_codes() {
-        assert!(!is_permanent(Code::Unavailable));
-        assert!(!is_permanent(Code::DeadlineExceeded));
-        assert!(!is_permanent(Code::ResourceExhausted));
-        assert!(!is_permanent(Code::Internal));
-        assert!(is_permanent(Code::FailedPrecondition));
-        assert!(is_permanent(Code::PermissionDenied));
+    fn answers_are_classified_by_reason_then_code() {
+        let final_ = |a: Answer| matches!(a, Answer::Rejected(_));
+        let r = Code::ResourceExhausted;
+        assert!(final_(Answer::classify("p", r, "too-large", "m")));
+        assert!(!final_(Answer::classify("p", r, "rate-limited", "m")));
+        assert!(!final_(Answer::classify("p", r, NO_REASON, "m")));
+        assert!(!final_(Answer::classify(
+            "p",
+            Code::Unavailable,
+            "clock-skew",
+            "m"
+        )));
+        assert!(final_(Answer::classify(
+            "p",
+            Code::OutOfRange,
+            NO_REASON,
+            "m"
+        )));
+        assert!(final_(Answer::classify(
+            "p",
+            Code::FailedPrecondition,
+            "consent-withdrawn",
+            "m"
+        )));
+        assert!(!final_(Answer::classify(
+            "p",
+            Code::Unavailable,
+            NO_REASON,
+            "m"
+        )));
     }
 }

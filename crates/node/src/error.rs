@@ -27,12 +27,29 @@ pub enum NodeError {
     NotFound(String),
     #[error("resource exhausted: {0}")]
     ResourceExhausted(String),
+    /// Over a size limit: final, never worth a retry with the same content.
+    #[error("too large: {0}")]
+    TooLarge(String),
+    /// An envelope from the future beyond the allowed clock skew: the sender's clock is
+    /// ahead; the same envelope is accepted once the clocks agree, so the sender retries.
+    #[error("clock skew: {0}")]
+    ClockSkew(String),
     /// Not done this time, nothing changed; the caller should try again.
     #[error("aborted: {0}")]
     Aborted(String),
     /// A status watcher fell too far behind; its stream ends.
     #[error("aborted: {0}")]
     Lagged(String),
+    /// Queueing could not be made durable and was undone: nothing was queued.
+    #[error("not stored: {0}")]
+    NotStored(String),
+    /// The store failed and even undoing failed: the outcome is unknown.
+    #[error("store failed: {0}")]
+    StoreFailed(String),
+    /// A broken invariant or a failed task inside the node (a bug or the host), never the
+    /// caller's fault.
+    #[error("internal: {0}")]
+    Internal(String),
     #[error("configuration: {key}: {reason}")]
     Config { key: String, reason: String },
     #[error("TLS: {0}")]
@@ -72,8 +89,13 @@ impl NodeError {
             Self::FailedPrecondition(_) => "failed-precondition",
             Self::NotFound(_) => "not-found",
             Self::ResourceExhausted(_) => "rate-limited",
+            Self::TooLarge(_) => "too-large",
+            Self::ClockSkew(_) => "clock-skew",
             Self::Aborted(_) => "retry",
             Self::Lagged(_) => "watch-lagged",
+            Self::NotStored(_) => "not-stored",
+            Self::StoreFailed(_) => "store-failed",
+            Self::Internal(_) => "internal",
             Self::Config { .. } => "config",
             Self::Tls(_) => "tls",
             Self::Io(_) => "io",
@@ -112,9 +134,15 @@ impl NodeError {
             Self::Consent(_) | Self::FailedPrecondition(_) => Code::FailedPrecondition,
             Self::Invalid { .. } => Code::InvalidArgument,
             Self::NotFound(_) => Code::NotFound,
-            Self::ResourceExhausted(_) => Code::ResourceExhausted,
+            Self::ResourceExhausted(_) | Self::TooLarge(_) => Code::ResourceExhausted,
+            Self::ClockSkew(_) => Code::Unavailable,
             Self::Aborted(_) | Self::Lagged(_) => Code::Aborted,
-            Self::Config { .. } | Self::Tls(_) | Self::Io(_) | Self::Transport(_) => Code::Internal,
+            Self::NotStored(_) | Self::StoreFailed(_) => Code::Unavailable,
+            Self::Config { .. }
+            | Self::Tls(_)
+            | Self::Io(_)
+            | Self::Transport(_)
+            | Self::Internal(_) => Code::Internal,
             Self::Envelope(e) => match e {
                 EnvelopeError::TooLarge { .. } => Code::ResourceExhausted,
                 EnvelopeError::BadSignature { .. } | EnvelopeError::PayloadHashMismatch => {
@@ -153,9 +181,13 @@ impl From<NodeError> for Status {
         let code = e.code();
         let message = match code {
             // Internal details go to the node's log, not to the caller.
-            Code::Internal | Code::Unavailable => {
+            Code::Internal => {
                 tracing::error!(error = %e, "internal error");
                 "internal error in the node; see its log".to_string()
+            }
+            Code::Unavailable if matches!(e, NodeError::Ledger(_)) => {
+                tracing::error!(error = %e, "node unavailable");
+                "the node cannot serve this now; see its log".to_string()
             }
             _ => e.to_string(),
         };
@@ -167,10 +199,97 @@ impl From<NodeError> for Status {
     }
 }
 
+/// What a refusal means for whoever sent the refused request: try the same again later, or
+/// never. The one place a received status is classified (delivery retries by it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Try again later: the same request may succeed (peer down, overloaded, clocks apart).
+    Transient,
+    /// The same request will be refused again: a final answer.
+    Final,
+}
+
+/// Classifies a refusal by its reason code first — one status code can mean both (e.g.
+/// RESOURCE_EXHAUSTED is `rate-limited`, transient, or `too-large`, final) — and by its
+/// status code where the reason is missing or unknown (an older peer, or the transport).
+pub fn retry_class(code: Code, reason: Option<&str>) -> Retry {
+    match reason {
+        Some("too-large") => return Retry::Final,
+        Some("rate-limited" | "clock-skew" | "retry" | "watch-lagged" | "not-stored") => {
+            return Retry::Transient
+        }
+        _ => {}
+    }
+    match code {
+        Code::InvalidArgument
+        | Code::PermissionDenied
+        | Code::FailedPrecondition
+        | Code::Unauthenticated
+        | Code::AlreadyExists
+        | Code::NotFound
+        | Code::Unimplemented
+        | Code::OutOfRange => Retry::Final,
+        _ => Retry::Transient,
+    }
+}
+
 /// The reason code a status carries, if any.
 pub fn reason_of(status: &Status) -> Option<&str> {
     status
         .metadata()
         .get(REASON_METADATA)
         .and_then(|v| v.to_str().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every refusal is classified as its meaning says, through the status it really
+    /// becomes (so the classification and the mapping cannot drift apart).
+    #[test]
+    fn every_refusal_the_node_makes_is_classified_by_its_meaning() {
+        let cases: [(fn() -> NodeError, Retry); 9] = [
+            (
+                || NodeError::ResourceExhausted("over the rate".into()),
+                Retry::Transient,
+            ),
+            (|| NodeError::ClockSkew("ahead".into()), Retry::Transient),
+            (|| NodeError::Aborted("store".into()), Retry::Transient),
+            (|| NodeError::TooLarge("payload".into()), Retry::Final),
+            (
+                || {
+                    NodeError::Envelope(EnvelopeError::TooLarge {
+                        field: "payload",
+                        size: 2,
+                        limit: 1,
+                    })
+                },
+                Retry::Final,
+            ),
+            (|| NodeError::invalid("f", "bad"), Retry::Final),
+            (|| NodeError::PermissionDenied("no".into()), Retry::Final),
+            (
+                || NodeError::Consent(ConsentRefusal::Withdrawn),
+                Retry::Final,
+            ),
+            (|| NodeError::Unauthenticated("no".into()), Retry::Final),
+        ];
+        for (make, want) in cases {
+            let what = make().to_string();
+            let status = Status::from(make());
+            assert_eq!(
+                retry_class(status.code(), reason_of(&status)),
+                want,
+                "{what}"
+            );
+        }
+        // Without a reason (an older peer, the transport), the code decides.
+        assert_eq!(retry_class(Code::ResourceExhausted, None), Retry::Transient);
+        assert_eq!(retry_class(Code::OutOfRange, None), Retry::Final);
+        assert_eq!(retry_class(Code::Unavailable, None), Retry::Transient);
+        assert_eq!(retry_class(Code::DeadlineExceeded, None), Retry::Transient);
+        assert_eq!(retry_class(Code::Internal, None), Retry::Transient);
+        assert_eq!(retry_class(Code::FailedPrecondition, None), Retry::Final);
+    }
 }

@@ -2,7 +2,7 @@
 //! the consent record with the recording agency's signed notice — kept after withdrawal and
 //! expiry, so that the lawfulness of a past transfer can be shown (Art. 7(1) GDPR).
 
-use crate::{clock, node::Node, NodeError};
+use crate::{node::Node, NodeError};
 use kurzdraht_envelope::{body::kind_of, ids, verify_and_open, verify_header};
 use kurzdraht_ledger::consent;
 use kurzdraht_proto::v1::{
@@ -68,7 +68,7 @@ impl Node {
             }
         });
         Ok(ConsentEvidence {
-            state: consent::state_at(&stored, clock::now_ms()) as i32,
+            state: consent::state_at(&stored, self.now_ms()) as i32,
             consent: Some(record),
             notice: stored.notice,
             withdrawal: stored.withdrawal,

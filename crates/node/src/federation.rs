@@ -2,51 +2,127 @@
 //! their nodes as real gRPC servers on loopback ports with mutual TLS and sled stores.
 //! Each node also serves its metrics on a loopback port (`[metrics] listen` in its node.toml).
 //! Used by `kurzdraht demo` and the end-to-end tests; nothing in it is simulated.
+//!
+//! A node's ports are reserved for the federation's lifetime (while it is stopped they are
+//! bound but refuse connections, so a restart never finds them taken), each node may run on a clock of the caller's choice, and retries back off
+//! to at most [`LOCAL_RETRY_MAX_MS`] (a peer back up is reached within that, not after the
+//! production ceiling of minutes).
 
 use crate::{
     client::{connect, AgencyClient, ClientConfig},
+    clock::{Clock, SystemClock},
     config::NodeConfig,
+    node::Node,
     pki::{self, AgencyFiles},
-    server::{run, Listeners},
+    server::{serve, Listeners},
     NodeError,
 };
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use tokio::net::TcpListener;
+use std::sync::Arc;
+use tokio::net::TcpSocket;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// The longest a local federation's node waits between two delivery attempts.
+pub const LOCAL_RETRY_MAX_MS: u64 = 2_000;
+
 struct Running {
+    node: Node,
     stop: oneshot::Sender<()>,
     task: JoinHandle<Result<(), NodeError>>,
+}
+
+/// The ports of one agency's node, reserved for the federation's lifetime: while the node
+/// runs they are its listeners; while it is stopped they stay bound but do not listen, so a
+/// peer's connection is refused (as by a node that is down) and no other process can take
+/// them before the node is back.
+struct Ports {
+    addrs: [SocketAddr; 3],
+    /// Bound, not listening: held while the node is stopped.
+    reserved: Option<[TcpSocket; 3]>,
+}
+
+fn reserve(addr: SocketAddr) -> Result<TcpSocket, NodeError> {
+    let socket = TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    Ok(socket)
+}
+
+impl Ports {
+    fn bind() -> Result<Self, NodeError> {
+        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+        let sockets = [reserve(any)?, reserve(any)?, reserve(any)?];
+        let addrs = [
+            sockets[0].local_addr()?,
+            sockets[1].local_addr()?,
+            sockets[2].local_addr()?,
+        ];
+        Ok(Self {
+            addrs,
+            reserved: Some(sockets),
+        })
+    }
+
+    /// The node's listeners (peer, API, metrics) on the reserved ports.
+    fn listen(&mut self) -> Result<Listeners, NodeError> {
+        let [peer, api, metrics] = match self.reserved.take() {
+            Some(s) => s,
+            None => [
+                reserve(self.addrs[0])?,
+                reserve(self.addrs[1])?,
+                reserve(self.addrs[2])?,
+            ],
+        };
+        Ok(Listeners {
+            peer: peer.listen(1024)?,
+            api: api.listen(1024)?,
+            metrics: Some(metrics.listen(1024)?),
+        })
+    }
+
+    /// Binds the ports again, not listening, once the node's listeners are closed.
+    fn hold(&mut self) -> Result<(), NodeError> {
+        self.reserved = Some([
+            reserve(self.addrs[0])?,
+            reserve(self.addrs[1])?,
+            reserve(self.addrs[2])?,
+        ]);
+        Ok(())
+    }
 }
 
 pub struct LocalFederation {
     pub dir: PathBuf,
     pub agencies: Vec<AgencyFiles>,
     running: BTreeMap<String, Running>,
-}
-
-async fn loopback() -> Result<TcpListener, NodeError> {
-    Ok(TcpListener::bind("127.0.0.1:0").await?)
+    ports: BTreeMap<String, Ports>,
+    /// The clock of each agency's node (the system clock unless a test set another).
+    clocks: BTreeMap<String, Arc<dyn Clock>>,
 }
 
 impl LocalFederation {
     /// Creates the PKI of the three Segeberg agencies in `dir` and starts all three nodes.
     pub async fn start(dir: &Path) -> Result<Self, NodeError> {
-        let mut listeners = Vec::new();
+        Self::start_with_clocks(dir, |_| Arc::new(SystemClock)).await
+    }
+
+    /// [`LocalFederation::start`] with the clock each agency's node takes its time from
+    /// (kept across restarts), so that tests step time instead of waiting for it.
+    pub async fn start_with_clocks(
+        dir: &Path,
+        clock_of: impl Fn(&str) -> Arc<dyn Clock>,
+    ) -> Result<Self, NodeError> {
+        let mut ports = Vec::new();
         let mut addrs = Vec::new();
         let mut metrics_addrs = Vec::new();
         for _ in 0..3 {
-            let (p, a, m) = (loopback().await?, loopback().await?, loopback().await?);
-            addrs.push((p.local_addr()?, a.local_addr()?));
-            metrics_addrs.push(m.local_addr()?);
-            listeners.push(Listeners {
-                peer: p,
-                api: a,
-                metrics: Some(m),
-            });
+            let p = Ports::bind()?;
+            addrs.push((p.addrs[0], p.addrs[1]));
+            metrics_addrs.push(p.addrs[2]);
+            ports.push(p);
         }
         let addrs: [(SocketAddr, SocketAddr); 3] = [addrs[0], addrs[1], addrs[2]];
         let mut specs = pki::segeberg(addrs);
@@ -54,13 +130,28 @@ impl LocalFederation {
             spec.metrics_addr = Some(m);
         }
         let agencies = pki::init(dir, &specs)?;
+        for a in &agencies {
+            let toml = std::fs::read_to_string(&a.node_config)?;
+            let local = toml.replace(
+                "retry_max_ms = 300000",
+                &format!("retry_max_ms = {LOCAL_RETRY_MAX_MS}"),
+            );
+            pki::write_file(&a.node_config, &local, false)?;
+        }
+        let clocks = agencies
+            .iter()
+            .map(|a| (a.id.clone(), clock_of(&a.id)))
+            .collect();
+        let ports = agencies.iter().map(|a| a.id.clone()).zip(ports).collect();
         let mut fed = Self {
             dir: dir.to_path_buf(),
             agencies,
             running: BTreeMap::new(),
+            ports,
+            clocks,
         };
-        for (files, l) in fed.agencies.clone().iter().zip(listeners) {
-            fed.launch(&files.id, l)?;
+        for files in fed.agencies.clone() {
+            fed.launch(&files.id)?;
         }
         Ok(fed)
     }
@@ -80,22 +171,37 @@ impl LocalFederation {
         ClientConfig::load(&self.files(agency)?.client_config)
     }
 
-    fn launch(&mut self, agency: &str, listeners: Listeners) -> Result<(), NodeError> {
+    fn launch(&mut self, agency: &str) -> Result<(), NodeError> {
         let config = self.config(agency)?;
+        let listeners = self
+            .ports
+            .get_mut(agency)
+            .ok_or_else(|| NodeError::NotFound(format!("agency {agency}")))?
+            .listen()?;
+        let clock = self
+            .clocks
+            .get(agency)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(SystemClock));
+        let node = Node::open_with_clock(&config, clock)?;
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(run(config, listeners, async move {
+        let task = tokio::spawn(serve(node.clone(), config, listeners, async move {
             let _ = stopped.await;
         }));
         self.running
-            .insert(agency.to_string(), Running { stop, task });
+            .insert(agency.to_string(), Running { node, stop, task });
         Ok(())
     }
 
-    /// Starts a stopped node again on its configured addresses.
+    /// The running node of `agency` (to wake its workers after a test moved its clock, or
+    /// to look at its state); `None` while it is stopped.
+    pub fn node(&self, agency: &str) -> Option<&Node> {
+        self.running.get(agency).map(|r| &r.node)
+    }
+
+    /// Starts a stopped node again, on the ports it kept.
     pub async fn start_node(&mut self, agency: &str) -> Result<(), NodeError> {
-        let config = self.config(agency)?;
-        let listeners = Listeners::bind(&config).await?;
-        self.launch(agency, listeners)
+        self.launch(agency)
     }
 
     /// Stops a node gracefully and waits until its store is closed.
@@ -104,9 +210,14 @@ impl LocalFederation {
             return Ok(());
         };
         let _ = r.stop.send(());
-        r.task
+        let stopped = r
+            .task
             .await
-            .map_err(|e| NodeError::Tls(format!("node task failed: {e}")))?
+            .map_err(|e| NodeError::Internal(format!("node task failed: {e}")))?;
+        if let Some(ports) = self.ports.get_mut(agency) {
+            ports.hold()?;
+        }
+        stopped
     }
 
     pub fn is_running(&self, agency: &str) -> bool {

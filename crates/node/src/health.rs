@@ -3,7 +3,7 @@
 //! and server reflection over the kurzdraht contract, so that grpcurl-style tools and load
 //! balancers work without the .proto files.
 
-use crate::{clock, node::Node, NodeError};
+use crate::{node::Node, NodeError};
 use std::time::Duration;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
@@ -49,7 +49,7 @@ pub(crate) fn spawn_health(
     tokio::spawn(async move {
         let mut last = None;
         loop {
-            let status = match node.ledger().probe(clock::now_ms()) {
+            let status = match node.ledger().probe(node.now_ms()) {
                 Ok(()) => ServingStatus::Serving,
                 Err(e) => {
                     tracing::error!(error = %e, "store unusable: reporting NOT_SERVING");

@@ -1,7 +1,7 @@
 //! The reading side of the AgencyApi: the inbox as a stream from a cursor (optionally
 //! following new arrivals), and acknowledgement by the IT system.
 
-use crate::{clock, node::Node, NodeError};
+use crate::{node::Node, NodeError};
 use kurzdraht_ledger::{AuditEvent, AuditNote, InboxRecord};
 use kurzdraht_proto::v1::{InboxItem, MessageBody, ReadInboxRequest};
 use prost::Message;
@@ -101,7 +101,7 @@ impl Node {
                         .peer(&record.sender)
                         .kind(record.kind)
                         .detail(format!("client {client}"));
-                    if let Err(e) = node.ledger().audit(note, clock::now_ms()) {
+                    if let Err(e) = node.ledger().audit(note, node.now_ms()) {
                         let _ = tx.send(Err(e.into())).await;
                         return;
                     }
@@ -129,7 +129,7 @@ impl Node {
     pub async fn acknowledge(&self, message_id: &str) -> Result<(), NodeError> {
         kurzdraht_envelope::ids::parse_id("message_id", message_id)
             .map_err(|e| NodeError::invalid("message_id", e.to_string()))?;
-        self.ledger().acknowledge(message_id, clock::now_ms())?;
+        self.ledger().acknowledge(message_id, self.now_ms())?;
         self.ledger().flush().await?;
         Ok(())
     }

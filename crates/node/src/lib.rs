@@ -3,7 +3,8 @@
 //! Layout:
 //! - [`config`], [`directory`]: `node.toml` and the federation directory, validated at load.
 //! - [`policy`], [`clock`], [`categories`]: pure rules — who may send what to whom, the U25
-//!   rule, field rules, and which field carries which category of personal data.
+//!   rule, field rules, and which field carries which category of personal data;
+//!   [`consent_record`]: the rules of a consent record, local and replicated alike.
 //! - [`node`]: [`Node`], the shared state of a running node.
 //! - [`access_report`]: the Art. 15 report of everything held about one person.
 //! - [`retention`]: closing cases, deleting bodies after the retention period, erasure.
@@ -35,6 +36,7 @@ pub mod categories;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod consent_record;
 pub mod delivery;
 pub mod directory;
 pub mod error;

@@ -12,7 +12,7 @@
 //! data: only counts, agency ids and reason codes. It has no authentication, so bind it to
 //! loopback (or a monitoring network) only.
 
-use crate::{clock, node::Node, NodeError};
+use crate::{node::Node, NodeError};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -145,7 +145,7 @@ impl StoreGauges {
     /// logged, so that a failing store still shows its counters.
     pub fn read(node: &Node) -> Self {
         let ledger = node.ledger();
-        let now = clock::now_ms();
+        let now = node.now_ms();
         let mut queues = Vec::new();
         for (peer, _) in node.outbox_signals() {
             let depth = ledger.outbox_len(peer) as u64;

@@ -1,6 +1,7 @@
 //! [`Node`]: one agency's node — its identity, directory, keys, ledger and the signals that
 //! wake delivery workers and inbox readers. Cheap to clone; the services and workers share it.
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::{
     DeliverySettings, NodeConfig, ReceptionLimits, RetentionSettings, TlsMaterial,
 };
@@ -10,7 +11,7 @@ use kurzdraht_ledger::{Ledger, Outgoing, StoreOptions, DELIVERY_LANES};
 use kurzdraht_proto::v1::{EnvelopeHeader, MessageBody, MessageKind, MessageStatus};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tokio::sync::{broadcast, watch, Notify};
+use tokio::sync::{broadcast, watch, Notify, OwnedRwLockWriteGuard, RwLock};
 
 /// How many final statuses a status watcher may fall behind before its stream ends (the
 /// buffer is allocated up front: ~290 bytes a slot, so 8,192 slots ≈ 2.4 MB).
@@ -33,15 +34,28 @@ struct Inner {
     retention: RetentionSettings,
     /// Per peer, one signal per delivery lane.
     outbox_signals: BTreeMap<String, Vec<Arc<Notify>>>,
+    /// One gate per delivery lane (shared by that lane of every peer): a delivery round
+    /// holds it for reading from its consent check until its outcomes are stored; a
+    /// withdrawal, a replacement or an erasure holds it for writing until it is stored.
+    lane_gates: Vec<Arc<RwLock<()>>>,
+    /// Messages committed to the outbox whose submission is not yet answered (their flush
+    /// may still fail): delivery does not send them before they are confirmed.
+    unconfirmed: std::sync::Mutex<std::collections::HashSet<String>>,
     inbox_signal: watch::Sender<u64>,
     status_events: broadcast::Sender<MessageStatus>,
     closing: watch::Sender<bool>,
     metrics: Metrics,
+    clock: Arc<dyn Clock>,
 }
 
 impl Node {
-    /// Opens the node's store and prepares it to serve.
+    /// Opens the node's store and prepares it to serve, on the system clock.
     pub fn open(config: &NodeConfig) -> Result<Self, NodeError> {
+        Self::open_with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// Opens the node with the clock it takes its time from (tests step a manual one).
+    pub fn open_with_clock(config: &NodeConfig, clock: Arc<dyn Clock>) -> Result<Self, NodeError> {
         std::fs::create_dir_all(&config.data_dir)?;
         let ledger = Ledger::open_with(
             &config.data_dir,
@@ -74,10 +88,15 @@ impl Node {
                 limits: config.limits,
                 retention: config.retention,
                 outbox_signals,
+                lane_gates: (0..DELIVERY_LANES)
+                    .map(|_| Arc::new(RwLock::new(())))
+                    .collect(),
+                unconfirmed: Default::default(),
                 inbox_signal: watch::channel(0).0,
                 status_events: broadcast::channel(STATUS_WATCH_BUFFER).0,
                 closing: watch::channel(false).0,
                 metrics: Metrics::default(),
+                clock,
             }),
         })
     }
@@ -109,6 +128,11 @@ impl Node {
     pub fn retention(&self) -> &RetentionSettings {
         &self.inner.retention
     }
+    /// The time now, as this node's clock tells it.
+    pub fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+
     /// The node's counters (scraped on the metrics port).
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
@@ -127,6 +151,62 @@ impl Node {
         }
     }
 
+    /// Wakes every delivery worker (e.g. after a test stepped the node's clock).
+    pub fn wake_all(&self) {
+        for n in self.inner.outbox_signals.values().flatten() {
+            n.notify_one();
+        }
+    }
+
+    fn unconfirmed_set(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        // A panic while holding it leaves a plain set of ids: still consistent.
+        self.inner
+            .unconfirmed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Holds these messages back from delivery until [`Node::confirm`].
+    pub(crate) fn hold_unconfirmed<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+        self.unconfirmed_set()
+            .extend(ids.into_iter().map(str::to_string));
+    }
+
+    /// Releases messages held by [`Node::hold_unconfirmed`].
+    pub(crate) fn confirm<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+        let mut set = self.unconfirmed_set();
+        for id in ids {
+            set.remove(id);
+        }
+    }
+
+    /// Whether delivery must still hold this message back.
+    pub(crate) fn is_unconfirmed(&self, message_id: &str) -> bool {
+        self.unconfirmed_set().contains(message_id)
+    }
+
+    /// The gate of a delivery lane, which a delivery round holds for reading.
+    pub(crate) fn lane_gate(&self, lane: u8) -> Arc<RwLock<()>> {
+        self.inner.lane_gates[usize::from(lane) % self.inner.lane_gates.len()].clone()
+    }
+
+    /// Waits until no delivery round is in flight on `lanes` and holds them closed until the
+    /// guards drop: what a withdrawal, a replacement or an erasure stores while it holds them
+    /// is seen by every later round, and no round that checked the consent before is still
+    /// sending. So once such a change is answered, nothing it stops can leave the node.
+    /// Lanes are taken in ascending order (no deadlock between two such changes).
+    pub(crate) async fn close_lanes(
+        &self,
+        lanes: impl IntoIterator<Item = u8>,
+    ) -> Vec<OwnedRwLockWriteGuard<()>> {
+        let lanes: std::collections::BTreeSet<u8> = lanes.into_iter().collect();
+        let mut guards = Vec::with_capacity(lanes.len());
+        for lane in lanes {
+            guards.push(self.lane_gate(lane).write_owned().await);
+        }
+        guards
+    }
+
     /// Wakes the delivery worker of one lane of `peer`.
     pub(crate) fn wake_lane(&self, peer: &str, lane: u8) {
         if let Some(n) = self
@@ -143,7 +223,6 @@ impl Node {
         self.inner.inbox_signal.send_replace(seq);
     }
 
-    /// Turns true when the node begins to shut down.
     /// Tells status watchers that a message reached its final state (durable by now).
     pub(crate) fn status_reached(&self, status: MessageStatus) {
         // No watcher: nobody to tell.
@@ -155,6 +234,7 @@ impl Node {
         self.inner.status_events.subscribe()
     }
 
+    /// Turns true when the node begins to shut down.
     pub(crate) fn closing(&self) -> watch::Receiver<bool> {
         self.inner.closing.subscribe()
     }
@@ -168,7 +248,9 @@ impl Node {
         self.inner.inbox_signal.subscribe()
     }
 
-    /// Seals a message from this agency and describes it for the outbox.
+    /// Seals a message from this agency and describes it for the outbox. Refuses (final,
+    /// `too-large`) what a peer's envelope limits would refuse — the federation's nodes share
+    /// those limits (`[limits]`) — so that nothing queued can block its lane.
     pub(crate) fn seal_outgoing(
         &self,
         kind: MessageKind,
@@ -177,7 +259,7 @@ impl Node {
         in_reply_to: &str,
         body: &MessageBody,
         now_ms: i64,
-    ) -> Outgoing {
+    ) -> Result<Outgoing, NodeError> {
         let message_id = kurzdraht_envelope::ids::new_id();
         let header = EnvelopeHeader {
             message_id: message_id.clone(),
@@ -190,8 +272,19 @@ impl Node {
             in_reply_to: in_reply_to.to_string(),
         };
         let envelope = seal(header, body, &self.inner.key);
+        let limits = &self.inner.limits.envelope;
+        for (part, size, limit) in [
+            ("header", envelope.header.len(), limits.max_header_bytes),
+            ("body", envelope.payload.len(), limits.max_payload_bytes),
+        ] {
+            if size > limit {
+                return Err(NodeError::TooLarge(format!(
+                    "the message's {part} is {size} bytes once sealed, over the federation's limit of {limit}"
+                )));
+            }
+        }
         let deadline_ms = now_ms.saturating_add(self.inner.delivery.deadline.as_millis() as i64);
-        Outgoing {
+        Ok(Outgoing {
             envelope_sha256: kurzdraht_envelope::envelope_hash(&envelope),
             envelope,
             message_id,
@@ -200,6 +293,6 @@ impl Node {
             consent_id: consent_id.to_string(),
             submitted_at_ms: now_ms,
             deadline_ms,
-        }
+        })
     }
 }

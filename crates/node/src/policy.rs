@@ -41,8 +41,10 @@ pub const AGE_LIMIT: i32 = 25;
 /// From this age a person gives consent personally; below it, a guardian does.
 pub const CONSENT_AGE: i32 = 15;
 
-const MAX_NAME: usize = 200;
-const MAX_TEXT: usize = 2_000;
+/// The longest name (of a person, a caseworker, a measure), in characters.
+pub const MAX_NAME: usize = 200;
+/// The longest free text (a reason, a statement, a note), in characters.
+pub const MAX_TEXT: usize = 2_000;
 
 /// The purpose a kind of message serves; `None` for consent notices and withdrawals.
 pub fn purpose_of(kind: MessageKind) -> Option<Purpose> {
@@ -124,14 +126,14 @@ pub fn check_under_25(date_of_birth: Date, message_date: Date) -> Result<(), Nod
     Ok(())
 }
 
-fn required(field: &str, value: &str, max: usize) -> Result<(), NodeError> {
+pub(crate) fn required(field: &str, value: &str, max: usize) -> Result<(), NodeError> {
     if value.trim().is_empty() {
         return Err(NodeError::invalid(field, "is required"));
     }
     optional(field, value, max)
 }
 
-fn optional(field: &str, value: &str, max: usize) -> Result<(), NodeError> {
+pub(crate) fn optional(field: &str, value: &str, max: usize) -> Result<(), NodeError> {
     if value.chars().count() > max {
         return Err(NodeError::invalid(
             field,

@@ -8,7 +8,7 @@
 //! stores nothing but an audit entry of codes; it does not refuse the batch's other envelopes,
 //! and a later envelope sees the consent effects of the earlier ones.
 
-use crate::{categories::categories_carried, clock, node::Node, policy, NodeError};
+use crate::{categories::categories_carried, consent_record, node::Node, policy, NodeError};
 use kurzdraht_envelope::{ids, sign_receipt, sign_receipt_batch, verify_and_open, OpenedEnvelope};
 use kurzdraht_ledger::{
     consent, Accepted, AuditEvent, AuditNote, ConsentEffect, ConsentQuery, InboxRecord, Ledger,
@@ -120,7 +120,7 @@ impl Node {
         tls_agency: &str,
         envelopes: Vec<SignedEnvelope>,
     ) -> Vec<Result<SignedReceipt, NodeError>> {
-        let now = clock::now_ms();
+        let now = self.now_ms();
         let started = std::time::Instant::now();
         let envelopes_in = envelopes.len();
         let mut view = BatchView::default();
@@ -332,10 +332,17 @@ impl Node {
                 "is older than the replay window",
             ));
         }
-        if header.created_at_ms > now.saturating_add(skew) {
+        if header.created_at_ms > now.saturating_add(window) {
             return Err(NodeError::invalid(
                 "header.created_at_ms",
-                "lies in the future beyond the allowed clock skew",
+                "lies further in the future than the replay window; no clock is that far off",
+            ));
+        }
+        if header.created_at_ms > now.saturating_add(skew) {
+            // The sender's clock is ahead: the same envelope is welcome once the clocks
+            // agree, so this is "try again", never a final refusal (that would lose it).
+            return Err(NodeError::ClockSkew(
+                "header.created_at_ms lies in the future beyond the allowed clock skew".into(),
             ));
         }
         let conflict = || -> NodeError {
@@ -375,8 +382,12 @@ impl Node {
         let ledger = self.ledger();
         let effect = match &body.body {
             Some(Body::ConsentNotice(n)) => {
-                let record =
-                    self.admit_consent_notice(tls_agency, &header.consent_id, n.consent.as_ref())?;
+                let record = self.admit_consent_notice(
+                    tls_agency,
+                    &header.consent_id,
+                    n.consent.as_ref(),
+                    view,
+                )?;
                 if let Some(held) = view.consent(ledger, &record.consent_id)? {
                     if held.record.as_ref() != Some(&record) {
                         return Err(kurzdraht_ledger::LedgerError::ConsentExists {
@@ -398,6 +409,11 @@ impl Node {
                         "differs from header.consent_id",
                     ));
                 }
+                consent_record::validate_withdrawal_texts(
+                    "body.withdrawal.",
+                    &w.recorded_by,
+                    &w.manner,
+                )?;
                 let held = view
                     .consent(ledger, &w.consent_id)?
                     .and_then(|c| c.record)
@@ -480,23 +496,17 @@ impl Node {
         Ok(self.ledger().audit(note, now)?)
     }
 
-    /// A replicated consent must come from the agency that recorded it, name this node,
-    /// and be a well-formed record.
+    /// A replicated consent must come from the agency that recorded it, name this node, and
+    /// pass the same validation as a consent recorded here (one function for both); a
+    /// replacement must replace a consent of the same controller about the same person.
     fn admit_consent_notice(
         &self,
         sender: &str,
         header_consent_id: &str,
         record: Option<&ConsentRecord>,
+        view: &BatchView,
     ) -> Result<ConsentRecord, NodeError> {
         let record = record.ok_or_else(|| NodeError::invalid("body.consent", "is required"))?;
-        ids::parse_id("body.consent.consent_id", &record.consent_id)
-            .map_err(|e| NodeError::invalid("body.consent.consent_id", e.to_string()))?;
-        if record.consent_id != header_consent_id {
-            return Err(NodeError::invalid(
-                "body.consent.consent_id",
-                "differs from header.consent_id",
-            ));
-        }
         if record.recording_agency != sender {
             return Err(NodeError::PermissionDenied(
                 "a consent notice must come from the agency that recorded the consent".into(),
@@ -507,18 +517,34 @@ impl Node {
                 "the consent does not name this agency; it must not be sent here".into(),
             ));
         }
-        policy::validate_subject("body.consent.subject", record.subject.as_ref())?;
-        if record.valid_until_ms <= record.valid_from_ms {
+        consent_record::validate("body.consent.", record, self.directory())?;
+        if record.consent_id != header_consent_id {
             return Err(NodeError::invalid(
-                "body.consent.valid_until_ms",
-                "must lie after valid_from_ms",
+                "body.consent.consent_id",
+                "differs from header.consent_id",
             ));
         }
-        if record.purposes.is_empty() {
-            return Err(NodeError::invalid(
-                "body.consent.purposes",
-                "name no purpose",
-            ));
+        if !record.supersedes.is_empty() {
+            if let Some(old) = view
+                .consent(self.ledger(), &record.supersedes)?
+                .and_then(|c| c.record)
+            {
+                if old.recording_agency != record.recording_agency {
+                    return Err(NodeError::PermissionDenied(
+                        "body.consent.supersedes names a consent another agency recorded".into(),
+                    ));
+                }
+                let same = match (&old.subject, &record.subject) {
+                    (Some(a), Some(b)) => consent::same_person(a, b),
+                    _ => false,
+                };
+                if !same {
+                    return Err(NodeError::invalid(
+                        "body.consent.supersedes",
+                        "names a consent of another person",
+                    ));
+                }
+            }
         }
         Ok(record.clone())
     }

@@ -5,20 +5,27 @@
 //!   it; ids, signed headers, hashes and receipts stay, so the audit chain stays verifiable
 //!   and every transfer stays provable.
 //! - `EraseSubject` removes a person's data from this node at once: the subject leaves the
-//!   consent records, the consent notices keep only their signed headers, and the bodies of
-//!   messages received under those consents are deleted. Each node is its own controller;
+//!   consent records, the consent notices keep only their signed headers, the bodies of
+//!   messages received under those consents are deleted, and messages about the person
+//!   still queued leave the outbox (`REFUSED`, `subject-erased`; queued withdrawal notices,
+//!   which carry no personal data, still go). Once it has answered, no body of the person is
+//!   left in the store and nothing of theirs is sent. Each node is its own controller;
 //!   erasure at one agency does not reach into another's records.
 //!
 //! Every deletion is audited (ids only).
 
-use crate::{clock, node::Node, policy, NodeError};
+use crate::{node::Node, policy, NodeError};
 use kurzdraht_envelope::ids;
-use kurzdraht_ledger::{consent, AuditEvent};
+use kurzdraht_ledger::{consent, AuditEvent, Finish};
 use kurzdraht_proto::v1::{
-    CloseCaseRequest, CloseCaseResponse, EraseSubjectResponse, Subject, SubjectAccessRequest,
+    CloseCaseRequest, CloseCaseResponse, EraseSubjectResponse, MessageKind, Subject,
+    SubjectAccessRequest,
 };
 use std::collections::BTreeSet;
 use tokio::sync::watch;
+
+/// The reason queued messages about an erased person are stopped with.
+const SUBJECT_ERASED: &str = "subject-erased";
 
 /// Closed cases one retention step takes off the due list before it flushes.
 const SWEEP_STEP: usize = 256;
@@ -27,7 +34,7 @@ impl Node {
     pub async fn close_case(&self, req: CloseCaseRequest) -> Result<CloseCaseResponse, NodeError> {
         ids::parse_id("consent_id", &req.consent_id)
             .map_err(|e| NodeError::invalid("consent_id", e.to_string()))?;
-        let closed = self.ledger().close_case(&req.consent_id, clock::now_ms())?;
+        let closed = self.ledger().close_case(&req.consent_id, self.now_ms())?;
         self.ledger().flush().await?;
         Ok(CloseCaseResponse {
             closed_at_ms: closed,
@@ -40,7 +47,7 @@ impl Node {
     /// through the due cases in steps of [`SWEEP_STEP`], flushing after each, so a sweep
     /// of many cases neither holds them all in memory nor loses its progress on a crash.
     pub async fn apply_retention(&self) -> Result<u32, NodeError> {
-        let now = clock::now_ms();
+        let now = self.now_ms();
         let due_before = now.saturating_sub(self.retention().body_retention.as_millis() as i64);
         let mut bodies = 0;
         let mut cases = 0;
@@ -85,13 +92,49 @@ impl Node {
                 }
             }
         }
-        let now = clock::now_ms();
+        // No delivery round may be in flight under these consents while they are erased,
+        // and none may start before the erasure is stored.
+        let lanes = ids
+            .iter()
+            .map(|c| self.ledger().lane_of(c))
+            .collect::<Result<Vec<_>, _>>()?;
+        let _lanes = self.close_lanes(lanes).await;
+        let now = self.now_ms();
+        // Consents first: a reception deciding meanwhile stores no body under them.
+        self.ledger().erase_consents(&ids, now)?;
+        // Queued messages about the person leave the outbox with their bodies; withdrawal
+        // notices carry no personal data and still go, so the recipients stop too.
+        let stopped: Vec<(String, Finish)> = self
+            .ledger()
+            .queued_under(&ids)?
+            .into_iter()
+            .filter(|(_, kind)| *kind != MessageKind::ConsentWithdrawal)
+            .map(|(id, _)| {
+                let how = Finish::Refused {
+                    reason: SUBJECT_ERASED.to_string(),
+                };
+                (id, how)
+            })
+            .collect();
+        let finished = self.ledger().finish_all(&stopped, now)?;
         let erased = self
             .ledger()
             .delete_bodies(&ids, AuditEvent::SubjectErased, now)?;
-        self.ledger().erase_consents(&ids, now)?;
         self.ledger().flush().await?;
-        tracing::info!(consents = ids.len(), bodies = erased, "subject erased");
+        for f in finished {
+            if let Some(seq) = f.notice_seq {
+                self.inbox_changed(seq);
+            }
+            if let Some(status) = f.status {
+                self.status_reached(status);
+            }
+        }
+        tracing::info!(
+            consents = ids.len(),
+            bodies = erased,
+            queued = stopped.len(),
+            "subject erased"
+        );
         Ok(EraseSubjectResponse {
             consent_ids: ids.into_iter().collect(),
             bodies_erased: erased,

@@ -70,14 +70,24 @@ fn oversize_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::R
     response
 }
 
-/// Serves until `shutdown` completes, then stops accepting, lets in-flight calls and
-/// deliveries finish, flushes the store and returns.
+/// Opens the node of `config` and serves until `shutdown` completes, then stops accepting,
+/// lets in-flight calls and deliveries finish, flushes the store and returns.
 pub async fn run(
     config: NodeConfig,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
     let node = Node::open(&config)?;
+    serve(node, config, listeners, shutdown).await
+}
+
+/// [`run`] for a node already opened (with the clock of the caller's choice).
+pub async fn serve(
+    node: Node,
+    config: NodeConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
     let closing = node.closing();
     let mut workers = delivery::spawn_workers(&node, closing.clone());
     workers.push(node.spawn_retention());

@@ -3,19 +3,21 @@
 //! consent ledger, seals, and queues in one ledger transaction; it answers only after the
 //! outbox is flushed to disk.
 
-use crate::{categories::categories_carried, clock, node::Node, policy, NodeError};
+use crate::{categories::categories_carried, consent_record, node::Node, policy, NodeError};
 use kurzdraht_envelope::{body::kind_of, ids};
-use kurzdraht_ledger::{consent, AuditEvent, AuditNote, ConsentQuery};
+use kurzdraht_ledger::{
+    consent, AuditEvent, AuditNote, ConsentQuery, Finish, LedgerError, Outgoing,
+};
 use kurzdraht_proto::v1::{
-    message_body::Body, ConsentEntry, ConsentForm, ConsentGiver, ConsentNotice, ConsentRecord,
-    ConsentWithdrawal, ConsentWithdrawalRecord, DataCategory, DeliveryState, LegalBasis,
-    ListConsentsRequest, ListConsentsResponse, MessageBody, MessageKind, MessageStatus, Purpose,
-    RecordConsentRequest, RecordConsentResponse, SubmitRequest, SubmitResponse,
+    message_body::Body, ConsentEntry, ConsentRecord, ConsentWithdrawal, ConsentWithdrawalRecord,
+    DeliveryState, ListConsentsRequest, ListConsentsResponse, MessageBody, MessageKind,
+    MessageStatus, RecordConsentRequest, RecordConsentResponse, SubmitRequest, SubmitResponse,
     WithdrawConsentRequest, WithdrawConsentResponse,
 };
-use std::collections::BTreeSet;
 
-const MAX_RECIPIENTS: usize = 16;
+/// The reason a queued message is taken out again when its queueing could not be made
+/// durable (the IT system was told to submit again).
+const NOT_STORED: &str = "not-stored";
 /// Consents per ListConsents page unless the caller asks for fewer or more.
 const CONSENT_PAGE_DEFAULT: usize = 500;
 /// The most consents one ListConsents page holds.
@@ -23,69 +25,13 @@ const CONSENT_PAGE_MAX: usize = 1000;
 
 impl Node {
     /// Records a consent given at this agency and replicates it to the agencies it names.
+    /// A consent that replaces an earlier one takes effect once answered: no message under
+    /// the earlier one leaves this node after that.
     pub async fn record_consent(
         &self,
         req: RecordConsentRequest,
     ) -> Result<RecordConsentResponse, NodeError> {
-        let now = clock::now_ms();
-        let dob = policy::validate_subject("subject", req.subject.as_ref())?;
-        let given_by = ConsentGiver::try_from(req.given_by)
-            .ok()
-            .filter(|g| *g != ConsentGiver::Unspecified)
-            .ok_or_else(|| NodeError::invalid("given_by", "must be PERSON or GUARDIAN"))?;
-        let age = policy::age_on(dob, clock::date_of_ms(now)?);
-        match given_by {
-            ConsentGiver::Person if age < policy::CONSENT_AGE => {
-                return Err(NodeError::invalid(
-                    "given_by",
-                    "the person is under 15; a guardian must give consent",
-                ))
-            }
-            ConsentGiver::Guardian if req.guardian_name.trim().is_empty() => {
-                return Err(NodeError::invalid(
-                    "guardian_name",
-                    "is required when a guardian gives consent",
-                ))
-            }
-            _ => {}
-        }
-        if req.recipients.is_empty() {
-            return Err(NodeError::invalid(
-                "recipients",
-                "name at least one agency (a blanket consent is invalid)",
-            ));
-        }
-        if req.recipients.len() > MAX_RECIPIENTS {
-            return Err(NodeError::invalid(
-                "recipients",
-                "names more than 16 agencies",
-            ));
-        }
-        let mut seen = BTreeSet::new();
-        for (i, r) in req.recipients.iter().enumerate() {
-            let field = format!("recipients[{i}]");
-            self.directory().require(&field, r)?;
-            if r == self.agency() {
-                return Err(NodeError::invalid(
-                    field,
-                    "is this agency, which records the consent",
-                ));
-            }
-            if !seen.insert(r.as_str()) {
-                return Err(NodeError::invalid(field, "is named twice"));
-            }
-        }
-        if req.purposes.is_empty() {
-            return Err(NodeError::invalid("purposes", "name at least one purpose"));
-        }
-        for (i, p) in req.purposes.iter().enumerate() {
-            if Purpose::try_from(*p).map_or(true, |p| p == Purpose::Unspecified) {
-                return Err(NodeError::invalid(
-                    format!("purposes[{i}]"),
-                    "is unspecified or unknown",
-                ));
-            }
-        }
+        let now = self.now_ms();
         let valid_from = if req.valid_from_ms == 0 {
             now
         } else {
@@ -96,84 +42,6 @@ impl Node {
         } else {
             req.valid_until_ms
         };
-        if valid_until <= valid_from {
-            return Err(NodeError::invalid(
-                "valid_until_ms",
-                "must lie after valid_from_ms",
-            ));
-        }
-        if valid_until <= now {
-            return Err(NodeError::invalid("valid_until_ms", "lies in the past"));
-        }
-        if req.categories.is_empty() {
-            return Err(NodeError::invalid(
-                "categories",
-                "name the categories of data the consent covers",
-            ));
-        }
-        for (i, c) in req.categories.iter().enumerate() {
-            if DataCategory::try_from(*c).map_or(true, |c| c == DataCategory::Unspecified) {
-                return Err(NodeError::invalid(
-                    format!("categories[{i}]"),
-                    "is unspecified or unknown",
-                ));
-            }
-        }
-        let legal_basis = LegalBasis::try_from(req.legal_basis)
-            .ok()
-            .filter(|b| *b != LegalBasis::Unspecified)
-            .ok_or_else(|| NodeError::invalid("legal_basis", "is required"))?;
-        if req.categories.contains(&(DataCategory::Health as i32))
-            && legal_basis != LegalBasis::ExplicitConsentGdpr92A
-        {
-            return Err(NodeError::invalid(
-                "legal_basis",
-                "health data needs explicit consent under Art. 9(2)(a) GDPR",
-            ));
-        }
-        if ConsentForm::try_from(req.form).map_or(true, |f| f == ConsentForm::Unspecified) {
-            return Err(NodeError::invalid("form", "must be WRITTEN or ELECTRONIC"));
-        }
-        if req.evidence_sha256.len() != 32 {
-            return Err(NodeError::invalid(
-                "evidence_sha256",
-                "must be the 32-byte SHA-256 of the signed consent form",
-            ));
-        }
-        if !req.supersedes.is_empty() {
-            ids::parse_id("supersedes", &req.supersedes)
-                .map_err(|e| NodeError::invalid("supersedes", e.to_string()))?;
-            let old = self
-                .ledger()
-                .consent(&req.supersedes)?
-                .and_then(|c| c.record)
-                .ok_or_else(|| NodeError::NotFound(format!("consent {}", req.supersedes)))?;
-            if old.recording_agency != self.agency() {
-                return Err(NodeError::FailedPrecondition(format!(
-                    "consent {} was recorded by {}; only it can replace it",
-                    old.consent_id, old.recording_agency
-                )));
-            }
-            let same = match (&old.subject, &req.subject) {
-                (Some(a), Some(b)) => consent::same_person(a, b),
-                _ => false,
-            };
-            if !same {
-                return Err(NodeError::invalid(
-                    "supersedes",
-                    "names a consent of another person",
-                ));
-            }
-        }
-        if req.evidence_reference.trim().is_empty() {
-            return Err(NodeError::invalid(
-                "evidence_reference",
-                "is required: the reference of the signed consent form",
-            ));
-        }
-        if req.recorded_by.trim().is_empty() {
-            return Err(NodeError::invalid("recorded_by", "is required"));
-        }
         let mut purposes = req.purposes.clone();
         purposes.sort_unstable();
         purposes.dedup();
@@ -183,7 +51,7 @@ impl Node {
         let record = ConsentRecord {
             consent_id: ids::new_id(),
             subject: req.subject,
-            given_by: given_by as i32,
+            given_by: req.given_by,
             guardian_name: req.guardian_name,
             recording_agency: self.agency().to_string(),
             recipients: req.recipients,
@@ -194,17 +62,26 @@ impl Node {
             recorded_by: req.recorded_by,
             recorded_at_ms: now,
             categories,
-            legal_basis: legal_basis as i32,
+            legal_basis: req.legal_basis,
             form: req.form,
             evidence_sha256: req.evidence_sha256,
             supersedes: req.supersedes,
         };
-        let body = MessageBody {
-            body: Some(Body::ConsentNotice(ConsentNotice {
-                consent: Some(record.clone()),
-            })),
+        consent_record::validate("", &record, self.directory())?;
+        if valid_until <= now {
+            return Err(NodeError::invalid("valid_until_ms", "lies in the past"));
+        }
+        // A replacement waits for rounds in flight under the consent it replaces (same
+        // lane: same chain), and holds them off until it is stored.
+        let _lanes = if record.supersedes.is_empty() {
+            Vec::new()
+        } else {
+            self.check_replaceable(&record)?;
+            let lane = self.ledger().lane_of(&record.supersedes)?;
+            self.close_lanes([lane]).await
         };
-        let notices: Vec<_> = record
+        let body = consent_record::notice_body(&record);
+        let notices = record
             .recipients
             .iter()
             .map(|r| {
@@ -217,9 +94,11 @@ impl Node {
                     now,
                 )
             })
-            .collect();
-        self.ledger().record_consent(&record, &notices, now)?;
-        self.ledger().flush().await?;
+            .collect::<Result<Vec<_>, _>>()?;
+        self.store_outgoing(&notices, || {
+            self.ledger().record_consent(&record, &notices, now)
+        })
+        .await?;
         for n in &notices {
             self.wake(&n.recipient);
         }
@@ -230,18 +109,42 @@ impl Node {
         })
     }
 
+    /// A consent may replace one recorded here, about the same person.
+    fn check_replaceable(&self, record: &ConsentRecord) -> Result<(), NodeError> {
+        let old = self
+            .ledger()
+            .consent(&record.supersedes)?
+            .and_then(|c| c.record)
+            .ok_or_else(|| NodeError::NotFound(format!("consent {}", record.supersedes)))?;
+        if old.recording_agency != self.agency() {
+            return Err(NodeError::FailedPrecondition(format!(
+                "consent {} was recorded by {}; only it can replace it",
+                old.consent_id, old.recording_agency
+            )));
+        }
+        let same = match (&old.subject, &record.subject) {
+            (Some(a), Some(b)) => consent::same_person(a, b),
+            _ => false,
+        };
+        if !same {
+            return Err(NodeError::invalid(
+                "supersedes",
+                "names a consent of another person",
+            ));
+        }
+        Ok(())
+    }
+
     /// Records the withdrawal of a consent recorded here and replicates it. Effective for the
-    /// future: messages still queued under it are stopped at their next delivery attempt.
+    /// future, and at once: it waits for a delivery round in flight under the consent, and
+    /// once answered, no message under the consent leaves this node.
     pub async fn withdraw_consent(
         &self,
         req: WithdrawConsentRequest,
     ) -> Result<WithdrawConsentResponse, NodeError> {
-        let now = clock::now_ms();
         ids::parse_id("consent_id", &req.consent_id)
             .map_err(|e| NodeError::invalid("consent_id", e.to_string()))?;
-        if req.recorded_by.trim().is_empty() {
-            return Err(NodeError::invalid("recorded_by", "is required"));
-        }
+        consent_record::validate_withdrawal_texts("", &req.recorded_by, &req.manner)?;
         let stored = self
             .ledger()
             .consent(&req.consent_id)?
@@ -255,6 +158,9 @@ impl Node {
                 record.consent_id, record.recording_agency
             )));
         }
+        let lane = self.ledger().lane_of(&record.consent_id)?;
+        let _lanes = self.close_lanes([lane]).await;
+        let now = self.now_ms();
         let withdrawal = ConsentWithdrawalRecord {
             consent_id: record.consent_id.clone(),
             withdrawn_at_ms: now,
@@ -266,7 +172,7 @@ impl Node {
                 withdrawal: Some(withdrawal.clone()),
             })),
         };
-        let notices: Vec<_> = record
+        let notices = record
             .recipients
             .iter()
             .map(|r| {
@@ -279,16 +185,13 @@ impl Node {
                     now,
                 )
             })
-            .collect();
+            .collect::<Result<Vec<_>, _>>()?;
         self.ledger()
             .record_withdrawal(&withdrawal, &notices, now)?;
         self.ledger().flush().await?;
+        // Queued messages citing the consent are stopped at their lane's next round.
         for n in &notices {
             self.wake(&n.recipient);
-        }
-        // Wake every worker: queued messages citing this consent must be stopped.
-        for (peer, _) in self.outbox_signals() {
-            self.wake(peer);
         }
         tracing::info!(consent_id = %record.consent_id, "consent withdrawn");
         Ok(WithdrawConsentResponse {
@@ -297,6 +200,72 @@ impl Node {
         })
     }
 
+    /// Stores queued messages with `store` (one ledger transaction) and makes them durable
+    /// before the caller answers; delivery does not send them before that. If the flush
+    /// fails, they are taken out of the outbox again (`REFUSED`, `not-stored`) so that an IT
+    /// system that submits again does not send the data twice; if even that cannot be made
+    /// durable, they stay held back in this process and the answer says to ask GetStatus.
+    /// Runs to its end even when the caller goes away meanwhile.
+    async fn store_outgoing<T>(
+        &self,
+        outgoing: &[Outgoing],
+        store: impl FnOnce() -> Result<T, LedgerError>,
+    ) -> Result<T, NodeError> {
+        let ids: Vec<String> = outgoing.iter().map(|o| o.message_id.clone()).collect();
+        self.hold_unconfirmed(ids.iter().map(String::as_str));
+        let stored = match store() {
+            Ok(stored) => stored,
+            Err(e) => {
+                self.confirm(ids.iter().map(String::as_str));
+                return Err(e.into());
+            }
+        };
+        let node = self.clone();
+        let settled = tokio::spawn(async move { node.confirm_or_undo(ids).await })
+            .await
+            .map_err(|e| NodeError::Internal(format!("submission task: {e}")))?;
+        settled?;
+        Ok(stored)
+    }
+
+    /// Flushes; on success releases `ids` for delivery, on failure undoes their queueing.
+    async fn confirm_or_undo(&self, ids: Vec<String>) -> Result<(), NodeError> {
+        let Err(failed) = self.ledger().flush().await else {
+            self.confirm(ids.iter().map(String::as_str));
+            return Ok(());
+        };
+        tracing::error!(error = %failed, "flush after queueing failed; taking the messages out again");
+        let undo: Vec<(String, Finish)> = ids
+            .iter()
+            .map(|id| {
+                let how = Finish::Refused {
+                    reason: NOT_STORED.to_string(),
+                };
+                (id.clone(), how)
+            })
+            .collect();
+        let undone = self.ledger().finish_all(&undo, self.now_ms());
+        let durable = match undone {
+            Ok(_) => self.ledger().flush().await,
+            Err(e) => Err(e),
+        };
+        match durable {
+            Ok(()) => {
+                self.confirm(ids.iter().map(String::as_str));
+                Err(NodeError::NotStored(format!(
+                    "the store could not confirm it on disk, so nothing was queued ({}); submit again",
+                    ids.join(", ")
+                )))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the store failed twice; held messages stay held in this process");
+                Err(NodeError::StoreFailed(format!(
+                    "the store failed; whether {} is queued is unknown: ask GetStatus before submitting again",
+                    ids.join(", ")
+                )))
+            }
+        }
+    }
     /// One page of the consents held here, with their state now.
     pub fn list_consents(
         &self,
@@ -316,7 +285,7 @@ impl Node {
             ids::parse_id("after", &req.after)
                 .map_err(|e| NodeError::invalid("after", e.to_string()))?;
         }
-        let now = clock::now_ms();
+        let now = self.now_ms();
         // One more than asked tells whether another page follows.
         let mut page = self.ledger().consents_after(&req.after, limit + 1)?;
         let more = page.len() > limit;
@@ -342,7 +311,7 @@ impl Node {
 
     /// Submits a case message. Acknowledged once durable in the outbox.
     pub async fn submit(&self, req: SubmitRequest) -> Result<SubmitResponse, NodeError> {
-        let now = clock::now_ms();
+        let now = self.now_ms();
         let recipient = self.directory().require("recipient", &req.recipient)?;
         if recipient.id == self.agency() {
             return Err(NodeError::invalid("recipient", "is this agency itself"));
@@ -395,9 +364,12 @@ impl Node {
             &req.in_reply_to,
             &body,
             now,
-        );
-        let lane = self.ledger().enqueue(&out)?;
-        self.ledger().flush().await?;
+        )?;
+        let outgoing = [out];
+        let lane = self
+            .store_outgoing(&outgoing, || self.ledger().enqueue(&outgoing[0]))
+            .await?;
+        let [out] = outgoing;
         self.wake_lane(&out.recipient, lane);
         self.metrics().submitted();
         tracing::info!(message_id = %out.message_id, kind = ?kind, recipient = %out.recipient, "message queued");
@@ -432,7 +404,7 @@ impl Node {
             .peer(peer)
             .consent(consent_id)
             .detail(e.reason_code());
-        if let Err(err) = self.ledger().audit(note, clock::now_ms()) {
+        if let Err(err) = self.ledger().audit(note, self.now_ms()) {
             tracing::error!(error = %err, "could not audit a refusal");
         }
         tracing::info!(reason = e.reason_code(), kind = ?kind, peer, "refused");
