@@ -38,8 +38,10 @@ async fn evidence(client: &mut AgencyClient, about: About) -> pb::ConsentEvidenc
         .into_inner()
 }
 
-/// A message carrying a category the consent does not name is refused, at the sender and
-/// — for an envelope its sender should not have sent — at the receiver.
+/// A message carrying a category the consent does not name is refused at submission by the
+/// sending node (the Jobcenter's and the Jugendamt's), while covered ones are delivered.
+/// Only `Submit` is called here: the receiver's own check of an envelope its sender should
+/// not have sent is not exercised by this test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uncovered_categories_are_refused() {
     let h = start().await;

@@ -26,7 +26,7 @@ peer_concurrent_requests = 4
     )
     .await;
 
-    // The Jobcenter's node floods the Kreis office for ~1.5 s.
+    // The Jobcenter's node floods the Kreis office from 8 tasks over one connection.
     let jc = h.fed.config(JC).unwrap();
     let ja = h.fed.config(JA).unwrap();
     let channel = Endpoint::from_shared(format!("https://{}", ja.peer_addr))

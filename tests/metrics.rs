@@ -17,7 +17,18 @@ struct Scrape {
 }
 
 impl Scrape {
+    /// The value of series `key`, which the scrape must hold: a missing or renamed series
+    /// fails the test instead of passing for 0.
     fn get(&self, key: &str) -> f64 {
+        self.samples
+            .get(key)
+            .copied()
+            .unwrap_or_else(|| panic!("series {key} missing from the scrape:\n{}", excerpt(self)))
+    }
+
+    /// A labelled counter that is exported only from its first event on (a refusal reason):
+    /// 0 while absent.
+    fn count_or_zero(&self, key: &str) -> f64 {
         self.samples.get(key).copied().unwrap_or(0.0)
     }
 }
@@ -221,10 +232,10 @@ fn metrics_addr(h: &Harness, agency: &str) -> SocketAddr {
 async fn wait_for_metric(h: &Harness, agency: &str, key: &str, value: f64) -> Scrape {
     wait_until(&format!("{agency}: {key} >= {value}"), || async move {
         let s = scrape(h, agency).await;
-        if s.get(key) >= value {
-            Ok(s)
-        } else {
-            Err(format!("{key} = {}", s.get(key)))
+        match s.samples.get(key) {
+            Some(v) if *v >= value => Ok(s),
+            Some(v) => Err(format!("{key} = {v}")),
+            None => Err(format!("{key} missing")),
         }
     })
     .await
@@ -318,7 +329,10 @@ async fn counters_move_with_deliveries_and_refusals() {
     println!("--- {JC} after ---\n{}", excerpt(&after));
     assert_eq!(after.get(SUBMISSIONS), before.get(SUBMISSIONS) + 1.0);
     assert_eq!(after.get(DELIVERIES), before.get(DELIVERIES) + 1.0);
-    assert_eq!(after.get(NO_CONSENT), before.get(NO_CONSENT) + 1.0);
+    assert_eq!(
+        after.get(NO_CONSENT),
+        before.count_or_zero(NO_CONSENT) + 1.0
+    );
     assert_eq!(after.get(LATENCY_COUNT), before.get(LATENCY_COUNT) + 1.0);
     assert_eq!(
         after.get("kurzdraht_receipt_latency_seconds_bucket{le=\"+Inf\"}"),

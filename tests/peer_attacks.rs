@@ -1687,10 +1687,19 @@ async fn transport_without_a_federation_identity() -> TestResult {
     let target = lab.cfg(JA).peer_addr;
     let ca = Certificate::from_pem(&lab.cfg(JC).tls.ca_pem);
 
+    // Control: the test's own hand-built client configuration, with the Jobcenter's real
+    // identity, delivers. Each refusal below changes only the identity (or drops TLS), so
+    // it is refused for that and not for a mistake in the configuration around it.
+    let jobcenter = Identity::from_pem(&lab.cfg(JC).tls.cert_pem, &lab.cfg(JC).tls.key_pem);
+    lab.transport_accepted(
+        "the Jobcenter's real certificate",
+        format!("https://{target}"),
+        Some(hand_built_tls(&ca, Some(jobcenter))),
+    )
+    .await?;
+
     // No client certificate.
-    let no_cert = ClientTlsConfig::new()
-        .ca_certificate(ca.clone())
-        .domain_name(JA);
+    let no_cert = hand_built_tls(&ca, None);
     lab.transport_refused(
         "no client certificate",
         format!("https://{target}"),
@@ -1701,10 +1710,7 @@ async fn transport_without_a_federation_identity() -> TestResult {
     // A client certificate for "jobcenter-segeberg" from a CA of the attacker's own.
     let (foreign_ca, foreign_ca_key) = make_ca("kurzdraht federation CA")?;
     let identity = make_leaf(&foreign_ca, foreign_ca_key, &[JC])?;
-    let foreign = ClientTlsConfig::new()
-        .ca_certificate(ca.clone())
-        .identity(identity)
-        .domain_name(JA);
+    let foreign = hand_built_tls(&ca, Some(identity));
     lab.transport_refused(
         "client certificate for the Jobcenter from a foreign CA",
         format!("https://{target}"),
@@ -1715,10 +1721,7 @@ async fn transport_without_a_federation_identity() -> TestResult {
     // The foreign CA's root sent along as well (a chain the server does not trust).
     let (foreign_ca2, foreign_ca_key2) = make_ca("kurzdraht federation CA")?;
     let leaf = make_leaf(&foreign_ca2, foreign_ca_key2, &[JC, JN])?;
-    let chained = ClientTlsConfig::new()
-        .ca_certificate(ca.clone())
-        .identity(leaf)
-        .domain_name(JA);
+    let chained = hand_built_tls(&ca, Some(leaf));
     lab.transport_refused(
         "foreign-CA certificate naming the Jobcenter and Norderstedt",
         format!("https://{target}"),
@@ -1745,10 +1748,7 @@ async fn transport_without_a_federation_identity() -> TestResult {
         ("federation certificate naming two agencies", vec![JC, JN]),
     ] {
         let (cert_pem, key_pem) = leaf_pem(&issuer, &names)?;
-        let cfg = ClientTlsConfig::new()
-            .ca_certificate(ca.clone())
-            .identity(Identity::from_pem(cert_pem, key_pem))
-            .domain_name(JA);
+        let cfg = hand_built_tls(&ca, Some(Identity::from_pem(cert_pem, key_pem)));
         let channel = Endpoint::from_shared(format!("https://{target}"))?
             .tls_config(cfg)?
             .connect()
@@ -1779,10 +1779,7 @@ async fn transport_without_a_federation_identity() -> TestResult {
         rcgen::date_time_ymd(2020, 1, 1),
         rcgen::date_time_ymd(2021, 1, 1),
     )?;
-    let expired = ClientTlsConfig::new()
-        .ca_certificate(ca.clone())
-        .identity(Identity::from_pem(cert_pem, key_pem))
-        .domain_name(JA);
+    let expired = hand_built_tls(&ca, Some(Identity::from_pem(cert_pem, key_pem)));
     lab.transport_refused(
         "expired federation certificate for the Jobcenter",
         format!("https://{target}"),
@@ -1861,9 +1858,68 @@ fn leaf_pem<S: rcgen::SigningKey>(
     Ok((cert.pem(), key.serialize_pem()))
 }
 
+/// The client configuration the transport tests build by hand (not `tls::peer_client_tls`):
+/// the federation CA as trust anchor, the Jugendamt as server name, and `identity` (if any)
+/// as client certificate.
+fn hand_built_tls(ca: &Certificate, identity: Option<Identity>) -> ClientTlsConfig {
+    let cfg = ClientTlsConfig::new().ca_certificate(ca.clone());
+    match identity {
+        Some(identity) => cfg.identity(identity),
+        None => cfg,
+    }
+    .domain_name(JA)
+}
+
+/// Connects with `tls` (or in plaintext) to `url` and delivers `env`, within 10 s.
+async fn deliver_over(
+    url: String,
+    tls: Option<ClientTlsConfig>,
+    env: SignedEnvelope,
+) -> Result<
+    Result<tonic::Response<SignedReceipt>, Box<dyn std::error::Error + Send + Sync>>,
+    tokio::time::error::Elapsed,
+> {
+    let attempt = async {
+        let mut endpoint = Endpoint::from_shared(url)?;
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        let channel = endpoint.connect().await?;
+        let r = PeerExchangeClient::new(channel).deliver(env).await?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(r)
+    };
+    tokio::time::timeout(Duration::from_secs(10), attempt).await
+}
+
 impl Lab {
+    /// The positive control of [`Lab::transport_refused`]: connecting with `tls` to `url`
+    /// and delivering a valid envelope from the Jobcenter succeeds, its receipt verifies
+    /// and the envelope is in the Jugendamt's inbox.
+    async fn transport_accepted(
+        &mut self,
+        what: &str,
+        url: String,
+        tls: Option<ClientTlsConfig>,
+    ) -> TestResult {
+        let env = self.valid_envelope(JA);
+        let receipt = match deliver_over(url, tls, env.clone()).await {
+            Err(_) => panic!("control {what}: no answer within 10 s"),
+            Ok(Err(e)) => panic!("control {what}: refused: {e:?}"),
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        let r = self.check_receipt(&receipt, &env, JC, JA);
+        let held = inbox(self.api(JA)).await?;
+        assert!(
+            held.iter()
+                .any(|i| i.message_id == r.message_id && i.envelope.as_ref() == Some(&env)),
+            "control {what}: the delivery is not in {JA}'s inbox"
+        );
+        Ok(())
+    }
+
     /// Connecting with `tls` (or in plaintext) to `url` and delivering a valid envelope
-    /// must fail somewhere (handshake or call), within 10 s, storing nothing.
+    /// must fail somewhere (handshake or call), within 10 s, storing nothing. Pair it with
+    /// [`Lab::transport_accepted`] for the same configuration with a valid identity.
     async fn transport_refused(
         &mut self,
         what: &str,
@@ -1872,16 +1928,7 @@ impl Lab {
     ) -> TestResult {
         let before = snapshot(self.api(JA)).await?;
         let env = self.valid_envelope(JA);
-        let attempt = async {
-            let mut endpoint = Endpoint::from_shared(url)?;
-            if let Some(tls) = tls {
-                endpoint = endpoint.tls_config(tls)?;
-            }
-            let channel = endpoint.connect().await?;
-            let r = PeerExchangeClient::new(channel).deliver(env).await?;
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(r)
-        };
-        match tokio::time::timeout(Duration::from_secs(10), attempt).await {
+        match deliver_over(url, tls, env).await {
             Err(_) => panic!("{what}: neither refused nor answered within 10 s"),
             Ok(Ok(r)) => panic!("{what}: accepted, with receipt {:?}", r.into_inner()),
             Ok(Err(e)) => {

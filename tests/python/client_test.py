@@ -158,7 +158,6 @@ def main(argv):
                 ),
             )
             evidence = hashlib.sha256(b"JC-SE/Einwilligung/2026/4711 (signed form, scanned)").digest()
-            check(len(evidence) == 32, "evidence_sha256 is 32 bytes")
             recorded = api.RecordConsent(
                 agency_pb2.RecordConsentRequest(
                     subject=subject,

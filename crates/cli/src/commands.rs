@@ -13,10 +13,10 @@ use std::process::ExitCode;
 pub struct ClientArgs {
     /// The IT system's client.toml (written by `kurzdraht pki init`).
     #[arg(long, env = "KURZDRAHT_CLIENT", global = true)]
-    client: Option<PathBuf>,
+    pub(crate) client: Option<PathBuf>,
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Subcommand)]

@@ -341,6 +341,18 @@ async fn play(d: &mut Demo) -> anyhow::Result<()> {
         "23795",
         "Bad Segeberg",
     );
+    println!("\nThe people of the story (invented; none of this may reach the nodes' logs):");
+    for p in [&lena, &jonas, &kai] {
+        let address = p
+            .address
+            .as_ref()
+            .map(|a| format!("{}, {} {}", a.street, a.postal_code, a.city))
+            .unwrap_or_default();
+        println!(
+            "   {} {}, born {}, {address}",
+            p.given_name, p.family_name, p.date_of_birth
+        );
+    }
     let today = today();
 
     d.story.scene("Lena Hansen (21) cannot stay at her parents'. The Jugendamt Kreis Segeberg tries to send its statement before she has consented");

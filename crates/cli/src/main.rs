@@ -311,15 +311,27 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+    use std::path::Path;
 
     #[test]
     fn command_line_definition_is_consistent() {
         Cli::command().debug_assert();
     }
 
+    /// The client arguments of a parsed `status` command.
+    fn status_args(args: &[&str]) -> (String, commands::ClientArgs) {
+        let cli = Cli::try_parse_from(args).expect("the command line parses");
+        match cli.command {
+            Command::Client(commands::ClientCommand::Status { common, message_id }) => {
+                (message_id, common)
+            }
+            _ => panic!("{args:?} did not parse as the status command"),
+        }
+    }
+
     #[test]
     fn client_flags_may_follow_the_subcommand() {
-        let cli = Cli::try_parse_from([
+        let (message_id, common) = status_args(&[
             "kurzdraht",
             "status",
             "01a213ff-69f5-777f-adfb-00573ee627ed",
@@ -327,6 +339,17 @@ mod tests {
             "c.toml",
             "--json",
         ]);
-        assert!(cli.is_ok());
+        assert_eq!(message_id, "01a213ff-69f5-777f-adfb-00573ee627ed");
+        assert_eq!(common.client.as_deref(), Some(Path::new("c.toml")));
+        assert!(common.json, "--json after the subcommand is taken");
+        // control: without the flag, no JSON
+        let (_, common) = status_args(&[
+            "kurzdraht",
+            "status",
+            "01a213ff-69f5-777f-adfb-00573ee627ed",
+            "--client",
+            "c.toml",
+        ]);
+        assert!(!common.json);
     }
 }

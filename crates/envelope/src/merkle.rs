@@ -157,6 +157,46 @@ mod tests {
         k
     }
 
+    /// The root that `path` proves for `leaf` at index `m` of a tree of `n` leaves, read
+    /// off the recursive definition (the last path element is the sibling subtree at the
+    /// top); `None` if the path does not fit the shape of that tree.
+    fn root_from_path(leaf: &Hash, m: usize, n: usize, path: &[Hash]) -> Option<Hash> {
+        if m >= n {
+            return None;
+        }
+        if n == 1 {
+            return path.is_empty().then_some(*leaf);
+        }
+        let (sibling, below) = path.split_last()?;
+        let k = largest_power_of_two_below(n);
+        if m < k {
+            Some(node_hash(&root_from_path(leaf, m, k, below)?, sibling))
+        } else {
+            Some(node_hash(
+                sibling,
+                &root_from_path(leaf, m - k, n - k, below)?,
+            ))
+        }
+    }
+
+    /// Whether leaf `m`'s proof in a tree of `n` leaves, claimed for a tree of `size`
+    /// leaves, is accepted; checked against the definition.
+    ///
+    /// A wrong size is refused unless the path has the same shape in both trees (leaf 0 of
+    /// 3 and of 4, say): the proof binds the leaf to the root, the size only shapes the
+    /// path. Receipts sign size and root together, so that is no way around the check.
+    fn accepted_with_size(l: &[Hash], m: usize, path: &[Hash], root: &Hash, size: usize) -> bool {
+        let accepted = verify_inclusion(&l[m], m as u64, size as u64, path, root);
+        let by_definition = root_from_path(&l[m], m, size, path) == Some(*root);
+        assert_eq!(
+            accepted,
+            by_definition,
+            "leaf {m} of {} claimed in a tree of {size}",
+            l.len()
+        );
+        accepted
+    }
+
     fn leaves(n: usize) -> Vec<Hash> {
         (0..n)
             .map(|i| leaf_hash(&(i as u64).to_be_bytes()))
@@ -170,6 +210,7 @@ mod tests {
 
     #[test]
     fn matches_the_rfc_definition_for_every_size_up_to_300() {
+        let (mut refused, mut claims) = (0, 0);
         for n in 1..=300 {
             let l = leaves(n);
             let tree = Tree::build(l.clone()).expect("non-empty");
@@ -184,13 +225,46 @@ mod tests {
                     &path,
                     &tree.root()
                 ));
+                assert_eq!(root_from_path(&l[m], m, n, &path), Some(tree.root()));
+                // the same proof claimed for a tree one leaf smaller or larger
+                for size in [n - 1, n + 1] {
+                    claims += 1;
+                    if !accepted_with_size(&l, m, &path, &tree.root(), size) {
+                        refused += 1;
+                    }
+                }
             }
         }
+        // both outcomes occur: a size that changes the path's shape (for a leaf on the
+        // right edge) and one that does not
+        assert!(
+            refused > 0 && refused < claims,
+            "{refused} of {claims} wrong sizes refused"
+        );
+    }
+
+    #[test]
+    fn a_wrong_size_is_refused_where_it_changes_the_path() {
+        let check = |n: usize, m: usize, size: usize| {
+            let l = leaves(n);
+            let tree = Tree::build(l.clone()).expect("non-empty");
+            accepted_with_size(&l, m, &tree.path(m), &tree.root(), size)
+        };
+        // leaf 2 of 3 is a right child in a tree of 4, a promoted node in one of 3
+        assert!(!check(3, 2, 4));
+        // the path is one element too short for 5 leaves, one too long for 4
+        assert!(!check(4, 0, 5));
+        assert!(!check(5, 0, 4));
+        // the index lies outside the smaller tree
+        assert!(!check(4, 3, 3));
+        // leaf 0 has the same path shape in trees of 3 and 4 leaves
+        assert!(check(3, 0, 4));
+        assert!(check(4, 0, 3));
     }
 
     proptest! {
         #[test]
-        fn a_wrong_leaf_index_size_or_path_is_refused(
+        fn a_wrong_leaf_index_path_or_size_is_refused_as_defined(
             n in 1usize..200,
             m in 0usize..200,
             other in 0usize..200,
@@ -225,6 +299,10 @@ mod tests {
             prop_assert!(!verify_inclusion(&l[m], m as u64, n as u64, &longer, &root));
             // an index outside the tree
             prop_assert!(!verify_inclusion(&l[m], n as u64, n as u64, &path, &root));
+            // a size one too large or too small: refused unless the path has the same
+            // shape in that tree (see `accepted_with_size`)
+            accepted_with_size(&l, m, &path, &root, n + 1);
+            accepted_with_size(&l, m, &path, &root, n - 1);
         }
     }
 }

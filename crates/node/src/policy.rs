@@ -345,18 +345,89 @@ mod tests {
         assert!(check_under_25(leap, date(2029, 3, 1)).is_err());
     }
 
+    /// The age on `on` counted the long way: one year for every birthday from `dob` up to
+    /// `on`, each birthday found with `time`'s calendar (`replace_year`). Someone born on
+    /// 29 February has the birthday on 1 March in a common year: the day after 28 February.
+    fn age_by_counting_birthdays(dob: Date, on: Date) -> i32 {
+        let birthday = |year: i32| {
+            dob.replace_year(year).unwrap_or_else(|_| {
+                date(year, 2, 28)
+                    .next_day()
+                    .expect("the day after 28 February")
+            })
+        };
+        let mut age = 0;
+        while birthday(dob.year() + age + 1) <= on {
+            age += 1;
+        }
+        age
+    }
+
+    #[test]
+    fn the_counting_oracle_on_leap_day_births() {
+        let leap = date(2004, 2, 29);
+        assert_eq!(age_by_counting_birthdays(leap, date(2005, 2, 28)), 0);
+        assert_eq!(age_by_counting_birthdays(leap, date(2005, 3, 1)), 1);
+        assert_eq!(age_by_counting_birthdays(leap, date(2008, 2, 28)), 3);
+        assert_eq!(age_by_counting_birthdays(leap, date(2008, 2, 29)), 4);
+    }
+
+    /// Every 29 February birth from 1904 to 2028, on every day from two before to two
+    /// after each of its first 100 birthdays (in leap and in common years).
+    #[test]
+    fn leap_day_births_around_every_birthday() {
+        for year in (1904..=2028).step_by(4) {
+            let dob = date(year, 2, 29);
+            for years in 0..=100 {
+                for shift in -2..=2 {
+                    let day = date(year + years, 2, 28) + time::Duration::days(1 + shift);
+                    if day < dob {
+                        continue;
+                    }
+                    let age = age_on(dob, day);
+                    assert_eq!(
+                        age,
+                        age_by_counting_birthdays(dob, day),
+                        "born {dob} on {day}"
+                    );
+                    assert_eq!(check_under_25(dob, day).is_ok(), age < 25, "on {day}");
+                }
+            }
+        }
+    }
+
+    /// Any date of birth from 1900 to 2030, one case in four a 29 February.
+    fn date_of_birth() -> impl Strategy<Value = Date> {
+        let first = date(1900, 1, 1).to_julian_day();
+        let last = date(2030, 12, 31).to_julian_day();
+        prop_oneof![
+            3 => (first..=last).prop_map(|d| Date::from_julian_day(d).expect("in range")),
+            // 1904..=2028, every fourth year, are all leap years (2000 included)
+            1 => (476i32..=507).prop_map(|k| date(4 * k, 2, 29)),
+        ]
+    }
+
     proptest! {
         #[test]
-        fn age_matches_year_arithmetic(y in 1950i32..2030, m in 1u8..=12, d in 1u8..=28,
-                                       add_days in 0i64..40_000) {
-            let dob = date(y, m, d);
+        fn age_matches_year_arithmetic(dob in date_of_birth(), add_days in 0i64..40_000) {
             let on = dob + time::Duration::days(add_days);
             let age = age_on(dob, on);
-            // the age-th birthday is on or before `on`, the next one after it
-            let birthday = |n: i32| date(y + n, m, d);
-            prop_assert!(birthday(age) <= on);
-            prop_assert!(birthday(age + 1) > on);
+            prop_assert_eq!(age, age_by_counting_birthdays(dob, on), "born {} on {}", dob, on);
             prop_assert_eq!(check_under_25(dob, on).is_ok(), age < 25);
+        }
+
+        /// The same on the days around a birthday, where an off-by-one day would show.
+        #[test]
+        fn age_matches_around_birthdays(dob in date_of_birth(), years in 0i32..=100,
+                                        shift in -2i64..=2) {
+            // the day in the birthday's month of that year, e.g. 29 February of a common
+            // year is 1 March
+            let day = date(dob.year() + years, dob.month() as u8, 1)
+                + time::Duration::days(i64::from(dob.day()) - 1 + shift);
+            prop_assume!(day >= dob);
+            let age = age_on(dob, day);
+            prop_assert_eq!(age, age_by_counting_birthdays(dob, day), "born {} on {}", dob, day);
+            prop_assert_eq!(check_under_25(dob, day).is_ok(), age < 25);
         }
     }
 }

@@ -340,12 +340,25 @@ mod tests {
     }
 
     #[test]
-    fn a_cycle_ends_after_the_chain_limit() {
+    fn a_cycle_is_named_by_its_smallest_id_from_every_start() {
         let store: HashMap<&str, StoredConsent> = [("p", held("p", "q")), ("q", held("q", "p"))]
             .into_iter()
             .collect();
-        let root = root_in(&store, "p");
-        assert!(root == "p" || root == "q");
+        assert_eq!(root_in(&store, "p"), "p");
+        assert_eq!(root_in(&store, "q"), "p");
+        // a longer cycle, its smallest id neither first nor last, and a consent leading
+        // into it
+        let store: HashMap<&str, StoredConsent> = [
+            ("r", held("r", "k")),
+            ("k", held("k", "t")),
+            ("t", held("t", "r")),
+            ("z", held("z", "t")),
+        ]
+        .into_iter()
+        .collect();
+        for start in ["r", "k", "t", "z"] {
+            assert_eq!(root_in(&store, start), "k", "from {start}");
+        }
     }
 
     #[test]
