@@ -35,11 +35,18 @@ async fn flush(db: &sled::Db, file: &std::path::Path) -> Result<(), LedgerError>
         db.flush()?;
         std::fs::File::open(&file)
             .and_then(|f| f.sync_all())
-            .map_err(|e| LedgerError::Store(sled::Error::Io(e)))?;
+            .map_err(|source| LedgerError::Io {
+                what: "fsync",
+                path: file.clone(),
+                source,
+            })?;
         Ok(())
     })
     .await
-    .map_err(|e| LedgerError::corrupt("flush task", e))?
+    .map_err(|e| LedgerError::Task {
+        what: "flush",
+        reason: e.to_string(),
+    })?
 }
 
 #[derive(Default)]

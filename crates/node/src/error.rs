@@ -96,6 +96,8 @@ impl NodeError {
                 LedgerError::MessageIdConflict { .. } => "message-id-conflict",
                 LedgerError::UnknownMessage { .. } => "not-found",
                 LedgerError::Store(_)
+                | LedgerError::Io { .. }
+                | LedgerError::Task { .. }
                 | LedgerError::Corrupt { .. }
                 | LedgerError::AuditBroken { .. }
                 | LedgerError::NoDataKey
@@ -138,6 +140,8 @@ impl NodeError {
                     Code::FailedPrecondition
                 }
                 LedgerError::Store(_)
+                | LedgerError::Io { .. }
+                | LedgerError::Task { .. }
                 | LedgerError::Corrupt { .. }
                 | LedgerError::AuditBroken { .. }
                 | LedgerError::NoDataKey
