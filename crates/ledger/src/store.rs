@@ -18,7 +18,7 @@
 use crate::{
     at_rest::{AtRest, DataKey},
     audit::{entry_hash, verify_chain, AuditEvent, AuditNote, AuditReport},
-    commit::{Durability, GroupCommit},
+    commit::{Durability, GroupCommit, SyncedBlobs},
     error::LedgerError,
     records::{InboxRecord, MessageRecord, OutboxEntry, StoredConsent},
 };
@@ -351,7 +351,7 @@ impl Ledger {
             audit: db.open_tree("audit")?,
             meta: db.open_tree("meta")?,
             retention: db.open_tree("retention")?,
-            commit: std::sync::Arc::new(GroupCommit::new(durability, dir.join("db"))),
+            commit: std::sync::Arc::new(GroupCommit::new(durability, dir.to_path_buf())),
             at_rest: std::sync::Arc::new(AtRest::new(key)?),
             db,
         }
@@ -449,8 +449,8 @@ impl Ledger {
             .transpose()
     }
 
-    /// Makes every change so far durable (fsync). Concurrent callers share one flush
-    /// (see [`crate::commit`]).
+    /// Makes every change so far durable: sled's flush, then fsyncs of its data file and of
+    /// any new blob files. Concurrent callers share one flush (see [`crate::commit`]).
     pub async fn flush(&self) -> Result<(), LedgerError> {
         self.commit.commit(&self.db).await
     }
@@ -458,6 +458,13 @@ impl Ledger {
     /// How many flushes (fsyncs) this handle has run, for benchmarks.
     pub fn flush_count(&self) -> u64 {
         self.commit.flushes()
+    }
+
+    /// The blob files (values sled keeps in files of their own under `<dir>/blobs/`) that this
+    /// handle's flushes have fsynced, with fsync counts: for tests, and for operators who want
+    /// to see what a flush costs beyond sled's data file.
+    pub fn synced_blobs(&self) -> SyncedBlobs {
+        self.commit.synced_blobs()
     }
 
     /// Checks that the store still reads and writes (for health checks): writes and reads

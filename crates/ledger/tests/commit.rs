@@ -113,3 +113,53 @@ async fn a_cancelled_flush_does_not_wedge_later_flushes() {
         }
     }
 }
+
+/// The names of the files sled keeps values in beside its log (`<dir>/blobs/<lsn>`).
+fn blob_files(dir: &std::path::Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(dir.join("blobs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// sled writes a value larger than a quarter segment (about 128 KiB) to a file of its own
+/// under `blobs/` and fsyncs neither it nor the directory; the log record pointing to it is
+/// made durable. A flush must fsync the blob too, or an acknowledged write could lose its
+/// value to a power loss. Checks that blobs really appear, that every blob present after a
+/// flush was fsynced by it, and that a flush with nothing new fsyncs nothing again.
+#[tokio::test]
+async fn a_flush_fsyncs_every_blob_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open_keyed(dir.path()).unwrap();
+    for i in 0..3u8 {
+        let mut out = outgoing(format!("big{i}"));
+        out.envelope.payload = vec![i; 300 * 1024];
+        l.enqueue(&out).unwrap();
+        l.flush().await.unwrap();
+        let present = blob_files(dir.path());
+        assert!(
+            !present.is_empty(),
+            "a 300 KiB value made no blob file: this test would test nothing"
+        );
+        let synced = l.synced_blobs();
+        assert!(
+            present.is_subset(&synced.files),
+            "flush {i}: blob files {:?} were not fsynced",
+            present.difference(&synced.files).collect::<Vec<_>>()
+        );
+        assert!(synced.file_fsyncs >= present.len() as u64);
+        assert!(synced.dir_fsyncs >= 2, "blobs/ and the data directory");
+    }
+    let before = l.synced_blobs();
+    l.flush().await.unwrap();
+    assert_eq!(
+        l.synced_blobs(),
+        before,
+        "a flush with nothing new fsynced something again"
+    );
+    drop(l);
+    let l = open_keyed(dir.path()).unwrap();
+    assert_eq!(l.outbox_len("jugendamt-kreis-segeberg"), 3);
+    let head = l.outbox_head("jugendamt-kreis-segeberg").unwrap().unwrap();
+    assert_eq!(head.envelope.unwrap().payload.len(), 300 * 1024);
+}
