@@ -178,17 +178,59 @@ impl Files {
     }
 }
 
+/// For tests: holds the next flush of a ledger on its blocking thread before it starts, as a
+/// slow disk would (see [`crate::Ledger::pause_next_flush`]). Dropping it releases the flush.
+#[doc(hidden)]
+pub struct FlushPause {
+    reached: tokio::sync::oneshot::Receiver<()>,
+    // Dropped, it lets the held flush go on.
+    _release: std::sync::mpsc::Sender<()>,
+}
+
+impl FlushPause {
+    /// Waits until a flush is held at the pause; it stays there until the pause is released
+    /// or dropped. `false` if no flush will come (the ledger was dropped).
+    pub async fn reached(&mut self) -> bool {
+        (&mut self.reached).await.is_ok()
+    }
+
+    /// Lets the held flush go on (dropping the pause does the same).
+    pub fn release(self) {}
+}
+
+/// The flush's side of a [`FlushPause`].
+struct PausePoint {
+    reached: tokio::sync::oneshot::Sender<()>,
+    release: std::sync::mpsc::Receiver<()>,
+}
+
+impl PausePoint {
+    fn hold(self) {
+        let _ = self.reached.send(());
+        // Returns when the pause is released: its sender dropped.
+        let _ = self.release.recv();
+    }
+}
+
 /// Makes everything written so far durable, on a blocking thread: sled's own flush writes its
 /// buffers and (on Linux) waits for them with `sync_file_range`, which neither flushes the
 /// disk's write cache nor the file's metadata — so an `fsync` of the store's file follows, and
 /// then the fsyncs of new blob files and directories ([`Files::sync`]).
 /// The handle to the store is dropped before this returns, so a store closed right after its
 /// last flush really is closed (its lock released).
-async fn flush(db: &sled::Db, dir: &Path, files: &Arc<Mutex<Files>>) -> Result<(), LedgerError> {
+async fn flush(
+    db: &sled::Db,
+    dir: &Path,
+    files: &Arc<Mutex<Files>>,
+    pause: Option<PausePoint>,
+) -> Result<(), LedgerError> {
     let db = db.clone();
     let dir = dir.to_path_buf();
     let files = Arc::clone(files);
     tokio::task::spawn_blocking(move || -> Result<(), LedgerError> {
+        if let Some(pause) = pause {
+            pause.hold();
+        }
         db.flush()?;
         let file = dir.join("db");
         fsync_file(&file).map_err(|e| io_error("fsync", &file, e))?;
@@ -222,6 +264,8 @@ pub(crate) struct GroupCommit {
     done: Notify,
     serial: tokio::sync::Mutex<()>,
     files: Arc<Mutex<Files>>,
+    /// Set by [`GroupCommit::pause_next_flush`] (tests only), taken by the next flush.
+    pause: Mutex<Option<PausePoint>>,
 }
 
 /// A running flush. Dropping it — after the flush, or when the caller's future is dropped
@@ -255,6 +299,7 @@ impl GroupCommit {
             done: Notify::new(),
             serial: tokio::sync::Mutex::new(()),
             files: Arc::default(),
+            pause: Mutex::new(None),
         }
     }
 
@@ -276,9 +321,23 @@ impl GroupCommit {
             .report()
     }
 
+    pub(crate) fn pause_next_flush(&self) -> FlushPause {
+        let (reached_tx, reached_rx) = tokio::sync::oneshot::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel();
+        *self.pause.lock().unwrap_or_else(|p| p.into_inner()) = Some(PausePoint {
+            reached: reached_tx,
+            release: release_rx,
+        });
+        FlushPause {
+            reached: reached_rx,
+            _release: release_tx,
+        }
+    }
+
     /// One flush: sled's, then the fsyncs.
     async fn flush_once(&self, db: &sled::Db) -> Result<(), LedgerError> {
-        flush(db, &self.dir, &self.files).await
+        let pause = self.pause.lock().unwrap_or_else(|p| p.into_inner()).take();
+        flush(db, &self.dir, &self.files, pause).await
     }
 
     /// Returns once everything written before the call is durable.

@@ -28,7 +28,7 @@ pub mod store;
 
 pub use at_rest::DataKey;
 pub use audit::{AuditEvent, AuditNote, AuditReport};
-pub use commit::{Durability, SyncedBlobs};
+pub use commit::{Durability, FlushPause, SyncedBlobs};
 pub use consent::{evaluate, ConsentQuery, ConsentRefusal};
 pub use error::LedgerError;
 pub use records::{InboxRecord, MessageRecord, OutboxEntry, StoredConsent};

@@ -18,7 +18,7 @@
 use crate::{
     at_rest::{AtRest, DataKey},
     audit::{entry_hash, verify_chain, AuditEvent, AuditNote, AuditReport},
-    commit::{Durability, GroupCommit, SyncedBlobs},
+    commit::{Durability, FlushPause, GroupCommit, SyncedBlobs},
     error::LedgerError,
     records::{InboxRecord, MessageRecord, OutboxEntry, StoredConsent},
 };
@@ -465,6 +465,14 @@ impl Ledger {
     /// to see what a flush costs beyond sled's data file.
     pub fn synced_blobs(&self) -> SyncedBlobs {
         self.commit.synced_blobs()
+    }
+
+    /// For tests: the next flush of this handle stops on its blocking thread before it starts
+    /// and waits there until the returned pause is released or dropped, so a test can cancel
+    /// a caller while its flush is certainly running.
+    #[doc(hidden)]
+    pub fn pause_next_flush(&self) -> FlushPause {
+        self.commit.pause_next_flush()
     }
 
     /// Checks that the store still reads and writes (for health checks): writes and reads

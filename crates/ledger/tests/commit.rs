@@ -87,31 +87,53 @@ async fn a_lone_writer_still_gets_its_flush() {
 }
 
 /// A flush whose caller is dropped mid-flush (a cancelled gRPC call, a peer that died) must
-/// not leave the group commit waiting for ever.
+/// not leave the group commit waiting for ever. The flush is held on its thread (as by a slow
+/// disk) until its caller has been cancelled, so the cancellation lands mid-flush every time;
+/// the next flush must then run and return while the cancelled one is still held.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_flush_does_not_wedge_later_flushes() {
     use kurzdraht_ledger::{AuditEvent, AuditNote};
     use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
     let ledger = open_keyed(dir.path()).unwrap();
-    for round in 0..50 {
-        for _ in 0..50 {
-            ledger
-                .audit(AuditNote::new(AuditEvent::ReceivedDuplicate), 1)
-                .unwrap();
-        }
-        let l = ledger.clone();
-        let f = tokio::spawn(async move { l.flush().await });
-        tokio::time::sleep(Duration::from_micros(200)).await;
-        f.abort();
-        let _ = f.await;
-        if tokio::time::timeout(Duration::from_secs(3), ledger.flush())
+    ledger
+        .audit(AuditNote::new(AuditEvent::ReceivedDuplicate), 1)
+        .unwrap();
+    let mut pause = ledger.pause_next_flush();
+    let l = ledger.clone();
+    let caller = tokio::spawn(async move { l.flush().await });
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), pause.reached())
             .await
-            .is_err()
-        {
-            panic!("round {round}: a flush after a cancelled one hangs");
-        }
-    }
+            .expect("the flush never reached the pause"),
+        "the pause was dropped unused"
+    );
+    caller.abort();
+    let ended = caller.await;
+    assert!(
+        matches!(&ended, Err(e) if e.is_cancelled()),
+        "the caller was not cancelled mid-flush: {ended:?}"
+    );
+    assert_eq!(
+        ledger.flush_count(),
+        1,
+        "the cancelled flush is over and counted"
+    );
+
+    ledger
+        .audit(AuditNote::new(AuditEvent::ReceivedDuplicate), 2)
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(3), ledger.flush())
+        .await
+        .expect("a flush after a cancelled one hangs")
+        .unwrap();
+    assert_eq!(ledger.flush_count(), 2);
+    pause.release();
+    tokio::time::timeout(Duration::from_secs(3), ledger.flush())
+        .await
+        .expect("a flush after the held one was released hangs")
+        .unwrap();
+    assert_eq!(ledger.flush_count(), 3);
 }
 
 /// The names of the files sled keeps values in beside its log (`<dir>/blobs/<lsn>`).
