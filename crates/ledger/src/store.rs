@@ -57,6 +57,12 @@ pub struct StoreOptions {
     pub durability: Durability,
     /// Bytes of sled's page cache: the bulk of a node's memory, whatever the store's size.
     pub cache_bytes: u64,
+    /// How often sled's own background thread flushes, in milliseconds; `None` switches it
+    /// off. For tests of durability only: with it off, only [`Ledger::flush`], a full write
+    /// buffer (one 512 KiB segment) or closing the store writes sled's log to the file, so a
+    /// test that kills the process can see what a missing flush loses. Nodes keep the
+    /// default, sled's 500 ms.
+    pub flush_every_ms: Option<u64>,
 }
 
 /// The page cache a node uses unless configured otherwise (`[storage] cache_mb`).
@@ -67,6 +73,7 @@ impl Default for StoreOptions {
         Self {
             durability: Durability::GroupCommit,
             cache_bytes: DEFAULT_CACHE_BYTES,
+            flush_every_ms: Some(500),
         }
     }
 }
@@ -318,6 +325,7 @@ impl Ledger {
         let StoreOptions {
             durability,
             cache_bytes,
+            flush_every_ms,
         } = options;
         // A handle of this process dropped an instant ago (a node restarted in place, sled's
         // background flusher finishing) may still hold the lock briefly: wait up to a second
@@ -328,6 +336,7 @@ impl Ledger {
                 .path(dir)
                 .mode(sled::Mode::HighThroughput)
                 .cache_capacity(cache_bytes)
+                .flush_every_ms(flush_every_ms)
                 .open();
             match opened {
                 Ok(db) => break db,
