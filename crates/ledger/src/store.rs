@@ -471,7 +471,7 @@ impl Ledger {
 
     /// The blob files (values sled keeps in files of their own under `<dir>/blobs/`) that this
     /// handle's flushes have fsynced, with fsync counts: for tests, and for operators who want
-    /// to see what a flush costs beyond sled's data file.
+    /// to see what a flush costs beyond sled's data file. Waits while a flush is fsyncing them.
     pub fn synced_blobs(&self) -> SyncedBlobs {
         self.commit.synced_blobs()
     }

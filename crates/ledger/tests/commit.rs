@@ -1,5 +1,6 @@
 //! Group commit: concurrent writers share fsyncs, and every write acknowledged by `flush`
-//! is there after reopening.
+//! is there after reopening. These reopen after dropping the store, which flushes it anyway;
+//! `tests/sigkill.rs` kills a writing process instead.
 #![allow(clippy::unwrap_used)]
 
 use kurzdraht_ledger::{Durability, Ledger, Outgoing};
