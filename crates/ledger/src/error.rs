@@ -8,6 +8,17 @@ pub enum LedgerError {
     Locked { path: PathBuf },
     #[error("store error: {0}")]
     Store(#[from] sled::Error),
+    /// A file operation the ledger runs itself, beside sled's own, failed (an fsync after a flush).
+    #[error("{what} of {path} failed: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A task the ledger ran on another thread panicked or was cancelled.
+    #[error("the {what} task failed: {reason}")]
+    Task { what: &'static str, reason: String },
     #[error("stored record {what} is corrupt: {reason}")]
     Corrupt { what: &'static str, reason: String },
     #[error("consent {consent_id} already exists")]

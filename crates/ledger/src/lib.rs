@@ -7,7 +7,8 @@
 //!   receipts and the audit chain, each change one sled transaction with its audit entry.
 //! - [`at_rest`]: encryption of the trees that hold personal data under the node's data key.
 //! - [`audit`]: audit events and offline verification of the hash chain.
-//! - [`commit`]: group commit — concurrent callers share one fsync.
+//! - [`commit`]: group commit — concurrent callers share one flush (sled's, then fsyncs of
+//!   its data file and of the blob files it keeps beside it).
 //!
 //! Architecture invariants:
 //! - Nothing outside this crate touches sled. Every state change and the audit entry that
@@ -27,7 +28,7 @@ pub mod store;
 
 pub use at_rest::DataKey;
 pub use audit::{AuditEvent, AuditNote, AuditReport};
-pub use commit::Durability;
+pub use commit::{Durability, FlushPause, SyncedBlobs};
 pub use consent::{evaluate, ConsentQuery, ConsentRefusal};
 pub use error::LedgerError;
 pub use records::{InboxRecord, MessageRecord, OutboxEntry, StoredConsent};

@@ -18,7 +18,7 @@
 use crate::{
     at_rest::{AtRest, DataKey},
     audit::{entry_hash, verify_chain, AuditEvent, AuditNote, AuditReport},
-    commit::{Durability, GroupCommit},
+    commit::{Durability, FlushPause, GroupCommit, SyncedBlobs},
     error::LedgerError,
     records::{InboxRecord, MessageRecord, OutboxEntry, StoredConsent},
 };
@@ -57,6 +57,12 @@ pub struct StoreOptions {
     pub durability: Durability,
     /// Bytes of sled's page cache: the bulk of a node's memory, whatever the store's size.
     pub cache_bytes: u64,
+    /// How often sled's own background thread flushes, in milliseconds; `None` switches it
+    /// off. For tests of durability only: with it off, only [`Ledger::flush`], a full write
+    /// buffer (one 512 KiB segment) or closing the store writes sled's log to the file, so a
+    /// test that kills the process can see what a missing flush loses. Nodes keep the
+    /// default, sled's 500 ms.
+    pub flush_every_ms: Option<u64>,
 }
 
 /// The page cache a node uses unless configured otherwise (`[storage] cache_mb`).
@@ -67,6 +73,7 @@ impl Default for StoreOptions {
         Self {
             durability: Durability::GroupCommit,
             cache_bytes: DEFAULT_CACHE_BYTES,
+            flush_every_ms: Some(500),
         }
     }
 }
@@ -320,6 +327,7 @@ impl Ledger {
         let StoreOptions {
             durability,
             cache_bytes,
+            flush_every_ms,
         } = options;
         // A handle of this process dropped an instant ago (a node restarted in place, sled's
         // background flusher finishing) may still hold the lock briefly: wait up to a second
@@ -330,6 +338,7 @@ impl Ledger {
                 .path(dir)
                 .mode(sled::Mode::HighThroughput)
                 .cache_capacity(cache_bytes)
+                .flush_every_ms(flush_every_ms)
                 .open();
             match opened {
                 Ok(db) => break db,
@@ -353,7 +362,7 @@ impl Ledger {
             audit: db.open_tree("audit")?,
             meta: db.open_tree("meta")?,
             retention: db.open_tree("retention")?,
-            commit: std::sync::Arc::new(GroupCommit::new(durability, dir.join("db"))),
+            commit: std::sync::Arc::new(GroupCommit::new(durability, dir.to_path_buf())),
             injected_failure: Default::default(),
             at_rest: std::sync::Arc::new(AtRest::new(key)?),
             db,
@@ -452,8 +461,8 @@ impl Ledger {
             .transpose()
     }
 
-    /// Makes every change so far durable (fsync). Concurrent callers share one flush
-    /// (see [`crate::commit`]).
+    /// Makes every change so far durable: sled's flush, then fsyncs of its data file and of
+    /// any new blob files. Concurrent callers share one flush (see [`crate::commit`]).
     pub async fn flush(&self) -> Result<(), LedgerError> {
         let injected = self
             .injected_failure
@@ -462,9 +471,11 @@ impl Ledger {
             .take();
         if let Some(release) = injected {
             release.notified().await;
-            return Err(LedgerError::Store(sled::Error::Io(std::io::Error::other(
-                "flush failure injected by a test",
-            ))));
+            return Err(LedgerError::Io {
+                what: "flush",
+                path: PathBuf::new(),
+                source: std::io::Error::other("flush failure injected by a test"),
+            });
         }
         self.commit.commit(&self.db).await
     }
@@ -486,6 +497,21 @@ impl Ledger {
     /// How many flushes (fsyncs) this handle has run, for benchmarks.
     pub fn flush_count(&self) -> u64 {
         self.commit.flushes()
+    }
+
+    /// The blob files (values sled keeps in files of their own under `<dir>/blobs/`) that this
+    /// handle's flushes have fsynced, with fsync counts: for tests, and for operators who want
+    /// to see what a flush costs beyond sled's data file. Waits while a flush is fsyncing them.
+    pub fn synced_blobs(&self) -> SyncedBlobs {
+        self.commit.synced_blobs()
+    }
+
+    /// For tests: the next flush of this handle stops on its blocking thread before it starts
+    /// and waits there until the returned pause is released or dropped, so a test can cancel
+    /// a caller while its flush is certainly running.
+    #[doc(hidden)]
+    pub fn pause_next_flush(&self) -> FlushPause {
+        self.commit.pause_next_flush()
     }
 
     /// Checks that the store still reads and writes (for health checks): writes and reads

@@ -118,6 +118,8 @@ impl NodeError {
                 LedgerError::MessageIdConflict { .. } => "message-id-conflict",
                 LedgerError::UnknownMessage { .. } => "not-found",
                 LedgerError::Store(_)
+                | LedgerError::Io { .. }
+                | LedgerError::Task { .. }
                 | LedgerError::Corrupt { .. }
                 | LedgerError::AuditBroken { .. }
                 | LedgerError::NoDataKey
@@ -166,6 +168,8 @@ impl NodeError {
                     Code::FailedPrecondition
                 }
                 LedgerError::Store(_)
+                | LedgerError::Io { .. }
+                | LedgerError::Task { .. }
                 | LedgerError::Corrupt { .. }
                 | LedgerError::AuditBroken { .. }
                 | LedgerError::NoDataKey
