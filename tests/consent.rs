@@ -4,6 +4,7 @@
 
 use kurzdraht_envelope::verify_and_open;
 use kurzdraht_node::client::AgencyClient;
+use kurzdraht_node::clock::Clock;
 use kurzdraht_proto::v1::{self as pb, get_consent_evidence_request::About, message_body::Body};
 use kurzdraht_tests::*;
 use tonic::Code;
@@ -718,18 +719,23 @@ async fn erasure_removes_the_person_and_keeps_the_proof() {
 /// Expiry stops a queued message at its next delivery attempt, like a withdrawal does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consent_that_expires_while_queued_stops_the_message() {
-    let mut h = start().await;
+    let (mut h, clocks) = start_on_manual_clocks().await;
     let mut jc = h.client(JC).await;
     let ja = h.client(JA).await;
     let lena = lena();
     let mut req = consent_request(&lena, &[JA], &[pb::Purpose::U25MoveOut]);
-    req.valid_until_ms = kurzdraht_node::clock::now_ms() + 1_500;
+    req.valid_until_ms = clocks[JC].now_ms() + 60_000;
     let id = consent_id(&mut jc, req).await;
     wait_for_consent_state(&ja, &id, pb::ConsentState::ConsentInForce).await;
     h.stop(JA).await;
     let m = submit_ok(&mut jc, JA, &id, certification_request(&lena, "x")).await;
+    // Two minutes pass: the consent has run out while the message waits.
+    for c in clocks.values() {
+        c.advance(120_000);
+    }
     wait_for_consent_state(&jc, &id, pb::ConsentState::ConsentExpired).await;
     h.restart(JA).await;
+    h.node(JC).wake_all();
     let s = wait_for_state(&jc, &m, pb::DeliveryState::Refused).await;
     assert_eq!(s.detail, "consent-expired");
     let inbox = read_inbox(&mut h.client(JA).await, 0).await;

@@ -3,12 +3,10 @@
 //! that disagree, a peer's `too-large`, a failed flush after commit, and erasure with
 //! messages still queued. Each test was seen to fail against the code before its fix.
 
-use kurzdraht_node::clock::{self, Clock, ManualClock};
+use kurzdraht_node::clock::{self, Clock};
 use kurzdraht_proto::v1 as pb;
 use kurzdraht_tests::link::FrozenLink;
 use kurzdraht_tests::*;
-use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 use tonic::Code;
 
@@ -28,26 +26,6 @@ fn withdrawal(consent_id: &str) -> pb::WithdrawConsentRequest {
         recorded_by: "Herr Jensen".into(),
         manner: "schriftlich".into(),
     }
-}
-
-/// Manual clocks for the three nodes, all standing at the system's time now.
-fn manual_clocks() -> BTreeMap<&'static str, Arc<ManualClock>> {
-    let now = clock::now_ms();
-    [JC, JA, JN]
-        .into_iter()
-        .map(|a| (a, ManualClock::at(now)))
-        .collect()
-}
-
-async fn start_on(clocks: &BTreeMap<&'static str, Arc<ManualClock>>) -> Harness {
-    let clocks = clocks.clone();
-    start_with_clocks(move |agency| -> Arc<dyn Clock> {
-        match clocks.get(agency) {
-            Some(c) => c.clone(),
-            None => Arc::new(clock::SystemClock),
-        }
-    })
-    .await
 }
 
 /// Once `WithdrawConsent` has answered OK, no message under the consent reaches the
@@ -149,10 +127,9 @@ async fn nothing_arrives_after_a_withdrawal_is_answered() {
 /// then corrected) lets a message through under it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_withdrawal_holds_whatever_the_clocks_say() {
-    let clocks = manual_clocks();
+    let (h, clocks) = start_on_manual_clocks().await;
     // The Kreis office's clock is 4 minutes behind (within the 5-minute skew).
     clocks[JA].advance(-4 * 60 * 1000);
-    let h = start_on(&clocks).await;
     let lena = lena();
     let mut jc = h.client(JC).await;
     let mut ja = h.client(JA).await;
@@ -209,9 +186,8 @@ async fn a_withdrawal_holds_whatever_the_clocks_say() {
 /// problem neither loses a consent notice nor blocks it for good.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fast_clock_delays_a_notice_but_does_not_lose_it() {
-    let clocks = manual_clocks();
+    let (h, clocks) = start_on_manual_clocks().await;
     clocks[JC].advance(10 * 60 * 1000);
-    let h = start_on(&clocks).await;
     let mut jc = h.client(JC).await;
     let ja = h.client(JA).await;
     let recorded = record_consent(&mut jc, u25_consent(&lena())).await;

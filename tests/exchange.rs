@@ -12,6 +12,7 @@ use kurzdraht_ledger::Ledger;
 use kurzdraht_node::client::connect;
 use kurzdraht_node::clock;
 use kurzdraht_proto::v1::{self as pb, message_body::Body};
+use kurzdraht_node::clock::Clock;
 use kurzdraht_tests::*;
 use std::time::Duration;
 use tonic::Code;
@@ -46,7 +47,7 @@ async fn replicated_consent(
 /// 1. Every consent refusal the API can produce, with FAILED_PRECONDITION and its code.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_consent_refusal_at_submission_has_its_code() {
-    let h = start().await;
+    let (h, clocks) = start_on_manual_clocks().await;
     let mut jc = h.client(JC).await;
     let mut jn = h.client(JN).await;
     let lena = lena();
@@ -91,10 +92,11 @@ async fn each_consent_refusal_at_submission_has_its_code() {
         "consent-withdrawn",
     );
 
-    // expired: valid for 1.5 s from now
+    // expired: valid for one minute, then two minutes pass
     let mut short = consent_request(&lena, &[JA], &[U25]);
-    short.valid_until_ms = clock::now_ms() + 1_500;
+    short.valid_until_ms = clocks[JC].now_ms() + 60_000;
     let expiring = consent_id(&mut jc, short).await;
+    clocks[JC].advance(120_000);
     wait_for_consent_state(&jc, &expiring, pb::ConsentState::ConsentExpired).await;
     refused(
         "expired consent",

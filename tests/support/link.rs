@@ -71,6 +71,8 @@ impl Drop for FrozenLink {
     }
 }
 
+/// Copies `from` to `to`; while paused, keeps reading (so the sender sees its writes go
+/// out) but holds everything back, and forwards it in order on resume.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
@@ -78,20 +80,37 @@ async fn pump(
     held: Arc<AtomicUsize>,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
+    let mut pending: Vec<u8> = Vec::new();
     loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if *paused.borrow() {
-            held.fetch_add(n, Ordering::SeqCst);
-            if paused.wait_for(|p| !*p).await.is_err() {
-                break;
+        tokio::select! {
+            read = from.read(&mut buf) => {
+                let n = match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                if *paused.borrow() {
+                    held.fetch_add(n, Ordering::SeqCst);
+                    pending.extend_from_slice(&buf[..n]);
+                    continue;
+                }
+                if to.write_all(&pending).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+                pending.clear();
+            }
+            changed = paused.changed(), if !pending.is_empty() => {
+                if changed.is_err() {
+                    break;
+                }
+                if !*paused.borrow() {
+                    if to.write_all(&pending).await.is_err() {
+                        break;
+                    }
+                    pending.clear();
+                }
             }
         }
-        if to.write_all(&buf[..n]).await.is_err() {
-            break;
-        }
     }
+    let _ = to.write_all(&pending).await;
     let _ = to.shutdown().await;
 }

@@ -160,6 +160,35 @@ pub async fn start_with_clocks(
     Harness { fed, dir }
 }
 
+/// The three nodes' manual clocks, all standing at the system's time now.
+pub type Clocks = std::collections::BTreeMap<&'static str, std::sync::Arc<clock::ManualClock>>;
+
+/// Starts the three Segeberg nodes on manual clocks standing at the system's time now; the
+/// test moves them (and wakes a node's workers with [`Harness::node`]`.wake_all()`).
+pub async fn start_on_manual_clocks() -> (Harness, Clocks) {
+    let now = clock::now_ms();
+    let clocks: Clocks = [JC, JA, JN]
+        .into_iter()
+        .map(|a| (a, clock::ManualClock::at(now)))
+        .collect();
+    let h = start_on(&clocks).await;
+    (h, clocks)
+}
+
+/// Starts the three Segeberg nodes on the given clocks (the system clock for any other).
+pub async fn start_on(clocks: &Clocks) -> Harness {
+    let clocks = clocks.clone();
+    start_with_clocks(
+        move |agency| -> std::sync::Arc<dyn kurzdraht_node::clock::Clock> {
+            match clocks.get(agency) {
+                Some(c) => c.clone(),
+                None => std::sync::Arc::new(clock::SystemClock),
+            }
+        },
+    )
+    .await
+}
+
 /// Starts the three Segeberg nodes in a fresh temporary directory.
 pub async fn start() -> Harness {
     let dir = tempfile::tempdir().expect("temporary directory");
