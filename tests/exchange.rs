@@ -11,8 +11,8 @@ use kurzdraht_envelope::{envelope_hash, ids::new_id, verify_and_open, verify_rec
 use kurzdraht_ledger::Ledger;
 use kurzdraht_node::client::connect;
 use kurzdraht_node::clock;
-use kurzdraht_proto::v1::{self as pb, message_body::Body};
 use kurzdraht_node::clock::Clock;
+use kurzdraht_proto::v1::{self as pb, message_body::Body};
 use kurzdraht_tests::*;
 use std::time::Duration;
 use tonic::Code;

@@ -185,8 +185,11 @@ impl PeerWorker {
         let ledger = self.node.ledger().clone();
         // Held from the consent check until the outcomes are stored: a withdrawal,
         // replacement or erasure waits for this round, and the next round sees it.
-        let gate = self.node.lane_gate(self.lane);
-        let _round = gate.read().await;
+        let gate = self.node.lane_gate(&self.peer, self.lane);
+        let _round = match &gate {
+            Some(gate) => Some(gate.read().await),
+            None => None,
+        };
         let started = std::time::Instant::now();
         let entries = ledger.outbox_batch(&self.peer, self.lane, MAX_BATCH_ENVELOPES)?;
         if entries.is_empty() {

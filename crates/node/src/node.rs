@@ -34,10 +34,10 @@ struct Inner {
     retention: RetentionSettings,
     /// Per peer, one signal per delivery lane.
     outbox_signals: BTreeMap<String, Vec<Arc<Notify>>>,
-    /// One gate per delivery lane (shared by that lane of every peer): a delivery round
-    /// holds it for reading from its consent check until its outcomes are stored; a
-    /// withdrawal, a replacement or an erasure holds it for writing until it is stored.
-    lane_gates: Vec<Arc<RwLock<()>>>,
+    /// Per peer, one gate per delivery lane: a delivery round holds it for reading from
+    /// its consent check until its outcomes are stored; a withdrawal, a replacement or an
+    /// erasure holds it for writing until it is stored.
+    lane_gates: BTreeMap<String, Vec<Arc<RwLock<()>>>>,
     /// Messages committed to the outbox whose submission is not yet answered (their flush
     /// may still fail): delivery does not send them before they are confirmed.
     unconfirmed: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -65,7 +65,7 @@ impl Node {
                 ..Default::default()
             },
         )?;
-        let outbox_signals = config
+        let outbox_signals: BTreeMap<String, Vec<Arc<Notify>>> = config
             .directory
             .agencies()
             .filter(|a| a.id != config.agency)
@@ -74,6 +74,15 @@ impl Node {
                     .map(|_| Arc::new(Notify::new()))
                     .collect();
                 (a.id.clone(), lanes)
+            })
+            .collect();
+        let lane_gates = outbox_signals
+            .keys()
+            .map(|peer: &String| {
+                let gates = (0..DELIVERY_LANES)
+                    .map(|_| Arc::new(RwLock::new(())))
+                    .collect();
+                (peer.clone(), gates)
             })
             .collect();
         Ok(Self {
@@ -88,9 +97,7 @@ impl Node {
                 limits: config.limits,
                 retention: config.retention,
                 outbox_signals,
-                lane_gates: (0..DELIVERY_LANES)
-                    .map(|_| Arc::new(RwLock::new(())))
-                    .collect(),
+                lane_gates,
                 unconfirmed: Default::default(),
                 inbox_signal: watch::channel(0).0,
                 status_events: broadcast::channel(STATUS_WATCH_BUFFER).0,
@@ -185,26 +192,46 @@ impl Node {
         self.unconfirmed_set().contains(message_id)
     }
 
-    /// The gate of a delivery lane, which a delivery round holds for reading.
-    pub(crate) fn lane_gate(&self, lane: u8) -> Arc<RwLock<()>> {
-        self.inner.lane_gates[usize::from(lane) % self.inner.lane_gates.len()].clone()
+    /// The gate of one delivery lane of `peer`, which a delivery round holds for reading.
+    pub(crate) fn lane_gate(&self, peer: &str, lane: u8) -> Option<Arc<RwLock<()>>> {
+        self.inner
+            .lane_gates
+            .get(peer)
+            .and_then(|gates| gates.get(usize::from(lane)))
+            .cloned()
     }
 
-    /// Waits until no delivery round is in flight on `lanes` and holds them closed until the
-    /// guards drop: what a withdrawal, a replacement or an erasure stores while it holds them
-    /// is seen by every later round, and no round that checked the consent before is still
-    /// sending. So once such a change is answered, nothing it stops can leave the node.
-    /// Lanes are taken in ascending order (no deadlock between two such changes).
+    /// Waits until no delivery round is in flight on `lanes` (peer, lane) and holds them
+    /// closed until the guards drop: what a withdrawal, a replacement or an erasure stores
+    /// while it holds them is seen by every later round, and no round that checked the
+    /// consent before is still sending. So once such a change is answered, nothing it stops
+    /// can leave the node. Taken in one order (no deadlock between two such changes).
     pub(crate) async fn close_lanes(
         &self,
-        lanes: impl IntoIterator<Item = u8>,
+        lanes: impl IntoIterator<Item = (String, u8)>,
     ) -> Vec<OwnedRwLockWriteGuard<()>> {
-        let lanes: std::collections::BTreeSet<u8> = lanes.into_iter().collect();
+        let lanes: std::collections::BTreeSet<(String, u8)> = lanes.into_iter().collect();
         let mut guards = Vec::with_capacity(lanes.len());
-        for lane in lanes {
-            guards.push(self.lane_gate(lane).write_owned().await);
+        for (peer, lane) in lanes {
+            if let Some(gate) = self.lane_gate(&peer, lane) {
+                guards.push(gate.write_owned().await);
+            }
         }
         guards
+    }
+
+    /// The lanes (peer, lane) that messages under `record` can leave this node on: its lane
+    /// to each agency it names, this one excepted.
+    pub(crate) fn lanes_of(
+        &self,
+        record: &kurzdraht_proto::v1::ConsentRecord,
+    ) -> Result<Vec<(String, u8)>, NodeError> {
+        let lane = self.ledger().lane_of(&record.consent_id)?;
+        Ok(std::iter::once(&record.recording_agency)
+            .chain(&record.recipients)
+            .filter(|a| *a != self.agency())
+            .map(|a| (a.clone(), lane))
+            .collect())
     }
 
     /// Wakes the delivery worker of one lane of `peer`.

@@ -82,22 +82,20 @@ impl Node {
         };
         policy::validate_subject("subject", Some(&subject))?;
         let mut ids = BTreeSet::new();
+        let mut lanes = Vec::new();
         for held in self.ledger().consents_iter() {
             if let Some(r) = held?.record {
                 if r.subject
                     .as_ref()
                     .is_some_and(|s| consent::same_person(s, &subject))
                 {
+                    lanes.extend(self.lanes_of(&r)?);
                     ids.insert(r.consent_id);
                 }
             }
         }
         // No delivery round may be in flight under these consents while they are erased,
         // and none may start before the erasure is stored.
-        let lanes = ids
-            .iter()
-            .map(|c| self.ledger().lane_of(c))
-            .collect::<Result<Vec<_>, _>>()?;
         let _lanes = self.close_lanes(lanes).await;
         let now = self.now_ms();
         // Consents first: a reception deciding meanwhile stores no body under them.

@@ -76,9 +76,8 @@ impl Node {
         let _lanes = if record.supersedes.is_empty() {
             Vec::new()
         } else {
-            self.check_replaceable(&record)?;
-            let lane = self.ledger().lane_of(&record.supersedes)?;
-            self.close_lanes([lane]).await
+            let old = self.check_replaceable(&record)?;
+            self.close_lanes(self.lanes_of(&old)?).await
         };
         let body = consent_record::notice_body(&record);
         let notices = record
@@ -109,8 +108,8 @@ impl Node {
         })
     }
 
-    /// A consent may replace one recorded here, about the same person.
-    fn check_replaceable(&self, record: &ConsentRecord) -> Result<(), NodeError> {
+    /// A consent may replace one recorded here, about the same person; returns that one.
+    fn check_replaceable(&self, record: &ConsentRecord) -> Result<ConsentRecord, NodeError> {
         let old = self
             .ledger()
             .consent(&record.supersedes)?
@@ -132,7 +131,7 @@ impl Node {
                 "names a consent of another person",
             ));
         }
-        Ok(())
+        Ok(old)
     }
 
     /// Records the withdrawal of a consent recorded here and replicates it. Effective for the
@@ -158,8 +157,7 @@ impl Node {
                 record.consent_id, record.recording_agency
             )));
         }
-        let lane = self.ledger().lane_of(&record.consent_id)?;
-        let _lanes = self.close_lanes([lane]).await;
+        let _lanes = self.close_lanes(self.lanes_of(&record)?).await;
         let now = self.now_ms();
         let withdrawal = ConsentWithdrawalRecord {
             consent_id: record.consent_id.clone(),
