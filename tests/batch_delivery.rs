@@ -1642,6 +1642,18 @@ async fn each_persons_messages_keep_their_order_across_lanes() {
             change.supersedes = first_id.clone();
             let second = record_consent(&mut jc, change).await;
             let second_id = second.consent.expect("record").consent_id;
+            // The replacement is queued in the lane of the consent it replaces (the root of
+            // its chain), at the sender and — once replicated — at the receiver: that is
+            // what keeps a replacement behind the messages under the old consent. A lane
+            // by consent id would give a new id another lane for 7 of 8 persons.
+            let jc_ledger = h.node(JC).ledger();
+            assert_eq!(
+                jc_ledger
+                    .lane_of(&second_id)
+                    .expect("lane of the replacement"),
+                jc_ledger.lane_of(&first_id).expect("lane of the first"),
+                "the replacement of {first_id} left its lane"
+            );
             order.extend(second.notice_message_ids);
             for n in 0..3 {
                 let body = certification_request(&person, &format!("Folgeantrag {n}"));
