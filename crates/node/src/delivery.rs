@@ -2,27 +2,26 @@
 //! messages of its lane (FIFO; a consent's chain, its notices and the messages citing it
 //! share one lane, so a consent notice always precedes what cites it — see the ledger's
 //! `store::lanes`), checks each consent again,
-//! delivers them over mutual TLS as one batch (DeliverBatch; one by one to a peer that does
-//! not know it), verifies each signed receipt and records the outcomes with one flush.
+//! delivers them through the peer's transport (`peer_transport`: mutual TLS in a node) as
+//! one batch (DeliverBatch; one by one to a peer that does not know it), verifies each signed receipt and records the outcomes with one flush.
 //! Transient failures are retried with exponential backoff and jitter until the message's
 //! deadline; a peer's refusal is final. One unreachable peer delays only its own queue.
 
 use crate::error::{retry_class, Retry};
 use crate::peer_exchange::{MAX_BATCH_BYTES, MAX_BATCH_ENVELOPES};
-use crate::{node::Node, policy, tls, NodeError};
+use crate::peer_transport::{GrpcTransport, PeerTransport, CONNECT_TIMEOUT};
+use crate::{node::Node, policy, NodeError};
 use kurzdraht_envelope::{body::subject_of, ExpectedReceipt, ReceiptVerifier};
 use kurzdraht_ledger::{consent, ConsentQuery, ConsentRefusal, Finish, MessageRecord, OutboxEntry};
 use kurzdraht_proto::v1::{
-    delivery_outcome::Outcome, peer_exchange_client::PeerExchangeClient, DeliveryOutcome,
-    EnvelopeBatch, EnvelopeHeader, MessageBody, MessageKind, MessageStatus, SignedEnvelope,
-    SignedReceipt,
+    delivery_outcome::Outcome, DeliveryOutcome, EnvelopeBatch, EnvelopeHeader, MessageBody,
+    MessageKind, MessageStatus, SignedEnvelope, SignedReceipt,
 };
 use prost::Message;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
-use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
 /// Delay before retry number `attempt` (1-based): `initial · 2^(attempt-1)`, capped at `max`,
@@ -75,51 +74,68 @@ pub fn next_action(
     Action::Deliver
 }
 
-/// How long connecting to a peer (TCP) may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// How long a round waits for a submission to be confirmed before it looks again (the
 /// submission wakes the lane itself once it is answered; this is the fallback).
 const UNCONFIRMED_WAIT: Duration = Duration::from_millis(200);
 
 /// Starts one worker per lane of each peer; they stop when `shutdown` turns true. The
-/// workers of one peer share one HTTP/2 connection to it.
+/// workers of one peer share one transport (one HTTP/2 connection to it).
 pub fn spawn_workers(node: &Node, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
     let mut workers = Vec::new();
     for (peer, signals) in node.outbox_signals() {
-        let client = SharedClient::default();
+        let transport: Arc<dyn PeerTransport> = GrpcTransport::new(node.clone(), peer);
         for (lane, signal) in signals.iter().enumerate() {
-            let worker = PeerWorker {
-                node: node.clone(),
-                peer: peer.clone(),
-                lane: lane as u8,
-                signal: signal.clone(),
-                shutdown: shutdown.clone(),
-                client: client.clone(),
-                batches: true,
-            };
-            workers.push(tokio::spawn(worker.run()));
+            let worker = LaneWorker::new(node.clone(), peer, lane as u8, transport.clone());
+            let run = run(worker, signal.clone(), shutdown.clone());
+            workers.push(tokio::spawn(run));
         }
     }
     workers
 }
 
-/// The client of one peer, made on first use and shared by that peer's lane workers.
-type SharedClient = Arc<std::sync::Mutex<Option<PeerExchangeClient<Channel>>>>;
+/// Runs a lane's rounds until `shutdown`: at once while there is more to do, else after the
+/// wait a round asked for, or when woken.
+async fn run(mut worker: LaneWorker, signal: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let step = match worker.step().await {
+            Ok(step) => step,
+            Err(e) => {
+                tracing::error!(peer = %worker.peer, lane = worker.lane, error = %e, "delivery worker error");
+                Step::Wait(Duration::from_secs(1))
+            }
+        };
+        let wait = match step {
+            Step::Next => continue,
+            Step::Idle => Duration::from_secs(3600),
+            Step::Wait(d) => d,
+        };
+        tokio::select! {
+            _ = signal.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
 
-struct PeerWorker {
+/// The delivery of one lane of one peer's outbox: each [`LaneWorker::step`] is one round.
+/// A node runs one per lane and peer; tests drive one directly (with a transport and a
+/// clock of their own).
+pub struct LaneWorker {
     node: Node,
     peer: String,
     lane: u8,
-    signal: Arc<Notify>,
-    shutdown: watch::Receiver<bool>,
-    client: SharedClient,
+    transport: Arc<dyn PeerTransport>,
     /// Whether the peer takes DeliverBatch (false once it answered UNIMPLEMENTED).
     batches: bool,
 }
 
-enum Step {
-    /// Go on with the next message at once.
+/// What a round asks of its runner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Go on with the next round at once.
     Next,
     /// Nothing to do until woken.
     Idle,
@@ -127,61 +143,22 @@ enum Step {
     Wait(Duration),
 }
 
-impl PeerWorker {
-    async fn run(mut self) {
-        loop {
-            if *self.shutdown.borrow() {
-                return;
-            }
-            let step = match self.step().await {
-                Ok(step) => step,
-                Err(e) => {
-                    tracing::error!(peer = %self.peer, lane = self.lane, error = %e, "delivery worker error");
-                    Step::Wait(Duration::from_secs(1))
-                }
-            };
-            let wait = match step {
-                Step::Next => continue,
-                Step::Idle => Duration::from_secs(3600),
-                Step::Wait(d) => d,
-            };
-            tokio::select! {
-                _ = self.signal.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
-                _ = self.shutdown.changed() => {}
-            }
+impl LaneWorker {
+    pub fn new(node: Node, peer: &str, lane: u8, transport: Arc<dyn PeerTransport>) -> Self {
+        Self {
+            node,
+            peer: peer.to_string(),
+            lane,
+            transport,
+            batches: true,
         }
-    }
-
-    fn client(&mut self) -> Result<PeerExchangeClient<Channel>, NodeError> {
-        // A lane worker that panicked while holding it left nothing half-done: the slot
-        // holds a client or none.
-        let mut shared = self.client.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = shared.as_ref() {
-            return Ok(c.clone());
-        }
-        let agency = self
-            .node
-            .directory()
-            .get(&self.peer)
-            .ok_or_else(|| NodeError::config("directory", format!("{} vanished", self.peer)))?;
-        let settings = self.node.delivery_settings();
-        let channel = Endpoint::from_shared(agency.endpoint.clone())
-            .map_err(|e| NodeError::config("directory.endpoint", e.to_string()))?
-            .tls_config(tls::peer_client_tls(self.node.tls(), &self.peer))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(settings.request_timeout)
-            .connect_lazy();
-        let client = PeerExchangeClient::new(channel);
-        *shared = Some(client.clone());
-        Ok(client)
     }
 
     /// One round for this peer: takes the oldest queued messages (up to a batch), settles
     /// those that expired or lost their consent, delivers the rest that are due — in FIFO
     /// order, stopping at the first that must wait — as one batch, and records each outcome.
     /// Everything the round changed becomes durable with one flush.
-    async fn step(&mut self) -> Result<Step, NodeError> {
+    pub async fn step(&mut self) -> Result<Step, NodeError> {
         let ledger = self.node.ledger().clone();
         // Held from the consent check until the outcomes are stored: a withdrawal,
         // replacement or erasure waits for this round, and the next round sees it.
@@ -257,7 +234,7 @@ impl PeerWorker {
             // peer that accepted the connection and then froze.
             let limit = self.node.delivery_settings().request_timeout + CONNECT_TIMEOUT;
             let answers = match tokio::time::timeout(limit, self.send(&due)).await {
-                Ok(answers) => answers?,
+                Ok(answers) => answers,
                 Err(_) => {
                     let detail = format!("no answer from {} within {limit:?}", self.peer);
                     due.iter()
@@ -304,15 +281,14 @@ impl PeerWorker {
 
     /// Delivers `due` to the peer as one batch; one answer per message, in order. A peer
     /// that does not know DeliverBatch (an older version) gets them one by one.
-    async fn send(&mut self, due: &[Due]) -> Result<Vec<Answer>, NodeError> {
-        let client = self.client()?;
+    async fn send(&mut self, due: &[Due]) -> Vec<Answer> {
         if self.batches {
             let batch = EnvelopeBatch {
                 envelopes: due.iter().map(|d| d.envelope.clone()).collect(),
             };
-            match client.clone().deliver_batch(batch).await {
+            match self.transport.deliver_batch(batch).await {
                 Ok(resp) => {
-                    let outcomes = resp.into_inner().outcomes;
+                    let outcomes = resp.outcomes;
                     if outcomes.len() != due.len() {
                         let detail = format!(
                             "{} answered {} outcomes for {} envelopes",
@@ -320,15 +296,15 @@ impl PeerWorker {
                             outcomes.len(),
                             due.len()
                         );
-                        return Ok(due
+                        return due
                             .iter()
                             .map(|_| Answer::Transient(detail.clone()))
-                            .collect());
+                            .collect();
                     }
-                    return Ok(outcomes
+                    return outcomes
                         .into_iter()
                         .map(|o| Answer::from_outcome(&self.peer, o))
-                        .collect());
+                        .collect();
                 }
                 Err(status) if status.code() == Code::Unimplemented => {
                     tracing::info!(peer = %self.peer, "peer does not take batches; delivering one by one");
@@ -336,14 +312,14 @@ impl PeerWorker {
                 }
                 Err(status) => {
                     let answer = Answer::from_status(&self.peer, &status);
-                    return Ok(due.iter().map(|_| answer.clone()).collect());
+                    return due.iter().map(|_| answer.clone()).collect();
                 }
             }
         }
         let mut answers = Vec::with_capacity(due.len());
         for d in due {
-            let answer = match client.clone().deliver(d.envelope.clone()).await {
-                Ok(resp) => Answer::Receipt(resp.into_inner()),
+            let answer = match self.transport.deliver(d.envelope.clone()).await {
+                Ok(receipt) => Answer::Receipt(receipt),
                 Err(status) => Answer::from_status(&self.peer, &status),
             };
             let stop = matches!(answer, Answer::Transient(_));
@@ -358,7 +334,7 @@ impl PeerWorker {
                 "an earlier message must be retried first".into(),
             ));
         }
-        Ok(answers)
+        answers
     }
 
     /// Records each message's outcome (not yet flushed): a verified receipt delivers it, a

@@ -48,6 +48,7 @@ pub mod metrics;
 pub mod node;
 pub mod peer_exchange;
 pub mod peer_limits;
+pub mod peer_transport;
 pub mod pki;
 pub mod policy;
 pub mod reception;

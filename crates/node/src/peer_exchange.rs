@@ -24,8 +24,18 @@ pub fn transport_limit(envelope: &kurzdraht_envelope::Limits) -> usize {
     (envelope.max_header_bytes + envelope.max_payload_bytes + 1024).max(MAX_BATCH_BYTES + 64 * 1024)
 }
 
-/// A refused envelope of a batch, answered as a unary Deliver would have answered it: the
-/// status (built in the one place errors become statuses) taken apart into the outcome.
+/// The outcome of one envelope of a batch: its receipt, or its refusal answered as a unary
+/// Deliver would have answered it (the status, built in the one place errors become
+/// statuses, taken apart into the outcome).
+pub fn outcome_of(answer: Result<SignedReceipt, NodeError>) -> DeliveryOutcome {
+    DeliveryOutcome {
+        outcome: Some(match answer {
+            Ok(receipt) => Outcome::Receipt(receipt),
+            Err(e) => Outcome::Refusal(refusal(e)),
+        }),
+    }
+}
+
 fn refusal(e: NodeError) -> DeliveryRefusal {
     let status = Status::from(e);
     DeliveryRefusal {
@@ -117,12 +127,7 @@ impl PeerExchange for PeerService {
             .receive_batch(&agency, envelopes)
             .await
             .into_iter()
-            .map(|answer| DeliveryOutcome {
-                outcome: Some(match answer {
-                    Ok(receipt) => Outcome::Receipt(receipt),
-                    Err(e) => Outcome::Refusal(refusal(e)),
-                }),
-            })
+            .map(outcome_of)
             .collect();
         Ok(Response::new(BatchOutcome { outcomes }))
     }

@@ -1,0 +1,80 @@
+//! How a delivery worker reaches a peer: the [`PeerTransport`] it sends through. In a node
+//! that is [`GrpcTransport`] — PeerExchange over mutual TLS, one lazily connected HTTP/2
+//! connection per peer shared by that peer's lane workers. Tests drive the real worker
+//! through a transport of their own (e.g. straight into another node's reception).
+
+use crate::{node::Node, tls, NodeError};
+use kurzdraht_proto::v1::{
+    peer_exchange_client::PeerExchangeClient, BatchOutcome, EnvelopeBatch, SignedEnvelope,
+    SignedReceipt,
+};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Status;
+
+/// How long connecting to a peer (TCP) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The two calls of PeerExchange a delivery worker makes.
+#[tonic::async_trait]
+pub trait PeerTransport: Send + Sync {
+    /// Delivers a batch; one outcome per envelope, in order.
+    async fn deliver_batch(&self, batch: EnvelopeBatch) -> Result<BatchOutcome, Status>;
+    /// Delivers one envelope (to a peer that does not know DeliverBatch).
+    async fn deliver(&self, envelope: SignedEnvelope) -> Result<SignedReceipt, Status>;
+}
+
+/// PeerExchange over mutual TLS to one peer, connected on first use.
+pub struct GrpcTransport {
+    node: Node,
+    peer: String,
+    client: Mutex<Option<PeerExchangeClient<Channel>>>,
+}
+
+impl GrpcTransport {
+    pub fn new(node: Node, peer: &str) -> Arc<Self> {
+        Arc::new(Self {
+            node,
+            peer: peer.to_string(),
+            client: Mutex::new(None),
+        })
+    }
+
+    fn client(&self) -> Result<PeerExchangeClient<Channel>, NodeError> {
+        // A worker that panicked while holding it left nothing half-done: the slot holds a
+        // client or none.
+        let mut shared = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = shared.as_ref() {
+            return Ok(c.clone());
+        }
+        let agency = self
+            .node
+            .directory()
+            .get(&self.peer)
+            .ok_or_else(|| NodeError::config("directory", format!("{} vanished", self.peer)))?;
+        let settings = self.node.delivery_settings();
+        let channel = Endpoint::from_shared(agency.endpoint.clone())
+            .map_err(|e| NodeError::config("directory.endpoint", e.to_string()))?
+            .tls_config(tls::peer_client_tls(self.node.tls(), &self.peer))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(settings.request_timeout)
+            .connect_lazy();
+        let client = PeerExchangeClient::new(channel);
+        *shared = Some(client.clone());
+        Ok(client)
+    }
+}
+
+#[tonic::async_trait]
+impl PeerTransport for GrpcTransport {
+    async fn deliver_batch(&self, batch: EnvelopeBatch) -> Result<BatchOutcome, Status> {
+        let mut client = self.client()?;
+        Ok(client.deliver_batch(batch).await?.into_inner())
+    }
+
+    async fn deliver(&self, envelope: SignedEnvelope) -> Result<SignedReceipt, Status> {
+        let mut client = self.client()?;
+        Ok(client.deliver(envelope).await?.into_inner())
+    }
+}
