@@ -335,6 +335,52 @@ async fn too_large_at_the_peer_is_final_and_blocks_nothing() {
     wait_for_state(&jc, &after, pb::DeliveryState::Delivered).await;
 }
 
+/// Nothing is queued that the federation's envelope limits would refuse: a message whose
+/// sealed body exceeds `[limits] max_payload_bytes` is refused at `Submit` (final,
+/// `too-large`) and leaves no trace in the outbox; a smaller one under the same consent goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_queued_over_the_envelope_limits() {
+    let mut h = start().await;
+    h.reconfigure(
+        JC,
+        &[("[limits]\n", "[limits]\nmax_payload_bytes = 2048\n")],
+    )
+    .await;
+    let lena = lena();
+    let mut jc = h.client(JC).await;
+    let recorded = record_consent(&mut jc, u25_consent(&lena)).await;
+    let id = recorded.consent.expect("record").consent_id;
+    wait_for_state(
+        &jc,
+        &recorded.notice_message_ids[0],
+        pb::DeliveryState::Delivered,
+    )
+    .await;
+    assert_eq!(h.node(JC).ledger().outbox_len(JA), 0);
+    let r = submit(
+        &mut jc,
+        JA,
+        &id,
+        "",
+        certification_request(&lena, &"ä".repeat(2_000)),
+    )
+    .await;
+    let s = expect_refusal(
+        "an oversized message",
+        r,
+        Code::ResourceExhausted,
+        "too-large",
+    );
+    assert!(s.message().contains("body"), "{}", s.message());
+    assert_eq!(
+        h.node(JC).ledger().outbox_len(JA),
+        0,
+        "the refused message was queued"
+    );
+    let ok = submit_ok(&mut jc, JA, &id, certification_request(&lena, "kurz")).await;
+    wait_for_state(&jc, &ok, pb::DeliveryState::Delivered).await;
+}
+
 /// When the flush after a submission's commit fails, the submission is undone: the IT
 /// system is told nothing was queued (UNAVAILABLE, `not-stored`), the message never leaves
 /// — also not while the failing flush was still running — and submitting again sends the
