@@ -3,6 +3,7 @@
 //! that disagree, a peer's `too-large`, a failed flush after commit, and erasure with
 //! messages still queued. Each test was seen to fail against the code before its fix.
 
+use kurzdraht_node::client::AgencyClient;
 use kurzdraht_node::clock::{self, Clock};
 use kurzdraht_proto::v1 as pb;
 use kurzdraht_tests::link::FrozenLink;
@@ -305,30 +306,40 @@ async fn a_notice_carries_only_covered_categories() {
     wait_for_consent_state(&ja, &id, pb::ConsentState::ConsentInForce).await;
 }
 
+/// A federation in which `agency` takes envelopes of at most 2 KiB of body, with Lena's
+/// consent at the Jobcenter replicated to the Kreis office (its notice delivered).
+async fn with_small_envelopes_at(agency: &str) -> (Harness, AgencyClient, String) {
+    let mut h = start().await;
+    h.reconfigure(
+        agency,
+        &[("[limits]\n", "[limits]\nmax_payload_bytes = 2048\n")],
+    )
+    .await;
+    let mut jc = h.client(JC).await;
+    let recorded = record_consent(&mut jc, u25_consent(&lena())).await;
+    let id = recorded.consent.expect("record").consent_id;
+    wait_for_state(
+        &jc,
+        &recorded.notice_message_ids[0],
+        pb::DeliveryState::Delivered,
+    )
+    .await;
+    (h, jc, id)
+}
+
+/// A body of about 4 KiB: within the field limits, over a 2 KiB envelope limit.
+fn large_request() -> pb::message_body::Body {
+    certification_request(&lena(), &"ä".repeat(2_000))
+}
+
 /// A peer's `too-large` is final: the message is REJECTED at once, not retried for the
 /// deadline, and the next message in the same lane (same consent) is delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_large_at_the_peer_is_final_and_blocks_nothing() {
-    let mut h = start().await;
     // The Kreis office takes smaller envelopes than the Jobcenter seals.
-    h.reconfigure(
-        JA,
-        &[("[limits]\n", "[limits]\nmax_payload_bytes = 2048\n")],
-    )
-    .await;
-    let lena = lena();
-    let mut jc = h.client(JC).await;
-    let id = consent_id(&mut jc, u25_consent(&lena)).await;
-    let ja = h.client(JA).await;
-    wait_for_consent_state(&ja, &id, pb::ConsentState::ConsentInForce).await;
-    let big = submit_ok(
-        &mut jc,
-        JA,
-        &id,
-        certification_request(&lena, &"ä".repeat(2_000)),
-    )
-    .await;
-    let after = submit_ok(&mut jc, JA, &id, certification_request(&lena, "kurz")).await;
+    let (_h, mut jc, id) = with_small_envelopes_at(JA).await;
+    let big = submit_ok(&mut jc, JA, &id, large_request()).await;
+    let after = submit_ok(&mut jc, JA, &id, certification_request(&lena(), "kurz")).await;
     let s = wait_for_state(&jc, &big, pb::DeliveryState::Rejected).await;
     assert!(s.detail.contains("too-large"), "{}", s.detail);
     assert_eq!(s.attempts, 1, "retried a final refusal");
@@ -340,31 +351,9 @@ async fn too_large_at_the_peer_is_final_and_blocks_nothing() {
 /// `too-large`) and leaves no trace in the outbox; a smaller one under the same consent goes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_queued_over_the_envelope_limits() {
-    let mut h = start().await;
-    h.reconfigure(
-        JC,
-        &[("[limits]\n", "[limits]\nmax_payload_bytes = 2048\n")],
-    )
-    .await;
-    let lena = lena();
-    let mut jc = h.client(JC).await;
-    let recorded = record_consent(&mut jc, u25_consent(&lena)).await;
-    let id = recorded.consent.expect("record").consent_id;
-    wait_for_state(
-        &jc,
-        &recorded.notice_message_ids[0],
-        pb::DeliveryState::Delivered,
-    )
-    .await;
+    let (h, mut jc, id) = with_small_envelopes_at(JC).await;
     assert_eq!(h.node(JC).ledger().outbox_len(JA), 0);
-    let r = submit(
-        &mut jc,
-        JA,
-        &id,
-        "",
-        certification_request(&lena, &"ä".repeat(2_000)),
-    )
-    .await;
+    let r = submit(&mut jc, JA, &id, "", large_request()).await;
     let s = expect_refusal(
         "an oversized message",
         r,
@@ -372,12 +361,9 @@ async fn nothing_is_queued_over_the_envelope_limits() {
         "too-large",
     );
     assert!(s.message().contains("body"), "{}", s.message());
-    assert_eq!(
-        h.node(JC).ledger().outbox_len(JA),
-        0,
-        "the refused message was queued"
-    );
-    let ok = submit_ok(&mut jc, JA, &id, certification_request(&lena, "kurz")).await;
+    let queued = h.node(JC).ledger().outbox_len(JA);
+    assert_eq!(queued, 0, "the refused message was queued");
+    let ok = submit_ok(&mut jc, JA, &id, certification_request(&lena(), "kurz")).await;
     wait_for_state(&jc, &ok, pb::DeliveryState::Delivered).await;
 }
 

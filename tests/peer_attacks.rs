@@ -336,27 +336,12 @@ impl Lab {
     async fn still_serves(&mut self, target: &'static str) -> TestResult {
         let sender = if target == JA { JC } else { JA };
         let env = self.valid_envelope(target);
-        let mut peer = self.peer(sender, target).await?;
-        let receipt = peer
-            .deliver(env.clone())
-            .await
-            .unwrap_or_else(|s| {
-                panic!(
-                    "{target} no longer accepts a valid delivery: {:?}/{:?} {}",
-                    s.code(),
-                    reason_of(&s),
-                    s.message()
-                )
-            })
-            .into_inner();
-        let r = self.check_receipt(&receipt, &env, sender, target);
-        let held = inbox(self.api(target)).await?;
-        assert!(
-            held.iter()
-                .any(|i| i.message_id == r.message_id && i.envelope.as_ref() == Some(&env)),
-            "the valid delivery is not in {target}'s inbox"
-        );
-        Ok(())
+        self.accepted(
+            &format!("{target}: a valid delivery after a refusal"),
+            (sender, target),
+            env,
+        )
+        .await
     }
 
     /// Delivers `env` to `target` through `via` and expects a refusal decided by the node:
@@ -370,16 +355,8 @@ impl Lab {
         code: Code,
         reason: &'static str,
     ) -> TestResult {
-        let target = via.1;
-        let status = self.refused_raw(what, via, env, code).await?;
-        assert_eq!(
-            reason_of(&status),
-            Some(reason),
-            "{what}: reason (message: {})",
-            status.message()
-        );
-        self.audited.entry(target).or_default().push(reason);
-        self.still_serves(target).await
+        self.refused_with(what, via, env, code, reason).await?;
+        Ok(())
     }
 
     /// As [`Self::refused`], returning the status (to check the field it names).
@@ -393,7 +370,12 @@ impl Lab {
     ) -> Result<tonic::Status, Box<dyn std::error::Error + Send + Sync>> {
         let target = via.1;
         let status = self.refused_raw(what, via, env, code).await?;
-        assert_eq!(reason_of(&status), Some(reason), "{what}: reason");
+        assert_eq!(
+            reason_of(&status),
+            Some(reason),
+            "{what}: reason (message: {})",
+            status.message()
+        );
         self.audited.entry(target).or_default().push(reason);
         self.still_serves(target).await?;
         Ok(status)
@@ -423,7 +405,8 @@ impl Lab {
         let r = self.check_receipt(&receipt, &env, sender, target);
         let held = inbox(self.api(target)).await?;
         assert!(
-            held.iter().any(|i| i.message_id == r.message_id),
+            held.iter()
+                .any(|i| i.message_id == r.message_id && i.envelope.as_ref() == Some(&env)),
             "{what}: not in {target}'s inbox"
         );
         Ok(())
