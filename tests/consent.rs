@@ -713,7 +713,7 @@ async fn erasure_removes_the_person_and_keeps_the_proof() {
     // A new message about her citing that consent is refused at the Jugendamt.
     let m3 = submit_ok(&mut jc, JA, &lc, certification_request(&lena, "z")).await;
     let s = wait_for_state(&jc, &m3, pb::DeliveryState::Rejected).await;
-    assert!(s.detail.contains("consent-other-subject"), "{}", s.detail);
+    assert!(s.detail.contains("consent-erased"), "{}", s.detail);
 }
 
 /// Expiry stops a queued message at its next delivery attempt, like a withdrawal does.

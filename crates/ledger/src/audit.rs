@@ -13,6 +13,8 @@ pub(crate) const AUDIT_DOMAIN: &[u8] = b"kurzdraht/v1/audit\0";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuditEvent {
     ConsentRecorded,
+    /// A recording undone because it could not be made durable (the caller was told so).
+    ConsentUnrecorded,
     ConsentWithdrawn,
     ConsentReplicated,
     WithdrawalReplicated,
@@ -37,6 +39,7 @@ impl AuditEvent {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ConsentRecorded => "consent.recorded",
+            Self::ConsentUnrecorded => "consent.unrecorded",
             Self::ConsentWithdrawn => "consent.withdrawn",
             Self::ConsentReplicated => "consent.replicated",
             Self::WithdrawalReplicated => "consent.withdrawal-replicated",

@@ -9,7 +9,7 @@
 //! Health data (Art. 9 GDPR) needs a consent whose legal basis is explicit consent.
 //!
 //! The checks run in a fixed order, and the first that fails is the reason given:
-//! no consent → withdrawn → superseded → expired → not yet valid → other subject → other
+//! no consent → withdrawn → superseded → erased → expired → not yet valid → other subject → other
 //! recipient → other sender → not with the controller → other purpose → category not
 //! covered → health without explicit consent.
 
@@ -25,6 +25,8 @@ pub enum ConsentRefusal {
     Withdrawn,
     /// A later consent that replaces this one is held (whatever its timestamp).
     Superseded,
+    /// The person was erased from this consent here (Art. 17 GDPR).
+    Erased,
     /// The consent's validity ended before the time of the check.
     Expired,
     /// The consent's validity begins after the time of the check.
@@ -54,6 +56,7 @@ impl ConsentRefusal {
             Self::NoConsent => "no-consent",
             Self::Withdrawn => "consent-withdrawn",
             Self::Superseded => "consent-superseded",
+            Self::Erased => "consent-erased",
             Self::Expired => "consent-expired",
             Self::NotYetValid => "consent-not-yet-valid",
             Self::OtherSubject => "consent-other-subject",
@@ -71,6 +74,7 @@ impl ConsentRefusal {
             Self::NoConsent => "no consent is recorded for this message",
             Self::Withdrawn => "the consent has been withdrawn",
             Self::Superseded => "the consent has been replaced by a later one; cite that one",
+            Self::Erased => "the person's data was erased from this consent here",
             Self::Expired => "the consent has expired",
             Self::NotYetValid => "the consent is not yet in force",
             Self::OtherSubject => "the consent is about another person",
@@ -120,6 +124,9 @@ pub fn evaluate(
     }
     if !stored.superseded_by.is_empty() {
         return Err(ConsentRefusal::Superseded);
+    }
+    if stored.erased_at_ms > 0 {
+        return Err(ConsentRefusal::Erased);
     }
     if query.at_ms > record.valid_until_ms {
         return Err(ConsentRefusal::Expired);

@@ -33,6 +33,10 @@ pub enum LedgerError {
     MessageIdConflict { message_id: String },
     #[error("message {message_id} is not known here")]
     UnknownMessage { message_id: String },
+    /// The consent a message cites no longer allows it, found inside the transaction that
+    /// would have queued it (a withdrawal, replacement or erasure committed meanwhile).
+    #[error("{0}")]
+    Refused(crate::consent::ConsentRefusal),
     #[error("this store keeps personal data encrypted; open it with the node's data key")]
     NoDataKey,
     #[error("data key: {reason}")]

@@ -99,6 +99,9 @@ pub struct MessageRecord {
     pub deadline_ms: i64,
     #[prost(int64, tag = "5")]
     pub next_attempt_ms: i64,
+    /// An attempt handed it to the peer and got no answer (a timeout): the peer may hold it.
+    #[prost(bool, tag = "6")]
+    pub in_doubt: bool,
 }
 
 /// A received envelope, durable before its receipt was signed.

@@ -19,6 +19,7 @@ use crate::{
     at_rest::{AtRest, DataKey},
     audit::{entry_hash, verify_chain, AuditEvent, AuditNote, AuditReport},
     commit::{Durability, FlushPause, GroupCommit, SyncedBlobs},
+    consent::ConsentRefusal,
     error::LedgerError,
     records::{InboxRecord, MessageRecord, OutboxEntry, StoredConsent},
 };
@@ -89,6 +90,14 @@ pub struct Outgoing {
     pub submitted_at_ms: i64,
     pub deadline_ms: i64,
     pub envelope_sha256: [u8; 32],
+}
+
+/// A message waiting in the outbox, as [`Ledger::queued_under`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    pub message_id: String,
+    pub kind: MessageKind,
+    pub recipient: String,
 }
 
 /// How a queued message left the outbox.
@@ -260,6 +269,33 @@ impl Tx<'_> {
     }
 
     fn enqueue(&self, out: &Outgoing, seq: u64) -> TxResult<u8> {
+        let carries_case = !matches!(
+            out.kind,
+            MessageKind::ConsentNotice | MessageKind::ConsentWithdrawal
+        );
+        if carries_case && !out.consent_id.is_empty() {
+            // Checked again where it is queued: a withdrawal, replacement or erasure that
+            // committed since the submission's check wins.
+            let cited = self.get_sealed::<StoredConsent>(
+                self.consents,
+                "consents",
+                out.consent_id.as_bytes(),
+            )?;
+            if let Some(c) = cited {
+                let refusal = if c.withdrawal.is_some() {
+                    Some(ConsentRefusal::Withdrawn)
+                } else if !c.superseded_by.is_empty() {
+                    Some(ConsentRefusal::Superseded)
+                } else if c.erased_at_ms > 0 {
+                    Some(ConsentRefusal::Erased)
+                } else {
+                    None
+                };
+                if let Some(r) = refusal {
+                    return abort(LedgerError::Refused(r));
+                }
+            }
+        }
         let lane = self.lane_of(&out.consent_id)?;
         let key = &lanes::outbox_key(&out.recipient, lane, seq);
         let entry = OutboxEntry {
@@ -285,6 +321,7 @@ impl Tx<'_> {
             envelope_sha256: out.envelope_sha256.to_vec(),
             deadline_ms: out.deadline_ms,
             next_attempt_ms: out.submitted_at_ms,
+            in_doubt: false,
         };
         self.put_sealed(self.outbox, "outbox", key, &entry)?;
         self.messages
@@ -629,6 +666,36 @@ impl Ledger {
         })
     }
 
+    /// Undoes [`Ledger::record_consent`] whose flush failed (the caller was told nothing
+    /// was recorded): the record goes, the consent it replaced is in force again. Its
+    /// queued notices are taken out by the caller ([`Ledger::finish_all`]). Audited.
+    pub fn unrecord_consent(&self, consent_id: &str, now_ms: i64) -> Result<(), LedgerError> {
+        self.tx(|t| {
+            let id = consent_id.as_bytes();
+            let Some(held) = t.get_sealed::<StoredConsent>(t.consents, "consents", id)? else {
+                return Ok(());
+            };
+            let supersedes = held.record.map(|r| r.supersedes).unwrap_or_default();
+            if !supersedes.is_empty() {
+                let old_id = supersedes.as_bytes();
+                if let Some(mut old) =
+                    t.get_sealed::<StoredConsent>(t.consents, "consents", old_id)?
+                {
+                    if old.superseded_by == consent_id {
+                        old.superseded_by.clear();
+                        old.superseded_at_ms = 0;
+                        t.put_sealed(t.consents, "consents", old_id, &old)?;
+                    }
+                }
+            }
+            t.consents.remove(id)?;
+            t.append_audit(
+                AuditNote::new(AuditEvent::ConsentUnrecorded).consent(consent_id),
+                now_ms,
+            )
+        })
+    }
+
     /// Records a withdrawal of a consent held here and queues its notices, atomically.
     pub fn record_withdrawal(
         &self,
@@ -754,10 +821,7 @@ impl Ledger {
 
     /// The queued messages (to any peer) that cite one of `consent_ids`, with their kind:
     /// reads only the lanes those consents' messages are queued in.
-    pub fn queued_under(
-        &self,
-        consent_ids: &BTreeSet<String>,
-    ) -> Result<Vec<(String, MessageKind)>, LedgerError> {
+    pub fn queued_under(&self, consent_ids: &BTreeSet<String>) -> Result<Vec<Queued>, LedgerError> {
         let lanes: BTreeSet<u8> = consent_ids
             .iter()
             .map(|c| self.lane_of(c))
@@ -775,7 +839,11 @@ impl Ledger {
                     if consent_ids.contains(&status.consent_id) {
                         let kind =
                             MessageKind::try_from(status.kind).unwrap_or(MessageKind::Unspecified);
-                        found.push((entry.message_id, kind));
+                        found.push(Queued {
+                            message_id: entry.message_id,
+                            kind,
+                            recipient: status.recipient,
+                        });
                     }
                 }
             }
@@ -824,6 +892,7 @@ impl Ledger {
         detail: &str,
         next_attempt_ms: i64,
         now_ms: i64,
+        in_doubt: bool,
     ) -> Result<(), LedgerError> {
         self.tx(|t| {
             let Some(bytes) = t.messages.get(message_id.as_bytes())? else {
@@ -832,12 +901,17 @@ impl Ledger {
                 });
             };
             let mut record: MessageRecord = tx_decode("message record", &bytes)?;
-            if let Some(s) = record.status.as_mut() {
-                s.attempts += 1;
-                s.detail = detail.to_string();
-                s.updated_at_ms = now_ms;
+            let Some(s) = record.status.as_mut() else {
+                return abort(LedgerError::corrupt("message record", "no status"));
+            };
+            if s.state != DeliveryState::Queued as i32 {
+                return Ok(()); // final meanwhile (e.g. undone): an attempt changes nothing
             }
+            s.attempts += 1;
+            s.detail = detail.to_string();
+            s.updated_at_ms = now_ms;
             record.next_attempt_ms = next_attempt_ms;
+            record.in_doubt |= in_doubt;
             t.messages
                 .insert(message_id.as_bytes(), record.encode_to_vec())?;
             Ok(())
@@ -991,6 +1065,9 @@ impl Ledger {
                 if let Some(r) = held.record.as_mut() {
                     r.subject = None;
                     r.guardian_name.clear();
+                }
+                if let Some(w) = held.withdrawal.as_mut() {
+                    w.manner.clear(); // free text, which may name the person
                 }
                 if let Some(n) = held.notice.as_mut() {
                     n.payload.clear();

@@ -5,7 +5,7 @@
 
 use kurzdraht_ledger::records::AuditEntry;
 use kurzdraht_ledger::{
-    Accepted, ConsentEffect, Finish, InboxRecord, Ledger, LedgerError, Outgoing,
+    Accepted, ConsentEffect, ConsentRefusal, Finish, InboxRecord, Ledger, LedgerError, Outgoing,
 };
 use kurzdraht_proto::v1::{
     ConsentRecord, ConsentWithdrawalRecord, DeliveryState, MessageKind, Purpose, SignedEnvelope,
@@ -57,6 +57,14 @@ fn outgoing(id: &str, recipient: &str, consent_id: &str, at_ms: i64) -> Outgoing
         submitted_at_ms: at_ms,
         deadline_ms: at_ms + 86_400_000,
         envelope_sha256: hash_of(id),
+    }
+}
+
+/// A queued withdrawal notice (not a case message: queued whatever the consent's state).
+fn withdrawal_notice(id: &str, recipient: &str, consent_id: &str, at_ms: i64) -> Outgoing {
+    Outgoing {
+        kind: MessageKind::ConsentWithdrawal,
+        ..outgoing(id, recipient, consent_id, at_ms)
     }
 }
 
@@ -411,9 +419,10 @@ fn finish_sets_final_state_once() {
     assert_eq!(audit_count(&l), 4);
 
     // attempts
-    l.record_attempt("ref", "connection refused", 5_000, 20)
+    l.record_attempt("ref", "connection refused", 5_000, 20, false)
         .unwrap();
-    l.record_attempt("ref", "timeout", 9_000, 30).unwrap();
+    l.record_attempt("ref", "timeout", 9_000, 30, false)
+        .unwrap();
     let rec = l.message("ref").unwrap().unwrap();
     let st = rec.status.as_ref().unwrap();
     assert_eq!(st.attempts, 2);
@@ -513,7 +522,7 @@ fn finish_sets_final_state_once() {
         Err(LedgerError::UnknownMessage { message_id }) if message_id == "nope"
     ));
     assert!(matches!(
-        l.record_attempt("nope", "x", 1, 1),
+        l.record_attempt("nope", "x", 1, 1, false),
         Err(LedgerError::UnknownMessage { .. })
     ));
     assert_eq!(audit_count(&l), 8);
@@ -548,7 +557,11 @@ fn consent_errors_write_nothing() {
 
     // withdrawal of an unknown consent
     let err = l
-        .record_withdrawal(&withdrawal("c-x", 3), &[outgoing("n3", JA, "c-x", 3)], 3)
+        .record_withdrawal(
+            &withdrawal("c-x", 3),
+            &[withdrawal_notice("n3", JA, "c-x", 3)],
+            3,
+        )
         .unwrap_err();
     assert!(
         matches!(&err, LedgerError::UnknownConsent { consent_id } if consent_id == "c-x"),
@@ -560,8 +573,12 @@ fn consent_errors_write_nothing() {
     assert_eq!(audit_count(&l), 2);
 
     // a real withdrawal, then a second one
-    l.record_withdrawal(&withdrawal("c-1", 4), &[outgoing("n4", JA, "c-1", 4)], 4)
-        .unwrap();
+    l.record_withdrawal(
+        &withdrawal("c-1", 4),
+        &[withdrawal_notice("n4", JA, "c-1", 4)],
+        4,
+    )
+    .unwrap();
     assert_eq!(
         l.consent("c-1").unwrap().unwrap().withdrawal,
         Some(withdrawal("c-1", 4))
@@ -569,7 +586,11 @@ fn consent_errors_write_nothing() {
     assert_eq!(l.outbox_len(JA), 2);
     assert_eq!(audit_count(&l), 4);
     let err = l
-        .record_withdrawal(&withdrawal("c-1", 5), &[outgoing("n5", JA, "c-1", 5)], 5)
+        .record_withdrawal(
+            &withdrawal("c-1", 5),
+            &[withdrawal_notice("n5", JA, "c-1", 5)],
+            5,
+        )
         .unwrap_err();
     assert!(
         matches!(&err, LedgerError::AlreadyWithdrawn { consent_id } if consent_id == "c-1"),
@@ -953,7 +974,7 @@ proptest! {
                 }
                 Op::Attempt(p) => {
                     if let Some(id) = model[p].front() {
-                        l.record_attempt(id, "timeout", now + 1_000, now).unwrap();
+                        l.record_attempt(id, "timeout", now + 1_000, now, false).unwrap();
                         let n = attempts.entry(id.clone()).or_default();
                         *n += 1;
                         let st = l.message(id).unwrap().unwrap().status.unwrap();
@@ -1149,6 +1170,95 @@ fn a_message_stored_after_its_consent_was_erased_keeps_no_body() {
         .unwrap();
     assert_eq!(body_of(&l, "m2").1, 0);
     assert!(!body_of(&l, "m2").0.is_empty());
+}
+
+/// Where a message is queued, its consent is checked once more, inside the transaction: a
+/// withdrawal, replacement or erasure that committed since the submission's own check wins
+/// (nothing is queued, the refusal names why). Consent notices and withdrawals are not
+/// case messages and are queued whatever the state.
+#[test]
+fn a_case_message_is_not_queued_under_a_consent_ended_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open_keyed(dir.path()).unwrap();
+    for c in ["c-ok", "c-w", "c-e", "c-old"] {
+        l.record_consent(&consent(c), &[], 1_000).unwrap();
+    }
+    l.record_withdrawal(&withdrawal("c-w", 2_000), &[], 2_000)
+        .unwrap();
+    l.erase_consents(&["c-e".to_string()].into_iter().collect(), 2_000)
+        .unwrap();
+    l.record_consent(
+        &ConsentRecord {
+            supersedes: "c-old".into(),
+            ..consent("c-new")
+        },
+        &[],
+        2_000,
+    )
+    .unwrap();
+    l.enqueue(&outgoing("m-ok", JA, "c-ok", 3_000)).unwrap();
+    for (consent_id, refusal) in [
+        ("c-w", ConsentRefusal::Withdrawn),
+        ("c-e", ConsentRefusal::Erased),
+        ("c-old", ConsentRefusal::Superseded),
+    ] {
+        match l.enqueue(&outgoing(&format!("m-{consent_id}"), JA, consent_id, 3_000)) {
+            Err(LedgerError::Refused(r)) => assert_eq!(r, refusal, "{consent_id}"),
+            other => panic!("{consent_id}: queued anyway: {other:?}"),
+        }
+        assert!(l.message(&format!("m-{consent_id}")).unwrap().is_none());
+    }
+    l.enqueue(&withdrawal_notice("n-w", JA, "c-w", 3_000))
+        .unwrap();
+    assert_eq!(l.outbox_len(JA), 2);
+}
+
+/// A consent chain never crosses controllers: another agency's notice naming the
+/// Jobcenter's consent as the one it replaces leaves that consent's lane where it was.
+#[test]
+fn a_foreign_supersedes_does_not_move_a_lane() {
+    assert_ne!(
+        kurzdraht_ledger::lane_of_root("c-jn"),
+        kurzdraht_ledger::lane_of_root("c-jc"),
+        "test set-up: ids in different lanes"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let l = open_keyed(dir.path()).unwrap();
+    let foreign = ConsentRecord {
+        recording_agency: JN.into(),
+        supersedes: "c-jc".into(),
+        ..consent("c-jn")
+    };
+    let receive = |id: &str, c: &ConsentRecord| {
+        let record = InboxRecord {
+            kind: MessageKind::ConsentNotice as i32,
+            consent_id: c.consent_id.clone(),
+            ..received_under(id, &c.consent_id)
+        };
+        l.accept_delivery(&record, &ConsentEffect::Record(c.clone()), 2_000)
+            .unwrap();
+    };
+    receive("n-jn", &foreign);
+    receive("n-jc", &consent("c-jc"));
+    assert_eq!(
+        l.lane_of("c-jn").unwrap(),
+        kurzdraht_ledger::lane_of_root("c-jn"),
+        "the foreign consent's lane followed another controller's chain"
+    );
+    assert_eq!(
+        l.lane_of("c-jc").unwrap(),
+        kurzdraht_ledger::lane_of_root("c-jc")
+    );
+    // Positive control: a replacement by the same controller keeps its predecessor's lane.
+    let same = ConsentRecord {
+        supersedes: "c-jc".into(),
+        ..consent("c-jc2")
+    };
+    receive("n-jc2", &same);
+    assert_eq!(
+        l.lane_of("c-jc2").unwrap(),
+        kurzdraht_ledger::lane_of_root("c-jc")
+    );
 }
 
 #[tokio::test]

@@ -14,8 +14,8 @@ use crate::{node::Node, policy, NodeError};
 use kurzdraht_envelope::{body::subject_of, ExpectedReceipt, ReceiptVerifier};
 use kurzdraht_ledger::{consent, ConsentQuery, ConsentRefusal, Finish, MessageRecord, OutboxEntry};
 use kurzdraht_proto::v1::{
-    delivery_outcome::Outcome, DeliveryOutcome, EnvelopeBatch, EnvelopeHeader, MessageBody,
-    MessageKind, MessageStatus, SignedEnvelope, SignedReceipt,
+    delivery_outcome::Outcome, DeliveryOutcome, DeliveryState, EnvelopeBatch, EnvelopeHeader,
+    MessageBody, MessageKind, MessageStatus, SignedEnvelope, SignedReceipt,
 };
 use prost::Message;
 use std::sync::Arc;
@@ -186,12 +186,20 @@ impl LaneWorker {
                 break;
             }
             let record = ledger.message(&entry.message_id)?.ok_or_else(|| {
-                NodeError::NotFound(format!("record of queued message {}", entry.message_id))
+                NodeError::Internal(format!("no record of queued message {}", entry.message_id))
             })?;
-            let envelope = entry
-                .envelope
-                .take()
-                .ok_or_else(|| NodeError::NotFound(format!("envelope of {}", entry.message_id)))?;
+            let queued = record
+                .status
+                .as_ref()
+                .is_some_and(|s| s.state == DeliveryState::Queued as i32);
+            if !queued {
+                // Final since this round read the outbox (its submission undone): nothing
+                // of it goes.
+                continue;
+            }
+            let envelope = entry.envelope.take().ok_or_else(|| {
+                NodeError::Internal(format!("no envelope of {}", entry.message_id))
+            })?;
             // The consent is checked again at every attempt: a withdrawal stops queued messages.
             let consent = self.consent_still_valid(&envelope, now);
             match next_action(now, entry.deadline_ms, record.next_attempt_ms, consent) {
@@ -201,9 +209,12 @@ impl LaneWorker {
                 }
                 Action::Refuse(refusal) => {
                     self.node.metrics().refused(refusal.code());
-                    let how = Finish::Refused {
-                        reason: refusal.code().to_string(),
+                    // An earlier attempt went unanswered: the peer may hold it from before.
+                    let reason = match record.in_doubt {
+                        true => format!("{}{IN_DOUBT}", refusal.code()),
+                        false => refusal.code().to_string(),
                     };
+                    let how = Finish::Refused { reason };
                     Self::finish(&mut round, &entry, how);
                     tracing::info!(message_id = %entry.message_id, reason = refusal.code(), "queued message stopped");
                 }
@@ -237,9 +248,12 @@ impl LaneWorker {
                 Ok(answers) => answers,
                 Err(_) => {
                     let detail = format!("no answer from {} within {limit:?}", self.peer);
-                    due.iter()
-                        .map(|_| Answer::Transient(detail.clone()))
-                        .collect()
+                    // Handed over, unanswered: the peer may store it yet.
+                    let answer = Answer::Transient {
+                        detail,
+                        in_doubt: true,
+                    };
+                    due.iter().map(|_| answer.clone()).collect()
                 }
             };
             sending = sent.elapsed();
@@ -298,7 +312,7 @@ impl LaneWorker {
                         );
                         return due
                             .iter()
-                            .map(|_| Answer::Transient(detail.clone()))
+                            .map(|_| Answer::transient(detail.clone()))
                             .collect();
                     }
                     return outcomes
@@ -322,7 +336,7 @@ impl LaneWorker {
                 Ok(receipt) => Answer::Receipt(receipt),
                 Err(status) => Answer::from_status(&self.peer, &status),
             };
-            let stop = matches!(answer, Answer::Transient(_));
+            let stop = matches!(answer, Answer::Transient { .. });
             answers.push(answer);
             if stop {
                 // FIFO: what follows a message that must be retried waits for it.
@@ -330,7 +344,7 @@ impl LaneWorker {
             }
         }
         while answers.len() < due.len() {
-            answers.push(Answer::Transient(
+            answers.push(Answer::transient(
                 "an earlier message must be retried first".into(),
             ));
         }
@@ -357,12 +371,14 @@ impl LaneWorker {
             let id = &d.entry.message_id;
             match answer {
                 Answer::Receipt(receipt) => {
-                    let hash: [u8; 32] = d
-                        .record
-                        .envelope_sha256
-                        .as_slice()
-                        .try_into()
-                        .map_err(|_| NodeError::NotFound(format!("envelope hash of {id}")))?;
+                    let hash: [u8; 32] =
+                        d.record
+                            .envelope_sha256
+                            .as_slice()
+                            .try_into()
+                            .map_err(|_| {
+                                NodeError::Internal(format!("stored envelope hash of {id}"))
+                            })?;
                     let expected = ExpectedReceipt {
                         message_id: id,
                         envelope_sha256: &hash,
@@ -376,16 +392,22 @@ impl LaneWorker {
                             round.delivered.push((submitted, self.node.now_ms()));
                             tracing::info!(message_id = %id, peer = %self.peer, "delivered; receipt verified");
                         }
-                        Err(e) => {
-                            self.retry(round, &mut retry_at, d, &format!("receipt refused: {e}"))?
-                        }
+                        Err(e) => self.retry(
+                            round,
+                            &mut retry_at,
+                            d,
+                            &format!("receipt refused: {e}"),
+                            true,
+                        )?,
                     }
                 }
                 Answer::Rejected(reason) => {
                     tracing::warn!(message_id = %id, peer = %self.peer, reason = %reason, "rejected by peer");
                     Self::finish(round, &d.entry, Finish::Rejected { reason });
                 }
-                Answer::Transient(detail) => self.retry(round, &mut retry_at, d, &detail)?,
+                Answer::Transient { detail, in_doubt } => {
+                    self.retry(round, &mut retry_at, d, &detail, in_doubt)?
+                }
             }
         }
         Ok(())
@@ -401,7 +423,27 @@ impl LaneWorker {
         let header = EnvelopeHeader::decode(envelope.header.as_slice()).map_err(|_| NoConsent)?;
         let kind = MessageKind::try_from(header.kind).map_err(|_| NoConsent)?;
         let Some(purpose) = policy::purpose_of(kind) else {
-            return Ok(()); // consent notices and withdrawals carry their own authority
+            // A withdrawal notice carries no personal data and always goes. A consent
+            // notice carries the person's data: it stays home once its consent is
+            // withdrawn, replaced or erased here.
+            if kind != MessageKind::ConsentNotice {
+                return Ok(());
+            }
+            let held = self
+                .node
+                .ledger()
+                .consent(&header.consent_id)
+                .map_err(|_| NoConsent)?
+                .ok_or(NoConsent)?;
+            return if held.withdrawal.is_some() {
+                Err(ConsentRefusal::Withdrawn)
+            } else if !held.superseded_by.is_empty() {
+                Err(ConsentRefusal::Superseded)
+            } else if held.erased_at_ms > 0 {
+                Err(ConsentRefusal::Erased)
+            } else {
+                Ok(())
+            };
         };
         let body = MessageBody::decode(envelope.payload.as_slice()).map_err(|_| NoConsent)?;
         let subject = subject_of(&body).ok_or(NoConsent)?;
@@ -438,6 +480,7 @@ impl LaneWorker {
         retry_at: &mut Option<(i64, Duration)>,
         d: &Due,
         detail: &str,
+        in_doubt: bool,
     ) -> Result<(), NodeError> {
         let now = self.node.now_ms();
         let (next_attempt_ms, delay) = match *retry_at {
@@ -453,9 +496,13 @@ impl LaneWorker {
                 at
             }
         };
-        self.node
-            .ledger()
-            .record_attempt(&d.entry.message_id, detail, next_attempt_ms, now)?;
+        self.node.ledger().record_attempt(
+            &d.entry.message_id,
+            detail,
+            next_attempt_ms,
+            now,
+            in_doubt,
+        )?;
         round.changed = true;
         round.wait = Some(round.wait.map_or(delay, |w| w.min(delay)));
         Ok(())
@@ -486,6 +533,10 @@ struct Round {
     wait: Option<Duration>,
 }
 
+/// Appended to the reason a queued message is stopped with when an earlier attempt of it
+/// went unanswered, so that the peer may have stored it before the consent ended.
+pub const IN_DOUBT: &str = "; sent-before-unanswered";
+
 /// What a refusal without a reason code is recorded with.
 const NO_REASON: &str = "no reason code";
 
@@ -495,11 +546,21 @@ enum Answer {
     Receipt(SignedReceipt),
     /// Refused for good, with the reason as the sender records it.
     Rejected(String),
-    /// Try again later.
-    Transient(String),
+    /// Try again later; `in_doubt` when the peer may have received it (no answer came).
+    Transient {
+        detail: String,
+        in_doubt: bool,
+    },
 }
 
 impl Answer {
+    fn transient(detail: String) -> Self {
+        Self::Transient {
+            detail,
+            in_doubt: false,
+        }
+    }
+
     fn from_status(peer: &str, status: &tonic::Status) -> Self {
         Self::classify(
             peer,
@@ -522,7 +583,7 @@ impl Answer {
                 },
                 &r.message,
             ),
-            None => Self::Transient("the peer's outcome was empty".into()),
+            None => Self::transient("the peer's outcome was empty".into()),
         }
     }
 
@@ -530,7 +591,11 @@ impl Answer {
         let known = (reason != NO_REASON).then_some(reason);
         match retry_class(code, known) {
             Retry::Final => Self::Rejected(format!("{peer} refused it: {code:?} ({reason})")),
-            Retry::Transient => Self::Transient(format!("{code:?} ({reason}): {message}")),
+            Retry::Transient => Self::Transient {
+                detail: format!("{code:?} ({reason}): {message}"),
+                // The request reached the peer, whose answer did not come back in time.
+                in_doubt: matches!(code, Code::DeadlineExceeded | Code::Cancelled),
+            },
         }
     }
 }

@@ -117,6 +117,7 @@ impl NodeError {
                 LedgerError::AlreadySuperseded { .. } => "consent-superseded",
                 LedgerError::MessageIdConflict { .. } => "message-id-conflict",
                 LedgerError::UnknownMessage { .. } => "not-found",
+                LedgerError::Refused(r) => r.code(),
                 LedgerError::Store(_)
                 | LedgerError::Io { .. }
                 | LedgerError::Task { .. }
@@ -164,9 +165,9 @@ impl NodeError {
                 LedgerError::UnknownConsent { .. } | LedgerError::UnknownMessage { .. } => {
                     Code::NotFound
                 }
-                LedgerError::AlreadyWithdrawn { .. } | LedgerError::AlreadySuperseded { .. } => {
-                    Code::FailedPrecondition
-                }
+                LedgerError::AlreadyWithdrawn { .. }
+                | LedgerError::AlreadySuperseded { .. }
+                | LedgerError::Refused(_) => Code::FailedPrecondition,
                 LedgerError::Store(_)
                 | LedgerError::Io { .. }
                 | LedgerError::Task { .. }

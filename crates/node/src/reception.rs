@@ -386,6 +386,7 @@ impl Node {
                     tls_agency,
                     &header.consent_id,
                     n.consent.as_ref(),
+                    header.created_at_ms,
                     view,
                 )?;
                 if let Some(held) = view.consent(ledger, &record.consent_id)? {
@@ -504,6 +505,7 @@ impl Node {
         sender: &str,
         header_consent_id: &str,
         record: Option<&ConsentRecord>,
+        created_at_ms: i64,
         view: &BatchView,
     ) -> Result<ConsentRecord, NodeError> {
         let record = record.ok_or_else(|| NodeError::invalid("body.consent", "is required"))?;
@@ -524,20 +526,29 @@ impl Node {
                 "differs from header.consent_id",
             ));
         }
+        // Recorded when its notice was sealed (give or take the clock skew): a record
+        // dated later would have its age rules checked on a date of the sender's choosing.
+        let skew = self.limits().clock_skew.as_millis() as i64;
+        if record.recorded_at_ms > created_at_ms.saturating_add(skew) {
+            return Err(NodeError::invalid(
+                "body.consent.recorded_at_ms",
+                "lies after the notice was sealed",
+            ));
+        }
         if !record.supersedes.is_empty() {
-            if let Some(old) = view
-                .consent(self.ledger(), &record.supersedes)?
-                .and_then(|c| c.record)
-            {
+            if let Some(held) = view.consent(self.ledger(), &record.supersedes)? {
+                let old = held.record.unwrap_or_default();
                 if old.recording_agency != record.recording_agency {
                     return Err(NodeError::PermissionDenied(
                         "body.consent.supersedes names a consent another agency recorded".into(),
                     ));
                 }
-                let same = match (&old.subject, &record.subject) {
-                    (Some(a), Some(b)) => consent::same_person(a, b),
-                    _ => false,
-                };
+                // After an erasure here the old record names no one: nothing to compare.
+                let same = held.erased_at_ms > 0
+                    || match (&old.subject, &record.subject) {
+                        (Some(a), Some(b)) => consent::same_person(a, b),
+                        _ => false,
+                    };
                 if !same {
                     return Err(NodeError::invalid(
                         "body.consent.supersedes",

@@ -106,12 +106,12 @@ impl Node {
             .ledger()
             .queued_under(&ids)?
             .into_iter()
-            .filter(|(_, kind)| *kind != MessageKind::ConsentWithdrawal)
-            .map(|(id, _)| {
+            .filter(|q| q.kind != MessageKind::ConsentWithdrawal)
+            .map(|q| {
                 let how = Finish::Refused {
                     reason: SUBJECT_ERASED.to_string(),
                 };
-                (id, how)
+                (q.message_id, how)
             })
             .collect();
         let finished = self.ledger().finish_all(&stopped, now)?;

@@ -14,6 +14,7 @@ use kurzdraht_proto::v1::{
     MessageStatus, RecordConsentRequest, RecordConsentResponse, SubmitRequest, SubmitResponse,
     WithdrawConsentRequest, WithdrawConsentResponse,
 };
+use std::collections::BTreeSet;
 
 /// The reason a queued message is taken out again when its queueing could not be made
 /// durable (the IT system was told to submit again).
@@ -73,14 +74,16 @@ impl Node {
         }
         // A replacement waits for rounds in flight under the consent it replaces (same
         // lane: same chain), and holds them off until it is stored.
-        let _lanes = if record.supersedes.is_empty() {
-            Vec::new()
-        } else {
-            let old = self.check_replaceable(&record)?;
-            self.close_lanes(self.lanes_of(&old)?).await
+        let replaced = match record.supersedes.is_empty() {
+            true => None,
+            false => Some(self.check_replaceable(&record)?),
+        };
+        let _lanes = match &replaced {
+            Some(old) => self.close_lanes(self.lanes_of(old)?).await,
+            None => Vec::new(),
         };
         let body = consent_record::notice_body(&record);
-        let notices = record
+        let mut notices = record
             .recipients
             .iter()
             .map(|r| {
@@ -94,7 +97,10 @@ impl Node {
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
-        self.store_outgoing(&notices, || {
+        if let Some(old) = &replaced {
+            notices.extend(self.tell_dropped_recipients(old, &record, now)?);
+        }
+        self.store_outgoing(&notices, Some(&record.consent_id), || {
             self.ledger().record_consent(&record, &notices, now)
         })
         .await?;
@@ -106,6 +112,45 @@ impl Node {
             notice_message_ids: notices.into_iter().map(|n| n.message_id).collect(),
             consent: Some(record),
         })
+    }
+
+    /// An agency the replaced consent named and its replacement does not learns that the
+    /// replaced consent no longer covers it, as a withdrawal of it (its notice carries no
+    /// personal data); the others learn of the replacement from its notice.
+    fn tell_dropped_recipients(
+        &self,
+        old: &ConsentRecord,
+        new: &ConsentRecord,
+        now: i64,
+    ) -> Result<Vec<Outgoing>, NodeError> {
+        let withdrawal = ConsentWithdrawalRecord {
+            consent_id: old.consent_id.clone(),
+            withdrawn_at_ms: now,
+            recorded_by: new.recorded_by.clone(),
+            manner: format!(
+                "ersetzt durch Einwilligung {}, die diese Stelle nicht nennt",
+                new.consent_id
+            ),
+        };
+        let body = MessageBody {
+            body: Some(Body::ConsentWithdrawal(ConsentWithdrawal {
+                withdrawal: Some(withdrawal),
+            })),
+        };
+        old.recipients
+            .iter()
+            .filter(|r| !new.recipients.contains(r))
+            .map(|r| {
+                self.seal_outgoing(
+                    MessageKind::ConsentWithdrawal,
+                    r,
+                    &old.consent_id,
+                    "",
+                    &body,
+                    now,
+                )
+            })
+            .collect()
     }
 
     /// A consent may replace one recorded here, about the same person; returns that one.
@@ -170,9 +215,19 @@ impl Node {
                 withdrawal: Some(withdrawal.clone()),
             })),
         };
+        // A recipient whose consent notice is still queued never held the consent: that
+        // notice stays home (the worker stops it), and no withdrawal notice follows it.
+        let never_told: BTreeSet<String> = self
+            .ledger()
+            .queued_under(&BTreeSet::from([record.consent_id.clone()]))?
+            .into_iter()
+            .filter(|q| q.kind == MessageKind::ConsentNotice)
+            .map(|q| q.recipient)
+            .collect();
         let notices = record
             .recipients
             .iter()
+            .filter(|r| !never_told.contains(*r))
             .map(|r| {
                 self.seal_outgoing(
                     MessageKind::ConsentWithdrawal,
@@ -207,6 +262,7 @@ impl Node {
     async fn store_outgoing<T>(
         &self,
         outgoing: &[Outgoing],
+        recorded: Option<&str>,
         store: impl FnOnce() -> Result<T, LedgerError>,
     ) -> Result<T, NodeError> {
         let ids: Vec<String> = outgoing.iter().map(|o| o.message_id.clone()).collect();
@@ -219,15 +275,21 @@ impl Node {
             }
         };
         let node = self.clone();
-        let settled = tokio::spawn(async move { node.confirm_or_undo(ids).await })
+        let recorded = recorded.map(str::to_string);
+        let settled = tokio::spawn(async move { node.confirm_or_undo(ids, recorded).await })
             .await
             .map_err(|e| NodeError::Internal(format!("submission task: {e}")))?;
         settled?;
         Ok(stored)
     }
 
-    /// Flushes; on success releases `ids` for delivery, on failure undoes their queueing.
-    async fn confirm_or_undo(&self, ids: Vec<String>) -> Result<(), NodeError> {
+    /// Flushes; on success releases `ids` for delivery, on failure undoes their queueing
+    /// (and the recording of consent `recorded`, whose notices they are).
+    async fn confirm_or_undo(
+        &self,
+        ids: Vec<String>,
+        recorded: Option<String>,
+    ) -> Result<(), NodeError> {
         let Err(failed) = self.ledger().flush().await else {
             self.confirm(ids.iter().map(String::as_str));
             return Ok(());
@@ -242,9 +304,16 @@ impl Node {
                 (id.clone(), how)
             })
             .collect();
-        let undone = self.ledger().finish_all(&undo, self.now_ms());
+        let now = self.now_ms();
+        let undone = self
+            .ledger()
+            .finish_all(&undo, now)
+            .and_then(|_| match &recorded {
+                Some(consent_id) => self.ledger().unrecord_consent(consent_id, now),
+                None => Ok(()),
+            });
         let durable = match undone {
-            Ok(_) => self.ledger().flush().await,
+            Ok(()) => self.ledger().flush().await,
             Err(e) => Err(e),
         };
         match durable {
@@ -365,7 +434,7 @@ impl Node {
         )?;
         let outgoing = [out];
         let lane = self
-            .store_outgoing(&outgoing, || self.ledger().enqueue(&outgoing[0]))
+            .store_outgoing(&outgoing, None, || self.ledger().enqueue(&outgoing[0]))
             .await?;
         let [out] = outgoing;
         self.wake_lane(&out.recipient, lane);

@@ -1,6 +1,7 @@
 //! A property test of store-and-forward that drives the real delivery worker
-//! ([`LaneWorker::step`]: batches, lanes, the lane gate, receipt verification, one
-//! transaction and one flush per round) between two real nodes in this process: the
+//! ([`LaneWorker::step`]: batches, lanes, receipt verification, one transaction and one
+//! flush per round; the steps run one after another, so the lane gate, which orders a round
+//! against a concurrent withdrawal, is tested with real nodes in `tests/consent_edges.rs`) between two real nodes in this process: the
 //! Jobcenter's, and the Kreis office's reception (`Node::receive_batch`) behind a transport
 //! the test controls (peer down, replies lost). Both nodes run on manual clocks.
 //!

@@ -67,7 +67,12 @@ fn chain_root<E>(
                     let on_cycle = cycle_from(&r.supersedes, &mut get)?;
                     return Ok(on_cycle.into_iter().min().unwrap_or(root));
                 }
-                if get(&r.supersedes)?.is_none() {
+                // A chain never crosses from one controller to another (a peer's notice
+                // naming another agency's consent must not move that consent's lane).
+                let same_controller = get(&r.supersedes)?
+                    .and_then(|p| p.record)
+                    .is_some_and(|p| p.recording_agency == r.recording_agency);
+                if !same_controller {
                     break;
                 }
                 root = r.supersedes;
