@@ -362,7 +362,7 @@ async fn policy_refuses_wrong_roles_age_and_malformed_bodies() {
         )
         .await,
         Code::InvalidArgument,
-        "invalid-argument",
+        "over-age",
     );
     assert!(
         s.message().contains("subject.date_of_birth"),

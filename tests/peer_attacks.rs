@@ -1084,7 +1084,7 @@ async fn consent_and_policy_at_the_receiver() -> TestResult {
         (JC, JA),
         env,
         Code::InvalidArgument,
-        "invalid-argument",
+        "over-age",
     )
     .await?;
     let mut body = certification_request(lab.person.clone());

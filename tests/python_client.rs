@@ -3,9 +3,12 @@
 //! a consent and submits a certification request to a running node; then this test sees the
 //! request DELIVERED, with a receipt that verifies, in the Jugendamt's inbox.
 //!
-//! It needs python3 with grpcio and grpcio-tools; when they are missing it installs the pinned
-//! versions with pip itself (the project installs what its tests need). Without python3, or
-//! when pip cannot install them, it fails (it does not skip), saying what to install.
+//! A second test lists the API port's services with grpcio's reflection client.
+//!
+//! It needs python3 with grpcio, grpcio-tools and grpcio-reflection; when they are missing
+//! it installs the pinned versions with pip itself (the project installs what its tests
+//! need). Without python3, or when pip cannot install them, it fails (it does not skip),
+//! saying what to install.
 
 use kurzdraht_proto::v1 as pb;
 use kurzdraht_tests::*;
@@ -51,4 +54,53 @@ async fn the_python_client_records_a_consent_and_submits_a_certification_request
     let record = held.consent.expect("the replicated record");
     assert_eq!(record.evidence_sha256.len(), 32);
     assert_eq!(record.form, pb::ConsentForm::Written as i32);
+}
+
+/// grpcio's own reflection client (grpcio-reflection, which speaks only
+/// grpc.reflection.v1alpha) lists exactly the services of the API port — the AgencyApi,
+/// health and both reflection versions, not the PeerExchange — and resolves each to its
+/// methods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_reflection_client_lists_the_api_ports_services() {
+    require_python_grpc();
+    let h = start().await;
+    let client = h
+        .fed
+        .agencies
+        .iter()
+        .find(|a| a.id == JA)
+        .expect("the Jugendamt's files")
+        .client_config
+        .clone();
+    let stdout = tokio::task::spawn_blocking(move || {
+        run_python_script(
+            "reflection_test.py",
+            &["--client".as_ref(), client.as_os_str()],
+            Duration::from_secs(60),
+        )
+    })
+    .await
+    .expect("the Python client's task");
+    let services: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("service="))
+        .collect();
+    assert_eq!(
+        services,
+        [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+            "kurzdraht.v1.AgencyApi",
+        ],
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("methods=kurzdraht.v1.AgencyApi:RecordConsent,"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("methods=grpc.health.v1.Health:Check,Watch"),
+        "{stdout}"
+    );
 }

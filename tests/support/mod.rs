@@ -657,7 +657,8 @@ pub fn verify_delivery(
 // ---- the real binary and the Python client's packages (process-level tests) ----
 
 /// How to install what the independent Python client needs.
-pub const INSTALL: &str = "python3 -m pip install grpcio==1.85.1 grpcio-tools==1.85.1";
+pub const INSTALL: &str =
+    "python3 -m pip install grpcio==1.85.1 grpcio-tools==1.85.1 grpcio-reflection==1.85.1";
 
 /// The `kurzdraht` binary next to this test executable (`target/<profile>/kurzdraht`).
 ///
@@ -743,7 +744,7 @@ fn needs_build(binary: &Path, workspace: &Path) -> bool {
 
 fn python_has_grpc() -> bool {
     Command::new("python3")
-        .args(["-c", "import grpc, grpc_tools.protoc"])
+        .args(["-c", "import grpc, grpc_tools.protoc, grpc_reflection"])
         .output()
         .unwrap_or_else(|e| {
             panic!("python3 is needed for the independent-client test ({e}); install it, then run `{INSTALL}`")
@@ -766,12 +767,16 @@ pub fn require_python_grpc() {
             "--quiet",
             "--disable-pip-version-check",
         ])
-        .args(["grpcio==1.85.1", "grpcio-tools==1.85.1"])
+        .args([
+            "grpcio==1.85.1",
+            "grpcio-tools==1.85.1",
+            "grpcio-reflection==1.85.1",
+        ])
         .output()
         .unwrap_or_else(|e| panic!("cannot run pip ({e}); run `{INSTALL}`"));
     assert!(
         out.status.success() && python_has_grpc(),
-        "python3 cannot import grpcio/grpcio-tools and installing them failed: run `{INSTALL}`\n{}",
+        "python3 cannot import grpcio/grpcio-tools/grpcio-reflection and installing them failed: run `{INSTALL}`\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
@@ -785,15 +790,28 @@ pub fn free_addrs(n: usize) -> Vec<std::net::SocketAddr> {
 /// client.toml's token_file) to completion, at most `within`; returns its stdout.
 pub fn run_python_client(client_toml: &Path, recipient: &str, within: Duration) -> String {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let script = repo.join("tests/python/client_test.py");
+    run_python_script(
+        "client_test.py",
+        &[
+            "--client".as_ref(),
+            client_toml.as_os_str(),
+            "--recipient".as_ref(),
+            recipient.as_ref(),
+            "--proto-dir".as_ref(),
+            repo.join("proto").as_os_str(),
+        ],
+        within,
+    )
+}
+
+/// Runs tests/python/`script` with `args` to completion, at most `within`; fails unless
+/// it exits 0; returns its stdout.
+pub fn run_python_script(script: &str, args: &[&std::ffi::OsStr], within: Duration) -> String {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let script = repo.join("tests/python").join(script);
     let mut child = Command::new("python3")
         .arg(&script)
-        .arg("--client")
-        .arg(client_toml)
-        .arg("--recipient")
-        .arg(recipient)
-        .arg("--proto-dir")
-        .arg(repo.join("proto"))
+        .args(args)
         .env_remove("KURZDRAHT_TOKEN")
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .stdout(Stdio::piped())
@@ -806,7 +824,8 @@ pub fn run_python_client(client_toml: &Path, recipient: &str, within: Duration) 
             let _ = child.kill();
             let out = child.wait_with_output().expect("python3's output");
             panic!(
-                "client_test.py did not finish within {within:?}\n{}",
+                "{} did not finish within {within:?}\n{}",
+                script.display(),
                 String::from_utf8_lossy(&out.stderr)
             );
         }
@@ -817,7 +836,8 @@ pub fn run_python_client(client_toml: &Path, recipient: &str, within: Duration) 
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "client_test.py failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        "{} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        script.display(),
         out.status
     );
     eprintln!("{stderr}");

@@ -714,7 +714,7 @@ async fn play(d: &mut Demo) -> anyhow::Result<()> {
         "a certification for Kai Lorenzen, 26, refused (U25 rule)",
         kai_cert,
         Code::InvalidArgument,
-        "invalid-argument",
+        "over-age",
     );
     let jugendamt_decision = submit(
         &mut kreis,

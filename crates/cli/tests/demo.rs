@@ -31,7 +31,7 @@ fn demo_plays_the_whole_story_and_exits_zero() {
         "no-consent",
         "consent-other-recipient",
         "consent-withdrawn",
-        "invalid-argument",
+        "over-age",
         "permission-denied",
     ] {
         assert!(stdout.contains(refusal), "missing {refusal} in:\n{stdout}");

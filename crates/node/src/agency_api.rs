@@ -53,15 +53,33 @@ impl tonic::service::Interceptor for BearerAuth {
         let value = header
             .to_str()
             .map_err(|_| NodeError::Unauthenticated("authorization is not text".into()))?;
-        let token = value.strip_prefix("Bearer ").ok_or_else(|| {
+        let token = bearer_token(value).ok_or_else(|| {
             NodeError::Unauthenticated("authorization must be 'Bearer <token>'".into())
         })?;
         let client = self
-            .client_for(token.trim())
+            .client_for(token)
             .ok_or_else(|| NodeError::Unauthenticated("unknown token".into()))?;
         req.extensions_mut().insert(ApiClient(client));
         Ok(req)
     }
+}
+
+/// The token of an `authorization` value `Bearer <token>`. The scheme is matched without
+/// regard to case (RFC 7235, section 2.1: `bearer`, `BEARER` are the same scheme); one or
+/// more spaces separate it from the token.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The largest request the API port decodes: a sealed envelope at the federation's limits
+/// (`[limits] max_header_bytes + max_payload_bytes`) and 64 KiB for the rest of a request
+/// (a `Submit` whose body would not fit into an envelope cannot succeed anyway). Anything
+/// larger is refused by the transport before the node sees it (RESOURCE_EXHAUSTED,
+/// too-large).
+pub fn request_limit(envelope: &kurzdraht_envelope::Limits) -> usize {
+    envelope.max_header_bytes + envelope.max_payload_bytes + 64 * 1024
 }
 
 pub struct AgencyService {
@@ -73,7 +91,11 @@ pub fn service(
     node: Node,
     tokens: Vec<ApiToken>,
 ) -> InterceptedService<AgencyApiServer<AgencyService>, BearerAuth> {
-    AgencyApiServer::with_interceptor(AgencyService { node }, BearerAuth::new(tokens))
+    let max = request_limit(&node.limits().envelope);
+    InterceptedService::new(
+        AgencyApiServer::new(AgencyService { node }).max_decoding_message_size(max),
+        BearerAuth::new(tokens),
+    )
 }
 
 fn client_of<T>(req: &Request<T>) -> String {

@@ -46,12 +46,14 @@ pub fn validate(
         .ok()
         .filter(|g| *g != ConsentGiver::Unspecified)
         .ok_or_else(|| NodeError::invalid(field("given_by"), "must be PERSON or GUARDIAN"))?;
-    policy::optional(
+    policy::optional_name(
         &field("guardian_name"),
         &record.guardian_name,
         policy::MAX_NAME,
     )?;
-    let age = policy::age_on(dob, clock::date_of_ms(record.recorded_at_ms)?);
+    let recorded_on = clock::date_of_ms(record.recorded_at_ms)?;
+    policy::check_date_of_birth(&field("subject.date_of_birth"), dob, recorded_on)?;
+    let age = policy::age_on(dob, recorded_on);
     match given_by {
         ConsentGiver::Person if age < policy::CONSENT_AGE => {
             return Err(NodeError::invalid(
@@ -108,12 +110,12 @@ pub fn validate(
             "is required: the reference of the signed consent form",
         ));
     }
-    policy::optional(
+    policy::optional_name(
         &field("evidence_reference"),
         &record.evidence_reference,
         MAX_REFERENCE,
     )?;
-    policy::required(&field("recorded_by"), &record.recorded_by, policy::MAX_NAME)?;
+    policy::required_name(&field("recorded_by"), &record.recorded_by, policy::MAX_NAME)?;
     if !record.supersedes.is_empty() {
         ids::parse_id("supersedes", &record.supersedes)
             .map_err(|e| NodeError::invalid(field("supersedes"), e.to_string()))?;
@@ -229,10 +231,10 @@ pub fn validate_withdrawal_texts(
     recorded_by: &str,
     manner: &str,
 ) -> Result<(), NodeError> {
-    policy::required(
+    policy::required_name(
         &format!("{prefix}recorded_by"),
         recorded_by,
         policy::MAX_NAME,
     )?;
-    policy::optional(&format!("{prefix}manner"), manner, MAX_MANNER)
+    policy::optional_text(&format!("{prefix}manner"), manner, MAX_MANNER)
 }

@@ -21,8 +21,13 @@ pub enum NodeError {
     Consent(ConsentRefusal),
     #[error("invalid {field}: {reason}")]
     Invalid { field: String, reason: String },
+    /// The U25 rule: the person is 25 or older on the message date. The field is valid;
+    /// the flow does not apply to this person.
+    #[error("over the age limit: {field}: {reason}")]
+    OverAge { field: String, reason: String },
+    /// A consent recorded at another agency: only that agency withdraws or replaces it.
     #[error("{0}")]
-    FailedPrecondition(String),
+    NotRecordingAgency(String),
     #[error("not found: {0}")]
     NotFound(String),
     #[error("resource exhausted: {0}")]
@@ -30,6 +35,10 @@ pub enum NodeError {
     /// Over a size limit: final, never worth a retry with the same content.
     #[error("too large: {0}")]
     TooLarge(String),
+    /// Bytes that are no valid message of the contract (no protobuf, invalid UTF-8 in a
+    /// string, a broken gRPC frame): the client's fault, final.
+    #[error("malformed: {0}")]
+    Malformed(String),
     /// An envelope from the future beyond the allowed clock skew: the sender's clock is
     /// ahead; the same envelope is accepted once the clocks agree, so the sender retries.
     #[error("clock skew: {0}")]
@@ -86,10 +95,12 @@ impl NodeError {
             Self::PermissionDenied(_) => "permission-denied",
             Self::Consent(r) => r.code(),
             Self::Invalid { .. } => "invalid-argument",
-            Self::FailedPrecondition(_) => "failed-precondition",
+            Self::OverAge { .. } => "over-age",
+            Self::NotRecordingAgency(_) => "not-recording-agency",
             Self::NotFound(_) => "not-found",
             Self::ResourceExhausted(_) => "rate-limited",
             Self::TooLarge(_) => "too-large",
+            Self::Malformed(_) => "malformed",
             Self::ClockSkew(_) => "clock-skew",
             Self::Aborted(_) => "retry",
             Self::Lagged(_) => "watch-lagged",
@@ -112,7 +123,7 @@ impl NodeError {
             Self::Ledger(e) => match e {
                 LedgerError::Locked { .. } => "store-locked",
                 LedgerError::ConsentExists { .. } => "consent-exists",
-                LedgerError::UnknownConsent { .. } => "no-consent",
+                LedgerError::UnknownConsent { .. } => "not-found",
                 LedgerError::AlreadyWithdrawn { .. } => "consent-withdrawn",
                 LedgerError::AlreadySuperseded { .. } => "consent-superseded",
                 LedgerError::MessageIdConflict { .. } => "message-id-conflict",
@@ -134,8 +145,10 @@ impl NodeError {
         match self {
             Self::Unauthenticated(_) => Code::Unauthenticated,
             Self::PermissionDenied(_) => Code::PermissionDenied,
-            Self::Consent(_) | Self::FailedPrecondition(_) => Code::FailedPrecondition,
-            Self::Invalid { .. } => Code::InvalidArgument,
+            Self::Consent(_) | Self::NotRecordingAgency(_) => Code::FailedPrecondition,
+            Self::Invalid { .. } | Self::OverAge { .. } | Self::Malformed(_) => {
+                Code::InvalidArgument
+            }
             Self::NotFound(_) => Code::NotFound,
             Self::ResourceExhausted(_) | Self::TooLarge(_) => Code::ResourceExhausted,
             Self::ClockSkew(_) => Code::Unavailable,
@@ -201,6 +214,34 @@ impl From<NodeError> for Status {
             status.metadata_mut().insert(REASON_METADATA, v);
         }
         status
+    }
+}
+
+/// tonic's own answers to a request it refused before the node saw it, as the contract
+/// says: a message over the port's decoding limit (tonic: OUT_OF_RANGE) is `too-large`,
+/// bytes that do not decode or a broken gRPC frame (tonic: INTERNAL with one of the messages
+/// of its decoder) are `malformed`. `None` for every other status, above all the node's own
+/// (they carry a reason; a real INTERNAL of the node stays INTERNAL).
+pub fn transport_refusal(code: Code, message: &str, has_reason: bool) -> Option<NodeError> {
+    /// How tonic 0.14 and prost word a request they could not decode.
+    const UNDECODABLE: [&str; 4] = [
+        "failed to decode Protobuf message",
+        "protocol error: received message with",
+        "Unexpected EOF decoding stream",
+        "Missing request message",
+    ];
+    if has_reason {
+        return None;
+    }
+    match code {
+        // The node never answers OUT_OF_RANGE: every one is the transport's size check.
+        Code::OutOfRange => Some(NodeError::TooLarge(format!(
+            "the request exceeds this port's limit ({message})"
+        ))),
+        Code::Internal if UNDECODABLE.iter().any(|p| message.starts_with(p)) => Some(
+            NodeError::Malformed(format!("the request does not decode: {message}")),
+        ),
+        _ => None,
     }
 }
 

@@ -1,7 +1,8 @@
 //! The standard gRPC services beside the AgencyApi: `grpc.health.v1.Health` (SERVING while
 //! the store reads and writes, NOT_SERVING when it does not or the node is shutting down)
-//! and server reflection over the kurzdraht contract, so that grpcurl-style tools and load
-//! balancers work without the .proto files.
+//! and server reflection (v1 and v1alpha) over the kurzdraht contract, listing the services
+//! the API port serves, so that grpcurl-style tools and load balancers work without the
+//! .proto files.
 
 use crate::{node::Node, NodeError};
 use std::time::Duration;
@@ -19,17 +20,49 @@ pub fn health_service() -> (
     tonic_health::server::health_reporter()
 }
 
-/// The reflection service for the kurzdraht contract.
-pub fn reflection_service() -> Result<
-    tonic_reflection::server::v1::ServerReflectionServer<
-        impl tonic_reflection::server::v1::ServerReflection,
-    >,
+/// The services the API port serves, as reflection lists them. `kurzdraht.v1.PeerExchange`
+/// is not among them: it is served on the peer port only (its types stay resolvable, they
+/// are part of the contract).
+pub const API_PORT_SERVICES: [&str; 4] = [
+    "kurzdraht.v1.AgencyApi",
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
+    let mut builder = tonic_reflection::server::Builder::configure()
+        .include_reflection_service(false)
+        .register_encoded_file_descriptor_set(kurzdraht_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET);
+    for name in API_PORT_SERVICES {
+        builder = builder.with_service_name(name);
+    }
+    builder
+}
+
+/// Server reflection in both versions clients speak: `grpc.reflection.v1` (grpcurl, tonic)
+/// and `grpc.reflection.v1alpha` (the reflection clients of grpcio and most older tools).
+#[allow(clippy::type_complexity)]
+pub fn reflection_services() -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
     NodeError,
 > {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(kurzdraht_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| NodeError::Tls(format!("reflection: {e}")))
+    let failed =
+        |e: tonic_reflection::server::Error| NodeError::Internal(format!("reflection: {e}"));
+    Ok((
+        reflection_builder().build_v1().map_err(failed)?,
+        reflection_builder().build_v1alpha().map_err(failed)?,
+    ))
 }
 
 async fn set_all(reporter: &HealthReporter, status: ServingStatus) {

@@ -16,7 +16,9 @@
 //!   [`peer_limits`]: per-peer rate and concurrency limits.
 //! - [`health`]: grpc.health.v1 (probing the store) and server reflection.
 //! - [`metrics`]: counters and store gauges in the Prometheus text format on their own port.
-//! - [`tls`], [`server`]: TLS configuration and running both listeners until shutdown.
+//! - [`tls`], [`server`]: TLS configuration and running both listeners until shutdown;
+//!   [`transport_refusals`]: what tonic refuses before the node sees it, answered as the
+//!   contract says (`too-large`, `malformed`).
 //! - [`pki`], [`client`], [`federation`]: setting up a federation, an IT system's client,
 //!   and a whole local federation for the demo and the tests.
 //! - [`error`]: [`NodeError`] and the one conversion of errors into gRPC statuses.
@@ -56,6 +58,7 @@ pub mod retention;
 pub mod server;
 pub mod submission;
 pub mod tls;
+pub mod transport_refusals;
 
 pub use error::NodeError;
 pub use node::Node;

@@ -109,41 +109,106 @@ pub fn age_on(date_of_birth: Date, on: Date) -> i32 {
     age
 }
 
-/// The U25 rule: the subject is under 25 on the message date.
-pub fn check_under_25(date_of_birth: Date, message_date: Date) -> Result<(), NodeError> {
-    if date_of_birth > message_date {
+/// The oldest a person in a record or a message may be, in years: a date of birth further
+/// back is a typing error, not a person.
+pub const MAX_AGE: i32 = 120;
+
+/// A date of birth must lie on or before `on` (the day of the record or message) and not
+/// more than [`MAX_AGE`] years before it. `on` is passed in: the caller knows which day
+/// counts (the record's or the message's, read from the node's clock).
+pub fn check_date_of_birth(field: &str, date_of_birth: Date, on: Date) -> Result<(), NodeError> {
+    if date_of_birth > on {
         return Err(NodeError::invalid(
-            "subject.date_of_birth",
-            "lies after the message date",
+            field,
+            format!("lies in the future (after {on})"),
         ));
     }
-    if age_on(date_of_birth, message_date) >= AGE_LIMIT {
+    if age_on(date_of_birth, on) > MAX_AGE {
         return Err(NodeError::invalid(
-            "subject.date_of_birth",
-            "the person is 25 or older on the message date; the U25 flows do not apply",
+            field,
+            format!("lies more than {MAX_AGE} years back"),
         ));
     }
     Ok(())
 }
 
-pub(crate) fn required(field: &str, value: &str, max: usize) -> Result<(), NodeError> {
+/// The U25 rule: the subject is under 25 on the message date. A person 25 or older is
+/// refused with its own reason (`over-age`), not as a malformed field.
+pub fn check_under_25(date_of_birth: Date, message_date: Date) -> Result<(), NodeError> {
+    let field = "body.subject.date_of_birth";
+    check_date_of_birth(field, date_of_birth, message_date)?;
+    if age_on(date_of_birth, message_date) >= AGE_LIMIT {
+        return Err(NodeError::OverAge {
+            field: field.into(),
+            reason: "the person is 25 or older on the message date; the U25 flows do not apply"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
+/// A name (of a person, a caseworker, a measure, a place) or a reference: one line, no
+/// control character at all, not even a line break.
+pub(crate) fn required_name(field: &str, value: &str, max: usize) -> Result<(), NodeError> {
+    not_blank(field, value)?;
+    optional_name(field, value, max)
+}
+
+pub(crate) fn optional_name(field: &str, value: &str, max: usize) -> Result<(), NodeError> {
+    within(field, value, max)?;
+    if value
+        .chars()
+        .any(|c| c.is_control() || is_line_separator(c))
+    {
+        return Err(NodeError::invalid(
+            field,
+            "contains a control character or a line break (a name is one line)",
+        ));
+    }
+    Ok(())
+}
+
+/// A free text (a reason, a statement, a note): line breaks allowed, no other control
+/// character.
+pub(crate) fn required_text(field: &str, value: &str, max: usize) -> Result<(), NodeError> {
+    not_blank(field, value)?;
+    optional_text(field, value, max)
+}
+
+pub(crate) fn optional_text(field: &str, value: &str, max: usize) -> Result<(), NodeError> {
+    within(field, value, max)?;
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\r')
+    {
+        return Err(NodeError::invalid(
+            field,
+            "contains control characters (only line breaks are allowed)",
+        ));
+    }
+    Ok(())
+}
+
+fn not_blank(field: &str, value: &str) -> Result<(), NodeError> {
     if value.trim().is_empty() {
         return Err(NodeError::invalid(field, "is required"));
     }
-    optional(field, value, max)
+    Ok(())
 }
 
-pub(crate) fn optional(field: &str, value: &str, max: usize) -> Result<(), NodeError> {
+fn within(field: &str, value: &str, max: usize) -> Result<(), NodeError> {
     if value.chars().count() > max {
         return Err(NodeError::invalid(
             field,
             format!("is longer than {max} characters"),
         ));
     }
-    if value.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(NodeError::invalid(field, "contains control characters"));
-    }
     Ok(())
+}
+
+/// U+2028 and U+2029 break lines like a newline without being control characters.
+fn is_line_separator(c: char) -> bool {
+    matches!(c, '\u{2028}' | '\u{2029}')
 }
 
 fn optional_date(field: &str, value: &str) -> Result<(), NodeError> {
@@ -163,13 +228,13 @@ fn known_enum<E: TryFrom<i32>>(field: &str, value: i32) -> Result<(), NodeError>
 /// Checks a subject's fields and returns the date of birth.
 pub fn validate_subject(prefix: &str, subject: Option<&Subject>) -> Result<Date, NodeError> {
     let s = subject.ok_or_else(|| NodeError::invalid(prefix, "is required"))?;
-    required(&format!("{prefix}.given_name"), &s.given_name, MAX_NAME)?;
-    required(&format!("{prefix}.family_name"), &s.family_name, MAX_NAME)?;
+    required_name(&format!("{prefix}.given_name"), &s.given_name, MAX_NAME)?;
+    required_name(&format!("{prefix}.family_name"), &s.family_name, MAX_NAME)?;
     let dob = clock::parse_date(&format!("{prefix}.date_of_birth"), &s.date_of_birth)?;
     if let Some(a) = &s.address {
-        optional(&format!("{prefix}.address.street"), &a.street, MAX_NAME)?;
-        optional(&format!("{prefix}.address.postal_code"), &a.postal_code, 16)?;
-        optional(&format!("{prefix}.address.city"), &a.city, MAX_NAME)?;
+        optional_name(&format!("{prefix}.address.street"), &a.street, MAX_NAME)?;
+        optional_name(&format!("{prefix}.address.postal_code"), &a.postal_code, 16)?;
+        optional_name(&format!("{prefix}.address.city"), &a.city, MAX_NAME)?;
     }
     if s.case_references.len() > 8 {
         return Err(NodeError::invalid(
@@ -178,12 +243,12 @@ pub fn validate_subject(prefix: &str, subject: Option<&Subject>) -> Result<Date,
         ));
     }
     for (i, r) in s.case_references.iter().enumerate() {
-        required(
+        required_name(
             &format!("{prefix}.case_references[{i}].agency"),
             &r.agency,
             64,
         )?;
-        required(
+        required_name(
             &format!("{prefix}.case_references[{i}].reference"),
             &r.reference,
             64,
@@ -200,9 +265,9 @@ pub fn validate_case_body(body: &MessageBody) -> Result<&Subject, NodeError> {
     match b {
         Body::CertificationRequest(m) => {
             validate_subject("body.subject", m.subject.as_ref())?;
-            required("body.reason", &m.reason, MAX_TEXT)?;
+            required_text("body.reason", &m.reason, MAX_TEXT)?;
             optional_date("body.respond_by", &m.respond_by)?;
-            required("body.caseworker", &m.caseworker, MAX_NAME)?;
+            required_name("body.caseworker", &m.caseworker, MAX_NAME)?;
         }
         Body::MoveOutCertification(m) => {
             validate_subject("body.subject", m.subject.as_ref())?;
@@ -211,10 +276,10 @@ pub fn validate_case_body(body: &MessageBody) -> Result<&Subject, NodeError> {
             if m.outcome == CertificationOutcome::Supported as i32 || m.ground != 0 {
                 known_enum::<MoveOutGround>("body.ground", m.ground)?;
             }
-            required("body.statement", &m.statement, MAX_TEXT)?;
+            required_text("body.statement", &m.statement, MAX_TEXT)?;
             clock::parse_date("body.interview_date", &m.interview_date)?;
-            required("body.issuing_caseworker", &m.issuing_caseworker, MAX_NAME)?;
-            optional("body.health_note", &m.health_note, MAX_TEXT)?;
+            required_name("body.issuing_caseworker", &m.issuing_caseworker, MAX_NAME)?;
+            optional_text("body.health_note", &m.health_note, MAX_TEXT)?;
         }
         Body::MoveOutDecision(m) => {
             validate_subject("body.subject", m.subject.as_ref())?;
@@ -224,20 +289,20 @@ pub fn validate_case_body(body: &MessageBody) -> Result<&Subject, NodeError> {
             }
             clock::parse_date("body.decision_date", &m.decision_date)?;
             optional_date("body.tenancy_contract_date", &m.tenancy_contract_date)?;
-            required("body.caseworker", &m.caseworker, MAX_NAME)?;
+            required_name("body.caseworker", &m.caseworker, MAX_NAME)?;
         }
         Body::QualificationReferral(m) => {
             validate_subject("body.subject", m.subject.as_ref())?;
-            required("body.reason", &m.reason, MAX_TEXT)?;
-            required("body.measure", &m.measure, MAX_NAME)?;
-            required("body.contact", &m.contact, MAX_NAME)?;
+            required_text("body.reason", &m.reason, MAX_TEXT)?;
+            required_name("body.measure", &m.measure, MAX_NAME)?;
+            required_name("body.contact", &m.contact, MAX_NAME)?;
             optional_date("body.respond_by", &m.respond_by)?;
         }
         Body::ReferralResponse(m) => {
             validate_subject("body.subject", m.subject.as_ref())?;
             known_enum::<ReferralOutcome>("body.outcome", m.outcome)?;
-            optional("body.note", &m.note, MAX_TEXT)?;
-            required("body.caseworker", &m.caseworker, MAX_NAME)?;
+            optional_text("body.note", &m.note, MAX_TEXT)?;
+            required_name("body.caseworker", &m.caseworker, MAX_NAME)?;
         }
         Body::ConsentNotice(_) | Body::ConsentWithdrawal(_) => {
             return Err(NodeError::invalid(
@@ -343,6 +408,57 @@ mod tests {
         let leap = date(2004, 2, 29);
         assert!(check_under_25(leap, date(2029, 2, 28)).is_ok());
         assert!(check_under_25(leap, date(2029, 3, 1)).is_err());
+    }
+
+    #[test]
+    fn dates_of_birth_lie_in_the_past_and_at_most_120_years_back() {
+        let today = date(2026, 3, 10);
+        let f = "subject.date_of_birth";
+        assert!(check_date_of_birth(f, today, today).is_ok(), "born today");
+        assert!(
+            check_date_of_birth(f, date(2026, 3, 11), today).is_err(),
+            "tomorrow"
+        );
+        assert!(check_date_of_birth(f, date(2100, 1, 1), today).is_err());
+        assert!(
+            check_date_of_birth(f, date(1905, 3, 11), today).is_ok(),
+            "120, 121 tomorrow"
+        );
+        assert!(
+            check_date_of_birth(f, date(1905, 3, 10), today).is_err(),
+            "121 today"
+        );
+        assert!(check_date_of_birth(f, date(1800, 1, 1), today).is_err());
+        let Err(NodeError::Invalid { field, .. }) = check_date_of_birth(f, date(1800, 1, 1), today)
+        else {
+            panic!("not an invalid argument");
+        };
+        assert_eq!(field, f);
+        // The U25 rule refuses the older person with its own reason, not as a bad field.
+        let e = check_under_25(date(2001, 3, 10), today).unwrap_err();
+        assert_eq!(e.reason_code(), "over-age");
+        let e = check_under_25(date(2026, 3, 11), today).unwrap_err();
+        assert_eq!(e.reason_code(), "invalid-argument");
+    }
+
+    #[test]
+    fn names_are_one_line_texts_may_break_lines() {
+        for bad in [
+            "Lena\nMarie",
+            "Lena\r",
+            "Le\u{0}na",
+            "Lena\t",
+            "Lena\u{2028}Marie",
+            "Le\u{85}na",
+        ] {
+            assert!(required_name("n", bad, MAX_NAME).is_err(), "{bad:?}");
+            assert!(optional_name("n", bad, MAX_NAME).is_err(), "{bad:?}");
+        }
+        assert!(required_name("n", "Lena-Marie Ölsen", MAX_NAME).is_ok());
+        assert!(required_text("t", "Erste Zeile\r\nZweite Zeile\n", MAX_TEXT).is_ok());
+        for bad in ["a\u{0}b", "a\tb", "a\u{1b}b"] {
+            assert!(required_text("t", bad, MAX_TEXT).is_err(), "{bad:?}");
+        }
     }
 
     /// The age on `on` counted the long way: one year for every birthday from `dob` up to

@@ -5,7 +5,7 @@
 
 use crate::{
     agency_api, config::NodeConfig, delivery, health, metrics, node::Node, peer_exchange, tls,
-    NodeError,
+    transport_refusals, NodeError,
 };
 use std::future::Future;
 use std::net::SocketAddr;
@@ -55,21 +55,6 @@ fn without_nagle(
     })
 }
 
-/// tonic answers a message over the decoding limit with OUT_OF_RANGE before the node sees
-/// it; the contract says RESOURCE_EXHAUSTED for anything over a size limit. The node itself
-/// never answers OUT_OF_RANGE, so every one is the transport's size check.
-fn oversize_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
-    let headers = response.headers_mut();
-    if headers.get("grpc-status").is_some_and(|v| v == "11") {
-        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
-        headers.insert(
-            crate::error::REASON_METADATA,
-            http::HeaderValue::from_static("too-large"),
-        );
-    }
-    response
-}
-
 /// Opens the node of `config` and serves until `shutdown` completes, then stops accepting,
 /// lets in-flight calls and deliveries finish, flushes the store and returns.
 pub async fn run(
@@ -95,9 +80,7 @@ pub async fn serve(
         let _ = rx.wait_for(|c| *c).await;
     };
     let peer = Server::builder()
-        .layer(tower::util::MapResponseLayer::new(
-            oversize_is_resource_exhausted,
-        ))
+        .layer(transport_refusals::layer())
         .tls_config(tls::peer_server_tls(&config.tls))?
         .add_service(peer_exchange::service(node.clone()))
         .serve_with_incoming_shutdown(without_nagle(listeners.peer), until_closed(closing.clone()));
@@ -107,11 +90,14 @@ pub async fn serve(
         reporter,
         Duration::from_secs(5),
     ));
+    let (reflection_v1, reflection_v1alpha) = health::reflection_services()?;
     let api = Server::builder()
+        .layer(transport_refusals::layer())
         .tls_config(tls::api_server_tls(&config.tls))?
         .add_service(agency_api::service(node.clone(), config.api_tokens.clone()))
         .add_service(health_service)
-        .add_service(health::reflection_service()?)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(without_nagle(listeners.api), until_closed(closing.clone()));
     if let Some(listener) = listeners.metrics {
         if let Ok(addr) = listener.local_addr() {

@@ -161,7 +161,7 @@ impl Node {
             .and_then(|c| c.record)
             .ok_or_else(|| NodeError::NotFound(format!("consent {}", record.supersedes)))?;
         if old.recording_agency != self.agency() {
-            return Err(NodeError::FailedPrecondition(format!(
+            return Err(NodeError::NotRecordingAgency(format!(
                 "consent {} was recorded by {}; only it can replace it",
                 old.consent_id, old.recording_agency
             )));
@@ -197,7 +197,7 @@ impl Node {
             .record
             .ok_or_else(|| NodeError::NotFound(format!("consent {}", req.consent_id)))?;
         if record.recording_agency != self.agency() {
-            return Err(NodeError::FailedPrecondition(format!(
+            return Err(NodeError::NotRecordingAgency(format!(
                 "consent {} was recorded by {}; record the withdrawal there",
                 record.consent_id, record.recording_agency
             )));
