@@ -710,6 +710,15 @@ async fn erasure_removes_the_person_and_keeps_the_proof() {
         .unwrap()
         .into_inner();
     assert!(report.consents.is_empty() && report.messages.is_empty());
+    // The Jugendamt itself sends nothing more under it (Mia's consent is the control).
+    let r = submit(&mut ja, JC, &lc, "", move_out_certification(&lena)).await;
+    expect_refusal(
+        "an answer under the erased consent",
+        r,
+        Code::FailedPrecondition,
+        "consent-erased",
+    );
+    submit_ok(&mut ja, JC, &mc, move_out_certification(&mia)).await;
     // A new message about her citing that consent is refused at the Jugendamt.
     let m3 = submit_ok(&mut jc, JA, &lc, certification_request(&lena, "z")).await;
     let s = wait_for_state(&jc, &m3, pb::DeliveryState::Rejected).await;

@@ -1041,6 +1041,7 @@ async fn one_of_each() -> Vec<kurzdraht_node::NodeError> {
         C::NoConsent,
         C::Withdrawn,
         C::Superseded,
+        C::Erased,
         C::Expired,
         C::NotYetValid,
         C::OtherSubject,
