@@ -1930,6 +1930,7 @@ async fn e2e(
                 recipient: JA.into(),
                 consent_id,
                 in_reply_to: String::new(),
+                idempotency_key: String::new(),
                 body: Some(certification_request_about(
                     subject_of_person(person),
                     reason.clone(),

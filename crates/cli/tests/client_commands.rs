@@ -230,6 +230,7 @@ fn exit_codes_and_export() {
                             kurzdraht_proto::v1::message_body::Body::CertificationRequest(body),
                         ),
                     }),
+                    idempotency_key: String::new(),
                 })
                 .await
                 .unwrap();

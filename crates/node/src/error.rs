@@ -116,6 +116,7 @@ impl NodeError {
                 LedgerError::AlreadyWithdrawn { .. } => "consent-withdrawn",
                 LedgerError::AlreadySuperseded { .. } => "consent-superseded",
                 LedgerError::MessageIdConflict { .. } => "message-id-conflict",
+                LedgerError::IdempotencyKeyReused { .. } => "idempotency-key-reused",
                 LedgerError::UnknownMessage { .. } => "not-found",
                 LedgerError::Store(_)
                 | LedgerError::Io { .. }
@@ -164,9 +165,9 @@ impl NodeError {
                 LedgerError::UnknownConsent { .. } | LedgerError::UnknownMessage { .. } => {
                     Code::NotFound
                 }
-                LedgerError::AlreadyWithdrawn { .. } | LedgerError::AlreadySuperseded { .. } => {
-                    Code::FailedPrecondition
-                }
+                LedgerError::AlreadyWithdrawn { .. }
+                | LedgerError::AlreadySuperseded { .. }
+                | LedgerError::IdempotencyKeyReused { .. } => Code::FailedPrecondition,
                 LedgerError::Store(_)
                 | LedgerError::Io { .. }
                 | LedgerError::Task { .. }
@@ -253,7 +254,7 @@ mod tests {
     /// becomes (so the classification and the mapping cannot drift apart).
     #[test]
     fn every_refusal_the_node_makes_is_classified_by_its_meaning() {
-        let cases: [(fn() -> NodeError, Retry); 9] = [
+        let cases: [(fn() -> NodeError, Retry); 10] = [
             (
                 || NodeError::ResourceExhausted("over the rate".into()),
                 Retry::Transient,
@@ -278,6 +279,15 @@ mod tests {
                 Retry::Final,
             ),
             (|| NodeError::Unauthenticated("no".into()), Retry::Final),
+            (
+                || {
+                    NodeError::Ledger(LedgerError::IdempotencyKeyReused {
+                        method: "Submit".into(),
+                        answered_at_ms: 1,
+                    })
+                },
+                Retry::Final,
+            ),
         ];
         for (make, want) in cases {
             let what = make().to_string();
