@@ -1425,6 +1425,7 @@ async fn watch_status_reports_a_message_stopped_by_a_withdrawal() {
         consent_id: lab.consent.clone(),
         recorded_by: "Herr Jensen".into(),
         manner: "schriftlich".into(),
+        idempotency_key: String::new(),
     })
     .await
     .unwrap_or_else(|s| panic!("withdraw: {s:?}"));

@@ -283,6 +283,7 @@ async fn the_consent_behind_a_message_can_be_proven_after_withdrawal() {
         consent_id: id.clone(),
         recorded_by: "Herr Jensen".into(),
         manner: "schriftlich".into(),
+        idempotency_key: String::new(),
     })
     .await
     .expect("withdraw");

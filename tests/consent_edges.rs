@@ -27,6 +27,7 @@ fn withdrawal(consent_id: &str) -> pb::WithdrawConsentRequest {
         consent_id: consent_id.into(),
         recorded_by: "Herr Jensen".into(),
         manner: "schriftlich".into(),
+        idempotency_key: String::new(),
     }
 }
 

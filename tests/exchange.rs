@@ -83,6 +83,7 @@ async fn each_consent_refusal_at_submission_has_its_code() {
         consent_id: withdrawn.clone(),
         recorded_by: "Herr Jensen".into(),
         manner: "schriftlich".into(),
+        idempotency_key: String::new(),
     })
     .await
     .expect("withdraw");
@@ -695,6 +696,7 @@ async fn withdrawal_stops_queued_messages() {
             consent_id: consent.clone(),
             recorded_by: "Herr Jensen".into(),
             manner: "schriftlich".into(),
+            idempotency_key: String::new(),
         })
         .await
         .expect("withdraw")
@@ -1153,6 +1155,7 @@ async fn audit_chains_verify_and_hold_no_personal_data() {
         consent_id: consent.clone(),
         recorded_by: "Herr Jensen".into(),
         manner: "schriftlich".into(),
+        idempotency_key: String::new(),
     })
     .await
     .expect("withdraw");

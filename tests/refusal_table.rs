@@ -301,6 +301,7 @@ async fn undecodable_requests_are_malformed_not_internal() {
     );
     // Deep inside: the subject's given name in the body of a Submit.
     let request = pb::SubmitRequest {
+        idempotency_key: String::new(),
         recipient: JA.into(),
         consent_id: consent.clone(),
         in_reply_to: String::new(),
@@ -626,6 +627,7 @@ async fn the_u25_rule_and_not_found_have_reasons_of_their_own() {
     refused(
         "withdrawing an unknown consent",
         jc.withdraw_consent(pb::WithdrawConsentRequest {
+            idempotency_key: String::new(),
             consent_id: unknown.into(),
             recorded_by: "Herr Jensen".into(),
             manner: String::new(),
@@ -703,6 +705,7 @@ async fn consent_refusals_at_their_edges() {
     refused(
         "the Jobcenter withdraws the Jugendamt's consent",
         jc.withdraw_consent(pb::WithdrawConsentRequest {
+            idempotency_key: String::new(),
             consent_id: both.clone(),
             recorded_by: "Herr Jensen".into(),
             manner: String::new(),
@@ -723,6 +726,7 @@ async fn consent_refusals_at_their_edges() {
     );
     // Control: the recorder withdraws it.
     ja.withdraw_consent(pb::WithdrawConsentRequest {
+        idempotency_key: String::new(),
         consent_id: both,
         recorded_by: "Frau Sievers".into(),
         manner: "schriftlich".into(),

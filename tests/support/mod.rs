@@ -268,6 +268,7 @@ pub fn consent_request(
         form: pb::ConsentForm::Written as i32,
         evidence_sha256: vec![0x5a; 32],
         supersedes: String::new(),
+        idempotency_key: String::new(),
     }
 }
 
@@ -366,6 +367,7 @@ pub async fn submit_body(
             consent_id: consent_id.into(),
             in_reply_to: in_reply_to.into(),
             body: Some(body),
+            idempotency_key: String::new(),
         })
         .await
         .map(|r| r.into_inner())

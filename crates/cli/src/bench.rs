@@ -63,6 +63,11 @@ pub enum BenchCommand {
         /// fsync costs depends on this file system.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Each submission carries an idempotency key, as a keyed Submit stores it: the
+        /// transaction also looks for an earlier answer and stores this one (sealed, with
+        /// its time index entry).
+        #[arg(long)]
+        idempotency_keys: bool,
     },
     /// End to end on two real `kurzdraht serve` processes (mutual TLS, sled stores): a bare
     /// tonic unary call of the same size over the same mTLS set-up (baseline) versus the full
@@ -152,6 +157,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             rounds,
             max_seconds,
             dir,
+            idempotency_keys,
         } => {
             commit(
                 writers,
@@ -159,6 +165,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 rounds,
                 Duration::from_secs(max_seconds),
                 dir,
+                idempotency_keys,
             )
             .await
         }
@@ -564,6 +571,22 @@ impl CommitRun {
     }
 }
 
+/// An idempotency key for one benchmark submission, as the node makes one for a keyed
+/// Submit (hashes of a fresh key and of the request, the message id as the answer).
+fn keyed_request(out: &Outgoing) -> kurzdraht_ledger::KeyedRequest {
+    use sha2::Digest;
+    kurzdraht_ledger::KeyedRequest {
+        key_id: sha2::Sha256::digest(out.message_id.as_bytes()).into(),
+        answer: kurzdraht_ledger::AnsweredRequest {
+            method: "Submit".into(),
+            request_sha256: sha2::Sha256::digest(&out.envelope.payload).to_vec(),
+            answered_at_ms: out.submitted_at_ms,
+            message_ids: vec![out.message_id.clone()],
+            consent_id: String::new(),
+        },
+    }
+}
+
 async fn commit_run(
     base: &Path,
     template: &Outgoing,
@@ -571,6 +594,7 @@ async fn commit_run(
     writers: usize,
     messages: usize,
     limit: Duration,
+    keyed: bool,
 ) -> anyhow::Result<CommitRun> {
     let tmp = tempfile::Builder::new()
         .prefix("kurzdraht-bench-commit-")
@@ -597,8 +621,9 @@ async fn commit_run(
             while Instant::now() < deadline && taken.fetch_add(1, Ordering::Relaxed) < messages {
                 let mut out = template.clone();
                 out.message_id = ids::new_id();
+                let key = keyed.then(|| keyed_request(&out));
                 let t = Instant::now();
-                ledger.enqueue(&out)?;
+                ledger.enqueue_once(&out, key.as_ref())?;
                 ledger.flush().await?;
                 latencies.push(t.elapsed());
                 done.fetch_add(1, Ordering::Relaxed);
@@ -653,6 +678,7 @@ async fn commit(
     rounds: usize,
     limit: Duration,
     dir: Option<PathBuf>,
+    keyed: bool,
 ) -> anyhow::Result<ExitCode> {
     if writers == 0 || messages == 0 || rounds == 0 || limit.is_zero() {
         bail!("--writers, --messages, --rounds and --max-seconds must be above 0");
@@ -677,6 +703,14 @@ async fn commit(
         "flushes:    Ledger::flush_count(): each is one sled flush (pwrite + sync_file_range)"
     );
     println!("            followed by an fsync of the store file, as Ledger::flush does");
+    println!(
+        "keys:       {}",
+        if keyed {
+            "each submission with an idempotency key (answer stored in its transaction)"
+        } else {
+            "none (--idempotency-keys stores each submission's answer with it)"
+        }
+    );
     let mut plan = vec![(1, Durability::GroupCommit), (1, Durability::FsyncEach)];
     if writers != 1 {
         plan.push((writers, Durability::GroupCommit));
@@ -692,7 +726,7 @@ async fn commit(
                 plan.len(),
                 mode_name(*mode)
             );
-            let run = commit_run(&base, &template, *mode, *w, messages, limit).await?;
+            let run = commit_run(&base, &template, *mode, *w, messages, limit, keyed).await?;
             eprintln!(
                 "    done: {} in {:.2} s ({:.0} msg/s)",
                 run.done(),
@@ -1930,6 +1964,7 @@ async fn e2e(
                 recipient: JA.into(),
                 consent_id,
                 in_reply_to: String::new(),
+                idempotency_key: String::new(),
                 body: Some(certification_request_about(
                     subject_of_person(person),
                     reason.clone(),

@@ -851,6 +851,7 @@ async fn measure(
         consent_id,
         in_reply_to: String::new(),
         body: Some(move_out_certification(person, today())),
+        idempotency_key: String::new(),
     };
     let (load_elapsed, calls, submitted_ids) = load(
         &ja_api,

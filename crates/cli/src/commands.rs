@@ -19,6 +19,25 @@ pub struct ClientArgs {
     pub(crate) json: bool,
 }
 
+/// The idempotency key of a state-changing command.
+#[derive(Args, Clone)]
+pub struct KeyArgs {
+    /// The idempotency key of this call: 1 to 128 printable ASCII characters without spaces
+    /// (default: a fresh one, printed). A command whose answer was lost (exit code 5) is
+    /// repeated safely with the key it printed: the node gives the first answer and
+    /// changes nothing.
+    #[arg(long = "idempotency-key", value_name = "KEY")]
+    idempotency_key: Option<String>,
+}
+
+impl KeyArgs {
+    /// The key given, or a fresh one (a UUIDv7) for this invocation.
+    fn key(self) -> String {
+        self.idempotency_key
+            .unwrap_or_else(kurzdraht_envelope::ids::new_id)
+    }
+}
+
 #[derive(Subcommand)]
 pub enum ClientCommand {
     /// Record, withdraw and list consents.
@@ -133,6 +152,8 @@ pub enum ConsentCommand {
         supersedes: Option<String>,
         #[arg(long)]
         recorded_by: String,
+        #[command(flatten)]
+        once: KeyArgs,
     },
     /// Record a withdrawal (effective for the future).
     Withdraw {
@@ -141,6 +162,8 @@ pub enum ConsentCommand {
         recorded_by: String,
         #[arg(long, default_value = "in writing")]
         manner: String,
+        #[command(flatten)]
+        once: KeyArgs,
     },
     /// List the consents this node holds, one page at a time (oldest first).
     List {
@@ -253,6 +276,8 @@ pub struct Routing {
     /// The message this one answers.
     #[arg(long, default_value = "")]
     in_reply_to: String,
+    #[command(flatten)]
+    once: KeyArgs,
 }
 
 #[derive(Subcommand)]
@@ -418,6 +443,39 @@ fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The answer as JSON with the idempotency key it was given under (`idempotency_key`).
+fn print_keyed_json<T: serde::Serialize>(value: &T, key: &str) -> anyhow::Result<()> {
+    let mut json = serde_json::to_value(value)?;
+    if let Some(fields) = json.as_object_mut() {
+        fields.insert("idempotency_key".into(), key.into());
+    }
+    print_json(&json)
+}
+
+/// Runs a state-changing call made with idempotency key `key`. When it fails in a way a
+/// repeat may cure (the answer was lost, the node was unavailable), says on stderr how to
+/// repeat it safely.
+async fn keyed_call<T>(
+    key: &str,
+    call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> anyhow::Result<T> {
+    match call.await {
+        Ok(answer) => Ok(answer.into_inner()),
+        Err(status) => {
+            let reason = kurzdraht_node::error::reason_of(&status);
+            if kurzdraht_node::error::retry_class(status.code(), reason)
+                == kurzdraht_node::error::Retry::Transient
+            {
+                eprintln!(
+                    "idempotency-key: {key}\nrepeat the same command with --idempotency-key {key}: \
+                     if the node did it, it answers as the first time and does nothing again"
+                );
+            }
+            Err(status.into())
+        }
+    }
+}
+
 /// Runs a client command; a refusal by the node prints its reason and picks the exit code.
 pub async fn run(command: ClientCommand) -> anyhow::Result<ExitCode> {
     match run_inner(command).await {
@@ -456,7 +514,9 @@ async fn run_inner(command: ClientCommand) -> anyhow::Result<ExitCode> {
                     evidence_file,
                     supersedes,
                     recorded_by,
+                    once,
                 } => {
+                    let key = once.key();
                     let form_bytes = std::fs::read(&evidence_file).with_context(|| {
                         format!("cannot read --evidence-file {}", evidence_file.display())
                     })?;
@@ -506,10 +566,11 @@ async fn run_inner(command: ClientCommand) -> anyhow::Result<ExitCode> {
                         } as i32,
                         evidence_sha256,
                         supersedes: supersedes.unwrap_or_default(),
+                        idempotency_key: key.clone(),
                     };
-                    let resp = client.record_consent(req).await?.into_inner();
+                    let resp = keyed_call(&key, client.record_consent(req)).await?;
                     if common.json {
-                        print_json(&resp)?;
+                        print_keyed_json(&resp, &key)?;
                     } else if let Some(c) = &resp.consent {
                         println!(
                             "consent {} recorded, valid until {}",
@@ -519,26 +580,28 @@ async fn run_inner(command: ClientCommand) -> anyhow::Result<ExitCode> {
                         for id in &resp.notice_message_ids {
                             println!("  notice queued: {id}");
                         }
+                        println!("  idempotency key: {key}");
                     }
                 }
                 ConsentCommand::Withdraw {
                     consent_id,
                     recorded_by,
                     manner,
+                    once,
                 } => {
-                    let resp = client
-                        .withdraw_consent(pb::WithdrawConsentRequest {
-                            consent_id,
-                            recorded_by,
-                            manner,
-                        })
-                        .await?
-                        .into_inner();
+                    let key = once.key();
+                    let req = pb::WithdrawConsentRequest {
+                        consent_id,
+                        recorded_by,
+                        manner,
+                        idempotency_key: key.clone(),
+                    };
+                    let resp = keyed_call(&key, client.withdraw_consent(req)).await?;
                     if common.json {
-                        print_json(&resp)?;
+                        print_keyed_json(&resp, &key)?;
                     } else {
                         println!(
-                            "consent withdrawn; {} notice(s) queued",
+                            "consent withdrawn; {} notice(s) queued (idempotency key {key})",
                             resp.notice_message_ids.len()
                         );
                     }
@@ -646,19 +709,22 @@ async fn run_inner(command: ClientCommand) -> anyhow::Result<ExitCode> {
         ClientCommand::Send { common, message } => {
             let (mut client, config) = client_from(&common).await?;
             let (routing, body) = message.into_body(&config.agency);
-            let resp = client
-                .submit(pb::SubmitRequest {
-                    recipient: routing.to,
-                    consent_id: routing.consent,
-                    in_reply_to: routing.in_reply_to,
-                    body: Some(pb::MessageBody { body: Some(body) }),
-                })
-                .await?
-                .into_inner();
+            let key = routing.once.key();
+            let req = pb::SubmitRequest {
+                recipient: routing.to,
+                consent_id: routing.consent,
+                in_reply_to: routing.in_reply_to,
+                body: Some(pb::MessageBody { body: Some(body) }),
+                idempotency_key: key.clone(),
+            };
+            let resp = keyed_call(&key, client.submit(req)).await?;
             if common.json {
-                print_json(&resp)?;
+                print_keyed_json(&resp, &key)?;
             } else {
-                println!("{} queued (durable in the outbox)", resp.message_id);
+                println!(
+                    "{} queued (durable in the outbox; idempotency key {key})",
+                    resp.message_id
+                );
             }
         }
         ClientCommand::Status { common, message_id } => {

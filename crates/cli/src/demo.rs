@@ -112,6 +112,8 @@ async fn submit(
             consent_id: consent.into(),
             in_reply_to: in_reply_to.into(),
             body: Some(pb::MessageBody { body: Some(body) }),
+            // As a real IT system does: one key per call, kept to repeat it safely.
+            idempotency_key: kurzdraht_envelope::ids::new_id(),
         })
         .await
         .map(|r| r.into_inner())
@@ -585,6 +587,7 @@ async fn play(d: &mut Demo) -> anyhow::Result<()> {
             consent_id: jonas_consent.clone(),
             recorded_by: "Frau Brandt".into(),
             manner: "schriftlich".into(),
+            idempotency_key: kurzdraht_envelope::ids::new_id(),
         })
         .await?;
     let replicated = consent_state(

@@ -1,5 +1,6 @@
 //! The client commands against real `kurzdraht serve` processes: distinct exit codes for
-//! refused, invalid, unreachable and unauthenticated, and an inbox export with progress.
+//! refused, invalid, unreachable and unauthenticated, an inbox export with progress, and
+//! commands repeated with their idempotency keys.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
@@ -230,6 +231,7 @@ fn exit_codes_and_export() {
                             kurzdraht_proto::v1::message_body::Body::CertificationRequest(body),
                         ),
                     }),
+                    idempotency_key: String::new(),
                 })
                 .await
                 .unwrap();
@@ -263,4 +265,120 @@ fn exit_codes_and_export() {
         assert!(v["message_id"].as_str().is_some_and(|id| id.len() == 36));
     }
     assert!(!file.with_extension("partial").exists());
+
+    // Idempotency keys: a command repeated with the key it printed changes nothing.
+    let json = |out: &Output| -> serde_json::Value {
+        assert_eq!(code(out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    };
+    let mut keyed_grant = grant.clone();
+    keyed_grant.extend(["--idempotency-key", "grant-2"]);
+    let g1 = json(&run(&keyed_grant, &jc));
+    let g2 = json(&run(&keyed_grant, &jc));
+    assert_eq!(g1["idempotency_key"], "grant-2");
+    assert_eq!(g1, g2, "the same answer: one consent");
+    let second = g1["consent"]["consent_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    assert_ne!(second, consent);
+    let send_keyed = |reason: &str, key: Option<&str>| {
+        let mut args = vec![
+            "send",
+            "certification-request",
+            "--json",
+            "--to",
+            "jugendamt-kreis-segeberg",
+            "--consent",
+            &second,
+            "--given-name",
+            "Lena",
+            "--family-name",
+            "Hansen",
+            "--date-of-birth",
+            "2005-04-12",
+            "--reason",
+            reason,
+            "--caseworker",
+            "Herr Jensen",
+        ];
+        if let Some(k) = key {
+            args.extend(["--idempotency-key", k]);
+        }
+        run(&args, &jc)
+    };
+    let s1 = json(&send_keyed("Erneut", Some("send-1")));
+    let s2 = json(&send_keyed("Erneut", Some("send-1")));
+    assert_eq!(s1, s2, "the same message id");
+    assert_eq!(s1["idempotency_key"], "send-1");
+    // The key with another request: refused (exit 3), naming the reason.
+    let other = send_keyed("Anders", Some("send-1"));
+    assert_eq!(
+        code(&other),
+        3,
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
+    );
+    assert!(String::from_utf8_lossy(&other.stderr).contains("idempotency-key-reused"));
+    // Without --idempotency-key each invocation has a fresh key (printed): two messages.
+    let f1 = json(&send_keyed("Erneut", None));
+    let f2 = json(&send_keyed("Erneut", None));
+    assert_ne!(f1["message_id"], f2["message_id"]);
+    assert_ne!(f1["idempotency_key"], f2["idempotency_key"]);
+    assert_eq!(f1["idempotency_key"].as_str().map(str::len), Some(36));
+    // Text output names the key too.
+    let text = run(
+        &[
+            "consent",
+            "withdraw",
+            &second,
+            "--recorded-by",
+            "Herr Jensen",
+            "--idempotency-key",
+            "withdraw-2",
+        ],
+        &jc,
+    );
+    assert_eq!(code(&text), 0, "{}", String::from_utf8_lossy(&text.stderr));
+    assert!(String::from_utf8_lossy(&text.stdout).contains("idempotency key withdraw-2"));
+    // Repeated with its key: answered again; without it: refused as withdrawn.
+    let again = run(
+        &[
+            "consent",
+            "withdraw",
+            &second,
+            "--recorded-by",
+            "Herr Jensen",
+            "--idempotency-key",
+            "withdraw-2",
+        ],
+        &jc,
+    );
+    assert_eq!(
+        code(&again),
+        0,
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let unkeyed = run(
+        &[
+            "consent",
+            "withdraw",
+            &second,
+            "--recorded-by",
+            "Herr Jensen",
+        ],
+        &jc,
+    );
+    assert_eq!(
+        code(&unkeyed),
+        3,
+        "{}",
+        String::from_utf8_lossy(&unkeyed.stderr)
+    );
+    // A key over its limit is refused as invalid input (exit 4), naming the field.
+    let long = "k".repeat(129);
+    let invalid = send_keyed("Erneut", Some(&long));
+    assert_eq!(code(&invalid), 4);
+    assert!(String::from_utf8_lossy(&invalid.stderr).contains("idempotency_key"));
 }

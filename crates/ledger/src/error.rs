@@ -31,6 +31,9 @@ pub enum LedgerError {
     AlreadySuperseded { consent_id: String },
     #[error("message id {message_id} was already used for a different envelope")]
     MessageIdConflict { message_id: String },
+    /// An idempotency key came again with another request than the one it first answered.
+    #[error("this idempotency key was used at {answered_at_ms} (ms since 1970) for another request ({method}); a new request needs a new key")]
+    IdempotencyKeyReused { method: String, answered_at_ms: i64 },
     #[error("message {message_id} is not known here")]
     UnknownMessage { message_id: String },
     /// The consent a message cites no longer allows it, found inside the transaction that

@@ -140,6 +140,30 @@ pub struct InboxRecord {
     pub body_erased_at_ms: i64,
 }
 
+/// The first answer to an IT system's call with an idempotency key (tree `requests`): what
+/// identifies the request, and the ids the answer is rebuilt from. Ids and a hash only:
+/// the answer's personal data (a consent record) is read from the consent it names, so an
+/// erasure reaches a repeated answer too.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AnsweredRequest {
+    /// The AgencyApi method answered (`Submit`, `RecordConsent`, `WithdrawConsent`).
+    #[prost(string, tag = "1")]
+    pub method: String,
+    /// SHA-256 of the request without its key: a repeated call must carry the same.
+    #[prost(bytes = "vec", tag = "2")]
+    pub request_sha256: Vec<u8>,
+    /// When the first call was answered (node clock); the key is kept from then on at
+    /// least for the delivery deadline.
+    #[prost(int64, tag = "3")]
+    pub answered_at_ms: i64,
+    /// The messages the call queued, in the answer's order.
+    #[prost(string, repeated, tag = "4")]
+    pub message_ids: Vec<String>,
+    /// The consent the call recorded or withdrew (empty for Submit).
+    #[prost(string, tag = "5")]
+    pub consent_id: String,
+}
+
 /// One link of the audit chain. Its hash is SHA-256 over a domain prefix and the stored bytes.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct AuditEntry {

@@ -10,6 +10,7 @@
 //! | `audit`     | u64 BE sequence                      | audit entry bytes              |
 //! | `meta`      | `audit_head`, `inbox_seq`, `schema`  | counters and the chain head    |
 //! | `retention` | see [`retention`]                    | closed cases, bodies held      |
+//! | `requests`  | see [`requests`]                     | first answers to keyed calls   |
 //!
 //! Every method that changes state runs one sled transaction over all trees, including the
 //! audit entry that records the change. Callers make the change durable with
@@ -37,13 +38,18 @@ const AUDIT_HEAD: &[u8] = b"audit_head";
 const INBOX_SEQ: &[u8] = b"inbox_seq";
 const KEY_CHECK: &[u8] = b"data_key_check";
 /// The store's format version in `meta`: 1 = the first; 2 = with the retention index;
-/// 3 = with delivery lanes in the outbox keys.
+/// 3 = with delivery lanes in the outbox keys. The `requests` tree (idempotency keys) needs
+/// no version of its own: an empty tree is a valid one, so a store of format 3 written
+/// before it existed simply holds no answers yet, and an earlier version of kurzdraht
+/// opening a store with the tree ignores it.
 const SCHEMA: &[u8] = b"schema";
 const SCHEMA_VERSION: u64 = 3;
 
 mod lanes;
+mod requests;
 mod retention;
 pub use lanes::{lane_of_root, DELIVERY_LANES};
+pub use requests::{KeyedRequest, Once};
 pub use retention::Swept;
 
 type TxResult<T> = Result<T, ConflictableTransactionError<LedgerError>>;
@@ -154,6 +160,7 @@ pub struct Ledger {
     audit: Tree,
     meta: Tree,
     retention: Tree,
+    requests: Tree,
     /// A flush failure a test injected (see [`Ledger::inject_flush_failure`]).
     injected_failure: std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<tokio::sync::Notify>>>>,
 }
@@ -168,6 +175,7 @@ struct Tx<'a> {
     audit: &'a TransactionalTree,
     meta: &'a TransactionalTree,
     retention: &'a TransactionalTree,
+    requests: &'a TransactionalTree,
 }
 
 fn decode<T: Message + Default>(what: &'static str, bytes: &[u8]) -> Result<T, LedgerError> {
@@ -399,6 +407,7 @@ impl Ledger {
             audit: db.open_tree("audit")?,
             meta: db.open_tree("meta")?,
             retention: db.open_tree("retention")?,
+            requests: db.open_tree("requests")?,
             commit: std::sync::Arc::new(GroupCommit::new(durability, dir.to_path_buf())),
             injected_failure: Default::default(),
             at_rest: std::sync::Arc::new(AtRest::new(key)?),
@@ -576,9 +585,20 @@ impl Ledger {
             &self.audit,
             &self.meta,
             &self.retention,
+            &self.requests,
         )
             .transaction(
-                |(consents, outbox, messages, inbox, inbox_seq, audit, meta, retention)| {
+                |(
+                    consents,
+                    outbox,
+                    messages,
+                    inbox,
+                    inbox_seq,
+                    audit,
+                    meta,
+                    retention,
+                    requests,
+                )| {
                     f(&Tx {
                         at_rest: &self.at_rest,
                         consents,
@@ -589,6 +609,7 @@ impl Ledger {
                         audit,
                         meta,
                         retention,
+                        requests,
                     })
                 },
             )
@@ -616,13 +637,27 @@ impl Ledger {
         notices: &[Outgoing],
         now_ms: i64,
     ) -> Result<(), LedgerError> {
+        self.record_consent_once(consent, notices, now_ms, None)
+            .map(|_| ())
+    }
+
+    /// [`Ledger::record_consent`] for a call with an idempotency key: unless the key
+    /// answered an earlier call (then nothing changes and that answer is returned), the
+    /// consent, its notices and the answer are stored in one transaction.
+    pub fn record_consent_once(
+        &self,
+        consent: &ConsentRecord,
+        notices: &[Outgoing],
+        now_ms: i64,
+        request: Option<&KeyedRequest>,
+    ) -> Result<Once<()>, LedgerError> {
         let seqs = self.outbox_seqs(notices.len())?;
         let stored = StoredConsent {
             record: Some(consent.clone()),
             notice: notices.first().map(|n| n.envelope.clone()),
             ..Default::default()
         };
-        self.tx(|t| {
+        self.tx_once(request, |t| {
             let id = consent.consent_id.as_bytes();
             if t.consents.get(id)?.is_some() {
                 return abort(LedgerError::ConsentExists {
@@ -703,8 +738,21 @@ impl Ledger {
         notices: &[Outgoing],
         now_ms: i64,
     ) -> Result<(), LedgerError> {
+        self.record_withdrawal_once(withdrawal, notices, now_ms, None)
+            .map(|_| ())
+    }
+
+    /// [`Ledger::record_withdrawal`] for a call with an idempotency key (see
+    /// [`Ledger::record_consent_once`]).
+    pub fn record_withdrawal_once(
+        &self,
+        withdrawal: &ConsentWithdrawalRecord,
+        notices: &[Outgoing],
+        now_ms: i64,
+        request: Option<&KeyedRequest>,
+    ) -> Result<Once<()>, LedgerError> {
         let seqs = self.outbox_seqs(notices.len())?;
-        self.tx(|t| {
+        self.tx_once(request, |t| {
             let id = withdrawal.consent_id.as_bytes();
             let Some(mut stored) = t.get_sealed::<StoredConsent>(t.consents, "consents", id)?
             else {
@@ -774,6 +822,18 @@ impl Ledger {
     pub fn enqueue(&self, out: &Outgoing) -> Result<u8, LedgerError> {
         let seq = self.outbox_seqs(1)?[0];
         self.tx(|t| t.enqueue(out, seq))
+    }
+
+    /// [`Ledger::enqueue`] for a call with an idempotency key: unless the key answered an
+    /// earlier call (then nothing is queued and that answer is returned), the message and
+    /// the answer are stored in one transaction.
+    pub fn enqueue_once(
+        &self,
+        out: &Outgoing,
+        request: Option<&KeyedRequest>,
+    ) -> Result<Once<u8>, LedgerError> {
+        let seq = self.outbox_seqs(1)?[0];
+        self.tx_once(request, |t| t.enqueue(out, seq))
     }
 
     /// The oldest queued message for `peer` (over all its lanes).
@@ -938,11 +998,27 @@ impl Ledger {
         items: &[(String, Finish)],
         now_ms: i64,
     ) -> Result<Vec<Finished>, LedgerError> {
+        self.undo_queued(items, None, now_ms)
+    }
+
+    /// [`Ledger::finish_all`] for messages whose queueing is undone (their submission could
+    /// not be made durable), forgetting in the same transaction the answer recorded for the
+    /// call that queued them (`key_id`): a repeat of that call queues anew instead of
+    /// getting an answer that names a message which was never sent.
+    pub fn undo_queued(
+        &self,
+        items: &[(String, Finish)],
+        key_id: Option<&[u8; 32]>,
+        now_ms: i64,
+    ) -> Result<Vec<Finished>, LedgerError> {
         let notice_ids: Vec<String> = items
             .iter()
             .map(|_| uuid::Uuid::now_v7().hyphenated().to_string())
             .collect();
         self.tx(|t| {
+            if let Some(key_id) = key_id {
+                t.forget(key_id)?;
+            }
             items
                 .iter()
                 .zip(&notice_ids)

@@ -114,8 +114,9 @@ impl AgencyApi for AgencyService {
         &self,
         req: Request<RecordConsentRequest>,
     ) -> Result<Response<RecordConsentResponse>, Status> {
+        let client = client_of(&req);
         Ok(Response::new(
-            self.node.record_consent(req.into_inner()).await?,
+            self.node.record_consent(&client, req.into_inner()).await?,
         ))
     }
 
@@ -123,8 +124,11 @@ impl AgencyApi for AgencyService {
         &self,
         req: Request<WithdrawConsentRequest>,
     ) -> Result<Response<WithdrawConsentResponse>, Status> {
+        let client = client_of(&req);
         Ok(Response::new(
-            self.node.withdraw_consent(req.into_inner()).await?,
+            self.node
+                .withdraw_consent(&client, req.into_inner())
+                .await?,
         ))
     }
 
@@ -139,7 +143,10 @@ impl AgencyApi for AgencyService {
         &self,
         req: Request<SubmitRequest>,
     ) -> Result<Response<SubmitResponse>, Status> {
-        Ok(Response::new(self.node.submit(req.into_inner()).await?))
+        let client = client_of(&req);
+        Ok(Response::new(
+            self.node.submit(&client, req.into_inner()).await?,
+        ))
     }
 
     async fn get_status(

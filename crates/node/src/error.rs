@@ -127,6 +127,7 @@ impl NodeError {
                 LedgerError::AlreadyWithdrawn { .. } => "consent-withdrawn",
                 LedgerError::AlreadySuperseded { .. } => "consent-superseded",
                 LedgerError::MessageIdConflict { .. } => "message-id-conflict",
+                LedgerError::IdempotencyKeyReused { .. } => "idempotency-key-reused",
                 LedgerError::UnknownMessage { .. } => "not-found",
                 LedgerError::Refused(r) => r.code(),
                 LedgerError::Store(_)
@@ -180,7 +181,8 @@ impl NodeError {
                 }
                 LedgerError::AlreadyWithdrawn { .. }
                 | LedgerError::AlreadySuperseded { .. }
-                | LedgerError::Refused(_) => Code::FailedPrecondition,
+                | LedgerError::Refused(_)
+                | LedgerError::IdempotencyKeyReused { .. } => Code::FailedPrecondition,
                 LedgerError::Store(_)
                 | LedgerError::Io { .. }
                 | LedgerError::Task { .. }
@@ -295,7 +297,7 @@ mod tests {
     /// becomes (so the classification and the mapping cannot drift apart).
     #[test]
     fn every_refusal_the_node_makes_is_classified_by_its_meaning() {
-        let cases: [(fn() -> NodeError, Retry); 9] = [
+        let cases: [(fn() -> NodeError, Retry); 10] = [
             (
                 || NodeError::ResourceExhausted("over the rate".into()),
                 Retry::Transient,
@@ -320,6 +322,15 @@ mod tests {
                 Retry::Final,
             ),
             (|| NodeError::Unauthenticated("no".into()), Retry::Final),
+            (
+                || {
+                    NodeError::Ledger(LedgerError::IdempotencyKeyReused {
+                        method: "Submit".into(),
+                        answered_at_ms: 1,
+                    })
+                },
+                Retry::Final,
+            ),
         ];
         for (make, want) in cases {
             let what = make().to_string();

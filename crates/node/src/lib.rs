@@ -11,7 +11,8 @@
 //! - [`evidence`]: the signed proof of the consent behind any message sent or received.
 //! - [`submission`], [`reception`], [`inbox`], [`delivery`]: the node's work — accepting
 //!   submissions from its IT systems, receiving envelopes from peers, serving the inbox,
-//!   and delivering the outbox.
+//!   and delivering the outbox; [`idempotency`]: the idempotency keys that make a
+//!   repeated submission, consent or withdrawal change nothing.
 //! - [`agency_api`], [`peer_exchange`]: thin tonic services over the above;
 //!   [`peer_limits`]: per-peer rate and concurrency limits.
 //! - [`health`]: grpc.health.v1 (probing the store) and server reflection.
@@ -45,6 +46,7 @@ pub mod error;
 pub mod evidence;
 pub mod federation;
 pub mod health;
+pub mod idempotency;
 pub mod inbox;
 pub mod metrics;
 pub mod node;

@@ -41,6 +41,8 @@ struct Inner {
     /// Messages committed to the outbox whose submission is not yet answered (their flush
     /// may still fail): delivery does not send them before they are confirmed.
     unconfirmed: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Signalled whenever held messages are released (confirmed or undone).
+    released: Notify,
     inbox_signal: watch::Sender<u64>,
     status_events: broadcast::Sender<MessageStatus>,
     closing: watch::Sender<bool>,
@@ -99,6 +101,7 @@ impl Node {
                 outbox_signals,
                 lane_gates,
                 unconfirmed: Default::default(),
+                released: Notify::new(),
                 inbox_signal: watch::channel(0).0,
                 status_events: broadcast::channel(STATUS_WATCH_BUFFER).0,
                 closing: watch::channel(false).0,
@@ -181,9 +184,30 @@ impl Node {
 
     /// Releases messages held by [`Node::hold_unconfirmed`].
     pub(crate) fn confirm<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
-        let mut set = self.unconfirmed_set();
-        for id in ids {
-            set.remove(id);
+        {
+            let mut set = self.unconfirmed_set();
+            for id in ids {
+                set.remove(id);
+            }
+        }
+        self.inner.released.notify_waiters();
+    }
+
+    /// Waits until none of `ids` is held back any more (their submission was confirmed or
+    /// undone), at most `within`; whether that happened.
+    pub(crate) async fn wait_confirmed(&self, ids: &[String], within: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let released = self.inner.released.notified();
+            tokio::pin!(released);
+            // Registered before the check: a release between the check and the wait wakes it.
+            released.as_mut().enable();
+            if !ids.iter().any(|id| self.is_unconfirmed(id)) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return false;
+            }
         }
     }
 

@@ -43,7 +43,8 @@ impl Node {
         })
     }
 
-    /// Deletes the bodies whose retention period has run out. Returns how many. Works
+    /// Deletes the bodies whose retention period has run out, and forgets the idempotency
+    /// keys answered longer ago than the delivery deadline. Returns how many bodies. Works
     /// through the due cases in steps of [`SWEEP_STEP`], flushing after each, so a sweep
     /// of many cases neither holds them all in memory nor loses its progress on a crash.
     pub async fn apply_retention(&self) -> Result<u32, NodeError> {
@@ -67,6 +68,8 @@ impl Node {
         if cases > 0 {
             tracing::info!(cases, bodies, "retention: closed cases swept");
         }
+        // Idempotency keys are kept the delivery deadline; older ones go in the same sweep.
+        self.forget_old_answers(SWEEP_STEP).await?;
         Ok(bodies)
     }
 

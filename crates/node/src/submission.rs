@@ -1,12 +1,14 @@
 //! The sending side of a node, as the AgencyApi offers it: recording and withdrawing
 //! consents, and submitting case messages. Each call validates, asks the policy and the
 //! consent ledger, seals, and queues in one ledger transaction; it answers only after the
-//! outbox is flushed to disk.
+//! outbox is flushed to disk. A call with an idempotency key that answered an earlier call
+//! gets that answer and changes nothing (see [`crate::idempotency`]).
 
+use crate::idempotency::{answering, keyed};
 use crate::{categories::categories_carried, consent_record, node::Node, policy, NodeError};
 use kurzdraht_envelope::{body::kind_of, ids};
 use kurzdraht_ledger::{
-    consent, AuditEvent, AuditNote, ConsentQuery, Finish, LedgerError, Outgoing,
+    consent, AuditEvent, AuditNote, ConsentQuery, Finish, KeyedRequest, LedgerError, Once, Outgoing,
 };
 use kurzdraht_proto::v1::{
     message_body::Body, ConsentEntry, ConsentRecord, ConsentWithdrawal, ConsentWithdrawalRecord,
@@ -30,9 +32,14 @@ impl Node {
     /// the earlier one leaves this node after that.
     pub async fn record_consent(
         &self,
+        client: &str,
         req: RecordConsentRequest,
     ) -> Result<RecordConsentResponse, NodeError> {
         let now = self.now_ms();
+        let mut keyed = keyed(client, &req, now)?;
+        if let Some(earlier) = self.earlier_answer(keyed.as_ref()).await? {
+            return self.consent_answer(&earlier);
+        }
         let valid_from = if req.valid_from_ms == 0 {
             now
         } else {
@@ -100,10 +107,21 @@ impl Node {
         if let Some(old) = &replaced {
             notices.extend(self.tell_dropped_recipients(old, &record, now)?);
         }
-        self.store_outgoing(&notices, Some(&record.consent_id), || {
-            self.ledger().record_consent(&record, &notices, now)
-        })
-        .await?;
+        answering(
+            &mut keyed,
+            notices.iter().map(|n| n.message_id.clone()),
+            &record.consent_id,
+        );
+        let stored = self
+            .store_outgoing(&notices, keyed.as_ref(), Some(&record.consent_id), || {
+                self.ledger()
+                    .record_consent_once(&record, &notices, now, keyed.as_ref())
+            })
+            .await?;
+        if let (Once::Repeat(earlier), Some(k)) = (stored, keyed.as_ref()) {
+            // A concurrent call with the same key was first.
+            return self.consent_answer(&self.repeated_answer(k, earlier).await?);
+        }
         for n in &notices {
             self.wake(&n.recipient);
         }
@@ -184,8 +202,13 @@ impl Node {
     /// once answered, no message under the consent leaves this node.
     pub async fn withdraw_consent(
         &self,
+        client: &str,
         req: WithdrawConsentRequest,
     ) -> Result<WithdrawConsentResponse, NodeError> {
+        let mut keyed = keyed(client, &req, self.now_ms())?;
+        if let Some(earlier) = self.earlier_answer(keyed.as_ref()).await? {
+            return self.withdrawal_answer(&earlier);
+        }
         ids::parse_id("consent_id", &req.consent_id)
             .map_err(|e| NodeError::invalid("consent_id", e.to_string()))?;
         consent_record::validate_withdrawal_texts("", &req.recorded_by, &req.manner)?;
@@ -239,8 +262,18 @@ impl Node {
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
-        self.ledger()
-            .record_withdrawal(&withdrawal, &notices, now)?;
+        answering(
+            &mut keyed,
+            notices.iter().map(|n| n.message_id.clone()),
+            &record.consent_id,
+        );
+        let stored =
+            self.ledger()
+                .record_withdrawal_once(&withdrawal, &notices, now, keyed.as_ref())?;
+        if let (Once::Repeat(earlier), Some(k)) = (stored, keyed.as_ref()) {
+            // A concurrent call with the same key was first.
+            return self.withdrawal_answer(&self.repeated_answer(k, earlier).await?);
+        }
         self.ledger().flush().await?;
         // Queued messages citing the consent are stopped at their lane's next round.
         for n in &notices {
@@ -258,36 +291,48 @@ impl Node {
     /// fails, they are taken out of the outbox again (`REFUSED`, `not-stored`) so that an IT
     /// system that submits again does not send the data twice; if even that cannot be made
     /// durable, they stay held back in this process and the answer says to ask GetStatus.
+    /// The answer recorded for a keyed call (`keyed`) is forgotten with the undo, in its
+    /// transaction; when `store` finds that an earlier call with the key was answered
+    /// (nothing stored), nothing is flushed or undone.
     /// Runs to its end even when the caller goes away meanwhile.
     async fn store_outgoing<T>(
         &self,
         outgoing: &[Outgoing],
+        keyed: Option<&KeyedRequest>,
         recorded: Option<&str>,
-        store: impl FnOnce() -> Result<T, LedgerError>,
-    ) -> Result<T, NodeError> {
+        store: impl FnOnce() -> Result<Once<T>, LedgerError>,
+    ) -> Result<Once<T>, NodeError> {
         let ids: Vec<String> = outgoing.iter().map(|o| o.message_id.clone()).collect();
         self.hold_unconfirmed(ids.iter().map(String::as_str));
         let stored = match store() {
-            Ok(stored) => stored,
+            Ok(Once::First(stored)) => stored,
+            Ok(repeat @ Once::Repeat(_)) => {
+                self.confirm(ids.iter().map(String::as_str));
+                return Ok(repeat);
+            }
             Err(e) => {
                 self.confirm(ids.iter().map(String::as_str));
                 return Err(e.into());
             }
         };
         let node = self.clone();
+        let key_id = keyed.map(|k| k.key_id);
         let recorded = recorded.map(str::to_string);
-        let settled = tokio::spawn(async move { node.confirm_or_undo(ids, recorded).await })
-            .await
-            .map_err(|e| NodeError::Internal(format!("submission task: {e}")))?;
+        let settled =
+            tokio::spawn(async move { node.confirm_or_undo(ids, key_id, recorded).await })
+                .await
+                .map_err(|e| NodeError::Internal(format!("submission task: {e}")))?;
         settled?;
-        Ok(stored)
+        Ok(Once::First(stored))
     }
 
     /// Flushes; on success releases `ids` for delivery, on failure undoes their queueing
-    /// (and the recording of consent `recorded`, whose notices they are).
+    /// (and forgets the answer recorded under `key_id`, in the same transaction, and undoes
+    /// the recording of consent `recorded`, whose notices they are).
     async fn confirm_or_undo(
         &self,
         ids: Vec<String>,
+        key_id: Option<[u8; 32]>,
         recorded: Option<String>,
     ) -> Result<(), NodeError> {
         let Err(failed) = self.ledger().flush().await else {
@@ -307,7 +352,7 @@ impl Node {
         let now = self.now_ms();
         let undone = self
             .ledger()
-            .finish_all(&undo, now)
+            .undo_queued(&undo, key_id.as_ref(), now)
             .and_then(|_| match &recorded {
                 Some(consent_id) => self.ledger().unrecord_consent(consent_id, now),
                 None => Ok(()),
@@ -327,7 +372,8 @@ impl Node {
             Err(e) => {
                 tracing::error!(error = %e, "the store failed twice; held messages stay held in this process");
                 Err(NodeError::StoreFailed(format!(
-                    "the store failed; whether {} is queued is unknown: ask GetStatus before submitting again",
+                    "the store failed; whether {} is queued is unknown: ask GetStatus, or repeat \
+                     the call with the same idempotency key, before submitting again",
                     ids.join(", ")
                 )))
             }
@@ -377,8 +423,16 @@ impl Node {
     }
 
     /// Submits a case message. Acknowledged once durable in the outbox.
-    pub async fn submit(&self, req: SubmitRequest) -> Result<SubmitResponse, NodeError> {
+    pub async fn submit(
+        &self,
+        client: &str,
+        req: SubmitRequest,
+    ) -> Result<SubmitResponse, NodeError> {
         let now = self.now_ms();
+        let mut keyed = keyed(client, &req, now)?;
+        if let Some(earlier) = self.earlier_answer(keyed.as_ref()).await? {
+            return self.submit_answer(&earlier);
+        }
         let recipient = self.directory().require("recipient", &req.recipient)?;
         if recipient.id == self.agency() {
             return Err(NodeError::invalid("recipient", "is this agency itself"));
@@ -432,10 +486,23 @@ impl Node {
             &body,
             now,
         )?;
+        answering(&mut keyed, [out.message_id.clone()], "");
         let outgoing = [out];
-        let lane = self
-            .store_outgoing(&outgoing, None, || self.ledger().enqueue(&outgoing[0]))
-            .await?;
+        let lane = match self
+            .store_outgoing(&outgoing, keyed.as_ref(), None, || {
+                self.ledger().enqueue_once(&outgoing[0], keyed.as_ref())
+            })
+            .await?
+        {
+            Once::First(lane) => lane,
+            Once::Repeat(earlier) => {
+                // A concurrent call with the same key was first.
+                let k = keyed.as_ref().ok_or_else(|| {
+                    NodeError::Internal("an earlier answer found for a call without key".into())
+                })?;
+                return self.submit_answer(&self.repeated_answer(k, earlier).await?);
+            }
+        };
         let [out] = outgoing;
         self.wake_lane(&out.recipient, lane);
         self.metrics().submitted();

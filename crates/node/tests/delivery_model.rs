@@ -33,6 +33,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tonic::Status;
 
+/// The IT system the model's calls come from (their idempotency keys, if any, are its own).
+const IT: &str = "jobcenter-segeberg-it";
+
 const JC: &str = "jobcenter-segeberg";
 const JA: &str = "jugendamt-kreis-segeberg";
 const PERSONS: usize = 3;
@@ -179,7 +182,7 @@ impl World {
                 ..Default::default()
             };
             req.valid_until_ms = now + 30 * 24 * 3600 * 1000;
-            let r = w.sender().record_consent(req).await.unwrap();
+            let r = w.sender().record_consent(IT, req).await.unwrap();
             w.consents.push(r.consent.unwrap().consent_id);
             w.order[i].extend(r.notice_message_ids);
         }
@@ -220,8 +223,9 @@ impl World {
                             caseworker: "Herr Jensen".into(),
                         })),
                     }),
+                    idempotency_key: String::new(),
                 };
-                match self.sender().submit(req).await {
+                match self.sender().submit(IT, req).await {
                     Ok(r) => self.order[i].push(r.message_id),
                     Err(e) => assert!(
                         self.withdrawn.contains_key(&i),
@@ -265,11 +269,15 @@ impl World {
                     return;
                 }
                 self.sender()
-                    .withdraw_consent(pb::WithdrawConsentRequest {
-                        consent_id: self.consents[i].clone(),
-                        recorded_by: "Herr Jensen".into(),
-                        manner: "schriftlich".into(),
-                    })
+                    .withdraw_consent(
+                        IT,
+                        pb::WithdrawConsentRequest {
+                            consent_id: self.consents[i].clone(),
+                            recorded_by: "Herr Jensen".into(),
+                            manner: "schriftlich".into(),
+                            idempotency_key: String::new(),
+                        },
+                    )
                     .await
                     .unwrap();
                 // Answered: from here on, nothing under it may reach the receiver.
