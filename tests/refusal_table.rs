@@ -1040,6 +1040,10 @@ async fn one_of_each() -> Vec<kurzdraht_node::NodeError> {
         N::Ledger(L::MessageIdConflict { message_id: s() }),
         N::Ledger(L::UnknownMessage { message_id: s() }),
         N::Ledger(L::NoDataKey),
+        N::Ledger(L::IdempotencyKeyReused {
+            method: s(),
+            answered_at_ms: 0,
+        }),
     ];
     for c in [
         C::NoConsent,

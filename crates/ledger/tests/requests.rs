@@ -26,6 +26,14 @@ fn open(dir: &std::path::Path) -> Ledger {
     Ledger::open_encrypted(dir, &key).unwrap()
 }
 
+/// A queued withdrawal notice (queued whatever the consent's state, unlike a case message).
+fn withdrawal_notice(id: &str, consent_id: &str, at_ms: i64) -> Outgoing {
+    Outgoing {
+        kind: MessageKind::ConsentWithdrawal,
+        ..outgoing(id, consent_id, at_ms)
+    }
+}
+
 fn outgoing(id: &str, consent_id: &str, at_ms: i64) -> Outgoing {
     let mut hash = [0u8; 32];
     for (i, b) in id.bytes().enumerate() {
@@ -209,15 +217,19 @@ fn consents_and_withdrawals_with_a_key_are_recorded_once() {
         manner: "in writing".into(),
     };
     let kw = keyed("WithdrawConsent", 4, 0x02, &["w1"], "c-1", 30);
-    first(l.record_withdrawal_once(&w, &[outgoing("w1", "c-1", 30)], 30, Some(&kw)));
+    first(l.record_withdrawal_once(&w, &[withdrawal_notice("w1", "c-1", 30)], 30, Some(&kw)));
     // Without the key a repeat is refused as already withdrawn; with it, it is answered.
     assert!(matches!(
-        l.record_withdrawal(&w, &[outgoing("w2", "c-1", 40)], 40),
+        l.record_withdrawal(&w, &[withdrawal_notice("w2", "c-1", 40)], 40),
         Err(LedgerError::AlreadyWithdrawn { .. })
     ));
     let again = keyed("WithdrawConsent", 4, 0x02, &["w3"], "c-1", 40);
-    let answer =
-        repeat(l.record_withdrawal_once(&w, &[outgoing("w3", "c-1", 40)], 40, Some(&again)));
+    let answer = repeat(l.record_withdrawal_once(
+        &w,
+        &[withdrawal_notice("w3", "c-1", 40)],
+        40,
+        Some(&again),
+    ));
     assert_eq!(answer.message_ids, ["w1"]);
     assert_eq!(l.outbox_len(JA), 2, "the notice and one withdrawal notice");
 }
