@@ -22,8 +22,8 @@
 //! - an envelope accepted before (earlier in the batch, or in an earlier delivery) is
 //!   answered with the identical receipt.
 //!
-//! Run longer (see docs/FUZZING.md):
-//! `PROPTEST_CASES=1000000 cargo test --release -p kurzdraht-node --test reception_fuzz -- --nocapture`
+//! Run longer (see docs/FUZZING.md; about 50 minutes on one core):
+//! `PROPTEST_CASES=1000000 cargo test --release -p kurzdraht-node --test reception_fuzz -- --nocapture --test-threads=1`
 
 use kurzdraht_envelope::{
     envelope_hash, verify_receipt, ExpectedReceipt, SigningKey, VerifyingKey,
