@@ -273,6 +273,8 @@ mod tests {
         ));
     }
 
+    // Random signature bytes never verify: this property shows that, and nothing after the
+    // signature check. The properties further down sign with the key, so decoding runs.
     proptest::proptest! {
         #[test]
         fn arbitrary_bytes_never_open(header in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
@@ -294,6 +296,404 @@ mod tests {
             else if pos < bad.header.len() + bad.payload.len() { bad.payload[pos - env.header.len()] ^= 1 << bit; }
             else { bad.signature[pos - env.header.len() - env.payload.len()] ^= 1 << bit; }
             proptest::prop_assert!(verify_and_open(&bad, &[key.verifying_key()], &Limits::default()).is_err());
+        }
+    }
+}
+
+/// Past the signature: header bytes signed with the pinned key, so that the signature holds
+/// and header decoding, the payload hash, payload decoding and the kind check all run.
+#[cfg(test)]
+mod past_the_signature {
+    use super::*;
+    use crate::body::kind_of;
+    use kurzdraht_proto::v1::{
+        message_body::Body, CaseReference, CertificationRequest, ConsentNotice, ConsentRecord,
+        ConsentWithdrawal, ConsentWithdrawalRecord, MoveOutCertification, MoveOutDecision,
+        QualificationReferral, ReferralResponse, Subject,
+    };
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    const SIGNER: &str = "jobcenter-segeberg";
+    const MAX_HEADER: usize = 4 * 1024;
+
+    /// The one key of these properties (key generation is not under test).
+    fn key() -> SigningKey {
+        SigningKey::from_hex(&"5a".repeat(32)).expect("test fixture")
+    }
+
+    /// An envelope of exactly these header and payload bytes, signed as `seal` signs, for
+    /// bytes that `seal` cannot make (they need not be an encoded header).
+    fn signed_raw(key: &SigningKey, header: Vec<u8>, payload: Vec<u8>) -> SignedEnvelope {
+        let signature = key.sign(&signing_input(&header)).to_vec();
+        SignedEnvelope {
+            header,
+            payload,
+            signature,
+            signer: SIGNER.into(),
+        }
+    }
+
+    /// What `verify_and_open` must answer, worked out independently in the documented order
+    /// (size → signature, which holds here → header → sender → payload hash → kind → payload
+    /// → kind = body): `Ok(kind)` or the refusal's variant and field.
+    fn expected(env: &SignedEnvelope) -> Result<MessageKind, (&'static str, &'static str)> {
+        if env.header.len() > MAX_HEADER {
+            return Err(("too-large", "envelope.header"));
+        }
+        let header = EnvelopeHeader::decode(env.header.as_slice())
+            .map_err(|_| ("malformed", "envelope.header"))?;
+        if header.sender != env.signer {
+            return Err(("sender-mismatch", ""));
+        }
+        if header.payload_sha256 != Sha256::digest(&env.payload).to_vec() {
+            return Err(("payload-hash-mismatch", ""));
+        }
+        let kind = MessageKind::try_from(header.kind)
+            .ok()
+            .filter(|k| *k != MessageKind::Unspecified)
+            .ok_or(("malformed", "header.kind"))?;
+        let body = MessageBody::decode(env.payload.as_slice())
+            .map_err(|_| ("malformed", "envelope.payload"))?;
+        match kind_of(&body) {
+            None => Err(("malformed", "envelope.payload")),
+            Some(b) if b != kind => Err(("kind-mismatch", "")),
+            Some(_) => Ok(kind),
+        }
+    }
+
+    /// The outcome of `verify_and_open` in the terms of [`expected`], after checking that an
+    /// opened envelope is what was signed.
+    fn outcome(env: &SignedEnvelope) -> Result<MessageKind, (&'static str, &'static str)> {
+        match verify_and_open(env, &[key().verifying_key()], &Limits::default()) {
+            Ok(opened) => {
+                assert_eq!(opened.header.sender, env.signer);
+                assert_eq!(Some(opened.kind), kind_of(&opened.body));
+                assert_eq!(opened.hash, envelope_hash(env));
+                assert_eq!(
+                    opened.header,
+                    EnvelopeHeader::decode(env.header.as_slice()).expect("it opened")
+                );
+                Ok(opened.kind)
+            }
+            Err(e) => Err(match e {
+                EnvelopeError::TooLarge { field, .. } => ("too-large", field),
+                EnvelopeError::BadSignature { .. } => ("bad-signature", ""),
+                EnvelopeError::Malformed { field, .. } => ("malformed", field),
+                EnvelopeError::PayloadHashMismatch => ("payload-hash-mismatch", ""),
+                EnvelopeError::SenderMismatch { .. } => ("sender-mismatch", ""),
+                EnvelopeError::KindMismatch { .. } => ("kind-mismatch", ""),
+                EnvelopeError::ReceiptMismatch { .. } => ("receipt-mismatch", ""),
+            }),
+        }
+    }
+
+    /// Text of any characters (control characters included), short ids, agency ids, and now
+    /// and then text long enough to push a header past its limit.
+    fn text() -> BoxedStrategy<String> {
+        prop_oneof![
+            6 => "[a-z0-9-]{0,40}",
+            4 => vec(any::<char>(), 0..48).prop_map(String::from_iter),
+            2 => Just(SIGNER.to_string()),
+            1 => "[ -~]{0,1500}",
+        ]
+        .boxed()
+    }
+
+    /// UUIDv7 in canonical form (as ids should be) or any text.
+    fn id() -> BoxedStrategy<String> {
+        prop_oneof![
+            3 => (0u64..1 << 48, any::<[u8; 10]>()).prop_map(|(ms, rand)| {
+                uuid::Builder::from_unix_timestamp_millis(ms, &rand)
+                    .into_uuid()
+                    .hyphenated()
+                    .to_string()
+            }),
+            1 => text(),
+        ]
+        .boxed()
+    }
+
+    /// Known kinds, zero, and any other value.
+    fn enum_value() -> BoxedStrategy<i32> {
+        prop_oneof![4 => 0i32..=8, 1 => any::<i32>()].boxed()
+    }
+
+    fn header() -> BoxedStrategy<EnvelopeHeader> {
+        (
+            (
+                id(),
+                enum_value(),
+                prop_oneof![4 => Just(SIGNER.to_string()), 1 => text()],
+            ),
+            (text(), any::<i64>(), vec(any::<u8>(), 0..40)),
+            (id(), prop_oneof![3 => Just(String::new()), 1 => id()]),
+        )
+            .prop_map(
+                |(
+                    (message_id, kind, sender),
+                    (recipient, created_at_ms, payload_sha256),
+                    (consent_id, in_reply_to),
+                )| EnvelopeHeader {
+                    message_id,
+                    kind,
+                    sender,
+                    recipient,
+                    created_at_ms,
+                    payload_sha256,
+                    consent_id,
+                    in_reply_to,
+                },
+            )
+            .boxed()
+    }
+
+    fn subject() -> BoxedStrategy<Option<Subject>> {
+        proptest::option::weighted(
+            0.9,
+            (text(), text(), text(), vec((text(), text()), 0..3)).prop_map(
+                |(given_name, family_name, date_of_birth, refs)| Subject {
+                    given_name,
+                    family_name,
+                    date_of_birth,
+                    address: None,
+                    case_references: refs
+                        .into_iter()
+                        .map(|(agency, reference)| CaseReference { agency, reference })
+                        .collect(),
+                },
+            ),
+        )
+        .boxed()
+    }
+
+    /// A body of every kind, with any field values; sometimes an empty one.
+    fn body() -> BoxedStrategy<MessageBody> {
+        let case = || {
+            (
+                subject(),
+                text(),
+                text(),
+                text(),
+                enum_value(),
+                enum_value(),
+            )
+        };
+        let body = prop_oneof![
+            case().prop_map(|(subject, a, b, c, _, _)| Body::CertificationRequest(
+                CertificationRequest {
+                    subject,
+                    reason: a,
+                    respond_by: b,
+                    caseworker: c
+                }
+            )),
+            case().prop_map(|(subject, a, b, c, outcome, ground)| {
+                Body::MoveOutCertification(MoveOutCertification {
+                    subject,
+                    outcome,
+                    ground,
+                    statement: a,
+                    interview_date: b,
+                    issuing_caseworker: c.clone(),
+                    health_note: c,
+                })
+            }),
+            case().prop_map(|(subject, a, b, c, outcome, ground)| {
+                Body::MoveOutDecision(MoveOutDecision {
+                    subject,
+                    outcome,
+                    ground,
+                    decision_date: a,
+                    tenancy_contract_date: b,
+                    caseworker: c,
+                })
+            }),
+            case().prop_map(|(subject, a, b, c, _, _)| Body::QualificationReferral(
+                QualificationReferral {
+                    subject,
+                    reason: a,
+                    measure: b.clone(),
+                    contact: c,
+                    respond_by: b,
+                }
+            )),
+            case().prop_map(|(subject, a, _, c, outcome, _)| Body::ReferralResponse(
+                ReferralResponse {
+                    subject,
+                    outcome,
+                    note: a,
+                    caseworker: c
+                }
+            )),
+            (
+                subject(),
+                id(),
+                vec(text(), 0..3),
+                vec(enum_value(), 0..4),
+                any::<(i64, i64)>()
+            )
+                .prop_map(
+                    |(subject, consent_id, recipients, values, (from, until))| {
+                        Body::ConsentNotice(ConsentNotice {
+                            consent: Some(ConsentRecord {
+                                consent_id,
+                                subject,
+                                recording_agency: SIGNER.into(),
+                                recipients,
+                                purposes: values.clone(),
+                                categories: values,
+                                valid_from_ms: from,
+                                valid_until_ms: until,
+                                ..Default::default()
+                            }),
+                        })
+                    }
+                ),
+            (id(), any::<i64>(), text()).prop_map(|(consent_id, withdrawn_at_ms, manner)| {
+                Body::ConsentWithdrawal(ConsentWithdrawal {
+                    withdrawal: Some(ConsentWithdrawalRecord {
+                        consent_id,
+                        withdrawn_at_ms,
+                        recorded_by: String::new(),
+                        manner,
+                    }),
+                })
+            }),
+        ];
+        proptest::option::weighted(0.95, body)
+            .prop_map(|body| MessageBody { body })
+            .boxed()
+    }
+
+    /// A damage to encoded bytes: flip a bit, cut off, or insert bytes (positions wrap).
+    #[derive(Debug, Clone)]
+    enum Damage {
+        Flip(usize, u8),
+        Cut(usize),
+        Insert(usize, Vec<u8>),
+    }
+
+    fn damage() -> BoxedStrategy<Vec<Damage>> {
+        vec(
+            prop_oneof![
+                3 => (any::<usize>(), 0u8..8).prop_map(|(at, bit)| Damage::Flip(at, bit)),
+                1 => any::<usize>().prop_map(Damage::Cut),
+                2 => (any::<usize>(), vec(any::<u8>(), 1..12)).prop_map(|(at, b)| Damage::Insert(at, b)),
+            ],
+            1..4,
+        )
+        .boxed()
+    }
+
+    fn damaged(mut bytes: Vec<u8>, damage: &[Damage]) -> Vec<u8> {
+        for d in damage {
+            let at = |i: usize| if bytes.is_empty() { 0 } else { i % bytes.len() };
+            match d {
+                Damage::Flip(i, bit) => {
+                    let i = at(*i);
+                    if let Some(b) = bytes.get_mut(i) {
+                        *b ^= 1 << bit;
+                    }
+                }
+                Damage::Cut(i) => bytes.truncate(at(*i)),
+                Damage::Insert(i, b) => {
+                    let i = at(*i);
+                    bytes.splice(i..i, b.iter().copied());
+                }
+            }
+        }
+        bytes
+    }
+
+    /// Header bytes: random bytes up to and just past the 4 KiB limit, encoded headers with
+    /// an unknown field of up to 4 KiB appended (decodes; reaches the limit), and damaged
+    /// encodings.
+    fn header_bytes() -> BoxedStrategy<Vec<u8>> {
+        prop_oneof![
+            2 => vec(any::<u8>(), 0..=MAX_HEADER + 64),
+            1 => (header(), 9u32..10_000, vec(any::<u8>(), 0..MAX_HEADER)).prop_map(
+                |(h, field, filler)| {
+                    let mut bytes = h.encode_to_vec();
+                    prost::encoding::encode_key(
+                        field,
+                        prost::encoding::WireType::LengthDelimited,
+                        &mut bytes,
+                    );
+                    prost::encoding::encode_varint(filler.len() as u64, &mut bytes);
+                    bytes.extend(filler);
+                    bytes
+                }
+            ),
+            2 => (header(), damage()).prop_map(|(h, d)| damaged(h.encode_to_vec(), &d)),
+        ]
+        .boxed()
+    }
+
+    /// Payloads: random bytes, encoded bodies of any content, and damaged encodings.
+    fn payload_bytes() -> BoxedStrategy<Vec<u8>> {
+        prop_oneof![
+            1 => vec(any::<u8>(), 0..2048),
+            2 => body().prop_map(|b| b.encode_to_vec()),
+            1 => (body(), damage()).prop_map(|(b, d)| damaged(b.encode_to_vec(), &d)),
+        ]
+        .boxed()
+    }
+
+    #[test]
+    fn signed_empty_header_is_decoded_and_refused_for_its_sender() {
+        // The empty message is a valid encoding of the default header: decoding runs.
+        let env = signed_raw(&key(), Vec::new(), Vec::new());
+        assert_eq!(outcome(&env), Err(("sender-mismatch", "")));
+    }
+
+    proptest! {
+        /// Any header bytes, signed with the key: the signature holds, so every refusal
+        /// comes from decoding and is the one the documented order predicts; an envelope
+        /// that opens is what was signed.
+        #[test]
+        fn signed_header_bytes_are_decoded(header in header_bytes(), payload in payload_bytes()) {
+            let env = signed_raw(&key(), header, payload);
+            let got = outcome(&env);
+            prop_assert_ne!(got, Err(("bad-signature", "")), "the signature holds");
+            prop_assert_eq!(got, expected(&env));
+        }
+
+        /// A valid header that carries the SHA-256 of a random payload: the hash holds, so
+        /// payload decoding and the kind check run.
+        #[test]
+        fn random_payload_under_a_valid_header(mut header in header(), payload in payload_bytes()) {
+            header.sender = SIGNER.into();
+            header.payload_sha256 = Sha256::digest(&payload).to_vec();
+            let bytes = header.encode_to_vec();
+            prop_assume!(bytes.len() <= MAX_HEADER);
+            let env = signed_raw(&key(), bytes, payload);
+            let got = outcome(&env);
+            match got {
+                Ok(kind) => prop_assert_eq!(kind as i32, header.kind),
+                Err(refusal) => prop_assert!(
+                    matches!(refusal, ("malformed", "header.kind" | "envelope.payload") | ("kind-mismatch", "")),
+                    "refused before payload decoding: {:?}", refusal
+                ),
+            }
+            prop_assert_eq!(got, expected(&env));
+        }
+
+        /// A header and a body of the same kind, sealed: it opens, with the body as sealed.
+        #[test]
+        fn valid_structure_opens(mut header in header(), body in body()) {
+            let Some(kind) = kind_of(&body) else { return Ok(()) };
+            header.sender = SIGNER.into();
+            header.kind = kind as i32;
+            let env = seal(header.clone(), &body, &key());
+            prop_assume!(env.header.len() <= MAX_HEADER);
+            let opened = verify_and_open(&env, &[key().verifying_key()], &Limits::default());
+            let opened = opened.map_err(|e| TestCaseError::fail(format!("did not open: {e}")))?;
+            header.payload_sha256 = Sha256::digest(&env.payload).to_vec();
+            prop_assert_eq!(opened.header, header);
+            prop_assert_eq!(opened.kind, kind);
+            prop_assert_eq!(opened.body, body);
+            prop_assert_eq!(opened.hash, envelope_hash(&env));
         }
     }
 }
