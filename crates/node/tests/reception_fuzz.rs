@@ -970,7 +970,7 @@ impl Fixture {
         };
         let response = self
             .rt
-            .block_on(store.jc.record_consent(request))
+            .block_on(store.jc.record_consent("jobcenter-segeberg-it", request))
             .expect("the Jobcenter records a pool consent");
         let record = response.consent.expect("the recorded consent");
         let notice_id = response
