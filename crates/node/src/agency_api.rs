@@ -68,12 +68,17 @@ pub struct AgencyService {
     node: Node,
 }
 
-/// The AgencyApi with its token check in front.
+/// The AgencyApi with its token check in front (it runs before a request's body is read).
+/// A request is decoded up to the same limit as a peer's
+/// ([`crate::peer_exchange::transport_limit`]): what a Submit carries must fit into an
+/// envelope anyway.
 pub fn service(
     node: Node,
     tokens: Vec<ApiToken>,
 ) -> InterceptedService<AgencyApiServer<AgencyService>, BearerAuth> {
-    AgencyApiServer::with_interceptor(AgencyService { node }, BearerAuth::new(tokens))
+    let max = crate::peer_exchange::transport_limit(&node.limits().envelope);
+    let server = AgencyApiServer::new(AgencyService { node }).max_decoding_message_size(max);
+    InterceptedService::new(server, BearerAuth::new(tokens))
 }
 
 fn client_of<T>(req: &Request<T>) -> String {

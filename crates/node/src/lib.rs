@@ -16,7 +16,8 @@
 //!   [`peer_limits`]: per-peer rate and concurrency limits.
 //! - [`health`]: grpc.health.v1 (probing the store) and server reflection.
 //! - [`metrics`]: counters and store gauges in the Prometheus text format on their own port.
-//! - [`tls`], [`server`]: TLS configuration and running both listeners until shutdown.
+//! - [`tls`], [`server`]: TLS configuration and running both listeners until shutdown;
+//!   [`connection_limits`]: what a caller can hold open on either port.
 //! - [`pki`], [`client`], [`federation`]: setting up a federation, an IT system's client,
 //!   and a whole local federation for the demo and the tests.
 //! - [`error`]: [`NodeError`] and the one conversion of errors into gRPC statuses.
@@ -36,6 +37,7 @@ pub mod categories;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod connection_limits;
 pub mod consent_record;
 pub mod delivery;
 pub mod directory;
