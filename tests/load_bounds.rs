@@ -7,7 +7,9 @@
 //!    completes is ended after its port's request timeout;
 //! 3. a peer over its concurrency cap is answered before its request body is read;
 //! 4. calls with a federation certificate naming no agency are audited a few times per
-//!    remote address, then once a minute, and counted in the metrics always;
+//!    remote address, then once a minute, and counted in the metrics always; an IT system
+//!    re-reading its inbox and a peer redelivering what it delivered are audited once per
+//!    item and client, once per message — the audit records decisions, not repetitions;
 //! 5. a real flood — a peer with a valid certificate opening thousands of streams, each
 //!    trickling an almost-1-MiB request it never finishes — keeps the flooded node (a
 //!    separate `kurzdraht serve` process) within a memory bound derived from its limits,
@@ -396,6 +398,128 @@ async fn callers_without_an_agency_are_audited_within_an_allowance() {
     assert_eq!(audited(&h), AUDIT_BURST as usize + 1);
     assert_eq!(counted(&h), 23);
     let _ = &mut mallory;
+}
+
+fn counter(h: &Harness, agency: &str, line: &str) -> u64 {
+    kurzdraht_node::metrics::render_node(h.node(agency))
+        .lines()
+        .find_map(|l| l.strip_prefix(line).and_then(|n| n.strip_prefix(' ')))
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+fn audited(h: &Harness, agency: &str, event: &str) -> Vec<String> {
+    h.node(agency)
+        .ledger()
+        .audit_entries()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event == event)
+        .map(|e| format!("{} {}", e.message_id, e.detail))
+        .collect()
+}
+
+/// 4b. An IT system that reads its inbox from the start again and again, and a peer that
+/// redelivers what it delivered: every read and every redelivery is answered, but the
+/// audit chain gets one `inbox.read` per item and IT system, one `inbox.duplicate` per
+/// message; the redeliveries are counted in the metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rereads_and_redeliveries_are_audited_once() {
+    let h = start().await;
+    let mut jc = h.client(JC).await;
+    let mut ja = h.client(JA).await;
+    let lena = subject("Lena", "Hansen", &birthday_years_ago(19));
+    let consent = consent_id(
+        &mut jc,
+        consent_request(&lena, &[JA], &[pb::Purpose::U25MoveOut]),
+    )
+    .await;
+    let first = submit_ok(
+        &mut jc,
+        JA,
+        &consent,
+        certification_request(&lena, "Antrag"),
+    )
+    .await;
+    wait_for_state(&jc, &first, pb::DeliveryState::Delivered).await;
+    let items = wait_for_inbox_len(&ja, 2).await;
+    for _ in 0..5 {
+        assert_eq!(
+            ids(&read_inbox(&mut ja, 0).await),
+            ids(&items),
+            "every read"
+        );
+    }
+    let client = format!("client {JA}-it");
+    let mut expected: Vec<String> = items
+        .iter()
+        .map(|i| format!("{} {client}", i.message_id))
+        .collect();
+    assert_eq!(
+        audited(&h, JA, "inbox.read"),
+        expected,
+        "one entry per item"
+    );
+    // A new item is audited at its first read.
+    let second = submit_ok(
+        &mut jc,
+        JA,
+        &consent,
+        certification_request(&lena, "Nachtrag"),
+    )
+    .await;
+    wait_for_state(&jc, &second, pb::DeliveryState::Delivered).await;
+    for _ in 0..3 {
+        read_inbox(&mut ja, 0).await;
+    }
+    expected.push(format!("{second} {client}"));
+    assert_eq!(audited(&h, JA, "inbox.read"), expected);
+
+    // The Jobcenter redelivers its first message: four times alone, twice in one batch.
+    let envelope = items
+        .iter()
+        .find(|i| i.message_id == first)
+        .and_then(|i| i.envelope.clone())
+        .expect("the envelope as received");
+    let ja_cfg = h.fed.config(JA).unwrap();
+    let channel = Endpoint::from_shared(format!("https://{}", ja_cfg.peer_addr))
+        .unwrap()
+        .tls_config(kurzdraht_node::tls::peer_client_tls(&tls_of(&h, JC), JA))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut peer = PeerExchangeClient::new(channel);
+    assert!(audited(&h, JA, "inbox.duplicate").is_empty());
+    let original = peer.deliver(envelope.clone()).await.unwrap().into_inner();
+    for _ in 0..3 {
+        let again = peer.deliver(envelope.clone()).await.unwrap().into_inner();
+        assert_eq!(again, original, "the original receipt");
+    }
+    let batch = peer
+        .deliver_batch(pb::EnvelopeBatch {
+            envelopes: vec![envelope.clone(), envelope.clone()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(batch.outcomes.len(), 2);
+    for o in &batch.outcomes {
+        assert_eq!(
+            o.outcome,
+            Some(pb::delivery_outcome::Outcome::Receipt(original.clone()))
+        );
+    }
+    assert_eq!(
+        audited(&h, JA, "inbox.duplicate"),
+        [format!("{first} ")],
+        "one inbox.duplicate for six redeliveries"
+    );
+    assert_eq!(counter(&h, JA, "kurzdraht_duplicates_total"), 6);
+    assert_eq!(
+        audited(&h, JA, "inbox.received").len(),
+        3,
+        "nothing stored twice"
+    );
 }
 
 // ---- 5. the flood, against a node in its own process ----

@@ -135,6 +135,14 @@ pub struct InboxRecord {
     /// When the body (envelope payload) was deleted by retention or erasure (0: kept).
     #[prost(int64, tag = "14")]
     pub body_erased_at_ms: i64,
+    /// The IT systems (API clients) that have read this item: the first read by each is
+    /// audited, a re-read is not.
+    #[prost(string, repeated, tag = "15")]
+    pub read_by: Vec<String>,
+    /// A redelivery of this envelope was audited (`inbox.duplicate`); later ones are only
+    /// counted.
+    #[prost(bool, tag = "16")]
+    pub duplicate_audited: bool,
 }
 
 /// One link of the audit chain. Its hash is SHA-256 over a domain prefix and the stored bytes.

@@ -946,6 +946,54 @@ impl Ledger {
         })
     }
 
+    /// A redelivery of the held envelope `message_id` was answered with its original
+    /// receipt: the first is audited (`inbox.duplicate`) and marked in the record, later ones
+    /// are not (the caller counts them). Returns whether it audited.
+    pub fn note_duplicate(&self, message_id: &str, now_ms: i64) -> Result<bool, LedgerError> {
+        self.tx(
+            |t| match t.get_sealed::<InboxRecord>(t.inbox, "inbox", message_id.as_bytes())? {
+                Some(held) => t.note_duplicate(held, now_ms),
+                None => abort(LedgerError::UnknownMessage {
+                    message_id: message_id.to_string(),
+                }),
+            },
+        )
+    }
+
+    /// The IT system `client` was given inbox item `message_id`: its first read by that
+    /// client is audited (`inbox.read`) and marked in the record; a re-read is neither
+    /// audited nor written. Returns whether it audited.
+    pub fn note_read(
+        &self,
+        message_id: &str,
+        client: &str,
+        now_ms: i64,
+    ) -> Result<bool, LedgerError> {
+        self.tx(|t| {
+            let Some(mut record) =
+                t.get_sealed::<InboxRecord>(t.inbox, "inbox", message_id.as_bytes())?
+            else {
+                return abort(LedgerError::UnknownMessage {
+                    message_id: message_id.to_string(),
+                });
+            };
+            if record.read_by.iter().any(|c| c == client) {
+                return Ok(false);
+            }
+            record.read_by.push(client.to_string());
+            t.put_sealed(t.inbox, "inbox", message_id.as_bytes(), &record)?;
+            t.append_audit(
+                AuditNote::new(AuditEvent::InboxRead)
+                    .message(message_id)
+                    .peer(&record.sender)
+                    .kind(record.kind)
+                    .detail(format!("client {client}")),
+                now_ms,
+            )?;
+            Ok(true)
+        })
+    }
+
     /// Marks an inbox message as taken over by the IT system.
     pub fn acknowledge(&self, message_id: &str, now_ms: i64) -> Result<(), LedgerError> {
         self.tx(|t| {
@@ -1067,14 +1115,7 @@ impl Tx<'_> {
                     message_id: record.message_id.clone(),
                 });
             }
-            t.append_audit(
-                AuditNote::new(AuditEvent::ReceivedDuplicate)
-                    .message(&record.message_id)
-                    .peer(&record.sender)
-                    .kind(record.kind)
-                    .envelope(&record.envelope_sha256),
-                now_ms,
-            )?;
+            t.note_duplicate(existing.clone(), now_ms)?;
             return Ok(Accepted::Duplicate(Box::new(existing)));
         }
         let seq = t.next_inbox_seq()?;
@@ -1164,6 +1205,25 @@ impl Tx<'_> {
             }
         }
         Ok(Accepted::Stored { seq })
+    }
+
+    /// Audits the first redelivery of a held envelope (`inbox.duplicate`) and marks the
+    /// record, so that later ones are not audited. Returns whether it audited.
+    fn note_duplicate(&self, mut held: InboxRecord, now_ms: i64) -> TxResult<bool> {
+        if held.duplicate_audited {
+            return Ok(false);
+        }
+        held.duplicate_audited = true;
+        self.put_sealed(self.inbox, "inbox", held.message_id.as_bytes(), &held)?;
+        self.append_audit(
+            AuditNote::new(AuditEvent::ReceivedDuplicate)
+                .message(&held.message_id)
+                .peer(&held.sender)
+                .kind(held.kind)
+                .envelope(&held.envelope_sha256),
+            now_ms,
+        )?;
+        Ok(true)
     }
 
     /// The body of [`Ledger::finish`], inside a transaction.

@@ -75,6 +75,7 @@ pub struct Metrics {
     deliveries: AtomicU64,
     retries: AtomicU64,
     received: AtomicU64,
+    duplicates: AtomicU64,
     /// Refusals by reason code (codes are the static strings of `NodeError::reason_code`).
     refusals: Mutex<BTreeMap<&'static str, u64>>,
     receipt_latency: Histogram,
@@ -104,6 +105,12 @@ impl Metrics {
     /// An envelope from a peer was stored (duplicates are not counted).
     pub fn received(&self) {
         self.received.fetch_add(1, Relaxed);
+    }
+
+    /// A redelivery of a held envelope was answered with its original receipt (the first
+    /// per message is audited, every one is counted).
+    pub fn duplicate(&self) {
+        self.duplicates.fetch_add(1, Relaxed);
     }
 
     /// Something was refused — a submission, a delivery attempt, a reception — for `reason`.
@@ -247,6 +254,12 @@ pub fn render(m: &Metrics, store: &StoreGauges) -> String {
         "kurzdraht_received_total",
         "Envelopes received from peers and stored (duplicates not counted).",
         m.received.load(Relaxed),
+    );
+    counter(
+        &mut out,
+        "kurzdraht_duplicates_total",
+        "Redeliveries answered with the original receipt (the first per message is audited).",
+        m.duplicates.load(Relaxed),
     );
     header(
         &mut out,
@@ -470,6 +483,7 @@ mod tests {
         m.delivered(Some(0), 100_000_000);
         m.retried();
         m.received();
+        m.duplicate();
         m.refused("no-consent");
         m.refused("no-consent");
         m.refused("odd\"code");
@@ -489,6 +503,7 @@ mod tests {
             "kurzdraht_refusals_total{reason=\"odd\\\"code\"} 1",
             "kurzdraht_delivery_retries_total 1",
             "kurzdraht_received_total 1",
+            "kurzdraht_duplicates_total 1",
             "kurzdraht_outbox_depth{peer=\"jugendamt-norderstedt\"} 3",
             "kurzdraht_outbox_oldest_age_seconds{peer=\"jugendamt-norderstedt\"} 1.500",
             "kurzdraht_receipt_latency_seconds_bucket{le=\"0.025\"} 0",
