@@ -32,6 +32,12 @@ pub struct StoredConsent {
     /// keeps no subject, and the notices keep only their signed headers.
     #[prost(int64, tag = "8")]
     pub erased_at_ms: i64,
+    /// The first consent of this consent's chain of supersession, as held here when this
+    /// consent was stored (its own id when it replaces none held here): its delivery lane's
+    /// key, so that queueing a message reads one consent, not the whole chain. Never
+    /// changes. Empty in stores written before it was kept: then the chain is walked.
+    #[prost(string, tag = "9")]
+    pub chain_root: String,
 }
 
 impl StoredConsent {

@@ -580,11 +580,6 @@ impl Ledger {
         now_ms: i64,
     ) -> Result<(), LedgerError> {
         let seqs = self.outbox_seqs(notices.len())?;
-        let stored = StoredConsent {
-            record: Some(consent.clone()),
-            notice: notices.first().map(|n| n.envelope.clone()),
-            ..Default::default()
-        };
         self.tx(|t| {
             let id = consent.consent_id.as_bytes();
             if t.consents.get(id)?.is_some() {
@@ -592,6 +587,12 @@ impl Ledger {
                     consent_id: consent.consent_id.clone(),
                 });
             }
+            let stored = StoredConsent {
+                record: Some(consent.clone()),
+                notice: notices.first().map(|n| n.envelope.clone()),
+                chain_root: t.root_for_new(consent)?,
+                ..Default::default()
+            };
             if !consent.supersedes.is_empty() {
                 let old_id = consent.supersedes.as_bytes();
                 let Some(mut old) =
@@ -1161,7 +1162,8 @@ impl Tx<'_> {
                         });
                     }
                 } else {
-                    let stored = StoredConsent::replicated(consent, record.envelope.clone());
+                    let mut stored = StoredConsent::replicated(consent, record.envelope.clone());
+                    stored.chain_root = t.root_for_new(consent)?;
                     t.put_sealed(t.consents, "consents", cid, &stored)?;
                 }
                 // A replacement supersedes the earlier consent here too, if we hold it.
