@@ -10,7 +10,10 @@
 //!    remote address, then once a minute, and counted in the metrics always; an IT system
 //!    re-reading its inbox and a peer redelivering what it delivered are audited once per
 //!    item and client, once per message — the audit records decisions, not repetitions;
-//! 5. a real flood — a peer with a valid certificate opening thousands of streams, each
+//! 5. full-store work — an access report, an erasure, a metrics scrape counting the
+//!    outbox — runs off the async threads: with such a scan held, the node (on a runtime of
+//!    one thread) still delivers;
+//! 6. a real flood — a peer with a valid certificate opening thousands of streams, each
 //!    trickling an almost-1-MiB request it never finishes — keeps the flooded node (a
 //!    separate `kurzdraht serve` process) within a memory bound derived from its limits,
 //!    while another peer's messages are delivered meanwhile. It prints the peak RSS:
@@ -418,7 +421,7 @@ fn audited(h: &Harness, agency: &str, event: &str) -> Vec<String> {
         .collect()
 }
 
-/// 4b. An IT system that reads its inbox from the start again and again, and a peer that
+/// 4. An IT system that reads its inbox from the start again and again, and a peer that
 /// redelivers what it delivered: every read and every redelivery is answered, but the
 /// audit chain gets one `inbox.read` per item and IT system, one `inbox.duplicate` per
 /// message; the redeliveries are counted in the metrics.
@@ -522,7 +525,108 @@ async fn rereads_and_redeliveries_are_audited_once() {
     );
 }
 
-// ---- 5. the flood, against a node in its own process ----
+/// One raw HTTP/1.1 GET; the status line.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    String::from_utf8_lossy(&raw)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// 5. Work that reads the whole store runs on blocking threads. The three nodes share
+/// this test's runtime of ONE thread; the Jobcenter's next full scan is held (as a store
+/// of a million records would hold it) while the Jobcenter delivers a message to the
+/// Jugendamt, for each of: an access report, an erasure, a metrics scrape. Had the scan
+/// run on the async thread, nothing would run until a watchdog thread let it go.
+#[tokio::test(flavor = "current_thread")]
+async fn full_store_work_leaves_the_async_threads_to_delivery() {
+    let h = start().await;
+    let mut jc = h.client(JC).await;
+    let lena = subject("Lena", "Hansen", &birthday_years_ago(19));
+    let mia = subject("Mia", "Carstens", &birthday_years_ago(20));
+    let consent = consent_id(
+        &mut jc,
+        consent_request(&lena, &[JA], &[pb::Purpose::U25MoveOut]),
+    )
+    .await;
+    consent_id(
+        &mut jc,
+        consent_request(&mia, &[JA], &[pb::Purpose::U25MoveOut]),
+    )
+    .await;
+    let metrics = h.fed.config(JC).unwrap().metrics_addr.expect("metrics");
+    let person = |s: &pb::Subject| pb::SubjectAccessRequest {
+        given_name: s.given_name.clone(),
+        family_name: s.family_name.clone(),
+        date_of_birth: s.date_of_birth.clone(),
+    };
+    for work in ["access report", "erasure", "metrics scrape"] {
+        let mut pause = h.node(JC).ledger().pause_next_scan();
+        let release = pause.releaser();
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watchdog = {
+            let stalled = stalled.clone();
+            std::thread::spawn(move || {
+                if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    finished.recv_timeout(Duration::from_secs(20))
+                {
+                    stalled.store(true, Ordering::SeqCst);
+                    release();
+                }
+            })
+        };
+        let mut client = jc.clone();
+        let (lena_req, mia_req) = (person(&lena), person(&mia));
+        let job = tokio::spawn(async move {
+            match work {
+                "access report" => client
+                    .subject_access_report(lena_req)
+                    .await
+                    .map(|r| format!("{} consents", r.into_inner().consents.len())),
+                "erasure" => client
+                    .erase_subject(mia_req)
+                    .await
+                    .map(|r| format!("{} consents erased", r.into_inner().consent_ids.len())),
+                _ => Ok(http_get(metrics, "/metrics").await),
+            }
+        });
+        assert!(pause.reached().await, "{work}: its scan began");
+        // The scan is held: the node still accepts and delivers a message.
+        let message = submit_ok(&mut jc, JA, &consent, certification_request(&lena, work)).await;
+        wait_for_state(&jc, &message, pb::DeliveryState::Delivered).await;
+        let _ = done.send(());
+        watchdog.join().unwrap();
+        assert!(
+            !stalled.load(Ordering::SeqCst),
+            "{work}: its scan held the node's only async thread until the watchdog let it go"
+        );
+        assert!(
+            !job.is_finished(),
+            "{work}: still held in its scan meanwhile"
+        );
+        pause.release();
+        let outcome = job
+            .await
+            .unwrap()
+            .unwrap_or_else(|s| panic!("{work}: {s:?}"));
+        println!("{work}: {outcome}");
+        match work {
+            "access report" => assert_eq!(outcome, "1 consents"),
+            "erasure" => assert_eq!(outcome, "1 consents erased"),
+            _ => assert_eq!(outcome, "HTTP/1.1 200 OK"),
+        }
+    }
+}
+
+// ---- 6. the flood, against a node in its own process ----
 
 /// One `kurzdraht serve` process, killed when dropped (its log printed during a panic).
 struct Served {
@@ -768,7 +872,7 @@ async fn flood_connections(
     }
 }
 
-/// 5. The flood. The Jugendamt Kreis Segeberg (its own process) allows each peer 4 calls
+/// 6. The flood. The Jugendamt Kreis Segeberg (its own process) allows each peer 4 calls
 /// at once, 16 streams per connection, 16 connections. Norderstedt's certificate floods
 /// it; meanwhile the Jobcenter's message is delivered; the Jugendamt's peak RSS grows by
 /// no more than what its limits let a peer hold.

@@ -145,6 +145,8 @@ pub struct Ledger {
     audit: Tree,
     meta: Tree,
     retention: Tree,
+    /// A full scan a test paused (see [`Ledger::pause_next_scan`]).
+    scan_pause: std::sync::Arc<std::sync::Mutex<Option<crate::commit::PausePoint>>>,
     /// A flush failure a test injected (see [`Ledger::inject_flush_failure`]).
     injected_failure: std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<tokio::sync::Notify>>>>,
 }
@@ -364,6 +366,7 @@ impl Ledger {
             retention: db.open_tree("retention")?,
             commit: std::sync::Arc::new(GroupCommit::new(durability, dir.to_path_buf())),
             injected_failure: Default::default(),
+            scan_pause: Default::default(),
             at_rest: std::sync::Arc::new(AtRest::new(key)?),
             db,
         }
@@ -512,6 +515,29 @@ impl Ledger {
     #[doc(hidden)]
     pub fn pause_next_flush(&self) -> FlushPause {
         self.commit.pause_next_flush()
+    }
+
+    /// For tests: the next full scan of this store (the consents for a report or an
+    /// erasure, the outbox count of a metrics scrape) stops on the thread it runs on before
+    /// it reads anything, until the returned pause is released or dropped — so a test can
+    /// see that such work does not hold up the node's async threads.
+    #[doc(hidden)]
+    pub fn pause_next_scan(&self) -> FlushPause {
+        let (point, handle) = crate::commit::pause();
+        *self.scan_pause.lock().unwrap_or_else(|p| p.into_inner()) = Some(point);
+        handle
+    }
+
+    /// Where a full scan starts: held here if a test paused it.
+    fn scan_starts(&self) {
+        let paused = self
+            .scan_pause
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(point) = paused {
+            point.hold();
+        }
     }
 
     /// Checks that the store still reads and writes (for health checks): writes and reads
@@ -672,6 +698,7 @@ impl Ledger {
     /// Every consent held here, oldest first (consent ids are UUIDv7), one at a time: a
     /// node may hold millions, so nothing collects them all.
     pub fn consents_iter(&self) -> impl Iterator<Item = Result<StoredConsent, LedgerError>> + '_ {
+        self.scan_starts();
         self.consents.iter().map(|kv| {
             let (k, v) = kv?;
             self.open_sealed("consents", &k, &v)
@@ -784,8 +811,9 @@ impl Ledger {
         Ok(found)
     }
 
-    /// Number of messages queued for `peer`.
+    /// Number of messages queued for `peer` (counts them: a scan of the peer's outbox).
     pub fn outbox_len(&self, peer: &str) -> usize {
+        self.scan_starts();
         self.outbox.scan_prefix(outbox_prefix(peer)).count()
     }
 

@@ -180,7 +180,9 @@ impl AgencyApi for AgencyService {
     ) -> Result<Response<SubjectAccessReport>, Status> {
         let client = client_of(&req);
         Ok(Response::new(
-            self.node.subject_access_report(req.into_inner(), &client)?,
+            self.node
+                .subject_access_report(req.into_inner(), &client)
+                .await?,
         ))
     }
 

@@ -4,7 +4,8 @@
 //! Counters live in [`Metrics`] (atomics, held by the [`Node`]) and are bumped by one-line
 //! calls where the work happens: submission, delivery, reception, refusal. Gauges about the
 //! store — outbox depth and the age of the oldest queued message per peer, the store's size
-//! — are read from the ledger at scrape time, so they are never stale.
+//! — are read from the ledger at scrape time (on a blocking thread: counting an outbox reads
+//! it), so they are never stale.
 //!
 //! The HTTP side is deliberately tiny: one request per connection, `GET /metrics` answers
 //! 200, any other request 404, a malformed one 400; requests are read with a size limit and
@@ -392,7 +393,18 @@ async fn serve_connection(node: Node, mut stream: TcpStream) -> std::io::Result<
         Ok(Err(e)) => return Err(e),
     };
     let answer = match classify(&head) {
-        Request::Metrics => response("200 OK", CONTENT_TYPE, &render_node(&node)),
+        // The store gauges count each peer's outbox: on a blocking thread.
+        Request::Metrics => match tokio::task::spawn_blocking(move || render_node(&node)).await {
+            Ok(text) => response("200 OK", CONTENT_TYPE, &text),
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: rendering failed");
+                response(
+                    "500 Internal Server Error",
+                    "text/plain; charset=utf-8",
+                    "metrics could not be rendered\n",
+                )
+            }
+        },
         Request::NotFound => response(
             "404 Not Found",
             "text/plain; charset=utf-8",
