@@ -19,6 +19,7 @@
 //!   to a peer through it.
 
 pub mod link;
+pub mod raw_h2;
 
 use kurzdraht_envelope::{envelope_hash, verify_receipt, ExpectedReceipt};
 use kurzdraht_node::client::AgencyClient;

@@ -179,12 +179,13 @@ impl Files {
 }
 
 /// For tests: holds the next flush of a ledger on its blocking thread before it starts, as a
-/// slow disk would (see [`crate::Ledger::pause_next_flush`]). Dropping it releases the flush.
+/// slow disk would (see [`crate::Ledger::pause_next_flush`]), or the next full scan on the
+/// thread it runs on ([`crate::Ledger::pause_next_scan`]). Dropping it releases it.
 #[doc(hidden)]
 pub struct FlushPause {
     reached: tokio::sync::oneshot::Receiver<()>,
-    // Dropped, it lets the held flush go on.
-    _release: std::sync::mpsc::Sender<()>,
+    // A message on it, or dropping it (and every releaser), lets the held work go on.
+    release: std::sync::mpsc::Sender<()>,
 }
 
 impl FlushPause {
@@ -194,18 +195,46 @@ impl FlushPause {
         (&mut self.reached).await.is_ok()
     }
 
-    /// Lets the held flush go on (dropping the pause does the same).
-    pub fn release(self) {}
+    /// Lets the held flush go on (dropping the pause does the same, unless a
+    /// [`FlushPause::releaser`] is still held).
+    pub fn release(self) {
+        let _ = self.release.send(());
+    }
+
+    /// Something that can release the held work from another thread (a test's watchdog).
+    pub fn releaser(&self) -> impl Fn() + Send + 'static {
+        let release = self.release.clone();
+        move || {
+            let _ = release.send(());
+        }
+    }
 }
 
-/// The flush's side of a [`FlushPause`].
-struct PausePoint {
+/// The paused side of a [`FlushPause`].
+pub(crate) struct PausePoint {
     reached: tokio::sync::oneshot::Sender<()>,
     release: std::sync::mpsc::Receiver<()>,
 }
 
+/// A pause point and the test's handle on it.
+pub(crate) fn pause() -> (PausePoint, FlushPause) {
+    let (reached_tx, reached_rx) = tokio::sync::oneshot::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel();
+    (
+        PausePoint {
+            reached: reached_tx,
+            release: release_rx,
+        },
+        FlushPause {
+            reached: reached_rx,
+            release: release_tx,
+        },
+    )
+}
+
 impl PausePoint {
-    fn hold(self) {
+    /// Blocks the calling thread until the pause is released.
+    pub(crate) fn hold(self) {
         let _ = self.reached.send(());
         // Returns when the pause is released: its sender dropped.
         let _ = self.release.recv();
@@ -322,16 +351,9 @@ impl GroupCommit {
     }
 
     pub(crate) fn pause_next_flush(&self) -> FlushPause {
-        let (reached_tx, reached_rx) = tokio::sync::oneshot::channel();
-        let (release_tx, release_rx) = std::sync::mpsc::channel();
-        *self.pause.lock().unwrap_or_else(|p| p.into_inner()) = Some(PausePoint {
-            reached: reached_tx,
-            release: release_rx,
-        });
-        FlushPause {
-            reached: reached_rx,
-            _release: release_tx,
-        }
+        let (point, handle) = pause();
+        *self.pause.lock().unwrap_or_else(|p| p.into_inner()) = Some(point);
+        handle
     }
 
     /// One flush: sled's, then the fsyncs.

@@ -32,6 +32,12 @@ pub struct StoredConsent {
     /// keeps no subject, and the notices keep only their signed headers.
     #[prost(int64, tag = "8")]
     pub erased_at_ms: i64,
+    /// The first consent of this consent's chain of supersession, as held here when this
+    /// consent was stored (its own id when it replaces none held here): its delivery lane's
+    /// key, so that queueing a message reads one consent, not the whole chain. Never
+    /// changes. Empty in stores written before it was kept: then the chain is walked.
+    #[prost(string, tag = "9")]
+    pub chain_root: String,
 }
 
 impl StoredConsent {
@@ -138,6 +144,14 @@ pub struct InboxRecord {
     /// When the body (envelope payload) was deleted by retention or erasure (0: kept).
     #[prost(int64, tag = "14")]
     pub body_erased_at_ms: i64,
+    /// The IT systems (API clients) that have read this item: the first read by each is
+    /// audited, a re-read is not.
+    #[prost(string, repeated, tag = "15")]
+    pub read_by: Vec<String>,
+    /// A redelivery of this envelope was audited (`inbox.duplicate`); later ones are only
+    /// counted.
+    #[prost(bool, tag = "16")]
+    pub duplicate_audited: bool,
 }
 
 /// The first answer to an IT system's call with an idempotency key (tree `requests`): what

@@ -161,6 +161,8 @@ pub struct Ledger {
     meta: Tree,
     retention: Tree,
     requests: Tree,
+    /// A full scan a test paused (see [`Ledger::pause_next_scan`]).
+    scan_pause: std::sync::Arc<std::sync::Mutex<Option<crate::commit::PausePoint>>>,
     /// A flush failure a test injected (see [`Ledger::inject_flush_failure`]).
     injected_failure: std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<tokio::sync::Notify>>>>,
 }
@@ -410,6 +412,7 @@ impl Ledger {
             requests: db.open_tree("requests")?,
             commit: std::sync::Arc::new(GroupCommit::new(durability, dir.to_path_buf())),
             injected_failure: Default::default(),
+            scan_pause: Default::default(),
             at_rest: std::sync::Arc::new(AtRest::new(key)?),
             db,
         }
@@ -560,6 +563,29 @@ impl Ledger {
         self.commit.pause_next_flush()
     }
 
+    /// For tests: the next full scan of this store (the consents for a report or an
+    /// erasure, the outbox count of a metrics scrape) stops on the thread it runs on before
+    /// it reads anything, until the returned pause is released or dropped — so a test can
+    /// see that such work does not hold up the node's async threads.
+    #[doc(hidden)]
+    pub fn pause_next_scan(&self) -> FlushPause {
+        let (point, handle) = crate::commit::pause();
+        *self.scan_pause.lock().unwrap_or_else(|p| p.into_inner()) = Some(point);
+        handle
+    }
+
+    /// Where a full scan starts: held here if a test paused it.
+    fn scan_starts(&self) {
+        let paused = self
+            .scan_pause
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(point) = paused {
+            point.hold();
+        }
+    }
+
     /// Checks that the store still reads and writes (for health checks): writes and reads
     /// back a probe value in `meta` (not flushed).
     pub fn probe(&self, now_ms: i64) -> Result<(), LedgerError> {
@@ -652,11 +678,6 @@ impl Ledger {
         request: Option<&KeyedRequest>,
     ) -> Result<Once<()>, LedgerError> {
         let seqs = self.outbox_seqs(notices.len())?;
-        let stored = StoredConsent {
-            record: Some(consent.clone()),
-            notice: notices.first().map(|n| n.envelope.clone()),
-            ..Default::default()
-        };
         self.tx_once(request, |t| {
             let id = consent.consent_id.as_bytes();
             if t.consents.get(id)?.is_some() {
@@ -664,6 +685,12 @@ impl Ledger {
                     consent_id: consent.consent_id.clone(),
                 });
             }
+            let stored = StoredConsent {
+                record: Some(consent.clone()),
+                notice: notices.first().map(|n| n.envelope.clone()),
+                chain_root: t.root_for_new(consent)?,
+                ..Default::default()
+            };
             if !consent.supersedes.is_empty() {
                 let old_id = consent.supersedes.as_bytes();
                 let Some(mut old) =
@@ -786,6 +813,7 @@ impl Ledger {
     /// Every consent held here, oldest first (consent ids are UUIDv7), one at a time: a
     /// node may hold millions, so nothing collects them all.
     pub fn consents_iter(&self) -> impl Iterator<Item = Result<StoredConsent, LedgerError>> + '_ {
+        self.scan_starts();
         self.consents.iter().map(|kv| {
             let (k, v) = kv?;
             self.open_sealed("consents", &k, &v)
@@ -911,8 +939,9 @@ impl Ledger {
         Ok(found)
     }
 
-    /// Number of messages queued for `peer`.
+    /// Number of messages queued for `peer` (counts them: a scan of the peer's outbox).
     pub fn outbox_len(&self, peer: &str) -> usize {
+        self.scan_starts();
         self.outbox.scan_prefix(outbox_prefix(peer)).count()
     }
 
@@ -1096,6 +1125,54 @@ impl Ledger {
         })
     }
 
+    /// A redelivery of the held envelope `message_id` was answered with its original
+    /// receipt: the first is audited (`inbox.duplicate`) and marked in the record, later ones
+    /// are not (the caller counts them). Returns whether it audited.
+    pub fn note_duplicate(&self, message_id: &str, now_ms: i64) -> Result<bool, LedgerError> {
+        self.tx(
+            |t| match t.get_sealed::<InboxRecord>(t.inbox, "inbox", message_id.as_bytes())? {
+                Some(held) => t.note_duplicate(held, now_ms),
+                None => abort(LedgerError::UnknownMessage {
+                    message_id: message_id.to_string(),
+                }),
+            },
+        )
+    }
+
+    /// The IT system `client` was given inbox item `message_id`: its first read by that
+    /// client is audited (`inbox.read`) and marked in the record; a re-read is neither
+    /// audited nor written. Returns whether it audited.
+    pub fn note_read(
+        &self,
+        message_id: &str,
+        client: &str,
+        now_ms: i64,
+    ) -> Result<bool, LedgerError> {
+        self.tx(|t| {
+            let Some(mut record) =
+                t.get_sealed::<InboxRecord>(t.inbox, "inbox", message_id.as_bytes())?
+            else {
+                return abort(LedgerError::UnknownMessage {
+                    message_id: message_id.to_string(),
+                });
+            };
+            if record.read_by.iter().any(|c| c == client) {
+                return Ok(false);
+            }
+            record.read_by.push(client.to_string());
+            t.put_sealed(t.inbox, "inbox", message_id.as_bytes(), &record)?;
+            t.append_audit(
+                AuditNote::new(AuditEvent::InboxRead)
+                    .message(message_id)
+                    .peer(&record.sender)
+                    .kind(record.kind)
+                    .detail(format!("client {client}")),
+                now_ms,
+            )?;
+            Ok(true)
+        })
+    }
+
     /// Marks an inbox message as taken over by the IT system.
     pub fn acknowledge(&self, message_id: &str, now_ms: i64) -> Result<(), LedgerError> {
         self.tx(|t| {
@@ -1220,14 +1297,7 @@ impl Tx<'_> {
                     message_id: record.message_id.clone(),
                 });
             }
-            t.append_audit(
-                AuditNote::new(AuditEvent::ReceivedDuplicate)
-                    .message(&record.message_id)
-                    .peer(&record.sender)
-                    .kind(record.kind)
-                    .envelope(&record.envelope_sha256),
-                now_ms,
-            )?;
+            t.note_duplicate(existing.clone(), now_ms)?;
             return Ok(Accepted::Duplicate(Box::new(existing)));
         }
         let seq = t.next_inbox_seq()?;
@@ -1273,7 +1343,8 @@ impl Tx<'_> {
                         });
                     }
                 } else {
-                    let stored = StoredConsent::replicated(consent, record.envelope.clone());
+                    let mut stored = StoredConsent::replicated(consent, record.envelope.clone());
+                    stored.chain_root = t.root_for_new(consent)?;
                     t.put_sealed(t.consents, "consents", cid, &stored)?;
                 }
                 // A replacement supersedes the earlier consent here too, if we hold it.
@@ -1317,6 +1388,25 @@ impl Tx<'_> {
             }
         }
         Ok(Accepted::Stored { seq })
+    }
+
+    /// Audits the first redelivery of a held envelope (`inbox.duplicate`) and marks the
+    /// record, so that later ones are not audited. Returns whether it audited.
+    fn note_duplicate(&self, mut held: InboxRecord, now_ms: i64) -> TxResult<bool> {
+        if held.duplicate_audited {
+            return Ok(false);
+        }
+        held.duplicate_audited = true;
+        self.put_sealed(self.inbox, "inbox", held.message_id.as_bytes(), &held)?;
+        self.append_audit(
+            AuditNote::new(AuditEvent::ReceivedDuplicate)
+                .message(&held.message_id)
+                .peer(&held.sender)
+                .kind(held.kind)
+                .envelope(&held.envelope_sha256),
+            now_ms,
+        )?;
+        Ok(true)
     }
 
     /// The body of [`Ledger::finish`], inside a transaction.

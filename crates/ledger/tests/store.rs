@@ -121,6 +121,8 @@ fn inbox(id: &str, hash_tag: u8, receipt_tag: u8) -> InboxRecord {
         acknowledged: false,
         notice: None,
         body_erased_at_ms: 0,
+        read_by: Vec::new(),
+        duplicate_audited: false,
     }
 }
 
@@ -649,10 +651,16 @@ fn accept_delivery_outcomes() {
         }
         other => panic!("expected Duplicate, got {other:?}"),
     }
-    assert_eq!(l.inbox_record("in-a").unwrap().unwrap(), stored_a);
+    assert_eq!(
+        l.inbox_record("in-a").unwrap().unwrap(),
+        InboxRecord {
+            duplicate_audited: true,
+            ..stored_a.clone()
+        },
+        "kept as it was, marked as audited once redelivered"
+    );
     assert_eq!(audit_count(&l), 3);
     assert_eq!(events(&l).last().unwrap(), "inbox.duplicate");
-
     // the same id with another envelope
     let before = ids_of(&l.inbox_after(0, 100).unwrap());
     let err = l
@@ -662,7 +670,13 @@ fn accept_delivery_outcomes() {
         matches!(&err, LedgerError::MessageIdConflict { message_id } if message_id == "in-a"),
         "{err:?}"
     );
-    assert_eq!(l.inbox_record("in-a").unwrap().unwrap(), stored_a);
+    assert_eq!(
+        l.inbox_record("in-a").unwrap().unwrap(),
+        InboxRecord {
+            duplicate_audited: true,
+            ..stored_a.clone()
+        }
+    );
     assert_eq!(ids_of(&l.inbox_after(0, 100).unwrap()), before);
     assert_eq!(audit_count(&l), 3);
 
@@ -731,6 +745,64 @@ fn accept_delivery_outcomes() {
             (2, "in-b".to_string()),
             (3, "in-c".to_string()),
             (4, "in-e".to_string())
+        ]
+    );
+}
+
+/// The audit is a record of decisions, not of noise: a redelivery is audited once per
+/// message (through either path), an inbox item's first read once per IT system.
+#[test]
+fn redeliveries_and_reads_are_audited_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open_keyed(dir.path()).unwrap();
+    for (id, tag) in [("in-a", 1), ("in-b", 2)] {
+        l.accept_delivery(&inbox(id, tag, tag), &ConsentEffect::None, 10)
+            .unwrap();
+    }
+    assert_eq!(audit_count(&l), 2);
+    for at in 11..15 {
+        assert!(matches!(
+            l.accept_delivery(&inbox("in-a", 1, 99), &ConsentEffect::None, at)
+                .unwrap(),
+            Accepted::Duplicate(_)
+        ));
+    }
+    assert!(!l.note_duplicate("in-a", 15).unwrap());
+    assert_eq!(
+        audit_count(&l),
+        3,
+        "one inbox.duplicate for four redeliveries"
+    );
+    // the first redelivery of another message is audited
+    assert!(l.note_duplicate("in-b", 16).unwrap());
+    assert!(!l.note_duplicate("in-b", 17).unwrap());
+    assert_eq!(audit_count(&l), 4);
+    assert!(l.note_duplicate("unknown", 18).is_err());
+    assert_eq!(events(&l)[2..], ["inbox.duplicate", "inbox.duplicate"]);
+
+    // reads: the first by each IT system is audited, a re-read is not
+    assert!(l.note_read("in-a", "it-1", 19).unwrap());
+    for at in 20..25 {
+        assert!(!l.note_read("in-a", "it-1", at).unwrap());
+    }
+    assert!(l.note_read("in-a", "it-2", 25).unwrap());
+    assert!(l.note_read("unknown", "it-1", 26).is_err());
+    assert_eq!(audit_count(&l), 6);
+    let held = l.inbox_record("in-a").unwrap().unwrap();
+    assert_eq!(held.read_by, ["it-1", "it-2"]);
+    assert!(held.duplicate_audited);
+    let reads: Vec<_> = l
+        .audit_entries()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event == "inbox.read")
+        .map(|e| (e.message_id, e.detail))
+        .collect();
+    assert_eq!(
+        reads,
+        [
+            ("in-a".to_string(), "client it-1".to_string()),
+            ("in-a".to_string(), "client it-2".to_string())
         ]
     );
 }

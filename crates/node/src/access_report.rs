@@ -13,6 +13,15 @@ use kurzdraht_proto::v1::{
 };
 use std::collections::BTreeSet;
 
+/// Runs store work that reads the whole store on a blocking thread.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
+) -> Result<T, NodeError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| NodeError::Internal(format!("a store scan failed: {e}")))?
+}
+
 const REFUSAL_EVENTS: [AuditEvent; 4] = [
     AuditEvent::SubmissionRefused,
     AuditEvent::ReceptionRefused,
@@ -21,7 +30,10 @@ const REFUSAL_EVENTS: [AuditEvent; 4] = [
 ];
 
 impl Node {
-    pub fn subject_access_report(
+    /// The report for the person `req` names. It reads the whole store (every consent,
+    /// message, inbox item and audit entry), so it runs on a blocking thread, never on the
+    /// async threads that serve calls and deliver.
+    pub async fn subject_access_report(
         &self,
         req: SubjectAccessRequest,
         client: &str,
@@ -33,6 +45,16 @@ impl Node {
             ..Default::default()
         };
         policy::validate_subject("subject", Some(&subject))?;
+        let node = self.clone();
+        let client = client.to_string();
+        blocking(move || node.build_access_report(&subject, &client)).await
+    }
+
+    fn build_access_report(
+        &self,
+        subject: &Subject,
+        client: &str,
+    ) -> Result<SubjectAccessReport, NodeError> {
         let now = self.now_ms();
         let ledger = self.ledger();
         let mut consents = Vec::new();
@@ -42,7 +64,7 @@ impl Node {
                 .record
                 .as_ref()
                 .and_then(|r| r.subject.as_ref())
-                .is_some_and(|s| consent::same_person(s, &subject))
+                .is_some_and(|s| consent::same_person(s, subject))
             {
                 consents.push(held);
             }

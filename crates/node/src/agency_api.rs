@@ -86,7 +86,10 @@ pub struct AgencyService {
     node: Node,
 }
 
-/// The AgencyApi with its token check in front.
+/// The AgencyApi with its token check in front (it runs before a request's body is read).
+/// A request is decoded up to the same limit as a peer's
+/// ([`crate::peer_exchange::transport_limit`]): what a Submit carries must fit into an
+/// envelope anyway.
 pub fn service(
     node: Node,
     tokens: Vec<ApiToken>,
@@ -204,7 +207,9 @@ impl AgencyApi for AgencyService {
     ) -> Result<Response<SubjectAccessReport>, Status> {
         let client = client_of(&req);
         Ok(Response::new(
-            self.node.subject_access_report(req.into_inner(), &client)?,
+            self.node
+                .subject_access_report(req.into_inner(), &client)
+                .await?,
         ))
     }
 

@@ -137,8 +137,31 @@ struct LimitsFile {
     consent_default_validity_days: u64,
     /// Deliveries a single peer may make per second (burst: one second's worth).
     peer_requests_per_second: u32,
-    /// Deliveries a single peer may have in flight at once.
+    /// Deliveries a single peer may have in flight at once (over all its connections);
+    /// counted before a request's body is read.
     peer_concurrent_requests: u32,
+    /// Connections the PeerExchange port holds open at once; more wait to be accepted.
+    peer_connections: u32,
+    /// HTTP/2 streams one connection to the PeerExchange port may have open at once;
+    /// the transport refuses more (REFUSED_STREAM).
+    peer_streams_per_connection: u32,
+    /// How long a PeerExchange call may take, its request body included (CANCELLED after).
+    peer_request_timeout_secs: u64,
+    /// Connections the AgencyApi port holds open at once; more wait to be accepted.
+    api_connections: u32,
+    /// HTTP/2 streams one connection to the AgencyApi port may have open at once.
+    api_streams_per_connection: u32,
+    /// AgencyApi calls one connection may have running at once; more wait, unread.
+    api_concurrent_requests_per_connection: u32,
+    /// How long an AgencyApi call may take until its answer starts (CANCELLED after);
+    /// streams (ReadInbox, WatchStatus) run on once they have started.
+    api_request_timeout_secs: u64,
+    /// Bytes of request headers (HTTP/2 header list) either port accepts per request.
+    max_header_list_bytes: u32,
+    /// Seconds between HTTP/2 pings on a connection of either port.
+    keepalive_interval_secs: u64,
+    /// A connection whose ping is not answered within this many seconds is closed.
+    keepalive_timeout_secs: u64,
 }
 
 impl Default for LimitsFile {
@@ -151,6 +174,16 @@ impl Default for LimitsFile {
             consent_default_validity_days: 365,
             peer_requests_per_second: 5_000,
             peer_concurrent_requests: 32,
+            peer_connections: 64,
+            peer_streams_per_connection: 64,
+            peer_request_timeout_secs: 60,
+            api_connections: 64,
+            api_streams_per_connection: 128,
+            api_concurrent_requests_per_connection: 64,
+            api_request_timeout_secs: 600,
+            max_header_list_bytes: 8 * 1024,
+            keepalive_interval_secs: 30,
+            keepalive_timeout_secs: 10,
         }
     }
 }
@@ -205,6 +238,22 @@ pub struct ReceptionLimits {
     pub peer_concurrent_requests: u32,
 }
 
+/// What callers may hold open on one of the node's ports (`[limits]`): connections,
+/// HTTP/2 streams and calls per connection, header bytes and time.
+#[derive(Debug, Clone, Copy)]
+pub struct PortLimits {
+    pub connections: usize,
+    pub streams_per_connection: u32,
+    /// Calls running at once per connection (more wait, their bodies unread); `None`: the
+    /// port bounds concurrency per caller instead (PeerExchange: per agency, before decoding).
+    pub concurrent_requests_per_connection: Option<usize>,
+    /// Longest a call may take until its answer starts, request body included.
+    pub request_timeout: Duration,
+    pub max_header_list_bytes: u32,
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+}
+
 /// A loaded, validated node configuration.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -225,6 +274,10 @@ pub struct NodeConfig {
     pub api_tokens: Vec<ApiToken>,
     pub delivery: DeliverySettings,
     pub limits: ReceptionLimits,
+    /// The PeerExchange port's bounds.
+    pub peer_port: PortLimits,
+    /// The AgencyApi port's bounds.
+    pub api_port: PortLimits,
     pub retention: RetentionSettings,
 }
 
@@ -375,6 +428,57 @@ impl NodeConfig {
                 "peer_requests_per_second and peer_concurrent_requests must be above 0",
             ));
         }
+        for (key, value) in [
+            ("limits.peer_connections", l.peer_connections),
+            (
+                "limits.peer_streams_per_connection",
+                l.peer_streams_per_connection,
+            ),
+            ("limits.api_connections", l.api_connections),
+            (
+                "limits.api_streams_per_connection",
+                l.api_streams_per_connection,
+            ),
+            (
+                "limits.api_concurrent_requests_per_connection",
+                l.api_concurrent_requests_per_connection,
+            ),
+        ] {
+            if !(1..=65_536).contains(&value) {
+                return Err(NodeError::config(key, "must lie between 1 and 65536"));
+            }
+        }
+        if l.api_concurrent_requests_per_connection > l.api_streams_per_connection {
+            return Err(NodeError::config(
+                "limits.api_concurrent_requests_per_connection",
+                "must not exceed limits.api_streams_per_connection",
+            ));
+        }
+        if !(1024..=1024 * 1024).contains(&l.max_header_list_bytes) {
+            return Err(NodeError::config(
+                "limits.max_header_list_bytes",
+                "must lie between 1024 and 1048576",
+            ));
+        }
+        for (key, secs) in [
+            (
+                "limits.peer_request_timeout_secs",
+                l.peer_request_timeout_secs,
+            ),
+            (
+                "limits.api_request_timeout_secs",
+                l.api_request_timeout_secs,
+            ),
+            ("limits.keepalive_interval_secs", l.keepalive_interval_secs),
+            ("limits.keepalive_timeout_secs", l.keepalive_timeout_secs),
+        ] {
+            if !(1..=86_400).contains(&secs) {
+                return Err(NodeError::config(
+                    key,
+                    "must lie between 1 and 86400 (seconds)",
+                ));
+            }
+        }
         if l.consent_default_validity_days == 0 {
             return Err(NodeError::config(
                 "limits.consent_default_validity_days",
@@ -387,7 +491,30 @@ impl NodeConfig {
                 "must be above 0",
             ));
         }
+        let port = |connections: u32, streams: u32, concurrent: Option<u32>, timeout_secs: u64| {
+            PortLimits {
+                connections: connections as usize,
+                streams_per_connection: streams,
+                concurrent_requests_per_connection: concurrent.map(|c| c as usize),
+                request_timeout: Duration::from_secs(timeout_secs),
+                max_header_list_bytes: l.max_header_list_bytes,
+                keepalive_interval: Duration::from_secs(l.keepalive_interval_secs),
+                keepalive_timeout: Duration::from_secs(l.keepalive_timeout_secs),
+            }
+        };
         Ok(Self {
+            peer_port: port(
+                l.peer_connections,
+                l.peer_streams_per_connection,
+                None,
+                l.peer_request_timeout_secs,
+            ),
+            api_port: port(
+                l.api_connections,
+                l.api_streams_per_connection,
+                Some(l.api_concurrent_requests_per_connection),
+                l.api_request_timeout_secs,
+            ),
             retention: RetentionSettings {
                 body_retention: Duration::from_secs(file.retention.body_retention_secs),
                 sweep_interval: Duration::from_secs(file.retention.sweep_interval_secs),
@@ -424,5 +551,75 @@ impl NodeConfig {
                 peer_concurrent_requests: l.peer_concurrent_requests,
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node.toml made by `pki init` (in a directory of its own), with `extra` lines at
+    /// the top of `[limits]`, loaded.
+    fn load_with(extra: &str) -> Result<NodeConfig, NodeError> {
+        let dir = tempfile::tempdir()?;
+        let files = crate::pki::init(dir.path(), &crate::pki::segeberg_on_free_ports(false)?)?;
+        let path = &files[0].node_config;
+        let text =
+            std::fs::read_to_string(path)?.replace("[limits]\n", &format!("[limits]\n{extra}"));
+        NodeConfig::from_toml(&text, path.parent().unwrap_or(Path::new(".")))
+    }
+
+    #[test]
+    fn the_bounds_of_both_ports_load_with_their_defaults_and_as_configured() {
+        let c = load_with("").expect("defaults");
+        assert_eq!(c.peer_port.connections, 64);
+        assert_eq!(c.peer_port.streams_per_connection, 64);
+        assert_eq!(c.peer_port.concurrent_requests_per_connection, None);
+        assert_eq!(c.peer_port.request_timeout, Duration::from_secs(60));
+        assert_eq!(c.api_port.concurrent_requests_per_connection, Some(64));
+        assert_eq!(c.api_port.request_timeout, Duration::from_secs(600));
+        assert_eq!(c.api_port.max_header_list_bytes, 8192);
+        assert_eq!(c.api_port.keepalive_timeout, Duration::from_secs(10));
+        let c = load_with(
+            "api_streams_per_connection = 8\napi_concurrent_requests_per_connection = 8\n\
+             keepalive_interval_secs = 5\n",
+        )
+        .expect("configured");
+        assert_eq!(c.api_port.streams_per_connection, 8);
+        assert_eq!(c.peer_port.keepalive_interval, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_bound_out_of_its_range_is_refused_naming_its_key() {
+        for (line, key) in [
+            ("peer_connections = 0", "limits.peer_connections"),
+            (
+                "api_streams_per_connection = 70000",
+                "limits.api_streams_per_connection",
+            ),
+            (
+                "api_concurrent_requests_per_connection = 200",
+                "limits.api_concurrent_requests_per_connection",
+            ),
+            (
+                "max_header_list_bytes = 100",
+                "limits.max_header_list_bytes",
+            ),
+            (
+                "peer_request_timeout_secs = 0",
+                "limits.peer_request_timeout_secs",
+            ),
+            (
+                "keepalive_timeout_secs = 0",
+                "limits.keepalive_timeout_secs",
+            ),
+        ] {
+            match load_with(&format!("{line}\n")) {
+                Err(NodeError::Config { key: k, reason }) => {
+                    assert_eq!(k, key, "{line}: {reason}")
+                }
+                other => panic!("{line}: expected a refusal naming {key}, got {other:?}"),
+            }
+        }
     }
 }

@@ -1,8 +1,9 @@
 //! The reading side of the AgencyApi: the inbox as a stream from a cursor (optionally
-//! following new arrivals), and acknowledgement by the IT system.
+//! following new arrivals), and acknowledgement by the IT system. The first time an IT
+//! system is given an item is audited (`inbox.read`, marked in the record); re-reads are not.
 
 use crate::{node::Node, NodeError};
-use kurzdraht_ledger::{AuditEvent, AuditNote, InboxRecord};
+use kurzdraht_ledger::InboxRecord;
 use kurzdraht_proto::v1::{InboxItem, MessageBody, ReadInboxRequest};
 use prost::Message;
 use tokio::sync::mpsc;
@@ -96,14 +97,15 @@ impl Node {
                     if req.unacknowledged_only && record.acknowledged {
                         continue;
                     }
-                    let note = AuditNote::new(AuditEvent::InboxRead)
-                        .message(&record.message_id)
-                        .peer(&record.sender)
-                        .kind(record.kind)
-                        .detail(format!("client {client}"));
-                    if let Err(e) = node.ledger().audit(note, node.now_ms()) {
-                        let _ = tx.send(Err(e.into())).await;
-                        return;
+                    // The first read by each IT system is audited, a re-read is not.
+                    if !record.read_by.contains(&client) {
+                        if let Err(e) =
+                            node.ledger()
+                                .note_read(&record.message_id, &client, node.now_ms())
+                        {
+                            let _ = tx.send(Err(e.into())).await;
+                            return;
+                        }
                     }
                     if tx.send(node.inbox_item(record)).await.is_err() {
                         return; // reader went away

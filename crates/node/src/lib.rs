@@ -20,6 +20,7 @@
 //! - [`tls`], [`server`]: TLS configuration and running both listeners until shutdown;
 //!   [`transport_refusals`]: what tonic refuses before the node sees it, answered as the
 //!   contract says (`too-large`, `malformed`).
+//!   [`connection_limits`]: what a caller can hold open on either port.
 //! - [`pki`], [`client`], [`federation`]: setting up a federation, an IT system's client,
 //!   and a whole local federation for the demo and the tests.
 //! - [`error`]: [`NodeError`] and the one conversion of errors into gRPC statuses.
@@ -39,6 +40,7 @@ pub mod categories;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod connection_limits;
 pub mod consent_record;
 pub mod delivery;
 pub mod directory;

@@ -4,7 +4,8 @@
 //! Counters live in [`Metrics`] (atomics, held by the [`Node`]) and are bumped by one-line
 //! calls where the work happens: submission, delivery, reception, refusal. Gauges about the
 //! store — outbox depth and the age of the oldest queued message per peer, the store's size
-//! — are read from the ledger at scrape time, so they are never stale.
+//! — are read from the ledger at scrape time (on a blocking thread: counting an outbox reads
+//! it), so they are never stale.
 //!
 //! The HTTP side is deliberately tiny: one request per connection, `GET /metrics` answers
 //! 200, any other request 404, a malformed one 400; requests are read with a size limit and
@@ -75,6 +76,7 @@ pub struct Metrics {
     deliveries: AtomicU64,
     retries: AtomicU64,
     received: AtomicU64,
+    duplicates: AtomicU64,
     /// Refusals by reason code (codes are the static strings of `NodeError::reason_code`).
     refusals: Mutex<BTreeMap<&'static str, u64>>,
     receipt_latency: Histogram,
@@ -104,6 +106,12 @@ impl Metrics {
     /// An envelope from a peer was stored (duplicates are not counted).
     pub fn received(&self) {
         self.received.fetch_add(1, Relaxed);
+    }
+
+    /// A redelivery of a held envelope was answered with its original receipt (the first
+    /// per message is audited, every one is counted).
+    pub fn duplicate(&self) {
+        self.duplicates.fetch_add(1, Relaxed);
     }
 
     /// Something was refused — a submission, a delivery attempt, a reception — for `reason`.
@@ -248,6 +256,12 @@ pub fn render(m: &Metrics, store: &StoreGauges) -> String {
         "Envelopes received from peers and stored (duplicates not counted).",
         m.received.load(Relaxed),
     );
+    counter(
+        &mut out,
+        "kurzdraht_duplicates_total",
+        "Redeliveries answered with the original receipt (the first per message is audited).",
+        m.duplicates.load(Relaxed),
+    );
     header(
         &mut out,
         "kurzdraht_outbox_depth",
@@ -379,7 +393,18 @@ async fn serve_connection(node: Node, mut stream: TcpStream) -> std::io::Result<
         Ok(Err(e)) => return Err(e),
     };
     let answer = match classify(&head) {
-        Request::Metrics => response("200 OK", CONTENT_TYPE, &render_node(&node)),
+        // The store gauges count each peer's outbox: on a blocking thread.
+        Request::Metrics => match tokio::task::spawn_blocking(move || render_node(&node)).await {
+            Ok(text) => response("200 OK", CONTENT_TYPE, &text),
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: rendering failed");
+                response(
+                    "500 Internal Server Error",
+                    "text/plain; charset=utf-8",
+                    "metrics could not be rendered\n",
+                )
+            }
+        },
         Request::NotFound => response(
             "404 Not Found",
             "text/plain; charset=utf-8",
@@ -470,6 +495,7 @@ mod tests {
         m.delivered(Some(0), 100_000_000);
         m.retried();
         m.received();
+        m.duplicate();
         m.refused("no-consent");
         m.refused("no-consent");
         m.refused("odd\"code");
@@ -489,6 +515,7 @@ mod tests {
             "kurzdraht_refusals_total{reason=\"odd\\\"code\"} 1",
             "kurzdraht_delivery_retries_total 1",
             "kurzdraht_received_total 1",
+            "kurzdraht_duplicates_total 1",
             "kurzdraht_outbox_depth{peer=\"jugendamt-norderstedt\"} 3",
             "kurzdraht_outbox_oldest_age_seconds{peer=\"jugendamt-norderstedt\"} 1.500",
             "kurzdraht_receipt_latency_seconds_bucket{le=\"0.025\"} 0",

@@ -1,15 +1,29 @@
 //! The PeerExchange service (tonic): identifies the calling agency from its verified client
-//! certificate, admits it within its limits (each envelope of a batch counts) and hands the
+//! certificate and admits it within its concurrency cap before the request's body is read
+//! ([`Admitted`]), then within its rate (each envelope of a batch counts), and hands the
 //! envelope(s) to [`Node::receive`] / [`Node::receive_batch`].
 
-use crate::{node::Node, peer_limits::PeerLimits, tls, NodeError};
+use crate::{
+    node::Node,
+    peer_limits::{AuditAllowance, PeerLimits},
+    tls, NodeError,
+};
 use kurzdraht_ledger::AuditEvent;
 use kurzdraht_proto::v1::peer_exchange_server::{PeerExchange, PeerExchangeServer};
 use kurzdraht_proto::v1::{
     delivery_outcome::Outcome, BatchOutcome, DeliveryOutcome, DeliveryRefusal, EnvelopeBatch,
     MessageKind, SignedEnvelope, SignedReceipt,
 };
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::{Request, Response, Status};
+use tower::Service;
 
 /// The most envelopes one DeliverBatch may carry.
 pub const MAX_BATCH_ENVELOPES: usize = 256;
@@ -49,39 +63,125 @@ fn refusal(e: NodeError) -> DeliveryRefusal {
 
 pub struct PeerService {
     node: Node,
-    limits: PeerLimits,
+    limits: Arc<PeerLimits>,
 }
 
-pub fn service(node: Node) -> PeerExchangeServer<PeerService> {
+/// The agency a call comes from, as [`Admitted`] found it in the client certificate.
+#[derive(Debug, Clone)]
+struct CallingAgency(String);
+
+/// The PeerExchange service as served: before tonic reads a request's body, the caller is
+/// identified by its client certificate and let in within its agency's concurrency cap
+/// ([`PeerLimits::enter`]); a caller nobody can identify, or one over its cap, is answered
+/// at once and its body is never buffered. So what one peer can make the node hold is at
+/// most `peer_concurrent_requests` requests of at most [`transport_limit`] bytes each,
+/// however many streams and connections it opens.
+#[derive(Clone)]
+pub struct Admitted {
+    inner: PeerExchangeServer<PeerService>,
+    node: Node,
+    limits: Arc<PeerLimits>,
+    unidentified: Arc<AuditAllowance>,
+}
+
+pub fn service(node: Node) -> Admitted {
     let l = node.limits();
-    let limits = PeerLimits::new(l.peer_requests_per_second, l.peer_concurrent_requests);
+    let limits = Arc::new(PeerLimits::new(
+        l.peer_requests_per_second,
+        l.peer_concurrent_requests,
+    ));
     let max = transport_limit(&l.envelope);
-    PeerExchangeServer::new(PeerService { node, limits }).max_decoding_message_size(max)
+    let inner = PeerExchangeServer::new(PeerService {
+        node: node.clone(),
+        limits: limits.clone(),
+    })
+    .max_decoding_message_size(max);
+    Admitted {
+        inner,
+        node,
+        limits,
+        unidentified: Default::default(),
+    }
 }
 
-impl PeerService {
-    /// The agency named by the caller's verified client certificate; a caller without one
-    /// is refused (and audited) before anything else.
-    fn calling_agency<T>(&self, req: &Request<T>) -> Result<String, Status> {
-        let agency = req
-            .peer_certs()
+impl NamedService for Admitted {
+    const NAME: &'static str = <PeerExchangeServer<PeerService> as NamedService>::NAME;
+}
+
+impl Admitted {
+    /// The agency named by the caller's verified client certificate. A caller without one
+    /// is refused before anything else; audited within the allowance of its remote address
+    /// (a few, then one a minute), counted in the metrics always.
+    fn calling_agency(&self, extensions: &http::Extensions) -> Result<String, NodeError> {
+        let info = extensions.get::<TlsConnectInfo<TcpConnectInfo>>();
+        let agency = info
+            .and_then(|i| i.peer_certs())
             .and_then(|certs| certs.first().cloned())
             .ok_or_else(|| {
                 NodeError::PermissionDenied("no client certificate was presented".into())
             })
             .and_then(|leaf| tls::agency_of_certificate(&leaf, self.node.directory()));
-        agency.map_err(|e| {
-            // Refused before reception: audited like every other refusal (no peer known).
-            self.node.audit_refusal(
-                AuditEvent::ReceptionRefused,
-                MessageKind::Unspecified,
-                "",
-                "",
-                &e,
-            );
-            e.into()
+        agency.inspect_err(|e| {
+            let address = info.and_then(|i| i.get_ref().remote_addr()).map(|a| a.ip());
+            if self.unidentified.allows(address, self.node.now_ms()) {
+                self.node.audit_refusal(
+                    AuditEvent::ReceptionRefused,
+                    MessageKind::Unspecified,
+                    "",
+                    "",
+                    e,
+                );
+            } else {
+                self.node.metrics().refused(e.reason_code());
+            }
         })
     }
+}
+
+impl Service<http::Request<Body>> for Admitted {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Service::<http::Request<Body>>::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
+        let admitted = self.calling_agency(req.extensions()).and_then(|agency| {
+            // Over its cap a peer is turned away before its body is read; not audited, so
+            // that a flood cannot flood the audit chain too.
+            let admission = self.limits.enter(&agency).inspect_err(|e| {
+                tracing::debug!(peer = %agency, reason = %e, "peer over its limits");
+            })?;
+            Ok((agency, admission))
+        });
+        match admitted {
+            Ok((agency, admission)) => {
+                req.extensions_mut().insert(CallingAgency(agency));
+                let answer = self.inner.call(req);
+                Box::pin(async move {
+                    let answer = answer.await;
+                    drop(admission);
+                    answer
+                })
+            }
+            Err(e) => {
+                let response = Status::from(e).into_http();
+                Box::pin(std::future::ready(Ok(response)))
+            }
+        }
+    }
+}
+
+fn agency_of<T>(req: &Request<T>) -> Result<String, Status> {
+    req.extensions()
+        .get::<CallingAgency>()
+        .map(|a| a.0.clone())
+        .ok_or_else(|| {
+            NodeError::PermissionDenied("the call was not admitted by its certificate".into())
+                .into()
+        })
 }
 
 #[tonic::async_trait]
@@ -90,10 +190,9 @@ impl PeerExchange for PeerService {
         &self,
         req: Request<SignedEnvelope>,
     ) -> Result<Response<SignedReceipt>, Status> {
-        let agency = self.calling_agency(&req)?;
-        // Over its limits a peer is turned away before any work; not audited, so that a flood
-        // cannot flood the audit chain too.
-        let _admission = self.limits.admit(&agency, 1).inspect_err(|e| {
+        let agency = agency_of(&req)?;
+        // Over its rate a peer is turned away before any work; not audited (see above).
+        self.limits.take(&agency, 1).inspect_err(|e| {
             tracing::debug!(peer = %agency, reason = %e, "peer over its limits");
         })?;
         let receipt = self.node.receive(&agency, req.into_inner()).await?;
@@ -104,7 +203,7 @@ impl PeerExchange for PeerService {
         &self,
         req: Request<EnvelopeBatch>,
     ) -> Result<Response<BatchOutcome>, Status> {
-        let agency = self.calling_agency(&req)?;
+        let agency = agency_of(&req)?;
         let envelopes = req.into_inner().envelopes;
         if envelopes.len() > MAX_BATCH_ENVELOPES {
             return Err(NodeError::invalid(
@@ -116,9 +215,8 @@ impl PeerExchange for PeerService {
             )
             .into());
         }
-        let _admission = self
-            .limits
-            .admit(&agency, envelopes.len())
+        self.limits
+            .take(&agency, envelopes.len())
             .inspect_err(|e| {
                 tracing::debug!(peer = %agency, reason = %e, "peer over its limits");
             })?;

@@ -1,7 +1,12 @@
-//! Per-peer admission: each calling agency gets its own token bucket (envelopes per second —
-//! each envelope of a batch counts as one request — with a burst of one second's worth) and its own cap on concurrent requests, so one
-//! flooding or stuck peer cannot starve the others. Over a limit is RESOURCE_EXHAUSTED; the
-//! sender's delivery worker treats that as transient and backs off.
+//! Per-peer admission: each calling agency gets its own cap on concurrent requests — taken
+//! before a request's body is read, so that what a peer can make the node buffer is bounded
+//! by its cap times the largest request — and its own token bucket (envelopes per second —
+//! each envelope of a batch counts as one request — with a burst of one second's worth), so
+//! one flooding or stuck peer cannot starve the others. Over a limit is RESOURCE_EXHAUSTED;
+//! the sender's delivery worker treats that as transient and backs off.
+//!
+//! [`AuditAllowance`] bounds the audit entries that callers nobody could identify (a
+//! certificate naming no agency) can cause: a few per remote address, then one a minute.
 
 use crate::NodeError;
 use std::collections::HashMap;
@@ -65,29 +70,98 @@ impl PeerLimits {
         }
     }
 
-    /// Admits one request of `agency` carrying `envelopes` envelopes, or says why not.
-    pub fn admit(&self, agency: &str, envelopes: usize) -> Result<Admission, NodeError> {
-        let now = Instant::now();
-        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        let state = peers
+    fn state<'a>(
+        &self,
+        peers: &'a mut HashMap<String, PeerState>,
+        agency: &str,
+        now: Instant,
+    ) -> &'a mut PeerState {
+        peers
             .entry(agency.to_string())
             .or_insert_with(|| PeerState {
                 bucket: Bucket::full(self.rate, now),
                 in_flight: Arc::new(Semaphore::new(self.concurrent)),
-            });
+            })
+    }
+
+    /// Lets one request of `agency` in, before its body is read, if the agency has fewer
+    /// than its cap in flight; the slot is held until the [`Admission`] drops.
+    pub fn enter(&self, agency: &str) -> Result<Admission, NodeError> {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let state = self.state(&mut peers, agency, Instant::now());
         let permit = state.in_flight.clone().try_acquire_owned().map_err(|_| {
             NodeError::ResourceExhausted(format!(
                 "{agency} has {} requests in flight, the most this node allows",
                 self.concurrent
             ))
         })?;
+        Ok(Admission { _permit: permit })
+    }
+
+    /// Takes `envelopes` from `agency`'s rate (once the request is decoded), or says why not.
+    pub fn take(&self, agency: &str, envelopes: usize) -> Result<(), NodeError> {
+        let now = Instant::now();
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let state = self.state(&mut peers, agency, now);
         if !state.bucket.take(envelopes.max(1) as f64, self.rate, now) {
             return Err(NodeError::ResourceExhausted(format!(
                 "{agency} is over {} envelopes per second",
                 self.rate
             )));
         }
-        Ok(Admission { _permit: permit })
+        Ok(())
+    }
+
+    /// [`PeerLimits::enter`] and [`PeerLimits::take`] at once.
+    pub fn admit(&self, agency: &str, envelopes: usize) -> Result<Admission, NodeError> {
+        let admission = self.enter(agency)?;
+        self.take(agency, envelopes)?;
+        Ok(admission)
+    }
+}
+
+/// How many audit entries one remote address may cause at once ...
+pub const AUDIT_BURST: f64 = 5.0;
+/// ... and how often one more (milliseconds).
+pub const AUDIT_EVERY_MS: i64 = 60_000;
+/// Remote addresses remembered; when full, those with a full allowance are forgotten, and
+/// if none has, further refusals are counted but not audited.
+const AUDIT_ADDRESSES: usize = 4_096;
+
+/// Per remote address, a bucket of audit entries: [`AUDIT_BURST`] at once, one more every
+/// [`AUDIT_EVERY_MS`]. On the node's clock (injected, so tests step it).
+#[derive(Default)]
+pub struct AuditAllowance {
+    /// Per address: entries left and when that was computed (ms).
+    addresses: Mutex<HashMap<std::net::IpAddr, (f64, i64)>>,
+}
+
+impl AuditAllowance {
+    /// Whether a refusal of a caller from `address` at `now_ms` is audited (else only
+    /// counted); takes one entry of its allowance if so.
+    pub fn allows(&self, address: Option<std::net::IpAddr>, now_ms: i64) -> bool {
+        let Some(address) = address else {
+            return true;
+        };
+        let mut map = self.addresses.lock().unwrap_or_else(|p| p.into_inner());
+        let refill = |(left, at): (f64, i64)| {
+            let gained = now_ms.saturating_sub(at).max(0) as f64 / AUDIT_EVERY_MS as f64;
+            ((left + gained).min(AUDIT_BURST), now_ms)
+        };
+        if map.len() >= AUDIT_ADDRESSES && !map.contains_key(&address) {
+            map.retain(|_, entry| refill(*entry).0 < AUDIT_BURST);
+            if map.len() >= AUDIT_ADDRESSES {
+                return false;
+            }
+        }
+        let entry = map.entry(address).or_insert((AUDIT_BURST, now_ms));
+        *entry = refill(*entry);
+        if entry.0 >= 1.0 {
+            entry.0 -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 }
 
@@ -134,6 +208,32 @@ mod tests {
             Err(NodeError::ResourceExhausted(_))
         ));
         assert!(limits.admit("b", 1).is_ok(), "b is not starved by a");
+    }
+
+    #[test]
+    fn audits_of_one_address_are_bounded_and_refill_on_the_clock() {
+        let a = AuditAllowance::default();
+        let ip: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+        let other: std::net::IpAddr = "192.0.2.8".parse().unwrap();
+        let allowed = (0..50).filter(|_| a.allows(Some(ip), 1_000)).count();
+        assert_eq!(allowed, AUDIT_BURST as usize);
+        assert!(a.allows(Some(other), 1_000), "another address has its own");
+        assert!(!a.allows(Some(ip), 1_000 + AUDIT_EVERY_MS - 1));
+        assert!(a.allows(Some(ip), 1_000 + AUDIT_EVERY_MS));
+        assert!(!a.allows(Some(ip), 1_000 + AUDIT_EVERY_MS));
+    }
+
+    #[test]
+    fn entering_is_capped_before_the_rate_is_taken() {
+        let limits = PeerLimits::new(1, 2);
+        let one = limits.enter("a").unwrap();
+        let _two = limits.enter("a").unwrap();
+        assert!(limits.enter("a").is_err(), "two in flight");
+        assert!(limits.enter("b").is_ok(), "b has its own slots");
+        drop(one);
+        let _three = limits.enter("a").unwrap();
+        assert!(limits.take("a", 1).is_ok());
+        assert!(limits.take("a", 1).is_err(), "one envelope per second");
     }
 
     #[test]

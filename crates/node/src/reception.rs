@@ -11,8 +11,7 @@
 use crate::{categories::categories_carried, consent_record, node::Node, policy, NodeError};
 use kurzdraht_envelope::{ids, sign_receipt, sign_receipt_batch, verify_and_open, OpenedEnvelope};
 use kurzdraht_ledger::{
-    consent, Accepted, AuditEvent, AuditNote, ConsentEffect, ConsentQuery, InboxRecord, Ledger,
-    StoredConsent,
+    consent, Accepted, AuditEvent, ConsentEffect, ConsentQuery, InboxRecord, Ledger, StoredConsent,
 };
 use kurzdraht_proto::v1::{
     message_body::Body, ConsentRecord, MessageKind, Receipt, SignedEnvelope, SignedReceipt,
@@ -39,7 +38,7 @@ enum Decision {
     /// The same envelope is held already: answer with its original receipt.
     Duplicate(Box<InboxRecord>),
     /// The same envelope came earlier in this batch (at this index): answer as for that one.
-    SameAs(usize),
+    SameAs { index: usize, message_id: String },
     /// Accepted, and moved into the batch's transaction as item `item`.
     Queued { item: usize },
 }
@@ -246,9 +245,11 @@ impl Node {
                         tracing::info!(message_id = %record.message_id, kind = ?kinds[item], sender = tls_agency, seq, "envelope received");
                         record.receipt.clone().ok_or_else(no_receipt)
                     }
-                    // Stored meanwhile by a concurrent delivery of the same envelope.
+                    // Stored meanwhile by a concurrent delivery of the same envelope (noted
+                    // as a duplicate in the batch's transaction).
                     Some(Accepted::Duplicate(held)) => {
                         needs_flush = true;
+                        self.metrics().duplicate();
                         held.receipt.ok_or_else(no_receipt)
                     }
                     None => Err(no_receipt()),
@@ -258,8 +259,11 @@ impl Node {
                     tracing::info!(message_id = %held.message_id, "duplicate answered with the original receipt");
                     held.receipt.ok_or_else(no_receipt)
                 }
-                Ok(Decision::SameAs(index)) => match answers.get(index) {
-                    Some(Ok(receipt)) => Ok(receipt.clone()),
+                Ok(Decision::SameAs { index, message_id }) => match answers.get(index) {
+                    Some(Ok(receipt)) => {
+                        let receipt = receipt.clone();
+                        self.note_duplicate(&message_id, now).map(|()| receipt)
+                    }
                     _ => Err(NodeError::Aborted(
                         "an earlier copy of this envelope in the batch was not stored".into(),
                     )),
@@ -355,22 +359,18 @@ impl Node {
             if *earlier != hash {
                 return Err(conflict());
             }
-            // Audited as a duplicate, as if the copies had come one by one.
-            self.audit_duplicate(&header.message_id, tls_agency, kind as i32, &hash, now)?;
-            return Ok(Decision::SameAs(*at));
+            // A duplicate, as if the copies had come one by one: noted once the first is
+            // stored (see `store_batch`).
+            return Ok(Decision::SameAs {
+                index: *at,
+                message_id: header.message_id.clone(),
+            });
         }
         // A duplicate of what we already hold is answered with the original receipt, even if
         // the consent has changed since: the message was lawfully received then.
         if let Some(held) = self.ledger().inbox_record(&header.message_id)? {
             if held.envelope_sha256.as_slice() == hash.as_slice() {
-                // Audited as the transactional duplicate path in `accept_delivery` does.
-                self.audit_duplicate(
-                    &held.message_id,
-                    &held.sender,
-                    held.kind,
-                    &held.envelope_sha256,
-                    now,
-                )?;
+                self.note_duplicate(&held.message_id, now)?;
                 return Ok(Decision::Duplicate(Box::new(held)));
             }
             return Err(conflict());
@@ -473,6 +473,8 @@ impl Node {
             acknowledged: false,
             notice: None,
             body_erased_at_ms: 0,
+            read_by: Vec::new(),
+            duplicate_audited: false,
         };
         Ok(Decision::Accept {
             record: Box::new(record),
@@ -481,20 +483,13 @@ impl Node {
         })
     }
 
-    fn audit_duplicate(
-        &self,
-        message_id: &str,
-        sender: &str,
-        kind: i32,
-        envelope_sha256: &[u8],
-        now: i64,
-    ) -> Result<(), NodeError> {
-        let note = AuditNote::new(AuditEvent::ReceivedDuplicate)
-            .message(message_id)
-            .peer(sender)
-            .kind(kind)
-            .envelope(envelope_sha256);
-        Ok(self.ledger().audit(note, now)?)
+    /// A redelivery of a held envelope, answered with its original receipt: counted; the
+    /// first per message is audited (the ledger marks it), so that a peer repeating itself
+    /// cannot grow the audit chain.
+    fn note_duplicate(&self, message_id: &str, now: i64) -> Result<(), NodeError> {
+        self.metrics().duplicate();
+        self.ledger().note_duplicate(message_id, now)?;
+        Ok(())
     }
 
     /// A replicated consent must come from the agency that recorded it, name this node, and

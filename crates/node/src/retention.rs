@@ -84,19 +84,25 @@ impl Node {
             ..Default::default()
         };
         policy::validate_subject("subject", Some(&subject))?;
-        let mut ids = BTreeSet::new();
-        let mut lanes = Vec::new();
-        for held in self.ledger().consents_iter() {
-            if let Some(r) = held?.record {
-                if r.subject
-                    .as_ref()
-                    .is_some_and(|s| consent::same_person(s, &subject))
-                {
-                    lanes.extend(self.lanes_of(&r)?);
-                    ids.insert(r.consent_id);
+        // Finding the person's consents reads every consent: on a blocking thread.
+        let node = self.clone();
+        let (ids, lanes) = crate::access_report::blocking(move || {
+            let mut ids = BTreeSet::new();
+            let mut lanes = Vec::new();
+            for held in node.ledger().consents_iter() {
+                if let Some(r) = held?.record {
+                    if r.subject
+                        .as_ref()
+                        .is_some_and(|s| consent::same_person(s, &subject))
+                    {
+                        lanes.extend(node.lanes_of(&r)?);
+                        ids.insert(r.consent_id);
+                    }
                 }
             }
-        }
+            Ok((ids, lanes))
+        })
+        .await?;
         // No delivery round may be in flight under these consents while they are erased,
         // and none may start before the erasure is stored.
         let _lanes = self.close_lanes(lanes).await;

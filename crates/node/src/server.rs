@@ -4,15 +4,14 @@
 //! production binds the configured addresses.
 
 use crate::{
-    agency_api, config::NodeConfig, delivery, health, metrics, node::Node, peer_exchange, tls,
-    transport_refusals, NodeError,
+    agency_api, config::NodeConfig, connection_limits, delivery, health, metrics, node::Node,
+    peer_exchange, tls, transport_refusals, NodeError,
 };
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
 
 /// The node's bound listeners.
 pub struct Listeners {
@@ -79,11 +78,14 @@ pub async fn serve(
     let until_closed = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|c| *c).await;
     };
-    let peer = Server::builder()
+    let peer = connection_limits::server(&config.peer_port)
         .layer(transport_refusals::layer())
         .tls_config(tls::peer_server_tls(&config.tls))?
         .add_service(peer_exchange::service(node.clone()))
-        .serve_with_incoming_shutdown(without_nagle(listeners.peer), until_closed(closing.clone()));
+        .serve_with_incoming_shutdown(
+            connection_limits::bounded(without_nagle(listeners.peer), config.peer_port.connections),
+            until_closed(closing.clone()),
+        );
     let (reporter, health_service) = health::health_service();
     workers.push(health::spawn_health(
         &node,
@@ -91,14 +93,17 @@ pub async fn serve(
         Duration::from_secs(5),
     ));
     let (reflection_v1, reflection_v1alpha) = health::reflection_services()?;
-    let api = Server::builder()
+    let api = connection_limits::server(&config.api_port)
         .layer(transport_refusals::layer())
         .tls_config(tls::api_server_tls(&config.tls))?
         .add_service(agency_api::service(node.clone(), config.api_tokens.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(without_nagle(listeners.api), until_closed(closing.clone()));
+        .serve_with_incoming_shutdown(
+            connection_limits::bounded(without_nagle(listeners.api), config.api_port.connections),
+            until_closed(closing.clone()),
+        );
     if let Some(listener) = listeners.metrics {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(agency = node.agency(), metrics = %addr, "metrics served over plain HTTP");

@@ -9,6 +9,10 @@ use crate::{config::TlsMaterial, directory::Directory, NodeError};
 use rustls_pki_types::{CertificateDer, ServerName};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
+/// How long a caller may take to complete the TLS handshake on either port; the
+/// connection (and its slot, see [`crate::connection_limits`]) is dropped after that.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn identity(m: &TlsMaterial) -> Identity {
     Identity::from_pem(&m.cert_pem, &m.key_pem)
 }
@@ -19,11 +23,14 @@ pub fn peer_server_tls(m: &TlsMaterial) -> ServerTlsConfig {
         .identity(identity(m))
         .client_ca_root(Certificate::from_pem(&m.ca_pem))
         .client_auth_optional(false)
+        .timeout(HANDSHAKE_TIMEOUT)
 }
 
 /// The AgencyApi listener: server-authenticated TLS; callers authenticate with a token.
 pub fn api_server_tls(m: &TlsMaterial) -> ServerTlsConfig {
-    ServerTlsConfig::new().identity(identity(m))
+    ServerTlsConfig::new()
+        .identity(identity(m))
+        .timeout(HANDSHAKE_TIMEOUT)
 }
 
 /// Outgoing connection to `peer`: presents this node's certificate and accepts only a

@@ -9,6 +9,11 @@
 //! here): every consent of a chain, its notices, withdrawals and messages share one lane.
 //! Messages about unrelated consents have no order between them to keep.
 //!
+//! The root is kept with each consent when it is stored ([`StoredConsent::chain_root`]: its
+//! predecessor's root if that is held here, else its own id), so queueing reads one consent;
+//! a consent stored by an earlier version has none, and its chain is walked (stopping at the
+//! first consent on it that has one).
+//!
 //! Outbox key: recipient ‖ `0x00` ‖ lane ‖ u64 BE sequence. Stores written before lanes
 //! (recipient ‖ `0x00` ‖ sequence) get their queued entries moved into their lanes once at
 //! open, keeping their sequence numbers and so their order ([`Ledger::move_outbox_into_lanes`]).
@@ -18,6 +23,7 @@ use crate::{
     error::LedgerError,
     records::{MessageRecord, StoredConsent},
 };
+use kurzdraht_proto::v1::ConsentRecord;
 use prost::Message;
 use sha2::{Digest, Sha256};
 
@@ -60,6 +66,9 @@ fn chain_root<E>(
     loop {
         seen.insert(root.clone());
         let Some(held) = get(&root)? else { break };
+        if !held.chain_root.is_empty() {
+            return Ok(held.chain_root);
+        }
         match held.record {
             Some(r) if !r.supersedes.is_empty() => {
                 if seen.contains(&r.supersedes) {
@@ -104,12 +113,37 @@ fn cycle_from<E>(
 }
 
 impl Tx<'_> {
+    /// The root of the chain `consent_id` lies on, as this transaction sees the consents.
+    fn root_of(&self, consent_id: &str) -> TxResult<String> {
+        chain_root(consent_id, |id| {
+            self.get_sealed::<StoredConsent>(self.consents, "consents", id.as_bytes())
+        })
+    }
+
     /// The lane of messages citing `consent_id`, as this transaction sees the consents.
     pub(super) fn lane_of(&self, consent_id: &str) -> TxResult<u8> {
-        let root = chain_root(consent_id, |id| {
-            self.get_sealed::<StoredConsent>(self.consents, "consents", id.as_bytes())
-        })?;
-        Ok(lane_of_root(&root))
+        Ok(lane_of_root(&self.root_of(consent_id)?))
+    }
+
+    /// The chain root a consent about to be stored gets: its predecessor's, if that is
+    /// held here and was recorded by the same agency (a chain never crosses controllers),
+    /// else its own id.
+    pub(super) fn root_for_new(&self, consent: &ConsentRecord) -> TxResult<String> {
+        if consent.supersedes.is_empty() {
+            return Ok(consent.consent_id.clone());
+        }
+        let predecessor = self.get_sealed::<StoredConsent>(
+            self.consents,
+            "consents",
+            consent.supersedes.as_bytes(),
+        )?;
+        let same_controller = predecessor
+            .and_then(|p| p.record)
+            .is_some_and(|p| p.recording_agency == consent.recording_agency);
+        if same_controller {
+            return self.root_of(&consent.supersedes);
+        }
+        Ok(consent.consent_id.clone())
     }
 }
 
@@ -364,6 +398,107 @@ mod tests {
         for start in ["r", "k", "t", "z"] {
             assert_eq!(root_in(&store, start), "k", "from {start}");
         }
+    }
+
+    /// An id (other than `prev`) whose own lane differs from the lane of `root`, so that a
+    /// consent with it shows whether its lane follows its root or its id.
+    fn replacing(prev: &str, root: &str, prefix: &str) -> String {
+        (0..)
+            .map(|i| format!("{prefix}{i}"))
+            .find(|c| lane_of_root(c) != lane_of_root(root) && *c != prev)
+            .unwrap()
+    }
+
+    /// The stored notice of a replicated consent `id`.
+    fn replicated(id: &str) -> crate::records::InboxRecord {
+        crate::records::InboxRecord {
+            message_id: format!("notice-{id}"),
+            sender: "jobcenter-segeberg".into(),
+            envelope_sha256: Sha256::digest(id.as_bytes()).to_vec(),
+            consent_id: id.into(),
+            envelope: Some(SignedEnvelope {
+                header: id.as_bytes().to_vec(),
+                ..Default::default()
+            }),
+            receipt: Some(SignedReceipt::default()),
+            ..Default::default()
+        }
+    }
+
+    /// Queueing under a consent reads the root kept with it, not the chain: with a consent
+    /// in the middle of the chain gone from the store (so that a walk would stop short, at
+    /// a consent of another lane), messages under the later ones still go to the lane of
+    /// the first. Local and replicated consents alike keep the root they had when stored.
+    #[test]
+    fn the_root_is_kept_with_each_consent_and_queueing_reads_no_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open_encrypted(dir.path(), &key()).unwrap();
+        let a = "consent-a".to_string();
+        l.record_consent(&consent(&a, ""), &[], 1).unwrap();
+        let b = replacing(&a, &a, "consent-b");
+        l.record_consent(&consent(&b, &a), &[], 1).unwrap();
+        let c = replacing(&b, &a, "consent-c");
+        l.record_consent(&consent(&c, &b), &[], 1).unwrap();
+        // a replacement arriving from the agency that recorded it
+        let d = replacing(&c, &a, "consent-d");
+        l.accept_delivery(
+            &replicated(&d),
+            &crate::ConsentEffect::Record(consent(&d, &c)),
+            2,
+        )
+        .unwrap();
+        // an unrelated consent, and one replacing a consent not held here
+        let x = "consent-x".to_string();
+        l.record_consent(&consent(&x, ""), &[], 1).unwrap();
+        let y = "consent-y".to_string();
+        l.accept_delivery(
+            &replicated(&y),
+            &crate::ConsentEffect::Record(consent(&y, "not-held")),
+            2,
+        )
+        .unwrap();
+        for (id, root) in [(&a, &a), (&b, &a), (&c, &a), (&d, &a), (&x, &x), (&y, &y)] {
+            assert_eq!(&l.consent(id).unwrap().unwrap().chain_root, root, "{id}");
+        }
+        // Take `b` out of the store: a walk from `c` or `d` would end at `c`.
+        l.consents.remove(b.as_bytes()).unwrap();
+        assert_ne!(lane_of_root(&c), lane_of_root(&a));
+        for id in [&c, &d] {
+            assert_eq!(l.lane_of(id).unwrap(), lane_of_root(&a), "{id}");
+        }
+        assert_eq!(l.enqueue(&out("m-d", &d)).unwrap(), lane_of_root(&a));
+        assert_eq!(lane_ids(&l, lane_of_root(&a)), ["m-d"]);
+    }
+
+    /// Consents stored by a version that kept no root: their chain is walked, as before.
+    #[test]
+    fn consents_stored_without_a_root_fall_back_to_the_walk() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Ledger::open_encrypted(dir.path(), &key()).unwrap();
+        let a = "consent-a".to_string();
+        l.record_consent(&consent(&a, ""), &[], 1).unwrap();
+        let b = replacing(&a, &a, "consent-b");
+        l.record_consent(&consent(&b, &a), &[], 1).unwrap();
+        let c = replacing(&b, &a, "consent-c");
+        l.record_consent(&consent(&c, &b), &[], 1).unwrap();
+        // as an earlier version wrote them: no root
+        for id in [&a, &b, &c] {
+            let mut held = l.consent(id).unwrap().unwrap();
+            held.chain_root.clear();
+            let sealed = l
+                .at_rest
+                .seal("consents", id.as_bytes(), &held.encode_to_vec())
+                .unwrap();
+            l.consents.insert(id.as_bytes(), sealed).unwrap();
+        }
+        assert_eq!(l.lane_of(&c).unwrap(), lane_of_root(&a));
+        assert_eq!(l.enqueue(&out("m-c", &c)).unwrap(), lane_of_root(&a));
+        // a consent replacing one of them gets the walked root kept
+        let d = replacing(&c, &a, "consent-d");
+        l.record_consent(&consent(&d, &c), &[], 1).unwrap();
+        assert_eq!(l.consent(&d).unwrap().unwrap().chain_root, a);
+        assert_eq!(l.enqueue(&out("m-d", &d)).unwrap(), lane_of_root(&a));
+        assert_eq!(lane_ids(&l, lane_of_root(&a)), ["m-c", "m-d"]);
     }
 
     #[test]
