@@ -83,14 +83,22 @@ impl Ports {
         })
     }
 
-    /// Binds the ports again, not listening, once the node's listeners are closed.
-    fn hold(&mut self) -> Result<(), NodeError> {
-        self.reserved = Some([
-            reserve(self.addrs[0])?,
-            reserve(self.addrs[1])?,
-            reserve(self.addrs[2])?,
-        ]);
-        Ok(())
+    /// Binds the ports again, not listening, once the node's listeners are closed. Best
+    /// effort: a socket of the stopped node that closes late is waited for a moment; if a
+    /// port cannot be held, the restart binds it anew.
+    async fn hold(&mut self) {
+        for _ in 0..100 {
+            let held: Result<Vec<TcpSocket>, NodeError> =
+                self.addrs.iter().map(|a| reserve(*a)).collect();
+            if let Ok(sockets) = held {
+                if let Ok(sockets) = <[TcpSocket; 3]>::try_from(sockets) {
+                    self.reserved = Some(sockets);
+                    return;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        tracing::warn!(ports = ?self.addrs, "could not hold a stopped node's ports");
     }
 }
 
@@ -215,7 +223,7 @@ impl LocalFederation {
             .await
             .map_err(|e| NodeError::Internal(format!("node task failed: {e}")))?;
         if let Some(ports) = self.ports.get_mut(agency) {
-            ports.hold()?;
+            ports.hold().await;
         }
         stopped
     }
