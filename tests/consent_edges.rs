@@ -378,9 +378,17 @@ async fn a_failed_flush_sends_nothing_twice() {
     let h = start().await;
     let lena = lena();
     let mut jc = h.client(JC).await;
-    let id = consent_id(&mut jc, u25_consent(&lena)).await;
+    let recorded = record_consent(&mut jc, u25_consent(&lena)).await;
+    let id = recorded.consent.expect("record").consent_id;
     let ja = h.client(JA).await;
-    wait_for_consent_state(&ja, &id, pb::ConsentState::ConsentInForce).await;
+    // The notice's round has flushed at the Jobcenter too: the injected failure below is
+    // taken by the submission's flush, not by that round's.
+    wait_for_state(
+        &jc,
+        &recorded.notice_message_ids[0],
+        pb::DeliveryState::Delivered,
+    )
+    .await;
     let ledger = h.node(JC).ledger().clone();
     let release = ledger.inject_flush_failure();
     let submitting = {
