@@ -75,7 +75,12 @@ fn every_client_command(jc: PathBuf, ja: PathBuf, dir: PathBuf) -> Cases {
     let mut cases = Cases::default();
     let form = dir.join("einwilligung.pdf");
     std::fs::write(&form, b"Einwilligung, unterschrieben").expect("form");
-    let mut grant = vec!["consent", "grant"];
+    // valid to the end of a day 60 days ahead, in Germany
+    let last_day = (kurzdraht_node::clock::german_date_of_ms(kurzdraht_node::clock::now_ms())
+        .expect("today")
+        + time::Duration::days(60))
+    .to_string();
+    let mut grant = vec!["consent", "grant", "--valid-until", &last_day];
     grant.extend(LENA);
     grant.extend([
         "--recipient",
@@ -117,6 +122,17 @@ fn every_client_command(jc: PathBuf, ja: PathBuf, dir: PathBuf) -> Cases {
         "{granted}"
     );
     assert!(granted["idempotencyKey"].is_string());
+    let until: i64 = consent["validUntilMs"]
+        .as_str()
+        .and_then(|ms| ms.parse().ok())
+        .expect("validUntilMs");
+    let german = |ms: i64| kurzdraht_node::clock::german_date_of_ms(ms).expect("a date");
+    assert_eq!(german(until).to_string(), last_day, "to the last day's end");
+    assert_eq!(
+        german(until + 1),
+        german(until).next_day().expect("a day"),
+        "and not a millisecond longer"
+    );
 
     let mut send = vec![
         "send",

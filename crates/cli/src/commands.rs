@@ -132,7 +132,8 @@ pub enum ConsentCommand {
         /// A purpose (repeat for each).
         #[arg(long = "purpose", value_enum, required = true)]
         purposes: Vec<PurposeArg>,
-        /// Last day of validity, YYYY-MM-DD (default: the node's default validity).
+        /// Last day of validity, YYYY-MM-DD, to its end in Germany (default: the node's
+        /// default validity).
         #[arg(long)]
         valid_until: Option<String>,
         /// A category of data the consent covers (repeat for each).
@@ -575,11 +576,14 @@ async fn run_inner(command: ClientCommand) -> anyhow::Result<ExitCode> {
                         use sha2::Digest;
                         sha2::Sha256::digest(&form_bytes).to_vec()
                     };
+                    // the last millisecond of that day in Germany
                     let valid_until_ms = match valid_until {
                         Some(d) => {
-                            clock::start_of_day_ms(clock::parse_date("--valid-until", &d)?)
-                                + clock::DAY_MS
-                                - 1
+                            let last_day = clock::parse_date("--valid-until", &d)?;
+                            let next_day = last_day
+                                .next_day()
+                                .context("--valid-until lies too far in the future")?;
+                            clock::german_start_of_day_ms(next_day) - 1
                         }
                         None => 0,
                     };

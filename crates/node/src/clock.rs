@@ -98,6 +98,18 @@ pub fn german_date_of_ms(ms: i64) -> Result<Date, NodeError> {
         .ok_or_else(|| NodeError::invalid("timestamp", "is out of range"))
 }
 
+/// The first millisecond of the German calendar day `date` (German midnight), in ms since
+/// the Unix epoch: 23:00 UTC the day before in CET, 22:00 UTC in CEST. Midnight never falls
+/// in a switch (those are at 02:00 and 03:00 German time), so it is unambiguous.
+pub fn german_start_of_day_ms(date: Date) -> i64 {
+    let utc_midnight = start_of_day_ms(date);
+    let cest_midnight = utc_midnight - 2 * 60 * 60 * 1000;
+    match utc_of_ms(cest_midnight) {
+        Ok(t) if german_summer_time(t) => cest_midnight,
+        _ => utc_midnight - 60 * 60 * 1000,
+    }
+}
+
 /// Whether `utc` lies in German summer time (CEST).
 fn german_summer_time(utc: OffsetDateTime) -> bool {
     // 01:00 UTC on the last Sunday of the month
@@ -317,7 +329,21 @@ mod tests {
                 german_date_of_ms(midnight - 1).unwrap(),
                 date.previous_day().unwrap()
             );
+            proptest::prop_assert_eq!(german_start_of_day_ms(date), midnight);
         }
+    }
+
+    #[test]
+    fn german_midnight_is_the_first_millisecond_of_the_german_day() {
+        let d = |text: &str| parse_date("d", text).unwrap();
+        let at = |date: &str| format_ms(german_start_of_day_ms(d(date)));
+        assert_eq!(at("2026-01-15"), "2026-01-14T23:00:00Z");
+        assert_eq!(at("2026-07-15"), "2026-07-14T22:00:00Z");
+        // the Sundays of the switches begin in the old time, the Mondays in the new
+        assert_eq!(at("2026-03-29"), "2026-03-28T23:00:00Z");
+        assert_eq!(at("2026-03-30"), "2026-03-29T22:00:00Z");
+        assert_eq!(at("2026-10-25"), "2026-10-24T22:00:00Z");
+        assert_eq!(at("2026-10-26"), "2026-10-25T23:00:00Z");
     }
 
     #[test]
