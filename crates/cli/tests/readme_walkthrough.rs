@@ -6,8 +6,10 @@
 //! What a person's shell does, the test does itself: `cargo build --release` and
 //! `B=target/release/kurzdraht` are not run (cargo built the binary for this test);
 //! `export K=V` sets K for the following lines; a line ending in `&` starts a background
-//! node and waits until its API port answers; `kill %1 %2 …` stops those nodes with SIGTERM
-//! and demands a clean exit; `<CONSENT_ID>` and `<MESSAGE_ID>` are taken from the
+//! node and waits until its API port answers; `kill %1 %2 …` sends those nodes SIGTERM,
+//! and `wait` waits until every background node has ended, demanding a clean exit (without
+//! it the next command may find a store still open); `<CONSENT_ID>` and `<MESSAGE_ID>` are
+//! taken from the
 //! `consentId` and `messageId` of the `--json` answers before them. A command that reads
 //! the inbox is repeated until it lists the message (delivery takes a moment; a person
 //! would look again). Every other line must exit 0.
@@ -171,8 +173,12 @@ impl Shell {
                     .strip_prefix('%')
                     .and_then(|n| n.parse().ok())
                     .expect("kill %N");
-                self.stop(n);
+                self.terminate(n);
             }
+            return;
+        }
+        if command == "wait" {
+            self.wait_all();
             return;
         }
         let command = self.substituted(command);
@@ -240,9 +246,9 @@ impl Shell {
         self.jobs.push((command.to_string(), child, log));
     }
 
-    /// `kill %n`: SIGTERM to the n-th background job; it must stop cleanly.
-    fn stop(&mut self, n: usize) {
-        let (command, child, log) = self
+    /// `kill %n`: SIGTERM to the n-th background job.
+    fn terminate(&mut self, n: usize) {
+        let (_, child, _) = self
             .jobs
             .get_mut(n - 1)
             .unwrap_or_else(|| panic!("no job %{n}"));
@@ -251,19 +257,25 @@ impl Shell {
             .status()
             .expect("kill");
         assert!(term.success());
+    }
+
+    /// `wait`: every background job has ended, each with exit code 0.
+    fn wait_all(&mut self) {
         let started = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                break status;
-            }
-            assert!(started.elapsed() < BOUND, "`{command}` did not stop");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert!(
-            status.success(),
-            "`{command}` ended {status}: {}",
-            read(log)
-        );
+        for (command, child, log) in &mut self.jobs {
+            let status = loop {
+                if let Some(status) = child.try_wait().expect("wait") {
+                    break status;
+                }
+                assert!(started.elapsed() < BOUND, "`{command}` did not stop");
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            assert!(
+                status.success(),
+                "`{command}` ended {status}: {}",
+                read(log)
+            );
+        }
     }
 }
 
@@ -313,6 +325,7 @@ fn the_readme_walkthrough_runs_as_written() {
         ran.last().is_some_and(|c| c.contains("audit verify")),
         "{ran:?}"
     );
+    assert!(ran.iter().any(|c| c == "wait"), "{ran:?}");
     assert!(ran.len() > 15, "{ran:?}");
 }
 
