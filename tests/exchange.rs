@@ -749,6 +749,29 @@ async fn withdrawal_stops_queued_messages() {
         assert!(item.body.is_none() && item.envelope.is_none());
         assert_eq!(item.sender, JC);
     }
+    // A delivery notice is acknowledged like any item, by its own id.
+    let first = own
+        .iter()
+        .find(|i| i.notice.is_some())
+        .expect("a notice")
+        .message_id
+        .clone();
+    jc.acknowledge(pb::AcknowledgeRequest {
+        message_id: first.clone(),
+    })
+    .await
+    .expect("acknowledge a notice");
+    let unacknowledged = read_inbox_with(
+        &mut jc.clone(),
+        pb::ReadInboxRequest {
+            after_seq: 0,
+            follow: false,
+            unacknowledged_only: true,
+        },
+    )
+    .await;
+    assert_eq!(unacknowledged.len(), own.len() - 1);
+    assert!(!ids(&unacknowledged).contains(&first));
 }
 
 /// 6. A queued message survives a graceful restart of its sender and is delivered exactly

@@ -565,6 +565,90 @@ async fn implausible_dates_of_birth_and_broken_names_are_refused() {
     );
 }
 
+/// The age rules take the German date (Europe/Berlin), not the UTC date: between German
+/// midnight and UTC midnight (23:30 UTC is 00:30 CET or 01:30 CEST the next day) a person
+/// born on the German date is born today, not tomorrow, and a person whose 25th birthday it
+/// is in Germany is 25 (`over-age`). Control: at 21:30 UTC, before German midnight, the
+/// same person is born tomorrow (`invalid-argument`) and the other is 24 (passes the U25
+/// rule, then `no-consent`). In winter and in summer time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_german_date_decides_between_german_and_utc_midnight() {
+    use kurzdraht_node::clock;
+    let ms = |rfc3339: &str| {
+        let t =
+            time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+                .expect("a time");
+        (t.unix_timestamp_nanos() / 1_000_000) as i64
+    };
+    let clocks: Clocks = [JC, JA, JN]
+        .into_iter()
+        .map(|a| (a, clock::ManualClock::at(ms("2026-01-14T23:30:00Z"))))
+        .collect();
+    let h = start_on(&clocks).await;
+    let mut jc = h.client(JC).await;
+    let set = |at: &str| {
+        for c in clocks.values() {
+            c.set(ms(at));
+        }
+    };
+    // (the German date, an instant after German midnight but before UTC midnight, one
+    // before German midnight)
+    for (german_date, after, before) in [
+        ("01-15", "2026-01-14T23:30:00Z", "2026-01-14T21:30:00Z"),
+        ("06-15", "2026-06-14T23:30:00Z", "2026-06-14T21:30:00Z"),
+    ] {
+        let newborn = subject("Mia", "Hansen", &format!("2026-{german_date}"));
+        let by_guardian = pb::RecordConsentRequest {
+            given_by: pb::ConsentGiver::Guardian as i32,
+            guardian_name: "Anke Hansen".into(),
+            ..consent_request(&newborn, &[JA], &[pb::Purpose::U25MoveOut])
+        };
+        let twenty_five_today = subject("Kai", "Lorenzen", &format!("2001-{german_date}"));
+
+        set(after);
+        jc.record_consent(by_guardian.clone())
+            .await
+            .unwrap_or_else(|s| panic!("at {after}, born today in Germany: {s:?}"));
+        refused(
+            &format!("at {after}, 25 today in Germany"),
+            submit(
+                &mut jc,
+                JA,
+                "",
+                "",
+                certification_request(&twenty_five_today, "x"),
+            )
+            .await,
+            Code::InvalidArgument,
+            "over-age",
+            &["body.subject.date_of_birth"],
+        );
+
+        set(before);
+        refused(
+            &format!("at {before}, born tomorrow in Germany"),
+            jc.record_consent(by_guardian).await,
+            Code::InvalidArgument,
+            "invalid-argument",
+            &["subject.date_of_birth", "future"],
+        );
+        refused(
+            &format!("at {before}, 24 in Germany, 25 tomorrow"),
+            submit(
+                &mut jc,
+                JA,
+                "",
+                "",
+                certification_request(&twenty_five_today, "x"),
+            )
+            .await,
+            Code::FailedPrecondition,
+            "no-consent",
+            &[],
+        );
+    }
+}
+
 // ---- 4. Reasons of their own ----
 
 /// The U25 rule has its own reason (`over-age`), the same field's malformed value stays

@@ -4,7 +4,8 @@
 Against a running node it checks grpc.health.v1 (SERVING), refuses to work without a token,
 records a consent (categories, legal basis, form, SHA-256 of the signed form), submits a
 CertificationRequest citing it (answered QUEUED), and sees a submission without consent
-refused with FAILED_PRECONDITION and the `kurzdraht-reason` metadata `no-consent`.
+refused with FAILED_PRECONDITION and the `kurzdraht-reason` metadata `no-consent` — in the
+trailing metadata, as every refusal arrives (a stream refused for want of a token too).
 
     python3 tests/python/client_test.py --client fed/jobcenter-segeberg/client.toml \
         --recipient jugendamt-kreis-segeberg [--ca fed/ca.pem] [--proto-dir proto]
@@ -148,6 +149,17 @@ def main(argv):
                 check(False, "a call without a token is refused")
             except grpc.RpcError as e:
                 check(e.code() == grpc.StatusCode.UNAUTHENTICATED, "a call without a token is UNAUTHENTICATED")
+            # A refused stream too: its reason arrives in the trailing metadata.
+            try:
+                for _ in api.ReadInbox(agency_pb2.ReadInboxRequest(), timeout=10):
+                    pass
+                check(False, "a stream without a token is refused")
+            except grpc.RpcError as e:
+                reason = dict(e.trailing_metadata() or ()).get("kurzdraht-reason")
+                check(
+                    e.code() == grpc.StatusCode.UNAUTHENTICATED and reason == "unauthenticated",
+                    f"a stream without a token is UNAUTHENTICATED/unauthenticated in the trailers (got {e.code()}/{reason})",
+                )
 
             subject = messages_pb2.Subject(
                 given_name="Jonas",
@@ -215,11 +227,15 @@ def main(argv):
                 )
                 check(False, "a submission without consent is refused")
             except grpc.RpcError as e:
+                # The README's promise: a refusal's reason is trailing metadata (a
+                # Trailers-Only answer), never initial metadata.
                 reason = dict(e.trailing_metadata() or ()).get("kurzdraht-reason")
                 check(
                     e.code() == grpc.StatusCode.FAILED_PRECONDITION and reason == "no-consent",
-                    f"a submission without consent is FAILED_PRECONDITION/no-consent (got {e.code()}/{reason})",
+                    f"a submission without consent is FAILED_PRECONDITION/no-consent in the trailers (got {e.code()}/{reason})",
                 )
+                initial = dict(e.initial_metadata() or ())
+                check("kurzdraht-reason" not in initial, f"no reason in the initial metadata ({initial})")
 
     print(f"consent_id={consent.consent_id}")
     print(f"message_id={submitted.message_id}")

@@ -216,17 +216,17 @@ pub fn subject(given: &str, family: &str, date_of_birth: &str) -> pb::Subject {
     }
 }
 
-/// Today's UTC date, `YYYY-MM-DD`, as the nodes see it.
+/// Today's German date, `YYYY-MM-DD`, as the nodes' age rules see it.
 pub fn today() -> String {
-    clock::date_of_ms(clock::now_ms())
+    clock::german_date_of_ms(clock::now_ms())
         .expect("today")
         .to_string()
 }
 
-/// The date of birth of someone whose `years`-th birthday is today (1 March for a
-/// 29 February that does not exist in that year).
+/// The date of birth of someone whose `years`-th birthday is today in Germany (1 March
+/// for a 29 February that does not exist in that year).
 pub fn birthday_years_ago(years: i32) -> String {
-    let today = clock::date_of_ms(clock::now_ms()).expect("today");
+    let today = clock::german_date_of_ms(clock::now_ms()).expect("today");
     let (m, d) = (u8::from(today.month()), today.day());
     let y = today.year() - years;
     let text = format!("{y:04}-{m:02}-{d:02}");

@@ -14,7 +14,9 @@ pub struct ClientArgs {
     /// The IT system's client.toml (written by `kurzdraht pki init`).
     #[arg(long, env = "KURZDRAHT_CLIENT", global = true)]
     pub(crate) client: Option<PathBuf>,
-    /// Machine-readable JSON output.
+    /// Machine-readable JSON output: the answer in the canonical protobuf JSON mapping
+    /// (lowerCamelCase names, enum names, base64 bytes, 64-bit integers as strings, default
+    /// values printed), each `…Ms` time also as RFC 3339 (UTC) in a sibling without `Ms`.
     #[arg(long, global = true)]
     pub(crate) json: bool,
 }
@@ -73,8 +75,8 @@ pub enum ClientCommand {
         /// Only messages not yet acknowledged.
         #[arg(long)]
         unacknowledged: bool,
-        /// Export to this file as JSON lines (one message each), with progress on stderr,
-        /// instead of listing.
+        /// Export to this file as JSON lines (one inbox item each, as `--json` prints it),
+        /// with progress on stderr, instead of listing.
         #[arg(long, conflicts_with = "follow")]
         export: Option<PathBuf>,
     },
@@ -130,7 +132,8 @@ pub enum ConsentCommand {
         /// A purpose (repeat for each).
         #[arg(long = "purpose", value_enum, required = true)]
         purposes: Vec<PurposeArg>,
-        /// Last day of validity, YYYY-MM-DD (default: the node's default validity).
+        /// Last day of validity, YYYY-MM-DD, to its end in Germany (default: the node's
+        /// default validity).
         #[arg(long)]
         valid_until: Option<String>,
         /// A category of data the consent covers (repeat for each).
@@ -438,18 +441,67 @@ async fn client_from(args: &ClientArgs) -> anyhow::Result<(AgencyClient, ClientC
     Ok((client, config))
 }
 
+/// An answer of the node as JSON: the canonical protobuf JSON mapping (`kurzdraht-proto`'s
+/// `serde` feature: lowerCamelCase names, enum value names, base64 bytes, 64-bit integers as
+/// strings, fields with default values printed too), plus for every timestamp field
+/// `…Ms` (milliseconds since the Unix epoch) that is not 0 a sibling without the `Ms` suffix
+/// holding the same instant in RFC 3339 (UTC), e.g. `"validUntil": "2027-04-30T21:59:59.999Z"`.
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> anyhow::Result<serde_json::Value> {
+    let mut json = serde_json::to_value(value)?;
+    add_rfc3339_times(&mut json);
+    Ok(json)
+}
+
+/// Adds the RFC 3339 sibling of every non-zero `…Ms` timestamp, at every depth. A sibling
+/// never replaces a field of the message (none is named like one; see the test).
+fn add_rfc3339_times(json: &mut serde_json::Value) {
+    use serde_json::Value;
+    match json {
+        Value::Object(fields) => {
+            let times: Vec<(String, String)> = fields
+                .iter()
+                .filter_map(|(name, value)| {
+                    let at = name.strip_suffix("Ms").filter(|at| !at.is_empty())?;
+                    let ms: i64 = value.as_str()?.parse().ok()?;
+                    if ms == 0 || fields.contains_key(at) {
+                        return None;
+                    }
+                    Some((at.to_string(), rfc3339_of_ms(ms)?))
+                })
+                .collect();
+            for value in fields.values_mut() {
+                add_rfc3339_times(value);
+            }
+            for (at, time) in times {
+                fields.insert(at, Value::String(time));
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(add_rfc3339_times),
+        _ => {}
+    }
+}
+
+/// `ms` (since the Unix epoch) in RFC 3339, UTC, with milliseconds where they are not 0.
+fn rfc3339_of_ms(ms: i64) -> Option<String> {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()?
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    println!("{}", serde_json::to_string_pretty(&to_json(value)?)?);
     Ok(())
 }
 
-/// The answer as JSON with the idempotency key it was given under (`idempotency_key`).
+/// The answer as JSON with the idempotency key it was given under (`idempotencyKey`).
 fn print_keyed_json<T: serde::Serialize>(value: &T, key: &str) -> anyhow::Result<()> {
-    let mut json = serde_json::to_value(value)?;
+    let mut json = to_json(value)?;
     if let Some(fields) = json.as_object_mut() {
-        fields.insert("idempotency_key".into(), key.into());
+        fields.insert("idempotencyKey".into(), key.into());
     }
-    print_json(&json)
+    println!("{}", serde_json::to_string_pretty(&json)?);
+    Ok(())
 }
 
 /// Runs a state-changing call made with idempotency key `key`. When it fails in a way a
@@ -524,11 +576,14 @@ async fn run_inner(command: ClientCommand) -> anyhow::Result<ExitCode> {
                         use sha2::Digest;
                         sha2::Sha256::digest(&form_bytes).to_vec()
                     };
+                    // the last millisecond of that day in Germany
                     let valid_until_ms = match valid_until {
                         Some(d) => {
-                            clock::start_of_day_ms(clock::parse_date("--valid-until", &d)?)
-                                + clock::DAY_MS
-                                - 1
+                            let last_day = clock::parse_date("--valid-until", &d)?;
+                            let next_day = last_day
+                                .next_day()
+                                .context("--valid-until lies too far in the future")?;
+                            clock::german_start_of_day_ms(next_day) - 1
                         }
                         None => 0,
                     };
@@ -780,7 +835,7 @@ async fn run_inner(command: ClientCommand) -> anyhow::Result<ExitCode> {
             while let Some(item) = stream.message().await? {
                 n += 1;
                 if common.json {
-                    println!("{}", serde_json::to_string(&item)?);
+                    println!("{}", serde_json::to_string(&to_json(&item)?)?);
                 } else if let Some(n) = &item.notice {
                     let state = pb::DeliveryState::try_from(n.state)
                         .map(|s| s.as_str_name())
@@ -865,12 +920,15 @@ async fn run_inner(command: ClientCommand) -> anyhow::Result<ExitCode> {
         }
         ClientCommand::Ack { common, message_id } => {
             let (mut client, _) = client_from(&common).await?;
-            client
+            let r = client
                 .acknowledge(pb::AcknowledgeRequest {
                     message_id: message_id.clone(),
                 })
-                .await?;
-            if !common.json {
+                .await?
+                .into_inner();
+            if common.json {
+                print_json(&r)?;
+            } else {
                 println!("{message_id} acknowledged");
             }
         }
@@ -907,7 +965,7 @@ async fn export_inbox(
     let mut n = 0u64;
     let mut last_seq = after;
     while let Some(item) = stream.message().await? {
-        serde_json::to_writer(&mut out, &item)?;
+        serde_json::to_writer(&mut out, &to_json(&item)?)?;
         out.write_all(b"\n")?;
         n += 1;
         last_seq = item.seq;
@@ -1114,4 +1172,63 @@ pub fn render_report(r: &pb::SubjectAccessReport) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_nonzero_ms_time_gets_an_rfc3339_sibling_at_every_depth() {
+        let mut v = json!({
+            "createdAtMs": "1795950777743",
+            "validFromMs": "0",
+            "attempts": 3,
+            "nested": {"atMs": "1700000000000", "at": "kept"},
+            "items": [{"receivedAtMs": "-1000"}, {"closedAtMs": "not a number"}],
+            "Ms": "5",
+        });
+        add_rfc3339_times(&mut v);
+        assert_eq!(
+            v,
+            json!({
+                "createdAtMs": "1795950777743",
+                "createdAt": "2026-11-29T11:12:57.743Z",
+                "validFromMs": "0",
+                "attempts": 3,
+                "nested": {"atMs": "1700000000000", "at": "kept"},
+                "items": [
+                    {"receivedAtMs": "-1000", "receivedAt": "1969-12-31T23:59:59Z"},
+                    {"closedAtMs": "not a number"}
+                ],
+                "Ms": "5",
+            })
+        );
+    }
+
+    /// The canonical mapping of a whole answer: enum names, base64 bytes, int64 as strings,
+    /// default values printed, lowerCamelCase names.
+    #[test]
+    fn answers_print_in_the_canonical_mapping() {
+        let status = pb::MessageStatus {
+            message_id: "m".into(),
+            state: pb::DeliveryState::Delivered as i32,
+            updated_at_ms: 1_795_950_777_000,
+            receipt: Some(pb::SignedReceipt {
+                receipt: vec![0xff, 0x00, 0x10],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let v = to_json(&status).unwrap();
+        assert_eq!(v["messageId"], "m");
+        assert_eq!(v["state"], "DELIVERED");
+        assert_eq!(v["updatedAtMs"], "1795950777000");
+        assert_eq!(v["updatedAt"], "2026-11-29T11:12:57Z");
+        assert_eq!(v["receipt"]["receipt"], "/wAQ");
+        assert_eq!(v["attempts"], 0, "default values are printed");
+        assert_eq!(v["kind"], "MESSAGE_KIND_UNSPECIFIED");
+        assert!(v.get("submittedAt").is_none(), "no sibling for 0");
+    }
 }

@@ -32,6 +32,12 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// What is logged on stderr: error, warn, info, debug or trace, or a tracing filter such
+    /// as `warn,kurzdraht_node=debug`. Without it, the KURZDRAHT_LOG environment variable
+    /// decides, else RUST_LOG, else the command's default (info for `serve` and
+    /// `demo --verbose`, warn for everything else).
+    #[arg(long, global = true, value_name = "LEVEL", value_parser = parse_log_level)]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -139,9 +145,50 @@ enum AuditCommand {
     },
 }
 
-fn init_logging(format: LogFormat, default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KURZDRAHT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+/// A `--log-level` value: a level, or a filter that tracing takes. A lone word that is no
+/// level (`wran`) is refused: tracing would take it for a target and log nothing else.
+fn parse_log_level(value: &str) -> Result<String, String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let lone_word = !value.contains(['=', ',', '[']);
+    if lone_word && !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(value.trim())) {
+        return Err(format!(
+            "{value:?} is no level ({}) nor a filter such as `warn,kurzdraht_node=debug`",
+            LEVELS.join(", ")
+        ));
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(value)
+        .map(|_| value.to_string())
+        .map_err(|e| format!("not a log level or filter: {e}"))
+}
+
+/// The environment variables that set the log level, strongest first.
+const LOG_LEVEL_VARIABLES: [&str; 2] = ["KURZDRAHT_LOG", "RUST_LOG"];
+
+/// Which log filter applies: `--log-level`, else the first of [`LOG_LEVEL_VARIABLES`]
+/// that is set and not empty (read through `env`), else `default`. A variable that is no
+/// valid filter is an error naming it (not silently the default).
+fn log_filter(
+    flag: Option<&str>,
+    env: impl Fn(&str) -> Option<String>,
+    default: &str,
+) -> Result<String, String> {
+    if let Some(level) = flag {
+        return Ok(level.to_string());
+    }
+    for var in LOG_LEVEL_VARIABLES {
+        if let Some(value) = env(var).filter(|v| !v.trim().is_empty()) {
+            parse_log_level(&value).map_err(|e| format!("{var}={value:?}: {e}"))?;
+            return Ok(value);
+        }
+    }
+    Ok(default.to_string())
+}
+
+fn init_logging(format: LogFormat, directives: &str) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .parse(directives)
+        .map_err(|e| e.to_string())?;
     // Colour only for a person at a terminal; a journal or a file gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
@@ -152,6 +199,7 @@ fn init_logging(format: LogFormat, default: &str) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    Ok(())
 }
 
 fn main() -> std::process::ExitCode {
@@ -161,7 +209,16 @@ fn main() -> std::process::ExitCode {
         Command::Demo { verbose: true, .. } => "info",
         _ => "warn",
     };
-    init_logging(cli.log_format, default_level);
+    let logging = log_filter(
+        cli.log_level.as_deref(),
+        |var| std::env::var(var).ok(),
+        default_level,
+    )
+    .and_then(|directives| init_logging(cli.log_format, &directives));
+    if let Err(e) = logging {
+        eprintln!("error: log level: {e}");
+        return std::process::ExitCode::from(2); // usage, as for a bad argument
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -312,6 +369,51 @@ mod tests {
     use super::*;
     use clap::CommandFactory;
     use std::path::Path;
+
+    #[test]
+    fn the_log_level_flag_beats_kurzdraht_log_beats_rust_log_beats_the_default() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let both = env(&[("KURZDRAHT_LOG", "debug"), ("RUST_LOG", "error")]);
+        assert_eq!(log_filter(Some("warn"), both, "info").unwrap(), "warn");
+        assert_eq!(log_filter(None, both, "info").unwrap(), "debug");
+        let rust = env(&[("RUST_LOG", "error")]);
+        assert_eq!(log_filter(None, rust, "info").unwrap(), "error");
+        // an empty variable is as if unset
+        let empty = env(&[("KURZDRAHT_LOG", " "), ("RUST_LOG", "trace")]);
+        assert_eq!(log_filter(None, empty, "info").unwrap(), "trace");
+        assert_eq!(log_filter(None, env(&[]), "info").unwrap(), "info");
+        // an invalid variable is an error naming it, not silently the default
+        let bad = env(&[("RUST_LOG", "info,=[")]);
+        let e = log_filter(None, bad, "info").unwrap_err();
+        assert!(e.starts_with("RUST_LOG="), "{e}");
+        // ... but the flag overrides it
+        assert_eq!(log_filter(Some("warn"), bad, "info").unwrap(), "warn");
+    }
+
+    #[test]
+    fn a_log_level_that_is_no_filter_is_a_usage_error() {
+        assert!(Cli::try_parse_from(["kurzdraht", "--log-level", "debug", "demo"]).is_ok());
+        assert!(Cli::try_parse_from([
+            "kurzdraht",
+            "demo",
+            "--log-level",
+            "warn,kurzdraht_node=debug"
+        ])
+        .is_ok());
+        for bad in ["info,=[", "wran", ""] {
+            let e = Cli::try_parse_from(["kurzdraht", "demo", "--log-level", bad])
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} is refused"));
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{bad:?}");
+        }
+        assert!(log_filter(None, |_| Some("wran".into()), "info").is_err());
+    }
 
     #[test]
     fn command_line_definition_is_consistent() {

@@ -119,7 +119,7 @@ fn exit_codes_and_export() {
     let out = run(&grant, &jc);
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    let consent = v["consent"]["consent_id"]
+    let consent = v["consent"]["consentId"]
         .as_str()
         .expect("consent id")
         .to_string();
@@ -262,7 +262,7 @@ fn exit_codes_and_export() {
     };
     for line in lines.lines() {
         let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
-        assert!(v["message_id"].as_str().is_some_and(|id| id.len() == 36));
+        assert!(v["messageId"].as_str().is_some_and(|id| id.len() == 36));
     }
     assert!(!file.with_extension("partial").exists());
 
@@ -275,12 +275,9 @@ fn exit_codes_and_export() {
     keyed_grant.extend(["--idempotency-key", "grant-2"]);
     let g1 = json(&run(&keyed_grant, &jc));
     let g2 = json(&run(&keyed_grant, &jc));
-    assert_eq!(g1["idempotency_key"], "grant-2");
+    assert_eq!(g1["idempotencyKey"], "grant-2");
     assert_eq!(g1, g2, "the same answer: one consent");
-    let second = g1["consent"]["consent_id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let second = g1["consent"]["consentId"].as_str().expect("id").to_string();
     assert_ne!(second, consent);
     let send_keyed = |reason: &str, key: Option<&str>| {
         let mut args = vec![
@@ -310,7 +307,7 @@ fn exit_codes_and_export() {
     let s1 = json(&send_keyed("Erneut", Some("send-1")));
     let s2 = json(&send_keyed("Erneut", Some("send-1")));
     assert_eq!(s1, s2, "the same message id");
-    assert_eq!(s1["idempotency_key"], "send-1");
+    assert_eq!(s1["idempotencyKey"], "send-1");
     // The key with another request: refused (exit 3), naming the reason.
     let other = send_keyed("Anders", Some("send-1"));
     assert_eq!(
@@ -323,9 +320,9 @@ fn exit_codes_and_export() {
     // Without --idempotency-key each invocation has a fresh key (printed): two messages.
     let f1 = json(&send_keyed("Erneut", None));
     let f2 = json(&send_keyed("Erneut", None));
-    assert_ne!(f1["message_id"], f2["message_id"]);
-    assert_ne!(f1["idempotency_key"], f2["idempotency_key"]);
-    assert_eq!(f1["idempotency_key"].as_str().map(str::len), Some(36));
+    assert_ne!(f1["messageId"], f2["messageId"]);
+    assert_ne!(f1["idempotencyKey"], f2["idempotencyKey"]);
+    assert_eq!(f1["idempotencyKey"].as_str().map(str::len), Some(36));
     // Text output names the key too.
     let text = run(
         &[

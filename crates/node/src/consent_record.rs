@@ -51,7 +51,7 @@ pub fn validate(
         &record.guardian_name,
         policy::MAX_NAME,
     )?;
-    let recorded_on = clock::date_of_ms(record.recorded_at_ms)?;
+    let recorded_on = clock::german_date_of_ms(record.recorded_at_ms)?;
     policy::check_date_of_birth(&field("subject.date_of_birth"), dob, recorded_on)?;
     let age = policy::age_on(dob, recorded_on);
     match given_by {

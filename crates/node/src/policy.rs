@@ -132,8 +132,10 @@ pub fn check_date_of_birth(field: &str, date_of_birth: Date, on: Date) -> Result
     Ok(())
 }
 
-/// The U25 rule: the subject is under 25 on the message date. A person 25 or older is
-/// refused with its own reason (`over-age`), not as a malformed field.
+/// The U25 rule: the subject is under 25 on the message date (the German calendar date of
+/// the message's creation, [`clock::german_date_of_ms`]). On the 25th birthday the person
+/// is 25: refused. A person 25 or older is refused with its own reason (`over-age`), not
+/// as a malformed field.
 pub fn check_under_25(date_of_birth: Date, message_date: Date) -> Result<(), NodeError> {
     let field = "body.subject.date_of_birth";
     check_date_of_birth(field, date_of_birth, message_date)?;
@@ -316,7 +318,8 @@ pub fn validate_case_body(body: &MessageBody) -> Result<&Subject, NodeError> {
 }
 
 /// Everything the policy says about one case message: roles, fields, and the U25 rule on
-/// the message date. Returns the subject the consent must cover.
+/// the message date: the German calendar date (Europe/Berlin) of `created_at_ms`. Returns
+/// the subject the consent must cover.
 pub fn admit_case_message(
     kind: MessageKind,
     sender: Role,
@@ -327,7 +330,7 @@ pub fn admit_case_message(
     check_roles(kind, sender, recipient)?;
     let subject = validate_case_body(body)?;
     let dob = clock::parse_date("body.subject.date_of_birth", &subject.date_of_birth)?;
-    check_under_25(dob, clock::date_of_ms(created_at_ms)?)?;
+    check_under_25(dob, clock::german_date_of_ms(created_at_ms)?)?;
     Ok(subject)
 }
 
@@ -408,6 +411,64 @@ mod tests {
         let leap = date(2004, 2, 29);
         assert!(check_under_25(leap, date(2029, 2, 28)).is_ok());
         assert!(check_under_25(leap, date(2029, 3, 1)).is_err());
+    }
+
+    /// A message body about a person born on `dob`, for `admit_case_message`.
+    fn request_about(dob: &str) -> MessageBody {
+        MessageBody {
+            body: Some(Body::CertificationRequest(
+                kurzdraht_proto::v1::CertificationRequest {
+                    subject: Some(Subject {
+                        given_name: "Lena".into(),
+                        family_name: "Hansen".into(),
+                        date_of_birth: dob.into(),
+                        ..Default::default()
+                    }),
+                    reason: "Antrag auf Zusicherung".into(),
+                    respond_by: String::new(),
+                    caseworker: "Herr Jensen".into(),
+                },
+            )),
+        }
+    }
+
+    fn ms_of(rfc3339: &str) -> i64 {
+        let t =
+            time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+                .unwrap();
+        (t.unix_timestamp_nanos() / 1_000_000) as i64
+    }
+
+    /// The German date decides: a message created at 23:30 UTC on the eve of the 25th
+    /// birthday is created on the birthday in Germany (00:30 CET / 01:30 CEST) and refused;
+    /// one created a millisecond before German midnight is admitted.
+    #[test]
+    fn the_u25_rule_takes_the_german_date_of_the_message() {
+        let admit = |dob: &str, at: &str| {
+            admit_case_message(
+                MessageKind::CertificationRequest,
+                Role::Jobcenter,
+                Role::Jugendamt,
+                &request_about(dob),
+                ms_of(at),
+            )
+            .map(|_| ())
+        };
+        // winter (CET, UTC+1): German midnight is 23:00 UTC
+        assert!(admit("2001-03-10", "2026-03-09T22:59:59.999Z").is_ok());
+        let e = admit("2001-03-10", "2026-03-09T23:00:00Z").unwrap_err();
+        assert_eq!(e.reason_code(), "over-age");
+        // summer (CEST, UTC+2): German midnight is 22:00 UTC
+        assert!(admit("2001-06-15", "2026-06-14T21:59:59.999Z").is_ok());
+        let e = admit("2001-06-15", "2026-06-14T22:00:00Z").unwrap_err();
+        assert_eq!(e.reason_code(), "over-age");
+        // the whole birthday in Germany is refused, up to its last millisecond
+        let e = admit("2001-06-15", "2026-06-15T21:59:59.999Z").unwrap_err();
+        assert_eq!(e.reason_code(), "over-age");
+        // born "tomorrow" by the UTC date, but today in Germany: a valid date of birth
+        assert!(admit("2026-06-15", "2026-06-14T22:30:00Z").is_ok());
+        let e = admit("2026-06-15", "2026-06-14T21:30:00Z").unwrap_err();
+        assert_eq!(e.reason_code(), "invalid-argument");
     }
 
     #[test]

@@ -10,6 +10,9 @@
 pub mod v1 {
     #![allow(clippy::all, missing_docs)]
     include!(concat!(env!("OUT_DIR"), "/kurzdraht.v1.rs"));
+    // Feature `serde`: the canonical protobuf JSON mapping (pbjson).
+    #[cfg(feature = "serde")]
+    include!(concat!(env!("OUT_DIR"), "/kurzdraht.v1.serde.rs"));
 }
 
 /// The encoded `FileDescriptorSet` of the contract, for gRPC server reflection.
