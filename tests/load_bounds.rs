@@ -20,6 +20,7 @@
 //!    `cargo test -p kurzdraht-tests --test load_bounds -- --nocapture flood`.
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use kurzdraht_node::client::{connect, AgencyClient, ClientConfig};
 use kurzdraht_node::config::TlsMaterial;
 use kurzdraht_node::error::reason_of;
@@ -256,10 +257,14 @@ fn grpc_frame(message: &[u8]) -> Bytes {
     Bytes::from(body)
 }
 
-/// 3. A peer's requests count against its cap from their headers on: with its cap taken by
-/// calls whose bodies never come, the next is answered at once (RESOURCE_EXHAUSTED,
-/// rate-limited) without the node reading it; once a slot is free, a call goes through to
-/// reception.
+/// 3. A peer's requests count against its cap from their headers on: two calls whose bodies
+/// never come are counted in flight by the node; the next is answered at once
+/// (RESOURCE_EXHAUSTED, rate-limited) without the node reading it and takes no slot; once a
+/// held call is cancelled and its slot given back, a whole call goes through to reception.
+///
+/// The third call is sent only once the node counts the first two: calls whose headers
+/// arrive together are admitted in the order their stream tasks run, not in stream order
+/// (see `peer_exchange::Admitted`), so which of them would be turned away is not defined.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_over_its_cap_is_answered_before_its_body_is_read() {
     let mut h = start().await;
@@ -269,9 +274,10 @@ async fn a_peer_over_its_cap_is_answered_before_its_body_is_read() {
     let mut held = Vec::new();
     for _ in 0..2 {
         jc = jc.ready().await.unwrap();
-        let (response, body) = jc.send_request(deliver_request(), false).unwrap();
-        held.push((response, body));
+        held.push(jc.send_request(deliver_request(), false).unwrap());
     }
+    until_in_flight(&h, JC, 2).await;
+
     jc = jc.ready().await.unwrap();
     let (response, _body) = jc.send_request(deliver_request(), false).unwrap();
     let response = tokio::time::timeout(TIMEOUT, response)
@@ -285,58 +291,88 @@ async fn a_peer_over_its_cap_is_answered_before_its_body_is_read() {
             Some("rate-limited".into())
         )
     );
-    // Free one slot: a whole call is let in and decided by reception.
+    assert_eq!(
+        h.node(JA).peer_limits().in_flight(JC),
+        2,
+        "the refused call took no slot"
+    );
+    for (response, _) in &mut held {
+        assert!(
+            response.now_or_never().is_none(),
+            "a held call is not answered while its body is missing"
+        );
+    }
+
+    // Cancel one held call: its slot is given back, and a whole call is let in and decided
+    // by reception.
     drop(held.pop());
+    until_in_flight(&h, JC, 1).await;
     let junk = pb::SignedEnvelope {
         header: vec![1; 64],
         payload: vec![2; 64],
         signature: vec![3; 64],
         signer: JC.into(),
     };
-    let answer = wait_until("a call let in after a slot was freed", || {
-        let mut jc = jc.clone();
-        let junk = junk.clone();
-        async move {
-            jc = jc.ready().await.map_err(|e| e.to_string())?;
-            let (response, mut body) = jc
-                .send_request(deliver_request(), false)
-                .map_err(|e| e.to_string())?;
-            body.send_data(grpc_frame(&junk.encode_to_vec()), true)
-                .map_err(|e| e.to_string())?;
-            let response = response.await.map_err(|e| e.to_string())?;
-            let mut status = status_of(&response);
-            if status.0.is_none() {
-                // Not trailers-only: the status comes in the trailers.
-                let mut body = response.into_body();
-                while let Some(chunk) = body.data().await {
-                    let _ = chunk.map(|c| body.flow_control().release_capacity(c.len()));
-                }
-                let trailers = body.trailers().await.map_err(|e| e.to_string())?;
-                let t = trailers.unwrap_or_default();
-                status = (
-                    t.get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|c| c.parse().ok()),
-                    t.get("kurzdraht-reason")
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_string),
-                );
-            }
-            if status.1.as_deref() == Some("rate-limited") {
-                return Err("still over the cap".to_string());
-            }
-            Ok(status)
-        }
-    })
-    .await;
+    jc = jc.ready().await.unwrap();
+    let (response, mut body) = jc.send_request(deliver_request(), false).unwrap();
+    body.send_data(grpc_frame(&junk.encode_to_vec()), true)
+        .unwrap();
+    let response = tokio::time::timeout(TIMEOUT, response)
+        .await
+        .expect("the call let in is answered")
+        .unwrap();
     assert_eq!(
-        answer,
+        final_status(response).await,
         (
             Some(Code::Unauthenticated as i32),
             Some("bad-signature".into())
         ),
         "decided by reception"
     );
+    until_in_flight(&h, JC, 1).await;
+}
+
+/// Waits until `JA` counts `n` calls of `agency` in flight on its PeerExchange port.
+async fn until_in_flight(h: &Harness, agency: &str, n: usize) {
+    wait_until(
+        &format!("{JA} counts {n} calls of {agency} in flight"),
+        || async {
+            match h.node(JA).peer_limits().in_flight(agency) {
+                seen if seen == n => Ok(()),
+                seen => Err(format!("{seen} in flight")),
+            }
+        },
+    )
+    .await
+}
+
+/// The gRPC status code and reason of an answer: from its headers if it is trailers-only,
+/// else from its trailers (after reading its messages).
+async fn final_status(response: http::Response<h2::RecvStream>) -> (Option<i32>, Option<String>) {
+    let status = status_of(&response);
+    if status.0.is_some() {
+        return status;
+    }
+    let mut body = response.into_body();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.expect("the answer's body");
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    let trailers = body
+        .trailers()
+        .await
+        .expect("the answer's trailers")
+        .unwrap_or_default();
+    let get = |name: &str| {
+        trailers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    (
+        get("grpc-status").and_then(|c| c.parse().ok()),
+        get("kurzdraht-reason"),
+    )
 }
 
 /// 4. A certificate of the federation CA that names no agency: every call is refused and

@@ -5,7 +5,9 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{
     DeliverySettings, NodeConfig, ReceptionLimits, RetentionSettings, TlsMaterial,
 };
-use crate::{directory::Directory, metrics::Metrics, policy::Role, NodeError};
+use crate::{
+    directory::Directory, metrics::Metrics, peer_limits::PeerLimits, policy::Role, NodeError,
+};
 use kurzdraht_envelope::{seal, SigningKey};
 use kurzdraht_ledger::{Ledger, Outgoing, StoreOptions, DELIVERY_LANES};
 use kurzdraht_proto::v1::{EnvelopeHeader, MessageBody, MessageKind, MessageStatus};
@@ -47,6 +49,8 @@ struct Inner {
     status_events: broadcast::Sender<MessageStatus>,
     closing: watch::Sender<bool>,
     metrics: Metrics,
+    /// Per calling agency: its requests in flight on the PeerExchange port and its rate.
+    peer_limits: PeerLimits,
     clock: Arc<dyn Clock>,
 }
 
@@ -106,6 +110,10 @@ impl Node {
                 status_events: broadcast::channel(STATUS_WATCH_BUFFER).0,
                 closing: watch::channel(false).0,
                 metrics: Metrics::default(),
+                peer_limits: PeerLimits::new(
+                    config.limits.peer_requests_per_second,
+                    config.limits.peer_concurrent_requests,
+                ),
                 clock,
             }),
         })
@@ -146,6 +154,10 @@ impl Node {
     /// The node's counters (scraped on the metrics port).
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+    /// The per-peer admission of the PeerExchange port: slots in flight and rates.
+    pub fn peer_limits(&self) -> &PeerLimits {
+        &self.inner.peer_limits
     }
 
     /// The peers this node delivers to, with the signals that wake the worker of each of

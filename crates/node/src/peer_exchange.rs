@@ -3,11 +3,7 @@
 //! ([`Admitted`]), then within its rate (each envelope of a batch counts), and hands the
 //! envelope(s) to [`Node::receive`] / [`Node::receive_batch`].
 
-use crate::{
-    node::Node,
-    peer_limits::{AuditAllowance, PeerLimits},
-    tls, NodeError,
-};
+use crate::{node::Node, peer_limits::AuditAllowance, tls, NodeError};
 use kurzdraht_ledger::AuditEvent;
 use kurzdraht_proto::v1::peer_exchange_server::{PeerExchange, PeerExchangeServer};
 use kurzdraht_proto::v1::{
@@ -63,7 +59,6 @@ fn refusal(e: NodeError) -> DeliveryRefusal {
 
 pub struct PeerService {
     node: Node,
-    limits: Arc<PeerLimits>,
 }
 
 /// The agency a call comes from, as [`Admitted`] found it in the client certificate.
@@ -72,34 +67,29 @@ struct CallingAgency(String);
 
 /// The PeerExchange service as served: before tonic reads a request's body, the caller is
 /// identified by its client certificate and let in within its agency's concurrency cap
-/// ([`PeerLimits::enter`]); a caller nobody can identify, or one over its cap, is answered
-/// at once and its body is never buffered. So what one peer can make the node hold is at
-/// most `peer_concurrent_requests` requests of at most [`transport_limit`] bytes each,
-/// however many streams and connections it opens.
+/// ([`crate::peer_limits::PeerLimits::enter`], the node's [`Node::peer_limits`]); a caller
+/// nobody can identify, or one over its cap, is answered at once and its body is never
+/// buffered. So what one peer can make the node hold is at most `peer_concurrent_requests`
+/// requests of at most [`transport_limit`] bytes each, however many streams and
+/// connections it opens.
+///
+/// A call is admitted when the task hyper spawned for its stream first runs, not in the
+/// order its headers arrived: of calls whose headers come in together, any may be the one
+/// turned away (tokio runs the most recently spawned task first).
 #[derive(Clone)]
 pub struct Admitted {
     inner: PeerExchangeServer<PeerService>,
     node: Node,
-    limits: Arc<PeerLimits>,
     unidentified: Arc<AuditAllowance>,
 }
 
 pub fn service(node: Node) -> Admitted {
-    let l = node.limits();
-    let limits = Arc::new(PeerLimits::new(
-        l.peer_requests_per_second,
-        l.peer_concurrent_requests,
-    ));
-    let max = transport_limit(&l.envelope);
-    let inner = PeerExchangeServer::new(PeerService {
-        node: node.clone(),
-        limits: limits.clone(),
-    })
-    .max_decoding_message_size(max);
+    let max = transport_limit(&node.limits().envelope);
+    let inner =
+        PeerExchangeServer::new(PeerService { node: node.clone() }).max_decoding_message_size(max);
     Admitted {
         inner,
         node,
-        limits,
         unidentified: Default::default(),
     }
 }
@@ -151,7 +141,7 @@ impl Service<http::Request<Body>> for Admitted {
         let admitted = self.calling_agency(req.extensions()).and_then(|agency| {
             // Over its cap a peer is turned away before its body is read; not audited, so
             // that a flood cannot flood the audit chain too.
-            let admission = self.limits.enter(&agency).inspect_err(|e| {
+            let admission = self.node.peer_limits().enter(&agency).inspect_err(|e| {
                 tracing::debug!(peer = %agency, reason = %e, "peer over its limits");
             })?;
             Ok((agency, admission))
@@ -192,7 +182,7 @@ impl PeerExchange for PeerService {
     ) -> Result<Response<SignedReceipt>, Status> {
         let agency = agency_of(&req)?;
         // Over its rate a peer is turned away before any work; not audited (see above).
-        self.limits.take(&agency, 1).inspect_err(|e| {
+        self.node.peer_limits().take(&agency, 1).inspect_err(|e| {
             tracing::debug!(peer = %agency, reason = %e, "peer over its limits");
         })?;
         let receipt = self.node.receive(&agency, req.into_inner()).await?;
@@ -215,7 +205,8 @@ impl PeerExchange for PeerService {
             )
             .into());
         }
-        self.limits
+        self.node
+            .peer_limits()
             .take(&agency, envelopes.len())
             .inspect_err(|e| {
                 tracing::debug!(peer = %agency, reason = %e, "peer over its limits");

@@ -98,6 +98,15 @@ impl PeerLimits {
         Ok(Admission { _permit: permit })
     }
 
+    /// How many requests of `agency` hold one of its slots now (admitted, not yet answered).
+    pub fn in_flight(&self, agency: &str) -> usize {
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        peers.get(agency).map_or(0, |state| {
+            self.concurrent
+                .saturating_sub(state.in_flight.available_permits())
+        })
+    }
+
     /// Takes `envelopes` from `agency`'s rate (once the request is decoded), or says why not.
     pub fn take(&self, agency: &str, envelopes: usize) -> Result<(), NodeError> {
         let now = Instant::now();
