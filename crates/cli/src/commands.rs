@@ -1221,7 +1221,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let v = to_json(&status).unwrap();
+        let v = to_json(&status).expect("test");
         assert_eq!(v["messageId"], "m");
         assert_eq!(v["state"], "DELIVERED");
         assert_eq!(v["updatedAtMs"], "1795950777000");

@@ -380,20 +380,23 @@ mod tests {
             }
         };
         let both = env(&[("KURZDRAHT_LOG", "debug"), ("RUST_LOG", "error")]);
-        assert_eq!(log_filter(Some("warn"), both, "info").unwrap(), "warn");
-        assert_eq!(log_filter(None, both, "info").unwrap(), "debug");
+        assert_eq!(
+            log_filter(Some("warn"), both, "info").expect("test"),
+            "warn"
+        );
+        assert_eq!(log_filter(None, both, "info").expect("test"), "debug");
         let rust = env(&[("RUST_LOG", "error")]);
-        assert_eq!(log_filter(None, rust, "info").unwrap(), "error");
+        assert_eq!(log_filter(None, rust, "info").expect("test"), "error");
         // an empty variable is as if unset
         let empty = env(&[("KURZDRAHT_LOG", " "), ("RUST_LOG", "trace")]);
-        assert_eq!(log_filter(None, empty, "info").unwrap(), "trace");
-        assert_eq!(log_filter(None, env(&[]), "info").unwrap(), "info");
+        assert_eq!(log_filter(None, empty, "info").expect("test"), "trace");
+        assert_eq!(log_filter(None, env(&[]), "info").expect("test"), "info");
         // an invalid variable is an error naming it, not silently the default
         let bad = env(&[("RUST_LOG", "info,=[")]);
         let e = log_filter(None, bad, "info").unwrap_err();
         assert!(e.starts_with("RUST_LOG="), "{e}");
         // ... but the flag overrides it
-        assert_eq!(log_filter(Some("warn"), bad, "info").unwrap(), "warn");
+        assert_eq!(log_filter(Some("warn"), bad, "info").expect("test"), "warn");
     }
 
     #[test]

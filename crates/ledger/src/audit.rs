@@ -209,7 +209,7 @@ mod tests {
     #[test]
     fn intact_chain_verifies() {
         let (entries, head) = chain(5);
-        let r = verify_chain(entries.into_iter().map(Ok), Some(head)).unwrap();
+        let r = verify_chain(entries.into_iter().map(Ok), Some(head)).expect("test");
         assert_eq!(r.entries, 5);
         assert!(verify_chain(std::iter::empty(), None).is_ok());
     }
@@ -219,7 +219,7 @@ mod tests {
         let (entries, head) = chain(5);
         // altered entry
         let mut altered = entries.clone();
-        let mut e = AuditEntry::decode(altered[2].1.as_slice()).unwrap();
+        let mut e = AuditEntry::decode(altered[2].1.as_slice()).expect("test");
         e.detail = "changed".into();
         altered[2].1 = e.encode_to_vec();
         assert!(verify_chain(altered.into_iter().map(Ok), Some(head)).is_err());

@@ -422,27 +422,27 @@ mod tests {
     /// that sled removed is forgotten; an unchanged one is not fsynced again.
     #[test]
     fn blobs_are_fsynced_once_unless_they_grew_and_forgotten_when_gone() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("blobs")).unwrap();
+        let dir = tempfile::tempdir().expect("test");
+        std::fs::create_dir(dir.path().join("blobs")).expect("test");
         let blob = dir.path().join("blobs").join("17");
-        let mut f = std::fs::File::create(&blob).unwrap();
-        f.write_all(b"crc!").unwrap();
+        let mut f = std::fs::File::create(&blob).expect("test");
+        f.write_all(b"crc!").expect("test");
         let mut files = Files::default();
-        files.sync(dir.path()).unwrap();
+        files.sync(dir.path()).expect("test");
         assert_eq!(files.report().files, BTreeSet::from(["17".to_string()]));
         assert_eq!(files.file_fsyncs, 1);
         assert_eq!(files.dir_fsyncs, 2, "blobs/ and the data directory");
 
-        files.sync(dir.path()).unwrap();
+        files.sync(dir.path()).expect("test");
         assert_eq!((files.file_fsyncs, files.dir_fsyncs), (1, 2), "nothing new");
 
-        f.write_all(b"kind and data").unwrap();
-        files.sync(dir.path()).unwrap();
+        f.write_all(b"kind and data").expect("test");
+        files.sync(dir.path()).expect("test");
         assert_eq!(files.file_fsyncs, 2, "grown since its fsync");
         assert_eq!(files.dir_fsyncs, 2, "no new name");
 
-        std::fs::remove_file(&blob).unwrap();
-        files.sync(dir.path()).unwrap();
+        std::fs::remove_file(&blob).expect("test");
+        files.sync(dir.path()).expect("test");
         assert!(files.report().files.is_empty());
         assert_eq!(files.file_fsyncs, 2);
     }

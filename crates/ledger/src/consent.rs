@@ -480,7 +480,7 @@ mod tests {
                 ..Default::default()
             };
             let s = if same { subject("Lena") } else { subject("Mia") };
-            let purpose = Purpose::try_from(purpose).unwrap();
+            let purpose = Purpose::try_from(purpose).expect("test");
             let q = ConsentQuery { subject: &s, sender, recipient, purpose, categories: &carried, at_ms: at };
             let in_force = withdrawn.is_none() && superseded.is_none()
                 && (from..=from + len).contains(&at);

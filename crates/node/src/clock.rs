@@ -160,13 +160,13 @@ mod tests {
     }
 
     fn ms_of(rfc3339: &str) -> i64 {
-        let t =
-            OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339).unwrap();
+        let t = OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+            .expect("test");
         (t.unix_timestamp_nanos() / 1_000_000) as i64
     }
 
     fn german(rfc3339: &str) -> String {
-        german_date_of_ms(ms_of(rfc3339)).unwrap().to_string()
+        german_date_of_ms(ms_of(rfc3339)).expect("test").to_string()
     }
 
     #[test]
@@ -179,16 +179,16 @@ mod tests {
         assert_eq!(german("2026-07-14T22:00:00Z"), "2026-07-15");
         // 2026: summer time from Sunday 29 March 01:00 UTC to Sunday 25 October 01:00 UTC
         assert!(!german_summer_time(
-            utc_of_ms(ms_of("2026-03-29T00:59:59.999Z")).unwrap()
+            utc_of_ms(ms_of("2026-03-29T00:59:59.999Z")).expect("test")
         ));
         assert!(german_summer_time(
-            utc_of_ms(ms_of("2026-03-29T01:00:00Z")).unwrap()
+            utc_of_ms(ms_of("2026-03-29T01:00:00Z")).expect("test")
         ));
         assert!(german_summer_time(
-            utc_of_ms(ms_of("2026-10-25T00:59:59.999Z")).unwrap()
+            utc_of_ms(ms_of("2026-10-25T00:59:59.999Z")).expect("test")
         ));
         assert!(!german_summer_time(
-            utc_of_ms(ms_of("2026-10-25T01:00:00Z")).unwrap()
+            utc_of_ms(ms_of("2026-10-25T01:00:00Z")).expect("test")
         ));
         // the first midnight after each switch
         assert_eq!(german("2026-03-29T21:59:59.999Z"), "2026-03-29");
@@ -219,7 +219,7 @@ mod tests {
             let b = std::fs::read(path).unwrap_or_else(|e| {
                 panic!("{path}: {e} (the oracle of this test: install the tzdata package)")
             });
-            let be32 = |at: usize| i32::from_be_bytes(b[at..at + 4].try_into().unwrap());
+            let be32 = |at: usize| i32::from_be_bytes(b[at..at + 4].try_into().expect("test"));
             let counts = |at: usize| -> [usize; 6] {
                 assert_eq!(&b[at..at + 4], b"TZif", "a TZif file");
                 std::array::from_fn(|i| be32(at + 20 + 4 * i) as usize)
@@ -234,8 +234,11 @@ mod tests {
             let types = indices + timecnt;
             let transitions = (0..timecnt)
                 .map(|i| {
-                    let at =
-                        i64::from_be_bytes(b[times + 8 * i..times + 8 * i + 8].try_into().unwrap());
+                    let at = i64::from_be_bytes(
+                        b[times + 8 * i..times + 8 * i + 8]
+                            .try_into()
+                            .expect("test"),
+                    );
                     let ty = usize::from(b[indices + i]);
                     assert!(ty < typecnt);
                     (at, i64::from(be32(types + 6 * ty)))
@@ -264,7 +267,7 @@ mod tests {
         /// The German date at `ms` by the oracle.
         fn date_at(&self, ms: i64) -> Date {
             let offset = self.offset_at(ms.div_euclid(1000));
-            date_of_ms(ms + offset * 1000).unwrap()
+            date_of_ms(ms + offset * 1000).expect("test")
         }
     }
 
@@ -290,7 +293,7 @@ mod tests {
                 .chain([at_ms - 1, at_ms + 1])
             {
                 assert_eq!(
-                    german_date_of_ms(ms).unwrap(),
+                    german_date_of_ms(ms).expect("test"),
                     z.date_at(ms),
                     "at {}",
                     format_ms(ms)
@@ -308,7 +311,7 @@ mod tests {
             ms in ms_of("1996-01-01T00:00:00Z")..ms_of("2037-10-25T01:00:00Z")
         ) {
             let z = Zoneinfo::berlin();
-            proptest::prop_assert_eq!(german_date_of_ms(ms).unwrap(), z.date_at(ms));
+            proptest::prop_assert_eq!(german_date_of_ms(ms).expect("test"), z.date_at(ms));
         }
 
         /// The last millisecond of a German day and the first of the next, for any day
@@ -318,16 +321,16 @@ mod tests {
             day in 0i64..(2037 - 1996) * 365
         ) {
             let z = Zoneinfo::berlin();
-            let date = Date::from_calendar_date(1996, time::Month::January, 2).unwrap()
+            let date = Date::from_calendar_date(1996, time::Month::January, 2).expect("test")
                 + time::Duration::days(day);
             // the offset at midnight is the offset of the evening before (no switch
             // happens between 22:00 and 00:00 UTC)
             let utc_midnight = start_of_day_ms(date);
             let midnight = utc_midnight - z.offset_at(utc_midnight / 1000 - 3 * 3600) * 1000;
-            proptest::prop_assert_eq!(german_date_of_ms(midnight).unwrap(), date);
+            proptest::prop_assert_eq!(german_date_of_ms(midnight).expect("test"), date);
             proptest::prop_assert_eq!(
-                german_date_of_ms(midnight - 1).unwrap(),
-                date.previous_day().unwrap()
+                german_date_of_ms(midnight - 1).expect("test"),
+                date.previous_day().expect("test")
             );
             proptest::prop_assert_eq!(german_start_of_day_ms(date), midnight);
         }
@@ -335,7 +338,7 @@ mod tests {
 
     #[test]
     fn german_midnight_is_the_first_millisecond_of_the_german_day() {
-        let d = |text: &str| parse_date("d", text).unwrap();
+        let d = |text: &str| parse_date("d", text).expect("test");
         let at = |date: &str| format_ms(german_start_of_day_ms(d(date)));
         assert_eq!(at("2026-01-15"), "2026-01-14T23:00:00Z");
         assert_eq!(at("2026-07-15"), "2026-07-14T22:00:00Z");
@@ -348,8 +351,8 @@ mod tests {
 
     #[test]
     fn dates_round_trip() {
-        let d = parse_date("d", "2004-02-29").unwrap();
-        assert_eq!(date_of_ms(start_of_day_ms(d)).unwrap(), d);
+        let d = parse_date("d", "2004-02-29").expect("test");
+        assert_eq!(date_of_ms(start_of_day_ms(d)).expect("test"), d);
         assert!(parse_date("d", "2003-02-29").is_err());
         assert!(parse_date("d", "01.03.2004").is_err());
     }

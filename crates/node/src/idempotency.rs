@@ -325,22 +325,30 @@ mod tests {
             idempotency_key: key.into(),
             ..Default::default()
         };
-        let a = keyed("it", &req("x", "k1"), 1).unwrap().unwrap();
-        let b = keyed("it", &req("x", "k1"), 2).unwrap().unwrap();
-        let c = keyed("it", &req("y", "k1"), 1).unwrap().unwrap();
-        let d = keyed("other-it", &req("x", "k1"), 1).unwrap().unwrap();
+        let a = keyed("it", &req("x", "k1"), 1)
+            .expect("test")
+            .expect("test");
+        let b = keyed("it", &req("x", "k1"), 2)
+            .expect("test")
+            .expect("test");
+        let c = keyed("it", &req("y", "k1"), 1)
+            .expect("test")
+            .expect("test");
+        let d = keyed("other-it", &req("x", "k1"), 1)
+            .expect("test")
+            .expect("test");
         assert_eq!(a.answer.request_sha256, b.answer.request_sha256);
         assert_eq!(a.key_id, b.key_id);
         assert_ne!(a.answer.request_sha256, c.answer.request_sha256);
         assert_ne!(a.key_id, d.key_id, "keys are scoped per IT system");
-        assert!(keyed("it", &req("x", ""), 1).unwrap().is_none());
+        assert!(keyed("it", &req("x", ""), 1).expect("test").is_none());
         // The same bytes under another method are another request.
         let w = WithdrawConsentRequest {
             consent_id: "x".into(),
             idempotency_key: "k1".into(),
             ..Default::default()
         };
-        let w = keyed("it", &w, 1).unwrap().unwrap();
+        let w = keyed("it", &w, 1).expect("test").expect("test");
         assert_eq!(w.key_id, a.key_id);
         assert_ne!(w.answer.request_sha256, a.answer.request_sha256);
     }

@@ -222,8 +222,8 @@ mod tests {
     #[test]
     fn audits_of_one_address_are_bounded_and_refill_on_the_clock() {
         let a = AuditAllowance::default();
-        let ip: std::net::IpAddr = "192.0.2.7".parse().unwrap();
-        let other: std::net::IpAddr = "192.0.2.8".parse().unwrap();
+        let ip: std::net::IpAddr = "192.0.2.7".parse().expect("test");
+        let other: std::net::IpAddr = "192.0.2.8".parse().expect("test");
         let allowed = (0..50).filter(|_| a.allows(Some(ip), 1_000)).count();
         assert_eq!(allowed, AUDIT_BURST as usize);
         assert!(a.allows(Some(other), 1_000), "another address has its own");
@@ -235,12 +235,12 @@ mod tests {
     #[test]
     fn entering_is_capped_before_the_rate_is_taken() {
         let limits = PeerLimits::new(1, 2);
-        let one = limits.enter("a").unwrap();
-        let _two = limits.enter("a").unwrap();
+        let one = limits.enter("a").expect("test");
+        let _two = limits.enter("a").expect("test");
         assert!(limits.enter("a").is_err(), "two in flight");
         assert!(limits.enter("b").is_ok(), "b has its own slots");
         drop(one);
-        let _three = limits.enter("a").unwrap();
+        let _three = limits.enter("a").expect("test");
         assert!(limits.take("a", 1).is_ok());
         assert!(limits.take("a", 1).is_err(), "one envelope per second");
     }
@@ -248,8 +248,8 @@ mod tests {
     #[test]
     fn concurrency_is_capped_per_peer() {
         let limits = PeerLimits::new(1000, 2);
-        let one = limits.admit("a", 1).unwrap();
-        let _two = limits.admit("a", 1).unwrap();
+        let one = limits.admit("a", 1).expect("test");
+        let _two = limits.admit("a", 1).expect("test");
         assert!(limits.admit("a", 1).is_err());
         drop(one);
         assert!(limits.admit("a", 1).is_ok());

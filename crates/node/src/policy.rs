@@ -392,7 +392,7 @@ mod tests {
     }
 
     fn date(y: i32, m: u8, d: u8) -> Date {
-        Date::from_calendar_date(y, Month::try_from(m).unwrap(), d).unwrap()
+        Date::from_calendar_date(y, Month::try_from(m).expect("test"), d).expect("test")
     }
 
     #[test]
@@ -435,7 +435,7 @@ mod tests {
     fn ms_of(rfc3339: &str) -> i64 {
         let t =
             time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
-                .unwrap();
+                .expect("test");
         (t.unix_timestamp_nanos() / 1_000_000) as i64
     }
 

@@ -216,7 +216,7 @@ mod tests {
     const JA: &str = "jugendamt-kreis-segeberg";
 
     fn key() -> DataKey {
-        DataKey::from_hex(&"4b".repeat(32)).unwrap()
+        DataKey::from_hex(&"4b".repeat(32)).expect("test")
     }
 
     fn consent(id: &str, supersedes: &str) -> ConsentRecord {
@@ -246,7 +246,7 @@ mod tests {
 
     fn lane_ids(l: &Ledger, lane: u8) -> Vec<String> {
         l.outbox_batch(JA, lane, 100)
-            .unwrap()
+            .expect("test")
             .into_iter()
             .map(|e| e.message_id)
             .collect()
@@ -258,30 +258,30 @@ mod tests {
         let b = (0..)
             .map(|i| format!("consent-b{i}"))
             .find(|b| lane_of_root(b) != lane_of_root(&a))
-            .unwrap();
+            .expect("test");
         (a, b)
     }
 
     #[test]
     fn a_chain_queues_in_one_lane_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let l = Ledger::open_encrypted(dir.path(), &key()).unwrap();
+        let dir = tempfile::tempdir().expect("test");
+        let l = Ledger::open_encrypted(dir.path(), &key()).expect("test");
         let (a, b) = two_lanes();
         l.record_consent(&consent(&a, ""), &[out("n-a", &a)], 1)
-            .unwrap();
+            .expect("test");
         l.record_consent(&consent(&b, ""), &[out("n-b", &b)], 1)
-            .unwrap();
-        assert_eq!(l.enqueue(&out("m1", &a)).unwrap(), lane_of_root(&a));
-        l.enqueue(&out("m2", &b)).unwrap();
+            .expect("test");
+        assert_eq!(l.enqueue(&out("m1", &a)).expect("test"), lane_of_root(&a));
+        l.enqueue(&out("m2", &b)).expect("test");
         // a consent replacing `a` and a message under it follow `a`'s lane
         l.record_consent(&consent("a2", &a), &[out("n-a2", "a2")], 1)
-            .unwrap();
-        assert_eq!(l.enqueue(&out("m3", "a2")).unwrap(), lane_of_root(&a));
+            .expect("test");
+        assert_eq!(l.enqueue(&out("m3", "a2")).expect("test"), lane_of_root(&a));
         assert_eq!(lane_ids(&l, lane_of_root(&a)), ["n-a", "m1", "n-a2", "m3"]);
         assert_eq!(lane_ids(&l, lane_of_root(&b)), ["n-b", "m2"]);
         assert_eq!(l.outbox_len(JA), 6);
         assert_eq!(
-            l.outbox_head(JA).unwrap().unwrap().message_id,
+            l.outbox_head(JA).expect("test").expect("test").message_id,
             "n-a",
             "the head over all lanes is the oldest"
         );
@@ -297,47 +297,48 @@ mod tests {
     }
 
     async fn entries_without_a_lane_move(marked: u64) {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("test");
         let (a, b) = two_lanes();
         {
-            let l = Ledger::open_encrypted(dir.path(), &key()).unwrap();
+            let l = Ledger::open_encrypted(dir.path(), &key()).expect("test");
             l.record_consent(&consent(&a, ""), &[out("n-a", &a)], 1)
-                .unwrap();
+                .expect("test");
             l.record_consent(&consent(&b, ""), &[out("n-b", &b)], 1)
-                .unwrap();
+                .expect("test");
             for (m, c) in [("m1", &a), ("m2", &b), ("m3", &a)] {
-                l.enqueue(&out(m, c)).unwrap();
+                l.enqueue(&out(m, c)).expect("test");
             }
             // rewrite the queue as a version without lanes wrote it
-            let entries: Vec<_> = l.outbox.iter().map(|kv| kv.unwrap()).collect();
+            let entries: Vec<_> = l.outbox.iter().map(|kv| kv.expect("test")).collect();
             for (k, v) in entries {
-                let end = k.iter().position(|b| *b == 0).unwrap();
+                let end = k.iter().position(|b| *b == 0).expect("test");
                 let mut old_key = k[..=end].to_vec();
                 old_key.extend_from_slice(&k[end + 2..]);
-                let entry: OutboxEntry = l.open_sealed("outbox", &k, &v).unwrap();
+                let entry: OutboxEntry = l.open_sealed("outbox", &k, &v).expect("test");
                 let sealed = l
                     .at_rest
                     .seal("outbox", &old_key, &entry.encode_to_vec())
-                    .unwrap();
-                l.outbox.remove(&k).unwrap();
-                l.outbox.insert(&old_key, sealed).unwrap();
-                let mut record = l.message(&entry.message_id).unwrap().unwrap();
+                    .expect("test");
+                l.outbox.remove(&k).expect("test");
+                l.outbox.insert(&old_key, sealed).expect("test");
+                let mut record = l.message(&entry.message_id).expect("test").expect("test");
                 record.outbox_key = old_key;
                 l.messages
                     .insert(entry.message_id.as_bytes(), record.encode_to_vec())
-                    .unwrap();
+                    .expect("test");
             }
             l.meta
                 .insert(super::super::SCHEMA, &marked.to_be_bytes())
-                .unwrap();
-            l.flush().await.unwrap();
+                .expect("test");
+            l.flush().await.expect("test");
         }
-        let l = Ledger::open_encrypted(dir.path(), &key()).unwrap();
+        let l = Ledger::open_encrypted(dir.path(), &key()).expect("test");
         assert_eq!(lane_ids(&l, lane_of_root(&a)), ["n-a", "m1", "m3"]);
         assert_eq!(lane_ids(&l, lane_of_root(&b)), ["n-b", "m2"]);
         // the status records point at the new keys: finishing takes the entry off the queue
         let receipt = SignedReceipt::default();
-        l.finish("m1", &Finish::Delivered { receipt }, 2).unwrap();
+        l.finish("m1", &Finish::Delivered { receipt }, 2)
+            .expect("test");
         assert_eq!(lane_ids(&l, lane_of_root(&a)), ["n-a", "m3"]);
         assert_eq!(l.outbox_len(JA), 4);
     }
@@ -406,7 +407,7 @@ mod tests {
         (0..)
             .map(|i| format!("{prefix}{i}"))
             .find(|c| lane_of_root(c) != lane_of_root(root) && *c != prev)
-            .unwrap()
+            .expect("test")
     }
 
     /// The stored notice of a replicated consent `id`.
@@ -431,14 +432,14 @@ mod tests {
     /// the first. Local and replicated consents alike keep the root they had when stored.
     #[test]
     fn the_root_is_kept_with_each_consent_and_queueing_reads_no_chain() {
-        let dir = tempfile::tempdir().unwrap();
-        let l = Ledger::open_encrypted(dir.path(), &key()).unwrap();
+        let dir = tempfile::tempdir().expect("test");
+        let l = Ledger::open_encrypted(dir.path(), &key()).expect("test");
         let a = "consent-a".to_string();
-        l.record_consent(&consent(&a, ""), &[], 1).unwrap();
+        l.record_consent(&consent(&a, ""), &[], 1).expect("test");
         let b = replacing(&a, &a, "consent-b");
-        l.record_consent(&consent(&b, &a), &[], 1).unwrap();
+        l.record_consent(&consent(&b, &a), &[], 1).expect("test");
         let c = replacing(&b, &a, "consent-c");
-        l.record_consent(&consent(&c, &b), &[], 1).unwrap();
+        l.record_consent(&consent(&c, &b), &[], 1).expect("test");
         // a replacement arriving from the agency that recorded it
         let d = replacing(&c, &a, "consent-d");
         l.accept_delivery(
@@ -446,58 +447,62 @@ mod tests {
             &crate::ConsentEffect::Record(consent(&d, &c)),
             2,
         )
-        .unwrap();
+        .expect("test");
         // an unrelated consent, and one replacing a consent not held here
         let x = "consent-x".to_string();
-        l.record_consent(&consent(&x, ""), &[], 1).unwrap();
+        l.record_consent(&consent(&x, ""), &[], 1).expect("test");
         let y = "consent-y".to_string();
         l.accept_delivery(
             &replicated(&y),
             &crate::ConsentEffect::Record(consent(&y, "not-held")),
             2,
         )
-        .unwrap();
+        .expect("test");
         for (id, root) in [(&a, &a), (&b, &a), (&c, &a), (&d, &a), (&x, &x), (&y, &y)] {
-            assert_eq!(&l.consent(id).unwrap().unwrap().chain_root, root, "{id}");
+            assert_eq!(
+                &l.consent(id).expect("test").expect("test").chain_root,
+                root,
+                "{id}"
+            );
         }
         // Take `b` out of the store: a walk from `c` or `d` would end at `c`.
-        l.consents.remove(b.as_bytes()).unwrap();
+        l.consents.remove(b.as_bytes()).expect("test");
         assert_ne!(lane_of_root(&c), lane_of_root(&a));
         for id in [&c, &d] {
-            assert_eq!(l.lane_of(id).unwrap(), lane_of_root(&a), "{id}");
+            assert_eq!(l.lane_of(id).expect("test"), lane_of_root(&a), "{id}");
         }
-        assert_eq!(l.enqueue(&out("m-d", &d)).unwrap(), lane_of_root(&a));
+        assert_eq!(l.enqueue(&out("m-d", &d)).expect("test"), lane_of_root(&a));
         assert_eq!(lane_ids(&l, lane_of_root(&a)), ["m-d"]);
     }
 
     /// Consents stored by a version that kept no root: their chain is walked, as before.
     #[test]
     fn consents_stored_without_a_root_fall_back_to_the_walk() {
-        let dir = tempfile::tempdir().unwrap();
-        let l = Ledger::open_encrypted(dir.path(), &key()).unwrap();
+        let dir = tempfile::tempdir().expect("test");
+        let l = Ledger::open_encrypted(dir.path(), &key()).expect("test");
         let a = "consent-a".to_string();
-        l.record_consent(&consent(&a, ""), &[], 1).unwrap();
+        l.record_consent(&consent(&a, ""), &[], 1).expect("test");
         let b = replacing(&a, &a, "consent-b");
-        l.record_consent(&consent(&b, &a), &[], 1).unwrap();
+        l.record_consent(&consent(&b, &a), &[], 1).expect("test");
         let c = replacing(&b, &a, "consent-c");
-        l.record_consent(&consent(&c, &b), &[], 1).unwrap();
+        l.record_consent(&consent(&c, &b), &[], 1).expect("test");
         // as an earlier version wrote them: no root
         for id in [&a, &b, &c] {
-            let mut held = l.consent(id).unwrap().unwrap();
+            let mut held = l.consent(id).expect("test").expect("test");
             held.chain_root.clear();
             let sealed = l
                 .at_rest
                 .seal("consents", id.as_bytes(), &held.encode_to_vec())
-                .unwrap();
-            l.consents.insert(id.as_bytes(), sealed).unwrap();
+                .expect("test");
+            l.consents.insert(id.as_bytes(), sealed).expect("test");
         }
-        assert_eq!(l.lane_of(&c).unwrap(), lane_of_root(&a));
-        assert_eq!(l.enqueue(&out("m-c", &c)).unwrap(), lane_of_root(&a));
+        assert_eq!(l.lane_of(&c).expect("test"), lane_of_root(&a));
+        assert_eq!(l.enqueue(&out("m-c", &c)).expect("test"), lane_of_root(&a));
         // a consent replacing one of them gets the walked root kept
         let d = replacing(&c, &a, "consent-d");
-        l.record_consent(&consent(&d, &c), &[], 1).unwrap();
-        assert_eq!(l.consent(&d).unwrap().unwrap().chain_root, a);
-        assert_eq!(l.enqueue(&out("m-d", &d)).unwrap(), lane_of_root(&a));
+        l.record_consent(&consent(&d, &c), &[], 1).expect("test");
+        assert_eq!(l.consent(&d).expect("test").expect("test").chain_root, a);
+        assert_eq!(l.enqueue(&out("m-d", &d)).expect("test"), lane_of_root(&a));
         assert_eq!(lane_ids(&l, lane_of_root(&a)), ["m-c", "m-d"]);
     }
 
