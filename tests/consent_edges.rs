@@ -31,34 +31,40 @@ fn withdrawal(consent_id: &str) -> pb::WithdrawConsentRequest {
     }
 }
 
-/// Once `WithdrawConsent` has answered OK, no message under the consent reaches the
-/// receiver: a withdrawal waits for the delivery round in flight under it, so everything
-/// the Jugendamt stores under the consent was received before the answer, and what was
-/// still queued is stopped at the Jobcenter.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn nothing_arrives_after_a_withdrawal_is_answered() {
+/// What a frozen-receiver test stands on: Lena's consent in force at the Kreis office, the
+/// Jobcenter reaching it through a [`FrozenLink`] (one message through first, so the
+/// connection is up), then the link frozen and 20 messages submitted under the consent, a
+/// batch of which is held in the link (the receiver is mid-batch).
+struct FrozenMidBatch {
+    h: Harness,
+    jc: AgencyClient,
+    link: FrozenLink,
+    consent_id: String,
+    sent: Vec<String>,
+}
+
+async fn frozen_mid_batch(jc_delivery: &[(&str, &str)]) -> FrozenMidBatch {
     let mut h = start().await;
+    if !jc_delivery.is_empty() {
+        h.reconfigure(JC, jc_delivery).await;
+    }
     let lena = lena();
     let mut jc = h.client(JC).await;
     let id = consent_id(&mut jc, u25_consent(&lena)).await;
     let ja = h.client(JA).await;
     wait_for_consent_state(&ja, &id, pb::ConsentState::ConsentInForce).await;
-    // The Jobcenter reaches the Kreis office through a link the test can freeze.
     let peer = h.fed.config(JA).expect("JA config").peer_addr;
     let link = FrozenLink::start(peer).await;
     h.route_via(JC, JA, link.addr).await;
     let mut jc = h.client(JC).await;
-    // One message through the link first, so the connection is up when it freezes.
     let first = submit_ok(&mut jc, JA, &id, certification_request(&lena, "Vorab")).await;
     wait_for_state(&jc, &first, pb::DeliveryState::Delivered).await;
-
     link.pause();
     let mut sent = Vec::new();
     for i in 0..20 {
         let body = certification_request(&lena, &format!("Stellungnahme {i}"));
         sent.push(submit_ok(&mut jc, JA, &id, body).await);
     }
-    // A batch is on its way: the frozen receiver holds it (it is mid-batch).
     wait_until("a batch is held in the frozen link", || async {
         match link.held() {
             n if n > 200 => Ok(()),
@@ -66,6 +72,28 @@ async fn nothing_arrives_after_a_withdrawal_is_answered() {
         }
     })
     .await;
+    FrozenMidBatch {
+        h,
+        jc,
+        link,
+        consent_id: id,
+        sent,
+    }
+}
+
+/// Once `WithdrawConsent` has answered OK, no message under the consent reaches the
+/// receiver: a withdrawal waits for the delivery round in flight under it, so everything
+/// the Jugendamt stores under the consent was received before the answer, and what was
+/// still queued is stopped at the Jobcenter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nothing_arrives_after_a_withdrawal_is_answered() {
+    let FrozenMidBatch {
+        h,
+        jc,
+        link,
+        consent_id: id,
+        sent,
+    } = frozen_mid_batch(&[]).await;
     let mut withdrawing = {
         let mut jc = jc.clone();
         let id = id.clone();
@@ -499,37 +527,13 @@ async fn an_erasure_stops_what_is_queued() {
 /// before and unanswered (`IN_DOUBT`). Everything else under the consent stays home.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_receiver_frozen_beyond_the_send_bound_leaves_no_false_record() {
-    let mut h = start().await;
-    h.reconfigure(
-        JC,
-        &[("[delivery]\n", "[delivery]\nrequest_timeout_ms = 1000\n")],
-    )
-    .await;
-    let lena = lena();
-    let mut jc = h.client(JC).await;
-    let id = consent_id(&mut jc, u25_consent(&lena)).await;
-    let ja = h.client(JA).await;
-    wait_for_consent_state(&ja, &id, pb::ConsentState::ConsentInForce).await;
-    let peer = h.fed.config(JA).expect("JA config").peer_addr;
-    let link = FrozenLink::start(peer).await;
-    h.route_via(JC, JA, link.addr).await;
-    let mut jc = h.client(JC).await;
-    let first = submit_ok(&mut jc, JA, &id, certification_request(&lena, "Vorab")).await;
-    wait_for_state(&jc, &first, pb::DeliveryState::Delivered).await;
-
-    link.pause();
-    let mut sent = Vec::new();
-    for i in 0..20 {
-        let body = certification_request(&lena, &format!("Stellungnahme {i}"));
-        sent.push(submit_ok(&mut jc, JA, &id, body).await);
-    }
-    wait_until("a batch is held in the frozen link", || async {
-        match link.held() {
-            n if n > 200 => Ok(()),
-            n => Err(format!("{n} bytes held")),
-        }
-    })
-    .await;
+    let FrozenMidBatch {
+        h,
+        mut jc,
+        link,
+        consent_id: id,
+        sent,
+    } = frozen_mid_batch(&[("[delivery]\n", "[delivery]\nrequest_timeout_ms = 1000\n")]).await;
     jc.withdraw_consent(withdrawal(&id))
         .await
         .expect("the withdrawal is recorded");
