@@ -53,44 +53,27 @@ pub(crate) trait KeyedCall: Message + Clone {
     fn without_key(&self) -> Self;
 }
 
-impl KeyedCall for SubmitRequest {
-    const METHOD: &'static str = "Submit";
-    fn idempotency_key(&self) -> &str {
-        &self.idempotency_key
-    }
-    fn without_key(&self) -> Self {
-        Self {
-            idempotency_key: String::new(),
-            ..self.clone()
+/// The three requests carry their key in a field of the same name.
+macro_rules! keyed_call {
+    ($request:ty, $method:literal) => {
+        impl KeyedCall for $request {
+            const METHOD: &'static str = $method;
+            fn idempotency_key(&self) -> &str {
+                &self.idempotency_key
+            }
+            fn without_key(&self) -> Self {
+                Self {
+                    idempotency_key: String::new(),
+                    ..self.clone()
+                }
+            }
         }
-    }
+    };
 }
 
-impl KeyedCall for RecordConsentRequest {
-    const METHOD: &'static str = "RecordConsent";
-    fn idempotency_key(&self) -> &str {
-        &self.idempotency_key
-    }
-    fn without_key(&self) -> Self {
-        Self {
-            idempotency_key: String::new(),
-            ..self.clone()
-        }
-    }
-}
-
-impl KeyedCall for WithdrawConsentRequest {
-    const METHOD: &'static str = "WithdrawConsent";
-    fn idempotency_key(&self) -> &str {
-        &self.idempotency_key
-    }
-    fn without_key(&self) -> Self {
-        Self {
-            idempotency_key: String::new(),
-            ..self.clone()
-        }
-    }
-}
+keyed_call!(SubmitRequest, "Submit");
+keyed_call!(RecordConsentRequest, "RecordConsent");
+keyed_call!(WithdrawConsentRequest, "WithdrawConsent");
 
 /// Checks an idempotency key against its limit (empty: no key).
 pub fn validate_key(key: &str) -> Result<(), NodeError> {
