@@ -18,6 +18,7 @@ mod bench_link;
 mod commands;
 mod demo;
 mod exit;
+mod outbox;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -78,6 +79,11 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// What a stopped node still has to deliver, and holding it longer while a peer is down.
+    Outbox {
+        #[command(subcommand)]
+        command: outbox::OutboxCommand,
     },
     /// Benchmarks: ledger group commit versus fsync per submission, how fast a restarted
     /// node with a long history resumes delivery, and the end-to-end path versus a bare call.
@@ -337,6 +343,7 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             );
             Ok(exit::OK)
         }
+        Command::Outbox { command } => outbox::run(command).await,
         Command::Bench { command } => bench::run(command).await,
         Command::Client(c) => commands::run(c).await,
     }

@@ -33,6 +33,8 @@ pub enum AuditEvent {
     CaseClosed,
     BodyDeleted,
     SubjectErased,
+    /// An operator moved the delivery deadline of the messages queued for a peer.
+    DeadlineExtended,
 }
 
 impl AuditEvent {
@@ -58,6 +60,7 @@ impl AuditEvent {
             Self::CaseClosed => "case.closed",
             Self::BodyDeleted => "retention.body-deleted",
             Self::SubjectErased => "subject.erased",
+            Self::DeadlineExtended => "message.deadline-extended",
         }
     }
 }

@@ -33,6 +33,6 @@ pub use consent::{evaluate, ConsentQuery, ConsentRefusal};
 pub use error::LedgerError;
 pub use records::{AnsweredRequest, InboxRecord, MessageRecord, OutboxEntry, StoredConsent};
 pub use store::{
-    lane_of_root, Accepted, ConsentEffect, Finish, Finished, KeyedRequest, Ledger, Once, Outgoing,
-    Queued, StoreOptions, Swept, DEFAULT_CACHE_BYTES, DELIVERY_LANES,
+    lane_of_root, Accepted, ConsentEffect, Extension, Finish, Finished, KeyedRequest, Ledger, Once,
+    Outgoing, QueueSummary, Queued, StoreOptions, Swept, DEFAULT_CACHE_BYTES, DELIVERY_LANES,
 };

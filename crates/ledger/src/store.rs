@@ -45,9 +45,11 @@ const KEY_CHECK: &[u8] = b"data_key_check";
 const SCHEMA: &[u8] = b"schema";
 const SCHEMA_VERSION: u64 = 3;
 
+mod deadlines;
 mod lanes;
 mod requests;
 mod retention;
+pub use deadlines::{Extension, QueueSummary};
 pub use lanes::{lane_of_root, DELIVERY_LANES};
 pub use requests::{KeyedRequest, Once};
 pub use retention::Swept;

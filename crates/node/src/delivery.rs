@@ -74,6 +74,17 @@ pub fn next_action(
     Action::Deliver
 }
 
+/// When a queued message is next due. A starting node tries every peer at once: until an
+/// attempt of this run failed, a retry time an earlier run set is not waited for — so a
+/// restart (`systemctl restart kurzdraht`) is how an operator retries now, after a peer
+/// came back from a long outage and the back-off had reached `delivery.retry_max_ms`.
+pub fn due_at(next_attempt_ms: i64, now_ms: i64, failed_this_run: bool) -> i64 {
+    match failed_this_run {
+        true => next_attempt_ms,
+        false => next_attempt_ms.min(now_ms),
+    }
+}
+
 /// How long a round waits for a submission to be confirmed before it looks again (the
 /// submission wakes the lane itself once it is answered; this is the fallback).
 const UNCONFIRMED_WAIT: Duration = Duration::from_millis(200);
@@ -130,6 +141,9 @@ pub struct LaneWorker {
     transport: Arc<dyn PeerTransport>,
     /// Whether the peer takes DeliverBatch (false once it answered UNIMPLEMENTED).
     batches: bool,
+    /// Whether an attempt of this worker failed yet: until then, retry times set by an
+    /// earlier run of the node are not waited for (see [`due_at`]).
+    failed_this_run: std::sync::atomic::AtomicBool,
 }
 
 /// What a round asks of its runner.
@@ -151,6 +165,7 @@ impl LaneWorker {
             lane,
             transport,
             batches: true,
+            failed_this_run: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -202,7 +217,14 @@ impl LaneWorker {
             })?;
             // The consent is checked again at every attempt: a withdrawal stops queued messages.
             let consent = self.consent_still_valid(&envelope, now);
-            match next_action(now, entry.deadline_ms, record.next_attempt_ms, consent) {
+            let due_ms = due_at(
+                record.next_attempt_ms,
+                now,
+                self.failed_this_run
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            );
+            // The record's deadline is the one in force (`kurzdraht outbox extend` moves it).
+            match next_action(now, record.deadline_ms, due_ms, consent) {
                 Action::Expire => {
                     Self::finish(&mut round, &entry, Finish::Expired);
                     tracing::warn!(message_id = %entry.message_id, peer = %self.peer, "message expired undelivered");
@@ -486,6 +508,8 @@ impl LaneWorker {
         let (next_attempt_ms, delay) = match *retry_at {
             Some(at) => at,
             None => {
+                self.failed_this_run
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 self.node.metrics().retried();
                 let attempts = d.record.status.as_ref().map_or(0, |s| s.attempts) + 1;
                 let s = self.node.delivery_settings();
@@ -626,6 +650,18 @@ mod tests {
             prop_assert!(d >= i.mul_f64(0.5));
             prop_assert!(retry_delay(a + 1, i, m, 1.0) >= retry_delay(a, i, m, 1.0));
         }
+    }
+
+    #[test]
+    fn a_starting_node_does_not_wait_for_an_earlier_runs_retry_time() {
+        assert_eq!(due_at(5_000, 1_000, false), 1_000);
+        assert_eq!(due_at(500, 1_000, false), 500);
+        assert_eq!(due_at(5_000, 1_000, true), 5_000);
+        assert_eq!(due_at(500, 1_000, true), 500);
+        assert_eq!(
+            next_action(1_000, 9_000, due_at(5_000, 1_000, false), Ok(())),
+            Action::Deliver
+        );
     }
 
     #[test]
