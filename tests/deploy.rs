@@ -190,7 +190,8 @@ fn each_agency_unit_keeps_the_hardening_of_the_base_unit() {
             "StateDirectory=kurzdraht",
             "Restart=on-failure",
             "NoNewPrivileges=yes",
-            "ExecStart=/usr/local/bin/kurzdraht serve --config /etc/kurzdraht/node.toml",
+            "ExecStart=/usr/local/bin/kurzdraht serve --log-format json --config /etc/kurzdraht/node.toml",
+            "RestartPreventExitStatus=4 8",
         ] {
             assert!(service.iter().any(|s| s == d), "{agency}: {d}");
         }

@@ -6,6 +6,25 @@ use tonic::Code;
 pub const OK: ExitCode = ExitCode::SUCCESS;
 pub const OTHER: ExitCode = ExitCode::FAILURE;
 
+/// The store cannot be used by this version or key (deploy/HANDBOOK.md, "Exit codes").
+pub fn store_unusable() -> ExitCode {
+    ExitCode::from(8)
+}
+/// Something the node needs is held by another process: the store's lock, a listen address.
+pub fn in_use() -> ExitCode {
+    ExitCode::from(9)
+}
+
+/// The exit code for a store error that ended a command.
+fn for_store(e: &kurzdraht_ledger::LedgerError) -> ExitCode {
+    use kurzdraht_ledger::LedgerError as L;
+    match e {
+        L::Locked { .. } => in_use(),
+        L::NewerStore { .. } | L::BadDataKey { .. } | L::NoDataKey => store_unusable(),
+        _ => OTHER,
+    }
+}
+
 /// The exit code for a gRPC status code.
 pub fn for_status(code: Code) -> ExitCode {
     match code {
@@ -25,9 +44,14 @@ pub fn code_of(e: &anyhow::Error) -> ExitCode {
     if let Some(s) = e.downcast_ref::<tonic::Status>() {
         return for_status(s.code());
     }
+    if let Some(l) = e.downcast_ref::<kurzdraht_ledger::LedgerError>() {
+        return for_store(l);
+    }
     if let Some(n) = e.downcast_ref::<kurzdraht_node::NodeError>() {
         return match n {
             kurzdraht_node::NodeError::Transport(_) => ExitCode::from(5),
+            kurzdraht_node::NodeError::Ledger(l) => for_store(l),
+            kurzdraht_node::NodeError::Listen { .. } => in_use(),
             kurzdraht_node::NodeError::Invalid { .. }
             | kurzdraht_node::NodeError::Config { .. } => ExitCode::from(4),
             _ => OTHER,

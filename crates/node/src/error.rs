@@ -61,6 +61,14 @@ pub enum NodeError {
     Internal(String),
     #[error("configuration: {key}: {reason}")]
     Config { key: String, reason: String },
+    /// A listen address could not be bound (in use by another process, or not permitted).
+    #[error("{key}: cannot listen on {addr}: {source}")]
+    Listen {
+        key: &'static str,
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("TLS: {0}")]
     Tls(String),
     #[error("I/O: {0}")]
@@ -108,6 +116,7 @@ impl NodeError {
             Self::StoreFailed(_) => "store-failed",
             Self::Internal(_) => "internal",
             Self::Config { .. } => "config",
+            Self::Listen { .. } => "listen",
             Self::Tls(_) => "tls",
             Self::Io(_) => "io",
             Self::Transport(_) => "transport",
@@ -156,6 +165,7 @@ impl NodeError {
             Self::Aborted(_) | Self::Lagged(_) => Code::Aborted,
             Self::NotStored(_) | Self::StoreFailed(_) => Code::Unavailable,
             Self::Config { .. }
+            | Self::Listen { .. }
             | Self::Tls(_)
             | Self::Io(_)
             | Self::Transport(_)

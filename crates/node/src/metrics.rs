@@ -465,7 +465,11 @@ pub(crate) fn spawn_server(node: &Node, listener: TcpListener) -> JoinHandle<()>
 pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, NodeError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|e| NodeError::config("metrics.listen", format!("cannot listen on {addr}: {e}")))
+        .map_err(|source| NodeError::Listen {
+            key: "metrics.listen",
+            addr,
+            source,
+        })
 }
 
 #[cfg(test)]

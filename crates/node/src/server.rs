@@ -27,7 +27,7 @@ impl Listeners {
         let bind = |addr: SocketAddr, key: &'static str| async move {
             TcpListener::bind(addr)
                 .await
-                .map_err(|e| NodeError::config(key, format!("cannot listen on {addr}: {e}")))
+                .map_err(|source| NodeError::Listen { key, addr, source })
         };
         Ok(Self {
             peer: bind(config.peer_addr, "listen.peer").await?,
