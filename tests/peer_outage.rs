@@ -221,3 +221,56 @@ async fn outbox_extend_holds_a_peers_messages_past_their_deadline() {
     assert_eq!(extensions, 2);
     ledger.verify_audit().expect("the chain verifies");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_withdrawal_is_renewed_until_the_peer_learns_of_it() {
+    let (mut h, clocks) = start_on_manual_clocks().await;
+    let (_, consent) = consent_known_to(&h, "Withdrawn", &[JA]).await;
+    h.stop(JA).await;
+    let mut jc = h.client(JC).await;
+    let answer = jc
+        .withdraw_consent(pb::WithdrawConsentRequest {
+            consent_id: consent.clone(),
+            recorded_by: "Herr Jensen".into(),
+            manner: "schriftlich".into(),
+            idempotency_key: String::new(),
+        })
+        .await
+        .expect("withdraw")
+        .into_inner();
+    let first = answer
+        .notice_message_ids
+        .first()
+        .expect("a notice for JA")
+        .clone();
+    wait_for_failed_attempt(&jc, &first).await;
+
+    // Past the delivery deadline: the notice expires, and the same withdrawal is queued
+    // again in an envelope made now.
+    for clock in clocks.values() {
+        clock.advance(7 * DAY_MS + HOUR_MS);
+    }
+    h.node(JC).wake_all();
+    let expired = wait_for_state(&jc, &first, pb::DeliveryState::Expired).await;
+    let renewal = expired
+        .detail
+        .strip_prefix("deadline passed; renewed as ")
+        .unwrap_or_else(|| panic!("renewed: {expired:?}"))
+        .to_string();
+    let queued = status(&mut jc, &renewal).await;
+    assert_eq!(queued.kind, pb::MessageKind::ConsentWithdrawal as i32);
+    assert_eq!(queued.consent_id, consent);
+
+    // The peer comes back and learns of the withdrawal from the renewed notice.
+    h.restart(JA).await;
+    h.stop(JC).await;
+    h.restart(JC).await;
+    let jc = h.client(JC).await;
+    wait_for_state(&jc, &renewal, pb::DeliveryState::Delivered).await;
+    wait_for_consent_state(
+        &h.client(JA).await,
+        &consent,
+        pb::ConsentState::ConsentWithdrawn,
+    )
+    .await;
+}

@@ -119,6 +119,10 @@ pub enum Finish {
     Rejected { reason: String },
     /// Its deadline passed.
     Expired,
+    /// Its deadline passed, but it is a consent withdrawal, which must still reach the peer:
+    /// `renewal` (the same withdrawal in a new envelope, made now) is queued in the same
+    /// transaction.
+    ExpiredRenewed { renewal: Box<Outgoing> },
 }
 
 /// What [`Ledger::finish`] did.
@@ -1019,8 +1023,8 @@ impl Ledger {
         how: &Finish,
         now_ms: i64,
     ) -> Result<Finished, LedgerError> {
-        let notice_id = uuid::Uuid::now_v7().hyphenated().to_string();
-        self.tx(|t| t.finish(message_id, how, now_ms, &notice_id))
+        let finished = self.finish_all(&[(message_id.to_string(), how.clone())], now_ms)?;
+        Ok(finished.into_iter().next().unwrap_or_default())
     }
 
     /// [`Ledger::finish`] for several messages (a delivered batch), in one transaction.
@@ -1046,6 +1050,13 @@ impl Ledger {
             .iter()
             .map(|_| uuid::Uuid::now_v7().hyphenated().to_string())
             .collect();
+        let renewal_seqs = items
+            .iter()
+            .map(|(_, how)| match how {
+                Finish::ExpiredRenewed { .. } => Ok(Some(self.db.generate_id()?)),
+                _ => Ok(None),
+            })
+            .collect::<Result<Vec<Option<u64>>, LedgerError>>()?;
         self.tx(|t| {
             if let Some(key_id) = key_id {
                 t.forget(key_id)?;
@@ -1053,7 +1064,16 @@ impl Ledger {
             items
                 .iter()
                 .zip(&notice_ids)
-                .map(|((id, how), notice_id)| t.finish(id, how, now_ms, notice_id))
+                .zip(&renewal_seqs)
+                .map(|(((id, how), notice_id), renewal_seq)| {
+                    let finished = t.finish(id, how, now_ms, notice_id)?;
+                    if let (Finish::ExpiredRenewed { renewal }, Some(seq)) = (how, renewal_seq) {
+                        if finished.status.is_some() {
+                            t.enqueue(renewal, *seq)?;
+                        }
+                    }
+                    Ok(finished)
+                })
                 .collect()
         })
     }
@@ -1452,6 +1472,11 @@ impl Tx<'_> {
                 DeliveryState::Expired,
                 AuditEvent::DeliveryExpired,
                 "deadline passed".to_string(),
+            ),
+            Finish::ExpiredRenewed { renewal } => (
+                DeliveryState::Expired,
+                AuditEvent::DeliveryExpired,
+                format!("deadline passed; renewed as {}", renewal.message_id),
             ),
         };
         if matches!(how, Finish::Delivered { .. } | Finish::Rejected { .. }) {

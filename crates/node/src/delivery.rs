@@ -12,7 +12,9 @@ use crate::peer_exchange::{MAX_BATCH_BYTES, MAX_BATCH_ENVELOPES};
 use crate::peer_transport::{GrpcTransport, PeerTransport, CONNECT_TIMEOUT};
 use crate::{node::Node, policy, NodeError};
 use kurzdraht_envelope::{body::subject_of, ExpectedReceipt, ReceiptVerifier};
-use kurzdraht_ledger::{consent, ConsentQuery, ConsentRefusal, Finish, MessageRecord, OutboxEntry};
+use kurzdraht_ledger::{
+    consent, ConsentQuery, ConsentRefusal, Finish, MessageRecord, OutboxEntry, Outgoing,
+};
 use kurzdraht_proto::v1::{
     delivery_outcome::Outcome, DeliveryOutcome, DeliveryState, EnvelopeBatch, EnvelopeHeader,
     MessageBody, MessageKind, MessageStatus, SignedEnvelope, SignedReceipt,
@@ -226,7 +228,17 @@ impl LaneWorker {
             // The record's deadline is the one in force (`kurzdraht outbox extend` moves it).
             match next_action(now, record.deadline_ms, due_ms, consent) {
                 Action::Expire => {
-                    Self::finish(&mut round, &entry, Finish::Expired);
+                    let how = match record.status.as_ref().map(|s| s.kind) {
+                        Some(k) if k == MessageKind::ConsentWithdrawal as i32 => {
+                            Finish::ExpiredRenewed {
+                                renewal: Box::new(
+                                    self.renewed_withdrawal(&record, &envelope, now)?,
+                                ),
+                            }
+                        }
+                        _ => Finish::Expired,
+                    };
+                    Self::finish(&mut round, &entry, how);
                     tracing::warn!(message_id = %entry.message_id, peer = %self.peer, "message expired undelivered");
                 }
                 Action::Refuse(refusal) => {
@@ -492,6 +504,31 @@ impl LaneWorker {
     /// transaction, flushed at the end of the round).
     fn finish(round: &mut Round, entry: &OutboxEntry, how: Finish) {
         round.finishes.push((entry.message_id.clone(), how));
+    }
+
+    /// A consent withdrawal that expired undelivered, in a new envelope made now: the peer
+    /// must learn of the withdrawal however long it was away (a withdrawal only narrows what
+    /// it may do, and its old envelope would soon be too old for the peer's replay window).
+    fn renewed_withdrawal(
+        &self,
+        record: &MessageRecord,
+        envelope: &SignedEnvelope,
+        now: i64,
+    ) -> Result<Outgoing, NodeError> {
+        let body = MessageBody::decode(envelope.payload.as_slice()).map_err(|e| {
+            NodeError::Internal(format!(
+                "a queued withdrawal's own envelope does not decode: {e}"
+            ))
+        })?;
+        let consent_id = record.status.as_ref().map_or("", |s| s.consent_id.as_str());
+        self.node.seal_outgoing(
+            MessageKind::ConsentWithdrawal,
+            &self.peer,
+            consent_id,
+            "",
+            &body,
+            now,
+        )
     }
 
     /// Schedules another attempt. All messages of one failed batch share the delay of the
