@@ -141,8 +141,17 @@ impl Hosts {
         for f in ["tls.pem", "tls.key", "signing.key", "data.key", "node.toml"] {
             std::fs::copy(own.join(f), etc.join(f)).expect("copy a file of the Jobcenter");
         }
-        for f in ["ca.pem", "directory.toml"] {
-            std::fs::copy(fed.join(f), etc.join(f)).expect("copy a shared file");
+        // The federation's public files (the CA's and the operator's keys stay with them).
+        for entry in std::fs::read_dir(&fed).expect("read the federation") {
+            let path = entry.expect("entry").path();
+            let name = path
+                .file_name()
+                .expect("a name")
+                .to_string_lossy()
+                .to_string();
+            if path.is_file() && !name.ends_with(".key") {
+                std::fs::copy(&path, etc.join(&name)).expect("copy a shared file");
+            }
         }
         let toml = std::fs::read_to_string(etc.join("node.toml")).expect("read node.toml");
         let data = root.join("var/lib/kurzdraht");
@@ -151,8 +160,7 @@ impl Hosts {
                 "data_dir = \"data\"",
                 &format!("data_dir = {:?}", data.display().to_string()),
             )
-            .replace("\"../directory.toml\"", "\"directory.toml\"")
-            .replace("\"../ca.pem\"", "\"ca.pem\"");
+            .replace("\"../", "\"");
         let api: SocketAddr = setting(&toml, "api").parse().expect("api address");
         std::fs::write(etc.join("node.toml"), toml).expect("write node.toml");
         std::fs::copy(binary(), root.join("usr/local/bin/kurzdraht")).expect("install");
