@@ -633,8 +633,8 @@ pub fn verify_delivery(
         .directory
         .get(to)
         .expect("receiver in the directory")
-        .signing_keys
-        .clone();
+        .evidence_keys()
+        .to_vec();
     let envelope = item
         .envelope
         .as_ref()

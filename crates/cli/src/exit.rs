@@ -1,10 +1,17 @@
-//! Exit codes, distinct for refused, invalid, unreachable and unauthenticated.
+//! Exit codes, distinct for refused, invalid, unreachable, unauthenticated and "does not
+//! verify".
 
 use std::process::ExitCode;
 use tonic::Code;
 
 pub const OK: ExitCode = ExitCode::SUCCESS;
 pub const OTHER: ExitCode = ExitCode::FAILURE;
+
+/// A signature or chain that does not verify: `consent evidence` on a notice that does not
+/// verify, `directory verify` on a bad signature, `audit verify` on a broken chain.
+pub fn unverified() -> ExitCode {
+    ExitCode::from(7)
+}
 
 /// The exit code for a gRPC status code.
 pub fn for_status(code: Code) -> ExitCode {
@@ -25,8 +32,16 @@ pub fn code_of(e: &anyhow::Error) -> ExitCode {
     if let Some(s) = e.downcast_ref::<tonic::Status>() {
         return for_status(s.code());
     }
+    if let Some(kurzdraht_ledger::LedgerError::AuditBroken { .. }) =
+        e.downcast_ref::<kurzdraht_ledger::LedgerError>()
+    {
+        return unverified();
+    }
     if let Some(n) = e.downcast_ref::<kurzdraht_node::NodeError>() {
         return match n {
+            kurzdraht_node::NodeError::Ledger(kurzdraht_ledger::LedgerError::AuditBroken {
+                ..
+            }) => unverified(),
             kurzdraht_node::NodeError::Transport(_) => ExitCode::from(5),
             kurzdraht_node::NodeError::Invalid { .. }
             | kurzdraht_node::NodeError::Config { .. } => ExitCode::from(4),
