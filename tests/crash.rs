@@ -150,10 +150,10 @@ impl Federation {
             &std::fs::read_to_string(self.root.join("directory.toml")).expect("directory.toml"),
         )
         .expect("directory.toml")
-            .get(agency)
-            .unwrap_or_else(|| panic!("{agency} is not in the directory"))
-            .active_keys()
-            .to_vec()
+        .get(agency)
+        .unwrap_or_else(|| panic!("{agency} is not in the directory"))
+        .active_keys()
+        .to_vec()
     }
 
     /// Starts `agency`'s node as a process and waits until its API answers.

@@ -178,15 +178,23 @@ fn a_placeholder_left_in_place_stops_the_node() {
     let e = NodeConfig::load(&path).unwrap_err().to_string();
     assert!(e.contains("api.tokens[0].sha256"), "{e}");
     // The signing key file placeholder.
-    let own_key = format!("{:?}", fed.join(JC).join("signing.key").display().to_string());
+    let own_key = format!(
+        "{:?}",
+        fed.join(JC).join("signing.key").display().to_string()
+    );
     std::fs::write(
         &path,
-        text.replace(&own_key, SIGNING_KEY_PLACEHOLDER)
-            .replace("REPLACE-WITH-SHA256-OF-JOBCENTER-SEGEBERG-API-TOKEN", &token_hash(&fed, JC)),
+        text.replace(&own_key, SIGNING_KEY_PLACEHOLDER).replace(
+            "REPLACE-WITH-SHA256-OF-JOBCENTER-SEGEBERG-API-TOKEN",
+            &token_hash(&fed, JC),
+        ),
     )
     .unwrap();
     let e = NodeConfig::load(&path).unwrap_err().to_string();
-    assert!(e.contains("signing.key_file") && e.contains("REPLACE-WITH-YYYY-MM"), "{e}");
+    assert!(
+        e.contains("signing.key_file") && e.contains("REPLACE-WITH-YYYY-MM"),
+        "{e}"
+    );
     // The key placeholders of the directory template.
     let e = Directory::from_toml(&read(&deploy_dir().join("directory.toml")))
         .unwrap_err()
@@ -301,11 +309,19 @@ async fn certificates_and_signing_keys_rotate_as_the_readme_says() {
     let (csr, key) = pki::tls_request(JC, "Jobcenter Kreis Segeberg").unwrap();
     pki::write_file(&jc_dir.join("tls-2028-10.key"), &key, true).unwrap();
     let ca_key = kurzdraht_node::config::read_secret("ca.key", &fed.join("ca.key")).unwrap();
-    let cert = pki::sign_request(&read(&fed.join("ca.pem")), &ca_key, &csr, JC, 730).unwrap();
+    let cert = pki::sign_request(&read(&fed.join("ca.pem")), &ca_key, &csr, JC, 365).unwrap();
     pki::write_file(&jc_dir.join("tls-2028-10.pem"), &cert, false).unwrap();
     h.stop(JC).await;
-    edit(&jc_dir.join("node.toml"), "cert = \"tls.pem\"", "cert = \"tls-2028-10.pem\"");
-    edit(&jc_dir.join("node.toml"), "key = \"tls.key\"", "key = \"tls-2028-10.key\"");
+    edit(
+        &jc_dir.join("node.toml"),
+        "cert = \"tls.pem\"",
+        "cert = \"tls-2028-10.pem\"",
+    );
+    edit(
+        &jc_dir.join("node.toml"),
+        "key = \"tls.key\"",
+        "key = \"tls-2028-10.key\"",
+    );
     h.restart(JC).await;
     let mut jc = h.client(JC).await;
     // The Jugendamt accepts the new certificate as a client certificate ...
@@ -838,10 +854,8 @@ async fn three_nodes_run_from_the_deploy_configs() {
             .replace(&endpoint, &format!("https://{}", h.peer));
     }
     assert!(
-        !directory
-            .lines()
-            .any(|l| !l.trim_start().starts_with('#')
-                && (l.contains("REPLACE") || l.contains("kurzdraht.example"))),
+        !directory.lines().any(|l| !l.trim_start().starts_with('#')
+            && (l.contains("REPLACE") || l.contains("kurzdraht.example"))),
         "directory.toml: a line left as in the template"
     );
     let signed = tmp.path().join("directory.toml");

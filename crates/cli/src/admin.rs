@@ -71,16 +71,24 @@ pub enum PkiCommand {
         #[arg(long)]
         dir: PathBuf,
     },
-    /// On an agency's node host, to renew its certificate: a new TLS key and a request for
-    /// the CA (neither file may exist; use dated names, e.g. tls-2028-10.key).
+    /// On an agency's node host, to renew its certificate: a request for the CA, with a new
+    /// TLS key (`--key-out`, mode 0600) or the key in use (`--reuse-key`). No file is
+    /// overwritten: use dated names, e.g. tls-2027-10.key, tls-2027-10.csr.
     TlsRequest {
         #[arg(long)]
         agency: String,
         #[arg(long)]
         name: String,
-        /// The new key, mode 0600.
+        /// A new key, written here (must not exist) ...
+        #[arg(
+            long,
+            required_unless_present = "reuse_key",
+            conflicts_with = "reuse_key"
+        )]
+        key_out: Option<PathBuf>,
+        /// ... or the key in use (e.g. /etc/kurzdraht/tls.key), which is only read.
         #[arg(long)]
-        key_out: PathBuf,
+        reuse_key: Option<PathBuf>,
         #[arg(long)]
         csr_out: PathBuf,
     },
@@ -99,7 +107,7 @@ pub enum PkiCommand {
         /// The certificate (must not exist).
         #[arg(long)]
         out: PathBuf,
-        /// Validity in days.
+        /// Validity in days (at most 396, 13 months).
         #[arg(long, default_value_t = pki::CERTIFICATE_VALIDITY_DAYS)]
         days: i64,
     },
@@ -259,18 +267,34 @@ pub fn pki(command: PkiCommand) -> anyhow::Result<ExitCode> {
             agency,
             name,
             key_out,
+            reuse_key,
             csr_out,
         } => {
-            pki::refuse_existing(&key_out)?;
             pki::refuse_existing(&csr_out)?;
-            let (request, key) = pki::tls_request(&agency, &name)?;
-            pki::write_file(&key_out, &key, true)?;
-            pki::write_file(&csr_out, &request, false)?;
-            println!(
-                "new TLS key {} (stays here) and request {} (to the federation CA)",
-                key_out.display(),
-                csr_out.display()
-            );
+            match (key_out, reuse_key) {
+                (_, Some(existing)) => {
+                    let key = read_secret("--reuse-key", &existing)?;
+                    let request = pki::tls_request_for_key(&agency, &name, &key)?;
+                    pki::write_file(&csr_out, &request, false)?;
+                    println!(
+                        "request {} for the key in use {} (to the federation CA)",
+                        csr_out.display(),
+                        existing.display()
+                    );
+                }
+                (Some(key_out), None) => {
+                    pki::refuse_existing(&key_out)?;
+                    let (request, key) = pki::tls_request(&agency, &name)?;
+                    pki::write_file(&key_out, &key, true)?;
+                    pki::write_file(&csr_out, &request, false)?;
+                    println!(
+                        "new TLS key {} (stays here) and request {} (to the federation CA)",
+                        key_out.display(),
+                        csr_out.display()
+                    );
+                }
+                (None, None) => anyhow::bail!("give --key-out or --reuse-key"),
+            }
         }
         PkiCommand::SignRequest {
             ca_key,
@@ -284,7 +308,10 @@ pub fn pki(command: PkiCommand) -> anyhow::Result<ExitCode> {
             let ca_key_pem = read_secret("--ca-key", &ca_key)?;
             let read = |key: &str, p: &Path| {
                 std::fs::read_to_string(p).map_err(|e| {
-                    kurzdraht_node::NodeError::config(key, format!("cannot read {}: {e}", p.display()))
+                    kurzdraht_node::NodeError::config(
+                        key,
+                        format!("cannot read {}: {e}", p.display()),
+                    )
                 })
             };
             let cert = pki::sign_request(
@@ -356,7 +383,8 @@ pub fn directory(command: DirectoryCommand) -> anyhow::Result<ExitCode> {
             let texts = entries
                 .iter()
                 .map(|p| {
-                    std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+                    std::fs::read_to_string(p)
+                        .with_context(|| format!("cannot read {}", p.display()))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let text = pki::assemble_directory(version, &texts)?;
@@ -376,10 +404,7 @@ pub fn directory(command: DirectoryCommand) -> anyhow::Result<ExitCode> {
                 d.version(),
                 d.fingerprint()
             );
-            println!(
-                "  signature {}",
-                directory::signature_path(&file).display()
-            );
+            println!("  signature {}", directory::signature_path(&file).display());
         }
         DirectoryCommand::Verify {
             operator_key,
@@ -388,7 +413,10 @@ pub fn directory(command: DirectoryCommand) -> anyhow::Result<ExitCode> {
         } => {
             let node = config.as_deref().map(NodeToml::read).transpose()?;
             let (key_path, file) = match (&node, operator_key) {
-                (Some(n), _) => (n.operator_key.clone(), file.unwrap_or(n.directory_file.clone())),
+                (Some(n), _) => (
+                    n.operator_key.clone(),
+                    file.unwrap_or(n.directory_file.clone()),
+                ),
                 (None, Some(k)) => (
                     k,
                     file.context("name the directory file (or give --config)")?,
@@ -439,7 +467,12 @@ pub async fn config_check(file: &Path, reach_peers: bool) -> anyhow::Result<Exit
         .get(&c.agency)
         .context("the agency vanished from the directory")?;
     println!("{}: valid", file.display());
-    println!("  agency       {} ({}) — {}", c.agency, c.role.as_str(), me.name);
+    println!(
+        "  agency       {} ({}) — {}",
+        c.agency,
+        c.role.as_str(),
+        me.name
+    );
     let days = days_until(c.certificate_not_after);
     println!(
         "  certificate  names {}, chains to the federation CA, valid until {} ({days} days); tls.key is its key",
@@ -539,7 +572,11 @@ pub async fn health(config: Option<PathBuf>, client: Option<PathBuf>) -> anyhow:
                 serving &= s == tonic_health::pb::health_check_response::ServingStatus::Serving;
                 println!(
                     "{:<28} {}",
-                    if service.is_empty() { "(node)" } else { service },
+                    if service.is_empty() {
+                        "(node)"
+                    } else {
+                        service
+                    },
                     s.as_str_name()
                 );
             }

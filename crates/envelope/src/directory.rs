@@ -43,7 +43,11 @@ mod tests {
         let text = b"version = 1\n";
         let sig = sign_directory(text, &operator);
         assert!(verify_directory(text, &sig, &operator.verifying_key()));
-        assert!(!verify_directory(b"version = 2\n", &sig, &operator.verifying_key()));
+        assert!(!verify_directory(
+            b"version = 2\n",
+            &sig,
+            &operator.verifying_key()
+        ));
         assert!(!verify_directory(text, &sig, &other.verifying_key()));
         // an envelope signature over the same bytes is no directory signature
         assert!(!verify_directory(

@@ -20,8 +20,7 @@ impl Drop for Scratch {
 
 fn scratch_in(parent: &Path) -> Result<Scratch, NodeError> {
     let mut suffix = [0u8; 8];
-    getrandom::fill(&mut suffix)
-        .map_err(|e| NodeError::Internal(format!("no randomness: {e}")))?;
+    getrandom::fill(&mut suffix).map_err(|e| NodeError::Internal(format!("no randomness: {e}")))?;
     let dir = parent.join(format!("kurzdraht-audit-{}", hex::encode(suffix)));
     let mut builder = std::fs::DirBuilder::new();
     #[cfg(unix)]
@@ -32,7 +31,10 @@ fn scratch_in(parent: &Path) -> Result<Scratch, NodeError> {
     builder.create(&dir).map_err(|e| {
         NodeError::config(
             "--scratch",
-            format!("cannot create a scratch directory in {}: {e}", parent.display()),
+            format!(
+                "cannot create a scratch directory in {}: {e}",
+                parent.display()
+            ),
         )
     })?;
     Ok(Scratch(dir))
@@ -64,7 +66,11 @@ pub fn verify_read_only(data_dir: &Path, scratch: &Path) -> Result<AuditReport, 
     let lock = std::fs::File::open(&db).map_err(|e| {
         NodeError::config(
             "data_dir",
-            format!("{} holds no store ({}: {e})", data_dir.display(), db.display()),
+            format!(
+                "{} holds no store ({}: {e})",
+                data_dir.display(),
+                db.display()
+            ),
         )
     })?;
     match lock.try_lock() {

@@ -419,14 +419,18 @@ impl NodeConfig {
             None => {
                 return Err(NodeError::config(
                     "signing.key_file",
-                    "its public key is not pinned for this agency in the directory",
+                    format!(
+                        "{}: its public key is not pinned for this agency in the directory",
+                        at(&file.signing.key_file).display()
+                    ),
                 ))
             }
             Some(state) => {
                 return Err(NodeError::config(
                     "signing.key_file",
                     format!(
-                        "its public key is {state} in the directory: peers refuse what it signs; sign with an active key"
+                        "{}: its public key is {state} in the directory: peers refuse what it signs; sign with an active key",
+                        at(&file.signing.key_file).display()
                     ),
                 ))
             }
@@ -452,12 +456,27 @@ impl NodeConfig {
             cert_pem: read_public("tls.cert", &at(&file.tls.cert))?,
             key_pem: read_secret("tls.key", &at(&file.tls.key))?,
         };
+        // The refusal names the file at fault as well as its key in node.toml.
         let identity = crate::tls::check_identity(
             &tls,
             &file.agency,
             &directory,
             std::time::SystemTime::now(),
-        )?;
+        )
+        .map_err(|e| match e {
+            NodeError::Config { key, reason } => {
+                let path = match key.as_str() {
+                    "tls.cert" => at(&file.tls.cert),
+                    "tls.key" => at(&file.tls.key),
+                    _ => at(&file.tls.ca_cert),
+                };
+                NodeError::Config {
+                    reason: format!("{}: {reason}", path.display()),
+                    key,
+                }
+            }
+            other => other,
+        })?;
         if file.api.tokens.is_empty() {
             return Err(NodeError::config("api.tokens", "lists no IT system"));
         }
@@ -722,8 +741,11 @@ mod tests {
 
     /// A federation of `pki init` in `dir`; the Jobcenter's node.toml.
     fn federation(dir: &Path) -> PathBuf {
-        let files = crate::pki::init(dir, &crate::pki::segeberg_on_free_ports(false).expect("ports"))
-            .expect("init");
+        let files = crate::pki::init(
+            dir,
+            &crate::pki::segeberg_on_free_ports(false).expect("ports"),
+        )
+        .expect("init");
         files[0].node_config.clone()
     }
 
@@ -752,7 +774,9 @@ mod tests {
         let (key, reason) = refusal(&node_toml);
         assert_eq!(key, "tls.cert");
         assert!(
-            reason.contains("names [jugendamt-kreis-segeberg], not this node's agency jobcenter-segeberg"),
+            reason.contains(
+                "names [jugendamt-kreis-segeberg], not this node's agency jobcenter-segeberg"
+            ),
             "{reason}"
         );
         // its own certificate, another agency's key
@@ -778,7 +802,10 @@ mod tests {
         );
         let (key, reason) = refusal(&node_toml);
         assert_eq!(key, "tls.cert");
-        assert!(reason.contains("not issued by the federation CA"), "{reason}");
+        assert!(
+            reason.contains("not issued by the federation CA"),
+            "{reason}"
+        );
     }
 
     #[test]

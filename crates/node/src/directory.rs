@@ -148,11 +148,9 @@ impl Agency {
         limits: &Limits,
     ) -> Result<OpenedEnvelope, NodeError> {
         let first = match verify_and_open(envelope, &self.active, limits) {
-            Err(EnvelopeError::BadSignature { .. }) => {
-                EnvelopeError::BadSignature {
-                    signer: self.id.clone(),
-                }
-            }
+            Err(EnvelopeError::BadSignature { .. }) => EnvelopeError::BadSignature {
+                signer: self.id.clone(),
+            },
             other => return other.map_err(NodeError::from),
         };
         for pinned in self.keys.iter().filter(|k| k.state != KeyState::Active) {
@@ -302,8 +300,9 @@ pub fn check_signature(
     signature_text: &str,
     operator: &VerifyingKey,
 ) -> Result<(), SignatureProblem> {
-    let file: SignatureFile = toml::from_str(signature_text)
-        .map_err(|e| SignatureProblem::Unreadable(format!("not a signature file: {}", e.message())))?;
+    let file: SignatureFile = toml::from_str(signature_text).map_err(|e| {
+        SignatureProblem::Unreadable(format!("not a signature file: {}", e.message()))
+    })?;
     let signed_by = VerifyingKey::from_hex(&file.operator_key)
         .map_err(|e| SignatureProblem::Unreadable(format!("operator_key: {e}")))?;
     if signed_by != *operator {
@@ -324,9 +323,8 @@ pub fn check_signature(
 pub fn read_public_key(key: &str, path: &Path) -> Result<VerifyingKey, NodeError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| NodeError::config(key, format!("cannot read {}: {e}", path.display())))?;
-    VerifyingKey::from_hex(&text).map_err(|e| {
-        NodeError::config(key, format!("{}: {e}", path.display()))
-    })
+    VerifyingKey::from_hex(&text)
+        .map_err(|e| NodeError::config(key, format!("{}: {e}", path.display())))
 }
 
 impl Directory {
@@ -334,7 +332,10 @@ impl Directory {
     /// before anything of the file is decoded.
     pub fn load_signed(path: &Path, operator: &VerifyingKey) -> Result<Self, NodeError> {
         let bytes = std::fs::read(path).map_err(|e| {
-            NodeError::config("directory.file", format!("cannot read {}: {e}", path.display()))
+            NodeError::config(
+                "directory.file",
+                format!("cannot read {}: {e}", path.display()),
+            )
         })?;
         let sig_path = signature_path(path);
         let sig = std::fs::read_to_string(&sig_path).map_err(|e| {
@@ -343,13 +344,12 @@ impl Directory {
                 format!("cannot read its signature {}: {e}", sig_path.display()),
             )
         })?;
-        Self::verified(&bytes, &sig, operator)
-            .map_err(|e| match e {
-                NodeError::Config { key, reason } if key == "directory.signature" => {
-                    NodeError::config(key, format!("{}: {reason}", sig_path.display()))
-                }
-                e => e,
-            })
+        Self::verified(&bytes, &sig, operator).map_err(|e| match e {
+            NodeError::Config { key, reason } if key == "directory.signature" => {
+                NodeError::config(key, format!("{}: {reason}", sig_path.display()))
+            }
+            e => e,
+        })
     }
 
     /// A directory from its bytes and signature text, verified with `operator` first.
@@ -639,13 +639,16 @@ mod tests {
             jc.evidence_keys(),
             &[retired.verifying_key(), active.verifying_key()]
         );
-        let midnight = clock::german_start_of_day_ms(
-            clock::parse_date("d", "2026-11-01").expect("date"),
-        );
+        let midnight =
+            clock::german_start_of_day_ms(clock::parse_date("d", "2026-11-01").expect("date"));
         // active: any time
-        assert!(jc.open_envelope(&envelope(&active, midnight + 5), &LIMITS).is_ok());
+        assert!(jc
+            .open_envelope(&envelope(&active, midnight + 5), &LIMITS)
+            .is_ok());
         // retired: only what it signed before the day it was retired
-        assert!(jc.open_envelope(&envelope(&retired, midnight - 1), &LIMITS).is_ok());
+        assert!(jc
+            .open_envelope(&envelope(&retired, midnight - 1), &LIMITS)
+            .is_ok());
         let e = jc
             .open_envelope(&envelope(&retired, midnight), &LIMITS)
             .expect_err("a new envelope with a retired key");
@@ -745,10 +748,8 @@ mod tests {
             ),
         );
         let d = Directory::from_toml(&text).expect("valid");
-        let who = |plz: &str, ars: &str| {
-            d.competent(Role::Jugendamt, plz, ars)
-                .map(|a| a.id.clone())
-        };
+        let who =
+            |plz: &str, ars: &str| d.competent(Role::Jugendamt, plz, ars).map(|a| a.id.clone());
         assert_eq!(who("22846", "").as_deref(), Some("norderstedt"));
         assert_eq!(who("", "010600063063").as_deref(), Some("norderstedt"));
         assert_eq!(who("23795", "010600005005").as_deref(), Some("kreis"));
@@ -776,8 +777,8 @@ mod tests {
             &sign_directory(text.as_bytes(), &operator),
             &operator.verifying_key(),
         );
-        let d = Directory::verified(text.as_bytes(), &sig, &operator.verifying_key())
-            .expect("signed");
+        let d =
+            Directory::verified(text.as_bytes(), &sig, &operator.verifying_key()).expect("signed");
         assert_eq!(
             d.fingerprint(),
             hex::encode(directory_fingerprint(text.as_bytes()))

@@ -82,7 +82,9 @@ pub fn record(data_dir: &Path, directory: &Directory) -> Result<(), NodeError> {
         format!("{} {}\n", directory.version(), directory.fingerprint()),
     )
     .map_err(io)?;
-    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io)?;
     std::fs::rename(&tmp, &path).map_err(io)?;
     Ok(())
 }
@@ -195,8 +197,7 @@ pub(crate) fn spawn_watcher(
             }
             let node2 = node.clone();
             let source2 = source.clone();
-            let outcome = match tokio::task::spawn_blocking(move || look(&node2, &source2)).await
-            {
+            let outcome = match tokio::task::spawn_blocking(move || look(&node2, &source2)).await {
                 Ok(o) => o,
                 Err(e) => Outcome::Refused(format!("the look failed: {e}")),
             };

@@ -68,7 +68,9 @@ impl Node {
             Some(n) if stored.erased_at_ms > 0 => self
                 .header_proves(n, &record.recording_agency, &record.consent_id)
                 .err(),
-            Some(n) => self.notice_proves(n, &record.recording_agency, &record).err(),
+            Some(n) => self
+                .notice_proves(n, &record.recording_agency, &record)
+                .err(),
         };
         Ok(ConsentEvidence {
             state: consent::state_at(&stored, self.now_ms()) as i32,
@@ -115,14 +117,13 @@ impl Node {
         let directory = self.directory();
         let agency = Self::signing_agency(&directory, notice, recording_agency)?;
         let limits = &self.limits().envelope;
-        let opened = verify_and_open(notice, agency.evidence_keys(), limits).map_err(|e| {
-            match e {
+        let opened =
+            verify_and_open(notice, agency.evidence_keys(), limits).map_err(|e| match e {
                 kurzdraht_envelope::EnvelopeError::BadSignature { .. } => {
                     agency.evidence_problem(notice, limits)
                 }
                 other => format!("the signed notice does not open: {other}"),
-            }
-        })?;
+            })?;
         if kind_of(&opened.body) == Some(MessageKind::ConsentNotice)
             && matches!(&opened.body.body, Some(Body::ConsentNotice(n)) if n.consent.as_ref() == Some(record))
         {

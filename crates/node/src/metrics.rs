@@ -213,7 +213,8 @@ impl StoreGauges {
             directory: Some((directory.version(), directory.fingerprint())),
             reachable: node.reachability().into_iter().collect(),
             certificate_expiry_seconds: Some(
-                node.certificate_not_after_ms().saturating_sub(crate::clock::now_ms()) as f64
+                node.certificate_not_after_ms()
+                    .saturating_sub(crate::clock::now_ms()) as f64
                     / 1000.0,
             ),
         }

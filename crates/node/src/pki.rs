@@ -27,8 +27,10 @@
 //! ```
 //! Secret files are written with mode 0600, and no file is ever overwritten.
 //!
-//! Certificates: the CA's is valid 10 years, an agency's 2 years ([`CERTIFICATE_VALIDITY_DAYS`]);
-//! renewal is a new request (`pki tls-request`, a new key) signed by the CA.
+//! Certificates: the CA's is valid 10 years ([`CA_VALIDITY_DAYS`]), an agency's one year by
+//! default and at most 13 months ([`CERTIFICATE_VALIDITY_DAYS`], [`MAX_CERTIFICATE_DAYS`]).
+//! Renewal is a new request from the agency's host (`pki tls-request`, with a new key or
+//! `--reuse-key` the one in use) signed again by the CA (`pki sign-request`).
 
 use crate::{directory::Directory, policy::Role, NodeError};
 use kurzdraht_envelope::{sign_directory, SigningKey};
@@ -44,9 +46,12 @@ use time::OffsetDateTime;
 
 /// How long the federation CA's certificate is valid.
 pub const CA_VALIDITY_DAYS: i64 = 3650;
-/// How long an agency's TLS certificate is valid (renew it before: `config check` warns 60
-/// days ahead, the metric `kurzdraht_certificate_expiry_seconds` counts down).
-pub const CERTIFICATE_VALIDITY_DAYS: i64 = 730;
+/// How long an agency's TLS certificate is valid by default (renew it before: `config check`
+/// warns 60 days ahead, the metric `kurzdraht_certificate_expiry_seconds` counts down).
+pub const CERTIFICATE_VALIDITY_DAYS: i64 = 365;
+/// The longest validity `sign-request` gives an agency's certificate: 13 months (a year and
+/// a month of overlap for the renewal).
+pub const MAX_CERTIFICATE_DAYS: i64 = 396;
 
 /// One agency to set up.
 #[derive(Debug, Clone)]
@@ -178,9 +183,8 @@ pub fn replace_file(path: &Path, contents: &str) -> Result<(), NodeError> {
     let tmp = PathBuf::from(tmp);
     let _ = std::fs::remove_file(&tmp);
     write_file(&tmp, contents, false)?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        NodeError::config("output", format!("cannot replace {}: {e}", path.display()))
-    })
+    std::fs::rename(&tmp, path)
+        .map_err(|e| NodeError::config("output", format!("cannot replace {}: {e}", path.display())))
 }
 
 /// A random token of 32 bytes, hex.
@@ -228,9 +232,23 @@ pub fn new_ca() -> Result<(String, String), NodeError> {
 /// A new TLS key and a certificate request naming agency `id` (its only DNS name) and
 /// organisation `name`: (request PEM, key PEM). The key never leaves the agency's host.
 pub fn tls_request(id: &str, name: &str) -> Result<(String, String), NodeError> {
+    let key = KeyPair::generate().map_err(|e| pki_err("TLS key", e))?;
+    let key_pem = key.serialize_pem();
+    Ok((request_with_key(id, name, &key)?, key_pem))
+}
+
+/// A certificate request for agency `id` with the TLS key already in use (`key_pem`), to
+/// renew its certificate without a new key (`pki tls-request --reuse-key`).
+pub fn tls_request_for_key(id: &str, name: &str, key_pem: &str) -> Result<String, NodeError> {
+    let key = KeyPair::from_pem(key_pem).map_err(|e| {
+        NodeError::config("--reuse-key", format!("is not a readable private key: {e}"))
+    })?;
+    request_with_key(id, name, &key)
+}
+
+fn request_with_key(id: &str, name: &str, key: &KeyPair) -> Result<String, NodeError> {
     kurzdraht_envelope::agency::validate_agency_id("--agency", id)
         .map_err(|e| NodeError::config("--agency", e.to_string()))?;
-    let key = KeyPair::generate().map_err(|e| pki_err("TLS key", e))?;
     let mut params =
         CertificateParams::new(vec![id.to_string()]).map_err(|e| pki_err("request", e))?;
     params.distinguished_name = DistinguishedName::new();
@@ -238,11 +256,10 @@ pub fn tls_request(id: &str, name: &str) -> Result<(String, String), NodeError> 
     params
         .distinguished_name
         .push(DnType::OrganizationName, name);
-    let request = params
-        .serialize_request(&key)
+    params
+        .serialize_request(key)
         .and_then(|r| r.pem())
-        .map_err(|e| pki_err("request", e))?;
-    Ok((request, key.serialize_pem()))
+        .map_err(|e| pki_err("request", e))
 }
 
 /// What a certificate says, read from its PEM.
@@ -316,10 +333,10 @@ pub fn sign_request(
 ) -> Result<String, NodeError> {
     kurzdraht_envelope::agency::validate_agency_id("--agency", agency)
         .map_err(|e| NodeError::config("--agency", e.to_string()))?;
-    if !(1..=CA_VALIDITY_DAYS).contains(&days) {
+    if !(1..=MAX_CERTIFICATE_DAYS).contains(&days) {
         return Err(NodeError::config(
             "--days",
-            format!("must lie between 1 and {CA_VALIDITY_DAYS}"),
+            format!("must lie between 1 and {MAX_CERTIFICATE_DAYS} (13 months)"),
         ));
     }
     let ca = certificate_info("--ca-cert", ca_cert_pem)?;
@@ -333,7 +350,10 @@ pub fn sign_request(
         ));
     }
     let request = CertificateSigningRequestParams::from_pem(request_pem).map_err(|e| {
-        NodeError::config("--csr", format!("is not a validly signed certificate request: {e}"))
+        NodeError::config(
+            "--csr",
+            format!("is not a validly signed certificate request: {e}"),
+        )
     })?;
     let names: Vec<String> = request
         .params
@@ -488,7 +508,11 @@ pub fn refuse_existing(path: &Path) -> Result<(), NodeError> {
 /// that a rotation never needs to overwrite or rename one.
 pub fn dated_signing_key_name() -> String {
     let today = OffsetDateTime::now_utc().date();
-    format!("signing-{}-{:02}.key", today.year(), u8::from(today.month()))
+    format!(
+        "signing-{}-{:02}.key",
+        today.year(),
+        u8::from(today.month())
+    )
 }
 
 /// An agency's entry for the directory, as `pki agency-keys` hands it to the federation
@@ -621,14 +645,16 @@ pub fn agency_keys(
     data_dir: &str,
 ) -> Result<AgencyKeyFiles, NodeError> {
     if data_dir.contains(['"', '\\', '\n']) {
-        return Err(NodeError::config("--data-dir", "must not hold quotes, backslashes or line breaks"));
+        return Err(NodeError::config(
+            "--data-dir",
+            "must not hold quotes, backslashes or line breaks",
+        ));
     }
     if !endpoint.starts_with("https://") {
         return Err(NodeError::config("--endpoint", "must be an https:// URL"));
     }
-    std::fs::create_dir_all(dir).map_err(|e| {
-        NodeError::config("--dir", format!("cannot create {}: {e}", dir.display()))
-    })?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| NodeError::config("--dir", format!("cannot create {}: {e}", dir.display())))?;
     let signing_name = dated_signing_key_name();
     let request = dir.join("tls.csr");
     let entry = dir.join(format!("{}.entry.toml", spec.id));
@@ -763,18 +789,29 @@ mod tests {
     fn the_ca_signs_only_a_request_naming_exactly_the_agency() {
         let (ca_pem, ca_key) = new_ca().expect("CA");
         let (request, key) = tls_request("jobcenter-segeberg", "Jobcenter").expect("request");
-        let cert = sign_request(&ca_pem, &ca_key, &request, "jobcenter-segeberg", 730)
-            .expect("signed");
+        let cert =
+            sign_request(&ca_pem, &ca_key, &request, "jobcenter-segeberg", 365).expect("signed");
         let info = certificate_info("cert", &cert).expect("readable");
         assert_eq!(info.names, ["jobcenter-segeberg"]);
         assert_eq!(info.public_key, key_public_info("key", &key).expect("key"));
         let days = (info.not_after - info.not_before).whole_days();
-        assert!((730..=731).contains(&days), "{days} days");
+        assert!((365..=366).contains(&days), "{days} days");
+        // no longer than 13 months
+        match sign_request(&ca_pem, &ca_key, &request, "jobcenter-segeberg", 397) {
+            Err(NodeError::Config { key, .. }) => assert_eq!(key, "--days"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        // renewal with the same key: a new request, the same public key
+        let renewal = tls_request_for_key("jobcenter-segeberg", "Jobcenter", &key).expect("csr");
+        let renewed =
+            sign_request(&ca_pem, &ca_key, &renewal, "jobcenter-segeberg", 365).expect("signed");
+        let renewed = certificate_info("cert", &renewed).expect("readable");
+        assert_eq!(renewed.public_key, info.public_key);
         let ca = certificate_info("ca", &ca_pem).expect("readable");
         assert!(ca.is_ca);
         assert!((3650..=3651).contains(&(ca.not_after - ca.not_before).whole_days()));
         // a request for another agency is refused, naming what it names
-        match sign_request(&ca_pem, &ca_key, &request, "jugendamt-norderstedt", 730) {
+        match sign_request(&ca_pem, &ca_key, &request, "jugendamt-norderstedt", 365) {
             Err(NodeError::Config { key, reason }) => {
                 assert_eq!(key, "--csr");
                 assert!(reason.contains("[jobcenter-segeberg]"), "{reason}");
@@ -783,13 +820,13 @@ mod tests {
         }
         // a CA key that is not the CA certificate's
         let (_, other_key) = new_ca().expect("CA");
-        match sign_request(&ca_pem, &other_key, &request, "jobcenter-segeberg", 730) {
+        match sign_request(&ca_pem, &other_key, &request, "jobcenter-segeberg", 365) {
             Err(NodeError::Config { key, .. }) => assert_eq!(key, "--ca-key"),
             other => panic!("expected a refusal, got {other:?}"),
         }
         // a tampered request does not verify
         let tampered = request.replacen("MII", "MIJ", 1);
-        assert!(sign_request(&ca_pem, &ca_key, &tampered, "jobcenter-segeberg", 730).is_err());
+        assert!(sign_request(&ca_pem, &ca_key, &tampered, "jobcenter-segeberg", 365).is_err());
     }
 
     #[test]

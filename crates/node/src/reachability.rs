@@ -46,7 +46,12 @@ pub async fn probe(own: &TlsMaterial, peer: &Agency) -> Result<(), String> {
         .timeout(PROBE_TIMEOUT);
     let channel = tokio::time::timeout(PROBE_TIMEOUT, endpoint.connect())
         .await
-        .map_err(|_| format!("no connection to {} within {PROBE_TIMEOUT:?}", peer.endpoint))?
+        .map_err(|_| {
+            format!(
+                "no connection to {} within {PROBE_TIMEOUT:?}",
+                peer.endpoint
+            )
+        })?
         .map_err(|e| format!("cannot connect to {}: {}", peer.endpoint, with_causes(&e)))?;
     let answer = HealthClient::new(channel)
         .check(HealthCheckRequest {

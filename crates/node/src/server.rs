@@ -4,8 +4,8 @@
 //! production binds the configured addresses.
 
 use crate::{
-    agency_api, config::NodeConfig, connection_limits, delivery, directory_update, health,
-    metrics, node::Node, peer_exchange, reachability, tls, transport_refusals, NodeError,
+    agency_api, config::NodeConfig, connection_limits, delivery, directory_update, health, metrics,
+    node::Node, peer_exchange, reachability, tls, transport_refusals, NodeError,
 };
 use std::future::Future;
 use std::net::SocketAddr;

@@ -543,5 +543,10 @@ impl Node {
             tracing::error!(error = %err, "could not audit a refusal");
         }
         tracing::info!(reason = e.reason_code(), kind = ?kind, peer, "refused");
+        if let NodeError::KeyNotAccepted(why) = e {
+            // Which key and its state in the directory (no personal data): what the
+            // operators of both agencies need to act on.
+            tracing::warn!(peer, detail = %why, "a peer signed with a key the directory does not accept");
+        }
     }
 }

@@ -116,8 +116,9 @@ pub fn check_identity(
     }
     let ca_der = CertificateDer::from_pem_slice(m.ca_pem.as_bytes())
         .map_err(|e| NodeError::config("tls.ca_cert", format!("holds no PEM certificate: {e}")))?;
-    let anchor = webpki::anchor_from_trusted_cert(&ca_der)
-        .map_err(|e| NodeError::config("tls.ca_cert", format!("is no usable CA certificate: {e}")))?;
+    let anchor = webpki::anchor_from_trusted_cert(&ca_der).map_err(|e| {
+        NodeError::config("tls.ca_cert", format!("is no usable CA certificate: {e}"))
+    })?;
     let cert_der = CertificateDer::from_pem_slice(m.cert_pem.as_bytes())
         .map_err(|e| NodeError::config("tls.cert", format!("holds no PEM certificate: {e}")))?;
     let ee = webpki::EndEntityCert::try_from(&cert_der)
