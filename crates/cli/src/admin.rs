@@ -118,10 +118,23 @@ pub enum PkiCommand {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Write a new data key (mode 0600): for a new store only (a store is bound to its key).
+    /// Write a new data key (mode 0600), e.g. /etc/kurzdraht/data-2027-05.key: for a new
+    /// store, or to rotate a store's key with `pki rekey-store`.
     DataKey {
         #[arg(long)]
         out: PathBuf,
+    },
+    /// On the agency's node host, the node stopped: seal the whole store of node.toml again
+    /// under a new data key (one transaction: the store is under the old key or the new).
+    /// Then point `[storage] data_key_file` at the new key and start the node. Keep the old
+    /// key as long as backups sealed with it are kept.
+    RekeyStore {
+        /// The node's node.toml (its store and current data key).
+        #[arg(long)]
+        config: PathBuf,
+        /// The new data key (from `pki data-key`).
+        #[arg(long)]
+        new_key: PathBuf,
     },
     /// Write a new API token (mode 0600) and print its `[api] tokens` entry for node.toml
     /// (the token itself is never printed).
@@ -334,6 +347,31 @@ pub fn pki(command: PkiCommand) -> anyhow::Result<ExitCode> {
                 "public key (list it as active for the agency in the directory before the node signs with it):"
             );
             println!("{public}");
+        }
+        PkiCommand::RekeyStore { config, new_key } => {
+            let c = NodeConfig::load(&config)?;
+            let new = kurzdraht_ledger::DataKey::from_hex(&read_secret("--new-key", &new_key)?)
+                .map_err(|e| kurzdraht_node::NodeError::config("--new-key", e.to_string()))?;
+            if new.to_hex() == c.data_key.to_hex() {
+                anyhow::bail!(
+                    "{} is the store's current data key: make a new one with `pki data-key`",
+                    new_key.display()
+                );
+            }
+            let ledger = kurzdraht_ledger::Ledger::open_encrypted(&c.data_dir, &c.data_key)?;
+            let values = ledger.rekey(&new)?;
+            // Proof: the store opens with the new key.
+            drop(kurzdraht_ledger::Ledger::open_encrypted(&c.data_dir, &new)?);
+            println!(
+                "the store in {} is sealed under {} ({values} values sealed again)",
+                c.data_dir.display(),
+                new_key.display()
+            );
+            println!(
+                "now set [storage] data_key_file = \"{}\" in {} and start the node; keep the old key as long as backups sealed with it are kept",
+                new_key.display(),
+                config.display()
+            );
         }
         PkiCommand::DataKey { out } => {
             pki::new_data_key(&out)?;

@@ -758,7 +758,66 @@ fn the_ceremony_keeps_secrets_apart_and_its_nodes_deliver_and_follow_the_directo
     assert!(before.len() > 2, "{:?}", before.keys());
     let verified = ok(&["audit", "verify", "--config", s(&ja_toml)]);
     assert!(verified.contains("verifies"), "{verified}");
-    assert_eq!(snapshot(&data), before, "audit verify changed the store");
+    let after = snapshot(&data);
+    let changed: Vec<&PathBuf> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|p| before.get(*p) != after.get(*p))
+        .collect();
+    assert!(changed.is_empty(), "audit verify changed {changed:?}");
+
+    // The data key rotated (deploy/README.md §6): the store sealed again under a new dated
+    // key; the old key no longer opens it, the new one reads what was received.
+    replace(
+        &c.operator.join("directory.toml.sig"),
+        &ja.dir.join("directory.toml.sig"),
+    );
+    replace(
+        &c.operator.join("directory.toml"),
+        &ja.dir.join("directory.toml"),
+    );
+    let new_key = ja.dir.join("data-2027-05.key");
+    ok(&["pki", "data-key", "--out", s(&new_key)]);
+    let rekeyed = ok(&[
+        "pki",
+        "rekey-store",
+        "--config",
+        s(&ja_toml),
+        "--new-key",
+        s(&new_key),
+    ]);
+    assert!(rekeyed.contains("values sealed again"), "{rekeyed}");
+    let out = kd(&["serve", "--config", s(&ja_toml)]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("sealed with another data key"),
+        "{}",
+        text(&out.stderr)
+    );
+    let node_toml = std::fs::read_to_string(&ja_toml).expect("node.toml");
+    assert_eq!(node_toml.matches("data_key_file = \"data.key\"").count(), 1);
+    std::fs::write(
+        &ja_toml,
+        node_toml.replace(
+            "data_key_file = \"data.key\"",
+            "data_key_file = \"data-2027-05.key\"",
+        ),
+    )
+    .expect("write node.toml");
+    nodes.0.insert(JA, serve(ja));
+    wait_healthy(ja);
+    let inbox = client(ja, &["inbox", "--json"]);
+    assert_eq!(inbox.status.code(), Some(0), "{}", text(&inbox.stderr));
+    assert!(
+        text(&inbox.stdout).contains(&first),
+        "{}",
+        text(&inbox.stdout)
+    );
+    assert!(
+        text(&inbox.stdout).contains("Lena"),
+        "{}",
+        text(&inbox.stdout)
+    );
 }
 
 /// (b) `config check` refuses a node holding another agency's certificate and key, or its

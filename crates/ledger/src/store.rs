@@ -46,6 +46,7 @@ const SCHEMA: &[u8] = b"schema";
 const SCHEMA_VERSION: u64 = 3;
 
 mod lanes;
+mod rekey;
 mod requests;
 mod retention;
 pub use lanes::{lane_of_root, DELIVERY_LANES};
