@@ -586,6 +586,15 @@ fn the_ceremony_keeps_secrets_apart_and_its_nodes_deliver_and_follow_the_directo
     let jc = c.agency(JC);
     let ja = c.agency(JA);
 
+    // The Jobcenter probes its peers every second (default 30 s).
+    let jc_toml = jc.dir.join("node.toml");
+    let jc_config = std::fs::read_to_string(&jc_toml).expect("node.toml");
+    assert_eq!(jc_config.matches("[delivery]\n").count(), 1);
+    std::fs::write(
+        &jc_toml,
+        jc_config.replace("[delivery]\n", "[delivery]\npeer_probe_secs = 1\n"),
+    )
+    .expect("write node.toml");
     // The three nodes, each from its own host's directory.
     let mut nodes = Nodes(BTreeMap::new());
     for a in &c.agencies {
@@ -604,6 +613,23 @@ fn the_ceremony_keeps_secrets_apart_and_its_nodes_deliver_and_follow_the_directo
     assert!(check.contains(&format!("reached      {JA}")), "{check}");
     assert!(check.contains(&format!("reached      {JN}")), "{check}");
     assert!(check.contains("version 1, fingerprint "), "{check}");
+    let v1_fingerprint = check
+        .split("version 1, fingerprint ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .expect("a fingerprint")
+        .to_string();
+    assert_eq!(v1_fingerprint.len(), 64, "{check}");
+    // ... the one each node logged at start
+    for a in &c.agencies {
+        let log = std::fs::read_to_string(a.dir.join("serve.log")).expect("log");
+        assert!(
+            log.lines()
+                .any(|l| l.contains("directory in force") && l.contains(&v1_fingerprint)),
+            "{}: {log}",
+            a.id
+        );
+    }
     let form = c.root.join(format!("{JC}-host")).join("einwilligung.pdf");
     std::fs::write(&form, b"Einwilligung, unterschrieben").expect("form");
     let consent = grant_consent(jc, &form);
@@ -733,6 +759,29 @@ fn the_ceremony_keeps_secrets_apart_and_its_nodes_deliver_and_follow_the_directo
     // ... and at start (config check and serve).
     let mut node = nodes.0.remove(JA).expect("node");
     sigterm_and_wait(&mut node);
+    // The Jugendamt down: health and --reach-peers say so (exit 5), the metric turns 0.
+    let down = kd(&["health", "--config", s(&ja.dir.join("node.toml"))]);
+    assert_eq!(down.status.code(), Some(5), "{}", text(&down.stderr));
+    // (the Norderstedt office's check: the Jobcenter's own is refused since its key was
+    // revoked)
+    let jn_toml = c.agency(JN).dir.join("node.toml");
+    let reach = kd(&["config", "check", "--reach-peers", s(&jn_toml)]);
+    assert_eq!(reach.status.code(), Some(5), "{}", text(&reach.stderr));
+    assert!(
+        text(&reach.stdout).contains(&format!("NOT reached  {JA}")),
+        "{}",
+        text(&reach.stdout)
+    );
+    assert!(
+        text(&reach.stdout).contains(&format!("reached      {JC}")),
+        "{}",
+        text(&reach.stdout)
+    );
+    wait_metric(
+        jc,
+        &format!("kurzdraht_peer_reachable{{peer=\"{JA}\"}}"),
+        0.0,
+    );
     let ja_toml = ja.dir.join("node.toml");
     for args in [
         vec!["config", "check", s(&ja_toml)],
