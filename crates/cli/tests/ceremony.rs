@@ -915,9 +915,88 @@ fn config_check_refuses_another_agencys_certificate_naming_the_file() {
     assert_eq!(out.status.code(), Some(4), "{err}");
     assert!(err.contains(s(&wrong.join("tls.key"))), "{err}");
     assert!(err.contains("is not the key of the certificate"), "{err}");
-    // a directory changed after the operator signed it
     replace(&jc.dir.join("tls.key"), &wrong.join("tls.key"));
     ok(&["config", "check", s(&wrong_toml)]);
+
+    // Renewal (deploy/README.md §6): a new request for the key in use, signed by the CA.
+    let csr = wrong.join("tls-2027-10.csr");
+    ok(&[
+        "pki",
+        "tls-request",
+        "--agency",
+        JC,
+        "--name",
+        "Jobcenter Kreis Segeberg",
+        "--reuse-key",
+        s(&wrong.join("tls.key")),
+        "--csr-out",
+        s(&csr),
+    ]);
+    let sign = |csr: &Path, out: &Path| {
+        hand_over(csr, &c.ca.join("incoming.csr"));
+        ok(&[
+            "pki",
+            "sign-request",
+            "--ca-key",
+            s(&c.ca.join("ca.key")),
+            "--ca-cert",
+            s(&c.ca.join("ca.pem")),
+            "--csr",
+            s(&c.ca.join("incoming.csr")),
+            "--agency",
+            JC,
+            "--out",
+            s(&c.ca.join("issued.pem")),
+        ]);
+        hand_over(&c.ca.join("issued.pem"), out);
+        std::fs::remove_file(c.ca.join("incoming.csr")).expect("rm");
+        std::fs::remove_file(c.ca.join("issued.pem")).expect("rm");
+    };
+    sign(&csr, &wrong.join("tls-2027-10.pem"));
+    let toml_text = std::fs::read_to_string(&wrong_toml).expect("node.toml");
+    std::fs::write(
+        &wrong_toml,
+        toml_text.replace("cert = \"tls.pem\"", "cert = \"tls-2027-10.pem\""),
+    )
+    .expect("write");
+    let renewed = ok(&["config", "check", s(&wrong_toml)]);
+    assert!(renewed.contains(&format!("names {JC}")), "{renewed}");
+    // Rotation: a new key; its certificate with the old key is refused, with the new one
+    // it passes.
+    ok(&[
+        "pki",
+        "tls-request",
+        "--agency",
+        JC,
+        "--name",
+        "Jobcenter Kreis Segeberg",
+        "--key-out",
+        s(&wrong.join("tls-2027-11.key")),
+        "--csr-out",
+        s(&wrong.join("tls-2027-11.csr")),
+    ]);
+    sign(
+        &wrong.join("tls-2027-11.csr"),
+        &wrong.join("tls-2027-11.pem"),
+    );
+    let toml_text = std::fs::read_to_string(&wrong_toml).expect("node.toml");
+    let toml_text = toml_text.replace("cert = \"tls-2027-10.pem\"", "cert = \"tls-2027-11.pem\"");
+    std::fs::write(&wrong_toml, &toml_text).expect("write");
+    let out = kd(&["config", "check", s(&wrong_toml)]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("tls.key"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::write(
+        &wrong_toml,
+        toml_text.replace("key = \"tls.key\"", "key = \"tls-2027-11.key\""),
+    )
+    .expect("write");
+    ok(&["config", "check", s(&wrong_toml)]);
+
+    // a directory changed after the operator signed it
     let dir_text = std::fs::read_to_string(wrong.join("directory.toml")).expect("dir");
     std::fs::write(
         wrong.join("directory.toml"),
