@@ -116,7 +116,7 @@ impl Lab {
             .directory
             .get(JA)
             .expect("the Jugendamt in the Jobcenter's directory")
-            .signing_keys;
+            .active_keys();
         let id = message_id(env);
         let hash = envelope_hash(env);
         let r = verify_receipt(
@@ -143,7 +143,7 @@ impl Lab {
             .directory
             .get(JA)
             .expect("the Jugendamt in the Jobcenter's directory")
-            .signing_keys;
+            .active_keys();
         let id = message_id(other);
         let hash = envelope_hash(other);
         verify_receipt(
@@ -1226,8 +1226,8 @@ async fn a_peer_without_deliver_batch_gets_the_messages_one_by_one() {
             .directory
             .get(JC)
             .expect("the Jobcenter in the Jugendamt's directory")
-            .signing_keys
-            .clone(),
+            .active_keys()
+            .to_vec(),
         seen: seen.clone(),
     };
     let listener = tokio::net::TcpListener::bind(lab.ja.peer_addr)
@@ -1280,7 +1280,7 @@ async fn a_peer_without_deliver_batch_gets_the_messages_one_by_one() {
         .directory
         .get(JA)
         .expect("the Jugendamt in the Jobcenter's directory")
-        .signing_keys;
+        .active_keys();
     for (status, (id, env, given)) in statuses.iter().zip(&delivered) {
         assert_eq!(&status.message_id, id);
         let receipt = status

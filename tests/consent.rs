@@ -296,8 +296,8 @@ async fn the_consent_behind_a_message_can_be_proven_after_withdrawal() {
         .directory
         .get(JC)
         .unwrap()
-        .signing_keys
-        .clone();
+        .active_keys()
+        .to_vec();
     for (who, client) in [(JC, &mut jc), (JA, &mut ja)] {
         let e = evidence(client, About::MessageId(m.clone())).await;
         assert!(e.signature_verified, "{who}");
@@ -623,8 +623,8 @@ async fn bodies_are_deleted_after_the_retention_period() {
         .directory
         .get(JC)
         .unwrap()
-        .signing_keys
-        .clone();
+        .active_keys()
+        .to_vec();
     let header = kurzdraht_envelope::verify_header(&env, &jc_keys, &Default::default()).unwrap();
     assert_eq!(header.message_id, m1);
     // The open case's message is untouched, and the sender's receipt still holds.

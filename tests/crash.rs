@@ -121,7 +121,7 @@ impl Federation {
         let files = pki::init(&root, &pki::segeberg(addrs)).expect("pki init");
         for f in &files {
             let text = std::fs::read_to_string(&f.node_config).expect("read node.toml");
-            pki::write_file(&f.node_config, &fast_retries(&text), false).expect("write node.toml");
+            pki::replace_file(&f.node_config, &fast_retries(&text)).expect("write node.toml");
         }
         if std::env::var_os("KURZDRAHT_TEST_KEEP").is_some() {
             // For diagnosis: keep the PKI, stores and node logs.
@@ -146,12 +146,14 @@ impl Federation {
 
     /// `agency`'s pinned signing keys, from the federation's directory.
     fn pinned_keys(&self, agency: &str) -> Vec<VerifyingKey> {
-        Directory::load(&self.root.join("directory.toml"))
-            .expect("directory.toml")
-            .get(agency)
-            .unwrap_or_else(|| panic!("{agency} is not in the directory"))
-            .signing_keys
-            .clone()
+        Directory::from_toml(
+            &std::fs::read_to_string(self.root.join("directory.toml")).expect("directory.toml"),
+        )
+        .expect("directory.toml")
+        .get(agency)
+        .unwrap_or_else(|| panic!("{agency} is not in the directory"))
+        .active_keys()
+        .to_vec()
     }
 
     /// Starts `agency`'s node as a process and waits until its API answers.

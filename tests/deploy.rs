@@ -66,12 +66,12 @@ fn token_hash(fed: &Path, agency: &str) -> String {
 
 /// deploy/directory.toml with each placeholder replaced by the key `pki init` made.
 fn filled_directory(fed: &Path) -> String {
-    let made = Directory::load(&fed.join("directory.toml")).expect("pki's directory");
+    let made = Directory::from_toml(&read(&fed.join("directory.toml"))).expect("pki's directory");
     let mut text = read(&deploy_dir().join("directory.toml"));
     for agency in AGENCIES {
         let placeholder = format!("REPLACE-WITH-{}-SIGNING-KEY", agency.to_uppercase());
         assert!(text.contains(&placeholder), "{placeholder} in the template");
-        let key = made.get(agency).expect("agency").signing_keys[0].to_hex();
+        let key = made.get(agency).expect("agency").active_keys()[0].to_hex();
         text = text.replace(&placeholder, &key);
     }
     assert!(
@@ -83,18 +83,40 @@ fn filled_directory(fed: &Path) -> String {
     text
 }
 
-/// `agency`'s deploy node.toml with its production paths pointing into `fed`.
+/// Writes `text` as the directory at `path`, signed with the operator key of `fed` (as the
+/// federation operator does with `kurzdraht directory sign`).
+fn sign_as_operator(fed: &Path, path: &Path, text: &str) {
+    let _ = std::fs::remove_file(path);
+    pki::write_file(path, text, false).unwrap();
+    let operator = read(&fed.join("operator.key"));
+    pki::sign_directory_file(path, &operator).expect("the directory signs");
+}
+
+/// The signing key file placeholder of the deploy node.toml files.
+const SIGNING_KEY_PLACEHOLDER: &str = "\"/etc/kurzdraht/signing-REPLACE-WITH-YYYY-MM.key\"";
+
+/// `agency`'s deploy node.toml with its production paths pointing into `fed` (the signing
+/// key placeholder at the key `pki init` made).
 fn rewritten_node_toml(fed: &Path, agency: &str, directory: &Path) -> String {
     let text = read(&deploy_dir().join(agency).join("node.toml"));
     let own = fed.join(agency);
+    assert_eq!(text.matches(SIGNING_KEY_PLACEHOLDER).count(), 1);
     let text = text
         .replace(
             "\"/etc/kurzdraht/directory.toml\"",
             &format!("{:?}", directory.display().to_string()),
         )
         .replace(
+            "\"/etc/kurzdraht/operator.pub\"",
+            &format!("{:?}", fed.join("operator.pub").display().to_string()),
+        )
+        .replace(
             "\"/etc/kurzdraht/ca.pem\"",
             &format!("{:?}", fed.join("ca.pem").display().to_string()),
+        )
+        .replace(
+            SIGNING_KEY_PLACEHOLDER,
+            &format!("{:?}", own.join("signing.key").display().to_string()),
         )
         .replace(
             "\"/var/lib/kurzdraht\"",
@@ -116,7 +138,7 @@ fn every_deploy_node_toml_loads_with_the_real_parser() {
     let tmp = tempfile::tempdir().unwrap();
     let fed = federation(tmp.path());
     let directory = tmp.path().join("directory.toml");
-    std::fs::write(&directory, filled_directory(&fed)).unwrap();
+    sign_as_operator(&fed, &directory, &filled_directory(&fed));
     for agency in AGENCIES {
         let placeholder = format!("REPLACE-WITH-SHA256-OF-{}-API-TOKEN", agency.to_uppercase());
         let text = rewritten_node_toml(&fed, agency, &directory);
@@ -149,16 +171,35 @@ fn a_placeholder_left_in_place_stops_the_node() {
     let fed = federation(tmp.path());
     // The token placeholder (with a filled directory).
     let directory = tmp.path().join("directory.toml");
-    std::fs::write(&directory, filled_directory(&fed)).unwrap();
+    sign_as_operator(&fed, &directory, &filled_directory(&fed));
     let path = fed.join(JC).join("node.deploy.toml");
-    std::fs::write(&path, rewritten_node_toml(&fed, JC, &directory)).unwrap();
+    let text = rewritten_node_toml(&fed, JC, &directory);
+    std::fs::write(&path, &text).unwrap();
     let e = NodeConfig::load(&path).unwrap_err().to_string();
     assert!(e.contains("api.tokens[0].sha256"), "{e}");
+    // The signing key file placeholder.
+    let own_key = format!(
+        "{:?}",
+        fed.join(JC).join("signing.key").display().to_string()
+    );
+    std::fs::write(
+        &path,
+        text.replace(&own_key, SIGNING_KEY_PLACEHOLDER).replace(
+            "REPLACE-WITH-SHA256-OF-JOBCENTER-SEGEBERG-API-TOKEN",
+            &token_hash(&fed, JC),
+        ),
+    )
+    .unwrap();
+    let e = NodeConfig::load(&path).unwrap_err().to_string();
+    assert!(
+        e.contains("signing.key_file") && e.contains("REPLACE-WITH-YYYY-MM"),
+        "{e}"
+    );
     // The key placeholders of the directory template.
-    let template = tmp.path().join("template.toml");
-    std::fs::copy(deploy_dir().join("directory.toml"), &template).unwrap();
-    let e = Directory::load(&template).unwrap_err().to_string();
-    assert!(e.contains("signing_keys"), "{e}");
+    let e = Directory::from_toml(&read(&deploy_dir().join("directory.toml")))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("signing_keys[0].key"), "{e}");
 }
 
 /// The `Key=value` lines of one section of a unit file.
@@ -241,14 +282,18 @@ fn edit(path: &Path, from: &str, to: &str) {
     std::fs::write(path, text.replacen(from, to, 1)).unwrap();
 }
 
-/// The rotations deploy/README.md describes, on three running nodes: a new TLS certificate
-/// is accepted by the peers at once (only the rotating node restarts); a new signing key is
-/// refused until the directory lists it, then works beside the old one, then alone.
+/// The rotations deploy/README.md describes (§6), on three running nodes: a new TLS key and
+/// certificate (request on the node's host, signed by the CA) is accepted by the peers at
+/// once, only the rotating node restarts; a new signing key (dated file) is refused until
+/// the directory lists it, the peers take the directory that lists it without a restart,
+/// and once the old key is retired new messages still go and the evidence it signed still
+/// verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_and_signing_keys_rotate_as_the_readme_says() {
     use kurzdraht_tests::*;
     let mut h = start().await;
     let fed = h.fed.dir.clone();
+    let jc_dir = fed.join(JC);
     let lena = subject("Lena", "Hansen", "2005-04-12");
     let mut jc = h.client(JC).await;
     let consent = consent_id(
@@ -260,14 +305,24 @@ async fn certificates_and_signing_keys_rotate_as_the_readme_says() {
     let id = submit_ok(&mut jc, JA, &consent, request()).await;
     wait_for_state(&jc, &id, pb::DeliveryState::Delivered).await;
 
-    // A new certificate for the Jobcenter, from the CA key; only the Jobcenter restarts.
+    // TLS: `pki tls-request` on the node's host, `pki sign-request` at the CA; only the
+    // Jobcenter restarts, with [tls] pointing at the new files.
+    let (csr, key) = pki::tls_request(JC, "Jobcenter Kreis Segeberg").unwrap();
+    pki::write_file(&jc_dir.join("tls-2028-10.key"), &key, true).unwrap();
     let ca_key = kurzdraht_node::config::read_secret("ca.key", &fed.join("ca.key")).unwrap();
-    let (cert, key) = pki::issue_certificate(&ca_key, JC, "Jobcenter Kreis Segeberg").unwrap();
-    let old_cert = read(&fed.join(JC).join("tls.pem"));
-    assert_ne!(cert, old_cert);
+    let cert = pki::sign_request(&read(&fed.join("ca.pem")), &ca_key, &csr, JC, 365).unwrap();
+    pki::write_file(&jc_dir.join("tls-2028-10.pem"), &cert, false).unwrap();
     h.stop(JC).await;
-    pki::write_file(&fed.join(JC).join("tls.pem"), &cert, false).unwrap();
-    pki::write_file(&fed.join(JC).join("tls.key"), &key, true).unwrap();
+    edit(
+        &jc_dir.join("node.toml"),
+        "cert = \"tls.pem\"",
+        "cert = \"tls-2028-10.pem\"",
+    );
+    edit(
+        &jc_dir.join("node.toml"),
+        "key = \"tls.key\"",
+        "key = \"tls-2028-10.key\"",
+    );
     h.restart(JC).await;
     let mut jc = h.client(JC).await;
     // The Jugendamt accepts the new certificate as a client certificate ...
@@ -278,9 +333,8 @@ async fn certificates_and_signing_keys_rotate_as_the_readme_says() {
     let back = submit_ok(&mut ja, JC, &consent, move_out_certification(&lena)).await;
     wait_for_state(&ja, &back, pb::DeliveryState::Delivered).await;
 
-    // A new signing key: refused while the directory does not list it.
-    let new_public = pki::new_signing_key(&fed.join(JC).join("signing.key.new")).unwrap();
-    let directory = fed.join("directory.toml");
+    // Signing key, step 1: a new key in a dated file.
+    let new_public = pki::new_signing_key(&jc_dir.join("signing-2027-05.key")).unwrap();
     let old_public = h
         .fed
         .config(JC)
@@ -288,41 +342,65 @@ async fn certificates_and_signing_keys_rotate_as_the_readme_says() {
         .signing_key
         .verifying_key()
         .to_hex();
+    // Switched to before the directory lists it, the node refuses to start.
     h.stop(JC).await;
     edit(
-        &fed.join(JC).join("node.toml"),
+        &jc_dir.join("node.toml"),
         "key_file = \"signing.key\"",
-        "key_file = \"signing.key.new\"",
+        "key_file = \"signing-2027-05.key\"",
     );
     let refused = h.fed.start_node(JC).await.unwrap_err().to_string();
     assert!(refused.contains("not pinned"), "{refused}");
-    // Listed beside the old key and distributed (the Jugendämter restart to read it).
-    edit(
-        &directory,
-        &format!("signing_keys = [\"{old_public}\"]"),
-        &format!("signing_keys = [\"{old_public}\", \"{new_public}\"]"),
-    );
+    // Step 2: the operator lists it as active beside the old one; the running Jugendämter
+    // take the new version without a restart.
+    let old_entry = format!("{{ key = \"{old_public}\", state = \"active\" }}");
+    let listed = h
+        .fed
+        .update_directory(|text| {
+            text.replace(
+                &old_entry,
+                &format!("{old_entry}, {{ key = \"{new_public}\", state = \"active\" }}"),
+            )
+        })
+        .await
+        .unwrap();
     for peer in [JA, JN] {
-        h.stop(peer).await;
-        h.restart(peer).await;
+        assert_eq!(h.node(peer).directory().version(), listed.version());
     }
+    // Step 3: the Jobcenter restarts with the new key.
     h.restart(JC).await;
     let mut jc = h.client(JC).await;
     let id = submit_ok(&mut jc, JA, &consent, request()).await;
     wait_for_state(&jc, &id, pb::DeliveryState::Delivered).await;
-    // The old key removed later: the new one works alone.
-    edit(
-        &directory,
-        &format!("[\"{old_public}\", \"{new_public}\"]"),
-        &format!("[\"{new_public}\"]"),
-    );
-    for node in [JA, JN, JC] {
-        h.stop(node).await;
-        h.restart(node).await;
-    }
-    let mut jc = h.client(JC).await;
+    // Step 4: the old key retired (from today): new messages still go, and the consent
+    // notice it signed still proves the consent at the Jugendamt.
+    let today = today();
+    h.fed
+        .update_directory(|text| {
+            text.replace(
+                &old_entry,
+                &format!("{{ key = \"{old_public}\", state = \"retired\", since = \"{today}\" }}"),
+            )
+        })
+        .await
+        .unwrap();
     let id = submit_ok(&mut jc, JA, &consent, request()).await;
     wait_for_state(&jc, &id, pb::DeliveryState::Delivered).await;
+    let mut ja = h.client(JA).await;
+    let evidence = ja
+        .get_consent_evidence(pb::GetConsentEvidenceRequest {
+            about: Some(pb::get_consent_evidence_request::About::ConsentId(
+                consent.clone(),
+            )),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        evidence.signature_verified,
+        "{}",
+        evidence.signature_problem
+    );
 }
 
 // ---- three nodes from the deploy files, started as their systemd units start them ----
@@ -396,9 +474,10 @@ struct Host {
 }
 
 /// The keys of a deploy node.toml that the host decides; every other entry stays as is.
-const HOST_KEYS: [(&str, &str); 11] = [
+const HOST_KEYS: [(&str, &str); 12] = [
     ("", "data_dir"),
-    ("", "directory"),
+    ("directory", "file"),
+    ("directory", "operator_key"),
     ("listen", "peer"),
     ("listen", "api"),
     ("metrics", "listen"),
@@ -426,6 +505,10 @@ fn host_node_toml(deploy: &str, host: &Host, token_sha256: &str) -> String {
     );
     assert_eq!(deploy.matches(&placeholder).count(), 1, "{placeholder}");
     let mut text = deploy
+        .replace(
+            SIGNING_KEY_PLACEHOLDER,
+            &format!("\"/etc/kurzdraht/{}\"", pki::dated_signing_key_name()),
+        )
         .replace("\"/etc/kurzdraht/", &format!("\"{}/", path(&host.etc)))
         .replace(
             "\"/var/lib/kurzdraht\"",
@@ -462,16 +545,17 @@ fn host_node_toml(deploy: &str, host: &Host, token_sha256: &str) -> String {
     text
 }
 
-/// The files of `/etc/kurzdraht` besides node.toml and directory.toml, by the names the
+/// The files of `/etc/kurzdraht` besides node.toml and the directory, by the names the
 /// deploy configuration uses: (name, where `pki init` put it, secret).
-fn etc_files(fed: &Path, agency: &str) -> [(&'static str, PathBuf, bool); 5] {
+fn etc_files(fed: &Path, agency: &str) -> [(String, PathBuf, bool); 6] {
     let own = fed.join(agency);
     [
-        ("ca.pem", fed.join("ca.pem"), false),
-        ("tls.pem", own.join("tls.pem"), false),
-        ("tls.key", own.join("tls.key"), true),
-        ("signing.key", own.join("signing.key"), true),
-        ("data.key", own.join("data.key"), true),
+        ("ca.pem".into(), fed.join("ca.pem"), false),
+        ("operator.pub".into(), fed.join("operator.pub"), false),
+        ("tls.pem".into(), own.join("tls.pem"), false),
+        ("tls.key".into(), own.join("tls.key"), true),
+        (pki::dated_signing_key_name(), own.join("signing.key"), true),
+        ("data.key".into(), own.join("data.key"), true),
     ]
 }
 
@@ -751,8 +835,9 @@ async fn three_nodes_run_from_the_deploy_configs() {
         })
         .collect();
 
-    // The directory: the template with the real signing keys and the hosts' endpoints.
-    let made = Directory::load(&fed.join("directory.toml")).expect("pki's directory");
+    // The directory: the template with the real signing keys and the hosts' endpoints,
+    // signed by the federation operator.
+    let made = Directory::from_toml(&read(&fed.join("directory.toml"))).expect("pki's directory");
     let mut directory = read(&deploy_dir().join("directory.toml"));
     for h in &hosts {
         let key = format!("REPLACE-WITH-{}-SIGNING-KEY", h.agency.to_uppercase());
@@ -764,17 +849,19 @@ async fn three_nodes_run_from_the_deploy_configs() {
                 "{placeholder}"
             );
         }
-        let public = made.get(h.agency).expect("agency").signing_keys[0].to_hex();
+        let public = made.get(h.agency).expect("agency").active_keys()[0].to_hex();
         directory = directory
             .replace(&key, &public)
             .replace(&endpoint, &format!("https://{}", h.peer));
     }
-    for (section, key, value) in toml_entries(&directory) {
-        assert!(
-            !value.contains("REPLACE") && !value.contains("kurzdraht.example"),
-            "directory.toml: [{section}] {key} = {value} left as in the template"
-        );
-    }
+    assert!(
+        !directory.lines().any(|l| !l.trim_start().starts_with('#')
+            && (l.contains("REPLACE") || l.contains("kurzdraht.example"))),
+        "directory.toml: a line left as in the template"
+    );
+    let signed = tmp.path().join("directory.toml");
+    sign_as_operator(&fed, &signed, &directory);
+    let signature = read(&kurzdraht_node::directory::signature_path(&signed));
 
     // Each host's /etc/kurzdraht, /var/lib/kurzdraht (StateDirectoryMode=0700) and IT system.
     for h in &hosts {
@@ -783,6 +870,7 @@ async fn three_nodes_run_from_the_deploy_configs() {
         mkdir(&h.data, 0o700);
         mkdir(&h.it, 0o700);
         install(&h.etc.join("directory.toml"), &directory, 0o644);
+        install(&h.etc.join("directory.toml.sig"), &signature, 0o644);
         for (name, from, secret) in etc_files(&fed, h.agency) {
             install(
                 &h.etc.join(name),
@@ -791,7 +879,11 @@ async fn three_nodes_run_from_the_deploy_configs() {
             );
         }
         // Every /etc/kurzdraht file the deploy config names is installed.
-        for (_, key, value) in toml_entries(&deploy) {
+        let named = deploy.replace(
+            SIGNING_KEY_PLACEHOLDER,
+            &format!("\"/etc/kurzdraht/{}\"", pki::dated_signing_key_name()),
+        );
+        for (_, key, value) in toml_entries(&named) {
             if let Some(name) = value.trim_matches('"').strip_prefix("/etc/kurzdraht/") {
                 assert!(
                     h.etc.join(name).is_file(),

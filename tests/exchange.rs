@@ -568,7 +568,7 @@ async fn happy_path_delivers_with_verifiable_receipts() {
     assert_eq!(receipt.message_id, request);
     // The check can fail: not with Norderstedt's key, not over another envelope.
     let dir = h.fed.config(JC).expect("config").directory;
-    let jn_keys = dir.get(JN).expect("JN").signing_keys.clone();
+    let jn_keys = dir.get(JN).expect("JN").active_keys().to_vec();
     let hash = envelope_hash(item.envelope.as_ref().expect("envelope"));
     let expected = kurzdraht_envelope::ExpectedReceipt {
         message_id: &request,
@@ -579,7 +579,7 @@ async fn happy_path_delivers_with_verifiable_receipts() {
     let receipt_bytes = status.receipt.clone().expect("receipt");
     assert!(verify_receipt(&receipt_bytes, &jn_keys, &expected).is_err());
     let other_hash = envelope_hash(inbox[0].envelope.as_ref().expect("envelope"));
-    let ja_keys = dir.get(JA).expect("JA").signing_keys.clone();
+    let ja_keys = dir.get(JA).expect("JA").active_keys().to_vec();
     assert!(verify_receipt(
         &receipt_bytes,
         &ja_keys,
@@ -595,8 +595,8 @@ async fn happy_path_delivers_with_verifiable_receipts() {
         .directory
         .get(JC)
         .expect("JC")
-        .signing_keys
-        .clone();
+        .active_keys()
+        .to_vec();
     let opened = verify_and_open(
         item.envelope.as_ref().expect("envelope"),
         &jc_keys,

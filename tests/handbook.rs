@@ -36,6 +36,10 @@ fn block(name: &str) -> String {
     body.to_string()
 }
 
+/// One test at a time: a peer the test stops frees its port, which another test's `pki
+/// init` could pick meanwhile.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// What stands in for systemd, util-linux and the tools a test machine lacks.
 const STAND_INS: &str = r#"
 set -euo pipefail
@@ -107,12 +111,13 @@ fn setting(toml: &str, key: &str) -> String {
         .to_string()
 }
 
-fn wait_listening(addr: SocketAddr, child: &mut Child) {
+fn wait_listening(addr: SocketAddr, child: &mut Child, log: &Path) {
     let started = Instant::now();
     while TcpStream::connect(addr).is_err() {
         assert!(
             child.try_wait().expect("wait").is_none(),
-            "a peer ended at its start"
+            "a peer ended at its start: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
         );
         assert!(
             started.elapsed() < Duration::from_secs(30),
@@ -181,14 +186,15 @@ impl Hosts {
         let api: SocketAddr = setting(&std::fs::read_to_string(&config).expect("read"), "api")
             .parse()
             .expect("api address");
+        let log = self.fed.join(agency).join("serve.log");
         let mut child = Command::new(binary())
             .args(["serve", "--config"])
             .arg(&config)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("a log file"))
             .spawn()
             .expect("start a peer");
-        wait_listening(api, &mut child);
+        wait_listening(api, &mut child, &log);
         let slot = self
             .peers
             .iter_mut()
@@ -276,6 +282,7 @@ fn stdout(out: &Output) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_backup_holds_the_secrets_and_only_them_owner_only() {
+    let _serial = SERIAL.lock().await;
     let hosts = Hosts::new();
     hosts.run("secrets-backup");
     let archives: Vec<PathBuf> = std::fs::read_dir(hosts.root.join("root"))
@@ -303,6 +310,7 @@ async fn secrets_backup_holds_the_secrets_and_only_them_owner_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_as_written_checks_the_new_binary_and_restarts_the_node() {
+    let _serial = SERIAL.lock().await;
     let hosts = Hosts::new();
     hosts.start_jobcenter();
     let before = hosts.jobcenter_pid();
@@ -327,6 +335,7 @@ async fn an_upgrade_as_written_checks_the_new_binary_and_restarts_the_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_down_as_written_lists_extends_and_delivers_once_it_is_back() {
+    let _serial = SERIAL.lock().await;
     let mut hosts = Hosts::new();
     hosts.start_jobcenter();
     hosts.stop_peer(JA);

@@ -382,7 +382,9 @@ async fn callers_without_an_agency_are_audited_within_an_allowance() {
     let (h, clocks) = start_on_manual_clocks().await;
     let ja = h.fed.config(JA).unwrap();
     let ca_key = std::fs::read_to_string(h.fed.dir.join("ca.key")).unwrap();
-    let (cert, key) = pki::issue_certificate(&ca_key, "mallory-agency", "Mallory").unwrap();
+    let ca_cert = std::fs::read_to_string(h.fed.dir.join("ca.pem")).unwrap();
+    let (request, key) = pki::tls_request("mallory-agency", "Mallory").unwrap();
+    let cert = pki::sign_request(&ca_cert, &ca_key, &request, "mallory-agency", 30).unwrap();
     let channel = Endpoint::from_shared(format!("https://{}", ja.peer_addr))
         .unwrap()
         .tls_config(

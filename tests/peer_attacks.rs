@@ -315,7 +315,7 @@ impl Lab {
             .cfg(sender)
             .directory
             .get(receiver)
-            .map(|a| a.signing_keys.clone())
+            .map(|a| a.active_keys().to_vec())
             .unwrap_or_default();
         let hdr = EnvelopeHeader::decode(env.header.as_slice()).expect("own header decodes");
         let hash = envelope_hash(env);

@@ -154,6 +154,15 @@ fn serve_and_config_check_end_with_the_documented_codes() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     seen.insert(0);
 
+    // 5: a peer not reached (the two Jugendämter are not running).
+    let out = Command::new(binary())
+        .args(["config", "check", "--reach-peers"])
+        .arg(&node_toml)
+        .output()
+        .expect("run config check --reach-peers");
+    assert_eq!(code(&out), 5, "{}", stderr(&out));
+    seen.insert(5);
+
     // 9: a listen address held by another process.
     let held = TcpListener::bind(api).expect("hold the API port");
     let out = serve_to_end(&node_toml);

@@ -111,17 +111,28 @@ impl Harness {
             .peer_addr;
         let from = format!("endpoint = \"https://{endpoint}\"");
         assert!(text.contains(&from), "directory.toml has no {from}");
-        let own = self.fed.dir.join(agency).join("directory-routed.toml");
-        std::fs::write(
-            &own,
-            text.replace(&from, &format!("endpoint = \"https://{via}\"")),
+        // A newer version (the node refuses a changed directory of the version it ran),
+        // signed by the federation operator.
+        let version = kurzdraht_node::directory::Directory::from_toml(&text)
+            .expect("the shared directory")
+            .version()
+            + 1;
+        let routed = kurzdraht_node::pki::with_version(
+            &text.replace(&from, &format!("endpoint = \"https://{via}\"")),
+            version,
         )
-        .expect("write the routed directory");
+        .expect("a version line");
+        let own = self.fed.dir.join(agency).join("directory-routed.toml");
+        std::fs::write(&own, routed).expect("write the routed directory");
+        let operator =
+            std::fs::read_to_string(self.fed.dir.join("operator.key")).expect("the operator key");
+        kurzdraht_node::pki::sign_directory_file(&own, &operator)
+            .expect("sign the routed directory");
         self.reconfigure(
             agency,
             &[(
-                "directory = \"../directory.toml\"",
-                "directory = \"directory-routed.toml\"",
+                "file = \"../directory.toml\"",
+                "file = \"directory-routed.toml\"",
             )],
         )
         .await;
@@ -633,8 +644,8 @@ pub fn verify_delivery(
         .directory
         .get(to)
         .expect("receiver in the directory")
-        .signing_keys
-        .clone();
+        .evidence_keys()
+        .to_vec();
     let envelope = item
         .envelope
         .as_ref()

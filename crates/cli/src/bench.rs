@@ -337,7 +337,7 @@ impl TempFederation {
             bail!("{} has no {section} section", path.display());
         }
         let text = text.replacen(&header, &format!("{header}{line}\n"), 1);
-        pki::write_file(path, &text, false)?;
+        pki::replace_file(path, &text)?;
         Ok(())
     }
 }
@@ -1918,15 +1918,16 @@ async fn e2e(
     if !link_delay.is_zero() {
         // The Jobcenter (and the Jugendamt Norderstedt) reach the Jugendamt through the link.
         let link = delayed_link(ja.peer_addr, link_delay, &mut links).await?;
-        let directory = fed.path().join("federation").join("directory.toml");
-        let text = std::fs::read_to_string(&directory)
-            .with_context(|| format!("reading {}", directory.display()))?;
+        let federation = fed.path().join("federation");
         let endpoint = format!("\"https://{}\"", ja.peer_addr);
-        if !text.contains(&endpoint) {
-            bail!("{} names no endpoint {endpoint}", directory.display());
+        let mut named = false;
+        pki::update_directory(&federation, |text| {
+            named = text.contains(&endpoint);
+            text.replace(&endpoint, &format!("\"https://{link}\""))
+        })?;
+        if !named {
+            bail!("{} names no endpoint {endpoint}", federation.display());
         }
-        let text = text.replace(&endpoint, &format!("\"https://{link}\""));
-        pki::write_file(&directory, &text, false)?;
     }
     println!(
         "link:       {}",

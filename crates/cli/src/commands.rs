@@ -722,14 +722,21 @@ async fn run_inner(command: ClientCommand) -> anyhow::Result<ExitCode> {
                         if !e.superseded_by.is_empty() {
                             println!("  superseded by {}", e.superseded_by);
                         }
-                        println!(
-                            "  signed notice: {}",
-                            if e.signature_verified {
-                                "signature verified against the recording agency's pinned key"
-                            } else {
-                                "NOT verified"
-                            }
+                        if e.signature_verified {
+                            println!(
+                                "  signed notice: signature verified against a key the directory pins for {}",
+                                c.recording_agency
+                            );
+                        } else {
+                            println!("  signed notice: NOT verified: {}", e.signature_problem);
+                        }
+                    }
+                    if !e.signature_verified {
+                        eprintln!(
+                            "error: the consent's signed notice does not verify: {}",
+                            e.signature_problem
                         );
+                        return Ok(exit::unverified());
                     }
                 }
                 ConsentCommand::List { after, limit } => {

@@ -197,7 +197,7 @@ impl Demo {
             .config(from)?
             .directory
             .get(to)
-            .map(|a| a.signing_keys.clone())
+            .map(|a| a.active_keys().to_vec())
             .unwrap_or_default();
         let verified = match (&status.receipt, &item) {
             (Some(receipt), Some(item)) => {

@@ -1,4 +1,5 @@
-//! Exit codes, distinct for refused, invalid, unreachable and unauthenticated.
+//! Exit codes, distinct for refused, invalid, unreachable, unauthenticated and "does not
+//! verify".
 
 use std::process::ExitCode;
 use tonic::Code;
@@ -25,6 +26,12 @@ fn for_store(e: &kurzdraht_ledger::LedgerError) -> ExitCode {
     }
 }
 
+/// A signature or chain that does not verify: `consent evidence` on a notice that does not
+/// verify, `directory verify` on a bad signature, `audit verify` on a broken chain.
+pub fn unverified() -> ExitCode {
+    ExitCode::from(7)
+}
+
 /// The exit code for a gRPC status code.
 pub fn for_status(code: Code) -> ExitCode {
     match code {
@@ -45,10 +52,16 @@ pub fn code_of(e: &anyhow::Error) -> ExitCode {
         return for_status(s.code());
     }
     if let Some(l) = e.downcast_ref::<kurzdraht_ledger::LedgerError>() {
-        return for_store(l);
+        return match l {
+            kurzdraht_ledger::LedgerError::AuditBroken { .. } => unverified(),
+            l => for_store(l),
+        };
     }
     if let Some(n) = e.downcast_ref::<kurzdraht_node::NodeError>() {
         return match n {
+            kurzdraht_node::NodeError::Ledger(kurzdraht_ledger::LedgerError::AuditBroken {
+                ..
+            }) => unverified(),
             kurzdraht_node::NodeError::Transport(_) => ExitCode::from(5),
             kurzdraht_node::NodeError::Ledger(l) => for_store(l),
             kurzdraht_node::NodeError::Listen { .. } => in_use(),

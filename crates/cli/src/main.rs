@@ -1,17 +1,20 @@
 //! `kurzdraht`: the one binary of the project.
 //!
 //! - `demo`: the Segeberg story on three real local nodes (the README's main command).
-//! - `pki init`, `serve`, `config check`: setting up and running a node.
+//! - `pki …`, `directory …`: the key ceremony and the signed directory (`admin.rs`).
+//! - `serve`, `config check`, `health`: running and checking a node.
 //! - `consent`, `send`, `status`, `inbox`, `ack`: an agency IT system's client commands.
-//! - `audit verify`: offline verification of a node's audit chain.
+//! - `audit verify`: offline verification of a node's audit chain (read-only).
 //!
 //! Exit codes: 0 success; 1 other failure; 2 usage; 3 refused (consent, policy);
-//! 4 invalid input; 5 node unreachable; 6 not authenticated.
+//! 4 invalid input or configuration; 5 node or peer unreachable; 6 not authenticated;
+//! 7 a signature or chain does not verify.
 
 #![forbid(unsafe_code)]
 // Command-line enums are parsed once; their size does not matter.
 #![allow(clippy::large_enum_variant)]
 
+mod admin;
 mod bench;
 mod bench_footprint;
 mod bench_link;
@@ -60,10 +63,16 @@ enum Command {
         #[arg(long)]
         verbose: bool,
     },
-    /// Certificates, keys, tokens and configurations.
+    /// Keys, certificates and tokens: the key ceremony (each command on the host its role
+    /// names) and `pki init`, the one-machine shortcut for demos and tests.
     Pki {
         #[command(subcommand)]
-        command: PkiCommand,
+        command: admin::PkiCommand,
+    },
+    /// The federation directory: assemble, sign (federation operator), verify (anyone).
+    Directory {
+        #[command(subcommand)]
+        command: admin::DirectoryCommand,
     },
     /// Run a node.
     Serve {
@@ -74,6 +83,16 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Ask a node's grpc.health.v1 (API port, no token): exit 0 if it serves, 5 if it
+    /// cannot be reached, 1 if it answers NOT_SERVING.
+    Health {
+        /// On the node's host: its node.toml (API address and CA from it).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// An IT system's client.toml.
+        #[arg(long, env = "KURZDRAHT_CLIENT")]
+        client: Option<PathBuf>,
     },
     /// The audit chain.
     Audit {
@@ -96,46 +115,17 @@ enum Command {
 }
 
 #[derive(Subcommand)]
-enum PkiCommand {
-    /// Create a federation CA and, for the three Segeberg agencies, certificates, signing
-    /// keys, API tokens, the directory and ready node.toml / client.toml files on free
-    /// loopback ports (peer, API and metrics).
-    Init {
-        #[arg(long)]
-        dir: PathBuf,
-    },
-    /// Write a new Ed25519 signing key (mode 0600) and print its public key, to be added to
-    /// the agency's signing_keys in the directory before the node switches to it.
-    SigningKey {
-        /// The new key file (must not exist).
-        #[arg(long)]
-        out: PathBuf,
-    },
-    /// Issue a further TLS certificate for an agency from the federation CA key. Peers accept
-    /// it at once: any certificate of the federation CA naming the agency is valid.
-    Certificate {
-        /// The federation CA's key (`ca.key` of `pki init`, mode 0600).
-        #[arg(long)]
-        ca_key: PathBuf,
-        /// The agency id the certificate names.
-        #[arg(long)]
-        agency: String,
-        /// The agency's name (the certificate's organisation); default: the id.
-        #[arg(long)]
-        name: Option<String>,
-        /// Where to write the certificate (must not exist).
-        #[arg(long)]
-        cert: PathBuf,
-        /// Where to write its key, mode 0600 (must not exist).
-        #[arg(long)]
-        key: PathBuf,
-    },
-}
-
-#[derive(Subcommand)]
 enum ConfigCommand {
-    /// Validate a node.toml (and every file it names) without starting the node.
-    Check { file: PathBuf },
+    /// Validate a node.toml and prove the node's identity without starting it: every file
+    /// it names, the directory's signature and version, the certificate (names this agency,
+    /// chains to the CA, valid; tls.key is its key), the signing key (pinned, active).
+    /// Exit 0 valid, 4 refused (the message names the key at fault), 5 a peer not reached.
+    Check {
+        file: PathBuf,
+        /// Also reach every peer: mutual TLS to its endpoint and its health.
+        #[arg(long)]
+        reach_peers: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -148,6 +138,10 @@ enum AuditCommand {
         /// ... or the data directory itself.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Where the copy that is verified is made (default: the temporary directory); it
+        /// needs space for one copy of the store.
+        #[arg(long)]
+        scratch: Option<PathBuf>,
     },
 }
 
@@ -246,61 +240,12 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
-    use kurzdraht_node::{config::NodeConfig, pki, server};
+    use kurzdraht_node::{config::NodeConfig, server};
     match command {
         Command::Demo { keep, .. } => demo::run(keep).await,
-        Command::Pki {
-            command: PkiCommand::Init { dir },
-        } => {
-            let files = pki::init(&dir, &pki::segeberg_on_free_ports(true)?)?;
-            println!("federation created in {}", dir.display());
-            for f in files {
-                println!(
-                    "  {:<26} kurzdraht serve --config {}",
-                    f.id,
-                    f.node_config.display()
-                );
-                println!(
-                    "  {:<26} client: --client {}",
-                    "",
-                    f.client_config.display()
-                );
-            }
-            Ok(exit::OK)
-        }
-        Command::Pki {
-            command: PkiCommand::SigningKey { out },
-        } => {
-            let public = pki::new_signing_key(&out)?;
-            println!("new signing key written to {}", out.display());
-            println!("public key (add it to the agency's signing_keys in directory.toml):");
-            println!("{public}");
-            Ok(exit::OK)
-        }
-        Command::Pki {
-            command:
-                PkiCommand::Certificate {
-                    ca_key,
-                    agency,
-                    name,
-                    cert,
-                    key,
-                },
-        } => {
-            pki::refuse_existing(&cert)?;
-            pki::refuse_existing(&key)?;
-            let ca_key_pem = kurzdraht_node::config::read_secret("--ca-key", &ca_key)?;
-            let (cert_pem, key_pem) =
-                pki::issue_certificate(&ca_key_pem, &agency, name.as_deref().unwrap_or(&agency))?;
-            pki::write_file(&key, &key_pem, true)?;
-            pki::write_file(&cert, &cert_pem, false)?;
-            println!(
-                "certificate for {agency} written to {} (key {})",
-                cert.display(),
-                key.display()
-            );
-            Ok(exit::OK)
-        }
+        Command::Pki { command } => admin::pki(command),
+        Command::Directory { command } => admin::directory(command),
+        Command::Health { config, client } => admin::health(config, client).await,
         Command::Serve { config } => {
             let shutdown = shutdown_signal();
             let config = NodeConfig::load(&config)?;
@@ -309,40 +254,16 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             Ok(exit::OK)
         }
         Command::Config {
-            command: ConfigCommand::Check { file },
-        } => {
-            let c = NodeConfig::load(&file)?;
-            println!(
-                "{}: valid — agency {} ({}), peer {}, api {}, metrics {}, {} agencies in the directory",
-                file.display(),
-                c.agency,
-                c.role.as_str(),
-                c.peer_addr,
-                c.api_addr,
-                c.metrics_addr
-                    .map_or_else(|| "off".to_string(), |a| a.to_string()),
-                c.directory.agencies().count()
-            );
-            Ok(exit::OK)
-        }
+            command: ConfigCommand::Check { file, reach_peers },
+        } => admin::config_check(&file, reach_peers).await,
         Command::Audit {
-            command: AuditCommand::Verify { config, data_dir },
-        } => {
-            let dir = match (config, data_dir) {
-                (Some(c), _) => NodeConfig::load(&c)?.data_dir,
-                (None, Some(d)) => d,
-                (None, None) => anyhow::bail!("give --config or --data-dir"),
-            };
-            let ledger = kurzdraht_ledger::Ledger::open(&dir)?;
-            let report = ledger.verify_audit()?;
-            println!(
-                "audit chain of {} verifies: {} entries, head {}",
-                dir.display(),
-                report.entries,
-                hex::encode(report.head_hash)
-            );
-            Ok(exit::OK)
-        }
+            command:
+                AuditCommand::Verify {
+                    config,
+                    data_dir,
+                    scratch,
+                },
+        } => admin::audit_verify(config, data_dir, scratch),
         Command::Outbox { command } => outbox::run(command).await,
         Command::Bench { command } => bench::run(command).await,
         Command::Client(c) => commands::run(c).await,

@@ -8,6 +8,7 @@
 //! - [`seal`]: sealing an envelope and the verify-then-decode path that opens one.
 //! - [`receipt`]: signed receipts over an envelope's hash, alone or one signature per batch.
 //! - [`merkle`]: the RFC 9162 Merkle tree that lets one batch signature cover each receipt.
+//! - [`directory`]: the federation operator's signature over the directory and its fingerprint.
 //!
 //! Architecture invariant: this crate is pure. It does no I/O, keeps no state and knows
 //! neither tonic nor sled, so every decision in it can be tested exhaustively.
@@ -16,6 +17,7 @@
 
 pub mod agency;
 pub mod body;
+pub mod directory;
 pub mod error;
 pub mod ids;
 pub mod keys;
@@ -23,6 +25,7 @@ pub mod merkle;
 pub mod receipt;
 pub mod seal;
 
+pub use directory::{directory_fingerprint, sign_directory, verify_directory};
 pub use error::EnvelopeError;
 pub use keys::{SigningKey, VerifyingKey};
 pub use receipt::{

@@ -45,6 +45,11 @@ impl DataKey {
     }
 }
 
+/// Whether a stored value is sealed (as [`AtRest::seal`] writes it).
+pub(crate) fn is_sealed(stored: &[u8]) -> bool {
+    stored.starts_with(MAGIC)
+}
+
 /// Seals and opens values of the encrypted trees; without a key it can do neither.
 pub(crate) struct AtRest {
     key: Option<LessSafeKey>,

@@ -47,6 +47,7 @@ const SCHEMA_VERSION: u64 = 3;
 
 mod deadlines;
 mod lanes;
+mod rekey;
 mod requests;
 mod retention;
 pub use deadlines::{Extension, QueueSummary};

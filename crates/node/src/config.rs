@@ -2,9 +2,15 @@
 //! name the key. Secrets (TLS key, signing key) are read from files that only the node's
 //! user may read; API tokens are configured as SHA-256 hashes, never in clear.
 //! Relative paths are relative to the directory of the configuration file.
+//!
+//! Loading proves the node's identity, so that neither `config check` nor `serve` passes a
+//! node set up with another agency's files: the directory's signature verifies with the
+//! pinned operator key; the certificate names this agency, chains to the CA, is valid now
+//! and `tls.key` is its key; the signing key is pinned for this agency and active.
 
-use crate::{directory::Directory, policy::Role, NodeError};
-use kurzdraht_envelope::{agency::validate_agency_id, Limits, SigningKey};
+use crate::directory::{read_public_key, Directory, KeyState};
+use crate::{policy::Role, NodeError};
+use kurzdraht_envelope::{agency::validate_agency_id, Limits, SigningKey, VerifyingKey};
 use kurzdraht_ledger::DataKey;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -16,7 +22,7 @@ use std::time::Duration;
 struct ConfigFile {
     agency: String,
     data_dir: PathBuf,
-    directory: PathBuf,
+    directory: DirectoryFileSection,
     listen: ListenFile,
     tls: TlsFile,
     signing: SigningFile,
@@ -31,6 +37,22 @@ struct ConfigFile {
     /// Optional: without it the node serves no metrics.
     #[serde(default)]
     metrics: Option<MetricsFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DirectoryFileSection {
+    /// The directory file; its signature lies beside it (`<file>.sig`).
+    file: PathBuf,
+    /// The federation operator's public key (a file of 64 hex digits).
+    operator_key: PathBuf,
+    /// How often the node looks for a new version of the directory (also on SIGHUP).
+    #[serde(default = "default_directory_poll_secs")]
+    poll_secs: u64,
+}
+
+fn default_directory_poll_secs() -> u64 {
+    5
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,6 +136,8 @@ struct DeliveryFile {
     /// How long after submission a message may still be delivered (default 7 days).
     deadline_secs: u64,
     request_timeout_ms: u64,
+    /// How often the node checks that each peer answers (mutual TLS and health); 0: never.
+    peer_probe_secs: u64,
 }
 
 impl Default for DeliveryFile {
@@ -123,6 +147,7 @@ impl Default for DeliveryFile {
             retry_max_ms: 5 * 60 * 1000,
             deadline_secs: 7 * 24 * 3600,
             request_timeout_ms: 30_000,
+            peer_probe_secs: 30,
         }
     }
 }
@@ -216,6 +241,8 @@ pub struct DeliverySettings {
     /// How long after submission a message may still be delivered.
     pub deadline: Duration,
     pub request_timeout: Duration,
+    /// How often each peer's reachability is probed; `None`: never.
+    pub peer_probe: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -260,7 +287,15 @@ pub struct NodeConfig {
     pub agency: String,
     pub role: Role,
     pub data_dir: PathBuf,
+    /// The directory as loaded at start (signature verified); a running node takes newer
+    /// versions of `directory_file` ([`crate::directory_update`]).
     pub directory: Directory,
+    pub directory_file: PathBuf,
+    /// The federation operator's key that the directory's signature must verify with.
+    pub operator_key: VerifyingKey,
+    pub directory_poll: Duration,
+    /// When the node's TLS certificate expires.
+    pub certificate_not_after: time::OffsetDateTime,
     pub peer_addr: SocketAddr,
     pub api_addr: SocketAddr,
     /// Where Prometheus metrics are served over plain HTTP (`[metrics] listen`), if at all.
@@ -308,6 +343,37 @@ fn read_public(key: &str, path: &Path) -> Result<String, NodeError> {
         .map_err(|e| NodeError::config(key, format!("cannot read {}: {e}", path.display())))
 }
 
+/// What tools read from a node.toml without loading the node (no secret is read, nothing
+/// is proved): `directory verify --config`, `health --config`. Paths are resolved.
+#[derive(Debug, Clone)]
+pub struct NodeToml {
+    pub agency: String,
+    pub data_dir: PathBuf,
+    pub directory_file: PathBuf,
+    pub operator_key: PathBuf,
+    pub api_addr: SocketAddr,
+    pub ca_cert: PathBuf,
+}
+
+impl NodeToml {
+    pub fn read(path: &Path) -> Result<Self, NodeError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            NodeError::config("config", format!("cannot read {}: {e}", path.display()))
+        })?;
+        let file: ConfigFile = toml::from_str(&text)
+            .map_err(|e| NodeError::config("node.toml", e.message().to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Ok(Self {
+            agency: file.agency,
+            data_dir: base.join(file.data_dir),
+            directory_file: base.join(file.directory.file),
+            operator_key: base.join(file.directory.operator_key),
+            api_addr: file.listen.api,
+            ca_cert: base.join(file.tls.ca_cert),
+        })
+    }
+}
+
 impl NodeConfig {
     /// Loads and validates `path`, reading every file it names.
     pub fn load(path: &Path) -> Result<Self, NodeError> {
@@ -329,7 +395,16 @@ impl NodeConfig {
         let at = |p: &Path| base.join(p);
         validate_agency_id("agency", &file.agency)
             .map_err(|e| NodeError::config("agency", e.to_string()))?;
-        let directory = Directory::load(&at(&file.directory))?;
+        let operator_key =
+            read_public_key("directory.operator_key", &at(&file.directory.operator_key))?;
+        let directory_file = at(&file.directory.file);
+        let directory = Directory::load_signed(&directory_file, &operator_key)?;
+        if !(1..=3600).contains(&file.directory.poll_secs) {
+            return Err(NodeError::config(
+                "directory.poll_secs",
+                "must lie between 1 and 3600 (seconds)",
+            ));
+        }
         let me = directory.get(&file.agency).ok_or_else(|| {
             NodeError::config("agency", format!("{} is not in the directory", file.agency))
         })?;
@@ -339,11 +414,26 @@ impl NodeConfig {
             &at(&file.signing.key_file),
         )?)
         .map_err(|e| NodeError::config("signing.key_file", e.to_string()))?;
-        if !me.signing_keys.contains(&signing_key.verifying_key()) {
-            return Err(NodeError::config(
-                "signing.key_file",
-                "its public key is not pinned for this agency in the directory",
-            ));
+        match me.state_of(&signing_key.verifying_key()) {
+            Some(KeyState::Active) => {}
+            None => {
+                return Err(NodeError::config(
+                    "signing.key_file",
+                    format!(
+                        "{}: its public key is not pinned for this agency in the directory",
+                        at(&file.signing.key_file).display()
+                    ),
+                ))
+            }
+            Some(state) => {
+                return Err(NodeError::config(
+                    "signing.key_file",
+                    format!(
+                        "{}: its public key is {state} in the directory: peers refuse what it signs; sign with an active key",
+                        at(&file.signing.key_file).display()
+                    ),
+                ))
+            }
         }
         let data_dir = at(&file.data_dir);
         let key_path = at(&file.storage.data_key_file);
@@ -366,6 +456,27 @@ impl NodeConfig {
             cert_pem: read_public("tls.cert", &at(&file.tls.cert))?,
             key_pem: read_secret("tls.key", &at(&file.tls.key))?,
         };
+        // The refusal names the file at fault as well as its key in node.toml.
+        let identity = crate::tls::check_identity(
+            &tls,
+            &file.agency,
+            &directory,
+            std::time::SystemTime::now(),
+        )
+        .map_err(|e| match e {
+            NodeError::Config { key, reason } => {
+                let path = match key.as_str() {
+                    "tls.cert" => at(&file.tls.cert),
+                    "tls.key" => at(&file.tls.key),
+                    _ => at(&file.tls.ca_cert),
+                };
+                NodeError::Config {
+                    reason: format!("{}: {reason}", path.display()),
+                    key,
+                }
+            }
+            other => other,
+        })?;
         if file.api.tokens.is_empty() {
             return Err(NodeError::config("api.tokens", "lists no IT system"));
         }
@@ -523,6 +634,10 @@ impl NodeConfig {
             role,
             data_dir,
             directory,
+            directory_file,
+            operator_key,
+            directory_poll: Duration::from_secs(file.directory.poll_secs),
+            certificate_not_after: identity.not_after,
             peer_addr: file.listen.peer,
             api_addr: file.listen.api,
             metrics_addr: file.metrics.as_ref().map(|m| m.listen),
@@ -536,6 +651,7 @@ impl NodeConfig {
                 retry_max: Duration::from_millis(d.retry_max_ms),
                 deadline: Duration::from_secs(d.deadline_secs),
                 request_timeout: Duration::from_millis(d.request_timeout_ms.max(100)),
+                peer_probe: (d.peer_probe_secs > 0).then(|| Duration::from_secs(d.peer_probe_secs)),
             },
             limits: ReceptionLimits {
                 envelope: Limits {
@@ -621,5 +737,105 @@ mod tests {
                 other => panic!("{line}: expected a refusal naming {key}, got {other:?}"),
             }
         }
+    }
+
+    /// A federation of `pki init` in `dir`; the Jobcenter's node.toml.
+    fn federation(dir: &Path) -> PathBuf {
+        let files = crate::pki::init(
+            dir,
+            &crate::pki::segeberg_on_free_ports(false).expect("ports"),
+        )
+        .expect("init");
+        files[0].node_config.clone()
+    }
+
+    fn refusal(path: &Path) -> (String, String) {
+        match NodeConfig::load(path) {
+            Err(NodeError::Config { key, reason }) => (key, reason),
+            other => panic!("expected a configuration refusal, got {other:?}"),
+        }
+    }
+
+    fn copy_over(from: &Path, to: &Path) {
+        std::fs::remove_file(to).expect("remove");
+        std::fs::copy(from, to).expect("copy");
+    }
+
+    #[test]
+    fn another_agencys_certificate_or_key_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let node_toml = federation(dir.path());
+        let jc = dir.path().join("jobcenter-segeberg");
+        let ja = dir.path().join("jugendamt-kreis-segeberg");
+        NodeConfig::load(&node_toml).expect("the node's own files pass");
+        // another agency's certificate and key
+        copy_over(&ja.join("tls.pem"), &jc.join("tls.pem"));
+        copy_over(&ja.join("tls.key"), &jc.join("tls.key"));
+        let (key, reason) = refusal(&node_toml);
+        assert_eq!(key, "tls.cert");
+        assert!(
+            reason.contains(
+                "names [jugendamt-kreis-segeberg], not this node's agency jobcenter-segeberg"
+            ),
+            "{reason}"
+        );
+        // its own certificate, another agency's key
+        let own = tempfile::tempdir().expect("tmp");
+        federation(own.path());
+        let dir2 = tempfile::tempdir().expect("tmp");
+        let node_toml = federation(dir2.path());
+        let jc = dir2.path().join("jobcenter-segeberg");
+        copy_over(
+            &dir2.path().join("jugendamt-kreis-segeberg").join("tls.key"),
+            &jc.join("tls.key"),
+        );
+        let (key, reason) = refusal(&node_toml);
+        assert_eq!(key, "tls.key", "{reason}");
+        // a certificate of another federation's CA naming this agency
+        copy_over(
+            &own.path().join("jobcenter-segeberg").join("tls.pem"),
+            &jc.join("tls.pem"),
+        );
+        copy_over(
+            &own.path().join("jobcenter-segeberg").join("tls.key"),
+            &jc.join("tls.key"),
+        );
+        let (key, reason) = refusal(&node_toml);
+        assert_eq!(key, "tls.cert");
+        assert!(
+            reason.contains("not issued by the federation CA"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn a_retired_signing_key_or_a_changed_directory_is_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let node_toml = federation(dir.path());
+        let directory = dir.path().join("directory.toml");
+        let text = std::fs::read_to_string(&directory).expect("read");
+        let public = SigningKey::from_hex(
+            &std::fs::read_to_string(dir.path().join("jobcenter-segeberg/signing.key"))
+                .expect("read"),
+        )
+        .expect("key")
+        .verifying_key()
+        .to_hex();
+        let retired = text.replace(
+            &format!("{{ key = \"{public}\", state = \"active\" }}"),
+            &format!("{{ key = \"{public}\", state = \"retired\", since = \"2026-01-01\" }}"),
+        );
+        assert_ne!(retired, text);
+        // changed after signing: the signature refuses it
+        crate::pki::replace_file(&directory, &retired).expect("write");
+        let (key, reason) = refusal(&node_toml);
+        assert_eq!(key, "directory.signature");
+        assert!(reason.contains("changed after it was signed"), "{reason}");
+        // signed by the operator: the retired key is refused
+        let operator = std::fs::read_to_string(dir.path().join("operator.key")).expect("read");
+        crate::pki::sign_directory_file(&directory, &operator).expect("sign");
+        let (key, reason) = refusal(&node_toml);
+        assert_eq!(key, "signing.key_file");
+        assert!(reason.contains("retired since 2026-01-01"), "{reason}");
     }
 }

@@ -397,7 +397,7 @@ impl LaneWorker {
             .node
             .directory()
             .get(&self.peer)
-            .map(|a| a.signing_keys.clone())
+            .map(|a| a.active_keys().to_vec())
             .unwrap_or_default();
         let mut verifier = ReceiptVerifier::new(&peer_keys);
         let mut retry_at = None;

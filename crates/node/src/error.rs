@@ -17,6 +17,10 @@ pub enum NodeError {
     Unauthenticated(String),
     #[error("permission denied: {0}")]
     PermissionDenied(String),
+    /// A signature that verifies, but with a pinned key the directory no longer accepts for
+    /// it (retired before the envelope was made, or revoked): refused as a bad signature.
+    #[error("bad signature: {0}")]
+    KeyNotAccepted(String),
     #[error("{0}")]
     Consent(ConsentRefusal),
     #[error("invalid {field}: {reason}")]
@@ -101,6 +105,7 @@ impl NodeError {
         match self {
             Self::Unauthenticated(_) => "unauthenticated",
             Self::PermissionDenied(_) => "permission-denied",
+            Self::KeyNotAccepted(_) => "bad-signature",
             Self::Consent(r) => r.code(),
             Self::Invalid { .. } => "invalid-argument",
             Self::OverAge { .. } => "over-age",
@@ -153,7 +158,7 @@ impl NodeError {
 
     fn code(&self) -> Code {
         match self {
-            Self::Unauthenticated(_) => Code::Unauthenticated,
+            Self::Unauthenticated(_) | Self::KeyNotAccepted(_) => Code::Unauthenticated,
             Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::Consent(_) | Self::NotRecordingAgency(_) => Code::FailedPrecondition,
             Self::Invalid { .. } | Self::OverAge { .. } | Self::Malformed(_) => {

@@ -27,6 +27,9 @@ use tokio::task::JoinHandle;
 
 /// The longest a local federation's node waits between two delivery attempts.
 pub const LOCAL_RETRY_MAX_MS: u64 = 2_000;
+/// How often a local federation's node looks for a newer directory
+/// ([`LocalFederation::update_directory`]).
+pub const LOCAL_DIRECTORY_POLL_SECS: u64 = 1;
 
 struct Running {
     node: Node,
@@ -140,11 +143,16 @@ impl LocalFederation {
         let agencies = pki::init(dir, &specs)?;
         for a in &agencies {
             let toml = std::fs::read_to_string(&a.node_config)?;
-            let local = toml.replace(
-                "retry_max_ms = 300000",
-                &format!("retry_max_ms = {LOCAL_RETRY_MAX_MS}"),
-            );
-            pki::write_file(&a.node_config, &local, false)?;
+            let local = toml
+                .replace(
+                    "retry_max_ms = 300000",
+                    &format!("retry_max_ms = {LOCAL_RETRY_MAX_MS}"),
+                )
+                .replace(
+                    "operator_key = \"../operator.pub\"\n",
+                    &format!("operator_key = \"../operator.pub\"\npoll_secs = {LOCAL_DIRECTORY_POLL_SECS}\n"),
+                );
+            pki::replace_file(&a.node_config, &local)?;
         }
         let clocks = agencies
             .iter()
@@ -232,6 +240,31 @@ impl LocalFederation {
         self.running
             .get(agency)
             .is_some_and(|r| !r.task.is_finished())
+    }
+
+    /// Publishes a new version of the federation's directory — `edit` of the current one,
+    /// signed with the federation's operator key — and waits until every running node has
+    /// taken it (each looks every [`LOCAL_DIRECTORY_POLL_SECS`]); returns it.
+    pub async fn update_directory(
+        &self,
+        edit: impl FnOnce(&str) -> String,
+    ) -> Result<crate::directory::Directory, NodeError> {
+        let directory = pki::update_directory(&self.dir, edit)?;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+        for r in self.running.values() {
+            while r.node.directory().version() < directory.version() {
+                if tokio::time::Instant::now() > deadline {
+                    return Err(NodeError::Internal(format!(
+                        "{} did not take directory version {} (still {})",
+                        r.node.agency(),
+                        directory.version(),
+                        r.node.directory().version()
+                    )));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+        Ok(directory)
     }
 
     /// An AgencyApi client of `agency`'s IT system.

@@ -1,7 +1,9 @@
 //! kurzdraht-node: one agency's node.
 //!
 //! Layout:
-//! - [`config`], [`directory`]: `node.toml` and the federation directory, validated at load.
+//! - [`config`], [`directory`]: `node.toml` and the federation directory (signed by the
+//!   federation operator, versioned, keys with their state), validated at load;
+//!   [`directory_update`]: a newer directory taken while the node runs.
 //! - [`policy`], [`clock`], [`categories`]: pure rules — who may send what to whom, the U25
 //!   rule, field rules, and which field carries which category of personal data;
 //!   [`consent_record`]: the rules of a consent record, local and replicated alike.
@@ -15,7 +17,8 @@
 //!   repeated submission, consent or withdrawal change nothing.
 //! - [`agency_api`], [`peer_exchange`]: thin tonic services over the above;
 //!   [`peer_limits`]: per-peer rate and concurrency limits.
-//! - [`health`]: grpc.health.v1 (probing the store) and server reflection.
+//! - [`health`]: grpc.health.v1 (probing the store) and server reflection;
+//!   [`reachability`]: probing the peers (mutual TLS and their health).
 //! - [`metrics`]: counters and store gauges in the Prometheus text format on their own port.
 //! - [`tls`], [`server`]: TLS configuration and running both listeners until shutdown;
 //!   [`transport_refusals`]: what tonic refuses before the node sees it, answered as the
@@ -23,6 +26,7 @@
 //!   [`connection_limits`]: what a caller can hold open on either port.
 //! - [`pki`], [`client`], [`federation`]: setting up a federation, an IT system's client,
 //!   and a whole local federation for the demo and the tests.
+//! - [`audit_check`]: verifying a stopped node's audit chain without writing to its store.
 //! - [`error`]: [`NodeError`] and the one conversion of errors into gRPC statuses.
 //!
 //! Architecture invariants:
@@ -36,6 +40,7 @@
 
 pub mod access_report;
 pub mod agency_api;
+pub mod audit_check;
 pub mod categories;
 pub mod client;
 pub mod clock;
@@ -44,6 +49,7 @@ pub mod connection_limits;
 pub mod consent_record;
 pub mod delivery;
 pub mod directory;
+pub mod directory_update;
 pub mod error;
 pub mod evidence;
 pub mod federation;
@@ -57,6 +63,7 @@ pub mod peer_limits;
 pub mod peer_transport;
 pub mod pki;
 pub mod policy;
+pub mod reachability;
 pub mod reception;
 pub mod retention;
 pub mod server;

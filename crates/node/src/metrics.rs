@@ -2,15 +2,18 @@
 //! HTTP on a listener of its own (`[metrics] listen` in `node.toml`; no section, no listener).
 //!
 //! Counters live in [`Metrics`] (atomics, held by the [`Node`]) and are bumped by one-line
-//! calls where the work happens: submission, delivery, reception, refusal. Gauges about the
-//! store — outbox depth and the age of the oldest queued message per peer, the store's size
-//! — are read from the ledger at scrape time (on a blocking thread: counting an outbox reads
-//! it), so they are never stale.
+//! calls where the work happens: submission, delivery, reception, refusal, a directory
+//! taken or refused. Gauges about the store — outbox depth and the age of the oldest queued
+//! message per peer, the store's size — are read from the ledger at scrape time (on a
+//! blocking thread: counting an outbox reads it), so they are never stale; so are the
+//! directory in force (version, fingerprint), each peer's reachability (the last probe) and
+//! the time left on the node's TLS certificate.
 //!
 //! The HTTP side is deliberately tiny: one request per connection, `GET /metrics` answers
 //! 200, any other request 404, a malformed one 400; requests are read with a size limit and
 //! a timeout, connections are handled a few at a time. The exposition holds no personal
-//! data: only counts, agency ids and reason codes. It has no authentication, so bind it to
+//! data: only counts, agency ids, reason codes and the directory's fingerprint. It has no
+//! authentication, so bind it to
 //! loopback (or a monitoring network) only.
 
 use crate::{node::Node, NodeError};
@@ -80,6 +83,8 @@ pub struct Metrics {
     /// Refusals by reason code (codes are the static strings of `NodeError::reason_code`).
     refusals: Mutex<BTreeMap<&'static str, u64>>,
     receipt_latency: Histogram,
+    directories_taken: AtomicU64,
+    directories_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -123,6 +128,15 @@ impl Metrics {
         *map.entry(reason).or_insert(0) += 1;
     }
 
+    /// A newer directory was taken (`true`) or a directory file refused (`false`).
+    pub fn directory_update(&self, taken: bool) {
+        if taken {
+            self.directories_taken.fetch_add(1, Relaxed);
+        } else {
+            self.directories_refused.fetch_add(1, Relaxed);
+        }
+    }
+
     fn refusals(&self) -> BTreeMap<&'static str, u64> {
         self.refusals
             .lock()
@@ -146,6 +160,12 @@ pub struct StoreGauges {
     pub queues: Vec<PeerQueue>,
     /// `None` if the size could not be read.
     pub store_bytes: Option<u64>,
+    /// The directory in force: version and fingerprint.
+    pub directory: Option<(u64, String)>,
+    /// Per peer, whether the last probe reached it.
+    pub reachable: Vec<(String, bool)>,
+    /// Seconds until the node's TLS certificate expires (negative once it has).
+    pub certificate_expiry_seconds: Option<f64>,
 }
 
 impl StoreGauges {
@@ -186,9 +206,17 @@ impl StoreGauges {
                 None
             }
         };
+        let directory = node.directory();
         Self {
             queues,
             store_bytes,
+            directory: Some((directory.version(), directory.fingerprint())),
+            reachable: node.reachability().into_iter().collect(),
+            certificate_expiry_seconds: Some(
+                node.certificate_not_after_ms()
+                    .saturating_sub(crate::clock::now_ms()) as f64
+                    / 1000.0,
+            ),
         }
     }
 }
@@ -319,6 +347,65 @@ pub fn render(m: &Metrics, store: &StoreGauges) -> String {
     );
     if let Some(b) = store.store_bytes {
         let _ = writeln!(out, "kurzdraht_store_bytes {b}");
+    }
+    if let Some((version, fingerprint)) = &store.directory {
+        header(
+            &mut out,
+            "kurzdraht_directory_version",
+            "gauge",
+            "Version of the directory in force.",
+        );
+        let _ = writeln!(out, "kurzdraht_directory_version {version}");
+        header(
+            &mut out,
+            "kurzdraht_directory_info",
+            "gauge",
+            "The directory in force, by its fingerprint (SHA-256 of the file): the same on every node that runs it.",
+        );
+        let _ = writeln!(
+            out,
+            "kurzdraht_directory_info{{version=\"{version}\",fingerprint=\"{}\"}} 1",
+            label_value(fingerprint)
+        );
+    }
+    header(
+        &mut out,
+        "kurzdraht_directory_updates_total",
+        "counter",
+        "Directory files looked at while running: a newer version taken, or refused (bad signature, not newer, needs a restart).",
+    );
+    let _ = writeln!(
+        out,
+        "kurzdraht_directory_updates_total{{outcome=\"taken\"}} {}",
+        m.directories_taken.load(Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "kurzdraht_directory_updates_total{{outcome=\"refused\"}} {}",
+        m.directories_refused.load(Relaxed)
+    );
+    header(
+        &mut out,
+        "kurzdraht_peer_reachable",
+        "gauge",
+        "1 if the last probe of the peer (mutual TLS and its health) succeeded, else 0.",
+    );
+    for (peer, reached) in &store.reachable {
+        let _ = writeln!(
+            out,
+            "kurzdraht_peer_reachable{{peer=\"{}\"}} {}",
+            label_value(peer),
+            u8::from(*reached)
+        );
+    }
+    if let Some(secs) = store.certificate_expiry_seconds {
+        header(
+            &mut out,
+            "kurzdraht_certificate_expiry_seconds",
+            "gauge",
+            "Seconds until the node's TLS certificate expires (renew it well before).",
+        );
+        let _ = writeln!(out, "kurzdraht_certificate_expiry_seconds {secs:.0}");
     }
     out
 }
@@ -510,7 +597,13 @@ mod tests {
                 oldest_age_seconds: 1.5,
             }],
             store_bytes: Some(4096),
+            directory: Some((7, "ab12".into())),
+            reachable: vec![("jugendamt-norderstedt".into(), false)],
+            certificate_expiry_seconds: Some(86_400.0),
         };
+        m.directory_update(true);
+        m.directory_update(false);
+        m.directory_update(false);
         let text = render(&m, &store);
         for line in [
             "kurzdraht_submissions_total 1",
@@ -530,6 +623,12 @@ mod tests {
             "kurzdraht_receipt_latency_seconds_sum 100000.040000",
             "kurzdraht_store_bytes 4096",
             "# TYPE kurzdraht_receipt_latency_seconds histogram",
+            "kurzdraht_directory_version 7",
+            "kurzdraht_directory_info{version=\"7\",fingerprint=\"ab12\"} 1",
+            "kurzdraht_directory_updates_total{outcome=\"taken\"} 1",
+            "kurzdraht_directory_updates_total{outcome=\"refused\"} 2",
+            "kurzdraht_peer_reachable{peer=\"jugendamt-norderstedt\"} 0",
+            "kurzdraht_certificate_expiry_seconds 86400",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -27,10 +27,18 @@ pub struct Node {
 struct Inner {
     agency: String,
     role: Role,
-    directory: Directory,
+    /// The directory in force; a newer version replaces it while the node runs
+    /// ([`crate::directory_update`]). Readers take the `Arc` and keep one version for
+    /// what they decide.
+    directory: std::sync::RwLock<Arc<Directory>>,
+    /// Per peer: whether the last probe reached it (mutual TLS and health); absent before
+    /// the first probe.
+    reachable: std::sync::Mutex<BTreeMap<String, bool>>,
     ledger: Ledger,
     key: SigningKey,
     tls: TlsMaterial,
+    /// When the node's TLS certificate expires (ms since the epoch).
+    certificate_not_after_ms: i64,
     delivery: DeliverySettings,
     limits: ReceptionLimits,
     retention: RetentionSettings,
@@ -63,6 +71,7 @@ impl Node {
     /// Opens the node with the clock it takes its time from (tests step a manual one).
     pub fn open_with_clock(config: &NodeConfig, clock: Arc<dyn Clock>) -> Result<Self, NodeError> {
         std::fs::create_dir_all(&config.data_dir)?;
+        crate::directory_update::check_not_older(&config.data_dir, &config.directory)?;
         let ledger = Ledger::open_with(
             &config.data_dir,
             Some(&config.data_key),
@@ -71,6 +80,7 @@ impl Node {
                 ..Default::default()
             },
         )?;
+        crate::directory_update::record(&config.data_dir, &config.directory)?;
         let outbox_signals: BTreeMap<String, Vec<Arc<Notify>>> = config
             .directory
             .agencies()
@@ -95,10 +105,13 @@ impl Node {
             inner: Arc::new(Inner {
                 agency: config.agency.clone(),
                 role: config.role,
-                directory: config.directory.clone(),
+                directory: std::sync::RwLock::new(Arc::new(config.directory.clone())),
+                reachable: Default::default(),
                 ledger,
                 key: config.signing_key.clone(),
                 tls: config.tls.clone(),
+                certificate_not_after_ms: (config.certificate_not_after.unix_timestamp_nanos()
+                    / 1_000_000) as i64,
                 delivery: config.delivery,
                 limits: config.limits,
                 retention: config.retention,
@@ -125,8 +138,41 @@ impl Node {
     pub fn role(&self) -> Role {
         self.inner.role
     }
-    pub fn directory(&self) -> &Directory {
-        &self.inner.directory
+    /// The directory in force now.
+    pub fn directory(&self) -> Arc<Directory> {
+        // A panic while holding the lock left a whole directory in place: still consistent.
+        self.inner
+            .directory
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts a newer directory in force (checked by [`crate::directory_update`]).
+    pub(crate) fn set_directory(&self, directory: Arc<Directory>) {
+        *self
+            .inner
+            .directory
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = directory;
+    }
+
+    /// Records whether a probe reached `peer`.
+    pub(crate) fn set_reachable(&self, peer: &str, reached: bool) {
+        self.inner
+            .reachable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(peer.to_string(), reached);
+    }
+
+    /// Per peer, whether the last probe reached it (peers not probed yet are absent).
+    pub fn reachability(&self) -> BTreeMap<String, bool> {
+        self.inner
+            .reachable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
     pub fn ledger(&self) -> &Ledger {
         &self.inner.ledger
@@ -136,6 +182,10 @@ impl Node {
     }
     pub(crate) fn tls(&self) -> &TlsMaterial {
         &self.inner.tls
+    }
+    /// When the node's TLS certificate expires (ms since the epoch).
+    pub fn certificate_not_after_ms(&self) -> i64 {
+        self.inner.certificate_not_after_ms
     }
     pub fn delivery_settings(&self) -> &DeliverySettings {
         &self.inner.delivery

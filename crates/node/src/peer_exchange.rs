@@ -110,7 +110,7 @@ impl Admitted {
             .ok_or_else(|| {
                 NodeError::PermissionDenied("no client certificate was presented".into())
             })
-            .and_then(|leaf| tls::agency_of_certificate(&leaf, self.node.directory()));
+            .and_then(|leaf| tls::agency_of_certificate(&leaf, &self.node.directory()));
         agency.inspect_err(|e| {
             let address = info.and_then(|i| i.get_ref().remote_addr()).map(|a| a.ip());
             if self.unidentified.allows(address, self.node.now_ms()) {

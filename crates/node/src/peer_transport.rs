@@ -1,7 +1,8 @@
 //! How a delivery worker reaches a peer: the [`PeerTransport`] it sends through. In a node
 //! that is [`GrpcTransport`] — PeerExchange over mutual TLS, one lazily connected HTTP/2
-//! connection per peer shared by that peer's lane workers. Tests drive the real worker
-//! through a transport of their own (e.g. straight into another node's reception).
+//! connection per peer shared by that peer's lane workers, connected anew when a newer
+//! directory moves the peer's endpoint. Tests drive the real worker through a transport of
+//! their own (e.g. straight into another node's reception).
 
 use crate::{node::Node, tls, NodeError};
 use kurzdraht_proto::v1::{
@@ -29,7 +30,8 @@ pub trait PeerTransport: Send + Sync {
 pub struct GrpcTransport {
     node: Node,
     peer: String,
-    client: Mutex<Option<PeerExchangeClient<Channel>>>,
+    /// The client and the endpoint it connects to.
+    client: Mutex<Option<(String, PeerExchangeClient<Channel>)>>,
 }
 
 impl GrpcTransport {
@@ -45,14 +47,15 @@ impl GrpcTransport {
         // A worker that panicked while holding it left nothing half-done: the slot holds a
         // client or none.
         let mut shared = self.client.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = shared.as_ref() {
-            return Ok(c.clone());
-        }
-        let agency = self
-            .node
-            .directory()
+        let directory = self.node.directory();
+        let agency = directory
             .get(&self.peer)
             .ok_or_else(|| NodeError::config("directory", format!("{} vanished", self.peer)))?;
+        if let Some((endpoint, c)) = shared.as_ref() {
+            if *endpoint == agency.endpoint {
+                return Ok(c.clone());
+            }
+        }
         let settings = self.node.delivery_settings();
         let channel = Endpoint::from_shared(agency.endpoint.clone())
             .map_err(|e| NodeError::config("directory.endpoint", e.to_string()))?
@@ -61,7 +64,7 @@ impl GrpcTransport {
             .timeout(settings.request_timeout)
             .connect_lazy();
         let client = PeerExchangeClient::new(channel);
-        *shared = Some(client.clone());
+        *shared = Some((agency.endpoint.clone(), client.clone()));
         Ok(client)
     }
 }

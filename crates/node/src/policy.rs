@@ -20,7 +20,7 @@ use serde::Deserialize;
 use time::Date;
 
 /// An agency's role in the federation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Jobcenter,

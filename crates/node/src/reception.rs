@@ -9,7 +9,7 @@
 //! and a later envelope sees the consent effects of the earlier ones.
 
 use crate::{categories::categories_carried, consent_record, node::Node, policy, NodeError};
-use kurzdraht_envelope::{ids, sign_receipt, sign_receipt_batch, verify_and_open, OpenedEnvelope};
+use kurzdraht_envelope::{ids, sign_receipt, sign_receipt_batch, OpenedEnvelope};
 use kurzdraht_ledger::{
     consent, Accepted, AuditEvent, ConsentEffect, ConsentQuery, InboxRecord, Ledger, StoredConsent,
 };
@@ -307,10 +307,11 @@ impl Node {
                 envelope.signer
             )));
         }
-        let sender = self.directory().get(tls_agency).ok_or_else(|| {
+        let directory = self.directory();
+        let sender = directory.get(tls_agency).ok_or_else(|| {
             NodeError::PermissionDenied(format!("{tls_agency} is not in the directory"))
         })?;
-        let opened = verify_and_open(&envelope, &sender.signing_keys, &self.limits().envelope)?;
+        let opened = sender.open_envelope(&envelope, &self.limits().envelope)?;
         let OpenedEnvelope {
             header,
             kind,
@@ -514,7 +515,7 @@ impl Node {
                 "the consent does not name this agency; it must not be sent here".into(),
             ));
         }
-        consent_record::validate("body.consent.", record, self.directory())?;
+        consent_record::validate("body.consent.", record, &self.directory())?;
         if record.consent_id != header_consent_id {
             return Err(NodeError::invalid(
                 "body.consent.consent_id",

@@ -1,11 +1,11 @@
 //! Running a node: both gRPC listeners (PeerExchange with mutual TLS, AgencyApi with TLS and
-//! tokens), the optional metrics listener (plain HTTP) and the delivery workers, until a
-//! shutdown signal. Takes bound listeners, so that tests and the demo bind port 0 and
+//! tokens), the optional metrics listener (plain HTTP), the delivery workers, the directory
+//! watcher and the peer prober, until a shutdown signal. Takes bound listeners, so that tests and the demo bind port 0 and
 //! production binds the configured addresses.
 
 use crate::{
-    agency_api, config::NodeConfig, connection_limits, delivery, health, metrics, node::Node,
-    peer_exchange, tls, transport_refusals, NodeError,
+    agency_api, config::NodeConfig, connection_limits, delivery, directory_update, health, metrics,
+    node::Node, peer_exchange, reachability, tls, transport_refusals, NodeError,
 };
 use std::future::Future;
 use std::net::SocketAddr;
@@ -73,20 +73,43 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
     let closing = node.closing();
+    let directory = node.directory();
+    tracing::info!(
+        agency = node.agency(),
+        version = directory.version(),
+        fingerprint = %directory.fingerprint(),
+        file = %config.directory_file.display(),
+        signing_key = %config.signing_key.verifying_key().to_hex(),
+        "directory in force (compare the fingerprint with the other agencies')"
+    );
     let mut workers = delivery::spawn_workers(&node, closing.clone());
     workers.push(node.spawn_retention());
+    workers.push(directory_update::spawn_watcher(
+        &node,
+        directory_update::Source {
+            file: config.directory_file.clone(),
+            operator_key: config.operator_key,
+            data_dir: config.data_dir.clone(),
+        },
+        config.directory_poll,
+    ));
+    if let Some(every) = config.delivery.peer_probe {
+        workers.push(reachability::spawn_prober(&node, every));
+    }
     let until_closed = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|c| *c).await;
     };
+    let (reporter, health_service) = health::health_service();
+    // Health on the peer port too (behind its mutual TLS): what a peer's probe asks.
     let peer = connection_limits::server(&config.peer_port)
         .layer(transport_refusals::layer())
         .tls_config(tls::peer_server_tls(&config.tls))?
         .add_service(peer_exchange::service(node.clone()))
+        .add_service(health_service.clone())
         .serve_with_incoming_shutdown(
             connection_limits::bounded(without_nagle(listeners.peer), config.peer_port.connections),
             until_closed(closing.clone()),
         );
-    let (reporter, health_service) = health::health_service();
     workers.push(health::spawn_health(
         &node,
         reporter,

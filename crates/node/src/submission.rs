@@ -75,7 +75,7 @@ impl Node {
             evidence_sha256: req.evidence_sha256,
             supersedes: req.supersedes,
         };
-        consent_record::validate("", &record, self.directory())?;
+        consent_record::validate("", &record, &self.directory())?;
         if valid_until <= now {
             return Err(NodeError::invalid("valid_until_ms", "lies in the past"));
         }
@@ -433,7 +433,8 @@ impl Node {
         if let Some(earlier) = self.earlier_answer(keyed.as_ref()).await? {
             return self.submit_answer(&earlier);
         }
-        let recipient = self.directory().require("recipient", &req.recipient)?;
+        let directory = self.directory();
+        let recipient = directory.require("recipient", &req.recipient)?;
         if recipient.id == self.agency() {
             return Err(NodeError::invalid("recipient", "is this agency itself"));
         }
@@ -542,5 +543,10 @@ impl Node {
             tracing::error!(error = %err, "could not audit a refusal");
         }
         tracing::info!(reason = e.reason_code(), kind = ?kind, peer, "refused");
+        if let NodeError::KeyNotAccepted(why) = e {
+            // Which key and its state in the directory (no personal data): what the
+            // operators of both agencies need to act on.
+            tracing::warn!(peer, detail = %why, "a peer signed with a key the directory does not accept");
+        }
     }
 }

@@ -4,9 +4,13 @@
 //!
 //! Architecture invariant: the PeerExchange listener requires a client certificate of the
 //! federation CA; the agency it names is the only sender whose envelopes it accepts.
+//!
+//! [`check_identity`] proves a node's own identity before it serves (and in `config check`):
+//! its certificate names its agency and no other, chains to the federation CA and is valid
+//! now, and its key is the certificate's.
 
-use crate::{config::TlsMaterial, directory::Directory, NodeError};
-use rustls_pki_types::{CertificateDer, ServerName};
+use crate::{config::TlsMaterial, directory::Directory, pki, NodeError};
+use rustls_pki_types::{pem::PemObject, CertificateDer, ServerName, UnixTime};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 /// How long a caller may take to complete the TLS handshake on either port; the
@@ -70,4 +74,92 @@ pub fn agency_of_certificate(
             "the client certificate names more than one agency".into(),
         )),
     }
+}
+
+/// What [`check_identity`] proved about the node's certificate.
+#[derive(Debug, Clone)]
+pub struct ProvenIdentity {
+    pub not_after: time::OffsetDateTime,
+}
+
+/// Proves that the TLS material is `agency`'s: the certificate names `agency` and no other
+/// agency of `directory`, chains to the federation CA of `tls.ca_cert`, is valid at `now`
+/// for server and client authentication, and `tls.key` is its key. Each failure is a
+/// configuration error naming the file at fault.
+pub fn check_identity(
+    m: &TlsMaterial,
+    agency: &str,
+    directory: &Directory,
+    now: std::time::SystemTime,
+) -> Result<ProvenIdentity, NodeError> {
+    let info = pki::certificate_info("tls.cert", &m.cert_pem)?;
+    let others: Vec<&str> = info
+        .names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| *n != agency && directory.get(n).is_some())
+        .collect();
+    if !info.names.iter().any(|n| n == agency) || !others.is_empty() {
+        return Err(NodeError::config(
+            "tls.cert",
+            format!(
+                "the certificate names [{}], not this node's agency {agency}: it is another agency's certificate",
+                info.names.join(", ")
+            ),
+        ));
+    }
+    if pki::key_public_info("tls.key", &m.key_pem)? != info.public_key {
+        return Err(NodeError::config(
+            "tls.key",
+            "is not the key of the certificate in tls.cert (another key pair's)",
+        ));
+    }
+    let ca_der = CertificateDer::from_pem_slice(m.ca_pem.as_bytes())
+        .map_err(|e| NodeError::config("tls.ca_cert", format!("holds no PEM certificate: {e}")))?;
+    let anchor = webpki::anchor_from_trusted_cert(&ca_der).map_err(|e| {
+        NodeError::config("tls.ca_cert", format!("is no usable CA certificate: {e}"))
+    })?;
+    let cert_der = CertificateDer::from_pem_slice(m.cert_pem.as_bytes())
+        .map_err(|e| NodeError::config("tls.cert", format!("holds no PEM certificate: {e}")))?;
+    let ee = webpki::EndEntityCert::try_from(&cert_der)
+        .map_err(|e| NodeError::config("tls.cert", format!("is not a usable certificate: {e}")))?;
+    let at = UnixTime::since_unix_epoch(
+        now.duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default(),
+    );
+    for usage in [
+        webpki::KeyUsage::server_auth(),
+        webpki::KeyUsage::client_auth(),
+    ] {
+        ee.verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            std::slice::from_ref(&anchor),
+            &[],
+            at,
+            usage,
+            None,
+            None,
+        )
+        .map_err(|e| {
+            let reason = match e {
+                webpki::Error::CertExpired { .. } => format!(
+                    "expired on {}: renew it (pki tls-request, signed by the federation CA)",
+                    info.not_after.date()
+                ),
+                webpki::Error::CertNotValidYet { .. } => format!(
+                    "is not valid before {} (is this host's clock right?)",
+                    info.not_before
+                ),
+                // Another CA of the same name: found by name, its signature fails.
+                webpki::Error::UnknownIssuer | webpki::Error::InvalidSignatureForPublicKey => {
+                    "is not issued by the federation CA of tls.ca_cert".to_string()
+                }
+                other => format!("does not verify against the federation CA: {other}"),
+            };
+            NodeError::config("tls.cert", reason)
+        })?;
+    }
+    Ok(ProvenIdentity {
+        not_after: info.not_after,
+    })
 }

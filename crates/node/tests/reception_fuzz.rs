@@ -890,7 +890,7 @@ impl Fixture {
             .directory
             .get(JC)
             .expect("JC in the directory")
-            .signing_keys;
+            .active_keys();
         assert!(pinned.contains(&jc_signing.verifying_key()));
         let seed: [u8; 32] = hex::decode(jc_signing.to_hex().trim())
             .expect("hex seed")
@@ -900,8 +900,8 @@ impl Fixture {
             .directory
             .get(JA)
             .expect("JA in the directory")
-            .signing_keys
-            .clone();
+            .active_keys()
+            .to_vec();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
