@@ -11,10 +11,13 @@
 //! | `meta`      | `audit_head`, `inbox_seq`, `schema`  | counters and the chain head    |
 //! | `retention` | see [`retention`]                    | closed cases, bodies held      |
 //! | `requests`  | see [`requests`]                     | first answers to keyed calls   |
+//! | `delivered` | see [`kept`]                         | delivered envelopes, kept      |
 //!
 //! Every method that changes state runs one sled transaction over all trees, including the
 //! audit entry that records the change. Callers make the change durable with
-//! [`Ledger::flush`] before they acknowledge it to anyone.
+//! [`Ledger::flush`] before they acknowledge it to anyone. An online backup
+//! ([`Ledger::export`]) holds every transaction back while it copies the trees, so the copy
+//! is one consistent state.
 
 use crate::{
     at_rest::{AtRest, DataKey},
@@ -43,11 +46,17 @@ const KEY_CHECK: &[u8] = b"data_key_check";
 /// before it existed simply holds no answers yet, and an earlier version of kurzdraht
 /// opening a store with the tree ignores it.
 const SCHEMA: &[u8] = b"schema";
+/// Where sequence numbers begin in a store restored from a backup (see
+/// [`Ledger::outbox_seqs`]).
+const SEQ_FLOOR: &[u8] = b"seq_floor";
 const SCHEMA_VERSION: u64 = 3;
 
+pub mod backup;
+mod kept;
 mod lanes;
 mod requests;
 mod retention;
+pub use kept::{Cursor, DeliveredEntry};
 pub use lanes::{lane_of_root, DELIVERY_LANES};
 pub use requests::{KeyedRequest, Once};
 pub use retention::Swept;
@@ -161,6 +170,12 @@ pub struct Ledger {
     meta: Tree,
     retention: Tree,
     requests: Tree,
+    delivered: Tree,
+    /// Added to sled's id generator (see [`Ledger::outbox_seqs`]).
+    seq_floor: u64,
+    /// Every transaction holds this for reading; an online backup holds it for writing
+    /// while it copies the trees (see [`Ledger::export`]).
+    writes: std::sync::Arc<std::sync::RwLock<()>>,
     /// A full scan a test paused (see [`Ledger::pause_next_scan`]).
     scan_pause: std::sync::Arc<std::sync::Mutex<Option<crate::commit::PausePoint>>>,
     /// A flush failure a test injected (see [`Ledger::inject_flush_failure`]).
@@ -178,6 +193,7 @@ struct Tx<'a> {
     meta: &'a TransactionalTree,
     retention: &'a TransactionalTree,
     requests: &'a TransactionalTree,
+    delivered: &'a TransactionalTree,
 }
 
 fn decode<T: Message + Default>(what: &'static str, bytes: &[u8]) -> Result<T, LedgerError> {
@@ -410,6 +426,12 @@ impl Ledger {
             meta: db.open_tree("meta")?,
             retention: db.open_tree("retention")?,
             requests: db.open_tree("requests")?,
+            delivered: db.open_tree("delivered")?,
+            seq_floor: match db.open_tree("meta")?.get(SEQ_FLOOR)? {
+                Some(v) => u64_from("seq floor", &v)?,
+                None => 0,
+            },
+            writes: Default::default(),
             commit: std::sync::Arc::new(GroupCommit::new(durability, dir.to_path_buf())),
             injected_failure: Default::default(),
             scan_pause: Default::default(),
@@ -589,6 +611,7 @@ impl Ledger {
     /// Checks that the store still reads and writes (for health checks): writes and reads
     /// back a probe value in `meta` (not flushed).
     pub fn probe(&self, now_ms: i64) -> Result<(), LedgerError> {
+        let _writing = self.write_guard();
         self.meta.insert(b"health_probe", &now_ms.to_be_bytes())?;
         match self.meta.get(b"health_probe")? {
             Some(v) if v.as_ref() == now_ms.to_be_bytes() => Ok(()),
@@ -601,7 +624,15 @@ impl Ledger {
         Ok(self.db.size_on_disk()?)
     }
 
+    /// Held by every write for reading: an online backup waits for writes in progress and
+    /// holds new ones back while it copies.
+    fn write_guard(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        // A panic while holding it leaves no state of its own behind.
+        self.writes.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn tx<R>(&self, f: impl Fn(&Tx<'_>) -> TxResult<R>) -> Result<R, LedgerError> {
+        let _writing = self.write_guard();
         (
             &self.consents,
             &self.outbox,
@@ -612,6 +643,7 @@ impl Ledger {
             &self.meta,
             &self.retention,
             &self.requests,
+            &self.delivered,
         )
             .transaction(
                 |(
@@ -624,6 +656,7 @@ impl Ledger {
                     meta,
                     retention,
                     requests,
+                    delivered,
                 )| {
                     f(&Tx {
                         at_rest: &self.at_rest,
@@ -636,6 +669,7 @@ impl Ledger {
                         meta,
                         retention,
                         requests,
+                        delivered,
                     })
                 },
             )
@@ -646,9 +680,14 @@ impl Ledger {
     }
 
     /// Outbox sequence numbers for `n` messages (taken outside the transaction: sled's id
-    /// generator is not transactional; a retried transaction keeps them).
+    /// generator is not transactional; a retried transaction keeps them). Also order the
+    /// kept deliveries of one millisecond. A store restored from a backup starts sled's
+    /// generator anew, so they begin above every number the backup held (`meta/seq_floor`,
+    /// written by the restore).
     fn outbox_seqs(&self, n: usize) -> Result<Vec<u64>, LedgerError> {
-        (0..n).map(|_| Ok(self.db.generate_id()?)).collect()
+        (0..n)
+            .map(|_| Ok(self.db.generate_id()?.saturating_add(self.seq_floor)))
+            .collect()
     }
 
     // ---- consents ----
@@ -1018,7 +1057,8 @@ impl Ledger {
         now_ms: i64,
     ) -> Result<Finished, LedgerError> {
         let notice_id = uuid::Uuid::now_v7().hyphenated().to_string();
-        self.tx(|t| t.finish(message_id, how, now_ms, &notice_id))
+        let seq = self.outbox_seqs(1)?[0];
+        self.tx(|t| t.finish(message_id, how, now_ms, &notice_id, seq))
     }
 
     /// [`Ledger::finish`] for several messages (a delivered batch), in one transaction.
@@ -1044,14 +1084,15 @@ impl Ledger {
             .iter()
             .map(|_| uuid::Uuid::now_v7().hyphenated().to_string())
             .collect();
+        let seqs = self.outbox_seqs(items.len())?;
         self.tx(|t| {
             if let Some(key_id) = key_id {
                 t.forget(key_id)?;
             }
             items
                 .iter()
-                .zip(&notice_ids)
-                .map(|((id, how), notice_id)| t.finish(id, how, now_ms, notice_id))
+                .zip(notice_ids.iter().zip(&seqs))
+                .map(|((id, how), (notice_id, seq))| t.finish(id, how, now_ms, notice_id, *seq))
                 .collect()
         })
     }
@@ -1416,6 +1457,7 @@ impl Tx<'_> {
         how: &Finish,
         now_ms: i64,
         notice_id: &str,
+        kept_seq: u64,
     ) -> TxResult<Finished> {
         let t = self;
         let Some(bytes) = t.messages.get(message_id.as_bytes())? else {
@@ -1485,6 +1527,24 @@ impl Tx<'_> {
                 ..Default::default()
             }),
         };
+        if matches!(how, Finish::Delivered { .. }) {
+            // Kept for the keep window, so that a peer restored from a backup can have it
+            // again (`store::kept`).
+            let queued: Option<OutboxEntry> =
+                t.get_sealed(t.outbox, "outbox", record.outbox_key.as_slice())?;
+            if let Some(envelope) = queued.and_then(|q| q.envelope) {
+                t.keep_delivered(
+                    message_id,
+                    &status.recipient,
+                    &status.consent_id,
+                    status.kind,
+                    envelope,
+                    &record.envelope_sha256,
+                    now_ms,
+                    kept_seq,
+                )?;
+            }
+        }
         t.outbox.remove(record.outbox_key.as_slice())?;
         record.outbox_key.clear();
         t.messages
