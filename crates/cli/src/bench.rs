@@ -1537,6 +1537,20 @@ impl pb::peer_exchange_server::PeerExchange for BarePeer {
             "the baseline answers unary calls only",
         ))
     }
+
+    async fn list_delivered(
+        &self,
+        _req: tonic::Request<pb::ListDeliveredRequest>,
+    ) -> Result<tonic::Response<pb::ListDeliveredResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("the baseline keeps nothing"))
+    }
+
+    async fn fetch_delivered(
+        &self,
+        _req: tonic::Request<pb::FetchDeliveredRequest>,
+    ) -> Result<tonic::Response<pb::FetchDeliveredResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("the baseline keeps nothing"))
+    }
 }
 
 type PeerClient = pb::peer_exchange_client::PeerExchangeClient<tonic::transport::Channel>;

@@ -4,6 +4,8 @@
 //! - `pki init`, `serve`, `config check`: setting up and running a node.
 //! - `consent`, `send`, `status`, `inbox`, `ack`: an agency IT system's client commands.
 //! - `audit verify`: offline verification of a node's audit chain.
+//! - `restore`: a backup (`kurzdraht backup`) into a stopped node's empty data directory;
+//!   the node reconciles with its peers when it starts.
 //!
 //! Exit codes: 0 success; 1 other failure; 2 usage; 3 refused (consent, policy);
 //! 4 invalid input; 5 node unreachable; 6 not authenticated.
@@ -73,6 +75,18 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Restore a backup taken with `kurzdraht backup` into the stopped node's data_dir (which
+    /// must be empty): checks the archive whole, writes the store, opens it with the node's
+    /// data key, verifies its audit chain, and marks it to reconcile with every peer when
+    /// the node starts (what the peers delivered since the backup is received again).
+    Restore {
+        /// The node's configuration (its data_dir, data key and agency).
+        #[arg(long)]
+        config: PathBuf,
+        /// The archive.
+        #[arg(long)]
+        from: PathBuf,
     },
     /// The audit chain.
     Audit {
@@ -337,9 +351,61 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             );
             Ok(exit::OK)
         }
+        Command::Restore { config, from } => {
+            let config = NodeConfig::load(&config)?;
+            restore(&config, &from).await?;
+            Ok(exit::OK)
+        }
         Command::Bench { command } => bench::run(command).await,
         Command::Client(c) => commands::run(c).await,
     }
+}
+
+/// `kurzdraht restore`: see the command's help.
+async fn restore(
+    config: &kurzdraht_node::config::NodeConfig,
+    from: &std::path::Path,
+) -> anyhow::Result<()> {
+    use kurzdraht_ledger::{backup, Ledger};
+    let manifest = backup::check(from)
+        .map_err(anyhow::Error::from)
+        .map_err(|e| e.context(format!("{} cannot be restored", from.display())))?;
+    if manifest.agency != config.agency {
+        anyhow::bail!(
+            "{} is a backup of {}, but this node is {}",
+            from.display(),
+            manifest.agency,
+            config.agency
+        );
+    }
+    let dir = &config.data_dir;
+    backup::restore(from, dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    let ledger = Ledger::open_encrypted(dir, &config.data_key).map_err(|e| {
+        anyhow::Error::from(e).context(format!(
+            "the restored store in {} does not open with this node's data key; move it aside",
+            dir.display()
+        ))
+    })?;
+    let report = ledger.verify_audit()?;
+    let margin = kurzdraht_node::reconciliation::RESTORE_MARGIN.as_millis() as i64;
+    let since = manifest.taken_at_ms.saturating_sub(margin).max(0);
+    ledger.mark_restored(&manifest, since, kurzdraht_node::clock::now_ms())?;
+    ledger.flush().await?;
+    println!(
+        "restored the backup of {} taken at {} ms into {}: audit chain verifies ({} entries); \
+         at its next start the node reconciles with its peers from {} ms",
+        manifest.agency,
+        manifest.taken_at_ms,
+        dir.display(),
+        report.entries,
+        since
+    );
+    Ok(())
 }
 
 /// SIGTERM or Ctrl-C. The handlers are installed when this is called, before the node loads

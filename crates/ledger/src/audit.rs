@@ -36,6 +36,8 @@ pub enum AuditEvent {
     /// Delivered envelopes kept longer than the keep window were dropped (one entry per
     /// step of the sweep, counting them).
     KeptPruned,
+    /// An IT system with an admin token took a backup of the whole store.
+    StoreBackup,
     /// This store was restored from a backup (written into the restored store).
     StoreRestored,
     /// A reconciliation with a peer began (this node asks what the peer delivered to it).
@@ -77,6 +79,7 @@ impl AuditEvent {
             Self::BodyDeleted => "retention.body-deleted",
             Self::SubjectErased => "subject.erased",
             Self::KeptPruned => "retention.kept-pruned",
+            Self::StoreBackup => "store.backup",
             Self::StoreRestored => "store.restored",
             Self::ReconciliationStarted => "reconciliation.started",
             Self::ReconciliationReceived => "reconciliation.received",

@@ -1107,7 +1107,7 @@ impl Ledger {
         effect: &ConsentEffect,
         now_ms: i64,
     ) -> Result<Accepted, LedgerError> {
-        self.tx(|t| t.accept(record, effect, now_ms))
+        self.tx(|t| t.accept(record, effect, AuditEvent::Received, now_ms))
     }
 
     /// Stores the envelopes of one delivered batch, in order, each as
@@ -1118,10 +1118,21 @@ impl Ledger {
         items: &[(InboxRecord, ConsentEffect)],
         now_ms: i64,
     ) -> Result<Vec<Accepted>, LedgerError> {
+        self.accept_deliveries_as(items, AuditEvent::Received, now_ms)
+    }
+
+    /// [`Ledger::accept_deliveries`], each stored envelope audited as `event` (envelopes
+    /// received again in a reconciliation: `reconciliation.received`).
+    pub fn accept_deliveries_as(
+        &self,
+        items: &[(InboxRecord, ConsentEffect)],
+        event: AuditEvent,
+        now_ms: i64,
+    ) -> Result<Vec<Accepted>, LedgerError> {
         self.tx(|t| {
             items
                 .iter()
-                .map(|(record, effect)| t.accept(record, effect, now_ms))
+                .map(|(record, effect)| t.accept(record, effect, event, now_ms))
                 .collect()
         })
     }
@@ -1328,6 +1339,7 @@ impl Tx<'_> {
         &self,
         record: &InboxRecord,
         effect: &ConsentEffect,
+        event: AuditEvent,
         now_ms: i64,
     ) -> TxResult<Accepted> {
         let t = self;
@@ -1348,7 +1360,7 @@ impl Tx<'_> {
         t.inbox_seq.insert(&seq.to_be_bytes(), id)?;
         t.index_body(&stored)?;
         t.append_audit(
-            AuditNote::new(AuditEvent::Received)
+            AuditNote::new(event)
                 .message(&record.message_id)
                 .consent(&record.consent_id)
                 .peer(&record.sender)

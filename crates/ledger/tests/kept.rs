@@ -313,3 +313,87 @@ fn a_restored_store_owes_a_reconciliation_until_every_peer_is_done() {
         .collect();
     assert_eq!(events, [AuditEvent::StoreRestored.as_str()]);
 }
+
+/// A writer that stops at its `stop_at`-th write (the first one inside the export's
+/// pause: magic, manifest length and manifest come before it) until released.
+struct Gate {
+    writes: usize,
+    stop_at: usize,
+    started: std::sync::mpsc::Sender<()>,
+    go: std::sync::mpsc::Receiver<()>,
+    out: Vec<u8>,
+}
+
+impl std::io::Write for Gate {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.writes += 1;
+        if self.writes == self.stop_at {
+            let _ = self.started.send(());
+            let _ = self.go.recv();
+        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn an_export_holds_every_transaction_back_until_it_has_copied_the_trees() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let l = open(&dir.path().join("store"));
+    let cert = MessageKind::CertificationRequest;
+    deliver(&l, "m1", JA, "c1", cert, 1_000);
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let (go, go_rx) = std::sync::mpsc::channel();
+    let gate = Gate {
+        writes: 0,
+        stop_at: 4,
+        started: started_tx,
+        go: go_rx,
+        out: Vec::new(),
+    };
+    let exporter = {
+        let l = l.clone();
+        std::thread::spawn(move || {
+            let mut gate = gate;
+            l.export(BackupManifest::default(), &mut gate).unwrap();
+            gate.out
+        })
+    };
+    started.recv().unwrap();
+    let written = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (l, written) = (l.clone(), written.clone());
+        std::thread::spawn(move || {
+            l.enqueue(&outgoing("late", JA, "c1", cert)).unwrap();
+            written.store(true, Ordering::SeqCst);
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        !written.load(Ordering::SeqCst),
+        "a transaction went through while the export was copying"
+    );
+    go.send(()).unwrap();
+    let bytes = exporter.join().unwrap();
+    writer.join().unwrap();
+    assert!(
+        written.load(Ordering::SeqCst),
+        "it goes through once the copy is done"
+    );
+    let archive = dir.path().join("a.kzb");
+    std::fs::write(&archive, bytes).unwrap();
+    let restored = dir.path().join("restored");
+    backup::restore(&archive, &restored).unwrap();
+    let r = open(&restored);
+    assert!(r.message("m1").unwrap().is_some());
+    assert!(
+        r.message("late").unwrap().is_none(),
+        "not half of it either"
+    );
+    r.verify_audit().unwrap();
+}

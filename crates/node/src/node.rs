@@ -34,6 +34,9 @@ struct Inner {
     delivery: DeliverySettings,
     limits: ReceptionLimits,
     retention: RetentionSettings,
+    data_dir: std::path::PathBuf,
+    /// Held while a backup is taken and streamed: one at a time.
+    backup_slot: Arc<tokio::sync::Mutex<()>>,
     /// Per peer, one signal per delivery lane.
     outbox_signals: BTreeMap<String, Vec<Arc<Notify>>>,
     /// Per peer, one gate per delivery lane: a delivery round holds it for reading from
@@ -63,6 +66,7 @@ impl Node {
     /// Opens the node with the clock it takes its time from (tests step a manual one).
     pub fn open_with_clock(config: &NodeConfig, clock: Arc<dyn Clock>) -> Result<Self, NodeError> {
         std::fs::create_dir_all(&config.data_dir)?;
+        crate::backup::remove_leftovers(&config.data_dir);
         let ledger = Ledger::open_with(
             &config.data_dir,
             Some(&config.data_key),
@@ -102,6 +106,8 @@ impl Node {
                 delivery: config.delivery,
                 limits: config.limits,
                 retention: config.retention,
+                data_dir: config.data_dir.clone(),
+                backup_slot: Default::default(),
                 outbox_signals,
                 lane_gates,
                 unconfirmed: Default::default(),
@@ -145,6 +151,13 @@ impl Node {
     }
     pub fn retention(&self) -> &RetentionSettings {
         &self.inner.retention
+    }
+    /// The store's directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.inner.data_dir
+    }
+    pub(crate) fn backup_slot(&self) -> Arc<tokio::sync::Mutex<()>> {
+        self.inner.backup_slot.clone()
     }
     /// The time now, as this node's clock tells it.
     pub fn now_ms(&self) -> i64 {

@@ -75,6 +75,7 @@ pub async fn serve(
     let closing = node.closing();
     let mut workers = delivery::spawn_workers(&node, closing.clone());
     workers.push(node.spawn_retention());
+    workers.extend(node.spawn_pending_reconciliation());
     let until_closed = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|c| *c).await;
     };
