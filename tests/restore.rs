@@ -259,6 +259,18 @@ async fn a_jugendamt_restored_from_an_older_backup_receives_every_message_exactl
         );
     }
     assert_eq!(inbox.len(), ids.len(), "nothing else");
+    // The oracle: the sender's own records of what it delivered to the Jugendamt.
+    let oracle: std::collections::BTreeSet<String> = h
+        .node(JC)
+        .ledger()
+        .delivered_to(JA, 0, None, 10_000)
+        .expect("the Jobcenter's delivered records")
+        .into_iter()
+        .map(|e| e.message_id)
+        .collect();
+    let held: std::collections::BTreeSet<String> =
+        inbox.iter().map(|i| i.message_id.clone()).collect();
+    assert_eq!(held, oracle, "held here = delivered there");
     // the consents as before the loss: the second in force, the first withdrawn after its
     // messages came (the withdrawal was delivered after them and came back after them)
     wait_for_consent_state(&ja, &c2_id, pb::ConsentState::ConsentInForce).await;
@@ -497,6 +509,96 @@ async fn a_backup_taken_while_messages_flow_holds_everything_acknowledged_before
         ),
         "{stderr}"
     );
+
+    // Over a store: refused while the node runs, even with --replace; refused without
+    // --replace when it is stopped; with --replace the store is moved aside, not deleted.
+    let jc_toml = node_toml(&h, JC);
+    let restore_jc = |replace: bool| {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "restore".into(),
+            "--config".into(),
+            jc_toml.clone().into(),
+            "--from".into(),
+            archive.clone().into(),
+        ];
+        if replace {
+            args.push("--replace".into());
+        }
+        kurzdraht(args)
+    };
+    let names = |dir: &Path| -> Vec<String> {
+        let mut n: Vec<String> = std::fs::read_dir(dir)
+            .expect("read the dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        n.sort();
+        n
+    };
+    let data = h.data_dir(JC);
+    let parent = data.parent().expect("a parent").to_path_buf();
+    let store_before = names(&data);
+    let o = restore_jc(true).await;
+    assert!(!o.status.success(), "refused while the node runs");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("stop the node first"), "{stderr}");
+    assert!(stderr.contains("in use by another process"), "{stderr}");
+    assert_eq!(
+        names(&data),
+        store_before,
+        "the running node's store untouched"
+    );
+    assert!(
+        !names(&parent)
+            .iter()
+            .any(|n| n.contains(".before-restore-")),
+        "nothing moved"
+    );
+    h.stop(JC).await;
+    let store_before = names(&data); // sled wrote a snapshot when it closed
+    let o = restore_jc(false).await;
+    assert!(!o.status.success(), "refused over a store");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("add --replace"), "{stderr}");
+    assert!(stderr.contains("not empty"), "{stderr}");
+    assert_eq!(names(&data), store_before, "the store untouched");
+    assert!(
+        open_offline(&h, JC)
+            .pending_reconciliation()
+            .expect("read")
+            .is_none(),
+        "not marked"
+    );
+    let o = restore_jc(true).await;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let aside: Vec<String> = names(&parent)
+        .into_iter()
+        .filter(|n| {
+            n.starts_with(&format!(
+                "{}.before-restore-",
+                data.file_name().expect("a name").to_string_lossy()
+            ))
+        })
+        .collect();
+    assert_eq!(aside.len(), 1, "the old store moved aside: {aside:?}");
+    {
+        let old = Ledger::open_encrypted(
+            &parent.join(&aside[0]),
+            &h.fed.config(JC).expect("config").data_key,
+        )
+        .expect("the store moved aside opens");
+        for id in acked.lock().expect("ids").iter() {
+            assert!(old.message(id).expect("read").is_some(), "{id} kept aside");
+        }
+    }
+    let l = open_offline(&h, JC);
+    assert!(
+        l.pending_reconciliation().expect("read").is_some(),
+        "marked"
+    );
+    for id in &before {
+        assert!(l.message(id).expect("read").is_some(), "{id} restored");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

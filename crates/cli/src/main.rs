@@ -77,9 +77,10 @@ enum Command {
         command: ConfigCommand,
     },
     /// Restore a backup taken with `kurzdraht backup` into the stopped node's data_dir (which
-    /// must be empty): checks the archive whole, writes the store, opens it with the node's
-    /// data key, verifies its audit chain, and marks it to reconcile with every peer when
-    /// the node starts (what the peers delivered since the backup is received again).
+    /// must be empty, unless --replace): checks the archive whole, writes the store, opens it
+    /// with the node's data key, verifies its audit chain, and marks it to reconcile with
+    /// every peer when the node starts (what the peers delivered since the backup is
+    /// received again).
     Restore {
         /// The node's configuration (its data_dir, data key and agency).
         #[arg(long)]
@@ -87,6 +88,10 @@ enum Command {
         /// The archive.
         #[arg(long)]
         from: PathBuf,
+        /// Move a store in data_dir aside (to `<data_dir>.before-restore-<unix seconds>`,
+        /// nothing is deleted) instead of refusing; refused while the node runs.
+        #[arg(long)]
+        replace: bool,
     },
     /// The audit chain.
     Audit {
@@ -351,9 +356,13 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             );
             Ok(exit::OK)
         }
-        Command::Restore { config, from } => {
+        Command::Restore {
+            config,
+            from,
+            replace,
+        } => {
             let config = NodeConfig::load(&config)?;
-            restore(&config, &from).await?;
+            restore(&config, &from, replace).await?;
             Ok(exit::OK)
         }
         Command::Bench { command } => bench::run(command).await,
@@ -365,6 +374,7 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
 async fn restore(
     config: &kurzdraht_node::config::NodeConfig,
     from: &std::path::Path,
+    replace: bool,
 ) -> anyhow::Result<()> {
     use kurzdraht_ledger::{backup, Ledger};
     let manifest = backup::check(from)
@@ -379,7 +389,38 @@ async fn restore(
         );
     }
     let dir = &config.data_dir;
-    backup::restore(from, dir)?;
+    let aside = if replace {
+        backup::move_aside(dir, kurzdraht_node::clock::now_ms()).map_err(|e| {
+            anyhow::Error::from(e)
+                .context("nothing restored; stop the node first (kurzdraht restore --replace)")
+        })?
+    } else {
+        None
+    };
+    if let Some(aside) = &aside {
+        println!(
+            "moved the store in {} aside to {}",
+            dir.display(),
+            aside.display()
+        );
+    }
+    backup::restore(from, dir).map_err(|e| {
+        let e = anyhow::Error::from(e);
+        match &aside {
+            Some(aside) => e.context(format!(
+                "nothing restored; the previous store is in {}",
+                aside.display()
+            )),
+            None if matches!(
+                std::fs::read_dir(dir).map(|mut d| d.next().is_some()),
+                Ok(true)
+            ) =>
+            {
+                e.context("nothing restored; to move the current store aside, add --replace")
+            }
+            None => e,
+        }
+    })?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

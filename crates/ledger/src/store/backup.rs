@@ -302,6 +302,51 @@ pub fn restore(archive: &Path, dir: &Path) -> Result<BackupManifest, LedgerError
     Ok(manifest)
 }
 
+/// Moves the store in `dir` aside, to `<dir>.before-restore-<now, unix seconds>`, so a
+/// backup can be restored into `dir`; nothing is deleted. Refuses while a process holds
+/// the store open (sled's lock on `dir/db`: a running node), naming the directory.
+/// Returns where the store went, or `None` when `dir` is absent or empty.
+pub fn move_aside(dir: &Path, now_ms: i64) -> Result<Option<PathBuf>, LedgerError> {
+    match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io("read", dir)(e)),
+        Ok(mut entries) => {
+            if entries.next().is_none() {
+                return Ok(None);
+            }
+        }
+    }
+    let lock_file = dir.join("db");
+    if lock_file.exists() {
+        use fs2::FileExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .open(&lock_file)
+            .map_err(io("open", &lock_file))?;
+        if file.try_lock_exclusive().is_err() {
+            return Err(LedgerError::Locked {
+                path: dir.to_path_buf(),
+            });
+        }
+        // released when `file` is dropped, before the rename
+    }
+    let mut aside = dir.as_os_str().to_owned();
+    aside.push(format!(".before-restore-{}", now_ms.max(0) / 1000));
+    let aside = PathBuf::from(aside);
+    if aside.exists() {
+        return Err(LedgerError::Io {
+            what: "move aside to",
+            path: aside,
+            source: std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "exists already; try again in a second",
+            ),
+        });
+    }
+    std::fs::rename(dir, &aside).map_err(io("move aside", dir))?;
+    Ok(Some(aside))
+}
+
 /// `meta` key of a restored store's [`PendingReconciliation`].
 const PENDING: &[u8] = b"reconciliation_pending";
 
