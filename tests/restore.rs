@@ -977,3 +977,71 @@ async fn an_envelope_older_than_the_replay_window_is_received_again_only_with_it
     );
     assert!(!audited(&h, JC, AuditEvent::KeptPruned).is_empty());
 }
+
+/// What the restored node had sent: a message still queued when the backup was taken is
+/// queued again after the restore and delivered again with the same envelope; the
+/// recipient answers it as a duplicate with its original receipt and holds it once. A
+/// message sent (and delivered) after the backup is unknown to the restored node: the
+/// recipient holds it and the sender lost it (docs: deploy/README.md, "Backup and restore").
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sender_restored_from_an_older_backup_sends_again_what_it_had_queued_and_is_answered_once(
+) {
+    let mut h = start().await;
+    make_admin(&mut h, JC).await;
+    let mut jc = h.client(JC).await;
+    let lena = subject("Lena", "Hansen", &birthday_years_ago(20));
+    let c = record_consent(
+        &mut jc,
+        consent_request(&lena, &[JA], &[Purpose::U25MoveOut]),
+    )
+    .await;
+    delivered(&h, JC, &c.notice_message_ids).await;
+    let c = c.consent.expect("record").consent_id;
+
+    h.stop(JA).await;
+    let queued = submit_ok(&mut jc, JA, &c, certification_request(&lena, "Antrag")).await;
+    assert_eq!(state_name(status(&mut jc, &queued).await.state), "QUEUED");
+    let archive = h.dir.path().join("jobcenter-queued.kzb");
+    backup(&h, JC, &archive).await;
+    h.restart(JA).await;
+    let first = delivered(&h, JC, std::slice::from_ref(&queued)).await;
+    let first_receipt = first[&queued].receipt.clone().expect("a receipt");
+    let later = submit_ok(&mut jc, JA, &c, certification_request(&lena, "Nachtrag")).await;
+    delivered(&h, JC, std::slice::from_ref(&later)).await;
+
+    restore(&mut h, JC, &archive).await;
+    h.restart(JC).await;
+    let mut jc = h.client(JC).await;
+    let again = delivered(&h, JC, std::slice::from_ref(&queued)).await;
+    assert_eq!(
+        again[&queued].receipt.as_ref(),
+        Some(&first_receipt),
+        "answered with the original receipt"
+    );
+    let mut ja = h.client(JA).await;
+    let inbox = read_inbox(&mut ja, 0).await;
+    for id in [&queued, &later] {
+        assert_eq!(
+            inbox.iter().filter(|i| &i.message_id == id).count(),
+            1,
+            "{id} held once"
+        );
+    }
+    let dups: Vec<_> = audited(&h, JA, AuditEvent::ReceivedDuplicate)
+        .into_iter()
+        .filter(|e| e.message_id == queued)
+        .collect();
+    assert_eq!(dups.len(), 1, "the second delivery noted as a duplicate");
+    // Sent after the backup: the Jugendamt holds it, the restored Jobcenter does not know it.
+    let s = jc
+        .get_status(pb::GetStatusRequest {
+            message_id: later.clone(),
+        })
+        .await;
+    expect_refusal(
+        "the status of a message sent after the backup",
+        s,
+        tonic::Code::NotFound,
+        "not-found",
+    );
+}
