@@ -292,6 +292,21 @@ async fn a_jugendamt_restored_from_an_older_backup_receives_every_message_exactl
         (7, 7, 0, 0, 0)
     );
     assert!(r.error.is_empty(), "{}", r.error);
+    // and by hand, as the operator would (deploy/README.md)
+    let o = kurzdraht(vec![
+        "reconcile".into(),
+        "--client".into(),
+        client_toml(&h, JA).into(),
+        "--peer".into(),
+        JC.into(),
+    ])
+    .await;
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        stdout.trim(),
+        format!("{JC}: listed 7, held already 7, received again 0, refused 0, unavailable 0")
+    );
 
     // The audit chains record it, and verify.
     h.stop(JA).await;

@@ -506,7 +506,7 @@ fn add_rfc3339_times(json: &mut serde_json::Value) {
 }
 
 /// `ms` (since the Unix epoch) in RFC 3339, UTC, with milliseconds where they are not 0.
-fn rfc3339_of_ms(ms: i64) -> Option<String> {
+pub(crate) fn rfc3339_of_ms(ms: i64) -> Option<String> {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()?
         .format(&time::format_description::well_known::Rfc3339)

@@ -437,14 +437,18 @@ async fn restore(
     let since = manifest.taken_at_ms.saturating_sub(margin).max(0);
     ledger.mark_restored(&manifest, since, kurzdraht_node::clock::now_ms())?;
     ledger.flush().await?;
+    let at = |ms: i64| commands::rfc3339_of_ms(ms).unwrap_or_else(|| format!("{ms} ms"));
     println!(
-        "restored the backup of {} taken at {} ms into {}: audit chain verifies ({} entries); \
-         at its next start the node reconciles with its peers from {} ms",
+        "restored the backup of {} taken at {} into {}: audit chain verifies ({} entries); \
+         at its next start the node reconciles with its peers from {}. Unknown to it now: \
+         what it sent, and the consents and withdrawals recorded, after {} (deploy/README.md, \
+         \"What a restore does not bring back\")",
         manifest.agency,
-        manifest.taken_at_ms,
+        at(manifest.taken_at_ms),
         dir.display(),
         report.entries,
-        since
+        at(since),
+        at(manifest.taken_at_ms),
     );
     Ok(())
 }
