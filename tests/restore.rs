@@ -1060,3 +1060,74 @@ async fn a_sender_restored_from_an_older_backup_sends_again_what_it_had_queued_a
         "not-found",
     );
 }
+
+/// A peer down when the restored node starts: the reconciliation with it stops (audited),
+/// the others run, and it is asked again until it answers; the store owes it till then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restored_node_whose_peer_is_down_reconciles_with_it_once_it_is_back() {
+    let mut h = start().await;
+    let mut jc = h.client(JC).await;
+    let lena = subject("Lena", "Hansen", &birthday_years_ago(20));
+    let c = record_consent(
+        &mut jc,
+        consent_request(&lena, &[JA], &[Purpose::U25MoveOut]),
+    )
+    .await;
+    let mut ids = c.notice_message_ids.clone();
+    let c = c.consent.expect("record").consent_id;
+    delivered(&h, JC, &ids).await;
+    let archive = h.dir.path().join("jugendamt-peer-down.kzb");
+    backup_in_process(&h, JA, &archive).await;
+    let m = submit_ok(&mut jc, JA, &c, certification_request(&lena, "Antrag")).await;
+    ids.push(m.clone());
+    delivered(&h, JC, &ids).await;
+
+    restore(&mut h, JA, &archive).await;
+    h.stop(JC).await;
+    h.restart(JA).await;
+    let node = h.node(JA).clone();
+    wait_until("the Jugendamt is done with Norderstedt only", || {
+        let node = node.clone();
+        async move {
+            match node.ledger().pending_reconciliation() {
+                Ok(Some(p)) if p.peers_done == [JN.to_string()] => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    let stopped = audited(&h, JA, AuditEvent::ReconciliationFinished)
+        .into_iter()
+        .filter(|e| e.peer == JC)
+        .collect::<Vec<_>>();
+    assert!(
+        !stopped.is_empty() && stopped.iter().all(|e| e.detail.contains("; stopped: ")),
+        "{stopped:?}"
+    );
+    assert!(
+        h.node(JA)
+            .ledger()
+            .inbox_record(&m)
+            .expect("read")
+            .is_none(),
+        "not yet"
+    );
+
+    h.restart(JC).await;
+    wait_reconciled(&h, JA).await;
+    assert!(h
+        .node(JA)
+        .ledger()
+        .inbox_record(&m)
+        .expect("read")
+        .is_some());
+    let done: Vec<String> = audited(&h, JA, AuditEvent::ReconciliationFinished)
+        .into_iter()
+        .filter(|e| e.peer == JC && !e.detail.contains("stopped"))
+        .map(|e| e.detail)
+        .collect();
+    assert_eq!(
+        done,
+        ["listed 2, held 1, received 1, refused 0, unavailable 0"]
+    );
+}
