@@ -1207,6 +1207,20 @@ impl PeerExchange for UnaryOnlyPeer {
             .batch_calls += 1;
         Err(Status::unimplemented("DeliverBatch is not known here"))
     }
+
+    async fn list_delivered(
+        &self,
+        _req: Request<pb::ListDeliveredRequest>,
+    ) -> Result<Response<pb::ListDeliveredResponse>, Status> {
+        Err(Status::unimplemented("an older version"))
+    }
+
+    async fn fetch_delivered(
+        &self,
+        _req: Request<pb::FetchDeliveredRequest>,
+    ) -> Result<Response<pb::FetchDeliveredResponse>, Status> {
+        Err(Status::unimplemented("an older version"))
+    }
 }
 
 /// The Jugendamt is replaced, on its peer address and with its TLS identity, by a peer that

@@ -167,7 +167,26 @@ impl Hosts {
             )
             .replace("\"../", "\"");
         let api: SocketAddr = setting(&toml, "api").parse().expect("api address");
+        // The operator's admin token and client file (deploy/README.md, section 7, "Once").
+        let token = "0f".repeat(32);
+        let hash = hex_sha256(token.as_bytes());
+        let toml = toml.replacen(
+            "\" }]",
+            &format!("\" }}, {{ client = \"operator\", sha256 = \"{hash}\", admin = true }}]"),
+            1,
+        );
         std::fs::write(etc.join("node.toml"), toml).expect("write node.toml");
+        write_owner_only(&etc.join("operator-token"), &token);
+        std::fs::write(
+            etc.join("operator.toml"),
+            format!(
+                "agency = \"{JC}\"\nendpoint = \"https://{api}\"\nca_cert = {:?}\ntoken_file = {:?}\n",
+                etc.join("ca.pem").display().to_string(),
+                etc.join("operator-token").display().to_string()
+            ),
+        )
+        .expect("write operator.toml");
+        std::fs::create_dir_all(root.join("var/backups/kurzdraht")).expect("backup directory");
         std::fs::copy(binary(), root.join("usr/local/bin/kurzdraht")).expect("install");
         let mut hosts = Self {
             _dir: dir,
@@ -225,6 +244,7 @@ impl Hosts {
             .replace("/etc/kurzdraht", &format!("{root}/etc/kurzdraht"))
             .replace("/var/lib/kurzdraht", &format!("{root}/var/lib/kurzdraht"))
             .replace("/usr/local/bin/", &format!("{root}/usr/local/bin/"))
+            .replace("/var/backups/", &format!("{root}/var/backups/"))
             .replace("/root/", &format!("{root}/root/"));
         let out = self.shell(&body);
         assert!(
@@ -276,6 +296,20 @@ impl Hosts {
     }
 }
 
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn write_owner_only(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).expect("write a secret");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+}
+
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -324,6 +358,19 @@ async fn an_upgrade_as_written_checks_the_new_binary_and_restarts_the_node() {
     assert_eq!(stdout(&out).lines().last(), Some("active"));
     assert_ne!(hosts.jobcenter_pid(), before, "a new process serves");
     assert!(!hosts.root.join("usr/local/bin/kurzdraht.new").exists());
+    // The backup taken first: one archive, the owner's only.
+    let backups: Vec<PathBuf> = std::fs::read_dir(hosts.root.join("var/backups/kurzdraht"))
+        .expect("read the backups")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    assert!(
+        backups[0].to_string_lossy().ends_with(".kzb"),
+        "{backups:?}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = backups[0].metadata().expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
     let mut jc = hosts.jobcenter_client().await;
     let s = subject("Lea", "Upgrade", &birthday_years_ago(19));
     consent_id(

@@ -12,6 +12,9 @@
 //!   stores): a bare tonic unary call over the same mutual-TLS set-up (the baseline) versus
 //!   the full path Submit → … → signed receipt stored by the sender, at several
 //!   concurrencies, with latency percentiles, CPU per 1,000 messages and peak RSS per node.
+//! - `backup`: the write pause of an online backup (`Ledger::export`, as the `Backup` call
+//!   takes it) of a store holding a long delivered history, and the longest submission a
+//!   writer running beside it saw.
 //! - `footprint`: a node's RSS with a million consents and a million stored messages
 //!   (`bench_footprint.rs`).
 //!
@@ -131,6 +134,21 @@ pub enum BenchCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// The write pause of an online backup of a Jobcenter store with a long delivered history
+    /// (each delivered envelope kept), and the longest submission (enqueue + flush) a writer
+    /// running beside the backup saw.
+    Backup {
+        /// Messages in the store's history, enqueued and finished as DELIVERED.
+        #[arg(long, default_value_t = 100_000)]
+        delivered: usize,
+        /// Backups taken, one after another.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Create the temporary federation (and the archives) here (default: the system temp
+        /// directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Time for a restarted Jobcenter node (long delivered history, queued messages) to
     /// resume delivery to a running Jugendamt over real gRPC with mutual TLS.
     Restart {
@@ -175,6 +193,11 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             timeout,
             dir,
         } => restart(delivered, queued, Duration::from_secs(timeout), dir).await,
+        BenchCommand::Backup {
+            delivered,
+            rounds,
+            dir,
+        } => backup(delivered, rounds, dir).await,
         BenchCommand::E2e {
             seconds,
             concurrency,
@@ -1154,6 +1177,98 @@ async fn inbox_len(client: &mut AgencyClient) -> anyhow::Result<usize> {
     Ok(n)
 }
 
+async fn backup(delivered: usize, rounds: usize, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    if rounds == 0 {
+        bail!("--rounds must be above 0");
+    }
+    let fed = TempFederation::create(dir, "backup")?;
+    let jc = NodeConfig::load(&fed.files_of(JC)?.node_config)?;
+    println!("kurzdraht bench backup — the write pause of an online backup");
+    print_machine(fed.path());
+    println!(
+        "parameters: {delivered} delivered messages of history (envelopes kept), {rounds} backups"
+    );
+    eprintln!(
+        "filling the Jobcenter's store in {} …",
+        jc.data_dir.display()
+    );
+    let filled = fill(&jc, delivered, 1).await?;
+    let ledger = open_when_unlocked(&jc.data_dir, &jc.data_key).await?;
+    ledger.flush().await?;
+    println!(
+        "store:      {:.1} MiB on disk, envelope {} bytes",
+        dir_bytes(&jc.data_dir) as f64 / (1024.0 * 1024.0),
+        filled.envelope_bytes
+    );
+    println!("round  entries  archive MiB  pause ms  backup ms  longest submission beside it ms");
+    for round in 1..=rounds {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (ledger, stop, key, consent_id) = (
+                ledger.clone(),
+                stop.clone(),
+                jc.signing_key.clone(),
+                filled.consent_id.clone(),
+            );
+            let deadline = jc.delivery.deadline;
+            tokio::spawn(async move {
+                let mut longest = Duration::ZERO;
+                let mut n = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    let out = seal_outgoing(
+                        &key,
+                        JC,
+                        MessageKind::CertificationRequest,
+                        JA,
+                        &consent_id,
+                        &certification_request(REASON.into()),
+                        clock::now_ms(),
+                        deadline,
+                    );
+                    let t = Instant::now();
+                    ledger.enqueue(&out)?;
+                    ledger.flush().await?;
+                    longest = longest.max(t.elapsed());
+                    n += 1;
+                }
+                anyhow::Ok((longest, n))
+            })
+        };
+        // let the writer run before the backup begins
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let archive = fed.path().join(format!("backup-{round}.kzb"));
+        let started = Instant::now();
+        let exported = {
+            let ledger = ledger.clone();
+            let archive = archive.clone();
+            tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+                let file = kurzdraht_node::backup::create_private(&archive)?;
+                let manifest = kurzdraht_ledger::BackupManifest {
+                    agency: JC.into(),
+                    taken_at_ms: clock::now_ms(),
+                    schema: 0,
+                };
+                Ok(ledger.export(manifest, std::io::BufWriter::new(file))?)
+            })
+            .await??
+        };
+        let took = started.elapsed();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stop.store(true, Ordering::SeqCst);
+        let (longest, writes) = writer.await??;
+        println!(
+            "{round:>5}  {:>7}  {:>11.1}  {:>8}  {:>9}  {:>8} ({writes} submissions)",
+            exported.entries,
+            exported.bytes as f64 / (1024.0 * 1024.0),
+            exported.pause.as_millis(),
+            took.as_millis(),
+            longest.as_millis()
+        );
+        std::fs::remove_file(&archive)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn restart(
     delivered: usize,
     queued: usize,
@@ -1536,6 +1651,20 @@ impl pb::peer_exchange_server::PeerExchange for BarePeer {
         Err(tonic::Status::unimplemented(
             "the baseline answers unary calls only",
         ))
+    }
+
+    async fn list_delivered(
+        &self,
+        _req: tonic::Request<pb::ListDeliveredRequest>,
+    ) -> Result<tonic::Response<pb::ListDeliveredResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("the baseline keeps nothing"))
+    }
+
+    async fn fetch_delivered(
+        &self,
+        _req: tonic::Request<pb::FetchDeliveredRequest>,
+    ) -> Result<tonic::Response<pb::FetchDeliveredResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("the baseline keeps nothing"))
     }
 }
 

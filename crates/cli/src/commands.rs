@@ -1,5 +1,6 @@
 //! The client commands an agency's IT staff (or scripts, with `--json`) use against their
-//! own node: consents, sending each message kind, status, inbox, acknowledgement.
+//! own node: consents, sending each message kind, status, inbox, acknowledgement; and the
+//! operators' `backup` and `reconcile` (an admin token).
 
 use crate::exit;
 use anyhow::Context;
@@ -92,6 +93,29 @@ pub enum ClientCommand {
         #[command(flatten)]
         common: ClientArgs,
         message_id: String,
+    },
+    /// Take a backup of the running node's whole store (an admin token): writes the archive
+    /// to FILE, mode 0600 (to FILE.partial first, renamed once complete and checked).
+    /// Restore it with `kurzdraht restore`.
+    Backup {
+        #[command(flatten)]
+        common: ClientArgs,
+        /// The archive to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Ask the peers what they delivered to this node and receive again what it no longer
+    /// holds, e.g. after a restore by other means than `kurzdraht restore` (an admin token).
+    Reconcile {
+        #[command(flatten)]
+        common: ClientArgs,
+        /// Only this peer (an agency id); default: every peer.
+        #[arg(long)]
+        peer: Option<String>,
+        /// Deliveries made since this time, RFC 3339 (`2026-05-01T00:00:00Z`); default:
+        /// everything the peers still keep.
+        #[arg(long)]
+        since: Option<String>,
     },
 }
 
@@ -482,7 +506,7 @@ fn add_rfc3339_times(json: &mut serde_json::Value) {
 }
 
 /// `ms` (since the Unix epoch) in RFC 3339, UTC, with milliseconds where they are not 0.
-fn rfc3339_of_ms(ms: i64) -> Option<String> {
+pub(crate) fn rfc3339_of_ms(ms: i64) -> Option<String> {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()?
         .format(&time::format_description::well_known::Rfc3339)
@@ -925,6 +949,66 @@ async fn run_inner(command: ClientCommand) -> anyhow::Result<ExitCode> {
                 );
             }
         }
+        ClientCommand::Backup { common, out } => {
+            let (mut client, _) = client_from(&common).await?;
+            let written = write_backup(&mut client, &out).await?;
+            if common.json {
+                print_json(&serde_json::json!({
+                    "file": out.display().to_string(),
+                    "bytes": written.bytes.to_string(),
+                    "agency": written.manifest.agency,
+                    "takenAtMs": written.manifest.taken_at_ms.to_string(),
+                }))?;
+            } else {
+                println!(
+                    "backup of {} taken at {} written to {} ({} bytes, mode 0600)",
+                    written.manifest.agency,
+                    rfc3339_of_ms(written.manifest.taken_at_ms).unwrap_or_default(),
+                    out.display(),
+                    written.bytes
+                );
+            }
+        }
+        ClientCommand::Reconcile {
+            common,
+            peer,
+            since,
+        } => {
+            let since_ms = match since {
+                None => 0,
+                Some(text) => parse_rfc3339_ms("--since", &text)?,
+            };
+            let (mut client, _) = client_from(&common).await?;
+            let r = client
+                .reconcile(pb::ReconcileRequest {
+                    peer: peer.unwrap_or_default(),
+                    since_ms,
+                })
+                .await?
+                .into_inner();
+            if common.json {
+                print_json(&r)?;
+            } else {
+                for p in &r.peers {
+                    println!(
+                        "{}: listed {}, held already {}, received again {}, refused {}, unavailable {}{}",
+                        p.peer,
+                        p.listed,
+                        p.held,
+                        p.received,
+                        p.refused,
+                        p.unavailable,
+                        match p.error.as_str() {
+                            "" => String::new(),
+                            e => format!(" — stopped: {e}; run it again"),
+                        }
+                    );
+                }
+            }
+            if r.peers.iter().any(|p| !p.error.is_empty()) {
+                return Ok(ExitCode::from(5));
+            }
+        }
         ClientCommand::Ack { common, message_id } => {
             let (mut client, _) = client_from(&common).await?;
             let r = client
@@ -941,6 +1025,62 @@ async fn run_inner(command: ClientCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(exit::OK)
+}
+
+/// A backup written by [`write_backup`].
+struct WrittenBackup {
+    bytes: u64,
+    manifest: kurzdraht_ledger::BackupManifest,
+}
+
+/// Streams the node's backup into `out`: into `out.partial` (created mode 0600; neither
+/// may exist), fsynced and checked whole (form and SHA-256), then renamed.
+async fn write_backup(
+    client: &mut AgencyClient,
+    out: &std::path::Path,
+) -> anyhow::Result<WrittenBackup> {
+    use std::io::Write;
+    if out.exists() {
+        anyhow::bail!("{} exists; name a new file", out.display());
+    }
+    let mut partial_name = out.as_os_str().to_owned();
+    partial_name.push(".partial");
+    let partial = PathBuf::from(partial_name);
+    let mut file = kurzdraht_node::backup::create_private(&partial)
+        .with_context(|| format!("cannot create {}", partial.display()))?;
+    let written = async {
+        let mut stream = client.backup(pb::BackupRequest {}).await?.into_inner();
+        let mut bytes = 0u64;
+        while let Some(chunk) = stream.message().await? {
+            file.write_all(&chunk.data)
+                .with_context(|| format!("cannot write {}", partial.display()))?;
+            bytes += chunk.data.len() as u64;
+        }
+        file.sync_all()
+            .with_context(|| format!("cannot write {}", partial.display()))?;
+        let manifest = kurzdraht_ledger::backup::check(&partial)
+            .context("the archive received is not complete")?;
+        std::fs::rename(&partial, out)
+            .with_context(|| format!("cannot rename {} to {}", partial.display(), out.display()))?;
+        anyhow::Ok(WrittenBackup { bytes, manifest })
+    }
+    .await;
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    written
+}
+
+/// Milliseconds since 1970 of an RFC 3339 time given as `flag`.
+fn parse_rfc3339_ms(flag: &str, text: &str) -> anyhow::Result<i64> {
+    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| {
+            kurzdraht_node::NodeError::invalid(
+                flag,
+                format!("is no RFC 3339 time ({e}), e.g. 2026-05-01T00:00:00Z"),
+            )
+        })?;
+    Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
 /// How often an export reports progress.

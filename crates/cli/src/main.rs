@@ -5,6 +5,9 @@
 //! - `serve`, `config check`, `health`: running and checking a node.
 //! - `consent`, `send`, `status`, `inbox`, `ack`: an agency IT system's client commands.
 //! - `audit verify`: offline verification of a node's audit chain (read-only).
+//! - `outbox list|extend`: what a stopped node still has to deliver; holding it longer.
+//! - `restore`: a backup (`kurzdraht backup`) into a stopped node's empty data directory;
+//!   the node reconciles with its peers when it starts.
 //!
 //! Exit codes: 0 success; 1 other failure; 2 usage; 3 refused (consent, policy);
 //! 4 invalid input or configuration; 5 node or peer unreachable; 6 not authenticated;
@@ -93,6 +96,23 @@ enum Command {
         /// An IT system's client.toml.
         #[arg(long, env = "KURZDRAHT_CLIENT")]
         client: Option<PathBuf>,
+    },
+    /// Restore a backup taken with `kurzdraht backup` into the stopped node's data_dir (which
+    /// must be empty, unless --replace): checks the archive whole, writes the store, opens it
+    /// with the node's data key, verifies its audit chain, and marks it to reconcile with
+    /// every peer when the node starts (what the peers delivered since the backup is
+    /// received again).
+    Restore {
+        /// The node's configuration (its data_dir, data key and agency).
+        #[arg(long)]
+        config: PathBuf,
+        /// The archive.
+        #[arg(long)]
+        from: PathBuf,
+        /// Move a store in data_dir aside (to `<data_dir>.before-restore-<unix seconds>`,
+        /// nothing is deleted) instead of refusing; refused while the node runs.
+        #[arg(long)]
+        replace: bool,
     },
     /// The audit chain.
     Audit {
@@ -265,9 +285,101 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
                 },
         } => admin::audit_verify(config, data_dir, scratch),
         Command::Outbox { command } => outbox::run(command).await,
+        Command::Restore {
+            config,
+            from,
+            replace,
+        } => {
+            let config = NodeConfig::load(&config)?;
+            restore(&config, &from, replace).await?;
+            Ok(exit::OK)
+        }
         Command::Bench { command } => bench::run(command).await,
         Command::Client(c) => commands::run(c).await,
     }
+}
+
+/// `kurzdraht restore`: see the command's help.
+async fn restore(
+    config: &kurzdraht_node::config::NodeConfig,
+    from: &std::path::Path,
+    replace: bool,
+) -> anyhow::Result<()> {
+    use kurzdraht_ledger::{backup, Ledger};
+    let manifest = backup::check(from)
+        .map_err(anyhow::Error::from)
+        .map_err(|e| e.context(format!("{} cannot be restored", from.display())))?;
+    if manifest.agency != config.agency {
+        anyhow::bail!(
+            "{} is a backup of {}, but this node is {}",
+            from.display(),
+            manifest.agency,
+            config.agency
+        );
+    }
+    let dir = &config.data_dir;
+    let aside = if replace {
+        backup::move_aside(dir, kurzdraht_node::clock::now_ms()).map_err(|e| {
+            anyhow::Error::from(e)
+                .context("nothing restored; stop the node first (kurzdraht restore --replace)")
+        })?
+    } else {
+        None
+    };
+    if let Some(aside) = &aside {
+        println!(
+            "moved the store in {} aside to {}",
+            dir.display(),
+            aside.display()
+        );
+    }
+    backup::restore(from, dir).map_err(|e| {
+        let e = anyhow::Error::from(e);
+        match &aside {
+            Some(aside) => e.context(format!(
+                "nothing restored; the previous store is in {}",
+                aside.display()
+            )),
+            None if matches!(
+                std::fs::read_dir(dir).map(|mut d| d.next().is_some()),
+                Ok(true)
+            ) =>
+            {
+                e.context("nothing restored; to move the current store aside, add --replace")
+            }
+            None => e,
+        }
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    let ledger = Ledger::open_encrypted(dir, &config.data_key).map_err(|e| {
+        anyhow::Error::from(e).context(format!(
+            "the restored store in {} does not open with this node's data key; move it aside",
+            dir.display()
+        ))
+    })?;
+    let report = ledger.verify_audit()?;
+    let margin = kurzdraht_node::reconciliation::RESTORE_MARGIN.as_millis() as i64;
+    let since = manifest.taken_at_ms.saturating_sub(margin).max(0);
+    ledger.mark_restored(&manifest, since, kurzdraht_node::clock::now_ms())?;
+    ledger.flush().await?;
+    let at = |ms: i64| commands::rfc3339_of_ms(ms).unwrap_or_else(|| format!("{ms} ms"));
+    println!(
+        "restored the backup of {} taken at {} into {}: audit chain verifies ({} entries); \
+         at its next start the node reconciles with its peers from {}. Unknown to it now: \
+         what it sent, and the consents and withdrawals recorded, after {} (deploy/README.md, \
+         \"What a restore does not bring back\")",
+        manifest.agency,
+        at(manifest.taken_at_ms),
+        dir.display(),
+        report.entries,
+        at(since),
+        at(manifest.taken_at_ms),
+    );
+    Ok(())
 }
 
 /// SIGTERM or Ctrl-C. The handlers are installed when this is called, before the node loads

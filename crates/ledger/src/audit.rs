@@ -35,6 +35,26 @@ pub enum AuditEvent {
     SubjectErased,
     /// An operator moved the delivery deadline of the messages queued for a peer.
     DeadlineExtended,
+    /// Delivered envelopes kept longer than the keep window were dropped (one entry per
+    /// step of the sweep, counting them).
+    KeptPruned,
+    /// An IT system with an admin token took a backup of the whole store.
+    StoreBackup,
+    /// This store was restored from a backup (written into the restored store).
+    StoreRestored,
+    /// A reconciliation with a peer began (this node asks what the peer delivered to it).
+    ReconciliationStarted,
+    /// An envelope a peer delivered earlier, no longer held here, was received again.
+    ReconciliationReceived,
+    /// Such an envelope was refused by reception (the reason code in `detail`).
+    ReconciliationRefused,
+    /// The peer listed a message delivered here that it can no longer hand over (erased
+    /// there) or that is held here with another envelope.
+    ReconciliationUnavailable,
+    /// A reconciliation with a peer ended (counts in `detail`).
+    ReconciliationFinished,
+    /// This node handed a restored peer kept envelopes it had delivered to it.
+    ReconciliationServed,
 }
 
 impl AuditEvent {
@@ -61,6 +81,15 @@ impl AuditEvent {
             Self::BodyDeleted => "retention.body-deleted",
             Self::SubjectErased => "subject.erased",
             Self::DeadlineExtended => "message.deadline-extended",
+            Self::KeptPruned => "retention.kept-pruned",
+            Self::StoreBackup => "store.backup",
+            Self::StoreRestored => "store.restored",
+            Self::ReconciliationStarted => "reconciliation.started",
+            Self::ReconciliationReceived => "reconciliation.received",
+            Self::ReconciliationRefused => "reconciliation.refused",
+            Self::ReconciliationUnavailable => "reconciliation.unavailable",
+            Self::ReconciliationFinished => "reconciliation.finished",
+            Self::ReconciliationServed => "reconciliation.served",
         }
     }
 }

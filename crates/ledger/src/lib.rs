@@ -31,8 +31,12 @@ pub use audit::{AuditEvent, AuditNote, AuditReport};
 pub use commit::{Durability, FlushPause, SyncedBlobs};
 pub use consent::{evaluate, ConsentQuery, ConsentRefusal};
 pub use error::LedgerError;
-pub use records::{AnsweredRequest, InboxRecord, MessageRecord, OutboxEntry, StoredConsent};
+pub use records::{
+    AnsweredRequest, BackupManifest, InboxRecord, KeptDelivery, MessageRecord, OutboxEntry,
+    PendingReconciliation, StoredConsent,
+};
 pub use store::{
-    lane_of_root, Accepted, ConsentEffect, Extension, Finish, Finished, KeyedRequest, Ledger, Once,
-    Outgoing, QueueSummary, Queued, StoreOptions, Swept, DEFAULT_CACHE_BYTES, DELIVERY_LANES,
+    backup, lane_of_root, Accepted, ConsentEffect, Cursor, DeliveredEntry, Extension, Finish,
+    Finished, KeyedRequest, Ledger, Once, Outgoing, QueueSummary, Queued, StoreOptions, Swept,
+    DEFAULT_CACHE_BYTES, DELIVERY_LANES,
 };

@@ -202,3 +202,67 @@ pub struct AuditEntry {
     #[prost(bytes = "vec", tag = "10")]
     pub envelope_sha256: Vec<u8>,
 }
+
+/// A message this node delivered, kept after delivery for the keep window (`[delivery]
+/// keep_delivered_days`) so that a peer restored from a backup can ask for it again
+/// (tree `delivered`, sealed: the envelope carries personal data).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct KeptDelivery {
+    #[prost(string, tag = "1")]
+    pub message_id: String,
+    #[prost(string, tag = "2")]
+    pub recipient: String,
+    #[prost(string, tag = "3")]
+    pub consent_id: String,
+    #[prost(int32, tag = "4")]
+    pub kind: i32,
+    /// When its receipt was stored here (this node's clock).
+    #[prost(int64, tag = "5")]
+    pub delivered_at_ms: i64,
+    /// Orders deliveries of one millisecond.
+    #[prost(uint64, tag = "6")]
+    pub seq: u64,
+    /// The sealed envelope exactly as delivered.
+    #[prost(message, optional, tag = "7")]
+    pub envelope: Option<SignedEnvelope>,
+}
+
+/// The ids of a kept delivery, in its time index (not sealed: ids only), so that pruning
+/// finds every entry of it without opening the envelope, also after erasure dropped it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct KeptRef {
+    #[prost(string, tag = "1")]
+    pub message_id: String,
+    #[prost(string, tag = "2")]
+    pub recipient: String,
+    #[prost(string, tag = "3")]
+    pub consent_id: String,
+}
+
+/// A store restored from a backup that has not yet reconciled with every peer (in `meta`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PendingReconciliation {
+    /// Ask each peer for what it delivered since then (the backup's time less a margin).
+    #[prost(int64, tag = "1")]
+    pub since_ms: i64,
+    /// When the store was restored.
+    #[prost(int64, tag = "2")]
+    pub restored_at_ms: i64,
+    /// The peers reconciled with so far.
+    #[prost(string, repeated, tag = "3")]
+    pub peers_done: Vec<String>,
+}
+
+/// What a backup archive says about itself (see `store::backup`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct BackupManifest {
+    /// The agency whose store it is.
+    #[prost(string, tag = "1")]
+    pub agency: String,
+    /// When the copy was taken (the node's clock): everything acknowledged before is in it.
+    #[prost(int64, tag = "2")]
+    pub taken_at_ms: i64,
+    /// The store's format version.
+    #[prost(uint64, tag = "3")]
+    pub schema: u64,
+}

@@ -11,10 +11,13 @@
 //! | `meta`      | `audit_head`, `inbox_seq`, `schema`  | counters and the chain head    |
 //! | `retention` | see [`retention`]                    | closed cases, bodies held      |
 //! | `requests`  | see [`requests`]                     | first answers to keyed calls   |
+//! | `delivered` | see [`kept`]                         | delivered envelopes, kept      |
 //!
 //! Every method that changes state runs one sled transaction over all trees, including the
 //! audit entry that records the change. Callers make the change durable with
-//! [`Ledger::flush`] before they acknowledge it to anyone.
+//! [`Ledger::flush`] before they acknowledge it to anyone. An online backup
+//! ([`Ledger::export`]) holds every transaction back while it copies the trees, so the copy
+//! is one consistent state.
 
 use crate::{
     at_rest::{AtRest, DataKey},
@@ -43,14 +46,20 @@ const KEY_CHECK: &[u8] = b"data_key_check";
 /// before it existed simply holds no answers yet, and an earlier version of kurzdraht
 /// opening a store with the tree ignores it.
 const SCHEMA: &[u8] = b"schema";
+/// Where sequence numbers begin in a store restored from a backup (see
+/// [`Ledger::outbox_seqs`]).
+const SEQ_FLOOR: &[u8] = b"seq_floor";
 const SCHEMA_VERSION: u64 = 3;
 
+pub mod backup;
 mod deadlines;
+mod kept;
 mod lanes;
 mod rekey;
 mod requests;
 mod retention;
 pub use deadlines::{Extension, QueueSummary};
+pub use kept::{Cursor, DeliveredEntry};
 pub use lanes::{lane_of_root, DELIVERY_LANES};
 pub use requests::{KeyedRequest, Once};
 pub use retention::Swept;
@@ -168,6 +177,12 @@ pub struct Ledger {
     meta: Tree,
     retention: Tree,
     requests: Tree,
+    delivered: Tree,
+    /// Added to sled's id generator (see [`Ledger::outbox_seqs`]).
+    seq_floor: u64,
+    /// Every transaction holds this for reading; an online backup holds it for writing
+    /// while it copies the trees (see [`Ledger::export`]).
+    writes: std::sync::Arc<std::sync::RwLock<()>>,
     /// A full scan a test paused (see [`Ledger::pause_next_scan`]).
     scan_pause: std::sync::Arc<std::sync::Mutex<Option<crate::commit::PausePoint>>>,
     /// A flush failure a test injected (see [`Ledger::inject_flush_failure`]).
@@ -185,6 +200,7 @@ struct Tx<'a> {
     meta: &'a TransactionalTree,
     retention: &'a TransactionalTree,
     requests: &'a TransactionalTree,
+    delivered: &'a TransactionalTree,
 }
 
 fn decode<T: Message + Default>(what: &'static str, bytes: &[u8]) -> Result<T, LedgerError> {
@@ -417,6 +433,12 @@ impl Ledger {
             meta: db.open_tree("meta")?,
             retention: db.open_tree("retention")?,
             requests: db.open_tree("requests")?,
+            delivered: db.open_tree("delivered")?,
+            seq_floor: match db.open_tree("meta")?.get(SEQ_FLOOR)? {
+                Some(v) => u64_from("seq floor", &v)?,
+                None => 0,
+            },
+            writes: Default::default(),
             commit: std::sync::Arc::new(GroupCommit::new(durability, dir.to_path_buf())),
             injected_failure: Default::default(),
             scan_pause: Default::default(),
@@ -596,6 +618,7 @@ impl Ledger {
     /// Checks that the store still reads and writes (for health checks): writes and reads
     /// back a probe value in `meta` (not flushed).
     pub fn probe(&self, now_ms: i64) -> Result<(), LedgerError> {
+        let _writing = self.write_guard();
         self.meta.insert(b"health_probe", &now_ms.to_be_bytes())?;
         match self.meta.get(b"health_probe")? {
             Some(v) if v.as_ref() == now_ms.to_be_bytes() => Ok(()),
@@ -608,7 +631,15 @@ impl Ledger {
         Ok(self.db.size_on_disk()?)
     }
 
+    /// Held by every write for reading: an online backup waits for writes in progress and
+    /// holds new ones back while it copies.
+    fn write_guard(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        // A panic while holding it leaves no state of its own behind.
+        self.writes.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn tx<R>(&self, f: impl Fn(&Tx<'_>) -> TxResult<R>) -> Result<R, LedgerError> {
+        let _writing = self.write_guard();
         (
             &self.consents,
             &self.outbox,
@@ -619,6 +650,7 @@ impl Ledger {
             &self.meta,
             &self.retention,
             &self.requests,
+            &self.delivered,
         )
             .transaction(
                 |(
@@ -631,6 +663,7 @@ impl Ledger {
                     meta,
                     retention,
                     requests,
+                    delivered,
                 )| {
                     f(&Tx {
                         at_rest: &self.at_rest,
@@ -643,6 +676,7 @@ impl Ledger {
                         meta,
                         retention,
                         requests,
+                        delivered,
                     })
                 },
             )
@@ -653,9 +687,14 @@ impl Ledger {
     }
 
     /// Outbox sequence numbers for `n` messages (taken outside the transaction: sled's id
-    /// generator is not transactional; a retried transaction keeps them).
+    /// generator is not transactional; a retried transaction keeps them). Also order the
+    /// kept deliveries of one millisecond. A store restored from a backup starts sled's
+    /// generator anew, so they begin above every number the backup held (`meta/seq_floor`,
+    /// written by the restore).
     fn outbox_seqs(&self, n: usize) -> Result<Vec<u64>, LedgerError> {
-        (0..n).map(|_| Ok(self.db.generate_id()?)).collect()
+        (0..n)
+            .map(|_| Ok(self.db.generate_id()?.saturating_add(self.seq_floor)))
+            .collect()
     }
 
     // ---- consents ----
@@ -1051,10 +1090,11 @@ impl Ledger {
             .iter()
             .map(|_| uuid::Uuid::now_v7().hyphenated().to_string())
             .collect();
+        let seqs = self.outbox_seqs(items.len())?;
         let renewal_seqs = items
             .iter()
             .map(|(_, how)| match how {
-                Finish::ExpiredRenewed { .. } => Ok(Some(self.db.generate_id()?)),
+                Finish::ExpiredRenewed { .. } => Ok(Some(self.outbox_seqs(1)?[0])),
                 _ => Ok(None),
             })
             .collect::<Result<Vec<Option<u64>>, LedgerError>>()?;
@@ -1064,10 +1104,10 @@ impl Ledger {
             }
             items
                 .iter()
-                .zip(&notice_ids)
+                .zip(notice_ids.iter().zip(&seqs))
                 .zip(&renewal_seqs)
-                .map(|(((id, how), notice_id), renewal_seq)| {
-                    let finished = t.finish(id, how, now_ms, notice_id)?;
+                .map(|(((id, how), (notice_id, seq)), renewal_seq)| {
+                    let finished = t.finish(id, how, now_ms, notice_id, *seq)?;
                     if let (Finish::ExpiredRenewed { renewal }, Some(seq)) = (how, renewal_seq) {
                         if finished.status.is_some() {
                             t.enqueue(renewal, *seq)?;
@@ -1089,7 +1129,7 @@ impl Ledger {
         effect: &ConsentEffect,
         now_ms: i64,
     ) -> Result<Accepted, LedgerError> {
-        self.tx(|t| t.accept(record, effect, now_ms))
+        self.tx(|t| t.accept(record, effect, AuditEvent::Received, now_ms))
     }
 
     /// Stores the envelopes of one delivered batch, in order, each as
@@ -1100,10 +1140,21 @@ impl Ledger {
         items: &[(InboxRecord, ConsentEffect)],
         now_ms: i64,
     ) -> Result<Vec<Accepted>, LedgerError> {
+        self.accept_deliveries_as(items, AuditEvent::Received, now_ms)
+    }
+
+    /// [`Ledger::accept_deliveries`], each stored envelope audited as `event` (envelopes
+    /// received again in a reconciliation: `reconciliation.received`).
+    pub fn accept_deliveries_as(
+        &self,
+        items: &[(InboxRecord, ConsentEffect)],
+        event: AuditEvent,
+        now_ms: i64,
+    ) -> Result<Vec<Accepted>, LedgerError> {
         self.tx(|t| {
             items
                 .iter()
-                .map(|(record, effect)| t.accept(record, effect, now_ms))
+                .map(|(record, effect)| t.accept(record, effect, event, now_ms))
                 .collect()
         })
     }
@@ -1310,6 +1361,7 @@ impl Tx<'_> {
         &self,
         record: &InboxRecord,
         effect: &ConsentEffect,
+        event: AuditEvent,
         now_ms: i64,
     ) -> TxResult<Accepted> {
         let t = self;
@@ -1330,7 +1382,7 @@ impl Tx<'_> {
         t.inbox_seq.insert(&seq.to_be_bytes(), id)?;
         t.index_body(&stored)?;
         t.append_audit(
-            AuditNote::new(AuditEvent::Received)
+            AuditNote::new(event)
                 .message(&record.message_id)
                 .consent(&record.consent_id)
                 .peer(&record.sender)
@@ -1439,6 +1491,7 @@ impl Tx<'_> {
         how: &Finish,
         now_ms: i64,
         notice_id: &str,
+        kept_seq: u64,
     ) -> TxResult<Finished> {
         let t = self;
         let Some(bytes) = t.messages.get(message_id.as_bytes())? else {
@@ -1513,6 +1566,24 @@ impl Tx<'_> {
                 ..Default::default()
             }),
         };
+        if matches!(how, Finish::Delivered { .. }) {
+            // Kept for the keep window, so that a peer restored from a backup can have it
+            // again (`store::kept`).
+            let queued: Option<OutboxEntry> =
+                t.get_sealed(t.outbox, "outbox", record.outbox_key.as_slice())?;
+            if let Some(envelope) = queued.and_then(|q| q.envelope) {
+                t.keep_delivered(
+                    message_id,
+                    &status.recipient,
+                    &status.consent_id,
+                    status.kind,
+                    envelope,
+                    &record.envelope_sha256,
+                    now_ms,
+                    kept_seq,
+                )?;
+            }
+        }
         t.outbox.remove(record.outbox_key.as_slice())?;
         record.outbox_key.clear();
         t.messages

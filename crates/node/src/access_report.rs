@@ -22,9 +22,10 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| NodeError::Internal(format!("a store scan failed: {e}")))?
 }
 
-const REFUSAL_EVENTS: [AuditEvent; 4] = [
+const REFUSAL_EVENTS: [AuditEvent; 5] = [
     AuditEvent::SubmissionRefused,
     AuditEvent::ReceptionRefused,
+    AuditEvent::ReconciliationRefused,
     AuditEvent::DeliveryRefused,
     AuditEvent::DeliveryRejected,
 ];

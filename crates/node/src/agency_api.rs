@@ -17,6 +17,11 @@ use tonic::{service::interceptor::InterceptedService, Request, Response, Status}
 #[derive(Debug, Clone)]
 pub struct ApiClient(pub String);
 
+/// Set on a request whose token is configured with `admin = true` (may call `Backup` and
+/// `Reconcile`).
+#[derive(Debug, Clone, Copy)]
+pub struct Admin;
+
 /// Checks `authorization: Bearer <token>` against the configured SHA-256 hashes, in
 /// constant time per comparison, and tags the request with the client's name.
 #[derive(Clone)]
@@ -33,11 +38,15 @@ impl BearerAuth {
 
     /// The client whose token this is.
     pub fn client_for(&self, presented: &str) -> Option<String> {
+        self.token_for(presented).map(|t| t.client.clone())
+    }
+
+    fn token_for(&self, presented: &str) -> Option<&ApiToken> {
         let hash: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut found = None;
         for t in self.tokens.iter() {
             if bool::from(t.sha256.ct_eq(&hash)) {
-                found = Some(t.client.clone());
+                found = Some(t);
             }
         }
         found
@@ -56,10 +65,14 @@ impl tonic::service::Interceptor for BearerAuth {
         let token = bearer_token(value).ok_or_else(|| {
             NodeError::Unauthenticated("authorization must be 'Bearer <token>'".into())
         })?;
-        let client = self
-            .client_for(token)
+        let found = self
+            .token_for(token)
             .ok_or_else(|| NodeError::Unauthenticated("unknown token".into()))?;
+        let (client, admin) = (found.client.clone(), found.admin);
         req.extensions_mut().insert(ApiClient(client));
+        if admin {
+            req.extensions_mut().insert(Admin);
+        }
         Ok(req)
     }
 }
@@ -108,7 +121,19 @@ fn client_of<T>(req: &Request<T>) -> String {
         .unwrap_or_default()
 }
 
+/// Refuses a request whose token is not an admin token.
+fn require_admin<T>(req: &Request<T>, call: &str) -> Result<(), Status> {
+    match req.extensions().get::<Admin>() {
+        Some(_) => Ok(()),
+        None => Err(NodeError::PermissionDenied(format!(
+            "{call} needs a token configured with admin = true in [api] tokens"
+        ))
+        .into()),
+    }
+}
+
 type InboxStream = Pin<Box<dyn Stream<Item = Result<InboxItem, Status>> + Send>>;
+type BackupStream = Pin<Box<dyn Stream<Item = Result<BackupChunk, Status>> + Send>>;
 type StatusStream = Pin<Box<dyn Stream<Item = Result<MessageStatus, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -227,6 +252,27 @@ impl AgencyApi for AgencyService {
         Ok(Response::new(
             self.node.erase_subject(req.into_inner()).await?,
         ))
+    }
+
+    type BackupStream = BackupStream;
+
+    async fn backup(
+        &self,
+        req: Request<BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        require_admin(&req, "Backup")?;
+        let client = client_of(&req);
+        let rx = self.node.backup(&client).await?;
+        let stream = ReceiverStream::new(rx).map(|chunk| chunk.map_err(Status::from));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn reconcile(
+        &self,
+        req: Request<ReconcileRequest>,
+    ) -> Result<Response<ReconcileResponse>, Status> {
+        require_admin(&req, "Reconcile")?;
+        Ok(Response::new(self.node.reconcile(req.into_inner()).await?))
     }
 
     async fn acknowledge(

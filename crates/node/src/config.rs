@@ -126,6 +126,9 @@ struct ApiFile {
 struct TokenFile {
     client: String,
     sha256: String,
+    /// May call the operators' calls `Backup` and `Reconcile` (default false).
+    #[serde(default)]
+    admin: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,6 +141,9 @@ struct DeliveryFile {
     request_timeout_ms: u64,
     /// How often the node checks that each peer answers (mutual TLS and health); 0: never.
     peer_probe_secs: u64,
+    /// How long a delivered message's envelope is kept, so that a peer restored from a
+    /// backup can have it again (default 30 days).
+    keep_delivered_days: u64,
 }
 
 impl Default for DeliveryFile {
@@ -148,6 +154,7 @@ impl Default for DeliveryFile {
             deadline_secs: 7 * 24 * 3600,
             request_timeout_ms: 30_000,
             peer_probe_secs: 30,
+            keep_delivered_days: 30,
         }
     }
 }
@@ -232,6 +239,8 @@ impl std::fmt::Debug for TlsMaterial {
 pub struct ApiToken {
     pub client: String,
     pub sha256: [u8; 32],
+    /// May take backups and start reconciliations (`admin = true`).
+    pub admin: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -243,6 +252,8 @@ pub struct DeliverySettings {
     pub request_timeout: Duration,
     /// How often each peer's reachability is probed; `None`: never.
     pub peer_probe: Option<Duration>,
+    /// How long a delivered envelope is kept for peers restored from a backup.
+    pub keep_delivered: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -504,6 +515,7 @@ impl NodeConfig {
                 Ok(ApiToken {
                     client: t.client.clone(),
                     sha256: bytes,
+                    admin: t.admin,
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -518,6 +530,12 @@ impl NodeConfig {
             return Err(NodeError::config(
                 "delivery.deadline_secs",
                 "must be above 0",
+            ));
+        }
+        if !(1..=366).contains(&d.keep_delivered_days) {
+            return Err(NodeError::config(
+                "delivery.keep_delivered_days",
+                "must lie between 1 and 366 (days)",
             ));
         }
         let l = &file.limits;
@@ -652,6 +670,7 @@ impl NodeConfig {
                 deadline: Duration::from_secs(d.deadline_secs),
                 request_timeout: Duration::from_millis(d.request_timeout_ms.max(100)),
                 peer_probe: (d.peer_probe_secs > 0).then(|| Duration::from_secs(d.peer_probe_secs)),
+                keep_delivered: Duration::from_secs(d.keep_delivered_days * 24 * 3600),
             },
             limits: ReceptionLimits {
                 envelope: Limits {
@@ -683,6 +702,36 @@ mod tests {
         let text =
             std::fs::read_to_string(path)?.replace("[limits]\n", &format!("[limits]\n{extra}"));
         NodeConfig::from_toml(&text, path.parent().unwrap_or(Path::new(".")))
+    }
+
+    #[test]
+    fn the_keep_window_of_delivered_envelopes_defaults_to_30_days_and_is_bounded() {
+        let day = Duration::from_secs(24 * 3600);
+        let c = load_with("").expect("defaults");
+        assert_eq!(c.delivery.keep_delivered, 30 * day);
+        let with = |line: &str| -> Result<NodeConfig, NodeError> {
+            let dir = tempfile::tempdir()?;
+            let files = crate::pki::init(dir.path(), &crate::pki::segeberg_on_free_ports(false)?)?;
+            let path = &files[0].node_config;
+            let text = std::fs::read_to_string(path)?
+                .replace("[delivery]\n", &format!("[delivery]\n{line}\n"));
+            NodeConfig::from_toml(&text, path.parent().unwrap_or(Path::new(".")))
+        };
+        assert_eq!(
+            with("keep_delivered_days = 7")
+                .expect("7 days")
+                .delivery
+                .keep_delivered,
+            7 * day
+        );
+        for bad in ["keep_delivered_days = 0", "keep_delivered_days = 367"] {
+            match with(bad) {
+                Err(NodeError::Config { key, .. }) => {
+                    assert_eq!(key, "delivery.keep_delivered_days", "{bad}")
+                }
+                other => panic!("{bad}: expected a refusal, got {other:?}"),
+            }
+        }
     }
 
     #[test]

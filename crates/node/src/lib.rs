@@ -10,6 +10,8 @@
 //! - [`node`]: [`Node`], the shared state of a running node.
 //! - [`access_report`]: the Art. 15 report of everything held about one person.
 //! - [`retention`]: closing cases, deleting bodies after the retention period, erasure.
+//! - [`reconciliation`]: a node restored from a backup receives again what its peers
+//!   delivered to it since (they keep it for a window); [`backup`]: online backups.
 //! - [`evidence`]: the signed proof of the consent behind any message sent or received.
 //! - [`submission`], [`reception`], [`inbox`], [`delivery`]: the node's work — accepting
 //!   submissions from its IT systems, receiving envelopes from peers, serving the inbox,
@@ -41,6 +43,7 @@
 pub mod access_report;
 pub mod agency_api;
 pub mod audit_check;
+pub mod backup;
 pub mod categories;
 pub mod client;
 pub mod clock;
@@ -65,6 +68,7 @@ pub mod pki;
 pub mod policy;
 pub mod reachability;
 pub mod reception;
+pub mod reconciliation;
 pub mod retention;
 pub mod server;
 pub mod submission;

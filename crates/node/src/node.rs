@@ -42,6 +42,9 @@ struct Inner {
     delivery: DeliverySettings,
     limits: ReceptionLimits,
     retention: RetentionSettings,
+    data_dir: std::path::PathBuf,
+    /// Held while a backup is taken and streamed: one at a time.
+    backup_slot: Arc<tokio::sync::Mutex<()>>,
     /// Per peer, one signal per delivery lane.
     outbox_signals: BTreeMap<String, Vec<Arc<Notify>>>,
     /// Per peer, one gate per delivery lane: a delivery round holds it for reading from
@@ -72,6 +75,7 @@ impl Node {
     pub fn open_with_clock(config: &NodeConfig, clock: Arc<dyn Clock>) -> Result<Self, NodeError> {
         std::fs::create_dir_all(&config.data_dir)?;
         crate::directory_update::check_not_older(&config.data_dir, &config.directory)?;
+        crate::backup::remove_leftovers(&config.data_dir);
         let ledger = Ledger::open_with(
             &config.data_dir,
             Some(&config.data_key),
@@ -115,6 +119,8 @@ impl Node {
                 delivery: config.delivery,
                 limits: config.limits,
                 retention: config.retention,
+                data_dir: config.data_dir.clone(),
+                backup_slot: Default::default(),
                 outbox_signals,
                 lane_gates,
                 unconfirmed: Default::default(),
@@ -195,6 +201,13 @@ impl Node {
     }
     pub fn retention(&self) -> &RetentionSettings {
         &self.inner.retention
+    }
+    /// The store's directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.inner.data_dir
+    }
+    pub(crate) fn backup_slot(&self) -> Arc<tokio::sync::Mutex<()>> {
+        self.inner.backup_slot.clone()
     }
     /// The time now, as this node's clock tells it.
     pub fn now_ms(&self) -> i64 {

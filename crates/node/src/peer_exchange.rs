@@ -1,13 +1,16 @@
 //! The PeerExchange service (tonic): identifies the calling agency from its verified client
 //! certificate and admits it within its concurrency cap before the request's body is read
 //! ([`Admitted`]), then within its rate (each envelope of a batch counts), and hands the
-//! envelope(s) to [`Node::receive`] / [`Node::receive_batch`].
+//! envelope(s) to [`Node::receive`] / [`Node::receive_batch`]; the reconciliation calls
+//! (`ListDelivered`, `FetchDelivered`) answer about deliveries to the calling agency only
+//! (`reconciliation`).
 
 use crate::{node::Node, peer_limits::AuditAllowance, tls, NodeError};
 use kurzdraht_ledger::AuditEvent;
 use kurzdraht_proto::v1::peer_exchange_server::{PeerExchange, PeerExchangeServer};
 use kurzdraht_proto::v1::{
     delivery_outcome::Outcome, BatchOutcome, DeliveryOutcome, DeliveryRefusal, EnvelopeBatch,
+    FetchDeliveredRequest, FetchDeliveredResponse, ListDeliveredRequest, ListDeliveredResponse,
     MessageKind, SignedEnvelope, SignedReceipt,
 };
 use std::convert::Infallible;
@@ -219,5 +222,38 @@ impl PeerExchange for PeerService {
             .map(outcome_of)
             .collect();
         Ok(Response::new(BatchOutcome { outcomes }))
+    }
+
+    async fn list_delivered(
+        &self,
+        req: Request<ListDeliveredRequest>,
+    ) -> Result<Response<ListDeliveredResponse>, Status> {
+        let agency = agency_of(&req)?;
+        self.node.peer_limits().take(&agency, 1).inspect_err(|e| {
+            tracing::debug!(peer = %agency, reason = %e, "peer over its limits");
+        })?;
+        Ok(Response::new(
+            self.node.list_delivered(&agency, req.get_ref())?,
+        ))
+    }
+
+    async fn fetch_delivered(
+        &self,
+        req: Request<FetchDeliveredRequest>,
+    ) -> Result<Response<FetchDeliveredResponse>, Status> {
+        let agency = agency_of(&req)?;
+        // Each id counts as an envelope of a batch would.
+        let ids = req.get_ref().message_ids.len().max(1);
+        if ids <= crate::reconciliation::FETCH_MAX_IDS {
+            self.node
+                .peer_limits()
+                .take(&agency, ids)
+                .inspect_err(|e| {
+                    tracing::debug!(peer = %agency, reason = %e, "peer over its limits");
+                })?;
+        }
+        Ok(Response::new(
+            self.node.fetch_delivered(&agency, req.get_ref()).await?,
+        ))
     }
 }

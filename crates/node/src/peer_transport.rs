@@ -6,7 +6,8 @@
 
 use crate::{node::Node, tls, NodeError};
 use kurzdraht_proto::v1::{
-    peer_exchange_client::PeerExchangeClient, BatchOutcome, EnvelopeBatch, SignedEnvelope,
+    peer_exchange_client::PeerExchangeClient, BatchOutcome, EnvelopeBatch, FetchDeliveredRequest,
+    FetchDeliveredResponse, ListDeliveredRequest, ListDeliveredResponse, SignedEnvelope,
     SignedReceipt,
 };
 use std::sync::{Arc, Mutex};
@@ -66,6 +67,26 @@ impl GrpcTransport {
         let client = PeerExchangeClient::new(channel);
         *shared = Some((agency.endpoint.clone(), client.clone()));
         Ok(client)
+    }
+}
+
+impl GrpcTransport {
+    /// Reconciliation: one page of what the peer delivered to this node.
+    pub async fn list_delivered(
+        &self,
+        req: ListDeliveredRequest,
+    ) -> Result<ListDeliveredResponse, Status> {
+        let mut client = self.client()?;
+        Ok(client.list_delivered(req).await?.into_inner())
+    }
+
+    /// Reconciliation: the kept envelopes of deliveries the peer made to this node.
+    pub async fn fetch_delivered(
+        &self,
+        req: FetchDeliveredRequest,
+    ) -> Result<FetchDeliveredResponse, Status> {
+        let mut client = self.client()?;
+        Ok(client.fetch_delivered(req).await?.into_inner())
     }
 }
 

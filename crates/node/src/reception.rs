@@ -7,11 +7,22 @@
 //! envelopes, receipts and audit entries in one transaction → one flush → answer. A refusal
 //! stores nothing but an audit entry of codes; it does not refuse the batch's other envelopes,
 //! and a later envelope sees the consent effects of the earlier ones.
+//!
+//! Envelopes a node fetches again in a reconciliation it started ([`Node::receive_refetched`],
+//! see `reconciliation`) take the same path, with two differences: one that comes with this
+//! node's own original receipt for exactly that envelope (verified against this node's
+//! pinned keys) is stored with that receipt, may be older than the replay window (the
+//! receipt proves it was accepted here once, so it is no replay), and its consent is judged
+//! at the time of that receipt (a withdrawal, replacement or erasure held now still
+//! refuses it); every other one is decided as a delivery.
 
 use crate::{categories::categories_carried, consent_record, node::Node, policy, NodeError};
-use kurzdraht_envelope::{ids, sign_receipt, sign_receipt_batch, OpenedEnvelope};
+use kurzdraht_envelope::{
+    ids, sign_receipt, sign_receipt_batch, verify_receipt, ExpectedReceipt, OpenedEnvelope,
+};
 use kurzdraht_ledger::{
-    consent, Accepted, AuditEvent, ConsentEffect, ConsentQuery, InboxRecord, Ledger, StoredConsent,
+    consent, Accepted, AuditEvent, AuditNote, ConsentEffect, ConsentQuery, InboxRecord, Ledger,
+    StoredConsent,
 };
 use kurzdraht_proto::v1::{
     message_body::Body, ConsentRecord, MessageKind, Receipt, SignedEnvelope, SignedReceipt,
@@ -25,6 +36,27 @@ fn no_receipt() -> NodeError {
     }
     .into()
 }
+
+/// An envelope fetched again from the peer that delivered it, in a reconciliation this node
+/// started: the message id it asked for, and the peer's copy of this node's receipt.
+#[derive(Debug, Clone)]
+pub struct Refetched {
+    pub message_id: String,
+    pub envelope: SignedEnvelope,
+    pub receipt: Option<SignedReceipt>,
+}
+
+/// How a refetched envelope was received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refetch {
+    /// Stored now.
+    Stored,
+    /// Held already (the same envelope).
+    Held,
+}
+
+/// The answer to one envelope: its receipt, and whether it was stored by this call.
+type Answer = Result<(SignedReceipt, Refetch), NodeError>;
 
 /// What reception decided for one envelope of a batch.
 #[allow(clippy::large_enum_variant)] // one per envelope of a batch, moved once
@@ -41,6 +73,12 @@ enum Decision {
     SameAs { index: usize, message_id: String },
     /// Accepted, and moved into the batch's transaction as item `item`.
     Queued { item: usize },
+}
+
+/// What this node asked a peer for in a reconciliation (see [`Refetched`]).
+struct Asked {
+    message_id: String,
+    receipt: Option<SignedReceipt>,
 }
 
 /// What the batch's earlier envelopes change, as the later ones must see it: a consent
@@ -119,17 +157,58 @@ impl Node {
         tls_agency: &str,
         envelopes: Vec<SignedEnvelope>,
     ) -> Vec<Result<SignedReceipt, NodeError>> {
+        let items = envelopes.into_iter().map(|e| (e, None)).collect();
+        self.receive_items(tls_agency, items)
+            .await
+            .into_iter()
+            .map(|a| a.map(|(receipt, _)| receipt))
+            .collect()
+    }
+
+    /// Receives envelopes this node fetched again from `peer` in a reconciliation it
+    /// started (see the module doc), as one batch; one answer per envelope, in order.
+    /// Refusals are audited as `reconciliation.refused`, what is stored as
+    /// `reconciliation.received`.
+    pub async fn receive_refetched(
+        &self,
+        peer: &str,
+        items: Vec<Refetched>,
+    ) -> Vec<Result<Refetch, NodeError>> {
+        let items = items
+            .into_iter()
+            .map(|r| {
+                let asked = Asked {
+                    message_id: r.message_id,
+                    receipt: r.receipt,
+                };
+                (r.envelope, Some(asked))
+            })
+            .collect();
+        self.receive_items(peer, items)
+            .await
+            .into_iter()
+            .map(|a| a.map(|(_, how)| how))
+            .collect()
+    }
+
+    async fn receive_items(
+        &self,
+        tls_agency: &str,
+        items: Vec<(SignedEnvelope, Option<Asked>)>,
+    ) -> Vec<Answer> {
         let now = self.now_ms();
         let started = std::time::Instant::now();
-        let envelopes_in = envelopes.len();
+        let envelopes_in = items.len();
+        let reconciling = items.iter().any(|(_, asked)| asked.is_some());
         let mut view = BatchView::default();
-        let mut decisions = Vec::with_capacity(envelopes.len());
-        for (index, envelope) in envelopes.into_iter().enumerate() {
+        let mut decisions = Vec::with_capacity(items.len());
+        for (index, (envelope, asked)) in items.into_iter().enumerate() {
             let mut kind = MessageKind::Unspecified;
             let mut consent_id = String::new();
             let decision = self.decide(
                 tls_agency,
                 envelope,
+                asked.as_ref(),
                 now,
                 index,
                 &mut view,
@@ -137,18 +216,31 @@ impl Node {
                 &mut consent_id,
             );
             if let Err(e) = &decision {
-                self.audit_refusal(
-                    AuditEvent::ReceptionRefused,
-                    kind,
-                    tls_agency,
-                    &consent_id,
-                    e,
-                );
+                match &asked {
+                    None => self.audit_refusal(
+                        AuditEvent::ReceptionRefused,
+                        kind,
+                        tls_agency,
+                        &consent_id,
+                        e,
+                    ),
+                    Some(asked) => self.audit_refetch_refusal(
+                        &asked.message_id,
+                        kind,
+                        tls_agency,
+                        &consent_id,
+                        e,
+                    ),
+                }
             }
             decisions.push(decision);
         }
         let decided = started.elapsed();
-        let answers = self.store_batch(tls_agency, decisions, now).await;
+        let event = match reconciling {
+            true => AuditEvent::ReconciliationReceived,
+            false => AuditEvent::Received,
+        };
+        let answers = self.store_batch(tls_agency, decisions, now, event).await;
         tracing::debug!(
             peer = tls_agency,
             envelopes = envelopes_in,
@@ -166,11 +258,13 @@ impl Node {
         tls_agency: &str,
         decisions: Vec<Result<Decision, NodeError>>,
         now: i64,
-    ) -> Vec<Result<SignedReceipt, NodeError>> {
+        event: AuditEvent,
+    ) -> Vec<Answer> {
+        // Those received again with their original receipt keep it; the others get one now.
         let receipts: Vec<Receipt> = decisions
             .iter()
             .filter_map(|d| match d {
-                Ok(Decision::Accept { record, .. }) => Some(Receipt {
+                Ok(Decision::Accept { record, .. }) if record.receipt.is_none() => Some(Receipt {
                     message_id: record.message_id.clone(),
                     envelope_sha256: record.envelope_sha256.clone(),
                     sender: tls_agency.to_string(),
@@ -197,7 +291,9 @@ impl Node {
                     effect,
                     kind,
                 }) => {
-                    record.receipt = signed.next();
+                    if record.receipt.is_none() {
+                        record.receipt = signed.next();
+                    }
                     items.push((*record, effect));
                     kinds.push(kind);
                     Ok(Decision::Queued {
@@ -210,7 +306,7 @@ impl Node {
         let stored = if items.is_empty() {
             Ok(Vec::new())
         } else {
-            self.ledger().accept_deliveries(&items, now)
+            self.ledger().accept_deliveries_as(&items, event, now)
         };
         let mut stored = match stored {
             Ok(stored) => stored.into_iter(),
@@ -227,8 +323,7 @@ impl Node {
                     .collect();
             }
         };
-        let mut answers: Vec<Result<SignedReceipt, NodeError>> =
-            Vec::with_capacity(decisions.len());
+        let mut answers: Vec<Answer> = Vec::with_capacity(decisions.len());
         let mut needs_flush = false;
         let mut last_seq = None;
         for d in decisions {
@@ -242,27 +337,36 @@ impl Node {
                         last_seq = Some(seq);
                         self.metrics().received();
                         let (record, _) = &items[item];
-                        tracing::info!(message_id = %record.message_id, kind = ?kinds[item], sender = tls_agency, seq, "envelope received");
-                        record.receipt.clone().ok_or_else(no_receipt)
+                        tracing::info!(message_id = %record.message_id, kind = ?kinds[item], sender = tls_agency, seq, audit = event.as_str(), "envelope received");
+                        record
+                            .receipt
+                            .clone()
+                            .map(|r| (r, Refetch::Stored))
+                            .ok_or_else(no_receipt)
                     }
                     // Stored meanwhile by a concurrent delivery of the same envelope (noted
                     // as a duplicate in the batch's transaction).
                     Some(Accepted::Duplicate(held)) => {
                         needs_flush = true;
                         self.metrics().duplicate();
-                        held.receipt.ok_or_else(no_receipt)
+                        held.receipt
+                            .map(|r| (r, Refetch::Held))
+                            .ok_or_else(no_receipt)
                     }
                     None => Err(no_receipt()),
                 },
                 Ok(Decision::Duplicate(held)) => {
                     needs_flush = true;
                     tracing::info!(message_id = %held.message_id, "duplicate answered with the original receipt");
-                    held.receipt.ok_or_else(no_receipt)
+                    held.receipt
+                        .map(|r| (r, Refetch::Held))
+                        .ok_or_else(no_receipt)
                 }
                 Ok(Decision::SameAs { index, message_id }) => match answers.get(index) {
-                    Some(Ok(receipt)) => {
+                    Some(Ok((receipt, _))) => {
                         let receipt = receipt.clone();
-                        self.note_duplicate(&message_id, now).map(|()| receipt)
+                        self.note_duplicate(&message_id, now)
+                            .map(|()| (receipt, Refetch::Held))
                     }
                     _ => Err(NodeError::Aborted(
                         "an earlier copy of this envelope in the batch was not stored".into(),
@@ -295,6 +399,7 @@ impl Node {
         &self,
         tls_agency: &str,
         envelope: SignedEnvelope,
+        asked: Option<&Asked>,
         now: i64,
         index: usize,
         view: &mut BatchView,
@@ -329,9 +434,30 @@ impl Node {
         }
         ids::parse_id("header.message_id", &header.message_id)
             .map_err(|e| NodeError::invalid("header.message_id", e.to_string()))?;
+        // Received again in a reconciliation: this node's own receipt for exactly this
+        // envelope proves it was accepted here once (when, the receipt says).
+        let original = match asked {
+            None => None,
+            Some(asked) => {
+                if header.message_id != asked.message_id {
+                    return Err(NodeError::invalid(
+                        "header.message_id",
+                        "is not the message asked for",
+                    ));
+                }
+                self.own_receipt(
+                    tls_agency,
+                    &header.message_id,
+                    &hash,
+                    asked.receipt.as_ref(),
+                )
+            }
+        };
+        // When the consent is judged: now, or when the original receipt was signed.
+        let decided_at = original.as_ref().map_or(now, |(_, at)| *at);
         let window = self.limits().replay_window.as_millis() as i64;
         let skew = self.limits().clock_skew.as_millis() as i64;
-        if header.created_at_ms < now.saturating_sub(window) {
+        if original.is_none() && header.created_at_ms < now.saturating_sub(window) {
             return Err(NodeError::invalid(
                 "header.created_at_ms",
                 "is older than the replay window",
@@ -451,7 +577,7 @@ impl Node {
                     recipient: self.agency(),
                     purpose,
                     categories: &categories,
-                    at_ms: now,
+                    at_ms: decided_at,
                 };
                 consent::evaluate(stored.as_ref(), &query).map_err(NodeError::Consent)?;
                 ConsentEffect::None
@@ -465,9 +591,9 @@ impl Node {
             sender: tls_agency.to_string(),
             kind: kind as i32,
             envelope: Some(envelope),
-            receipt: None,
+            receipt: original.map(|(receipt, _)| receipt),
             envelope_sha256: hash.to_vec(),
-            received_at_ms: now,
+            received_at_ms: decided_at,
             created_at_ms: header.created_at_ms,
             consent_id: header.consent_id,
             in_reply_to: header.in_reply_to,
@@ -482,6 +608,61 @@ impl Node {
             effect,
             kind,
         })
+    }
+
+    /// This node's own receipt for the envelope `message_id` with `hash` from `sender`, with
+    /// the time it names, if `receipt` is one (verified against this node's pinned keys).
+    fn own_receipt(
+        &self,
+        sender: &str,
+        message_id: &str,
+        hash: &[u8; 32],
+        receipt: Option<&SignedReceipt>,
+    ) -> Option<(SignedReceipt, i64)> {
+        let receipt = receipt?;
+        let directory = self.directory();
+        // Signed when it was given: a key retired since still verifies it.
+        let own_keys = directory.get(self.agency())?.evidence_keys();
+        let expected = ExpectedReceipt {
+            message_id,
+            envelope_sha256: hash,
+            sender,
+            receiver: self.agency(),
+        };
+        match verify_receipt(receipt, own_keys, &expected) {
+            Ok(verified) => Some((receipt.clone(), verified.received_at_ms)),
+            Err(e) => {
+                tracing::warn!(message_id, peer = sender, error = %e, "the peer's copy of this node's receipt does not verify; deciding as a new delivery");
+                None
+            }
+        }
+    }
+
+    /// A refetched envelope refused: audited with the id this node asked for.
+    fn audit_refetch_refusal(
+        &self,
+        message_id: &str,
+        kind: MessageKind,
+        peer: &str,
+        consent_id: &str,
+        e: &NodeError,
+    ) {
+        self.metrics().refused(e.reason_code());
+        let note = AuditNote::new(AuditEvent::ReconciliationRefused)
+            .message(message_id)
+            .kind(kind as i32)
+            .peer(peer)
+            .consent(consent_id)
+            .detail(e.reason_code());
+        if let Err(err) = self.ledger().audit(note, self.now_ms()) {
+            tracing::error!(error = %err, "could not audit a refusal");
+        }
+        tracing::info!(
+            message_id,
+            reason = e.reason_code(),
+            peer,
+            "refetched envelope refused"
+        );
     }
 
     /// A redelivery of a held envelope, answered with its original receipt: counted; the

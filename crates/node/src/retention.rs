@@ -12,6 +12,11 @@
 //!   left in the store and nothing of theirs is sent. Each node is its own controller;
 //!   erasure at one agency does not reach into another's records.
 //!
+//!   Envelopes this node delivered under those consents and keeps for peers restored from
+//!   a backup are dropped too (their receipts stay; withdrawal notices stay).
+//! - Delivered envelopes are kept `[delivery] keep_delivered_days`; the sweep drops older
+//!   ones through the ledger's time index.
+//!
 //! Every deletion is audited (ids only).
 
 use crate::{node::Node, policy, NodeError};
@@ -70,7 +75,35 @@ impl Node {
         }
         // Idempotency keys are kept the delivery deadline; older ones go in the same sweep.
         self.forget_old_answers(SWEEP_STEP).await?;
+        self.prune_kept_deliveries().await?;
         Ok(bodies)
+    }
+
+    /// Drops the delivered envelopes kept longer than the keep window, in steps of
+    /// [`SWEEP_STEP`], flushing after each. Returns how many.
+    pub async fn prune_kept_deliveries(&self) -> Result<usize, NodeError> {
+        let now = self.now_ms();
+        let keep = self.delivery_settings().keep_delivered.as_millis() as i64;
+        let mut pruned = 0;
+        loop {
+            let n = self
+                .ledger()
+                .prune_kept(now.saturating_sub(keep), now, SWEEP_STEP)?;
+            if n > 0 {
+                self.ledger().flush().await?;
+            }
+            pruned += n;
+            if n < SWEEP_STEP {
+                break;
+            }
+        }
+        if pruned > 0 {
+            tracing::info!(
+                envelopes = pruned,
+                "retention: delivered envelopes past the keep window dropped"
+            );
+        }
+        Ok(pruned)
     }
 
     pub async fn erase_subject(
@@ -127,6 +160,10 @@ impl Node {
         let erased = self
             .ledger()
             .delete_bodies(&ids, AuditEvent::SubjectErased, now)?;
+        // What this node delivered about the person and kept for restored peers goes too.
+        let kept = self
+            .ledger()
+            .drop_kept_under(&ids, AuditEvent::SubjectErased, now)?;
         self.ledger().flush().await?;
         for f in finished {
             if let Some(seq) = f.notice_seq {
@@ -140,6 +177,7 @@ impl Node {
             consents = ids.len(),
             bodies = erased,
             queued = stopped.len(),
+            kept_envelopes = kept,
             "subject erased"
         );
         Ok(EraseSubjectResponse {

@@ -96,6 +96,7 @@ pub async fn serve(
     if let Some(every) = config.delivery.peer_probe {
         workers.push(reachability::spawn_prober(&node, every));
     }
+    workers.extend(node.spawn_pending_reconciliation());
     let until_closed = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|c| *c).await;
     };

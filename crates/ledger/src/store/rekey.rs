@@ -1,5 +1,5 @@
-//! Rotating a stopped store's data key: every sealed value of `consents`, `inbox`, `outbox`
-//! and `requests` (and the key check in `meta`) opened with the current key and sealed
+//! Rotating a stopped store's data key: every sealed value of `consents`, `inbox`, `outbox`,
+//! `requests` and `delivered` (and the key check in `meta`) opened with the current key and sealed
 //! again under the new one, in one transaction — the store is sealed under the old key or
 //! the new, never a mix. Values that are not sealed (the `requests` time index) stay as
 //! they are. The transaction holds every re-sealed value in memory until it commits: allow
@@ -12,7 +12,7 @@ use sled::transaction::ConflictableTransactionError;
 
 /// The trees whose values are sealed, by name (the name is part of each seal's associated
 /// data).
-const SEALED_TREES: [&str; 4] = ["consents", "inbox", "outbox", "requests"];
+const SEALED_TREES: [&str; 5] = ["consents", "inbox", "outbox", "requests", "delivered"];
 
 impl Ledger {
     /// Seals the whole store under `new` (the ledger must be open with its current key) and
@@ -23,7 +23,13 @@ impl Ledger {
             return Err(LedgerError::NoDataKey);
         }
         let next = AtRest::new(Some(new))?;
-        let trees = [&self.consents, &self.inbox, &self.outbox, &self.requests];
+        let trees = [
+            &self.consents,
+            &self.inbox,
+            &self.outbox,
+            &self.requests,
+            &self.delivered,
+        ];
         let mut resealed: Vec<(usize, sled::IVec, Vec<u8>)> = Vec::new();
         for (i, (name, tree)) in SEALED_TREES.into_iter().zip(trees).enumerate() {
             for item in tree.iter() {
@@ -38,7 +44,7 @@ impl Ledger {
         }
         let check = next.seal("meta", KEY_CHECK, b"kurzdraht data key")?;
         self.tx(|t| {
-            let views = [t.consents, t.inbox, t.outbox, t.requests];
+            let views = [t.consents, t.inbox, t.outbox, t.requests, t.delivered];
             for (i, key, value) in &resealed {
                 let view = views.get(*i).ok_or_else(|| {
                     ConflictableTransactionError::Abort(LedgerError::corrupt(

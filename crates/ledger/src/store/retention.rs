@@ -214,9 +214,11 @@ impl Ledger {
             // Off the list only if no message arrived under the case since it was read: an
             // arrival rewrites the entry's value (with its message id), and then the entry
             // stays for the next sweep.
-            let _unchanged_or_kept =
+            let _unchanged_or_kept = {
+                let _writing = self.write_guard();
                 self.retention
-                    .compare_and_swap(&case.key, Some(&case.stamp), None::<&[u8]>)?;
+                    .compare_and_swap(&case.key, Some(&case.stamp), None::<&[u8]>)?
+            };
             swept.cases += 1;
         }
         Ok(swept)
