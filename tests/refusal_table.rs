@@ -1086,6 +1086,11 @@ async fn one_of_each() -> Vec<kurzdraht_node::NodeError> {
         N::config("k", "r"),
         N::Tls(s()),
         N::Io(std::io::Error::other("x")),
+        N::Listen {
+            key: "listen.peer",
+            addr: free_addrs(1)[0],
+            source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+        },
         // A real transport error: a connection to a port nobody listens on.
         N::Transport(
             Endpoint::from_shared(format!("http://{}", free_addrs(1)[0]))
@@ -1208,7 +1213,7 @@ async fn the_table_lists_every_reason_with_its_status() {
 
 /// Reasons no test drives real nodes to, and why; their rows are held by the mapping
 /// (`the_table_lists_every_reason_with_its_status`) only.
-const NOT_ON_REAL_NODES: [(&str, &str); 11] = [
+const NOT_ON_REAL_NODES: [(&str, &str); 12] = [
     ("receipt-mismatch", "the sender's own check of a receipt it receives (delivery retries); no answer of a node"),
     ("consent-health-not-explicit", "a consent with health data but without explicit consent is refused when recorded and when received, so no node holds one"),
     ("store-failed", "needs the store to fail twice in a row; the fault injection fails one flush"),
@@ -1220,6 +1225,7 @@ const NOT_ON_REAL_NODES: [(&str, &str); 11] = [
     ("tls", "a fault of the node's TLS set-up, at start"),
     ("config", "a fault of the configuration, at start"),
     ("transport", "a fault of the listener, at start"),
+    ("listen", "a listen address held by another process, at start only (serve exits 9; tests/serve_exit_codes.rs)"),
 ];
 
 /// Every row of the table is answered by real nodes: some test of the suite asserts the
