@@ -1091,6 +1091,11 @@ async fn one_of_each() -> Vec<kurzdraht_node::NodeError> {
         },
         N::Tls(s()),
         N::Io(std::io::Error::other("x")),
+        N::Listen {
+            key: "listen.peer",
+            addr: free_addrs(1)[0],
+            source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+        },
         // A real transport error: a connection to a port nobody listens on.
         N::Transport(
             Endpoint::from_shared(format!("http://{}", free_addrs(1)[0]))
@@ -1226,6 +1231,7 @@ const NOT_ON_REAL_NODES: [(&str, &str); 12] = [
     ("config", "a fault of the configuration, at start"),
     ("listen", "a listen address held by another process, at start (tests/serve_exit_codes.rs)"),
     ("transport", "a fault of the listener, at start"),
+    ("listen", "a listen address held by another process, at start only (serve exits 9; tests/serve_exit_codes.rs)"),
 ];
 
 /// Every row of the table is answered by real nodes: some test of the suite asserts the

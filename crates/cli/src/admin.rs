@@ -149,13 +149,19 @@ pub enum PkiCommand {
 
 #[derive(Subcommand)]
 pub enum DirectoryCommand {
-    /// Federation operator: a directory of the given version from the agencies' entries.
+    /// Federation operator: a directory of the given version from the agencies' entries;
+    /// with `--from`, the agencies of the current directory as they stand there (keys in
+    /// their states) and then the new agencies' entries (adding an agency).
     Assemble {
         #[arg(long)]
         version: u64,
         /// The directory to write (must not exist).
         #[arg(long)]
         out: PathBuf,
+        /// The current directory, whose agencies the new version keeps (its version must be
+        /// lower than --version).
+        #[arg(long)]
+        from: Option<PathBuf>,
         /// The agencies' `<agency>.entry.toml` files.
         #[arg(required = true)]
         entries: Vec<PathBuf>,
@@ -415,21 +421,34 @@ pub fn directory(command: DirectoryCommand) -> anyhow::Result<ExitCode> {
         DirectoryCommand::Assemble {
             version,
             out,
+            from,
             entries,
         } => {
             pki::refuse_existing(&out)?;
+            let read = |p: &Path| {
+                std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+            };
             let texts = entries
                 .iter()
-                .map(|p| {
-                    std::fs::read_to_string(p)
-                        .with_context(|| format!("cannot read {}", p.display()))
-                })
+                .map(|p| read(p))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let text = pki::assemble_directory(version, &texts)?;
+            let text = match &from {
+                Some(current) => pki::extend_directory(&read(current)?, version, &texts)?,
+                None => pki::assemble_directory(version, &texts)?,
+            };
+            let agencies = Directory::from_toml(&text)?.agencies().count();
             pki::write_file(&out, &text, false)?;
+            let kept = match &from {
+                Some(current) => format!(
+                    " ({} kept from {}, {} added)",
+                    agencies - entries.len(),
+                    current.display(),
+                    entries.len()
+                ),
+                None => String::new(),
+            };
             println!(
-                "directory version {version} with {} agencies written to {}; sign it with `kurzdraht directory sign`",
-                entries.len(),
+                "directory version {version} with {agencies} agencies{kept} written to {}; sign it with `kurzdraht directory sign`",
                 out.display()
             );
         }

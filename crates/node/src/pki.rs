@@ -550,6 +550,44 @@ pub fn assemble_directory(version: u64, entries: &[String]) -> Result<String, No
     Ok(text)
 }
 
+/// The next directory version: every agency of `current` (a directory's text) as it stands
+/// there — with its keys in their states, retired and revoked ones too — and then the new
+/// agencies' entries, under `version`, which must be higher than `current`'s. Validated
+/// like any directory: an agency listed twice, or a place claimed by two agencies of one
+/// role, is refused.
+pub fn extend_directory(
+    current: &str,
+    version: u64,
+    entries: &[String],
+) -> Result<String, NodeError> {
+    let in_force = Directory::from_toml(current)?;
+    if version <= in_force.version() {
+        return Err(NodeError::config(
+            "--version",
+            format!(
+                "must be higher than version {} of the current directory",
+                in_force.version()
+            ),
+        ));
+    }
+    // `version` is a top-level key, so it stands before the first `[[agency]]`; everything
+    // from there on is the agencies, taken as they are written.
+    let mut offset = 0;
+    let mut agencies = None;
+    for line in current.split_inclusive('\n') {
+        if line.trim_start().starts_with("[[agency]]") {
+            agencies = Some(&current[offset..]);
+            break;
+        }
+        offset += line.len();
+    }
+    let agencies = agencies
+        .ok_or_else(|| NodeError::config("--from", "the current directory lists no agency"))?;
+    let mut texts = vec![agencies.to_string()];
+    texts.extend(entries.iter().cloned());
+    assemble_directory(version, &texts)
+}
+
 /// Where a node's files are, relative to its node.toml.
 struct NodePaths<'a> {
     data_dir: &'a str,
@@ -784,6 +822,110 @@ pub fn init(dir: &Path, agencies: &[AgencySpec]) -> Result<Vec<AgencyFiles>, Nod
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(id: &str, role: &str, key: &str, competence: &str) -> String {
+        format!(
+            "[[agency]]\nid = \"{id}\"\nname = \"{id}\"\nrole = \"{role}\"\n\
+             endpoint = \"https://{id}.example:7443\"\ncompetence = [{competence}]\n\
+             signing_keys = [{key}]\n"
+        )
+    }
+
+    /// `directory assemble --from`: the agencies of the current version stay as they are
+    /// (a retired key keeps its state and day), the new entry follows, the version rises.
+    #[test]
+    fn a_directory_is_extended_by_an_agency_keeping_every_key_state() {
+        let key = |n: u8| {
+            SigningKey::from_hex(&hex::encode([n; 32]))
+                .expect("a seed")
+                .verifying_key()
+                .to_hex()
+        };
+        let current = assemble_directory(
+            3,
+            &[
+                entry(
+                    "jobcenter-segeberg",
+                    "jobcenter",
+                    &format!(
+                        "{{ key = \"{}\", state = \"retired\", since = \"2026-11-01\" }}, {{ key = \"{}\", state = \"active\" }}",
+                        key(1),
+                        key(2)
+                    ),
+                    "\"ars:01060\"",
+                ),
+                entry(
+                    "jugendamt-kreis-segeberg",
+                    "jugendamt",
+                    &format!("{{ key = \"{}\", state = \"active\" }}", key(3)),
+                    "\"ars:01060\"",
+                ),
+            ],
+        )
+        .expect("version 3");
+        let fourth = entry(
+            "jugendamt-neumuenster",
+            "jugendamt",
+            &format!("{{ key = \"{}\", state = \"active\" }}", key(4)),
+            "\"ars:01004\", \"plz:24534\"",
+        );
+        let next = extend_directory(&current, 4, std::slice::from_ref(&fourth)).expect("v4");
+        let d = Directory::from_toml(&next).expect("valid");
+        assert_eq!(d.version(), 4);
+        let ids: Vec<&str> = d.agencies().map(|a| a.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "jobcenter-segeberg",
+                "jugendamt-kreis-segeberg",
+                "jugendamt-neumuenster"
+            ]
+        );
+        let jc = d.get("jobcenter-segeberg").expect("jc");
+        assert_eq!(jc.keys.len(), 2);
+        assert_eq!(jc.keys[0].state.to_string(), "retired since 2026-11-01");
+        let new = d.get("jugendamt-neumuenster").expect("new");
+        assert_eq!(
+            d.competent(Role::Jugendamt, "24534", "")
+                .map(|a| a.id.as_str()),
+            Some("jugendamt-neumuenster")
+        );
+        assert_eq!(new.competence.len(), 2);
+        // the current agencies' text is kept byte for byte
+        let agencies = &current[current.find("[[agency]]").expect("agency")..];
+        assert!(next.contains(agencies.trim_end()), "{next}");
+        // the version must rise
+        for version in [3, 2] {
+            let e = extend_directory(&current, version, std::slice::from_ref(&fourth)).unwrap_err();
+            assert!(
+                e.to_string().contains("--version")
+                    && e.to_string().contains("higher than version 3"),
+                "{e}"
+            );
+        }
+        // an agency already there, or a place another Jugendamt holds, is refused
+        let again = entry(
+            "jugendamt-kreis-segeberg",
+            "jugendamt",
+            &format!("{{ key = \"{}\", state = \"active\" }}", key(5)),
+            "",
+        );
+        let e = extend_directory(&current, 4, &[again]).unwrap_err();
+        assert!(e.to_string().contains("listed twice"), "{e}");
+        let clash = entry(
+            "jugendamt-neumuenster",
+            "jugendamt",
+            &format!("{{ key = \"{}\", state = \"active\" }}", key(4)),
+            "\"ars:01060\"",
+        );
+        let e = extend_directory(&current, 4, &[clash]).unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "ars:01060 is claimed by both jugendamt-kreis-segeberg and jugendamt-neumuenster"
+            ),
+            "{e}"
+        );
+    }
 
     #[test]
     fn the_ca_signs_only_a_request_naming_exactly_the_agency() {
