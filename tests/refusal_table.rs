@@ -1084,11 +1084,6 @@ async fn one_of_each() -> Vec<kurzdraht_node::NodeError> {
         N::StoreFailed(s()),
         N::Internal(s()),
         N::config("k", "r"),
-        N::Listen {
-            key: "listen.api",
-            addr: "127.0.0.1:1".parse().expect("an address"),
-            source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
-        },
         N::Tls(s()),
         N::Io(std::io::Error::other("x")),
         N::Listen {
@@ -1229,7 +1224,6 @@ const NOT_ON_REAL_NODES: [(&str, &str); 12] = [
     ("io", "a fault of the host"),
     ("tls", "a fault of the node's TLS set-up, at start"),
     ("config", "a fault of the configuration, at start"),
-    ("listen", "a listen address held by another process, at start (tests/serve_exit_codes.rs)"),
     ("transport", "a fault of the listener, at start"),
     ("listen", "a listen address held by another process, at start only (serve exits 9; tests/serve_exit_codes.rs)"),
 ];
