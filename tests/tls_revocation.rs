@@ -267,8 +267,24 @@ async fn a_revoked_certificate_neither_delivers_nor_receives_and_a_renewed_one_d
         "certificate-revoked",
     );
 
-    // `config check` refuses the Jobcenter's node: exit 4, naming tls.pem.
+    // `directory verify` shows the revocation.
     let node_toml = jc_dir.join("node.toml");
+    let (code, out, err) = kd(&[
+        "directory",
+        "verify",
+        "--config",
+        node_toml.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "revoked    TLS certificate sha256 {fingerprint} since {}",
+            today()
+        )),
+        "{out}"
+    );
+
+    // `config check` refuses the Jobcenter's node: exit 4, naming tls.pem.
     let (code, out, err) = kd(&["config", "check", node_toml.to_str().unwrap()]);
     assert_eq!(code, Some(4), "{out}{err}");
     assert!(err.contains("tls.pem") && err.contains("revoked"), "{err}");
