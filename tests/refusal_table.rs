@@ -1085,6 +1085,11 @@ async fn one_of_each() -> Vec<kurzdraht_node::NodeError> {
         N::StoreFailed(s()),
         N::Internal(s()),
         N::config("k", "r"),
+        N::Listen {
+            key: "listen.peer",
+            addr: "127.0.0.1:7443".parse().expect("an address"),
+            source: std::io::Error::other("x"),
+        },
         N::Tls(s()),
         N::Io(std::io::Error::other("x")),
         // A real transport error: a connection to a port nobody listens on.
@@ -1209,7 +1214,7 @@ async fn the_table_lists_every_reason_with_its_status() {
 
 /// Reasons no test drives real nodes to, and why; their rows are held by the mapping
 /// (`the_table_lists_every_reason_with_its_status`) only.
-const NOT_ON_REAL_NODES: [(&str, &str); 11] = [
+const NOT_ON_REAL_NODES: [(&str, &str); 12] = [
     ("receipt-mismatch", "the sender's own check of a receipt it receives (delivery retries); no answer of a node"),
     ("consent-health-not-explicit", "a consent with health data but without explicit consent is refused when recorded and when received, so no node holds one"),
     ("store-failed", "needs the store to fail twice in a row; the fault injection fails one flush"),
@@ -1220,6 +1225,7 @@ const NOT_ON_REAL_NODES: [(&str, &str); 11] = [
     ("io", "a fault of the host"),
     ("tls", "a fault of the node's TLS set-up, at start"),
     ("config", "a fault of the configuration, at start"),
+    ("listen", "a listen address held by another process, at start"),
     ("transport", "a fault of the listener, at start"),
 ];
 
