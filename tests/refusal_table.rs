@@ -1067,6 +1067,7 @@ async fn one_of_each() -> Vec<kurzdraht_node::NodeError> {
     let mut all = vec![
         N::Unauthenticated(s()),
         N::PermissionDenied(s()),
+        N::CertificateRevoked(s()),
         N::invalid("f", "bad"),
         N::OverAge {
             field: s(),

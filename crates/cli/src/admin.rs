@@ -111,6 +111,13 @@ pub enum PkiCommand {
         #[arg(long, default_value_t = pki::CERTIFICATE_VALIDITY_DAYS)]
         days: i64,
     },
+    /// Anyone: print a TLS certificate's fingerprint (SHA-256 of its DER form) and the
+    /// entry that revokes it, for the agency's `revoked_certificates` in the directory.
+    Fingerprint {
+        /// The certificate (PEM), e.g. the old tls.pem of a compromised key.
+        #[arg(long)]
+        cert: PathBuf,
+    },
     /// Write a new Ed25519 signing key (mode 0600) and print its public key, to be listed as
     /// active for the agency in the directory before the node switches to it.
     SigningKey {
@@ -346,6 +353,25 @@ pub fn pki(command: PkiCommand) -> anyhow::Result<ExitCode> {
                 out.display()
             );
         }
+        PkiCommand::Fingerprint { cert } => {
+            let pem = std::fs::read_to_string(&cert)
+                .with_context(|| format!("cannot read {}", cert.display()))?;
+            let info = pki::certificate_info("--cert", &pem)?;
+            let fingerprint = &info.sha256;
+            println!("sha256 {fingerprint}");
+            println!(
+                "  certificate  names {}, valid until {}",
+                info.names.join(", "),
+                info.not_after.date()
+            );
+            println!(
+                "  to revoke it, add to the agency's entry in the directory (then raise the version and sign):"
+            );
+            println!(
+                "  revoked_certificates = [{{ sha256 = \"{fingerprint}\", since = \"{}\" }}]",
+                time::OffsetDateTime::now_utc().date()
+            );
+        }
         PkiCommand::SigningKey { out } => {
             let public = pki::new_signing_key(&out)?;
             println!("new signing key written to {}", out.display());
@@ -412,6 +438,13 @@ fn describe_directory(d: &Directory) {
         }
         for k in &a.keys {
             println!("    key        {} {}", k.key.to_hex(), k.state);
+        }
+        for r in &a.revoked_certificates {
+            println!(
+                "    revoked    TLS certificate sha256 {} since {}",
+                hex::encode(r.sha256),
+                r.since
+            );
         }
     }
 }
@@ -564,8 +597,10 @@ pub async fn config_check(file: &Path, reach_peers: bool) -> anyhow::Result<Exit
         return Ok(exit::OK);
     }
     let mut all = true;
+    let trust: std::sync::Arc<dyn tls::PeerTrust> =
+        std::sync::Arc::new(std::sync::Arc::new(c.directory.clone()));
     for peer in c.directory.agencies().filter(|a| a.id != c.agency) {
-        match reachability::probe(&c.tls, peer).await {
+        match reachability::probe(&c.tls, peer, trust.clone()).await {
             Ok(()) => println!(
                 "  reached      {} at {}: mutual TLS, health SERVING",
                 peer.id, peer.endpoint

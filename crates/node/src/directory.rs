@@ -18,12 +18,22 @@
 //!   { key = "<64 hex digits>", state = "retired", since = "2026-11-01" },
 //!   { key = "<64 hex digits>", state = "active" },
 //! ]
+//! # optional: TLS certificates of this agency no node accepts any more
+//! revoked_certificates = [
+//!   { sha256 = "<64 hex digits: SHA-256 of the DER certificate>", since = "2026-11-29" },
+//! ]
 //! ```
 //!
 //! Key states: `active` signs new envelopes and receipts; `retired` (since a German calendar
 //! day) still verifies what it signed before — stored evidence always, an envelope only if it
 //! was created before that day — and never a new envelope; `revoked` (on a day) verifies
 //! nothing: its signatures are refused, whenever they claim to have been made.
+//!
+//! A revoked TLS certificate (`revoked_certificates`, by the SHA-256 of its DER form, as
+//! `kurzdraht pki fingerprint` prints it; at most [`MAX_REVOKED_CERTIFICATES`] per agency) is
+//! refused as that agency's client and server certificate from the moment the directory
+//! listing it is in force, whatever its `since` (the day it was revoked, for the people
+//! reading the directory); see `crate::tls`.
 
 use crate::{clock, policy::Role, NodeError};
 use kurzdraht_envelope::{
@@ -65,6 +75,26 @@ impl std::fmt::Display for KeyState {
             Self::Revoked { since } => write!(f, "revoked on {since}"),
         }
     }
+}
+
+/// The most revoked TLS certificates one agency's entry may list. A certificate is valid for
+/// at most 13 months, so an entry can be dropped once the certificate it names has expired.
+pub const MAX_REVOKED_CERTIFICATES: usize = 32;
+
+/// A TLS certificate of an agency that no node accepts any more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedCertificate {
+    /// SHA-256 of the certificate's DER form.
+    pub sha256: [u8; 32],
+    /// The day it was revoked (for people; the revocation holds from the moment the
+    /// directory listing it is in force).
+    pub since: Date,
+}
+
+/// The fingerprint of a certificate as the directory names it: SHA-256 of its DER form, hex.
+pub fn certificate_fingerprint(der: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(der))
 }
 
 /// A key pinned for an agency, with its state.
@@ -118,6 +148,8 @@ pub struct Agency {
     pub competence: Vec<Competence>,
     /// Every key pinned for it, in the order listed.
     pub keys: Vec<PinnedKey>,
+    /// Its TLS certificates no node accepts any more.
+    pub revoked_certificates: Vec<RevokedCertificate>,
     active: Vec<VerifyingKey>,
     evidence: Vec<VerifyingKey>,
 }
@@ -131,6 +163,19 @@ impl Agency {
     /// The keys stored evidence verifies with: active and retired, never revoked.
     pub fn evidence_keys(&self) -> &[VerifyingKey] {
         &self.evidence
+    }
+
+    /// The revocation of the certificate `der` (DER form) if the directory lists it for this
+    /// agency.
+    pub fn revocation_of(&self, der: &[u8]) -> Option<&RevokedCertificate> {
+        if self.revoked_certificates.is_empty() {
+            return None;
+        }
+        use sha2::Digest;
+        let digest: [u8; 32] = sha2::Sha256::digest(der).into();
+        self.revoked_certificates
+            .iter()
+            .find(|r| r.sha256 == digest)
     }
 
     /// The state of `key` if it is pinned for this agency.
@@ -224,6 +269,15 @@ struct AgencyEntry {
     #[serde(default)]
     competence: Vec<String>,
     signing_keys: Vec<KeyEntry>,
+    #[serde(default)]
+    revoked_certificates: Vec<RevokedEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokedEntry {
+    sha256: String,
+    since: String,
 }
 
 #[derive(Deserialize)]
@@ -424,6 +478,34 @@ impl Directory {
                 }
                 keys.push(PinnedKey { key: public, state });
             }
+            if entry.revoked_certificates.len() > MAX_REVOKED_CERTIFICATES {
+                return Err(NodeError::config(
+                    key("revoked_certificates"),
+                    format!(
+                        "lists {} certificates, over the limit of {MAX_REVOKED_CERTIFICATES}: drop the entries of certificates that have expired",
+                        entry.revoked_certificates.len()
+                    ),
+                ));
+            }
+            let mut revoked_certificates: Vec<RevokedCertificate> = Vec::new();
+            for (j, r) in entry.revoked_certificates.iter().enumerate() {
+                let field = |f: &str| key(&format!("revoked_certificates[{j}].{f}"));
+                let mut sha256 = [0u8; 32];
+                if r.sha256.len() != 64
+                    || hex::decode_to_slice(r.sha256.to_ascii_lowercase(), &mut sha256).is_err()
+                {
+                    return Err(NodeError::config(
+                        field("sha256"),
+                        "must be 64 hex digits: the SHA-256 of the DER certificate (kurzdraht pki fingerprint --cert FILE)",
+                    ));
+                }
+                let since = clock::parse_date(&field("since"), &r.since)
+                    .map_err(|e| NodeError::config(field("since"), e.to_string()))?;
+                if revoked_certificates.iter().any(|p| p.sha256 == sha256) {
+                    return Err(NodeError::config(field("sha256"), "is listed twice"));
+                }
+                revoked_certificates.push(RevokedCertificate { sha256, since });
+            }
             let mut competence = Vec::new();
             for (j, c) in entry.competence.iter().enumerate() {
                 let c = Competence::parse(c)
@@ -453,6 +535,7 @@ impl Directory {
                 endpoint: entry.endpoint,
                 competence,
                 keys,
+                revoked_certificates,
                 active,
                 evidence,
             };
@@ -731,6 +814,72 @@ mod tests {
                 other => panic!("expected a refusal naming {field}, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn revoked_certificates_are_bounded_and_named_by_their_field() {
+        let k = key_entry(&SigningKey::generate().expect("key"), "active");
+        let with = |list: &str| {
+            format!(
+                "version = 1\n{}revoked_certificates = [{list}]\n",
+                entry("a-b", "jobcenter", &k, "")
+            )
+        };
+        let revoked = |i: usize| format!("{{ sha256 = \"{i:064x}\", since = \"2026-11-29\" }}");
+        let full: Vec<String> = (0..MAX_REVOKED_CERTIFICATES).map(revoked).collect();
+        let d = Directory::from_toml(&with(&full.join(", "))).expect("at the limit");
+        let a = d.get("a-b").expect("listed");
+        assert_eq!(a.revoked_certificates.len(), MAX_REVOKED_CERTIFICATES);
+        assert_eq!(a.revoked_certificates[1].sha256[31], 1);
+        let over: Vec<String> = (0..=MAX_REVOKED_CERTIFICATES).map(revoked).collect();
+        for (list, field, why) in [
+            (
+                over.join(", "),
+                "directory.agency[0].revoked_certificates",
+                "over the limit of 32",
+            ),
+            (
+                "{ sha256 = \"abc\", since = \"2026-11-29\" }".into(),
+                "directory.agency[0].revoked_certificates[0].sha256",
+                "64 hex digits",
+            ),
+            (
+                format!(
+                    "{{ sha256 = \"{}\", since = \"2026-11-29\" }}",
+                    "g".repeat(64)
+                ),
+                "directory.agency[0].revoked_certificates[0].sha256",
+                "64 hex digits",
+            ),
+            (
+                format!("{{ sha256 = \"{:064x}\", since = \"29.11.2026\" }}", 7),
+                "directory.agency[0].revoked_certificates[0].since",
+                "YYYY-MM-DD",
+            ),
+            (
+                format!("{}, {}", revoked(3), revoked(3)),
+                "directory.agency[0].revoked_certificates[1].sha256",
+                "listed twice",
+            ),
+        ] {
+            match Directory::from_toml(&with(&list)) {
+                Err(NodeError::Config { key, reason }) => {
+                    assert_eq!(key, field, "{reason}");
+                    assert!(reason.contains(why), "{reason}");
+                }
+                other => panic!("expected a refusal naming {field}, got {other:?}"),
+            }
+        }
+        // A revocation names the certificate by the SHA-256 of its DER form.
+        let der = b"some DER bytes";
+        let text = with(&format!(
+            "{{ sha256 = \"{}\", since = \"2026-11-29\" }}",
+            certificate_fingerprint(der).to_uppercase()
+        ));
+        let d = Directory::from_toml(&text).expect("upper-case hex is read");
+        let a = d.get("a-b").expect("listed");
+        assert!(a.revocation_of(der).is_some());
+        assert!(a.revocation_of(b"another certificate").is_none());
     }
 
     #[test]

@@ -155,6 +155,18 @@ pub fn look(node: &Node, source: &Source) -> Outcome {
             ),
         }
     }
+    use rustls_pki_types::{pem::PemObject, CertificateDer};
+    if let Ok(own) = CertificateDer::from_pem_slice(node.tls().cert_pem.as_bytes()) {
+        if let Err(e) = crate::tls::check_not_revoked(&own, node.agency(), &newer, "own") {
+            tracing::error!(
+                agency = node.agency(),
+                version,
+                fingerprint = %crate::directory::certificate_fingerprint(&own),
+                reason = %e,
+                "this node's TLS certificate is revoked in the directory: peers refuse it; install a renewed certificate and restart"
+            );
+        }
+    }
     node.set_directory(Arc::new(newer));
     Outcome::Taken {
         version,

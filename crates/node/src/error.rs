@@ -17,6 +17,11 @@ pub enum NodeError {
     Unauthenticated(String),
     #[error("permission denied: {0}")]
     PermissionDenied(String),
+    /// A peer's TLS certificate the directory in force lists as revoked for its agency.
+    /// Transient for the sender: the same envelope passes once its agency presents a renewed
+    /// certificate.
+    #[error("certificate revoked: {0}")]
+    CertificateRevoked(String),
     /// A signature that verifies, but with a pinned key the directory no longer accepts for
     /// it (retired before the envelope was made, or revoked): refused as a bad signature.
     #[error("bad signature: {0}")]
@@ -105,6 +110,7 @@ impl NodeError {
         match self {
             Self::Unauthenticated(_) => "unauthenticated",
             Self::PermissionDenied(_) => "permission-denied",
+            Self::CertificateRevoked(_) => "certificate-revoked",
             Self::KeyNotAccepted(_) => "bad-signature",
             Self::Consent(r) => r.code(),
             Self::Invalid { .. } => "invalid-argument",
@@ -159,7 +165,7 @@ impl NodeError {
     fn code(&self) -> Code {
         match self {
             Self::Unauthenticated(_) | Self::KeyNotAccepted(_) => Code::Unauthenticated,
-            Self::PermissionDenied(_) => Code::PermissionDenied,
+            Self::PermissionDenied(_) | Self::CertificateRevoked(_) => Code::PermissionDenied,
             Self::Consent(_) | Self::NotRecordingAgency(_) => Code::FailedPrecondition,
             Self::Invalid { .. } | Self::OverAge { .. } | Self::Malformed(_) => {
                 Code::InvalidArgument
@@ -278,9 +284,14 @@ pub enum Retry {
 pub fn retry_class(code: Code, reason: Option<&str>) -> Retry {
     match reason {
         Some("too-large") => return Retry::Final,
-        Some("rate-limited" | "clock-skew" | "retry" | "watch-lagged" | "not-stored") => {
-            return Retry::Transient
-        }
+        Some(
+            "rate-limited"
+            | "clock-skew"
+            | "retry"
+            | "watch-lagged"
+            | "not-stored"
+            | "certificate-revoked",
+        ) => return Retry::Transient,
         _ => {}
     }
     match code {

@@ -102,25 +102,48 @@ impl NamedService for Admitted {
 }
 
 impl Admitted {
-    /// The agency named by the caller's verified client certificate. A caller without one
-    /// is refused before anything else; audited within the allowance of its remote address
-    /// (a few, then one a minute), counted in the metrics always.
+    /// The agency named by the caller's verified client certificate, if the directory in
+    /// force does not list that certificate as revoked (checked on every call, so a newer
+    /// directory refuses at once, also on a connection opened before). A caller without
+    /// one, or with a revoked one, is refused before anything else; audited (and a revoked
+    /// certificate logged with its agency and fingerprint) within the allowance of its
+    /// remote address (a few, then one a minute), counted in the metrics always.
     fn calling_agency(&self, extensions: &http::Extensions) -> Result<String, NodeError> {
         let info = extensions.get::<TlsConnectInfo<TcpConnectInfo>>();
-        let agency = info
+        let directory = self.node.directory();
+        let leaf = info
             .and_then(|i| i.peer_certs())
-            .and_then(|certs| certs.first().cloned())
+            .and_then(|certs| certs.first().cloned());
+        let named = leaf
+            .as_ref()
             .ok_or_else(|| {
                 NodeError::PermissionDenied("no client certificate was presented".into())
             })
-            .and_then(|leaf| tls::agency_of_certificate(&leaf, &self.node.directory()));
+            .and_then(|leaf| tls::agency_of_certificate(leaf, &directory));
+        // The agency its certificate names, for the audit of a revoked one.
+        let mut peer = String::new();
+        let agency = named.and_then(|agency| {
+            if let Some(leaf) = leaf.as_ref() {
+                tls::check_not_revoked(leaf, &agency, &directory, "client")
+                    .inspect_err(|_| peer.clone_from(&agency))?;
+            }
+            Ok(agency)
+        });
         agency.inspect_err(|e| {
             let address = info.and_then(|i| i.get_ref().remote_addr()).map(|a| a.ip());
             if self.unidentified.allows(address, self.node.now_ms()) {
+                if let (NodeError::CertificateRevoked(why), Some(leaf)) = (e, leaf.as_ref()) {
+                    tracing::warn!(
+                        fingerprint = %crate::directory::certificate_fingerprint(leaf),
+                        directory_version = directory.version(),
+                        reason = %why,
+                        "refused a peer's client certificate: revoked in the directory"
+                    );
+                }
                 self.node.audit_refusal(
                     AuditEvent::ReceptionRefused,
                     MessageKind::Unspecified,
-                    "",
+                    &peer,
                     "",
                     e,
                 );

@@ -1,7 +1,9 @@
 //! How a delivery worker reaches a peer: the [`PeerTransport`] it sends through. In a node
 //! that is [`GrpcTransport`] — PeerExchange over mutual TLS, one lazily connected HTTP/2
-//! connection per peer shared by that peer's lane workers, connected anew when a newer
-//! directory moves the peer's endpoint. Tests drive the real worker through a transport of
+//! connection per peer shared by that peer's lane workers, connected anew whenever a newer
+//! directory is in force (it may move the peer's endpoint or revoke the peer's certificate:
+//! the new handshake checks the certificate against it, and the old connection closes once
+//! its last call is answered). Tests drive the real worker through a transport of
 //! their own (e.g. straight into another node's reception).
 
 use crate::{node::Node, tls, NodeError};
@@ -31,8 +33,8 @@ pub trait PeerTransport: Send + Sync {
 pub struct GrpcTransport {
     node: Node,
     peer: String,
-    /// The client and the endpoint it connects to.
-    client: Mutex<Option<(String, PeerExchangeClient<Channel>)>>,
+    /// The client and the directory version it was made under.
+    client: Mutex<Option<(u64, PeerExchangeClient<Channel>)>>,
 }
 
 impl GrpcTransport {
@@ -52,20 +54,25 @@ impl GrpcTransport {
         let agency = directory
             .get(&self.peer)
             .ok_or_else(|| NodeError::config("directory", format!("{} vanished", self.peer)))?;
-        if let Some((endpoint, c)) = shared.as_ref() {
-            if *endpoint == agency.endpoint {
+        if let Some((version, c)) = shared.as_ref() {
+            if *version == directory.version() {
                 return Ok(c.clone());
             }
         }
         let settings = self.node.delivery_settings();
-        let channel = Endpoint::from_shared(agency.endpoint.clone())
-            .map_err(|e| NodeError::config("directory.endpoint", e.to_string()))?
-            .tls_config(tls::peer_client_tls(self.node.tls(), &self.peer))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(settings.request_timeout)
-            .connect_lazy();
+        let endpoint = Endpoint::from_shared(agency.endpoint.clone())
+            .map_err(|e| NodeError::config("directory.endpoint", e.to_string()))?;
+        let channel = tls::peer_endpoint(
+            endpoint,
+            self.node.tls(),
+            &self.peer,
+            Arc::new(self.node.clone()),
+        )?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(settings.request_timeout)
+        .connect_lazy();
         let client = PeerExchangeClient::new(channel);
-        *shared = Some((agency.endpoint.clone(), client.clone()));
+        *shared = Some((directory.version(), client.clone()));
         Ok(client)
     }
 }

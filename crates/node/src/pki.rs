@@ -273,6 +273,8 @@ pub struct CertificateInfo {
     pub public_key: Vec<u8>,
     /// Whether it is a CA certificate.
     pub is_ca: bool,
+    /// Its fingerprint as the directory names it (SHA-256 of the DER form, hex).
+    pub sha256: String,
 }
 
 /// Reads a certificate PEM; `key` names it in errors.
@@ -303,6 +305,7 @@ pub fn certificate_info(key: &str, pem: &str) -> Result<CertificateInfo, NodeErr
         not_after: cert.validity().not_after.to_datetime(),
         public_key: cert.tbs_certificate.subject_pki.raw.to_vec(),
         is_ca: cert.is_ca(),
+        sha256: crate::directory::certificate_fingerprint(&der),
     })
 }
 

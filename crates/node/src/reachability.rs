@@ -9,6 +9,7 @@
 //! and logs when a peer's state changes.
 
 use crate::{config::TlsMaterial, directory::Agency, node::Node, tls};
+use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::Endpoint;
 use tonic_health::pb::{
@@ -37,10 +38,14 @@ fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Probes `peer` with this node's TLS material; why it failed, if it did.
-pub async fn probe(own: &TlsMaterial, peer: &Agency) -> Result<(), String> {
+pub async fn probe(
+    own: &TlsMaterial,
+    peer: &Agency,
+    trust: Arc<dyn tls::PeerTrust>,
+) -> Result<(), String> {
     let endpoint = Endpoint::from_shared(peer.endpoint.clone())
-        .map_err(|e| format!("endpoint {}: {}", peer.endpoint, with_causes(&e)))?
-        .tls_config(tls::peer_client_tls(own, &peer.id))
+        .map_err(|e| format!("endpoint {}: {}", peer.endpoint, with_causes(&e)))?;
+    let endpoint = tls::peer_endpoint(endpoint, own, &peer.id, trust)
         .map_err(|e| format!("TLS set-up: {}", with_causes(&e)))?
         .connect_timeout(PROBE_TIMEOUT)
         .timeout(PROBE_TIMEOUT);
@@ -90,8 +95,12 @@ pub(crate) fn spawn_prober(node: &Node, every: Duration) -> tokio::task::JoinHan
                 .agencies()
                 .filter(|a| a.id != node.agency())
                 .collect();
-            let results =
-                futures_util::future::join_all(peers.iter().map(|p| probe(node.tls(), p))).await;
+            let results = futures_util::future::join_all(
+                peers
+                    .iter()
+                    .map(|p| probe(node.tls(), p, Arc::new(node.clone()))),
+            )
+            .await;
             let before = node.reachability();
             for (peer, result) in peers.iter().zip(results) {
                 let reached = result.is_ok();
