@@ -1,5 +1,6 @@
 //! Reconciliation: a node restored from a backup learns from each peer what that peer
-//! delivered to it, and receives again what it no longer holds.
+//! delivered to it, and receives again what it no longer holds; and what that peer received
+//! from it, and records again what it had sent and recorded after the backup.
 //!
 //! - Each node keeps what it delivered for `[delivery] keep_delivered_days` (the ledger's
 //!   `store::kept`: envelope and receipt) and answers two PeerExchange calls about the
@@ -21,11 +22,23 @@
 //! - Pulling, not pushing, binds the replay-window exemption to a call this node made to
 //!   the peer's endpoint (checked by TLS), holds no state between calls and needs no new
 //!   queue at the sender.
+//! - The other direction (`ListReceived`): a peer answers with the envelopes in its inbox
+//!   whose sender is the calling agency, with its receipts (pages bounded in entries, bytes
+//!   and inbox records looked at). The restored node trusts one only if it verifies with its
+//!   own pinned evidence keys, names it as sender and the peer as recipient, and the peer's
+//!   receipt for exactly it verifies with the peer's keys; then it records again, in one
+//!   ledger transaction each (`Ledger::restore_sent`): a withdrawal (after the rounds in
+//!   flight under the consent; queued messages are then stopped by the workers, and the
+//!   consent's other recipients get a new notice of it), a consent (notices carry the whole
+//!   record), and the message's status (DELIVERED, the peer's receipt). What is held is left
+//!   alone. A peer that answers `UNIMPLEMENTED` (an older version) is skipped, logged.
 //! - Started by `Reconcile` (AgencyApi, an admin token), or at start when the store was
 //!   restored by `kurzdraht restore` (a marker in the store: every peer in turn, retried
 //!   until each has answered). The audit chain records `reconciliation.started`, each
 //!   `reconciliation.received` / `.refused` / `.unavailable`, and `.finished` with counts;
-//!   the peer records `reconciliation.served` (ids only everywhere).
+//!   the peer records `reconciliation.served`; the other direction adds
+//!   `reconciliation.withdrawal` / `.consent` / `.sent` here and `.served-sent` at the peer
+//!   (ids only everywhere).
 
 use crate::peer_exchange::{MAX_BATCH_BYTES, MAX_BATCH_ENVELOPES};
 use crate::peer_transport::GrpcTransport;
