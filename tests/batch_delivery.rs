@@ -1221,6 +1221,13 @@ impl PeerExchange for UnaryOnlyPeer {
     ) -> Result<Response<pb::FetchDeliveredResponse>, Status> {
         Err(Status::unimplemented("an older version"))
     }
+
+    async fn list_received(
+        &self,
+        _req: Request<pb::ListReceivedRequest>,
+    ) -> Result<Response<pb::ListReceivedResponse>, Status> {
+        Err(Status::unimplemented("an older version"))
+    }
 }
 
 /// The Jugendamt is replaced, on its peer address and with its TLS identity, by a peer that

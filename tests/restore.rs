@@ -1047,18 +1047,18 @@ async fn a_sender_restored_from_an_older_backup_sends_again_what_it_had_queued_a
         .filter(|e| e.message_id == queued)
         .collect();
     assert_eq!(dups.len(), 1, "the second delivery noted as a duplicate");
-    // Sent after the backup: the Jugendamt holds it, the restored Jobcenter does not know it.
-    let s = jc
-        .get_status(pb::GetStatusRequest {
-            message_id: later.clone(),
-        })
-        .await;
-    expect_refusal(
-        "the status of a message sent after the backup",
-        s,
-        tonic::Code::NotFound,
-        "not-found",
-    );
+    // Sent after the backup: the restored Jobcenter learns it again from the Jugendamt, which
+    // holds it with its receipt (ListReceived).
+    wait_reconciled(&h, JC).await;
+    let s = status(&mut jc, &later).await;
+    assert_eq!(state_name(s.state), "DELIVERED");
+    let held = h
+        .node(JA)
+        .ledger()
+        .inbox_record(&later)
+        .expect("read")
+        .expect("held");
+    assert_eq!(s.receipt, held.receipt, "the Jugendamt's receipt");
 }
 
 /// A peer down when the restored node starts: the reconciliation with it stops (audited),
@@ -1130,4 +1130,365 @@ async fn a_restored_node_whose_peer_is_down_reconciles_with_it_once_it_is_back()
         done,
         ["listed 2, held 1, received 1, refused 0, unavailable 0"]
     );
+}
+
+/// The other direction: a Jobcenter restored from an older backup learns again from its
+/// peers what it sent and recorded after the backup (ListReceived): a withdrawal holds again
+/// (a submission under it is refused here, a message queued under it is stopped, the
+/// recipient that had not got the withdrawal gets it), a consent recorded after the backup
+/// is in force again, and the messages it had sent answer GetStatus with the peer's receipt.
+/// Asking again changes nothing; a peer that is not the sender gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_jobcenter_restored_from_an_older_backup_learns_again_what_it_sent_and_withdrew() {
+    use kurzdraht_node::tls;
+    use pb::peer_exchange_client::PeerExchangeClient;
+    use tonic::Code;
+    let mut h = start().await;
+    make_admin(&mut h, JC).await;
+    let mut jc = h.client(JC).await;
+    let lena = subject("Lena", "Hansen", &birthday_years_ago(20));
+    let c1 = record_consent(
+        &mut jc,
+        consent_request(&lena, &[JA, JN], &[Purpose::U25MoveOut]),
+    )
+    .await;
+    let c1_id = c1.consent.clone().expect("record").consent_id;
+    let mut before = c1.notice_message_ids.clone();
+    before.push(submit_ok(&mut jc, JA, &c1_id, certification_request(&lena, "Antrag")).await);
+    delivered(&h, JC, &before).await;
+    // Norderstedt is down: a message to it under the first consent waits in the queue.
+    h.stop(JN).await;
+    let queued = submit_ok(&mut jc, JN, &c1_id, certification_request(&lena, "Auszug")).await;
+    let archive = h.dir.path().join("jobcenter-sent.kzb");
+    backup(&h, JC, &archive).await;
+
+    // After the backup: a second consent, messages under both, the first withdrawn.
+    let jonas = subject("Jonas", "Petersen", &birthday_years_ago(19));
+    let c2 = record_consent(
+        &mut jc,
+        consent_request(&jonas, &[JA], &[Purpose::U25MoveOut]),
+    )
+    .await;
+    let c2_record = c2.consent.clone().expect("record");
+    let c2_id = c2_record.consent_id.clone();
+    let mut after = c2.notice_message_ids.clone();
+    after.push(submit_ok(&mut jc, JA, &c2_id, certification_request(&jonas, "Antrag")).await);
+    after.push(
+        submit_ok(
+            &mut jc,
+            JA,
+            &c1_id,
+            certification_request(&lena, "Erinnerung"),
+        )
+        .await,
+    );
+    let w = jc
+        .withdraw_consent(pb::WithdrawConsentRequest {
+            consent_id: c1_id.clone(),
+            recorded_by: "Herr Jensen".into(),
+            manner: "schriftlich".into(),
+            idempotency_key: String::new(),
+        })
+        .await
+        .expect("withdraw")
+        .into_inner();
+    let withdrawal = w.withdrawal.clone().expect("the withdrawal");
+    let mut to_ja_withdrawal = Vec::new();
+    for id in &w.notice_message_ids {
+        if status(&mut jc, id).await.recipient == JA {
+            to_ja_withdrawal.push(id.clone());
+        }
+    }
+    assert_eq!(
+        to_ja_withdrawal.len(),
+        1,
+        "one withdrawal notice to the Jugendamt"
+    );
+    after.extend(to_ja_withdrawal);
+    let sent = delivered(&h, JC, &after).await;
+    let stopped = wait_for_state(&jc, &queued, pb::DeliveryState::Refused).await;
+    assert_eq!(
+        stopped.detail, "consent-withdrawn",
+        "the withdrawal stops it"
+    );
+    expect_refusal(
+        "a submission under the withdrawn consent, before the loss",
+        submit(
+            &mut jc,
+            JA,
+            &c1_id,
+            "",
+            certification_request(&lena, "Nachtrag"),
+        )
+        .await,
+        Code::FailedPrecondition,
+        "consent-withdrawn",
+    );
+
+    restore(&mut h, JC, &archive).await;
+    // Control: the restored store knows nothing of it.
+    {
+        let l = open_offline(&h, JC);
+        let c1_held = l.consent(&c1_id).expect("read").expect("held");
+        assert!(c1_held.withdrawal.is_none(), "not withdrawn in the backup");
+        assert!(
+            l.consent(&c2_id).expect("read").is_none(),
+            "c2 not in the backup"
+        );
+        for id in &after {
+            assert!(
+                l.message(id).expect("read").is_none(),
+                "{id} not in the backup"
+            );
+        }
+        let q = l
+            .message(&queued)
+            .expect("read")
+            .expect("queued in the backup");
+        assert_eq!(
+            q.status.expect("status").state,
+            pb::DeliveryState::Queued as i32
+        );
+    }
+
+    // Norderstedt stays down: the Jugendamt alone gives it all back.
+    h.restart(JC).await;
+    let mut jc = h.client(JC).await;
+    let held = wait_for_consent_state(&jc, &c1_id, pb::ConsentState::ConsentWithdrawn).await;
+    assert_eq!(
+        held.withdrawal.as_ref(),
+        Some(&withdrawal),
+        "the withdrawal as recorded"
+    );
+    expect_refusal(
+        "a submission under the withdrawn consent, after the restore",
+        submit(
+            &mut jc,
+            JA,
+            &c1_id,
+            "",
+            certification_request(&lena, "Nachtrag"),
+        )
+        .await,
+        Code::FailedPrecondition,
+        "consent-withdrawn",
+    );
+    let c2_held = wait_for_consent_state(&jc, &c2_id, pb::ConsentState::ConsentInForce).await;
+    assert_eq!(
+        c2_held.consent.as_ref(),
+        Some(&c2_record),
+        "the consent as recorded"
+    );
+    for (id, was) in &sent {
+        let now = status(&mut jc, id).await;
+        assert_eq!(state_name(now.state), "DELIVERED", "{id}");
+        assert_eq!(now.receipt, was.receipt, "{id}: the peer's receipt");
+        assert_eq!(
+            (&now.recipient, now.kind, &now.consent_id),
+            (&was.recipient, was.kind, &was.consent_id),
+            "{id}"
+        );
+    }
+    // the message queued under the withdrawn consent is stopped here again
+    let stopped = wait_for_state(&jc, &queued, pb::DeliveryState::Refused).await;
+    assert_eq!(stopped.detail, "consent-withdrawn");
+
+    // Norderstedt back: it gets the withdrawal (its notice was lost with the store), never
+    // the stopped message.
+    h.restart(JN).await;
+    wait_reconciled(&h, JC).await;
+    let jn = h.node(JN).clone();
+    let c1_for_jn = c1_id.clone();
+    wait_until("Norderstedt holds the withdrawal", || {
+        let jn = jn.clone();
+        let id = c1_for_jn.clone();
+        async move {
+            match jn.ledger().consent(&id) {
+                Ok(Some(c)) if c.withdrawal.is_some() => Ok(()),
+                other => Err(format!("{:?}", other.map(|c| c.map(|c| c.withdrawal)))),
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        h.node(JN)
+            .ledger()
+            .consent(&c1_id)
+            .expect("read")
+            .expect("held")
+            .withdrawal
+            .expect("withdrawn")
+            .withdrawn_at_ms,
+        withdrawal.withdrawn_at_ms
+    );
+    assert!(h
+        .node(JN)
+        .ledger()
+        .inbox_record(&queued)
+        .expect("read")
+        .is_none());
+
+    // Asked again: everything is held, nothing changes.
+    let audit_count = |event: AuditEvent| {
+        h.node(JC)
+            .ledger()
+            .audit_entries()
+            .expect("chain")
+            .into_iter()
+            .filter(|e| e.event == event.as_str())
+            .count()
+    };
+    let counts = [
+        AuditEvent::ReconciliationWithdrawal,
+        AuditEvent::ReconciliationConsent,
+        AuditEvent::ReconciliationSent,
+    ]
+    .map(audit_count);
+    assert_eq!(counts[0], 1, "one withdrawal recorded again");
+    assert_eq!(counts[1], 1, "one consent recorded again");
+    assert!(
+        counts[2] >= after.len(),
+        "each message sent after the backup"
+    );
+    let again = jc
+        .reconcile(pb::ReconcileRequest {
+            peer: JA.into(),
+            since_ms: 0,
+        })
+        .await
+        .expect("reconcile")
+        .into_inner();
+    let r = &again.peers[0];
+    assert!(r.error.is_empty(), "{}", r.error);
+    assert_eq!(
+        r.sent_listed as usize,
+        before.len() - 1 + after.len(),
+        "{r:?}"
+    );
+    assert_eq!(
+        (
+            r.withdrawals_restored,
+            r.consents_restored,
+            r.messages_restored,
+            r.sent_unavailable
+        ),
+        (0, 0, 0, 0),
+        "{r:?}"
+    );
+    let again_counts = [
+        AuditEvent::ReconciliationWithdrawal,
+        AuditEvent::ReconciliationConsent,
+        AuditEvent::ReconciliationSent,
+    ]
+    .map(audit_count);
+    assert_eq!(again_counts, counts, "nothing recorded twice");
+    // Positive control beside the withdrawal: the later consent allows a message.
+    let m = submit_ok(
+        &mut jc,
+        JA,
+        &c2_id,
+        certification_request(&jonas, "Nachtrag"),
+    )
+    .await;
+    delivered(&h, JC, std::slice::from_ref(&m)).await;
+
+    // The peer's side: only the sender gets its envelopes back.
+    let ja_addr = h.fed.config(JA).expect("config").peer_addr;
+    let peer_as = |agency: &'static str| {
+        let cfg = h.fed.config(agency).expect("config");
+        async move {
+            let channel = tonic::transport::Endpoint::from_shared(format!("https://{ja_addr}"))
+                .expect("endpoint")
+                .tls_config(tls::peer_client_tls(&cfg.tls, JA))
+                .expect("tls")
+                .connect()
+                .await
+                .expect("connect");
+            PeerExchangeClient::new(channel)
+        }
+    };
+    let list = |limit: u32| pb::ListReceivedRequest {
+        since_ms: 0,
+        after: String::new(),
+        limit,
+    };
+    let as_jn = peer_as(JN).await.list_received(list(0)).await;
+    assert!(
+        as_jn.expect("list").into_inner().entries.is_empty(),
+        "Norderstedt sent the Jugendamt nothing: it gets nothing of the Jobcenter's"
+    );
+    let mut as_jc = peer_as(JC).await;
+    let own = as_jc
+        .list_received(list(0))
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(own.next_after.is_empty());
+    let ids: Vec<&str> = own.entries.iter().map(|e| e.message_id.as_str()).collect();
+    for id in after.iter().chain(std::iter::once(&m)) {
+        assert!(ids.contains(&id.as_str()), "{id} handed back to its sender");
+    }
+    // the notice to Norderstedt is not the Jugendamt's to hand back
+    assert_eq!(ids.len(), before.len() - 1 + after.len() + 1, "{ids:?}");
+    assert!(own
+        .entries
+        .iter()
+        .all(|e| e.envelope.as_ref().is_some_and(|env| env.signer == JC)));
+    // paging: one entry a page, in order, to the end
+    let mut paged = Vec::new();
+    let mut after_cursor = String::new();
+    loop {
+        let p = as_jc
+            .list_received(pb::ListReceivedRequest {
+                since_ms: 0,
+                after: after_cursor.clone(),
+                limit: 1,
+            })
+            .await
+            .expect("a page")
+            .into_inner();
+        assert!(p.entries.len() <= 1);
+        paged.extend(p.entries.into_iter().map(|e| e.message_id));
+        if p.next_after.is_empty() {
+            break;
+        }
+        after_cursor = p.next_after;
+    }
+    assert_eq!(paged, ids, "the pages hold the listing, once each");
+    let s = expect_refusal(
+        "257 a page",
+        as_jc.list_received(list(257)).await,
+        Code::InvalidArgument,
+        "invalid-argument",
+    );
+    assert!(s.message().contains("limit"), "{s:?}");
+    let s = expect_refusal(
+        "an after this node did not give",
+        as_jc
+            .list_received(pb::ListReceivedRequest {
+                since_ms: 0,
+                after: "zz".into(),
+                limit: 0,
+            })
+            .await,
+        Code::InvalidArgument,
+        "invalid-argument",
+    );
+    assert!(s.message().contains("after"), "{s:?}");
+
+    // Offline: the chain verifies and holds ids only.
+    h.stop(JC).await;
+    let l = open_offline(&h, JC);
+    l.verify_audit().expect("the chain verifies");
+    let entries = events_of(&l);
+    let withdrawals: Vec<_> = entries
+        .iter()
+        .filter(|e| e.event == AuditEvent::ReconciliationWithdrawal.as_str())
+        .collect();
+    assert_eq!(withdrawals.len(), 1);
+    assert_eq!(withdrawals[0].consent_id, c1_id);
+    assert_eq!(withdrawals[0].peer, JA);
+    assert!(entries.iter().all(|e| !e.detail.contains("Lena")
+        && !e.detail.contains("Hansen")
+        && !e.detail.contains("Jensen")));
 }

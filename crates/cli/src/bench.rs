@@ -1666,6 +1666,13 @@ impl pb::peer_exchange_server::PeerExchange for BarePeer {
     ) -> Result<tonic::Response<pb::FetchDeliveredResponse>, tonic::Status> {
         Err(tonic::Status::unimplemented("the baseline keeps nothing"))
     }
+
+    async fn list_received(
+        &self,
+        _req: tonic::Request<pb::ListReceivedRequest>,
+    ) -> Result<tonic::Response<pb::ListReceivedResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("the baseline keeps nothing"))
+    }
 }
 
 type PeerClient = pb::peer_exchange_client::PeerExchangeClient<tonic::transport::Channel>;

@@ -991,13 +991,23 @@ async fn run_inner(command: ClientCommand) -> anyhow::Result<ExitCode> {
             } else {
                 for p in &r.peers {
                     println!(
-                        "{}: listed {}, held already {}, received again {}, refused {}, unavailable {}{}",
+                        "{}: listed {}, held already {}, received again {}, refused {}, unavailable {}{}{}",
                         p.peer,
                         p.listed,
                         p.held,
                         p.received,
                         p.refused,
                         p.unavailable,
+                        match p.sent_listed {
+                            0 => String::new(),
+                            n => format!(
+                                "; sent by this node: listed {n}, withdrawals recorded again {}, consents recorded again {}, messages recorded again {}, unavailable {}",
+                                p.withdrawals_restored,
+                                p.consents_restored,
+                                p.messages_restored,
+                                p.sent_unavailable
+                            ),
+                        },
                         match p.error.as_str() {
                             "" => String::new(),
                             e => format!(" — stopped: {e}; run it again"),

@@ -55,6 +55,16 @@ pub enum AuditEvent {
     ReconciliationFinished,
     /// This node handed a restored peer kept envelopes it had delivered to it.
     ReconciliationServed,
+    /// A restored node recorded again the status of a message it had sent (DELIVERED, with
+    /// the receipt its peer held).
+    ReconciliationSent,
+    /// A restored node recorded again a consent it had recorded, from its notice a peer held.
+    ReconciliationConsent,
+    /// A restored node recorded again a withdrawal it had recorded, from its notice a peer
+    /// held.
+    ReconciliationWithdrawal,
+    /// This node handed a restored peer the envelopes it had received from it.
+    ReconciliationServedSent,
 }
 
 impl AuditEvent {
@@ -90,6 +100,10 @@ impl AuditEvent {
             Self::ReconciliationUnavailable => "reconciliation.unavailable",
             Self::ReconciliationFinished => "reconciliation.finished",
             Self::ReconciliationServed => "reconciliation.served",
+            Self::ReconciliationSent => "reconciliation.sent",
+            Self::ReconciliationConsent => "reconciliation.consent",
+            Self::ReconciliationWithdrawal => "reconciliation.withdrawal",
+            Self::ReconciliationServedSent => "reconciliation.served-sent",
         }
     }
 }

@@ -37,6 +37,6 @@ pub use records::{
 };
 pub use store::{
     backup, lane_of_root, Accepted, ConsentEffect, Cursor, DeliveredEntry, Extension, Finish,
-    Finished, KeyedRequest, Ledger, Once, Outgoing, QueueSummary, Queued, StoreOptions, Swept,
-    DEFAULT_CACHE_BYTES, DELIVERY_LANES,
+    Finished, KeyedRequest, Ledger, Once, Outgoing, QueueSummary, Queued, ReceivedPage, SentEffect,
+    SentEnvelope, SentRestored, StoreOptions, Swept, DEFAULT_CACHE_BYTES, DELIVERY_LANES,
 };

@@ -58,11 +58,13 @@ mod lanes;
 mod rekey;
 mod requests;
 mod retention;
+mod sent;
 pub use deadlines::{Extension, QueueSummary};
 pub use kept::{Cursor, DeliveredEntry};
 pub use lanes::{lane_of_root, DELIVERY_LANES};
 pub use requests::{KeyedRequest, Once};
 pub use retention::Swept;
+pub use sent::{ReceivedPage, SentEffect, SentEnvelope, SentRestored};
 
 type TxResult<T> = Result<T, ConflictableTransactionError<LedgerError>>;
 

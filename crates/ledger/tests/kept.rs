@@ -414,3 +414,87 @@ fn a_rekeyed_store_opens_its_kept_deliveries_with_the_new_key_only() {
         Err(LedgerError::BadDataKey { .. })
     ));
 }
+
+/// A received envelope from `sender` of `payload` bytes, stored at `at_ms`.
+fn receive(l: &Ledger, id: &str, sender: &str, payload: usize, at_ms: i64) {
+    let record = kurzdraht_ledger::InboxRecord {
+        message_id: id.into(),
+        sender: sender.into(),
+        kind: MessageKind::CertificationRequest as i32,
+        envelope: Some(SignedEnvelope {
+            header: format!("header of {id}").into_bytes(),
+            payload: vec![9; payload],
+            signature: vec![7; 64],
+            signer: sender.into(),
+        }),
+        receipt: Some(SignedReceipt {
+            receipt: vec![1; 40],
+            signature: vec![2; 64],
+            batch: None,
+        }),
+        envelope_sha256: [id.len() as u8; 32].to_vec(),
+        received_at_ms: at_ms,
+        ..Default::default()
+    };
+    l.accept_delivery(&record, &kurzdraht_ledger::ConsentEffect::None, at_ms)
+        .unwrap();
+}
+
+fn ids_of(page: &kurzdraht_ledger::ReceivedPage) -> Vec<&str> {
+    page.records.iter().map(|r| r.message_id.as_str()).collect()
+}
+
+/// What a peer hands a restored sender back (`ListReceived`): only that sender's envelopes,
+/// from a time on, in arrival order, and each page bounded by entries, bytes (at least one)
+/// and inbox records looked at, going on where the last one stopped.
+#[test]
+fn received_from_lists_only_the_senders_envelopes_within_every_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open(dir.path());
+    receive(&l, "jc-1", JC, 10, 100);
+    receive(&l, "jn-1", JN, 10, 110);
+    receive(&l, "jc-2", JC, 10, 120);
+    receive(&l, "jc-3", JC, 600, 130);
+    receive(&l, "jc-4", JC, 600, 140);
+    let all = l.received_from(JC, 0, 0, 100, 1 << 20, 10_000).unwrap();
+    assert_eq!(ids_of(&all), ["jc-1", "jc-2", "jc-3", "jc-4"]);
+    assert_eq!(all.next_after, None, "the last page");
+    // another sender: only its own
+    let jn = l.received_from(JN, 0, 0, 100, 1 << 20, 10_000).unwrap();
+    assert_eq!(ids_of(&jn), ["jn-1"]);
+    assert!(l
+        .received_from(JA, 0, 0, 100, 1 << 20, 10_000)
+        .unwrap()
+        .records
+        .is_empty());
+    // from a time on
+    let late = l.received_from(JC, 125, 0, 100, 1 << 20, 10_000).unwrap();
+    assert_eq!(ids_of(&late), ["jc-3", "jc-4"]);
+    // by entries: pages of two, the second going on after the first
+    let p1 = l.received_from(JC, 0, 0, 2, 1 << 20, 10_000).unwrap();
+    assert_eq!(ids_of(&p1), ["jc-1", "jc-2"]);
+    let after = p1.next_after.expect("more");
+    let p2 = l.received_from(JC, 0, after, 2, 1 << 20, 10_000).unwrap();
+    assert_eq!(ids_of(&p2), ["jc-3", "jc-4"]);
+    // by bytes: an envelope that would go over ends the page, but a page holds at least one
+    let small = l.received_from(JC, 0, 0, 100, 1_000, 10_000).unwrap();
+    assert_eq!(ids_of(&small), ["jc-1", "jc-2", "jc-3"]);
+    let one = l
+        .received_from(JC, 0, small.next_after.unwrap(), 100, 1, 10_000)
+        .unwrap();
+    assert_eq!(ids_of(&one), ["jc-4"], "at least one, even over the bytes");
+    // by records looked at: two looked at (jc-1, jn-1), one found, and it goes on from there
+    let scanned = l.received_from(JC, 0, 0, 100, 1 << 20, 2).unwrap();
+    assert_eq!(ids_of(&scanned), ["jc-1"]);
+    let rest = l
+        .received_from(JN, 0, scanned.next_after.unwrap(), 100, 1 << 20, 2)
+        .unwrap();
+    assert!(
+        rest.records.is_empty(),
+        "Norderstedt's is behind the cursor"
+    );
+    let rest = l
+        .received_from(JC, 0, scanned.next_after.unwrap(), 100, 1 << 20, 10_000)
+        .unwrap();
+    assert_eq!(ids_of(&rest), ["jc-2", "jc-3", "jc-4"]);
+}

@@ -2,8 +2,8 @@
 //! certificate and admits it within its concurrency cap before the request's body is read
 //! ([`Admitted`]), then within its rate (each envelope of a batch counts), and hands the
 //! envelope(s) to [`Node::receive`] / [`Node::receive_batch`]; the reconciliation calls
-//! (`ListDelivered`, `FetchDelivered`) answer about deliveries to the calling agency only
-//! (`reconciliation`).
+//! (`ListDelivered`, `FetchDelivered`) answer about deliveries to the calling agency only,
+//! `ListReceived` about envelopes the calling agency sent only (`reconciliation`).
 
 use crate::{node::Node, peer_limits::AuditAllowance, tls, NodeError};
 use kurzdraht_ledger::AuditEvent;
@@ -11,7 +11,7 @@ use kurzdraht_proto::v1::peer_exchange_server::{PeerExchange, PeerExchangeServer
 use kurzdraht_proto::v1::{
     delivery_outcome::Outcome, BatchOutcome, DeliveryOutcome, DeliveryRefusal, EnvelopeBatch,
     FetchDeliveredRequest, FetchDeliveredResponse, ListDeliveredRequest, ListDeliveredResponse,
-    MessageKind, SignedEnvelope, SignedReceipt,
+    ListReceivedRequest, ListReceivedResponse, MessageKind, SignedEnvelope, SignedReceipt,
 };
 use std::convert::Infallible;
 use std::future::Future;
@@ -277,6 +277,29 @@ impl PeerExchange for PeerService {
         }
         Ok(Response::new(
             self.node.fetch_delivered(&agency, req.get_ref()).await?,
+        ))
+    }
+
+    async fn list_received(
+        &self,
+        req: Request<ListReceivedRequest>,
+    ) -> Result<Response<ListReceivedResponse>, Status> {
+        let agency = agency_of(&req)?;
+        // Each envelope the page may hand back counts as an envelope of a batch would.
+        let asked = match req.get_ref().limit as usize {
+            0 => crate::reconciliation::RECEIVED_PAGE_DEFAULT,
+            n => n,
+        };
+        if asked <= crate::reconciliation::RECEIVED_PAGE_MAX {
+            self.node
+                .peer_limits()
+                .take(&agency, asked)
+                .inspect_err(|e| {
+                    tracing::debug!(peer = %agency, reason = %e, "peer over its limits");
+                })?;
+        }
+        Ok(Response::new(
+            self.node.list_received(&agency, req.get_ref()).await?,
         ))
     }
 }

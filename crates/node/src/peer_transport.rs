@@ -9,8 +9,8 @@
 use crate::{node::Node, tls, NodeError};
 use kurzdraht_proto::v1::{
     peer_exchange_client::PeerExchangeClient, BatchOutcome, EnvelopeBatch, FetchDeliveredRequest,
-    FetchDeliveredResponse, ListDeliveredRequest, ListDeliveredResponse, SignedEnvelope,
-    SignedReceipt,
+    FetchDeliveredResponse, ListDeliveredRequest, ListDeliveredResponse, ListReceivedRequest,
+    ListReceivedResponse, SignedEnvelope, SignedReceipt,
 };
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -94,6 +94,15 @@ impl GrpcTransport {
     ) -> Result<FetchDeliveredResponse, Status> {
         let mut client = self.client()?;
         Ok(client.fetch_delivered(req).await?.into_inner())
+    }
+
+    /// Reconciliation: one page of what the peer received from this node.
+    pub async fn list_received(
+        &self,
+        req: ListReceivedRequest,
+    ) -> Result<ListReceivedResponse, Status> {
+        let mut client = self.client()?;
+        Ok(client.list_received(req).await?.into_inner())
     }
 }
 

@@ -1,5 +1,6 @@
 //! Reconciliation: a node restored from a backup learns from each peer what that peer
-//! delivered to it, and receives again what it no longer holds.
+//! delivered to it, and receives again what it no longer holds; and what that peer received
+//! from it, and records again what it had sent and recorded after the backup.
 //!
 //! - Each node keeps what it delivered for `[delivery] keep_delivered_days` (the ledger's
 //!   `store::kept`: envelope and receipt) and answers two PeerExchange calls about the
@@ -21,24 +22,39 @@
 //! - Pulling, not pushing, binds the replay-window exemption to a call this node made to
 //!   the peer's endpoint (checked by TLS), holds no state between calls and needs no new
 //!   queue at the sender.
+//! - The other direction (`ListReceived`): a peer answers with the envelopes in its inbox
+//!   whose sender is the calling agency, with its receipts (pages bounded in entries, bytes
+//!   and inbox records looked at). The restored node trusts one only if it verifies with its
+//!   own pinned evidence keys, names it as sender and the peer as recipient, and the peer's
+//!   receipt for exactly it verifies with the peer's keys; then it records again, in one
+//!   ledger transaction each (`Ledger::restore_sent`): a withdrawal (after the rounds in
+//!   flight under the consent; queued messages are then stopped by the workers, and the
+//!   consent's other recipients get a new notice of it), a consent (notices carry the whole
+//!   record), and the message's status (DELIVERED, the peer's receipt). What is held is left
+//!   alone. A peer that answers `UNIMPLEMENTED` (an older version) is skipped, logged.
 //! - Started by `Reconcile` (AgencyApi, an admin token), or at start when the store was
 //!   restored by `kurzdraht restore` (a marker in the store: every peer in turn, retried
 //!   until each has answered). The audit chain records `reconciliation.started`, each
 //!   `reconciliation.received` / `.refused` / `.unavailable`, and `.finished` with counts;
-//!   the peer records `reconciliation.served` (ids only everywhere).
+//!   the peer records `reconciliation.served`; the other direction adds
+//!   `reconciliation.withdrawal` / `.consent` / `.sent` here and `.served-sent` at the peer
+//!   (ids only everywhere).
 
 use crate::peer_exchange::{MAX_BATCH_BYTES, MAX_BATCH_ENVELOPES};
 use crate::peer_transport::GrpcTransport;
 use crate::reception::{Refetch, Refetched};
 use crate::{node::Node, NodeError};
-use kurzdraht_envelope::ids;
-use kurzdraht_ledger::{AuditEvent, AuditNote, Cursor};
+use kurzdraht_envelope::{body::kind_of, ids, verify_and_open, verify_receipt, ExpectedReceipt};
+use kurzdraht_ledger::{AuditEvent, AuditNote, Cursor, Outgoing, SentEffect, SentEnvelope};
 use kurzdraht_proto::v1::{
-    DeliveredEntry, FetchDeliveredRequest, FetchDeliveredResponse, KeptEnvelope,
-    ListDeliveredRequest, ListDeliveredResponse, PeerReconciliation, ReconcileRequest,
-    ReconcileResponse,
+    message_body::Body, ConsentRecord, ConsentWithdrawal, ConsentWithdrawalRecord, DeliveredEntry,
+    DeliveryState, FetchDeliveredRequest, FetchDeliveredResponse, KeptEnvelope,
+    ListDeliveredRequest, ListDeliveredResponse, ListReceivedRequest, ListReceivedResponse,
+    MessageBody, MessageKind, MessageStatus, PeerReconciliation, ReceivedEnvelope,
+    ReconcileRequest, ReconcileResponse,
 };
 use prost::Message;
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 /// Entries of a `ListDelivered` page when the caller asks for none in particular.
@@ -53,9 +69,27 @@ pub const MAX_LISTED: u64 = 10_000_000;
 /// How far before the backup's time a restored store asks its peers from: deliveries
 /// are dated by the peer's clock, which may be off (a duplicate costs only a lookup).
 pub const RESTORE_MARGIN: Duration = Duration::from_secs(3600);
+/// Entries of a `ListReceived` page when the caller asks for none in particular.
+pub const RECEIVED_PAGE_DEFAULT: usize = 100;
+/// The most entries (envelopes) a `ListReceived` page may hold.
+pub const RECEIVED_PAGE_MAX: usize = MAX_BATCH_ENVELOPES;
+/// The most inbox records one `ListReceived` page looks at: the inbox has no index by
+/// sender, so a page ends after this many even when it found none of the caller's.
+pub const RECEIVED_SCAN_MAX: usize = 10_000;
 
 fn encode_cursor((at, seq): Cursor) -> String {
     format!("{at:016x}{seq:016x}")
+}
+
+fn decode_seq(text: &str) -> Result<u64, NodeError> {
+    if text.is_empty() {
+        return Ok(0);
+    }
+    let bad = || NodeError::invalid("after", "is not a next_after this node gave");
+    if text.len() != 16 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    u64::from_str_radix(text, 16).map_err(|_| bad())
 }
 
 fn decode_cursor(text: &str) -> Result<Option<Cursor>, NodeError> {
@@ -206,6 +240,65 @@ impl Node {
         Ok(FetchDeliveredResponse { envelopes: out })
     }
 
+    /// One page of the envelopes this node received from `caller` (`ListReceived`): the
+    /// caller's own envelopes with this node's receipts, for a caller restored from a
+    /// backup. Bounded in entries, bytes and inbox records looked at; what is handed over
+    /// is audited (`reconciliation.served-sent`) and flushed before the answer.
+    pub async fn list_received(
+        &self,
+        caller: &str,
+        req: &ListReceivedRequest,
+    ) -> Result<ListReceivedResponse, NodeError> {
+        let limit = match req.limit as usize {
+            0 => RECEIVED_PAGE_DEFAULT,
+            n if n > RECEIVED_PAGE_MAX => {
+                return Err(NodeError::invalid(
+                    "limit",
+                    format!("is {n}; at most {RECEIVED_PAGE_MAX} per page"),
+                ))
+            }
+            n => n,
+        };
+        if req.since_ms < 0 {
+            return Err(NodeError::invalid("since_ms", "must not be negative"));
+        }
+        let after = decode_seq(&req.after)?;
+        let page = self.ledger().received_from(
+            caller,
+            req.since_ms,
+            after,
+            limit,
+            MAX_BATCH_BYTES,
+            RECEIVED_SCAN_MAX,
+        )?;
+        let entries: Vec<ReceivedEnvelope> = page
+            .records
+            .into_iter()
+            .map(|r| ReceivedEnvelope {
+                envelope: r.envelope.filter(|_| r.body_erased_at_ms == 0),
+                message_id: r.message_id,
+                receipt: r.receipt,
+                received_at_ms: r.received_at_ms,
+            })
+            .collect();
+        if !entries.is_empty() {
+            self.ledger().audit(
+                AuditNote::new(AuditEvent::ReconciliationServedSent)
+                    .peer(caller)
+                    .detail(format!("{} received envelopes handed back", entries.len())),
+                self.now_ms(),
+            )?;
+            self.ledger().flush().await?;
+        }
+        Ok(ListReceivedResponse {
+            entries,
+            next_after: page
+                .next_after
+                .map(|s| format!("{s:016x}"))
+                .unwrap_or_default(),
+        })
+    }
+
     // ---- the restored node's side ----
 
     /// `Reconcile`: reconciles with one peer or every peer in the directory, one after
@@ -257,6 +350,10 @@ impl Node {
             Ok(()) => self.reconcile_pages(peer, since_ms, &mut report).await,
             Err(e) => Err(e.into()),
         };
+        let run = match run {
+            Ok(()) => self.reconcile_sent(peer, since_ms, &mut report).await,
+            Err(e) => Err(e),
+        };
         let mut detail = format!(
             "listed {}, held {}, received {}, refused {}, unavailable {}",
             report.listed, report.held, report.received, report.refused, report.unavailable
@@ -265,6 +362,16 @@ impl Node {
             detail.push_str(&format!(
                 "; the peer keeps deliveries since {} only",
                 report.kept_since_ms
+            ));
+        }
+        if report.sent_listed > 0 {
+            detail.push_str(&format!(
+                "; sent: listed {}, withdrawals {}, consents {}, messages {}, unavailable {}",
+                report.sent_listed,
+                report.withdrawals_restored,
+                report.consents_restored,
+                report.messages_restored,
+                report.sent_unavailable
             ));
         }
         if let Err(e) = run {
@@ -429,6 +536,252 @@ impl Node {
             rest = &rest[got.len()..];
         }
         Ok(())
+    }
+
+    /// The other direction: lists what `peer` received from this node since `since_ms`
+    /// and records again what those envelopes prove (a withdrawal, a consent, a message's
+    /// status). A peer without `ListReceived` (an older version) is skipped, logged.
+    async fn reconcile_sent(
+        &self,
+        peer: &str,
+        since_ms: i64,
+        report: &mut PeerReconciliation,
+    ) -> Result<(), NodeError> {
+        let transport = GrpcTransport::new(self.clone(), peer);
+        let mut after = String::new();
+        loop {
+            let page = match transport
+                .list_received(ListReceivedRequest {
+                    since_ms,
+                    after: after.clone(),
+                    limit: RECEIVED_PAGE_MAX as u32,
+                })
+                .await
+            {
+                Ok(page) => page,
+                Err(s) if s.code() == tonic::Code::Unimplemented => {
+                    tracing::warn!(
+                        peer,
+                        "the peer does not list what it received from this node (an older version): what this node sent after its backup is not learned from it"
+                    );
+                    return Ok(());
+                }
+                Err(s) => return Err(peer_failed(peer, &s)),
+            };
+            if page.entries.len() > RECEIVED_PAGE_MAX {
+                return Err(protocol(peer, "a page over 256 entries"));
+            }
+            for entry in page.entries {
+                report.sent_listed += 1;
+                self.restore_sent(peer, entry, report).await?;
+            }
+            if page.next_after.is_empty() {
+                return Ok(());
+            }
+            if page.next_after <= after || decode_seq(&page.next_after).is_err() {
+                return Err(protocol(peer, "a next_after that does not advance"));
+            }
+            if report.sent_listed >= MAX_LISTED {
+                return Err(protocol(
+                    peer,
+                    "more envelopes than one reconciliation takes",
+                ));
+            }
+            after = page.next_after;
+        }
+    }
+
+    /// Verifies one envelope this node sent, as `peer` holds it (this node's own pinned
+    /// keys for the envelope, the peer's for its receipt), and records again what it proves.
+    /// What cannot be used is counted and audited as unavailable.
+    async fn restore_sent(
+        &self,
+        peer: &str,
+        entry: ReceivedEnvelope,
+        report: &mut PeerReconciliation,
+    ) -> Result<(), NodeError> {
+        let sent = match self.verify_sent(peer, &entry) {
+            Ok(sent) => sent,
+            Err(why) => {
+                report.sent_unavailable += 1;
+                tracing::warn!(peer, message_id = %entry.message_id, why, "an envelope the peer holds from this node cannot be used");
+                return self.audit_unavailable(peer, &entry.message_id, why);
+            }
+        };
+        // A withdrawal takes effect as a local one does: after the delivery rounds in flight
+        // under the consent, and once recorded no message under it leaves (the workers stop
+        // the queued ones at their next round).
+        let withdrawn = match &sent.effect {
+            SentEffect::Withdrawal(w, _) => self
+                .ledger()
+                .consent(&w.consent_id)?
+                .filter(|c| c.withdrawal.is_none())
+                .and_then(|c| c.record),
+            _ => None,
+        };
+        let _lanes = match &withdrawn {
+            Some(record) => self.close_lanes(self.lanes_of(record)?).await,
+            None => Vec::new(),
+        };
+        // The consent's other recipients may not hold the withdrawal (its notice to them
+        // may have been queued still when the store was lost): each gets it again, as a new
+        // notice of the same withdrawal (one that holds it already changes nothing).
+        let notices = match (&withdrawn, &sent.effect) {
+            (Some(record), SentEffect::Withdrawal(w, _)) => {
+                self.renotify_withdrawal(record, w, peer)?
+            }
+            _ => Vec::new(),
+        };
+        let done = self
+            .ledger()
+            .restore_sent(peer, &sent, &notices, self.now_ms())?;
+        self.ledger().flush().await?;
+        drop(_lanes);
+        if done.withdrawal {
+            report.withdrawals_restored += 1;
+            if let Some(record) = &withdrawn {
+                for r in &record.recipients {
+                    self.wake(r);
+                }
+            }
+        }
+        if done.consent {
+            report.consents_restored += 1;
+        }
+        if done.message {
+            report.messages_restored += 1;
+        }
+        if done.unknown_consent {
+            report.sent_unavailable += 1;
+            self.audit_unavailable(
+                peer,
+                &entry.message_id,
+                "a withdrawal of a consent not held here",
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Notices of withdrawal `w` of `record` to its recipients other than `peer` (which
+    /// holds it), except those whose notice of the consent is still queued here (they never
+    /// held the consent; the worker stops that notice).
+    fn renotify_withdrawal(
+        &self,
+        record: &ConsentRecord,
+        w: &ConsentWithdrawalRecord,
+        peer: &str,
+    ) -> Result<Vec<Outgoing>, NodeError> {
+        let never_told: BTreeSet<String> = self
+            .ledger()
+            .queued_under(&BTreeSet::from([record.consent_id.clone()]))?
+            .into_iter()
+            .filter(|q| q.kind == MessageKind::ConsentNotice)
+            .map(|q| q.recipient)
+            .collect();
+        let body = MessageBody {
+            body: Some(Body::ConsentWithdrawal(ConsentWithdrawal {
+                withdrawal: Some(w.clone()),
+            })),
+        };
+        let now = self.now_ms();
+        record
+            .recipients
+            .iter()
+            .filter(|r| r.as_str() != peer && !never_told.contains(*r))
+            .map(|r| {
+                self.seal_outgoing(
+                    MessageKind::ConsentWithdrawal,
+                    r,
+                    &record.consent_id,
+                    "",
+                    &body,
+                    now,
+                )
+            })
+            .collect()
+    }
+
+    /// What `entry` proves, if its envelope verifies with this node's own keys and was sent
+    /// by this node to `peer`, and the peer's receipt for exactly it verifies with the
+    /// peer's keys; why not, if not (no personal data).
+    fn verify_sent(
+        &self,
+        peer: &str,
+        entry: &ReceivedEnvelope,
+    ) -> Result<SentEnvelope, &'static str> {
+        let envelope = entry
+            .envelope
+            .as_ref()
+            .ok_or("the peer no longer holds the body")?;
+        if envelope.signer != self.agency() {
+            return Err("signed by another agency");
+        }
+        let directory = self.directory();
+        let own = directory
+            .get(self.agency())
+            .ok_or("this agency is not in the directory")?;
+        let opened = verify_and_open(envelope, own.evidence_keys(), &self.limits().envelope)
+            .map_err(|_| "does not verify with this agency's keys")?;
+        let header = &opened.header;
+        if header.sender != self.agency() || header.recipient != peer {
+            return Err("not sent by this agency to the peer");
+        }
+        if header.message_id != entry.message_id {
+            return Err("listed under another message id");
+        }
+        if kind_of(&opened.body) != Some(opened.kind) {
+            return Err("a body of another kind than its header");
+        }
+        let peer_keys = directory
+            .get(peer)
+            .ok_or("the peer is not in the directory")?
+            .evidence_keys();
+        let signed = entry.receipt.as_ref().ok_or("no receipt")?;
+        let expected = ExpectedReceipt {
+            message_id: &header.message_id,
+            envelope_sha256: &opened.hash,
+            sender: self.agency(),
+            receiver: peer,
+        };
+        let receipt = verify_receipt(signed, peer_keys, &expected)
+            .map_err(|_| "the peer's receipt does not verify")?;
+        let effect = match opened.body.body {
+            Some(Body::ConsentNotice(n)) => {
+                let record = n.consent.ok_or("a consent notice without its record")?;
+                if record.recording_agency != self.agency()
+                    || record.consent_id != header.consent_id
+                {
+                    return Err("a consent notice about another consent");
+                }
+                SentEffect::Consent(Box::new(record), envelope.clone())
+            }
+            Some(Body::ConsentWithdrawal(w)) => {
+                let withdrawal = w
+                    .withdrawal
+                    .ok_or("a withdrawal notice without its record")?;
+                if withdrawal.consent_id != header.consent_id {
+                    return Err("a withdrawal notice about another consent");
+                }
+                SentEffect::Withdrawal(withdrawal, envelope.clone())
+            }
+            _ => SentEffect::None,
+        };
+        Ok(SentEnvelope {
+            status: MessageStatus {
+                message_id: header.message_id.clone(),
+                kind: opened.kind as i32,
+                recipient: peer.to_string(),
+                state: DeliveryState::Delivered as i32,
+                attempts: 1,
+                detail: String::new(),
+                submitted_at_ms: header.created_at_ms,
+                updated_at_ms: receipt.received_at_ms,
+                receipt: Some(signed.clone()),
+                consent_id: header.consent_id.clone(),
+            },
+            envelope_sha256: opened.hash.to_vec(),
+            effect,
+        })
     }
 
     /// At start: if the store was restored from a backup and still owes reconciliations,
