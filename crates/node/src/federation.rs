@@ -47,14 +47,9 @@ struct Ports {
     reserved: Option<[TcpSocket; 3]>,
 }
 
-/// Binds `addr` without listening. `shared`: with SO_REUSEADDR, needed to hold a port again
-/// while connections of the stopped node linger in TIME_WAIT. A first reservation (port 0)
-/// is not shared: Linux may hand a port already bound with SO_REUSEADDR to another
-/// SO_REUSEADDR bind to port 0 (another federation, another process), and the later of the
-/// two `listen` calls would fail with AddrInUse.
-fn reserve(addr: SocketAddr, shared: bool) -> Result<TcpSocket, NodeError> {
+fn reserve(addr: SocketAddr) -> Result<TcpSocket, NodeError> {
     let socket = TcpSocket::new_v4()?;
-    socket.set_reuseaddr(shared)?;
+    socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     Ok(socket)
 }
@@ -62,11 +57,7 @@ fn reserve(addr: SocketAddr, shared: bool) -> Result<TcpSocket, NodeError> {
 impl Ports {
     fn bind() -> Result<Self, NodeError> {
         let any: SocketAddr = ([127, 0, 0, 1], 0).into();
-        let sockets = [
-            reserve(any, false)?,
-            reserve(any, false)?,
-            reserve(any, false)?,
-        ];
+        let sockets = [reserve(any)?, reserve(any)?, reserve(any)?];
         let addrs = [
             sockets[0].local_addr()?,
             sockets[1].local_addr()?,
@@ -83,9 +74,9 @@ impl Ports {
         let [peer, api, metrics] = match self.reserved.take() {
             Some(s) => s,
             None => [
-                reserve(self.addrs[0], true)?,
-                reserve(self.addrs[1], true)?,
-                reserve(self.addrs[2], true)?,
+                reserve(self.addrs[0])?,
+                reserve(self.addrs[1])?,
+                reserve(self.addrs[2])?,
             ],
         };
         Ok(Listeners {
@@ -101,7 +92,7 @@ impl Ports {
     async fn hold(&mut self) {
         for _ in 0..100 {
             let held: Result<Vec<TcpSocket>, NodeError> =
-                self.addrs.iter().map(|a| reserve(*a, true)).collect();
+                self.addrs.iter().map(|a| reserve(*a)).collect();
             if let Ok(sockets) = held {
                 if let Ok(sockets) = <[TcpSocket; 3]>::try_from(sockets) {
                     self.reserved = Some(sockets);
