@@ -115,6 +115,33 @@ fn peer_failed(peer: &str, status: &tonic::Status) -> NodeError {
     ))
 }
 
+/// The cursor of a listing's next page (`None`: the listing ended), given the peer's
+/// `next_after`, whether it decodes (`valid`) and how many entries were `listed` so far. A
+/// cursor that does not advance would list for ever (cursors are fixed-width hex), and a
+/// listing longer than one reconciliation takes is refused: both are the peer's fault.
+fn next_page(
+    peer: &str,
+    after: &str,
+    next_after: String,
+    valid: bool,
+    listed: u64,
+    what: &str,
+) -> Result<Option<String>, NodeError> {
+    if next_after.is_empty() {
+        return Ok(None);
+    }
+    if next_after.as_str() <= after || !valid {
+        return Err(protocol(peer, "a next_after that does not advance"));
+    }
+    if listed >= MAX_LISTED {
+        return Err(protocol(
+            peer,
+            &format!("more {what} than one reconciliation takes"),
+        ));
+    }
+    Ok(Some(next_after))
+}
+
 fn protocol(peer: &str, what: &str) -> NodeError {
     NodeError::Aborted(format!("{peer} answered out of the contract: {what}"))
 }
@@ -465,20 +492,18 @@ impl Node {
                 }
             }
             self.refetch(&transport, peer, &wanted, report).await?;
-            if page.next_after.is_empty() {
-                return Ok(());
+            let valid = decode_cursor(&page.next_after).is_ok();
+            match next_page(
+                peer,
+                &after,
+                page.next_after,
+                valid,
+                report.listed,
+                "deliveries",
+            )? {
+                Some(next) => after = next,
+                None => return Ok(()),
             }
-            // Cursors are fixed-width hex: one that does not advance would list for ever.
-            if page.next_after <= after || decode_cursor(&page.next_after).is_err() {
-                return Err(protocol(peer, "a next_after that does not advance"));
-            }
-            if report.listed >= MAX_LISTED {
-                return Err(protocol(
-                    peer,
-                    "more deliveries than one reconciliation takes",
-                ));
-            }
-            after = page.next_after;
         }
     }
 
@@ -575,19 +600,18 @@ impl Node {
                 report.sent_listed += 1;
                 self.restore_sent(peer, entry, report).await?;
             }
-            if page.next_after.is_empty() {
-                return Ok(());
+            let valid = decode_seq(&page.next_after).is_ok();
+            match next_page(
+                peer,
+                &after,
+                page.next_after,
+                valid,
+                report.sent_listed,
+                "envelopes",
+            )? {
+                Some(next) => after = next,
+                None => return Ok(()),
             }
-            if page.next_after <= after || decode_seq(&page.next_after).is_err() {
-                return Err(protocol(peer, "a next_after that does not advance"));
-            }
-            if report.sent_listed >= MAX_LISTED {
-                return Err(protocol(
-                    peer,
-                    "more envelopes than one reconciliation takes",
-                ));
-            }
-            after = page.next_after;
         }
     }
 
@@ -868,5 +892,30 @@ mod tests {
         }
         // fixed width: the text order is the cursor order
         assert!(encode_cursor((2, 0)) > encode_cursor((1, u64::MAX)));
+    }
+
+    #[test]
+    fn a_next_page_must_advance_decode_and_stay_within_the_bound() {
+        let next = |after: &str, next: &str, valid: bool, listed: u64| {
+            next_page("p", after, next.to_string(), valid, listed, "entries")
+        };
+        assert_eq!(next("a", "", true, 5).expect("the end"), None);
+        assert_eq!(next("a", "b", true, 5).expect("on"), Some("b".to_string()));
+        assert_eq!(
+            next("", "a", true, 0).expect("first"),
+            Some("a".to_string())
+        );
+        for (after, cursor, valid, listed) in [
+            ("b", "b", true, 5),
+            ("b", "a", true, 5),
+            ("a", "b", false, 5),
+            ("a", "b", true, MAX_LISTED),
+        ] {
+            let e = next(after, cursor, valid, listed).expect_err("refused");
+            assert!(
+                matches!(e, NodeError::Aborted(ref m) if m.contains("answered out of the contract")),
+                "{after:?} -> {cursor:?}: {e}"
+            );
+        }
     }
 }
