@@ -142,6 +142,25 @@ fn next_page(
     Ok(Some(next_after))
 }
 
+/// The page size a listing call asks for (`limit`, 0: `default`, at most `max`), once its
+/// `since_ms` is checked too; each refusal names its field.
+fn page_request(limit: u32, since_ms: i64, default: usize, max: usize) -> Result<usize, NodeError> {
+    let limit = match limit as usize {
+        0 => default,
+        n if n > max => {
+            return Err(NodeError::invalid(
+                "limit",
+                format!("is {n}; at most {max} per page"),
+            ))
+        }
+        n => n,
+    };
+    if since_ms < 0 {
+        return Err(NodeError::invalid("since_ms", "must not be negative"));
+    }
+    Ok(limit)
+}
+
 fn protocol(peer: &str, what: &str) -> NodeError {
     NodeError::Aborted(format!("{peer} answered out of the contract: {what}"))
 }
@@ -155,19 +174,7 @@ impl Node {
         caller: &str,
         req: &ListDeliveredRequest,
     ) -> Result<ListDeliveredResponse, NodeError> {
-        let limit = match req.limit as usize {
-            0 => LIST_PAGE_DEFAULT,
-            n if n > LIST_PAGE_MAX => {
-                return Err(NodeError::invalid(
-                    "limit",
-                    format!("is {n}; at most {LIST_PAGE_MAX} per page"),
-                ))
-            }
-            n => n,
-        };
-        if req.since_ms < 0 {
-            return Err(NodeError::invalid("since_ms", "must not be negative"));
-        }
+        let limit = page_request(req.limit, req.since_ms, LIST_PAGE_DEFAULT, LIST_PAGE_MAX)?;
         let after = decode_cursor(&req.after)?;
         let mut page = self
             .ledger()
@@ -276,19 +283,12 @@ impl Node {
         caller: &str,
         req: &ListReceivedRequest,
     ) -> Result<ListReceivedResponse, NodeError> {
-        let limit = match req.limit as usize {
-            0 => RECEIVED_PAGE_DEFAULT,
-            n if n > RECEIVED_PAGE_MAX => {
-                return Err(NodeError::invalid(
-                    "limit",
-                    format!("is {n}; at most {RECEIVED_PAGE_MAX} per page"),
-                ))
-            }
-            n => n,
-        };
-        if req.since_ms < 0 {
-            return Err(NodeError::invalid("since_ms", "must not be negative"));
-        }
+        let limit = page_request(
+            req.limit,
+            req.since_ms,
+            RECEIVED_PAGE_DEFAULT,
+            RECEIVED_PAGE_MAX,
+        )?;
         let after = decode_seq(&req.after)?;
         let page = self.ledger().received_from(
             caller,
