@@ -21,8 +21,8 @@
 pub mod link;
 pub mod raw_h2;
 
+use kurzdraht_client::AgencyClient;
 use kurzdraht_envelope::{envelope_hash, verify_receipt, ExpectedReceipt};
-use kurzdraht_node::client::AgencyClient;
 use kurzdraht_node::error::reason_of;
 use kurzdraht_node::{clock, federation::LocalFederation, policy};
 use kurzdraht_proto::v1::{self as pb, message_body::Body};
@@ -432,7 +432,7 @@ pub async fn status(client: &mut AgencyClient, message_id: &str) -> pb::MessageS
 
 /// Every consent the node holds (all pages).
 pub async fn list_consents(client: &mut AgencyClient) -> Vec<pb::ConsentEntry> {
-    kurzdraht_node::client::all_consents(client)
+    kurzdraht_client::all_consents(client)
         .await
         .unwrap_or_else(|s| panic!("list consents: {s:?}"))
 }

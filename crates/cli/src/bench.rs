@@ -22,9 +22,9 @@
 //! phases goes to stderr. Every run is bounded in time.
 
 use anyhow::{bail, Context};
+use kurzdraht_client::{connect, AgencyClient, ClientConfig};
 use kurzdraht_envelope::{envelope_hash, ids, seal, sign_receipt, SigningKey};
 use kurzdraht_ledger::{DataKey, Durability, Finish, Ledger, LedgerError, Outgoing};
-use kurzdraht_node::client::{connect, AgencyClient, ClientConfig};
 use kurzdraht_node::config::NodeConfig;
 use kurzdraht_node::server::{self, Listeners};
 use kurzdraht_node::{clock, pki, NodeError};
@@ -1959,7 +1959,7 @@ async fn record_bench_consent(
 /// Waits until `client`'s node holds consent `id` in force (up to 15 s).
 async fn consent_in_force(client: &mut AgencyClient, id: &str) -> anyhow::Result<()> {
     for _ in 0..750 {
-        let consents = kurzdraht_node::client::all_consents(client).await?;
+        let consents = kurzdraht_client::all_consents(client).await?;
         if consents.iter().any(|c| {
             c.consent.as_ref().is_some_and(|r| r.consent_id == id)
                 && c.state == pb::ConsentState::ConsentInForce as i32

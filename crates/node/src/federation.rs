@@ -9,7 +9,6 @@
 //! production ceiling of minutes).
 
 use crate::{
-    client::{connect, AgencyClient, ClientConfig},
     clock::{Clock, SystemClock},
     config::NodeConfig,
     node::Node,
@@ -17,6 +16,7 @@ use crate::{
     server::{serve, Listeners},
     NodeError,
 };
+use kurzdraht_client::{connect, AgencyClient, ClientConfig};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -184,7 +184,7 @@ impl LocalFederation {
     }
 
     pub fn client_config(&self, agency: &str) -> Result<ClientConfig, NodeError> {
-        ClientConfig::load(&self.files(agency)?.client_config)
+        Ok(ClientConfig::load(&self.files(agency)?.client_config)?)
     }
 
     fn launch(&mut self, agency: &str) -> Result<(), NodeError> {
@@ -269,7 +269,7 @@ impl LocalFederation {
 
     /// An AgencyApi client of `agency`'s IT system.
     pub async fn client(&self, agency: &str) -> Result<AgencyClient, NodeError> {
-        connect(&self.client_config(agency)?).await
+        Ok(connect(&self.client_config(agency)?).await?)
     }
 
     /// Stops every node.
