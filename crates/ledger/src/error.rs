@@ -9,7 +9,7 @@ pub enum LedgerError {
     /// The storage engine failed (its own message; see [`crate::db`]).
     #[error("store error: {0}")]
     Store(String),
-    /// A file operation the ledger runs itself, beside sled's own, failed (an fsync after a flush).
+    /// A file operation the ledger runs itself, beside the engine's own, failed (an fsync after a flush).
     #[error("{what} of {path} failed: {source}")]
     Io {
         what: &'static str,

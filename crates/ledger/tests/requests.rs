@@ -1,4 +1,4 @@
-//! The ledger's idempotency keys (tree `requests`) against real sled directories: a repeat
+//! The ledger's idempotency keys (tree `requests`) against real store directories: a repeat
 //! changes nothing and gets the first answer (also after reopening), another request under
 //! a key is refused, concurrent calls with one key change the store once, an undo forgets
 //! its answer, old answers are forgotten through the time index, and no answer keeps

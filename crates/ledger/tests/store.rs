@@ -1,4 +1,4 @@
-//! Integration tests of the ledger against real sled directories.
+//! Integration tests of the ledger against real store directories.
 
 // Helpers outside `#[test]` functions are test code too; `allow-unwrap-in-tests` does not see them.
 #![allow(clippy::unwrap_used)]

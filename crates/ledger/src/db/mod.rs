@@ -17,7 +17,7 @@
 //! [`LedgerError::Store`] with its message, a store held by another process
 //! [`LedgerError::Locked`].
 //!
-//! The one engine is sled, behind `sled_adapter` — the only file that names it. Another
+//! The one engine today is behind `sled_adapter`, the only file that knows it. Another
 //! engine is one more adapter implementing [`Engine`] (and [`EngineTx`]) that passes the
 //! adapter suite (`suite`, run by the unit tests against every adapter).
 

@@ -109,8 +109,10 @@ pub(crate) fn a_transaction_reads_its_own_writes(open: Open) {
     assert!(a.get(b"gone").expect("test").is_none());
 }
 
-/// Transactions on several threads increment one counter: the engine sees their conflicts
-/// and runs the losers again, so no increment is lost.
+/// Transactions on several threads increment one counter, each yielding between its read
+/// and its write: none may lose another's increment. (An engine that runs one transaction
+/// at a time never reports a conflict; one that runs them optimistically must see the
+/// conflict and run the loser again, [`TxStop::Conflict`].)
 pub(crate) fn conflicting_transactions_lose_no_update(open: Open) {
     let (_dir, db) = store(open);
     let a = db.open_tree("a").expect("test");
@@ -125,6 +127,8 @@ pub(crate) fn conflicting_transactions_lose_no_update(open: Open) {
                             .get(b"n")?
                             .map(|v| u64::from_be_bytes(v.try_into().expect("test")))
                             .unwrap_or(0);
+                        // let another thread in between the read and the write
+                        std::thread::yield_now();
                         t.insert(b"n", (n + 1).to_be_bytes())?;
                         Ok(())
                     })

@@ -93,6 +93,19 @@ impl Tx<'_> {
                 )?;
             }
         }
+        t.apply_effect(record, effect, now_ms)?;
+        Ok(Accepted::Stored { seq })
+    }
+
+    /// What a newly stored envelope changes besides the inbox (inside [`Tx::accept`]): a
+    /// replicated consent or withdrawal, audited.
+    fn apply_effect(
+        &self,
+        record: &InboxRecord,
+        effect: &ConsentEffect,
+        now_ms: i64,
+    ) -> TxResult<()> {
+        let t = self;
         match effect {
             ConsentEffect::None => {}
             ConsentEffect::Record(consent) => {
@@ -148,7 +161,7 @@ impl Tx<'_> {
                 )?;
             }
         }
-        Ok(Accepted::Stored { seq })
+        Ok(())
     }
 
     /// Audits the first redelivery of a held envelope (`inbox.duplicate`) and marks the

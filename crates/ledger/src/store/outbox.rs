@@ -57,6 +57,39 @@ pub enum Finish {
     ExpiredRenewed { renewal: Box<Outgoing> },
 }
 
+impl Finish {
+    /// The final state it gives a message, its audit event and the detail of both.
+    fn outcome(&self) -> (DeliveryState, AuditEvent, String) {
+        match self {
+            Finish::Delivered { .. } => (
+                DeliveryState::Delivered,
+                AuditEvent::Delivered,
+                String::new(),
+            ),
+            Finish::Refused { reason } => (
+                DeliveryState::Refused,
+                AuditEvent::DeliveryRefused,
+                reason.clone(),
+            ),
+            Finish::Rejected { reason } => (
+                DeliveryState::Rejected,
+                AuditEvent::DeliveryRejected,
+                reason.clone(),
+            ),
+            Finish::Expired => (
+                DeliveryState::Expired,
+                AuditEvent::DeliveryExpired,
+                "deadline passed".to_string(),
+            ),
+            Finish::ExpiredRenewed { renewal } => (
+                DeliveryState::Expired,
+                AuditEvent::DeliveryExpired,
+                format!("deadline passed; renewed as {}", renewal.message_id),
+            ),
+        }
+    }
+}
+
 /// What [`Ledger::finish`] did.
 #[derive(Debug, Clone, Default)]
 pub struct Finished {
@@ -161,33 +194,7 @@ impl Tx<'_> {
         if status.state != DeliveryState::Queued as i32 {
             return Ok(Finished::default());
         }
-        let (state, event, detail) = match how {
-            Finish::Delivered { .. } => (
-                DeliveryState::Delivered,
-                AuditEvent::Delivered,
-                String::new(),
-            ),
-            Finish::Refused { reason } => (
-                DeliveryState::Refused,
-                AuditEvent::DeliveryRefused,
-                reason.clone(),
-            ),
-            Finish::Rejected { reason } => (
-                DeliveryState::Rejected,
-                AuditEvent::DeliveryRejected,
-                reason.clone(),
-            ),
-            Finish::Expired => (
-                DeliveryState::Expired,
-                AuditEvent::DeliveryExpired,
-                "deadline passed".to_string(),
-            ),
-            Finish::ExpiredRenewed { renewal } => (
-                DeliveryState::Expired,
-                AuditEvent::DeliveryExpired,
-                format!("deadline passed; renewed as {}", renewal.message_id),
-            ),
-        };
+        let (state, event, detail) = how.outcome();
         if matches!(how, Finish::Delivered { .. } | Finish::Rejected { .. }) {
             status.attempts += 1; // the attempt that ended it
         }
@@ -244,21 +251,23 @@ impl Tx<'_> {
         t.messages
             .insert(message_id.as_bytes(), record.encode_to_vec())?;
         t.append_audit(note, now_ms)?;
-        let notice_seq = match notice {
-            Some(mut n) => {
-                let seq = t.next_inbox_seq()?;
-                n.seq = seq;
-                t.put_sealed(t.inbox, "inbox", n.message_id.as_bytes(), &n)?;
-                t.inbox_seq
-                    .insert(seq.to_be_bytes(), n.message_id.as_bytes())?;
-                Some(seq)
-            }
-            None => None,
-        };
+        let notice_seq = notice.map(|n| t.leave_notice(n)).transpose()?;
         Ok(Finished {
             notice_seq,
             status: record.status,
         })
+    }
+}
+
+impl Tx<'_> {
+    /// Leaves a delivery notice in this node's inbox; returns its arrival sequence number.
+    fn leave_notice(&self, mut notice: InboxRecord) -> TxResult<u64> {
+        let seq = self.next_inbox_seq()?;
+        notice.seq = seq;
+        self.put_sealed(self.inbox, "inbox", notice.message_id.as_bytes(), &notice)?;
+        self.inbox_seq
+            .insert(seq.to_be_bytes(), notice.message_id.as_bytes())?;
+        Ok(seq)
     }
 }
 
