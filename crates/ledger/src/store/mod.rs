@@ -9,9 +9,9 @@
 //! | `inbox_seq` | u64 BE arrival sequence              | message id                     |
 //! | `audit`     | u64 BE sequence                      | audit entry bytes              |
 //! | `meta`      | `audit_head`, `inbox_seq`, `schema`  | counters and the chain head    |
-//! | `retention` | see [`retention`]                    | closed cases, bodies held      |
-//! | `requests`  | see [`requests`]                     | first answers to keyed calls   |
-//! | `delivered` | see [`kept`]                         | delivered envelopes, kept      |
+//! | `retention` | see `retention.rs`                   | closed cases, bodies held      |
+//! | `requests`  | see `requests.rs`                    | first answers to keyed calls   |
+//! | `delivered` | see `kept.rs`                        | delivered envelopes, kept      |
 //!
 //! Every method that changes state runs one transaction over all trees, including the
 //! audit entry that records the change. Callers make the change durable with
@@ -20,13 +20,15 @@
 //! is one consistent state.
 //!
 //! Who owns what: `open.rs` opening, format upgrades, flush and health; `tx.rs` the
-//! transaction ([`Tx`]) and sealed values; `consents.rs`, `outbox.rs`, `inbox.rs`,
-//! `audit.rs` one concern each (its [`Ledger`] methods and the [`Tx`] steps they share);
+//! transaction (`Tx`) and sealed values; `consents.rs`, `outbox.rs`, `inbox.rs`,
+//! `audit.rs` one concern each (its [`Ledger`] methods and the `Tx` steps they share);
 //! `lanes.rs`, `deadlines.rs` the outbox's lanes and deadlines; `retention.rs` the
 //! retention index, the sweep and erasure; `requests.rs` idempotency keys; `kept.rs` and
 //! `sent.rs` deliveries kept for and learned back from restored peers; `backup.rs`,
 //! `rekey.rs` whole-store operations.
 
+#[cfg(doc)]
+use crate::records::{InboxRecord, MessageRecord, OutboxEntry, StoredConsent};
 use crate::{
     at_rest::AtRest,
     commit::{Durability, GroupCommit},
