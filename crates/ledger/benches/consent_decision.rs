@@ -1,4 +1,4 @@
-//! The consent decision as a node makes it: look the cited consent up in an encrypted sled
+//! The consent decision as a node makes it: look the cited consent up in an encrypted
 //! store holding many consents (default 1,000,000; `KURZDRAHT_BENCH_CONSENTS` to change),
 //! decrypt and decode it, and evaluate (lookup + decrypt + evaluate). Also the pure
 //! evaluation alone.
@@ -9,7 +9,7 @@
 //!   cycled from a small sample (1,000) that was read once before;
 //! - cold: the store reopened with a page cache much smaller than the store (1 MiB at
 //!   most), the ids drawn uniformly over the whole store (100,000 of them), so most
-//!   lookups miss sled's cache. (The operating system's file cache is not dropped.)
+//!   lookups miss the engine's cache. (The operating system's file cache is not dropped.)
 //!
 //! Run: `cargo bench -p kurzdraht-ledger --bench consent_decision` (filling the store with a
 //! million consents takes a few minutes; progress on stderr). Run without `--bench` (as

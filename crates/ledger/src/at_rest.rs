@@ -1,6 +1,6 @@
 //! Encryption at rest: the values of the trees that hold personal data (`consents`,
 //! `inbox`, `outbox`; `requests` too, whose request hashes are hashes over it) are sealed with ChaCha20-Poly1305 under the node's data key, which
-//! lives in a file outside the data directory. A copy of the sled directory alone reveals no
+//! lives in a file outside the data directory. A copy of the data directory alone reveals no
 //! names. The audit chain and message status hold no personal data and stay readable, so
 //! `kurzdraht audit verify` needs no key.
 //!

@@ -4,11 +4,12 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
-    #[error("the data directory {path} is in use by another process (sled holds a lock on it)")]
+    #[error("the data directory {path} is in use by another process (the store is locked)")]
     Locked { path: PathBuf },
+    /// The storage engine failed (its own message; see [`crate::db`]).
     #[error("store error: {0}")]
-    Store(#[from] sled::Error),
-    /// A file operation the ledger runs itself, beside sled's own, failed (an fsync after a flush).
+    Store(String),
+    /// A file operation the ledger runs itself, beside the engine's own, failed (an fsync after a flush).
     #[error("{what} of {path} failed: {source}")]
     Io {
         what: &'static str,

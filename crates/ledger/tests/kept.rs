@@ -1,5 +1,5 @@
 //! What a node keeps of what it delivered (for peers restored from a backup), and the
-//! online backup and restore of a store, against real sled directories.
+//! online backup and restore of a store, against real store directories.
 
 #![allow(clippy::unwrap_used)]
 

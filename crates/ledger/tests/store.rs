@@ -1,8 +1,9 @@
-//! Integration tests of the ledger against real sled directories.
+//! Integration tests of the ledger against real store directories.
 
 // Helpers outside `#[test]` functions are test code too; `allow-unwrap-in-tests` does not see them.
 #![allow(clippy::unwrap_used)]
 
+use kurzdraht_ledger::db;
 use kurzdraht_ledger::records::AuditEntry;
 use kurzdraht_ledger::{
     Accepted, ConsentEffect, ConsentRefusal, Finish, InboxRecord, Ledger, LedgerError, Outgoing,
@@ -899,11 +900,11 @@ async fn populated_store(dir: &Path) -> u64 {
     l.verify_audit().unwrap().entries
 }
 
-async fn tamper(dir: &Path, f: impl FnOnce(&sled::Tree)) {
-    let db = sled::open(dir).unwrap();
+async fn tamper(dir: &Path, f: impl FnOnce(&db::Tree)) {
+    let db = db::open(dir, None).unwrap();
     let audit = db.open_tree("audit").unwrap();
     f(&audit);
-    db.flush_async().await.unwrap();
+    db.flush().unwrap();
 }
 
 fn assert_broken(dir: &Path, expect_seq: u64) {
@@ -1348,10 +1349,15 @@ async fn the_retention_index_is_built_for_a_store_of_the_earlier_format() {
     }
     {
         // what a store written before the index looks like: no index, no schema mark
-        let db = sled::open(dir.path()).unwrap();
-        assert!(db.drop_tree("retention").unwrap());
+        let db = db::open(dir.path(), None).unwrap();
+        let retention = db.open_tree("retention").unwrap();
+        let index: Vec<_> = retention.iter().map(|kv| kv.unwrap().0).collect();
+        assert!(!index.is_empty());
+        for key in index {
+            retention.remove(key).unwrap();
+        }
         db.open_tree("meta").unwrap().remove("schema").unwrap();
-        db.flush_async().await.unwrap();
+        db.flush().unwrap();
     }
     let l = open_keyed(dir.path()).unwrap();
     let swept = l.sweep_closed_cases(10_000, 20_000, 10).unwrap();
@@ -1398,10 +1404,10 @@ fn a_store_of_a_later_format_is_refused() {
         l.record_consent(&consent("c-1"), &[], 1_000).unwrap();
     }
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = db::open(dir.path(), None).unwrap();
         db.open_tree("meta")
             .unwrap()
-            .insert("schema", &99u64.to_be_bytes())
+            .insert("schema", 99u64.to_be_bytes())
             .unwrap();
         db.flush().unwrap();
     }

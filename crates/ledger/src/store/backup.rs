@@ -20,6 +20,7 @@
 use super::{u64_from, Ledger, SCHEMA, SCHEMA_VERSION, SEQ_FLOOR};
 use crate::{
     audit::{AuditEvent, AuditNote},
+    db,
     error::LedgerError,
     records::{BackupManifest, PendingReconciliation},
 };
@@ -32,8 +33,8 @@ const MAGIC: &[u8] = b"KURZDRAHT-BACKUP 1\n";
 const TREE: u8 = 1;
 const ENTRY: u8 = 2;
 const END: u8 = 3;
-/// The largest key, value or name an archive may hold (sled keeps values up to its own
-/// limits; kurzdraht's largest are envelopes of a few hundred KiB).
+/// The largest key, value or name an archive may hold (the engine keeps values up to its
+/// own limits; kurzdraht's largest are envelopes of a few hundred KiB).
 const MAX_FIELD: usize = 64 * 1024 * 1024;
 /// The largest manifest.
 const MAX_MANIFEST: usize = 64 * 1024;
@@ -102,7 +103,7 @@ impl Ledger {
         let started = std::time::Instant::now();
         let mut trees = 0;
         let mut entries = 0;
-        for name in self.db.tree_names() {
+        for name in self.db.tree_names()? {
             let tree = self.db.open_tree(&name)?;
             w.put(&[TREE]).map_err(wr)?;
             w.field(&name).map_err(wr)?;
@@ -255,21 +256,16 @@ pub fn restore(archive: &Path, dir: &Path) -> Result<BackupManifest, LedgerError
             });
         }
     }
-    let db = sled::Config::new().path(dir).open()?;
+    let db = db::open(dir, None)?;
     let file = std::fs::File::open(archive).map_err(io("open", archive))?;
-    let mut open: Option<(Vec<u8>, sled::Tree, sled::Batch, usize)> = None;
+    let mut open: Option<(Vec<u8>, db::Tree, db::Batch, usize)> = None;
     let mut max_seq = 0u64;
     read_archive(std::io::BufReader::new(file), |name, key, value| {
         if open.as_ref().is_none_or(|(n, ..)| n.as_slice() != name) {
             if let Some((_, tree, batch, _)) = open.take() {
                 tree.apply_batch(batch)?;
             }
-            open = Some((
-                name.to_vec(),
-                db.open_tree(name)?,
-                sled::Batch::default(),
-                0,
-            ));
+            open = Some((name.to_vec(), db.open_tree(name)?, db::Batch::default(), 0));
         }
         if name == b"outbox" && key.len() >= 8 {
             max_seq = max_seq.max(u64_from("outbox key", &key[key.len() - 8..])?);
@@ -294,9 +290,9 @@ pub fn restore(archive: &Path, dir: &Path) -> Result<BackupManifest, LedgerError
         tree.apply_batch(batch)?;
     }
     let meta = db.open_tree("meta")?;
-    meta.insert(SEQ_FLOOR, &max_seq.saturating_add(1).to_be_bytes())?;
+    meta.insert(SEQ_FLOOR, max_seq.saturating_add(1).to_be_bytes())?;
     if meta.get(SCHEMA)?.is_none() {
-        meta.insert(SCHEMA, &manifest.schema.to_be_bytes())?;
+        meta.insert(SCHEMA, manifest.schema.to_be_bytes())?;
     }
     db.flush()?;
     Ok(manifest)
@@ -304,7 +300,7 @@ pub fn restore(archive: &Path, dir: &Path) -> Result<BackupManifest, LedgerError
 
 /// Moves the store in `dir` aside, to `<dir>.before-restore-<now, unix seconds>`, so a
 /// backup can be restored into `dir`; nothing is deleted. Refuses while a process holds
-/// the store open (sled's lock on `dir/db`: a running node), naming the directory.
+/// the store open (the engine's lock: a running node), naming the directory.
 /// Returns where the store went, or `None` when `dir` is absent or empty.
 pub fn move_aside(dir: &Path, now_ms: i64) -> Result<Option<PathBuf>, LedgerError> {
     match std::fs::read_dir(dir) {
@@ -316,19 +312,10 @@ pub fn move_aside(dir: &Path, now_ms: i64) -> Result<Option<PathBuf>, LedgerErro
             }
         }
     }
-    let lock_file = dir.join("db");
-    if lock_file.exists() {
-        use fs2::FileExt;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .open(&lock_file)
-            .map_err(io("open", &lock_file))?;
-        if file.try_lock_exclusive().is_err() {
-            return Err(LedgerError::Locked {
-                path: dir.to_path_buf(),
-            });
-        }
-        // released when `file` is dropped, before the rename
+    if db::held_open(dir)? {
+        return Err(LedgerError::Locked {
+            path: dir.to_path_buf(),
+        });
     }
     let mut aside = dir.as_os_str().to_owned();
     aside.push(format!(".before-restore-{}", now_ms.max(0) / 1000));

@@ -141,7 +141,7 @@ impl Tx<'_> {
             .insert(time_key(now_ms, seq), reference.encode_to_vec())?;
         if !consent_id.is_empty() {
             self.delivered
-                .insert(consent_key(consent_id, message_id), &[])?;
+                .insert(consent_key(consent_id, message_id), [])?;
         }
         Ok(())
     }

@@ -193,7 +193,7 @@ impl Ledger {
                     .map(|s| s.consent_id.clone())
                     .unwrap_or_default();
                 let new_key = outbox_key(&recipient, t.lane_of(&consent_id)?, seq);
-                t.outbox.remove(key.as_ref())?;
+                t.outbox.remove(key)?;
                 t.put_sealed(t.outbox, "outbox", &new_key, &entry)?;
                 record.outbox_key = new_key;
                 t.messages
@@ -328,7 +328,7 @@ mod tests {
                     .expect("test");
             }
             l.meta
-                .insert(super::super::SCHEMA, &marked.to_be_bytes())
+                .insert(super::super::SCHEMA, marked.to_be_bytes())
                 .expect("test");
             l.flush().await.expect("test");
         }

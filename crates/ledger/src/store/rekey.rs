@@ -7,8 +7,7 @@
 
 use super::{Ledger, KEY_CHECK};
 use crate::at_rest::{is_sealed, AtRest, DataKey};
-use crate::LedgerError;
-use sled::transaction::ConflictableTransactionError;
+use crate::{db::Value, LedgerError};
 
 /// The trees whose values are sealed, by name (the name is part of each seal's associated
 /// data).
@@ -30,7 +29,7 @@ impl Ledger {
             &self.requests,
             &self.delivered,
         ];
-        let mut resealed: Vec<(usize, sled::IVec, Vec<u8>)> = Vec::new();
+        let mut resealed: Vec<(usize, Value, Vec<u8>)> = Vec::new();
         for (i, (name, tree)) in SEALED_TREES.into_iter().zip(trees).enumerate() {
             for item in tree.iter() {
                 let (key, value) = item?;
@@ -46,12 +45,9 @@ impl Ledger {
         self.tx(|t| {
             let views = [t.consents, t.inbox, t.outbox, t.requests, t.delivered];
             for (i, key, value) in &resealed {
-                let view = views.get(*i).ok_or_else(|| {
-                    ConflictableTransactionError::Abort(LedgerError::corrupt(
-                        "rekey",
-                        "no such tree",
-                    ))
-                })?;
+                let view = views
+                    .get(*i)
+                    .ok_or_else(|| LedgerError::corrupt("rekey", "no such tree"))?;
                 view.insert(key, value.as_slice())?;
             }
             t.meta.insert(KEY_CHECK, check.as_slice())?;

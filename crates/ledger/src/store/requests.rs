@@ -13,8 +13,8 @@
 //! ([`KeyedRequest::key_id`]): the store holds neither the key nor the client's name. A
 //! record is written in the same transaction as the state change it answers (so a crash
 //! leaves both or neither) and the check for an earlier one runs in that transaction too
-//! (sled runs transactions one at a time: of two concurrent calls with one key, exactly one
-//! changes anything). The `t` index lets [`Ledger::forget_answers`] find the old records
+//! (the engine serialises transactions that touch one key — a conflict runs the later one
+//! again — so of two concurrent calls with one key, exactly one changes anything). The `t` index lets [`Ledger::forget_answers`] find the old records
 //! without reading the others. Values are sealed under the data key: the request hash is a
 //! hash over personal data. Records hold ids only, never an answer's personal data.
 
@@ -101,10 +101,8 @@ impl Tx<'_> {
             &answer_key(&request.key_id),
             &request.answer,
         )?;
-        self.requests.insert(
-            time_key(request.answer.answered_at_ms, &request.key_id),
-            &[],
-        )?;
+        self.requests
+            .insert(time_key(request.answer.answered_at_ms, &request.key_id), [])?;
         Ok(())
     }
 
@@ -182,7 +180,7 @@ impl Ledger {
         }
         self.tx(|t| {
             for (key, key_id) in &due {
-                t.requests.remove(key.as_ref())?;
+                t.requests.remove(key)?;
                 t.requests.remove(answer_key(key_id))?;
             }
             Ok(())
@@ -204,7 +202,7 @@ impl Ledger {
 
     /// The raw `requests` tree, for tests that look at what is stored on disk.
     #[doc(hidden)]
-    pub fn requests_tree(&self) -> &sled::Tree {
+    pub fn requests_tree(&self) -> &crate::db::Tree {
         &self.requests
     }
 }

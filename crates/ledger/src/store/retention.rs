@@ -1,3 +1,6 @@
+//! Retention and erasure. Erasure ([`Ledger::erase_consents`]) takes the person out of
+//! their consents at once.
+//!
 //! The retention index: which cases are closed, which are due for the retention sweep, and
 //! which received messages still hold a body — so that the sweep and erasure touch only
 //! what they delete and never scan (or decode) the whole store.
@@ -18,6 +21,7 @@
 use super::{abort, Ledger, Tx, TxResult};
 use crate::{
     audit::{AuditEvent, AuditNote},
+    db::{Batch, Value},
     error::LedgerError,
     records::{InboxRecord, StoredConsent},
 };
@@ -62,10 +66,10 @@ fn holds_body(record: &InboxRecord) -> bool {
 
 /// One due case read from the index.
 struct DueCase {
-    key: sled::IVec,
+    key: Value,
     /// The entry's value when read: empty at closing, the id of the latest message that
     /// arrived under the closed case after that.
-    stamp: sled::IVec,
+    stamp: Value,
     consent_id: String,
 }
 
@@ -86,10 +90,9 @@ impl Tx<'_> {
         }
         let t = self;
         t.retention
-            .insert(body_key(&record.consent_id, &record.message_id), &[])?;
+            .insert(body_key(&record.consent_id, &record.message_id), [])?;
         if let Some(closed) = t.retention.get(closed_key(&record.consent_id))? {
-            let at = super::u64_from("case closed at", &closed)
-                .map_err(sled::transaction::ConflictableTransactionError::Abort)?;
+            let at = super::u64_from("case closed at", &closed)?;
             t.retention.insert(
                 due_key(at as i64, &record.consent_id),
                 record.message_id.as_bytes(),
@@ -135,6 +138,42 @@ impl Tx<'_> {
 }
 
 impl Ledger {
+    /// Erases the person from these consents: the record keeps no subject or guardian, the
+    /// notice keeps only its signed header (which still proves that the recording agency
+    /// issued this consent). Each erasure is audited.
+    pub fn erase_consents(
+        &self,
+        consent_ids: &BTreeSet<String>,
+        now_ms: i64,
+    ) -> Result<(), LedgerError> {
+        for cid in consent_ids {
+            self.tx(|t| {
+                let Some(mut held) =
+                    t.get_sealed::<StoredConsent>(t.consents, "consents", cid.as_bytes())?
+                else {
+                    return Ok(());
+                };
+                if let Some(r) = held.record.as_mut() {
+                    r.subject = None;
+                    r.guardian_name.clear();
+                }
+                if let Some(w) = held.withdrawal.as_mut() {
+                    w.manner.clear(); // free text, which may name the person
+                }
+                if let Some(n) = held.notice.as_mut() {
+                    n.payload.clear();
+                }
+                held.erased_at_ms = now_ms;
+                t.put_sealed(t.consents, "consents", cid.as_bytes(), &held)?;
+                t.append_audit(
+                    AuditNote::new(AuditEvent::SubjectErased).consent(cid),
+                    now_ms,
+                )
+            })?;
+        }
+        Ok(())
+    }
+
     /// Closes the case of a consent at this node; closing again keeps the first time.
     /// Returns when it was closed.
     pub fn close_case(&self, consent_id: &str, now_ms: i64) -> Result<i64, LedgerError> {
@@ -150,11 +189,9 @@ impl Ledger {
             }
             held.case_closed_at_ms = now_ms;
             t.put_sealed(t.consents, "consents", id, &held)?;
-            t.retention.insert(
-                closed_key(consent_id),
-                &(now_ms.max(0) as u64).to_be_bytes(),
-            )?;
-            t.retention.insert(due_key(now_ms, consent_id), &[])?;
+            t.retention
+                .insert(closed_key(consent_id), (now_ms.max(0) as u64).to_be_bytes())?;
+            t.retention.insert(due_key(now_ms, consent_id), [])?;
             t.append_audit(
                 AuditNote::new(AuditEvent::CaseClosed).consent(consent_id),
                 now_ms,
@@ -217,7 +254,7 @@ impl Ledger {
             let _unchanged_or_kept = {
                 let _writing = self.write_guard();
                 self.retention
-                    .compare_and_swap(&case.key, Some(&case.stamp), None::<&[u8]>)?
+                    .compare_and_swap(&case.key, Some(case.stamp.as_slice()), None)?
             };
             swept.cases += 1;
         }
@@ -260,7 +297,7 @@ impl Ledger {
     /// build only means it runs again at the next open.
     pub(super) fn build_retention_index(&self) -> Result<(), LedgerError> {
         let started = std::time::Instant::now();
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         let mut pending = 0usize;
         let mut cases = 0usize;
         let mut bodies = 0usize;
@@ -271,8 +308,8 @@ impl Ledger {
             };
             if held.case_closed_at_ms > 0 {
                 let at = held.case_closed_at_ms;
-                batch.insert(closed_key(&record.consent_id), &(at as u64).to_be_bytes());
-                batch.insert(due_key(at, &record.consent_id), &[]);
+                batch.insert(closed_key(&record.consent_id), (at as u64).to_be_bytes());
+                batch.insert(due_key(at, &record.consent_id), []);
                 cases += 1;
                 pending += 2;
             }
@@ -284,7 +321,7 @@ impl Ledger {
         for record in self.inbox_iter() {
             let record = record?;
             if holds_body(&record) {
-                batch.insert(body_key(&record.consent_id, &record.message_id), &[]);
+                batch.insert(body_key(&record.consent_id, &record.message_id), []);
                 bodies += 1;
                 pending += 1;
             }

@@ -81,7 +81,7 @@ impl Ledger {
             }
             let (key, id) = kv?;
             let seq = u64::from_be_bytes(
-                key.as_ref()
+                key.as_slice()
                     .try_into()
                     .map_err(|_| LedgerError::corrupt("inbox index", "key not 8 bytes"))?,
             );
