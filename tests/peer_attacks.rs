@@ -15,11 +15,12 @@ use kurzdraht_ledger::Ledger;
 use kurzdraht_node::client::AgencyClient;
 use kurzdraht_node::config::NodeConfig;
 use kurzdraht_node::error::reason_of;
-use kurzdraht_node::{clock, federation::LocalFederation, tls};
+use kurzdraht_node::{clock, tls};
 use kurzdraht_proto::v1::{
     self as pb, message_body::Body, peer_exchange_client::PeerExchangeClient, EnvelopeHeader,
     MessageBody, MessageKind, SignedEnvelope, SignedReceipt,
 };
+use kurzdraht_testkit::LocalFederation;
 use prost::Message;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -212,7 +213,7 @@ impl Lab {
                 given_by: pb::ConsentGiver::Person as i32,
                 recipients: vec![JA.into()],
                 purposes: vec![pb::Purpose::U25MoveOut as i32],
-                categories: kurzdraht_tests::EVERY_CATEGORY_BUT_HEALTH
+                categories: kurzdraht_testkit::EVERY_CATEGORY_BUT_HEALTH
                     .iter()
                     .map(|c| *c as i32)
                     .collect(),

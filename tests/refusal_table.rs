@@ -13,7 +13,7 @@ use kurzdraht_node::clock::Clock;
 use kurzdraht_node::error::{reason_of, retry_class, Retry};
 use kurzdraht_node::tls::{api_client_tls, peer_client_tls};
 use kurzdraht_proto::v1::{self as pb, message_body::Body};
-use kurzdraht_tests::*;
+use kurzdraht_testkit::*;
 use prost::bytes::{Buf, BufMut};
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet};

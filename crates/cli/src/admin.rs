@@ -206,7 +206,7 @@ fn parse_role(value: &str) -> Result<Role, String> {
 pub fn pki(command: PkiCommand) -> anyhow::Result<ExitCode> {
     match command {
         PkiCommand::Init { dir } => {
-            let files = pki::init(&dir, &pki::segeberg_on_free_ports(true)?)?;
+            let files = pki::init(&dir, &kurzdraht_testkit::segeberg_on_free_ports(true)?)?;
             println!(
                 "federation created in {} — FOR DEMOS AND TESTS: it holds every agency's secrets; \
                  separate authorities follow deploy/README.md",

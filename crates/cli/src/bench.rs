@@ -333,7 +333,7 @@ impl TempFederation {
             .tempdir_in(base_dir(dir)?)?;
         let files = pki::init(
             &tmp.path().join("federation"),
-            &pki::segeberg_on_free_ports(false)?,
+            &kurzdraht_testkit::segeberg_on_free_ports(false)?,
         )?;
         Ok(Self { tmp, files })
     }
@@ -2129,7 +2129,7 @@ async fn e2e(
         );
 
         // The baseline's bare peer, on its own loopback port with the Jugendamt's TLS.
-        let bare_addr = pki::free_loopback_addrs(1)?[0];
+        let bare_addr = kurzdraht_testkit::free_loopback_addrs(1)?[0];
         let (bare_stop, bare_stopped) = oneshot::channel::<()>();
         let bare = tonic::transport::Server::builder()
             .tcp_nodelay(true)

@@ -5,8 +5,9 @@
 use anyhow::Context;
 use kurzdraht_envelope::{envelope_hash, verify_receipt, ExpectedReceipt};
 use kurzdraht_node::client::AgencyClient;
-use kurzdraht_node::{clock, error::reason_of, federation::LocalFederation};
+use kurzdraht_node::{clock, error::reason_of};
 use kurzdraht_proto::v1::{self as pb, message_body::Body};
+use kurzdraht_testkit::LocalFederation;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
