@@ -18,9 +18,6 @@
 #![allow(clippy::large_enum_variant)]
 
 mod admin;
-mod bench;
-mod bench_footprint;
-mod bench_link;
 mod commands;
 mod demo;
 mod exit;
@@ -123,12 +120,6 @@ enum Command {
     Outbox {
         #[command(subcommand)]
         command: outbox::OutboxCommand,
-    },
-    /// Benchmarks: ledger group commit versus fsync per submission, how fast a restarted
-    /// node with a long history resumes delivery, and the end-to-end path versus a bare call.
-    Bench {
-        #[command(subcommand)]
-        command: bench::BenchCommand,
     },
     #[command(flatten)]
     Client(commands::ClientCommand),
@@ -294,7 +285,6 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             restore(&config, &from, replace).await?;
             Ok(exit::OK)
         }
-        Command::Bench { command } => bench::run(command).await,
         Command::Client(c) => commands::run(c).await,
     }
 }
