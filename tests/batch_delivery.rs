@@ -15,11 +15,11 @@
 //! (an older version, put in the Jugendamt's place on its address and TLS identity), and the
 //! order each person's case keeps while several cases travel in parallel delivery lanes.
 
+use kurzdraht_client::AgencyClient;
 use kurzdraht_envelope::{
     envelope_hash, ids::new_id, seal, sign_receipt, verify_receipt, ExpectedReceipt, SigningKey,
 };
 use kurzdraht_ledger::{records::AuditEntry, Ledger};
-use kurzdraht_node::client::AgencyClient;
 use kurzdraht_node::config::NodeConfig;
 use kurzdraht_node::error::reason_of;
 use kurzdraht_node::{clock, tls};

@@ -2,8 +2,8 @@
 //! the legal basis for health data, the form and the evidence hash, superseding records, and
 //! the signed proof of the consent behind a message — also after it was withdrawn.
 
+use kurzdraht_client::AgencyClient;
 use kurzdraht_envelope::verify_and_open;
-use kurzdraht_node::client::AgencyClient;
 use kurzdraht_node::clock::Clock;
 use kurzdraht_proto::v1::{self as pb, get_consent_evidence_request::About, message_body::Body};
 use kurzdraht_testkit::*;

@@ -3,7 +3,7 @@
 //! that disagree, a peer's `too-large`, a failed flush after commit, and erasure with
 //! messages still queued. Each test was seen to fail against the code before its fix.
 
-use kurzdraht_node::client::AgencyClient;
+use kurzdraht_client::AgencyClient;
 use kurzdraht_node::clock::{self, Clock};
 use kurzdraht_node::delivery::IN_DOUBT;
 use kurzdraht_proto::v1 as pb;

@@ -19,8 +19,8 @@
 //! the tail of every node's log (`KURZDRAHT_TEST_KEEP=1` keeps the whole directory). A guard
 //! kills every child process, also on panic.
 
+use kurzdraht_client::{connect, AgencyClient, ClientConfig};
 use kurzdraht_envelope::{envelope_hash, verify_receipt, ExpectedReceipt, VerifyingKey};
-use kurzdraht_node::client::{connect, AgencyClient, ClientConfig};
 use kurzdraht_node::directory::Directory;
 use kurzdraht_node::pki;
 use kurzdraht_proto::v1 as pb;

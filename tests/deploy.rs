@@ -9,11 +9,11 @@
 //! separate processes with the command lines of their units, and uses them as an operator
 //! would: health check, the independent Python client, metrics, SIGTERM.
 
-use kurzdraht_node::client::{connect, ClientConfig};
+use kurzdraht_client::connection::api_client_tls;
+use kurzdraht_client::{connect, ClientConfig};
 use kurzdraht_node::config::NodeConfig;
 use kurzdraht_node::directory::Directory;
 use kurzdraht_node::pki;
-use kurzdraht_node::tls::api_client_tls;
 use kurzdraht_proto::v1 as pb;
 use kurzdraht_testkit::{
     binary, printed, require_python_grpc, run_python_client, wait_for_state, JA, JC, JN,

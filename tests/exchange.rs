@@ -7,9 +7,9 @@
 //! bounded waits are the short windows in which a test checks that something does *not*
 //! happen ([`kurzdraht_testkit::assert_stays`]).
 
+use kurzdraht_client::connect;
 use kurzdraht_envelope::{envelope_hash, ids::new_id, verify_and_open, verify_receipt};
 use kurzdraht_ledger::Ledger;
-use kurzdraht_node::client::connect;
 use kurzdraht_node::clock;
 use kurzdraht_node::clock::Clock;
 use kurzdraht_proto::v1::{self as pb, message_body::Body};

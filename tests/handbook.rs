@@ -10,7 +10,7 @@
 //! `timedatectl` are skipped. Every block must end with exit status 0, and each test then
 //! checks what the block was meant to do.
 
-use kurzdraht_node::client::{self, AgencyClient, ClientConfig};
+use kurzdraht_client::{self as client, AgencyClient, ClientConfig};
 use kurzdraht_proto::v1 as pb;
 use kurzdraht_testkit::*;
 use std::net::{SocketAddr, TcpStream};

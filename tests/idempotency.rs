@@ -6,7 +6,7 @@
 //! learns of its undo; keys have a limit and are forgotten after the delivery deadline.
 //! (Killed processes: `tests/crash.rs`, test 6.)
 
-use kurzdraht_node::client::AgencyClient;
+use kurzdraht_client::AgencyClient;
 use kurzdraht_proto::v1 as pb;
 use kurzdraht_testkit::*;
 use std::time::Duration;

@@ -21,7 +21,7 @@
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use kurzdraht_node::client::{connect, AgencyClient, ClientConfig};
+use kurzdraht_client::{connect, AgencyClient, ClientConfig};
 use kurzdraht_node::config::TlsMaterial;
 use kurzdraht_node::error::reason_of;
 use kurzdraht_node::peer_limits::{AUDIT_BURST, AUDIT_EVERY_MS};

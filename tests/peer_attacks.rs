@@ -8,11 +8,11 @@
 //! chain verifies, holds exactly one `inbox.refused` entry per refusal the node decided,
 //! and no subject name or date of birth.
 
+use kurzdraht_client::AgencyClient;
 use kurzdraht_envelope::{
     envelope_hash, ids::new_id, seal, verify_receipt, ExpectedReceipt, SigningKey,
 };
 use kurzdraht_ledger::Ledger;
-use kurzdraht_node::client::AgencyClient;
 use kurzdraht_node::config::NodeConfig;
 use kurzdraht_node::error::reason_of;
 use kurzdraht_node::{clock, tls};

@@ -66,7 +66,7 @@ async fn queue_one_for_each(h: &mut Harness) -> (String, String) {
 }
 
 /// Waits until the message's delivery was tried and failed at least once.
-async fn wait_for_failed_attempt(client: &kurzdraht_node::client::AgencyClient, id: &str) {
+async fn wait_for_failed_attempt(client: &kurzdraht_client::AgencyClient, id: &str) {
     wait_until(&format!("a failed attempt of {id}"), || {
         let mut c = client.clone();
         async move {

@@ -9,9 +9,10 @@
 //! generated client can make (garbage, invalid UTF-8) are sent as raw gRPC messages over a
 //! tonic channel with a codec that passes bytes through.
 
+use kurzdraht_client::connection::api_client_tls;
 use kurzdraht_node::clock::Clock;
 use kurzdraht_node::error::{reason_of, retry_class, Retry};
-use kurzdraht_node::tls::{api_client_tls, peer_client_tls};
+use kurzdraht_node::tls::peer_client_tls;
 use kurzdraht_proto::v1::{self as pb, message_body::Body};
 use kurzdraht_testkit::*;
 use prost::bytes::{Buf, BufMut};

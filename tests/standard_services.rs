@@ -2,7 +2,7 @@
 //! server reflection (v1 and v1alpha), usable without a token, as load balancers, grpcurl
 //! and grpcio's reflection client expect.
 
-use kurzdraht_node::tls::api_client_tls;
+use kurzdraht_client::connection::api_client_tls;
 use kurzdraht_testkit::*;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::{

@@ -2,8 +2,8 @@
 
 use crate::{common::*, restart::*};
 use anyhow::{bail, Context};
+use kurzdraht_client::{AgencyClient, ClientConfig};
 use kurzdraht_envelope::ids;
-use kurzdraht_node::client::{AgencyClient, ClientConfig};
 use kurzdraht_node::config::NodeConfig;
 use kurzdraht_node::{clock, pki};
 use kurzdraht_proto::v1::{self as pb, MessageKind};
@@ -393,7 +393,7 @@ pub(crate) async fn record_bench_consent(
 /// Waits until `client`'s node holds consent `id` in force (up to 15 s).
 pub(crate) async fn consent_in_force(client: &mut AgencyClient, id: &str) -> anyhow::Result<()> {
     for _ in 0..750 {
-        let consents = kurzdraht_node::client::all_consents(client).await?;
+        let consents = kurzdraht_client::all_consents(client).await?;
         if consents.iter().any(|c| {
             c.consent.as_ref().is_some_and(|r| r.consent_id == id)
                 && c.state == pb::ConsentState::ConsentInForce as i32

@@ -26,9 +26,9 @@
 
 use crate::common::{self as bench, JA, JC};
 use anyhow::{bail, Context};
+use kurzdraht_client::{connect, AgencyClient, ClientConfig};
 use kurzdraht_envelope::{ids, sign_receipt, sign_receipt_batch, SigningKey};
 use kurzdraht_ledger::{Accepted, ConsentEffect, InboxRecord, Outgoing};
-use kurzdraht_node::client::{connect, AgencyClient, ClientConfig};
 use kurzdraht_node::config::NodeConfig;
 use kurzdraht_node::{clock, Node};
 use kurzdraht_proto::v1::{

@@ -3,9 +3,9 @@
 
 use crate::common::*;
 use anyhow::{bail, Context};
+use kurzdraht_client::{connect, AgencyClient, ClientConfig};
 use kurzdraht_envelope::{ids, sign_receipt};
 use kurzdraht_ledger::{DataKey, Finish, Ledger, LedgerError};
-use kurzdraht_node::client::{connect, AgencyClient, ClientConfig};
 use kurzdraht_node::config::NodeConfig;
 use kurzdraht_node::server::{self, Listeners};
 use kurzdraht_node::{clock, NodeError};

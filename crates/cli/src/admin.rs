@@ -630,7 +630,7 @@ pub async fn health(config: Option<PathBuf>, client: Option<PathBuf>) -> anyhow:
             (n.agency, pki::local_url(n.api_addr), ca)
         }
         (None, Some(client)) => {
-            let c = kurzdraht_node::client::ClientConfig::load(&client)?;
+            let c = kurzdraht_client::ClientConfig::load(&client)?;
             (c.agency, c.endpoint, c.ca_pem)
         }
         (None, None) => anyhow::bail!(
@@ -638,7 +638,9 @@ pub async fn health(config: Option<PathBuf>, client: Option<PathBuf>) -> anyhow:
         ),
     };
     let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())?
-        .tls_config(tls::api_client_tls(&ca_pem, &agency))?
+        .tls_config(kurzdraht_client::connection::api_client_tls(
+            &ca_pem, &agency,
+        ))?
         .connect_timeout(reachability::PROBE_TIMEOUT)
         .timeout(reachability::PROBE_TIMEOUT)
         .connect()

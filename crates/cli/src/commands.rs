@@ -5,7 +5,7 @@
 use crate::exit;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
-use kurzdraht_node::client::{connect, AgencyClient, ClientConfig};
+use kurzdraht_client::{connect, AgencyClient, ClientConfig};
 use kurzdraht_node::clock;
 use kurzdraht_proto::v1::{self as pb, message_body::Body};
 use std::path::PathBuf;
@@ -538,9 +538,9 @@ async fn keyed_call<T>(
     match call.await {
         Ok(answer) => Ok(answer.into_inner()),
         Err(status) => {
-            let reason = kurzdraht_node::error::reason_of(&status);
-            if kurzdraht_node::error::retry_class(status.code(), reason)
-                == kurzdraht_node::error::Retry::Transient
+            let reason = kurzdraht_client::status::reason_of(&status);
+            if kurzdraht_client::status::retry_class(status.code(), reason)
+                == kurzdraht_client::status::Retry::Transient
             {
                 eprintln!(
                     "idempotency-key: {key}\nrepeat the same command with --idempotency-key {key}: \
@@ -558,13 +558,13 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<ExitCode> {
         Ok(code) => Ok(code),
         Err(e) => match e.downcast::<tonic::Status>() {
             Ok(status) => {
-                let reason = kurzdraht_node::error::reason_of(&status).unwrap_or("-");
+                let reason = kurzdraht_client::status::reason_of(&status).unwrap_or("-");
                 eprintln!(
                     "refused: {:?}: {} (reason: {reason})",
                     status.code(),
                     status.message()
                 );
-                Ok(exit::for_status(status.code()))
+                Ok(exit::for_status(&status))
             }
             Err(e) => Err(e),
         },

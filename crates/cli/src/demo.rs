@@ -3,8 +3,8 @@
 //! states what must happen; the demo exits non-zero if any expectation fails.
 
 use anyhow::Context;
+use kurzdraht_client::AgencyClient;
 use kurzdraht_envelope::{envelope_hash, verify_receipt, ExpectedReceipt};
-use kurzdraht_node::client::AgencyClient;
 use kurzdraht_node::{clock, error::reason_of};
 use kurzdraht_proto::v1::{self as pb, message_body::Body};
 use kurzdraht_testkit::LocalFederation;
@@ -144,7 +144,7 @@ async fn consent_state(
     state: pb::ConsentState,
 ) -> anyhow::Result<bool> {
     for _ in 0..750 {
-        let consents = kurzdraht_node::client::all_consents(client).await?;
+        let consents = kurzdraht_client::all_consents(client).await?;
         if consents.iter().any(|c| {
             c.consent.as_ref().is_some_and(|r| r.consent_id == id) && c.state == state as i32
         }) {

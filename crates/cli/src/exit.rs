@@ -1,8 +1,9 @@
 //! Exit codes, distinct for refused, invalid, unreachable, unauthenticated and "does not
 //! verify".
 
+use kurzdraht_client::status::{reason_of, retry_class, Retry};
 use std::process::ExitCode;
-use tonic::Code;
+use tonic::{Code, Status};
 
 pub const OK: ExitCode = ExitCode::SUCCESS;
 pub const OTHER: ExitCode = ExitCode::FAILURE;
@@ -32,24 +33,43 @@ pub fn unverified() -> ExitCode {
     ExitCode::from(7)
 }
 
-/// The exit code for a gRPC status code.
-pub fn for_status(code: Code) -> ExitCode {
-    match code {
-        Code::Ok => OK,
-        Code::FailedPrecondition | Code::PermissionDenied => ExitCode::from(3),
-        Code::InvalidArgument | Code::OutOfRange | Code::AlreadyExists | Code::NotFound => {
-            ExitCode::from(4)
-        }
-        Code::Unavailable | Code::DeadlineExceeded => ExitCode::from(5),
-        Code::Unauthenticated => ExitCode::from(6),
-        _ => OTHER,
+/// The exit code for a node's refusal. Whether it is worth repeating is decided by the one
+/// classification the delivery worker uses too (`kurzdraht_client::status::retry_class`):
+/// every transient refusal is 5 ("not now, try again"); a final one says whose fault it is.
+pub fn for_status(status: &Status) -> ExitCode {
+    exit_for(status.code(), reason_of(status))
+}
+
+/// [`for_status`] on its parts (pure, for the table test).
+fn exit_for(code: Code, reason: Option<&str>) -> ExitCode {
+    if code == Code::Ok {
+        return OK;
+    }
+    match retry_class(code, reason) {
+        Retry::Transient => ExitCode::from(5),
+        Retry::Final => match code {
+            Code::FailedPrecondition | Code::PermissionDenied => ExitCode::from(3),
+            Code::InvalidArgument
+            | Code::OutOfRange
+            | Code::AlreadyExists
+            | Code::NotFound
+            | Code::ResourceExhausted => ExitCode::from(4),
+            Code::Unauthenticated => ExitCode::from(6),
+            _ => OTHER,
+        },
     }
 }
 
 /// The exit code for an error that ended a command.
 pub fn code_of(e: &anyhow::Error) -> ExitCode {
     if let Some(s) = e.downcast_ref::<tonic::Status>() {
-        return for_status(s.code());
+        return for_status(s);
+    }
+    if let Some(c) = e.downcast_ref::<kurzdraht_client::ClientError>() {
+        return match c {
+            kurzdraht_client::ClientError::Transport(_) => ExitCode::from(5),
+            kurzdraht_client::ClientError::Config { .. } => ExitCode::from(4),
+        };
     }
     if let Some(l) = e.downcast_ref::<kurzdraht_ledger::LedgerError>() {
         return match l {
@@ -71,4 +91,48 @@ pub fn code_of(e: &anyhow::Error) -> ExitCode {
         };
     }
     OTHER
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every status code with and without the reasons that change its meaning: a refusal
+    /// worth repeating is 5 exactly when the delivery worker would retry it.
+    #[test]
+    fn exit_codes_follow_the_one_classification() {
+        let reasons = [
+            None,
+            Some("too-large"),
+            Some("rate-limited"),
+            Some("certificate-revoked"),
+            Some("clock-skew"),
+            Some("consent-withdrawn"),
+        ];
+        for n in 1..=16 {
+            let code = Code::from_i32(n);
+            for reason in reasons {
+                let exit = exit_for(code, reason);
+                let transient = retry_class(code, reason) == Retry::Transient;
+                assert_eq!(exit == ExitCode::from(5), transient, "{code:?} {reason:?}");
+            }
+        }
+        assert_eq!(exit_for(Code::Ok, None), OK);
+        assert_eq!(
+            exit_for(Code::FailedPrecondition, Some("consent-withdrawn")),
+            ExitCode::from(3)
+        );
+        assert_eq!(exit_for(Code::InvalidArgument, None), ExitCode::from(4));
+        assert_eq!(
+            exit_for(Code::ResourceExhausted, Some("too-large")),
+            ExitCode::from(4)
+        );
+        assert_eq!(
+            exit_for(Code::ResourceExhausted, Some("rate-limited")),
+            ExitCode::from(5)
+        );
+        assert_eq!(exit_for(Code::Unavailable, None), ExitCode::from(5));
+        assert_eq!(exit_for(Code::Unauthenticated, None), ExitCode::from(6));
+        assert_eq!(exit_for(Code::Unimplemented, None), OTHER);
+    }
 }

@@ -207,8 +207,8 @@ fn exit_codes_and_export() {
     // Export: 300 more requests, then the Jugendamt's inbox to a file, with progress.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let cfg = kurzdraht_node::client::ClientConfig::load(&jc).unwrap();
-        let mut client = kurzdraht_node::client::connect(&cfg).await.unwrap();
+        let cfg = kurzdraht_client::ClientConfig::load(&jc).unwrap();
+        let mut client = kurzdraht_client::connect(&cfg).await.unwrap();
         for i in 0..300 {
             let body = kurzdraht_proto::v1::CertificationRequest {
                 subject: Some(kurzdraht_proto::v1::Subject {

@@ -329,24 +329,7 @@ pub struct NodeConfig {
 
 /// Reads a secret file, refusing one that others than its owner may read.
 pub fn read_secret(key: &str, path: &Path) -> Result<String, NodeError> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let meta = std::fs::metadata(path)
-            .map_err(|e| NodeError::config(key, format!("cannot read {}: {e}", path.display())))?;
-        if meta.permissions().mode() & 0o077 != 0 {
-            return Err(NodeError::config(
-                key,
-                format!(
-                    "{} may be read by other users (mode {:o}); restrict it to the owner (chmod 600)",
-                    path.display(),
-                    meta.permissions().mode() & 0o777
-                ),
-            ));
-        }
-    }
-    std::fs::read_to_string(path)
-        .map_err(|e| NodeError::config(key, format!("cannot read {}: {e}", path.display())))
+    Ok(kurzdraht_client::config::read_secret(key, path)?)
 }
 
 fn read_public(key: &str, path: &Path) -> Result<String, NodeError> {

@@ -8,8 +8,9 @@ use kurzdraht_envelope::EnvelopeError;
 use kurzdraht_ledger::{ConsentRefusal, LedgerError};
 use tonic::{Code, Status};
 
-/// The metadata key that carries a refusal's reason code.
-pub const REASON_METADATA: &str = "kurzdraht-reason";
+// A received status is read, and classified into retry or final, in one place: the client
+// crate's `status` module (the CLI and IT systems read it alike).
+pub use kurzdraht_client::status::{reason_of, retry_class, Retry, REASON_METADATA};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -88,6 +89,15 @@ pub enum NodeError {
     Envelope(#[from] EnvelopeError),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+}
+
+impl From<kurzdraht_client::ClientError> for NodeError {
+    fn from(e: kurzdraht_client::ClientError) -> Self {
+        match e {
+            kurzdraht_client::ClientError::Config { key, reason } => Self::Config { key, reason },
+            kurzdraht_client::ClientError::Transport(e) => Self::Transport(e),
+        }
+    }
 }
 
 impl NodeError {
@@ -266,53 +276,6 @@ pub fn transport_refusal(code: Code, message: &str, has_reason: bool) -> Option<
         ),
         _ => None,
     }
-}
-
-/// What a refusal means for whoever sent the refused request: try the same again later, or
-/// never. The one place a received status is classified (delivery retries by it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retry {
-    /// Try again later: the same request may succeed (peer down, overloaded, clocks apart).
-    Transient,
-    /// The same request will be refused again: a final answer.
-    Final,
-}
-
-/// Classifies a refusal by its reason code first — one status code can mean both (e.g.
-/// RESOURCE_EXHAUSTED is `rate-limited`, transient, or `too-large`, final) — and by its
-/// status code where the reason is missing or unknown (an older peer, or the transport).
-pub fn retry_class(code: Code, reason: Option<&str>) -> Retry {
-    match reason {
-        Some("too-large") => return Retry::Final,
-        Some(
-            "rate-limited"
-            | "clock-skew"
-            | "retry"
-            | "watch-lagged"
-            | "not-stored"
-            | "certificate-revoked",
-        ) => return Retry::Transient,
-        _ => {}
-    }
-    match code {
-        Code::InvalidArgument
-        | Code::PermissionDenied
-        | Code::FailedPrecondition
-        | Code::Unauthenticated
-        | Code::AlreadyExists
-        | Code::NotFound
-        | Code::Unimplemented
-        | Code::OutOfRange => Retry::Final,
-        _ => Retry::Transient,
-    }
-}
-
-/// The reason code a status carries, if any.
-pub fn reason_of(status: &Status) -> Option<&str> {
-    status
-        .metadata()
-        .get(REASON_METADATA)
-        .and_then(|v| v.to_str().ok())
 }
 
 #[cfg(test)]

@@ -26,8 +26,8 @@
 //!   [`transport_refusals`]: what tonic refuses before the node sees it, answered as the
 //!   contract says (`too-large`, `malformed`).
 //!   [`connection_limits`]: what a caller can hold open on either port.
-//! - [`pki`], [`client`]: setting up a federation and an IT system's client (a whole local
-//!   federation for the demo and the tests is `kurzdraht-testkit`'s).
+//! - [`pki`]: setting up a federation (a whole local federation for the demo and the tests
+//!   is `kurzdraht-testkit`'s; an IT system's client is the `kurzdraht-client` crate).
 //! - [`audit_check`]: verifying a stopped node's audit chain without writing to its store.
 //! - [`error`]: [`NodeError`] and the one conversion of errors into gRPC statuses.
 //!
@@ -45,7 +45,6 @@ pub mod agency_api;
 pub mod audit_check;
 pub mod backup;
 pub mod categories;
-pub mod client;
 pub mod clock;
 pub mod config;
 pub mod connection_limits;

@@ -218,13 +218,6 @@ pub fn peer_endpoint(
     )?)
 }
 
-/// An IT system's connection to its node's AgencyApi.
-pub fn api_client_tls(ca_pem: &str, agency: &str) -> ClientTlsConfig {
-    ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca_pem))
-        .domain_name(agency)
-}
-
 /// The agency a (chain-verified) client certificate names: exactly one directory entry.
 pub fn agency_of_certificate(
     cert: &CertificateDer<'_>,

@@ -8,8 +8,8 @@
 //! to at most [`LOCAL_RETRY_MAX_MS`] (a peer back up is reached within that, not after the
 //! production ceiling of minutes).
 
+use kurzdraht_client::{connect, AgencyClient, ClientConfig};
 use kurzdraht_node::{
-    client::{connect, AgencyClient, ClientConfig},
     clock::{Clock, SystemClock},
     config::NodeConfig,
     node::Node,
@@ -184,7 +184,7 @@ impl LocalFederation {
     }
 
     pub fn client_config(&self, agency: &str) -> Result<ClientConfig, NodeError> {
-        ClientConfig::load(&self.files(agency)?.client_config)
+        Ok(ClientConfig::load(&self.files(agency)?.client_config)?)
     }
 
     fn launch(&mut self, agency: &str) -> Result<(), NodeError> {
@@ -269,7 +269,7 @@ impl LocalFederation {
 
     /// An AgencyApi client of `agency`'s IT system.
     pub async fn client(&self, agency: &str) -> Result<AgencyClient, NodeError> {
-        connect(&self.client_config(agency)?).await
+        Ok(connect(&self.client_config(agency)?).await?)
     }
 
     /// Stops every node.

@@ -37,8 +37,8 @@ pub use process::{binary, workspace};
 pub use python::{printed, require_python_grpc, run_python_client, run_python_script, INSTALL};
 pub use serve::ServeProcess;
 
+use kurzdraht_client::AgencyClient;
 use kurzdraht_envelope::{envelope_hash, verify_receipt, ExpectedReceipt};
-use kurzdraht_node::client::AgencyClient;
 use kurzdraht_node::error::reason_of;
 use kurzdraht_node::{clock, policy};
 use kurzdraht_proto::v1::{self as pb, message_body::Body};
@@ -445,7 +445,7 @@ pub async fn status(client: &mut AgencyClient, message_id: &str) -> pb::MessageS
 
 /// Every consent the node holds (all pages).
 pub async fn list_consents(client: &mut AgencyClient) -> Vec<pb::ConsentEntry> {
-    kurzdraht_node::client::all_consents(client)
+    kurzdraht_client::all_consents(client)
         .await
         .unwrap_or_else(|s| panic!("list consents: {s:?}"))
 }
