@@ -19,8 +19,11 @@
 
 mod admin;
 mod commands;
+mod consent_commands;
 mod demo;
 mod exit;
+mod message_commands;
+mod operator_commands;
 mod outbox;
 
 use clap::{Parser, Subcommand};
