@@ -1,8 +1,9 @@
 //! What the benchmarks share: the machine, formatting, sealed test data, /proc readings.
 
 use anyhow::{bail, Context};
-use kurzdraht_envelope::{envelope_hash, ids, seal, SigningKey};
+use kurzdraht_envelope::{ids, SigningKey};
 use kurzdraht_ledger::Outgoing;
+use kurzdraht_node::node::Sealing;
 use kurzdraht_node::{clock, pki};
 use kurzdraht_proto::v1::{self as pb, message_body::Body, MessageKind};
 use std::path::{Path, PathBuf};
@@ -254,7 +255,8 @@ pub(crate) fn bench_categories() -> Vec<i32> {
 
 pub(crate) const REASON: &str = "Antrag auf Zusicherung nach § 22 Abs. 5 SGB II; Stellungnahme zur Notwendigkeit des Auszugs erbeten.";
 
-/// Seals `body` from `sender` and describes it for the outbox, as `Node::seal_outgoing` does.
+/// Seals `body` from `sender` and describes it for the outbox: the node's own sealing
+/// ([`kurzdraht_node::node::seal_outgoing`]), not in reply to anything.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn seal_outgoing(
     key: &SigningKey,
@@ -266,27 +268,16 @@ pub(crate) fn seal_outgoing(
     now_ms: i64,
     deadline: Duration,
 ) -> Outgoing {
-    let message_id = ids::new_id();
-    let header = pb::EnvelopeHeader {
-        message_id: message_id.clone(),
-        kind: kind as i32,
-        sender: sender.to_string(),
-        recipient: recipient.to_string(),
-        created_at_ms: now_ms,
-        consent_id: consent_id.to_string(),
-        ..Default::default()
-    };
-    let envelope = seal(header, body, key);
-    Outgoing {
-        envelope_sha256: envelope_hash(&envelope),
-        envelope,
-        message_id,
+    let sealing = Sealing {
+        sender,
         kind,
-        recipient: recipient.to_string(),
-        consent_id: consent_id.to_string(),
-        submitted_at_ms: now_ms,
-        deadline_ms: now_ms.saturating_add(deadline.as_millis() as i64),
-    }
+        recipient,
+        consent_id,
+        in_reply_to: "",
+        now_ms,
+        deadline,
+    };
+    kurzdraht_node::node::seal_outgoing(key, sealing, body)
 }
 
 pub(crate) fn envelope_bytes(out: &Outgoing) -> usize {
