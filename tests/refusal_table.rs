@@ -5,7 +5,7 @@
 //! bytes that are no protobuf, invalid UTF-8, implausible dates of birth, control
 //! characters in names, the U25 rule, the bearer scheme in any case.
 //!
-//! Real nodes over real TLS (the three-node federation of `tests/support`); requests that no
+//! Real nodes over real TLS (the three-node federation of `kurzdraht-testkit`); requests that no
 //! generated client can make (garbage, invalid UTF-8) are sent as raw gRPC messages over a
 //! tonic channel with a codec that passes bytes through.
 
