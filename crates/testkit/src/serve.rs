@@ -29,17 +29,33 @@ pub struct ServeProcess {
 
 impl ServeProcess {
     /// Starts `kurzdraht serve --config config` for `agency` (a name for messages), its
-    /// stderr written to `log` (created anew), stdin and stdout closed.
+    /// stderr written to `log` (created anew), stdin and stdout closed; logging at the
+    /// binary's default level.
     pub fn spawn(agency: &str, config: &Path, log: PathBuf) -> Result<Self, ServeError> {
+        Self::spawn_logging(agency, config, log, None)
+    }
+
+    /// [`ServeProcess::spawn`], logging at `level` (`KURZDRAHT_LOG`, no colours) when given.
+    pub fn spawn_logging(
+        agency: &str,
+        config: &Path,
+        log: PathBuf,
+        level: Option<&str>,
+    ) -> Result<Self, ServeError> {
         let log_file = std::fs::File::create(&log)
             .map_err(|e| ServeError(format!("creating {}: {e}", log.display())))?;
-        let child = Command::new(crate::binary())
+        let mut command = Command::new(crate::binary());
+        command
             .arg("serve")
             .arg("--config")
             .arg(config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log_file)
+            .stderr(log_file);
+        if let Some(level) = level {
+            command.env("KURZDRAHT_LOG", level).env("NO_COLOR", "1");
+        }
+        let child = command
             .spawn()
             .map_err(|e| ServeError(format!("starting kurzdraht serve for {agency}: {e}")))?;
         Ok(Self {
@@ -110,10 +126,18 @@ impl ServeProcess {
 }
 
 impl Drop for ServeProcess {
+    /// Kills it if still running; during a panic (a failing test) prints its log's tail.
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- last lines of {} ----\n{}",
+                self.agency,
+                self.log_tail(30)
+            );
         }
     }
 }
