@@ -2,8 +2,8 @@
 //! refused, invalid, unreachable and unauthenticated, an inbox export with progress, and
 //! commands repeated with their idempotency keys.
 
-use std::path::{Path, PathBuf};
 use kurzdraht_testkit::ServeProcess;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
