@@ -1,6 +1,6 @@
 //! Batched delivery (PeerExchange.DeliverBatch) and the status feed (AgencyApi.WatchStatus)
 //! on real nodes: the three Segeberg agencies on loopback with mutual TLS and sled stores
-//! ([`kurzdraht_tests::start`]).
+//! ([`kurzdraht_testkit::start`]).
 //!
 //! The raw tests present the Jobcenter's client certificate to the Jugendamt Kreis Segeberg
 //! and seal envelopes with the Jobcenter's signing key, as its node would. Every receipt is
@@ -31,7 +31,7 @@ use kurzdraht_proto::v1::{
     BatchOutcome, BatchReceiptHead, BatchReceiptProof, DeliveryOutcome, DeliveryRefusal,
     EnvelopeBatch, EnvelopeHeader, MessageBody, MessageKind, SignedEnvelope, SignedReceipt,
 };
-use kurzdraht_tests::*;
+use kurzdraht_testkit::*;
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -1088,7 +1088,7 @@ async fn watch_status_reports_each_delivery_with_a_receipt_that_verifies_alone()
                 "a status of a message not submitted in this test: {status:?}"
             );
             // Published only after it is durable: GetStatus already shows it.
-            let now = kurzdraht_tests::status(&mut jc.clone(), &status.message_id).await;
+            let now = kurzdraht_testkit::status(&mut jc.clone(), &status.message_id).await;
             assert_eq!(
                 state_name(now.state),
                 "DELIVERED",
@@ -1434,7 +1434,7 @@ async fn watch_status_reports_a_message_stopped_by_a_withdrawal() {
         let mut c = jc.clone();
         let id = id.clone();
         async move {
-            let s = kurzdraht_tests::status(&mut c, &id).await;
+            let s = kurzdraht_testkit::status(&mut c, &id).await;
             if s.attempts >= 1 {
                 Ok(())
             } else {
@@ -1478,7 +1478,7 @@ async fn watch_status_reports_a_message_stopped_by_a_withdrawal() {
         status.detail
     );
     assert!(status.receipt.is_none(), "a refused message has no receipt");
-    let now = kurzdraht_tests::status(&mut jc, &id).await;
+    let now = kurzdraht_testkit::status(&mut jc, &id).await;
     assert_eq!(now.state, status.state);
     assert_eq!(now.detail, status.detail);
 }
@@ -1575,7 +1575,7 @@ async fn the_sender_puts_at_most_256_messages_in_one_batch() {
         async move {
             let mut all = Vec::with_capacity(N);
             for id in submitted {
-                let s = kurzdraht_tests::status(&mut jc.clone(), id).await;
+                let s = kurzdraht_testkit::status(&mut jc.clone(), id).await;
                 if s.state != pb::DeliveryState::Delivered as i32 {
                     return Err(format!("{id}: {} ({:?})", state_name(s.state), s.detail));
                 }

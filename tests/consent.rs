@@ -6,7 +6,7 @@ use kurzdraht_client::AgencyClient;
 use kurzdraht_envelope::verify_and_open;
 use kurzdraht_node::clock::Clock;
 use kurzdraht_proto::v1::{self as pb, get_consent_evidence_request::About, message_body::Body};
-use kurzdraht_tests::*;
+use kurzdraht_testkit::*;
 use tonic::Code;
 
 /// Lena without an address: identity only.

@@ -7,8 +7,8 @@ use kurzdraht_client::AgencyClient;
 use kurzdraht_node::clock::{self, Clock};
 use kurzdraht_node::delivery::IN_DOUBT;
 use kurzdraht_proto::v1 as pb;
-use kurzdraht_tests::link::FrozenLink;
-use kurzdraht_tests::*;
+use kurzdraht_testkit::link::FrozenLink;
+use kurzdraht_testkit::*;
 use std::time::Duration;
 use tonic::Code;
 

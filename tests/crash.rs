@@ -24,7 +24,7 @@ use kurzdraht_envelope::{envelope_hash, verify_receipt, ExpectedReceipt, Verifyi
 use kurzdraht_node::directory::Directory;
 use kurzdraht_node::pki;
 use kurzdraht_proto::v1 as pb;
-use kurzdraht_tests::*;
+use kurzdraht_testkit::*;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::OpenOptions;
 use std::io::Write as _;
@@ -116,7 +116,7 @@ impl Federation {
     fn new() -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let root = dir.path().join("federation");
-        let a = kurzdraht_tests::free_addrs(6);
+        let a = kurzdraht_testkit::free_addrs(6);
         let addrs = [(a[0], a[1]), (a[2], a[3]), (a[4], a[5])];
         let files = pki::init(&root, &pki::segeberg(addrs)).expect("pki init");
         for f in &files {
@@ -807,7 +807,7 @@ async fn second_process_on_same_data_dir_is_refused() {
         "the first node made {}",
         data_dir.display()
     );
-    let ports = kurzdraht_tests::free_addrs(2);
+    let ports = kurzdraht_testkit::free_addrs(2);
     let mut text = std::fs::read_to_string(fed.node_config(JC)).expect("node.toml");
     text = set_key(&text, "data_dir", &format!("'{}'", data_dir.display()));
     text = set_key(&text, "peer", &format!("\"{}\"", ports[0]));

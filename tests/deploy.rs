@@ -15,7 +15,7 @@ use kurzdraht_node::config::NodeConfig;
 use kurzdraht_node::directory::Directory;
 use kurzdraht_node::pki;
 use kurzdraht_proto::v1 as pb;
-use kurzdraht_tests::{
+use kurzdraht_testkit::{
     binary, printed, require_python_grpc, run_python_client, wait_for_state, JA, JC, JN,
 };
 use std::collections::BTreeMap;
@@ -290,7 +290,7 @@ fn edit(path: &Path, from: &str, to: &str) {
 /// verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_and_signing_keys_rotate_as_the_readme_says() {
-    use kurzdraht_tests::*;
+    use kurzdraht_testkit::*;
     let mut h = start().await;
     let fed = h.fed.dir.clone();
     let jc_dir = fed.join(JC);
@@ -810,7 +810,7 @@ async fn three_nodes_run_from_the_deploy_configs() {
     let binary = binary();
     let started = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
-    let a = kurzdraht_tests::free_addrs(9);
+    let a = kurzdraht_testkit::free_addrs(9);
     // Keys, certificates from `pki init` (its own configurations are not used).
     let fed = tmp.path().join("pki");
     pki::init(

@@ -3,9 +3,9 @@
 //! driven only through the AgencyApi, stopped and restarted like an operator would.
 //!
 //! Each test starts its own federation in its own temporary directory, so tests run in
-//! parallel. Waiting is by polling ([`kurzdraht_tests::wait_until`]), never by fixed sleeps; the only
+//! parallel. Waiting is by polling ([`kurzdraht_testkit::wait_until`]), never by fixed sleeps; the only
 //! bounded waits are the short windows in which a test checks that something does *not*
-//! happen ([`kurzdraht_tests::assert_stays`]).
+//! happen ([`kurzdraht_testkit::assert_stays`]).
 
 use kurzdraht_client::connect;
 use kurzdraht_envelope::{envelope_hash, ids::new_id, verify_and_open, verify_receipt};
@@ -13,7 +13,7 @@ use kurzdraht_ledger::Ledger;
 use kurzdraht_node::clock;
 use kurzdraht_node::clock::Clock;
 use kurzdraht_proto::v1::{self as pb, message_body::Body};
-use kurzdraht_tests::*;
+use kurzdraht_testkit::*;
 use std::time::Duration;
 use tonic::Code;
 

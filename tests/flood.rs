@@ -3,7 +3,7 @@
 
 use kurzdraht_node::error::reason_of;
 use kurzdraht_proto::v1::{self as pb, peer_exchange_client::PeerExchangeClient};
-use kurzdraht_tests::*;
+use kurzdraht_testkit::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

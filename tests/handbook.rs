@@ -12,7 +12,7 @@
 
 use kurzdraht_client::{self as client, AgencyClient, ClientConfig};
 use kurzdraht_proto::v1 as pb;
-use kurzdraht_tests::*;
+use kurzdraht_testkit::*;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -8,7 +8,7 @@
 
 use kurzdraht_client::AgencyClient;
 use kurzdraht_proto::v1 as pb;
-use kurzdraht_tests::*;
+use kurzdraht_testkit::*;
 use std::time::Duration;
 use tonic::Code;
 

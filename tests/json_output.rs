@@ -8,7 +8,7 @@
 //! Needs python3 with grpcio-tools (installed with pip when missing, as python_client.rs).
 
 use kurzdraht_proto::v1 as pb;
-use kurzdraht_tests::*;
+use kurzdraht_testkit::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;

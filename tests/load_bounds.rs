@@ -27,12 +27,11 @@ use kurzdraht_node::error::reason_of;
 use kurzdraht_node::peer_limits::{AUDIT_BURST, AUDIT_EVERY_MS};
 use kurzdraht_node::pki;
 use kurzdraht_proto::v1::{self as pb, peer_exchange_client::PeerExchangeClient};
-use kurzdraht_tests::raw_h2::{self, RawH2, REFUSED_STREAM};
-use kurzdraht_tests::*;
+use kurzdraht_testkit::raw_h2::{self, RawH2, REFUSED_STREAM};
+use kurzdraht_testkit::*;
 use prost::Message;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -666,66 +665,31 @@ async fn full_store_work_leaves_the_async_threads_to_delivery() {
 
 // ---- 6. the flood, against a node in its own process ----
 
-/// One `kurzdraht serve` process, killed when dropped (its log printed during a panic).
-struct Served {
-    name: String,
-    log: PathBuf,
-    child: Child,
+/// One `kurzdraht serve` process at log level info, killed when dropped (its log printed
+/// during a panic), its log beside its node.toml.
+fn serve(name: &str, config: &Path) -> ServeProcess {
+    ServeProcess::spawn_logging(
+        name,
+        config,
+        config.with_file_name("node.log"),
+        Some("info"),
+    )
+    .expect("start kurzdraht serve")
 }
 
-impl Served {
-    fn start(name: &str, config: &Path) -> Self {
-        let log = config.with_file_name("node.log");
-        let out = std::fs::File::create(&log).expect("node log");
-        let err = out.try_clone().expect("node log");
-        let child = Command::new(binary())
-            .arg("serve")
-            .arg("--config")
-            .arg(config)
-            .env("KURZDRAHT_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("start kurzdraht serve");
-        Self {
-            name: name.to_string(),
-            log,
-            child,
-        }
-    }
-
-    /// VmHWM (peak) and VmRSS of the process, in bytes.
-    fn memory(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("/proc/<pid>/status");
-        let kib = |key: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                .unwrap_or_else(|| panic!("no {key} in /proc status"))
-                * 1024
-        };
-        (kib("VmHWM:"), kib("VmRSS:"))
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            eprintln!(
-                "---- last lines of {} ----\n{}",
-                self.name,
-                lines[lines.len().saturating_sub(30)..].join("\n")
-            );
-        }
-    }
+/// VmHWM (peak) and VmRSS of a serve process, in bytes.
+fn memory(node: &ServeProcess) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", node.pid()))
+        .expect("/proc/<pid>/status");
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {key} in /proc status"))
+            * 1024
+    };
+    (kib("VmHWM:"), kib("VmRSS:"))
 }
 
 async fn ready(config: &ClientConfig) -> AgencyClient {
@@ -947,8 +911,8 @@ async fn a_flood_of_streams_keeps_the_node_within_its_memory_bound() {
     let client_of =
         |agency: &str| ClientConfig::load(&root.join(agency).join("client.toml")).unwrap();
 
-    let ja = Served::start(JA, &ja_toml);
-    let jc = Served::start(JC, &toml_of(JC));
+    let ja = serve(JA, &ja_toml);
+    let jc = serve(JC, &toml_of(JC));
     let mut ja_api = ready(&client_of(JA)).await;
     let mut jc_api = ready(&client_of(JC)).await;
 
@@ -968,7 +932,7 @@ async fn a_flood_of_streams_keeps_the_node_within_its_memory_bound() {
     .await;
     wait_for_state(&jc_api, &first, pb::DeliveryState::Delivered).await;
     list_consents(&mut ja_api).await;
-    let (baseline, baseline_rss) = ja.memory();
+    let (baseline, baseline_rss) = memory(&ja);
 
     // The flood, with Norderstedt's valid certificate.
     let norderstedt = kurzdraht_node::config::NodeConfig::load(&toml_of(JN))
@@ -1022,7 +986,7 @@ async fn a_flood_of_streams_keeps_the_node_within_its_memory_bound() {
     )
     .await;
     wait_for_state(&jc_api, &second, pb::DeliveryState::Delivered).await;
-    let (peak, rss) = ja.memory();
+    let (peak, rss) = memory(&ja);
 
     let attempted = stats.attempted.load(Ordering::SeqCst);
     let held = stats.held.load(Ordering::SeqCst);

@@ -3,7 +3,7 @@
 //! submission, and while a peer is down (outbox depth, age of the oldest message, retries).
 
 use kurzdraht_proto::v1::{self as pb};
-use kurzdraht_tests::*;
+use kurzdraht_testkit::*;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

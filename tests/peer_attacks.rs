@@ -15,11 +15,12 @@ use kurzdraht_envelope::{
 use kurzdraht_ledger::Ledger;
 use kurzdraht_node::config::NodeConfig;
 use kurzdraht_node::error::reason_of;
-use kurzdraht_node::{clock, federation::LocalFederation, tls};
+use kurzdraht_node::{clock, tls};
 use kurzdraht_proto::v1::{
     self as pb, message_body::Body, peer_exchange_client::PeerExchangeClient, EnvelopeHeader,
     MessageBody, MessageKind, SignedEnvelope, SignedReceipt,
 };
+use kurzdraht_testkit::{subject, today, LocalFederation};
 use prost::Message;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -51,48 +52,21 @@ fn dob_of_age(age: i32) -> String {
     format!("{}-04-12", year - age)
 }
 
-fn today() -> String {
-    clock::date_of_ms(clock::now_ms())
-        .map(|d| d.to_string())
-        .unwrap_or_default()
-}
-
-fn subject(given: &str, family: &str, dob: &str) -> pb::Subject {
-    pb::Subject {
-        given_name: given.into(),
-        family_name: family.into(),
-        date_of_birth: dob.into(),
-        address: Some(pb::Address {
-            street: "Kurhausstraße 7".into(),
-            postal_code: "23795".into(),
-            city: "Bad Segeberg".into(),
-        }),
-        case_references: vec![],
-    }
-}
-
+/// A CertificationRequest about `s` that wants its answer by today.
 fn certification_request(s: pb::Subject) -> MessageBody {
-    MessageBody {
-        body: Some(Body::CertificationRequest(pb::CertificationRequest {
-            subject: Some(s),
-            reason: "Antrag auf Zusicherung nach § 22 Abs. 5 SGB II".into(),
-            respond_by: today(),
-            caseworker: "Herr Jensen".into(),
-        })),
+    let mut body = kurzdraht_testkit::certification_request(
+        &s,
+        "Antrag auf Zusicherung nach § 22 Abs. 5 SGB II",
+    );
+    if let Body::CertificationRequest(request) = &mut body {
+        request.respond_by = today();
     }
+    MessageBody { body: Some(body) }
 }
 
 fn move_out_certification(s: pb::Subject) -> MessageBody {
     MessageBody {
-        body: Some(Body::MoveOutCertification(pb::MoveOutCertification {
-            subject: Some(s),
-            outcome: pb::CertificationOutcome::Supported as i32,
-            ground: pb::MoveOutGround::SeriousSocialReasons as i32,
-            statement: "Rückverweis in das Elternhaus nicht zumutbar.".into(),
-            interview_date: today(),
-            issuing_caseworker: "Frau Sievers".into(),
-            health_note: String::new(),
-        })),
+        body: Some(kurzdraht_testkit::move_out_certification(&s)),
     }
 }
 
@@ -212,7 +186,7 @@ impl Lab {
                 given_by: pb::ConsentGiver::Person as i32,
                 recipients: vec![JA.into()],
                 purposes: vec![pb::Purpose::U25MoveOut as i32],
-                categories: kurzdraht_tests::EVERY_CATEGORY_BUT_HEALTH
+                categories: kurzdraht_testkit::EVERY_CATEGORY_BUT_HEALTH
                     .iter()
                     .map(|c| *c as i32)
                     .collect(),

@@ -5,7 +5,7 @@
 //! stopped node's store.
 
 use kurzdraht_proto::v1 as pb;
-use kurzdraht_tests::*;
+use kurzdraht_testkit::*;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;

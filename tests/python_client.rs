@@ -11,7 +11,7 @@
 //! saying what to install.
 
 use kurzdraht_proto::v1 as pb;
-use kurzdraht_tests::*;
+use kurzdraht_testkit::*;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@
 //! bytes that are no protobuf, invalid UTF-8, implausible dates of birth, control
 //! characters in names, the U25 rule, the bearer scheme in any case.
 //!
-//! Real nodes over real TLS (the three-node federation of `tests/support`); requests that no
+//! Real nodes over real TLS (the three-node federation of `kurzdraht-testkit`); requests that no
 //! generated client can make (garbage, invalid UTF-8) are sent as raw gRPC messages over a
 //! tonic channel with a codec that passes bytes through.
 
@@ -14,7 +14,7 @@ use kurzdraht_node::clock::Clock;
 use kurzdraht_node::error::{reason_of, retry_class, Retry};
 use kurzdraht_node::tls::peer_client_tls;
 use kurzdraht_proto::v1::{self as pb, message_body::Body};
-use kurzdraht_tests::*;
+use kurzdraht_testkit::*;
 use prost::bytes::{Buf, BufMut};
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet};

@@ -7,7 +7,7 @@
 use kurzdraht_ledger::{AuditEvent, Ledger};
 use kurzdraht_node::reception::Refetched;
 use kurzdraht_proto::v1::{self as pb, Purpose};
-use kurzdraht_tests::*;
+use kurzdraht_testkit::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;

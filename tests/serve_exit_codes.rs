@@ -3,7 +3,7 @@
 //! them): each code of the table is provoked here with the real binary on real files, and
 //! the table lists exactly the codes provoked.
 
-use kurzdraht_tests::binary;
+use kurzdraht_testkit::binary;
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -129,7 +129,7 @@ fn serve_and_config_check_end_with_the_documented_codes() {
     let copy = dir.path().join(AGENCY).join("second.toml");
     std::fs::copy(&node_toml, &copy).expect("copy node.toml");
     let toml = std::fs::read_to_string(&copy).expect("read");
-    let addrs = kurzdraht_node::pki::free_loopback_addrs(3).expect("free ports");
+    let addrs = kurzdraht_testkit::free_loopback_addrs(3).expect("free ports");
     let toml = toml
         .replacen(setting(&toml, "peer"), &addrs[0].to_string(), 1)
         .replacen(setting(&toml, "api"), &addrs[1].to_string(), 1);

@@ -3,7 +3,7 @@
 //! and grpcio's reflection client expect.
 
 use kurzdraht_client::connection::api_client_tls;
-use kurzdraht_tests::*;
+use kurzdraht_testkit::*;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,

@@ -11,7 +11,7 @@ use kurzdraht_node::directory::Directory;
 use kurzdraht_node::directory_update::{self, Outcome, Source};
 use kurzdraht_node::pki;
 use kurzdraht_proto::v1::{self as pb, peer_exchange_client::PeerExchangeClient};
-use kurzdraht_tests::*;
+use kurzdraht_testkit::*;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -4,7 +4,7 @@
 //! version is refused for its version and not for a missing certificate. TLS 1.2 to each
 //! port, with the same client settings, is the control that the probe works.
 
-use kurzdraht_tests::*;
+use kurzdraht_testkit::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 

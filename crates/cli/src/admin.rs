@@ -205,42 +205,8 @@ fn parse_role(value: &str) -> Result<Role, String> {
 
 pub fn pki(command: PkiCommand) -> anyhow::Result<ExitCode> {
     match command {
-        PkiCommand::Init { dir } => {
-            let files = pki::init(&dir, &pki::segeberg_on_free_ports(true)?)?;
-            println!(
-                "federation created in {} — FOR DEMOS AND TESTS: it holds every agency's secrets; \
-                 separate authorities follow deploy/README.md",
-                dir.display()
-            );
-            for f in files {
-                println!(
-                    "  {:<26} kurzdraht serve --config {}",
-                    f.id,
-                    f.node_config.display()
-                );
-                println!(
-                    "  {:<26} client: --client {}",
-                    "",
-                    f.client_config.display()
-                );
-            }
-        }
-        PkiCommand::CaInit { dir } => {
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            let (key, cert) = (dir.join("ca.key"), dir.join("ca.pem"));
-            pki::refuse_existing(&key)?;
-            pki::refuse_existing(&cert)?;
-            let (cert_pem, key_pem) = pki::new_ca()?;
-            pki::write_file(&key, &key_pem, true)?;
-            pki::write_file(&cert, &cert_pem, false)?;
-            println!(
-                "federation CA: {} (keep it offline) and {} (to every node host), valid {} days",
-                key.display(),
-                cert.display(),
-                pki::CA_VALIDITY_DAYS
-            );
-        }
+        PkiCommand::Init { dir } => init(&dir)?,
+        PkiCommand::CaInit { dir } => ca_init(&dir)?,
         PkiCommand::OperatorKey { dir } => {
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -274,20 +240,7 @@ pub fn pki(command: PkiCommand) -> anyhow::Result<ExitCode> {
                 competence,
             };
             let files = pki::agency_keys(&dir, &spec, &endpoint, &data_dir)?;
-            println!("keys of {agency} made in {}:", dir.display());
-            println!("  to the federation CA:        {}", files.request.display());
-            println!("  to the federation operator:  {}", files.entry.display());
-            for s in &files.secrets {
-                println!("  stays on this host (0600):   {}", s.display());
-            }
-            for s in &files.for_it_systems {
-                println!("  to the IT systems, then delete here: {}", s.display());
-            }
-            println!(
-                "  node.toml: {} (needs ca.pem, tls.pem, directory.toml, its .sig and operator.pub beside it)",
-                files.node_config.display()
-            );
-            println!("  signing key (public) {}", files.signing_public);
+            print_agency_keys(&agency, &dir, &files);
         }
         PkiCommand::TlsRequest {
             agency,
@@ -295,33 +248,7 @@ pub fn pki(command: PkiCommand) -> anyhow::Result<ExitCode> {
             key_out,
             reuse_key,
             csr_out,
-        } => {
-            pki::refuse_existing(&csr_out)?;
-            match (key_out, reuse_key) {
-                (_, Some(existing)) => {
-                    let key = read_secret("--reuse-key", &existing)?;
-                    let request = pki::tls_request_for_key(&agency, &name, &key)?;
-                    pki::write_file(&csr_out, &request, false)?;
-                    println!(
-                        "request {} for the key in use {} (to the federation CA)",
-                        csr_out.display(),
-                        existing.display()
-                    );
-                }
-                (Some(key_out), None) => {
-                    pki::refuse_existing(&key_out)?;
-                    let (request, key) = pki::tls_request(&agency, &name)?;
-                    pki::write_file(&key_out, &key, true)?;
-                    pki::write_file(&csr_out, &request, false)?;
-                    println!(
-                        "new TLS key {} (stays here) and request {} (to the federation CA)",
-                        key_out.display(),
-                        csr_out.display()
-                    );
-                }
-                (None, None) => anyhow::bail!("give --key-out or --reuse-key"),
-            }
-        }
+        } => tls_request(&agency, &name, key_out, reuse_key, &csr_out)?,
         PkiCommand::SignRequest {
             ca_key,
             ca_cert,
@@ -329,49 +256,8 @@ pub fn pki(command: PkiCommand) -> anyhow::Result<ExitCode> {
             agency,
             out,
             days,
-        } => {
-            pki::refuse_existing(&out)?;
-            let ca_key_pem = read_secret("--ca-key", &ca_key)?;
-            let read = |key: &str, p: &Path| {
-                std::fs::read_to_string(p).map_err(|e| {
-                    kurzdraht_node::NodeError::config(
-                        key,
-                        format!("cannot read {}: {e}", p.display()),
-                    )
-                })
-            };
-            let cert = pki::sign_request(
-                &read("--ca-cert", &ca_cert)?,
-                &ca_key_pem,
-                &read("--csr", &csr)?,
-                &agency,
-                days,
-            )?;
-            pki::write_file(&out, &cert, false)?;
-            println!(
-                "certificate for {agency} written to {}, valid {days} days",
-                out.display()
-            );
-        }
-        PkiCommand::Fingerprint { cert } => {
-            let pem = std::fs::read_to_string(&cert)
-                .with_context(|| format!("cannot read {}", cert.display()))?;
-            let info = pki::certificate_info("--cert", &pem)?;
-            let fingerprint = &info.sha256;
-            println!("sha256 {fingerprint}");
-            println!(
-                "  certificate  names {}, valid until {}",
-                info.names.join(", "),
-                info.not_after.date()
-            );
-            println!(
-                "  to revoke it, add to the agency's entry in the directory (then raise the version and sign):"
-            );
-            println!(
-                "  revoked_certificates = [{{ sha256 = \"{fingerprint}\", since = \"{}\" }}]",
-                time::OffsetDateTime::now_utc().date()
-            );
-        }
+        } => sign_request(&ca_key, &ca_cert, &csr, &agency, &out, days)?,
+        PkiCommand::Fingerprint { cert } => fingerprint(&cert)?,
         PkiCommand::SigningKey { out } => {
             let public = pki::new_signing_key(&out)?;
             println!("new signing key written to {}", out.display());
@@ -380,31 +266,7 @@ pub fn pki(command: PkiCommand) -> anyhow::Result<ExitCode> {
             );
             println!("{public}");
         }
-        PkiCommand::RekeyStore { config, new_key } => {
-            let c = NodeConfig::load(&config)?;
-            let new = kurzdraht_ledger::DataKey::from_hex(&read_secret("--new-key", &new_key)?)
-                .map_err(|e| kurzdraht_node::NodeError::config("--new-key", e.to_string()))?;
-            if new.to_hex() == c.data_key.to_hex() {
-                anyhow::bail!(
-                    "{} is the store's current data key: make a new one with `pki data-key`",
-                    new_key.display()
-                );
-            }
-            let ledger = kurzdraht_ledger::Ledger::open_encrypted(&c.data_dir, &c.data_key)?;
-            let values = ledger.rekey(&new)?;
-            // Proof: the store opens with the new key.
-            drop(kurzdraht_ledger::Ledger::open_encrypted(&c.data_dir, &new)?);
-            println!(
-                "the store in {} is sealed under {} ({values} values sealed again)",
-                c.data_dir.display(),
-                new_key.display()
-            );
-            println!(
-                "now set [storage] data_key_file = \"{}\" in {} and start the node; keep the old key as long as backups sealed with it are kept",
-                new_key.display(),
-                config.display()
-            );
-        }
+        PkiCommand::RekeyStore { config, new_key } => rekey_store(&config, &new_key)?,
         PkiCommand::DataKey { out } => {
             pki::new_data_key(&out)?;
             println!("new data key written to {}", out.display());
@@ -419,6 +281,182 @@ pub fn pki(command: PkiCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(exit::OK)
+}
+
+/// `pki init`: the three Segeberg agencies on free loopback ports, all in `dir`.
+fn init(dir: &Path) -> anyhow::Result<()> {
+    let files = pki::init(dir, &kurzdraht_testkit::segeberg_on_free_ports(true)?)?;
+    println!(
+        "federation created in {} — FOR DEMOS AND TESTS: it holds every agency's secrets; \
+         separate authorities follow deploy/README.md",
+        dir.display()
+    );
+    for f in files {
+        println!(
+            "  {:<26} kurzdraht serve --config {}",
+            f.id,
+            f.node_config.display()
+        );
+        println!(
+            "  {:<26} client: --client {}",
+            "",
+            f.client_config.display()
+        );
+    }
+    Ok(())
+}
+
+/// `pki ca-init`.
+fn ca_init(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let (key, cert) = (dir.join("ca.key"), dir.join("ca.pem"));
+    pki::refuse_existing(&key)?;
+    pki::refuse_existing(&cert)?;
+    let (cert_pem, key_pem) = pki::new_ca()?;
+    pki::write_file(&key, &key_pem, true)?;
+    pki::write_file(&cert, &cert_pem, false)?;
+    println!(
+        "federation CA: {} (keep it offline) and {} (to every node host), valid {} days",
+        key.display(),
+        cert.display(),
+        pki::CA_VALIDITY_DAYS
+    );
+    Ok(())
+}
+
+/// What `pki agency-keys` made, and where each file goes.
+fn print_agency_keys(agency: &str, dir: &Path, files: &pki::AgencyKeyFiles) {
+    println!("keys of {agency} made in {}:", dir.display());
+    println!("  to the federation CA:        {}", files.request.display());
+    println!("  to the federation operator:  {}", files.entry.display());
+    for s in &files.secrets {
+        println!("  stays on this host (0600):   {}", s.display());
+    }
+    for s in &files.for_it_systems {
+        println!("  to the IT systems, then delete here: {}", s.display());
+    }
+    println!(
+        "  node.toml: {} (needs ca.pem, tls.pem, directory.toml, its .sig and operator.pub beside it)",
+        files.node_config.display()
+    );
+    println!("  signing key (public) {}", files.signing_public);
+}
+
+/// `pki tls-request`: a new key and its request, or a request for the key in use.
+fn tls_request(
+    agency: &str,
+    name: &str,
+    key_out: Option<PathBuf>,
+    reuse_key: Option<PathBuf>,
+    csr_out: &Path,
+) -> anyhow::Result<()> {
+    pki::refuse_existing(csr_out)?;
+    match (key_out, reuse_key) {
+        (_, Some(existing)) => {
+            let key = read_secret("--reuse-key", &existing)?;
+            let request = pki::tls_request_for_key(agency, name, &key)?;
+            pki::write_file(csr_out, &request, false)?;
+            println!(
+                "request {} for the key in use {} (to the federation CA)",
+                csr_out.display(),
+                existing.display()
+            );
+        }
+        (Some(key_out), None) => {
+            pki::refuse_existing(&key_out)?;
+            let (request, key) = pki::tls_request(agency, name)?;
+            pki::write_file(&key_out, &key, true)?;
+            pki::write_file(csr_out, &request, false)?;
+            println!(
+                "new TLS key {} (stays here) and request {} (to the federation CA)",
+                key_out.display(),
+                csr_out.display()
+            );
+        }
+        (None, None) => anyhow::bail!("give --key-out or --reuse-key"),
+    }
+    Ok(())
+}
+
+/// `pki sign-request`: the CA signs an agency's TLS certificate request.
+fn sign_request(
+    ca_key: &Path,
+    ca_cert: &Path,
+    csr: &Path,
+    agency: &str,
+    out: &Path,
+    days: i64,
+) -> anyhow::Result<()> {
+    pki::refuse_existing(out)?;
+    let ca_key_pem = read_secret("--ca-key", ca_key)?;
+    let read = |key: &str, p: &Path| {
+        std::fs::read_to_string(p).map_err(|e| {
+            kurzdraht_node::NodeError::config(key, format!("cannot read {}: {e}", p.display()))
+        })
+    };
+    let cert = pki::sign_request(
+        &read("--ca-cert", ca_cert)?,
+        &ca_key_pem,
+        &read("--csr", csr)?,
+        agency,
+        days,
+    )?;
+    pki::write_file(out, &cert, false)?;
+    println!(
+        "certificate for {agency} written to {}, valid {days} days",
+        out.display()
+    );
+    Ok(())
+}
+
+/// `pki fingerprint`: a certificate's SHA-256 and the directory line that revokes it.
+fn fingerprint(cert: &Path) -> anyhow::Result<()> {
+    let pem =
+        std::fs::read_to_string(cert).with_context(|| format!("cannot read {}", cert.display()))?;
+    let info = pki::certificate_info("--cert", &pem)?;
+    let fingerprint = &info.sha256;
+    println!("sha256 {fingerprint}");
+    println!(
+        "  certificate  names {}, valid until {}",
+        info.names.join(", "),
+        info.not_after.date()
+    );
+    println!(
+        "  to revoke it, add to the agency's entry in the directory (then raise the version and sign):"
+    );
+    println!(
+        "  revoked_certificates = [{{ sha256 = \"{fingerprint}\", since = \"{}\" }}]",
+        time::OffsetDateTime::now_utc().date()
+    );
+    Ok(())
+}
+
+/// `pki rekey-store`: seals a stopped node's store under a new data key.
+fn rekey_store(config: &Path, new_key: &Path) -> anyhow::Result<()> {
+    let c = NodeConfig::load(config)?;
+    let new = kurzdraht_ledger::DataKey::from_hex(&read_secret("--new-key", new_key)?)
+        .map_err(|e| kurzdraht_node::NodeError::config("--new-key", e.to_string()))?;
+    if new.to_hex() == c.data_key.to_hex() {
+        anyhow::bail!(
+            "{} is the store's current data key: make a new one with `pki data-key`",
+            new_key.display()
+        );
+    }
+    let ledger = kurzdraht_ledger::Ledger::open_encrypted(&c.data_dir, &c.data_key)?;
+    let values = ledger.rekey(&new)?;
+    // Proof: the store opens with the new key.
+    drop(kurzdraht_ledger::Ledger::open_encrypted(&c.data_dir, &new)?);
+    println!(
+        "the store in {} is sealed under {} ({values} values sealed again)",
+        c.data_dir.display(),
+        new_key.display()
+    );
+    println!(
+        "now set [storage] data_key_file = \"{}\" in {} and start the node; keep the old key as long as backups sealed with it are kept",
+        new_key.display(),
+        config.display()
+    );
+    Ok(())
 }
 
 fn describe_directory(d: &Directory) {

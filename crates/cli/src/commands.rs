@@ -35,7 +35,7 @@ pub struct KeyArgs {
 
 impl KeyArgs {
     /// The key given, or a fresh one (a UUIDv7) for this invocation.
-    fn key(self) -> String {
+    pub(crate) fn key(self) -> String {
         self.idempotency_key
             .unwrap_or_else(kurzdraht_envelope::ids::new_id)
     }
@@ -142,46 +142,7 @@ pub struct SubjectArgs {
 #[derive(Subcommand)]
 pub enum ConsentCommand {
     /// Record a consent given at this agency.
-    Grant {
-        #[command(flatten)]
-        subject: SubjectArgs,
-        /// Who gave it.
-        #[arg(long, value_enum, default_value = "person")]
-        given_by: Giver,
-        #[arg(long, default_value = "")]
-        guardian_name: String,
-        /// An agency that may receive data (repeat for each).
-        #[arg(long = "recipient", required = true)]
-        recipients: Vec<String>,
-        /// A purpose (repeat for each).
-        #[arg(long = "purpose", value_enum, required = true)]
-        purposes: Vec<PurposeArg>,
-        /// Last day of validity, YYYY-MM-DD, to its end in Germany (default: the node's
-        /// default validity).
-        #[arg(long)]
-        valid_until: Option<String>,
-        /// A category of data the consent covers (repeat for each).
-        #[arg(long = "category", value_enum, required = true)]
-        categories: Vec<CategoryArg>,
-        #[arg(long, value_enum, default_value = "consent")]
-        legal_basis: LegalBasisArg,
-        /// How the consent was given.
-        #[arg(long, value_enum)]
-        form: FormArg,
-        /// Reference of the signed consent form.
-        #[arg(long)]
-        evidence: String,
-        /// The signed consent form (scan or signed PDF); its SHA-256 is recorded.
-        #[arg(long)]
-        evidence_file: PathBuf,
-        /// An earlier consent recorded here that this one replaces.
-        #[arg(long)]
-        supersedes: Option<String>,
-        #[arg(long)]
-        recorded_by: String,
-        #[command(flatten)]
-        once: KeyArgs,
-    },
+    Grant(GrantArgs),
     /// Record a withdrawal (effective for the future).
     Withdraw {
         consent_id: String,
@@ -212,6 +173,49 @@ pub enum ConsentCommand {
         #[arg(long)]
         consent: Option<String>,
     },
+}
+
+/// The flags of `consent grant`.
+#[derive(Args)]
+pub struct GrantArgs {
+    #[command(flatten)]
+    pub(crate) subject: SubjectArgs,
+    /// Who gave it.
+    #[arg(long, value_enum, default_value = "person")]
+    pub(crate) given_by: Giver,
+    #[arg(long, default_value = "")]
+    pub(crate) guardian_name: String,
+    /// An agency that may receive data (repeat for each).
+    #[arg(long = "recipient", required = true)]
+    pub(crate) recipients: Vec<String>,
+    /// A purpose (repeat for each).
+    #[arg(long = "purpose", value_enum, required = true)]
+    pub(crate) purposes: Vec<PurposeArg>,
+    /// Last day of validity, YYYY-MM-DD, to its end in Germany (default: the node's
+    /// default validity).
+    #[arg(long)]
+    pub(crate) valid_until: Option<String>,
+    /// A category of data the consent covers (repeat for each).
+    #[arg(long = "category", value_enum, required = true)]
+    pub(crate) categories: Vec<CategoryArg>,
+    #[arg(long, value_enum, default_value = "consent")]
+    pub(crate) legal_basis: LegalBasisArg,
+    /// How the consent was given.
+    #[arg(long, value_enum)]
+    pub(crate) form: FormArg,
+    /// Reference of the signed consent form.
+    #[arg(long)]
+    pub(crate) evidence: String,
+    /// The signed consent form (scan or signed PDF); its SHA-256 is recorded.
+    #[arg(long)]
+    pub(crate) evidence_file: PathBuf,
+    /// An earlier consent recorded here that this one replaces.
+    #[arg(long)]
+    pub(crate) supersedes: Option<String>,
+    #[arg(long)]
+    pub(crate) recorded_by: String,
+    #[command(flatten)]
+    pub(crate) once: KeyArgs,
 }
 
 #[derive(Subcommand)]
@@ -252,7 +256,7 @@ pub enum CategoryArg {
 }
 
 impl CategoryArg {
-    fn to_pb(self) -> pb::DataCategory {
+    pub(crate) fn to_pb(self) -> pb::DataCategory {
         match self {
             Self::Identity => pb::DataCategory::Identity,
             Self::Address => pb::DataCategory::Address,
@@ -296,15 +300,15 @@ pub enum PurposeArg {
 pub struct Routing {
     /// Recipient agency id.
     #[arg(long)]
-    to: String,
+    pub(crate) to: String,
     /// The consent that covers this message.
     #[arg(long)]
-    consent: String,
+    pub(crate) consent: String,
     /// The message this one answers.
     #[arg(long, default_value = "")]
-    in_reply_to: String,
+    pub(crate) in_reply_to: String,
     #[command(flatten)]
-    once: KeyArgs,
+    pub(crate) once: KeyArgs,
 }
 
 #[derive(Subcommand)]
@@ -422,7 +426,7 @@ pub enum ReferralArg {
 }
 
 impl SubjectArgs {
-    fn to_subject(&self, agency: &str) -> pb::Subject {
+    pub(crate) fn to_subject(&self, agency: &str) -> pb::Subject {
         pb::Subject {
             given_name: self.given_name.clone(),
             family_name: self.family_name.clone(),
@@ -453,7 +457,7 @@ fn ground(g: Option<Ground>) -> i32 {
     }
 }
 
-async fn client_from(args: &ClientArgs) -> anyhow::Result<(AgencyClient, ClientConfig)> {
+pub(crate) async fn client_from(args: &ClientArgs) -> anyhow::Result<(AgencyClient, ClientConfig)> {
     let path = args
         .client
         .as_ref()
@@ -513,13 +517,13 @@ pub(crate) fn rfc3339_of_ms(ms: i64) -> Option<String> {
         .ok()
 }
 
-fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(&to_json(value)?)?);
     Ok(())
 }
 
 /// The answer as JSON with the idempotency key it was given under (`idempotencyKey`).
-fn print_keyed_json<T: serde::Serialize>(value: &T, key: &str) -> anyhow::Result<()> {
+pub(crate) fn print_keyed_json<T: serde::Serialize>(value: &T, key: &str) -> anyhow::Result<()> {
     let mut json = to_json(value)?;
     if let Some(fields) = json.as_object_mut() {
         fields.insert("idempotencyKey".into(), key.into());
@@ -531,7 +535,7 @@ fn print_keyed_json<T: serde::Serialize>(value: &T, key: &str) -> anyhow::Result
 /// Runs a state-changing call made with idempotency key `key`. When it fails in a way a
 /// repeat may cure (the answer was lost, the node was unavailable), says on stderr how to
 /// repeat it safely.
-async fn keyed_call<T>(
+pub(crate) async fn keyed_call<T>(
     key: &str,
     call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 ) -> anyhow::Result<T> {
@@ -572,581 +576,32 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_inner(command: ClientCommand) -> anyhow::Result<ExitCode> {
+    use crate::operator_commands as operator;
+    use crate::{consent_commands as consent, message_commands as message};
     match command {
-        ClientCommand::Consent { common, command } => {
-            let (mut client, config) = client_from(&common).await?;
-            match command {
-                ConsentCommand::Grant {
-                    subject,
-                    given_by,
-                    guardian_name,
-                    recipients,
-                    purposes,
-                    valid_until,
-                    categories,
-                    legal_basis,
-                    form,
-                    evidence,
-                    evidence_file,
-                    supersedes,
-                    recorded_by,
-                    once,
-                } => {
-                    let key = once.key();
-                    let form_bytes = std::fs::read(&evidence_file).with_context(|| {
-                        format!("cannot read --evidence-file {}", evidence_file.display())
-                    })?;
-                    let evidence_sha256 = {
-                        use sha2::Digest;
-                        sha2::Sha256::digest(&form_bytes).to_vec()
-                    };
-                    // the last millisecond of that day in Germany
-                    let valid_until_ms = match valid_until {
-                        Some(d) => {
-                            let last_day = clock::parse_date("--valid-until", &d)?;
-                            let next_day = last_day
-                                .next_day()
-                                .context("--valid-until lies too far in the future")?;
-                            clock::german_start_of_day_ms(next_day) - 1
-                        }
-                        None => 0,
-                    };
-                    let req = pb::RecordConsentRequest {
-                        subject: Some(subject.to_subject(&config.agency)),
-                        given_by: match given_by {
-                            Giver::Person => pb::ConsentGiver::Person as i32,
-                            Giver::Guardian => pb::ConsentGiver::Guardian as i32,
-                        },
-                        guardian_name,
-                        recipients,
-                        purposes: purposes
-                            .iter()
-                            .map(|p| match p {
-                                PurposeArg::U25MoveOut => pb::Purpose::U25MoveOut as i32,
-                                PurposeArg::QualificationMeasure => {
-                                    pb::Purpose::QualificationMeasure as i32
-                                }
-                            })
-                            .collect(),
-                        valid_from_ms: 0,
-                        valid_until_ms,
-                        evidence_reference: evidence,
-                        recorded_by,
-                        categories: categories.iter().map(|c| c.to_pb() as i32).collect(),
-                        legal_basis: match legal_basis {
-                            LegalBasisArg::Consent => pb::LegalBasis::ConsentGdpr61ASgbX67b,
-                            LegalBasisArg::ExplicitConsent => {
-                                pb::LegalBasis::ExplicitConsentGdpr92A
-                            }
-                        } as i32,
-                        form: match form {
-                            FormArg::Written => pb::ConsentForm::Written,
-                            FormArg::Electronic => pb::ConsentForm::Electronic,
-                        } as i32,
-                        evidence_sha256,
-                        supersedes: supersedes.unwrap_or_default(),
-                        idempotency_key: key.clone(),
-                    };
-                    let resp = keyed_call(&key, client.record_consent(req)).await?;
-                    if common.json {
-                        print_keyed_json(&resp, &key)?;
-                    } else if let Some(c) = &resp.consent {
-                        println!(
-                            "consent {} recorded, valid until {}",
-                            c.consent_id,
-                            clock::format_ms(c.valid_until_ms)
-                        );
-                        for id in &resp.notice_message_ids {
-                            println!("  notice queued: {id}");
-                        }
-                        println!("  idempotency key: {key}");
-                    }
-                }
-                ConsentCommand::Withdraw {
-                    consent_id,
-                    recorded_by,
-                    manner,
-                    once,
-                } => {
-                    let key = once.key();
-                    let req = pb::WithdrawConsentRequest {
-                        consent_id,
-                        recorded_by,
-                        manner,
-                        idempotency_key: key.clone(),
-                    };
-                    let resp = keyed_call(&key, client.withdraw_consent(req)).await?;
-                    if common.json {
-                        print_keyed_json(&resp, &key)?;
-                    } else {
-                        println!(
-                            "consent withdrawn; {} notice(s) queued (idempotency key {key})",
-                            resp.notice_message_ids.len()
-                        );
-                    }
-                }
-                ConsentCommand::Close { consent_id } => {
-                    let r = client
-                        .close_case(pb::CloseCaseRequest { consent_id })
-                        .await?
-                        .into_inner();
-                    if common.json {
-                        print_json(&r)?;
-                    } else {
-                        println!(
-                            "case closed at {}; message bodies deleted after {}",
-                            clock::format_ms(r.closed_at_ms),
-                            clock::format_ms(r.bodies_deleted_after_ms)
-                        );
-                    }
-                }
-                ConsentCommand::Evidence { message, consent } => {
-                    use pb::get_consent_evidence_request::About;
-                    let about = match (message, consent) {
-                        (Some(m), _) => About::MessageId(m),
-                        (None, Some(c)) => About::ConsentId(c),
-                        (None, None) => anyhow::bail!("give --message or --consent"),
-                    };
-                    let e = client
-                        .get_consent_evidence(pb::GetConsentEvidenceRequest { about: Some(about) })
-                        .await?
-                        .into_inner();
-                    if common.json {
-                        print_json(&e)?;
-                    } else if let Some(c) = &e.consent {
-                        let state = pb::ConsentState::try_from(e.state)
-                            .map(|s| s.as_str_name())
-                            .unwrap_or("?");
-                        println!("consent {} ({state})", c.consent_id);
-                        println!(
-                            "  recorded by {} ({}) at {}",
-                            c.recording_agency,
-                            c.recorded_by,
-                            clock::format_ms(c.recorded_at_ms)
-                        );
-                        println!("  recipients {}", c.recipients.join(", "));
-                        println!(
-                            "  valid {} – {}",
-                            clock::format_ms(c.valid_from_ms),
-                            clock::format_ms(c.valid_until_ms)
-                        );
-                        println!(
-                            "  evidence {} (sha256 {})",
-                            c.evidence_reference,
-                            hex::encode(&c.evidence_sha256)
-                        );
-                        if let Some(w) = &e.withdrawal {
-                            println!(
-                                "  withdrawn at {} ({}, {})",
-                                clock::format_ms(w.withdrawn_at_ms),
-                                w.recorded_by,
-                                w.manner
-                            );
-                        }
-                        if !e.superseded_by.is_empty() {
-                            println!("  superseded by {}", e.superseded_by);
-                        }
-                        if e.signature_verified {
-                            println!(
-                                "  signed notice: signature verified against a key the directory pins for {}",
-                                c.recording_agency
-                            );
-                        } else {
-                            println!("  signed notice: NOT verified: {}", e.signature_problem);
-                        }
-                    }
-                    if !e.signature_verified {
-                        eprintln!(
-                            "error: the consent's signed notice does not verify: {}",
-                            e.signature_problem
-                        );
-                        return Ok(exit::unverified());
-                    }
-                }
-                ConsentCommand::List { after, limit } => {
-                    let resp = client
-                        .list_consents(pb::ListConsentsRequest { after, limit })
-                        .await?
-                        .into_inner();
-                    if common.json {
-                        print_json(&resp)?;
-                    } else {
-                        for e in &resp.consents {
-                            let Some(c) = &e.consent else { continue };
-                            let state = pb::ConsentState::try_from(e.state)
-                                .map(|s| s.as_str_name())
-                                .unwrap_or("?");
-                            println!(
-                                "{}  {:<20} recorded by {} for {} until {}",
-                                c.consent_id,
-                                state,
-                                c.recording_agency,
-                                c.recipients.join(", "),
-                                clock::format_ms(c.valid_until_ms)
-                            );
-                        }
-                        if !resp.next_after.is_empty() {
-                            println!("next page: consent list --after {}", resp.next_after);
-                        }
-                    }
-                }
-            }
-        }
-        ClientCommand::Send { common, message } => {
-            let (mut client, config) = client_from(&common).await?;
-            let (routing, body) = message.into_body(&config.agency);
-            let key = routing.once.key();
-            let req = pb::SubmitRequest {
-                recipient: routing.to,
-                consent_id: routing.consent,
-                in_reply_to: routing.in_reply_to,
-                body: Some(pb::MessageBody { body: Some(body) }),
-                idempotency_key: key.clone(),
-            };
-            let resp = keyed_call(&key, client.submit(req)).await?;
-            if common.json {
-                print_keyed_json(&resp, &key)?;
-            } else {
-                println!(
-                    "{} queued (durable in the outbox; idempotency key {key})",
-                    resp.message_id
-                );
-            }
-        }
-        ClientCommand::Status { common, message_id } => {
-            let (mut client, _) = client_from(&common).await?;
-            let s = client
-                .get_status(pb::GetStatusRequest { message_id })
-                .await?
-                .into_inner();
-            if common.json {
-                print_json(&s)?;
-            } else {
-                let state = pb::DeliveryState::try_from(s.state)
-                    .map(|s| s.as_str_name())
-                    .unwrap_or("?");
-                println!(
-                    "{} to {}: {state} after {} attempt(s){}{}",
-                    s.message_id,
-                    s.recipient,
-                    s.attempts,
-                    if s.detail.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" — {}", s.detail)
-                    },
-                    if s.receipt.is_some() {
-                        "; signed receipt held"
-                    } else {
-                        ""
-                    }
-                );
-            }
-        }
+        ClientCommand::Consent { common, command } => consent::run(common, command).await,
+        ClientCommand::Send { common, message } => message::send(common, message).await,
+        ClientCommand::Status { common, message_id } => message::status(common, message_id).await,
         ClientCommand::Inbox {
             common,
             after,
             follow,
             unacknowledged,
             export,
-        } => {
-            let (mut client, _) = client_from(&common).await?;
-            if let Some(path) = export {
-                return export_inbox(&mut client, after, unacknowledged, &path).await;
-            }
-            let mut stream = client
-                .read_inbox(pb::ReadInboxRequest {
-                    after_seq: after,
-                    follow,
-                    unacknowledged_only: unacknowledged,
-                })
-                .await?
-                .into_inner();
-            let mut n = 0u64;
-            while let Some(item) = stream.message().await? {
-                n += 1;
-                if common.json {
-                    println!("{}", serde_json::to_string(&to_json(&item)?)?);
-                } else if let Some(n) = &item.notice {
-                    let state = pb::DeliveryState::try_from(n.state)
-                        .map(|s| s.as_str_name())
-                        .unwrap_or("?");
-                    println!(
-                        "#{} notice: {} to {} was not delivered: {state} — {}",
-                        item.seq, n.message_id, n.recipient, n.detail
-                    );
-                } else {
-                    let kind = pb::MessageKind::try_from(item.kind)
-                        .map(|k| k.as_str_name())
-                        .unwrap_or("?");
-                    println!(
-                        "#{} {} {kind} from {} at {}{}",
-                        item.seq,
-                        item.message_id,
-                        item.sender,
-                        clock::format_ms(item.received_at_ms),
-                        if item.acknowledged {
-                            " (acknowledged)"
-                        } else {
-                            ""
-                        }
-                    );
-                }
-            }
-            if !common.json {
-                eprintln!("{n} message(s)");
-            }
-        }
-        ClientCommand::Subject {
-            common,
-            command:
-                SubjectCommand::Report {
-                    given_name,
-                    family_name,
-                    date_of_birth,
-                },
-        } => {
-            let (mut client, _) = client_from(&common).await?;
-            let report = client
-                .subject_access_report(pb::SubjectAccessRequest {
-                    given_name,
-                    family_name,
-                    date_of_birth,
-                })
-                .await?
-                .into_inner();
-            if common.json {
-                print_json(&report)?;
-            } else {
-                print!("{}", render_report(&report));
-            }
-        }
-        ClientCommand::Subject {
-            common,
-            command:
-                SubjectCommand::Erase {
-                    given_name,
-                    family_name,
-                    date_of_birth,
-                },
-        } => {
-            let (mut client, _) = client_from(&common).await?;
-            let r = client
-                .erase_subject(pb::SubjectAccessRequest {
-                    given_name,
-                    family_name,
-                    date_of_birth,
-                })
-                .await?
-                .into_inner();
-            if common.json {
-                print_json(&r)?;
-            } else {
-                println!(
-                    "erased from {} consent(s); {} message bod(ies) deleted; signed headers kept as proof",
-                    r.consent_ids.len(),
-                    r.bodies_erased
-                );
-            }
-        }
-        ClientCommand::Backup { common, out } => {
-            let (mut client, _) = client_from(&common).await?;
-            let written = write_backup(&mut client, &out).await?;
-            if common.json {
-                print_json(&serde_json::json!({
-                    "file": out.display().to_string(),
-                    "bytes": written.bytes.to_string(),
-                    "agency": written.manifest.agency,
-                    "takenAtMs": written.manifest.taken_at_ms.to_string(),
-                }))?;
-            } else {
-                println!(
-                    "backup of {} taken at {} written to {} ({} bytes, mode 0600)",
-                    written.manifest.agency,
-                    rfc3339_of_ms(written.manifest.taken_at_ms).unwrap_or_default(),
-                    out.display(),
-                    written.bytes
-                );
-            }
-        }
+        } => message::inbox(common, after, follow, unacknowledged, export).await,
+        ClientCommand::Subject { common, command } => message::subject(common, command).await,
+        ClientCommand::Ack { common, message_id } => message::ack(common, message_id).await,
+        ClientCommand::Backup { common, out } => operator::backup(common, out).await,
         ClientCommand::Reconcile {
             common,
             peer,
             since,
-        } => {
-            let since_ms = match since {
-                None => 0,
-                Some(text) => parse_rfc3339_ms("--since", &text)?,
-            };
-            let (mut client, _) = client_from(&common).await?;
-            let r = client
-                .reconcile(pb::ReconcileRequest {
-                    peer: peer.unwrap_or_default(),
-                    since_ms,
-                })
-                .await?
-                .into_inner();
-            if common.json {
-                print_json(&r)?;
-            } else {
-                for p in &r.peers {
-                    println!(
-                        "{}: listed {}, held already {}, received again {}, refused {}, unavailable {}{}{}",
-                        p.peer,
-                        p.listed,
-                        p.held,
-                        p.received,
-                        p.refused,
-                        p.unavailable,
-                        match p.sent_listed {
-                            0 => String::new(),
-                            n => format!(
-                                "; sent by this node: listed {n}, withdrawals recorded again {}, consents recorded again {}, messages recorded again {}, unavailable {}",
-                                p.withdrawals_restored,
-                                p.consents_restored,
-                                p.messages_restored,
-                                p.sent_unavailable
-                            ),
-                        },
-                        match p.error.as_str() {
-                            "" => String::new(),
-                            e => format!(" — stopped: {e}; run it again"),
-                        }
-                    );
-                }
-            }
-            if r.peers.iter().any(|p| !p.error.is_empty()) {
-                return Ok(ExitCode::from(5));
-            }
-        }
-        ClientCommand::Ack { common, message_id } => {
-            let (mut client, _) = client_from(&common).await?;
-            let r = client
-                .acknowledge(pb::AcknowledgeRequest {
-                    message_id: message_id.clone(),
-                })
-                .await?
-                .into_inner();
-            if common.json {
-                print_json(&r)?;
-            } else {
-                println!("{message_id} acknowledged");
-            }
-        }
+        } => operator::reconcile(common, peer, since).await,
     }
-    Ok(exit::OK)
-}
-
-/// A backup written by [`write_backup`].
-struct WrittenBackup {
-    bytes: u64,
-    manifest: kurzdraht_ledger::BackupManifest,
-}
-
-/// Streams the node's backup into `out`: into `out.partial` (created mode 0600; neither
-/// may exist), fsynced and checked whole (form and SHA-256), then renamed.
-async fn write_backup(
-    client: &mut AgencyClient,
-    out: &std::path::Path,
-) -> anyhow::Result<WrittenBackup> {
-    use std::io::Write;
-    if out.exists() {
-        anyhow::bail!("{} exists; name a new file", out.display());
-    }
-    let mut partial_name = out.as_os_str().to_owned();
-    partial_name.push(".partial");
-    let partial = PathBuf::from(partial_name);
-    let mut file = kurzdraht_node::backup::create_private(&partial)
-        .with_context(|| format!("cannot create {}", partial.display()))?;
-    let written = async {
-        let mut stream = client.backup(pb::BackupRequest {}).await?.into_inner();
-        let mut bytes = 0u64;
-        while let Some(chunk) = stream.message().await? {
-            file.write_all(&chunk.data)
-                .with_context(|| format!("cannot write {}", partial.display()))?;
-            bytes += chunk.data.len() as u64;
-        }
-        file.sync_all()
-            .with_context(|| format!("cannot write {}", partial.display()))?;
-        let manifest = kurzdraht_ledger::backup::check(&partial)
-            .context("the archive received is not complete")?;
-        std::fs::rename(&partial, out)
-            .with_context(|| format!("cannot rename {} to {}", partial.display(), out.display()))?;
-        anyhow::Ok(WrittenBackup { bytes, manifest })
-    }
-    .await;
-    if written.is_err() {
-        let _ = std::fs::remove_file(&partial);
-    }
-    written
-}
-
-/// Milliseconds since 1970 of an RFC 3339 time given as `flag`.
-fn parse_rfc3339_ms(flag: &str, text: &str) -> anyhow::Result<i64> {
-    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .map_err(|e| {
-            kurzdraht_node::NodeError::invalid(
-                flag,
-                format!("is no RFC 3339 time ({e}), e.g. 2026-05-01T00:00:00Z"),
-            )
-        })?;
-    Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
-}
-
-/// How often an export reports progress.
-const PROGRESS_EVERY: u64 = 250;
-
-/// Writes the inbox as JSON lines to `path` (to a temporary file first, renamed when
-/// complete, so a broken export never looks finished), reporting progress on stderr.
-async fn export_inbox(
-    client: &mut AgencyClient,
-    after: u64,
-    unacknowledged: bool,
-    path: &std::path::Path,
-) -> anyhow::Result<ExitCode> {
-    use std::io::Write;
-    let partial = path.with_extension("partial");
-    let mut out = std::io::BufWriter::new(
-        std::fs::File::create(&partial)
-            .with_context(|| format!("cannot create {}", partial.display()))?,
-    );
-    let mut stream = client
-        .read_inbox(pb::ReadInboxRequest {
-            after_seq: after,
-            follow: false,
-            unacknowledged_only: unacknowledged,
-        })
-        .await?
-        .into_inner();
-    let started = std::time::Instant::now();
-    let mut n = 0u64;
-    let mut last_seq = after;
-    while let Some(item) = stream.message().await? {
-        serde_json::to_writer(&mut out, &to_json(&item)?)?;
-        out.write_all(b"\n")?;
-        n += 1;
-        last_seq = item.seq;
-        if n.is_multiple_of(PROGRESS_EVERY) {
-            eprintln!(
-                "exported {n} messages (up to #{last_seq}), {:.1} s",
-                started.elapsed().as_secs_f64()
-            );
-        }
-    }
-    out.flush()?;
-    out.into_inner()
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", partial.display()))?
-        .sync_all()?;
-    std::fs::rename(&partial, path)?;
-    eprintln!(
-        "exported {n} messages to {} (next export: --after {last_seq})",
-        path.display()
-    );
-    Ok(exit::OK)
 }
 
 impl SendCommand {
-    fn into_body(self, agency: &str) -> (Routing, Body) {
+    pub(crate) fn into_body(self, agency: &str) -> (Routing, Body) {
         match self {
             SendCommand::CertificationRequest {
                 routing,

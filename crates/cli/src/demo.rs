@@ -5,8 +5,9 @@
 use anyhow::Context;
 use kurzdraht_client::AgencyClient;
 use kurzdraht_envelope::{envelope_hash, verify_receipt, ExpectedReceipt};
-use kurzdraht_node::{clock, error::reason_of, federation::LocalFederation};
+use kurzdraht_node::{clock, error::reason_of};
 use kurzdraht_proto::v1::{self as pb, message_body::Body};
+use kurzdraht_testkit::LocalFederation;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -316,9 +317,9 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 }
 
 async fn play(d: &mut Demo) -> anyhow::Result<()> {
-    let mut jobcenter = d.fed.client(JC).await?;
-    let mut kreis = d.fed.client(JA).await?;
-    let mut norderstedt = d.fed.client(JN).await?;
+    let jobcenter = d.fed.client(JC).await?;
+    let kreis = d.fed.client(JA).await?;
+    let norderstedt = d.fed.client(JN).await?;
     let lena = subject(
         "Lena",
         "Hansen",
@@ -356,7 +357,56 @@ async fn play(d: &mut Demo) -> anyhow::Result<()> {
         );
     }
     let today = today();
+    let cast = Cast {
+        jobcenter,
+        kreis,
+        norderstedt,
+        lena,
+        jonas,
+        kai,
+        today,
+    };
+    let lena_case = lena_asks_to_move_out(d, &cast).await?;
+    lena_is_certified(d, &cast, &lena_case).await?;
+    let jonas_case = jonas_is_referred(d, &cast).await?;
+    jonas_withdraws(d, &cast, &jonas_case).await?;
+    rules(d, &cast, &lena_case.lena_consent).await
+}
 
+/// What Lena's story carries from scene to scene.
+#[derive(Clone)]
+struct LenaCase {
+    lena_consent: String,
+    certification: Body,
+    request: pb::SubmitResponse,
+}
+
+/// What Jonas's story carries from scene to scene.
+#[derive(Clone)]
+struct JonasCase {
+    jonas_consent: String,
+    referral: pb::SubmitResponse,
+}
+
+/// The clients of the three agencies' IT systems and the people of the story.
+#[derive(Clone)]
+struct Cast {
+    jobcenter: AgencyClient,
+    kreis: AgencyClient,
+    norderstedt: AgencyClient,
+    lena: pb::Subject,
+    jonas: pb::Subject,
+    kai: pb::Subject,
+    today: String,
+}
+
+/// Scenes 1–3: a statement refused before Lena's consent, her consent, the Jobcenter's request.
+async fn lena_asks_to_move_out(d: &mut Demo, cast: &Cast) -> anyhow::Result<LenaCase> {
+    let mut jobcenter = cast.jobcenter.clone();
+    let mut kreis = cast.kreis.clone();
+    let mut norderstedt = cast.norderstedt.clone();
+    let lena = cast.lena.clone();
+    let today = cast.today.clone();
     d.story.scene("Lena Hansen (21) cannot stay at her parents'. The Jugendamt Kreis Segeberg tries to send its statement before she has consented");
     let certification = Body::MoveOutCertification(pb::MoveOutCertification {
         subject: Some(with_ref(lena.clone(), JA, "JA-SE-2026-0412")),
@@ -440,6 +490,24 @@ async fn play(d: &mut Demo) -> anyhow::Result<()> {
     d.delivered(JC, JA, &request.message_id, "CertificationRequest")
         .await?;
 
+    Ok(LenaCase {
+        lena_consent,
+        certification,
+        request,
+    })
+}
+
+/// Scenes 4–5: the Jugendamt's certification and the Jobcenter's decision.
+async fn lena_is_certified(d: &mut Demo, cast: &Cast, case: &LenaCase) -> anyhow::Result<()> {
+    let LenaCase {
+        lena_consent,
+        certification,
+        request,
+    } = case.clone();
+    let mut jobcenter = cast.jobcenter.clone();
+    let mut kreis = cast.kreis.clone();
+    let lena = cast.lena.clone();
+    let today = cast.today.clone();
     d.story.scene("The Jugendamt interviews Lena and certifies: moving out is necessary (§ 22 Abs. 5 Satz 2 Nr. 1 SGB II)");
     let mut with_health = certification.clone();
     if let Body::MoveOutCertification(c) = &mut with_health {
@@ -491,6 +559,14 @@ async fn play(d: &mut Demo) -> anyhow::Result<()> {
     d.delivered(JC, JA, &decision.message_id, "MoveOutDecision")
         .await?;
 
+    Ok(())
+}
+
+/// Jonas's consent, the referral to the Jugendamt Norderstedt and its response.
+async fn jonas_is_referred(d: &mut Demo, cast: &Cast) -> anyhow::Result<JonasCase> {
+    let mut jobcenter = cast.jobcenter.clone();
+    let mut norderstedt = cast.norderstedt.clone();
+    let jonas = cast.jonas.clone();
     d.story.scene("Jonas Petersen (20) lives in Norderstedt. He consents to the Jobcenter contacting the Jugendamt Norderstedt about a qualification measure");
     let consent = jobcenter
         .record_consent(pb::RecordConsentRequest {
@@ -579,6 +655,21 @@ async fn play(d: &mut Demo) -> anyhow::Result<()> {
     d.delivered(JN, JC, &response.message_id, "ReferralResponse")
         .await?;
 
+    Ok(JonasCase {
+        jonas_consent,
+        referral,
+    })
+}
+
+/// Jonas withdraws; what that stops; his access report.
+async fn jonas_withdraws(d: &mut Demo, cast: &Cast, case: &JonasCase) -> anyhow::Result<()> {
+    let JonasCase {
+        jonas_consent,
+        referral,
+    } = case.clone();
+    let mut jobcenter = cast.jobcenter.clone();
+    let mut norderstedt = cast.norderstedt.clone();
+    let jonas = cast.jonas.clone();
     d.story.scene(
         "Jonas withdraws his consent at the Jobcenter; the withdrawal stops the next message",
     );
@@ -696,11 +787,20 @@ async fn play(d: &mut Demo) -> anyhow::Result<()> {
         ),
     );
 
+    Ok(())
+}
+
+/// Rules the contract does not allow.
+async fn rules(d: &mut Demo, cast: &Cast, lena_consent: &str) -> anyhow::Result<()> {
+    let mut kreis = cast.kreis.clone();
+    let lena = cast.lena.clone();
+    let kai = cast.kai.clone();
+    let today = cast.today.clone();
     d.story.scene("Rules the contract does not allow");
     let kai_cert = submit(
         &mut kreis,
         JC,
-        &lena_consent,
+        lena_consent,
         "",
         Body::MoveOutCertification(pb::MoveOutCertification {
             subject: Some(kai.clone()),
@@ -722,7 +822,7 @@ async fn play(d: &mut Demo) -> anyhow::Result<()> {
     let jugendamt_decision = submit(
         &mut kreis,
         JC,
-        &lena_consent,
+        lena_consent,
         "",
         Body::MoveOutDecision(pb::MoveOutDecision {
             subject: Some(lena.clone()),

@@ -18,13 +18,15 @@
 #![allow(clippy::large_enum_variant)]
 
 mod admin;
-mod bench;
-mod bench_footprint;
-mod bench_link;
 mod commands;
+mod consent_commands;
 mod demo;
 mod exit;
+mod message_commands;
+mod operator_commands;
 mod outbox;
+mod restore;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -123,12 +125,6 @@ enum Command {
     Outbox {
         #[command(subcommand)]
         command: outbox::OutboxCommand,
-    },
-    /// Benchmarks: ledger group commit versus fsync per submission, how fast a restarted
-    /// node with a long history resumes delivery, and the end-to-end path versus a bare call.
-    Bench {
-        #[command(subcommand)]
-        command: bench::BenchCommand,
     },
     #[command(flatten)]
     Client(commands::ClientCommand),
@@ -260,19 +256,12 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
-    use kurzdraht_node::{config::NodeConfig, server};
     match command {
         Command::Demo { keep, .. } => demo::run(keep).await,
         Command::Pki { command } => admin::pki(command),
         Command::Directory { command } => admin::directory(command),
         Command::Health { config, client } => admin::health(config, client).await,
-        Command::Serve { config } => {
-            let shutdown = shutdown_signal();
-            let config = NodeConfig::load(&config)?;
-            let listeners = server::Listeners::bind(&config).await?;
-            server::run(config, listeners, shutdown).await?;
-            Ok(exit::OK)
-        }
+        Command::Serve { config } => serve::run(&config).await,
         Command::Config {
             command: ConfigCommand::Check { file, reach_peers },
         } => admin::config_check(&file, reach_peers).await,
@@ -289,118 +278,8 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             config,
             from,
             replace,
-        } => {
-            let config = NodeConfig::load(&config)?;
-            restore(&config, &from, replace).await?;
-            Ok(exit::OK)
-        }
-        Command::Bench { command } => bench::run(command).await,
+        } => restore::run(&config, &from, replace).await,
         Command::Client(c) => commands::run(c).await,
-    }
-}
-
-/// `kurzdraht restore`: see the command's help.
-async fn restore(
-    config: &kurzdraht_node::config::NodeConfig,
-    from: &std::path::Path,
-    replace: bool,
-) -> anyhow::Result<()> {
-    use kurzdraht_ledger::{backup, Ledger};
-    let manifest = backup::check(from)
-        .map_err(anyhow::Error::from)
-        .map_err(|e| e.context(format!("{} cannot be restored", from.display())))?;
-    if manifest.agency != config.agency {
-        anyhow::bail!(
-            "{} is a backup of {}, but this node is {}",
-            from.display(),
-            manifest.agency,
-            config.agency
-        );
-    }
-    let dir = &config.data_dir;
-    let aside = if replace {
-        backup::move_aside(dir, kurzdraht_node::clock::now_ms()).map_err(|e| {
-            anyhow::Error::from(e)
-                .context("nothing restored; stop the node first (kurzdraht restore --replace)")
-        })?
-    } else {
-        None
-    };
-    if let Some(aside) = &aside {
-        println!(
-            "moved the store in {} aside to {}",
-            dir.display(),
-            aside.display()
-        );
-    }
-    backup::restore(from, dir).map_err(|e| {
-        let e = anyhow::Error::from(e);
-        match &aside {
-            Some(aside) => e.context(format!(
-                "nothing restored; the previous store is in {}",
-                aside.display()
-            )),
-            None if matches!(
-                std::fs::read_dir(dir).map(|mut d| d.next().is_some()),
-                Ok(true)
-            ) =>
-            {
-                e.context("nothing restored; to move the current store aside, add --replace")
-            }
-            None => e,
-        }
-    })?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    }
-    let ledger = Ledger::open_encrypted(dir, &config.data_key).map_err(|e| {
-        anyhow::Error::from(e).context(format!(
-            "the restored store in {} does not open with this node's data key; move it aside",
-            dir.display()
-        ))
-    })?;
-    let report = ledger.verify_audit()?;
-    let margin = kurzdraht_node::reconciliation::RESTORE_MARGIN.as_millis() as i64;
-    let since = manifest.taken_at_ms.saturating_sub(margin).max(0);
-    ledger.mark_restored(&manifest, since, kurzdraht_node::clock::now_ms())?;
-    ledger.flush().await?;
-    let at = |ms: i64| commands::rfc3339_of_ms(ms).unwrap_or_else(|| format!("{ms} ms"));
-    println!(
-        "restored the backup of {} taken at {} into {}: audit chain verifies ({} entries); \
-         at its next start the node reconciles with its peers from {}. Unknown to it now: \
-         what it sent, and the consents and withdrawals recorded, after {} (deploy/README.md, \
-         \"What a restore does not bring back\")",
-        manifest.agency,
-        at(manifest.taken_at_ms),
-        dir.display(),
-        report.entries,
-        at(since),
-        at(manifest.taken_at_ms),
-    );
-    Ok(())
-}
-
-/// SIGTERM or Ctrl-C. The handlers are installed when this is called, before the node loads
-/// its configuration and opens its store, so a SIGTERM during start-up is a graceful stop too.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
-    #[cfg(unix)]
-    let term = {
-        use tokio::signal::unix::{signal, SignalKind};
-        signal(SignalKind::terminate()).ok()
-    };
-    let ctrl_c = tokio::signal::ctrl_c();
-    async move {
-        #[cfg(unix)]
-        if let Some(mut term) = term {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-        let _ = ctrl_c.await;
     }
 }
 

@@ -2,22 +2,12 @@
 //! refused, invalid, unreachable and unauthenticated, an inbox export with progress, and
 //! commands repeated with their idempotency keys.
 
+use kurzdraht_testkit::ServeProcess;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kurzdraht");
-
-struct Nodes(Vec<Child>);
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 fn run(args: &[&str], client: &Path) -> Output {
     Command::new(BIN)
@@ -70,17 +60,11 @@ fn exit_codes_and_export() {
         "{}",
         String::from_utf8_lossy(&init.stderr)
     );
-    let mut nodes = Nodes(vec![]);
+    let mut nodes = vec![];
     for agency in ["jobcenter-segeberg", "jugendamt-kreis-segeberg"] {
-        let log = std::fs::File::create(dir.path().join(format!("{agency}.log"))).expect("log");
-        nodes.0.push(
-            Command::new(BIN)
-                .args(["serve", "--config"])
-                .arg(fed.join(agency).join("node.toml"))
-                .stderr(log)
-                .spawn()
-                .expect("serve"),
-        );
+        let log = dir.path().join(format!("{agency}.log"));
+        let config = fed.join(agency).join("node.toml");
+        nodes.push(ServeProcess::spawn(agency, &config, log).expect("serve"));
     }
     let jc = fed.join("jobcenter-segeberg/client.toml");
     let ja = fed.join("jugendamt-kreis-segeberg/client.toml");

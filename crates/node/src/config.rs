@@ -676,11 +676,18 @@ impl NodeConfig {
 mod tests {
     use super::*;
 
+    /// The three Segeberg agencies on fixed loopback ports: these tests load configurations
+    /// and bind nothing.
+    fn test_agencies() -> Vec<crate::pki::AgencySpec> {
+        let at = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        crate::pki::segeberg([(at(1), at(2)), (at(3), at(4)), (at(5), at(6))])
+    }
+
     /// A node.toml made by `pki init` (in a directory of its own), with `extra` lines at
     /// the top of `[limits]`, loaded.
     fn load_with(extra: &str) -> Result<NodeConfig, NodeError> {
         let dir = tempfile::tempdir()?;
-        let files = crate::pki::init(dir.path(), &crate::pki::segeberg_on_free_ports(false)?)?;
+        let files = crate::pki::init(dir.path(), &test_agencies())?;
         let path = &files[0].node_config;
         let text =
             std::fs::read_to_string(path)?.replace("[limits]\n", &format!("[limits]\n{extra}"));
@@ -694,7 +701,7 @@ mod tests {
         assert_eq!(c.delivery.keep_delivered, 30 * day);
         let with = |line: &str| -> Result<NodeConfig, NodeError> {
             let dir = tempfile::tempdir()?;
-            let files = crate::pki::init(dir.path(), &crate::pki::segeberg_on_free_ports(false)?)?;
+            let files = crate::pki::init(dir.path(), &test_agencies())?;
             let path = &files[0].node_config;
             let text = std::fs::read_to_string(path)?
                 .replace("[delivery]\n", &format!("[delivery]\n{line}\n"));
@@ -773,11 +780,7 @@ mod tests {
 
     /// A federation of `pki init` in `dir`; the Jobcenter's node.toml.
     fn federation(dir: &Path) -> PathBuf {
-        let files = crate::pki::init(
-            dir,
-            &crate::pki::segeberg_on_free_ports(false).expect("ports"),
-        )
-        .expect("init");
+        let files = crate::pki::init(dir, &test_agencies()).expect("init");
         files[0].node_config.clone()
     }
 

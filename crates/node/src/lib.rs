@@ -26,8 +26,8 @@
 //!   [`transport_refusals`]: what tonic refuses before the node sees it, answered as the
 //!   contract says (`too-large`, `malformed`).
 //!   [`connection_limits`]: what a caller can hold open on either port.
-//! - [`pki`], [`federation`]: setting up a federation, and a whole local federation for
-//!   the demo and the tests. (An IT system's client is the `kurzdraht-client` crate.)
+//! - [`pki`]: setting up a federation (a whole local federation for the demo and the tests
+//!   is `kurzdraht-testkit`'s; an IT system's client is the `kurzdraht-client` crate).
 //! - [`audit_check`]: verifying a stopped node's audit chain without writing to its store.
 //! - [`error`]: [`NodeError`] and the one conversion of errors into gRPC statuses.
 //!
@@ -54,7 +54,6 @@ pub mod directory;
 pub mod directory_update;
 pub mod error;
 pub mod evidence;
-pub mod federation;
 pub mod health;
 pub mod idempotency;
 pub mod inbox;

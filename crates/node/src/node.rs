@@ -386,22 +386,23 @@ impl Node {
         body: &MessageBody,
         now_ms: i64,
     ) -> Result<Outgoing, NodeError> {
-        let message_id = kurzdraht_envelope::ids::new_id();
-        let header = EnvelopeHeader {
-            message_id: message_id.clone(),
-            kind: kind as i32,
-            sender: self.inner.agency.clone(),
-            recipient: recipient.to_string(),
-            created_at_ms: now_ms,
-            payload_sha256: Vec::new(),
-            consent_id: consent_id.to_string(),
-            in_reply_to: in_reply_to.to_string(),
-        };
-        let envelope = seal(header, body, &self.inner.key);
+        let out = seal_outgoing(
+            &self.inner.key,
+            Sealing {
+                sender: &self.inner.agency,
+                kind,
+                recipient,
+                consent_id,
+                in_reply_to,
+                now_ms,
+                deadline: self.inner.delivery.deadline,
+            },
+            body,
+        );
         let limits = &self.inner.limits.envelope;
         for (part, size, limit) in [
-            ("header", envelope.header.len(), limits.max_header_bytes),
-            ("body", envelope.payload.len(), limits.max_payload_bytes),
+            ("header", out.envelope.header.len(), limits.max_header_bytes),
+            ("body", out.envelope.payload.len(), limits.max_payload_bytes),
         ] {
             if size > limit {
                 return Err(NodeError::TooLarge(format!(
@@ -409,16 +410,47 @@ impl Node {
                 )));
             }
         }
-        let deadline_ms = now_ms.saturating_add(self.inner.delivery.deadline.as_millis() as i64);
-        Ok(Outgoing {
-            envelope_sha256: kurzdraht_envelope::envelope_hash(&envelope),
-            envelope,
-            message_id,
-            kind,
-            recipient: recipient.to_string(),
-            consent_id: consent_id.to_string(),
-            submitted_at_ms: now_ms,
-            deadline_ms,
-        })
+        Ok(out)
+    }
+}
+
+/// One message to seal: from whom to whom, of which kind, under which consent, in reply to
+/// which message, when, and how long its delivery may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Sealing<'a> {
+    pub sender: &'a str,
+    pub kind: MessageKind,
+    pub recipient: &'a str,
+    pub consent_id: &'a str,
+    pub in_reply_to: &'a str,
+    pub now_ms: i64,
+    pub deadline: std::time::Duration,
+}
+
+/// Seals `body` with the sender's `key` under a new message id and describes it for the
+/// outbox (deadline: `deadline` after `now_ms`). Checks no limits: [`Node::seal_outgoing`]
+/// does, for what a node sends; the benchmarks seal their stores' contents with this.
+pub fn seal_outgoing(key: &SigningKey, m: Sealing<'_>, body: &MessageBody) -> Outgoing {
+    let message_id = kurzdraht_envelope::ids::new_id();
+    let header = EnvelopeHeader {
+        message_id: message_id.clone(),
+        kind: m.kind as i32,
+        sender: m.sender.to_string(),
+        recipient: m.recipient.to_string(),
+        created_at_ms: m.now_ms,
+        payload_sha256: Vec::new(),
+        consent_id: m.consent_id.to_string(),
+        in_reply_to: m.in_reply_to.to_string(),
+    };
+    let envelope = seal(header, body, key);
+    Outgoing {
+        envelope_sha256: kurzdraht_envelope::envelope_hash(&envelope),
+        envelope,
+        message_id,
+        kind: m.kind,
+        recipient: m.recipient.to_string(),
+        consent_id: m.consent_id.to_string(),
+        submitted_at_ms: m.now_ms,
+        deadline_ms: m.now_ms.saturating_add(m.deadline.as_millis() as i64),
     }
 }

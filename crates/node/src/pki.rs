@@ -115,32 +115,6 @@ pub fn segeberg(addrs: [(SocketAddr, SocketAddr); 3]) -> Vec<AgencySpec> {
         .collect()
 }
 
-/// `n` distinct free loopback addresses: all bound at once (so none repeats), then released
-/// for the caller to configure. Another process may take one in between; for local
-/// federations, demos and tests that is good enough.
-pub fn free_loopback_addrs(n: usize) -> Result<Vec<SocketAddr>, NodeError> {
-    let listeners = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(listeners
-        .iter()
-        .map(|l| l.local_addr())
-        .collect::<Result<Vec<_>, _>>()?)
-}
-
-/// The three Segeberg agencies on free loopback ports (peer, API and, with `metrics`, a
-/// metrics port each).
-pub fn segeberg_on_free_ports(metrics: bool) -> Result<Vec<AgencySpec>, NodeError> {
-    let a = free_loopback_addrs(9)?;
-    let mut specs = segeberg([(a[0], a[1]), (a[3], a[4]), (a[6], a[7])]);
-    if metrics {
-        for (i, spec) in specs.iter_mut().enumerate() {
-            spec.metrics_addr = Some(a[3 * i + 2]);
-        }
-    }
-    Ok(specs)
-}
-
 /// What `init` wrote for one agency.
 #[derive(Debug, Clone)]
 pub struct AgencyFiles {

@@ -82,15 +82,7 @@ impl Ceremony {
     }
 }
 
-pub fn free_addrs(n: usize) -> Vec<SocketAddr> {
-    let listeners: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("addr"))
-        .collect()
-}
+pub use kurzdraht_testkit::free_addrs;
 
 /// The ceremony of deploy/README.md §1, each step in the directory of the host it runs on.
 pub fn ceremony() -> Ceremony {

@@ -1,9 +1,14 @@
-//! Shared helpers of the end-to-end tests (`tests/exchange.rs`).
+//! kurzdraht-testkit: the one copy of each harness the tests, the demo and the benchmarks
+//! use. Not part of the node library; the `kurzdraht` binary uses only [`federation`] (the
+//! demo) and [`ports`] (`pki init`).
 //!
 //! Everything here drives the real parts: a [`LocalFederation`] of the three Segeberg
 //! agencies (gRPC over mutual TLS on loopback, sled stores in a temporary directory) and
 //! their AgencyApi clients. Nothing is mocked.
 //!
+//! - [`federation`]: the local federation itself; [`ports`]: free loopback ports;
+//!   [`process`]: the real `kurzdraht` binary; [`serve`]: a `kurzdraht serve` child process; [`python`]: the independent Python client;
+//!   [`raw_h2`]: a peer speaking HTTP/2 frames by hand; [`link`]: a freezable TCP link.
 //! - [`start`]: a federation in a fresh temporary directory.
 //! - subject, consent and body builders: [`subject`], [`consent_request`],
 //!   [`certification_request`], [`move_out_certification`], …
@@ -18,19 +23,27 @@
 //!   TCP link the test can freeze, and [`Harness::route_via`] sends one node's deliveries
 //!   to a peer through it.
 
+pub mod federation;
 pub mod link;
+pub mod ports;
+pub mod process;
+pub mod python;
 pub mod raw_h2;
+pub mod serve;
+
+pub use federation::LocalFederation;
+pub use ports::{free_loopback_addrs, segeberg_on_free_ports};
+pub use process::{binary, workspace};
+pub use python::{printed, require_python_grpc, run_python_client, run_python_script, INSTALL};
+pub use serve::ServeProcess;
 
 use kurzdraht_client::AgencyClient;
 use kurzdraht_envelope::{envelope_hash, verify_receipt, ExpectedReceipt};
 use kurzdraht_node::error::reason_of;
-use kurzdraht_node::{clock, federation::LocalFederation, policy};
+use kurzdraht_node::{clock, policy};
 use kurzdraht_proto::v1::{self as pb, message_body::Body};
 use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
-use std::time::SystemTime;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use tonic::{Code, Status};
@@ -668,200 +681,7 @@ pub fn verify_delivery(
     .unwrap_or_else(|e| panic!("receipt of {} does not verify: {e}", status.message_id))
 }
 
-// ---- the real binary and the Python client's packages (process-level tests) ----
-
-/// How to install what the independent Python client needs.
-pub const INSTALL: &str =
-    "python3 -m pip install grpcio==1.85.1 grpcio-tools==1.85.1 grpcio-reflection==1.85.1";
-
-/// The `kurzdraht` binary next to this test executable (`target/<profile>/kurzdraht`).
-///
-/// `cargo test --workspace` builds it before any test runs. When only this package is
-/// tested (`cargo test -p kurzdraht-tests`) it may be missing or older than the sources;
-/// then it is built once with `cargo build -p kurzdraht-cli --bin kurzdraht`.
-pub fn binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let exe = std::env::current_exe().expect("the test executable's path");
-        // target/<profile>/deps/crash-<hash>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test executable lies in <target>/<profile>/deps");
-        let binary = profile_dir.join(format!("kurzdraht{}", std::env::consts::EXE_SUFFIX));
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("tests/ lies in the workspace");
-        if needs_build(&binary, workspace) {
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let mut cmd = Command::new(cargo);
-            cmd.current_dir(workspace)
-                .args(["build", "-p", "kurzdraht-cli", "--bin", "kurzdraht"]);
-            match profile_dir.file_name().and_then(|n| n.to_str()) {
-                Some("debug") | None => {}
-                Some(profile) => {
-                    cmd.args(["--profile", profile]);
-                }
-            }
-            if let Some(target) = profile_dir.parent() {
-                cmd.arg("--target-dir").arg(target);
-            }
-            let status = cmd.status().expect("run cargo build");
-            assert!(
-                status.success(),
-                "cargo build of the kurzdraht binary failed"
-            );
-        }
-        assert!(binary.is_file(), "{} does not exist", binary.display());
-        binary
-    })
-}
-
-/// Whether the binary is missing or older than any source it is built from.
-fn needs_build(binary: &Path, workspace: &Path) -> bool {
-    let Ok(built) = binary.metadata().and_then(|m| m.modified()) else {
-        return true;
-    };
-    let mut newest = SystemTime::UNIX_EPOCH;
-    let mut dirs = vec![workspace.join("crates"), workspace.join("proto")];
-    for file in ["Cargo.toml", "Cargo.lock"] {
-        if let Ok(t) = workspace.join(file).metadata().and_then(|m| m.modified()) {
-            newest = newest.max(t);
-        }
-    }
-    while let Some(dir) = dirs.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let name = entry.file_name();
-            let Ok(meta) = entry.metadata() else {
-                continue;
-            };
-            if meta.is_dir() {
-                if name != "tests" && name != "target" {
-                    dirs.push(path);
-                }
-            } else if path
-                .extension()
-                .is_some_and(|e| e == "rs" || e == "proto" || e == "toml")
-            {
-                if let Ok(t) = meta.modified() {
-                    newest = newest.max(t);
-                }
-            }
-        }
-    }
-    newest > built
-}
-
-fn python_has_grpc() -> bool {
-    Command::new("python3")
-        .args(["-c", "import grpc, grpc_tools.protoc, grpc_reflection"])
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("python3 is needed for the independent-client test ({e}); install it, then run `{INSTALL}`")
-        })
-        .status
-        .success()
-}
-
-/// Makes sure python3 can import grpc and grpc_tools: installs the pinned versions with pip
-/// when they are missing, and fails, naming the install step, when that does not work.
-pub fn require_python_grpc() {
-    if python_has_grpc() {
-        return;
-    }
-    let out = Command::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-        ])
-        .args([
-            "grpcio==1.85.1",
-            "grpcio-tools==1.85.1",
-            "grpcio-reflection==1.85.1",
-        ])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run pip ({e}); run `{INSTALL}`"));
-    assert!(
-        out.status.success() && python_has_grpc(),
-        "python3 cannot import grpcio/grpcio-tools/grpcio-reflection and installing them failed: run `{INSTALL}`\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// `n` distinct free loopback addresses.
 pub fn free_addrs(n: usize) -> Vec<std::net::SocketAddr> {
-    kurzdraht_node::pki::free_loopback_addrs(n).expect("free loopback ports")
-}
-
-/// Runs tests/python/client_test.py with the IT system's client.toml (its token from the
-/// client.toml's token_file) to completion, at most `within`; returns its stdout.
-pub fn run_python_client(client_toml: &Path, recipient: &str, within: Duration) -> String {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    run_python_script(
-        "client_test.py",
-        &[
-            "--client".as_ref(),
-            client_toml.as_os_str(),
-            "--recipient".as_ref(),
-            recipient.as_ref(),
-            "--proto-dir".as_ref(),
-            repo.join("proto").as_os_str(),
-        ],
-        within,
-    )
-}
-
-/// Runs tests/python/`script` with `args` to completion, at most `within`; fails unless
-/// it exits 0; returns its stdout.
-pub fn run_python_script(script: &str, args: &[&std::ffi::OsStr], within: Duration) -> String {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let script = repo.join("tests/python").join(script);
-    let mut child = Command::new("python3")
-        .arg(&script)
-        .args(args)
-        .env_remove("KURZDRAHT_TOKEN")
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e}", script.display()));
-    let started = Instant::now();
-    while child.try_wait().expect("wait for python3").is_none() {
-        if started.elapsed() > within {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("python3's output");
-            panic!(
-                "{} did not finish within {within:?}\n{}",
-                script.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().expect("python3's output");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        script.display(),
-        out.status
-    );
-    eprintln!("{stderr}");
-    stdout
-}
-
-/// A `key=value` line the Python client printed.
-pub fn printed<'a>(stdout: &'a str, key: &str) -> &'a str {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-        .unwrap_or_else(|| panic!("client_test.py printed no {key}:\n{stdout}"))
+    free_loopback_addrs(n).expect("free loopback ports")
 }

@@ -1,4 +1,4 @@
-//! `kurzdraht bench footprint` as a user runs it, on a tiny store: the real binary fills a
+//! `kurzdraht-bench footprint` as a user runs it, on a tiny store: the real binary fills a
 //! Jugendamt's store, runs it and its peer as `serve` processes and prints the tables. Only
 //! checks that it completes and prints the summary with figures and the verdict — no
 //! assertions on the memory figures themselves.
@@ -14,9 +14,8 @@ fn row<'a>(stdout: &'a str, label: &str) -> Option<&'a str> {
 
 #[test]
 fn bench_footprint_runs_on_a_tiny_store_and_prints_the_verdict() {
-    let out = Command::new(env!("CARGO_BIN_EXE_kurzdraht"))
+    let out = Command::new(env!("CARGO_BIN_EXE_kurzdraht-bench"))
         .args([
-            "bench",
             "footprint",
             "--consents",
             "200",
@@ -30,7 +29,7 @@ fn bench_footprint_runs_on_a_tiny_store_and_prints_the_verdict() {
             "2",
         ])
         .output()
-        .expect("run kurzdraht bench footprint");
+        .expect("run kurzdraht-bench footprint");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -1,4 +1,4 @@
-//! `kurzdraht bench footprint`: a node's memory at scale, measured against the target "a
+//! `kurzdraht-bench footprint`: a node's memory at scale, measured against the target "a
 //! node's RSS under 100 MB at 1 million consent records and 1 million stored messages".
 //!
 //! This module owns the whole measurement:
@@ -22,9 +22,9 @@
 //! - **the tables and the verdict** against the target.
 //!
 //! Helpers shared with the other benchmarks (machine, formatting, sealing, `ServeProcess`,
-//! /proc readings) live in `bench.rs`.
+//! /proc readings) live in `common.rs`.
 
-use crate::bench::{self, ServeProcess, JA, JC};
+use crate::common::{self as bench, JA, JC};
 use anyhow::{bail, Context};
 use kurzdraht_client::{connect, AgencyClient, ClientConfig};
 use kurzdraht_envelope::{ids, sign_receipt, sign_receipt_batch, SigningKey};
@@ -34,6 +34,7 @@ use kurzdraht_node::{clock, Node};
 use kurzdraht_proto::v1::{
     self as pb, get_consent_evidence_request::About, message_body::Body, MessageKind,
 };
+use kurzdraht_testkit::ServeProcess;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -64,7 +65,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(600);
 const QUIET_CPU: f64 = 0.1;
 const QUIET_WINDOW: Duration = Duration::from_millis(500);
 
-/// What `kurzdraht bench footprint` was asked for.
+/// What `kurzdraht-bench footprint` was asked for.
 pub(crate) struct Params {
     pub consents: usize,
     pub messages: usize,
@@ -92,7 +93,7 @@ pub(crate) async fn run(p: Params) -> anyhow::Result<ExitCode> {
     let ja_client = ClientConfig::load(&files_of(JA)?.client_config)?;
 
     println!(
-        "kurzdraht bench footprint — a node's memory with a large store, against RSS < 100 MB"
+        "kurzdraht-bench footprint — a node's memory with a large store, against RSS < 100 MB"
     );
     bench::print_machine(fed.path());
     println!(
@@ -617,7 +618,7 @@ async fn fill(
     let size_on_disk = ledger.size_on_disk()?;
     drop(ledger);
     drop(node);
-    let files = bench::dir_bytes(&ja.data_dir);
+    let files = crate::restart::dir_bytes(&ja.data_dir);
     eprintln!(
         "  filled in {:.1} s (final flush {})",
         total.as_secs_f64(),

@@ -1,4 +1,5 @@
-//! `kurzdraht bench e2e` as a user runs it: the real binary, two real node processes. Only
+//! `kurzdraht-bench e2e` as a user runs it: the real benchmark binary and two real `kurzdraht
+//! serve` processes. Only
 //! checks that it completes and prints both rows with figures — no timing assertions.
 
 use std::process::Command;
@@ -21,13 +22,13 @@ fn rate_of(stdout: &str, mode: &str) -> Option<f64> {
     })
 }
 
-/// Runs `kurzdraht bench e2e` with `args`; returns its stdout once it succeeded.
+/// Runs `kurzdraht-bench e2e` with `args`; returns its stdout once it succeeded.
 fn run_e2e(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_kurzdraht"))
-        .args(["bench", "e2e"])
+    let out = Command::new(env!("CARGO_BIN_EXE_kurzdraht-bench"))
+        .arg("e2e")
         .args(args)
         .output()
-        .expect("run kurzdraht bench e2e");
+        .expect("run kurzdraht-bench e2e");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),

@@ -1,4 +1,4 @@
-//! A delaying TCP forwarder for `bench e2e --link-delay-ms`: it stands between two peers on
+//! A delaying TCP forwarder for `kurzdraht-bench e2e --link-delay-ms`: it stands between two peers on
 //! loopback and holds every chunk for a fixed time in each direction, as a wide-area link
 //! between two agencies' data centres would. Bytes pass unchanged (mutual TLS runs end to
 //! end through it) and in order.

@@ -8,7 +8,8 @@
 //! to at most [`LOCAL_RETRY_MAX_MS`] (a peer back up is reached within that, not after the
 //! production ceiling of minutes).
 
-use crate::{
+use kurzdraht_client::{connect, AgencyClient, ClientConfig};
+use kurzdraht_node::{
     clock::{Clock, SystemClock},
     config::NodeConfig,
     node::Node,
@@ -16,7 +17,6 @@ use crate::{
     server::{serve, Listeners},
     NodeError,
 };
-use kurzdraht_client::{connect, AgencyClient, ClientConfig};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -248,7 +248,7 @@ impl LocalFederation {
     pub async fn update_directory(
         &self,
         edit: impl FnOnce(&str) -> String,
-    ) -> Result<crate::directory::Directory, NodeError> {
+    ) -> Result<kurzdraht_node::directory::Directory, NodeError> {
         let directory = pki::update_directory(&self.dir, edit)?;
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
         for r in self.running.values() {
