@@ -1182,6 +1182,10 @@ async fn a_jobcenter_restored_from_an_older_backup_learns_again_what_it_sent_and
         )
         .await,
     );
+    // Delivered before the withdrawal: a withdrawal stops what is still queued under its
+    // consent, so a reminder the worker had not taken yet would rightly be REFUSED
+    // (`consent-withdrawn`) — the race this test lost under load.
+    let mut sent = delivered(&h, JC, &after).await;
     let w = jc
         .withdraw_consent(pb::WithdrawConsentRequest {
             consent_id: c1_id.clone(),
@@ -1204,8 +1208,8 @@ async fn a_jobcenter_restored_from_an_older_backup_learns_again_what_it_sent_and
         1,
         "one withdrawal notice to the Jugendamt"
     );
+    sent.extend(delivered(&h, JC, &to_ja_withdrawal).await);
     after.extend(to_ja_withdrawal);
-    let sent = delivered(&h, JC, &after).await;
     let stopped = wait_for_state(&jc, &queued, pb::DeliveryState::Refused).await;
     assert_eq!(
         stopped.detail, "consent-withdrawn",
