@@ -1,7 +1,8 @@
 //! `kurzdraht-bench footprint`: a node's memory at scale, measured against the target "a
 //! node's RSS under 100 MB at 1 million consent records and 1 million stored messages".
 //!
-//! This module owns the whole measurement:
+//! This module and its two siblings own the whole measurement (`footprint_fill.rs`: the
+//! test data and the fill; `footprint_report.rs`: the tables and the verdict; here: the run):
 //! - **the fill**: the Jugendamt Kreis Segeberg's store of a real federation (`pki init`),
 //!   opened exactly as its node opens it (`Node::open`: the node's data key, so consents and
 //!   inbox are sealed at rest, and the node's store options), written through
@@ -25,45 +26,43 @@
 //! /proc readings) live in `common.rs`.
 
 use crate::common::{self as bench, JA, JC};
+use crate::footprint_fill::*;
+use crate::footprint_report::*;
 use anyhow::{bail, Context};
 use kurzdraht_client::{connect, AgencyClient, ClientConfig};
-use kurzdraht_envelope::{ids, sign_receipt, sign_receipt_batch, SigningKey};
-use kurzdraht_ledger::{Accepted, ConsentEffect, InboxRecord, Outgoing};
+use kurzdraht_envelope::ids;
+use kurzdraht_node::clock;
 use kurzdraht_node::config::NodeConfig;
-use kurzdraht_node::{clock, Node};
-use kurzdraht_proto::v1::{
-    self as pb, get_consent_evidence_request::About, message_body::Body, MessageKind,
-};
+use kurzdraht_proto::v1::{self as pb, get_consent_evidence_request::About};
 use kurzdraht_testkit::ServeProcess;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// The target of the issue: a node's resident memory, in bytes (100 MB).
-const TARGET_BYTES: u64 = 100_000_000;
+pub(crate) const TARGET_BYTES: u64 = 100_000_000;
 /// Envelopes per stored batch: the most a delivery worker sends in one DeliverBatch.
-const FILL_BATCH: usize = 256;
+pub(crate) const FILL_BATCH: usize = 256;
 /// Batches the sealing thread may run ahead of the writer.
-const FILL_QUEUE: usize = 8;
+pub(crate) const FILL_QUEUE: usize = 8;
 /// How many stored ids of each kind the load picks from, spread evenly over the store.
-const SAMPLE: usize = 4096;
+pub(crate) const SAMPLE: usize = 4096;
 /// How often the serve process's RSS is sampled.
-const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+pub(crate) const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 /// The fill spreads the records' times over this past period.
-const HISTORY_MS: i64 = 365 * clock::DAY_MS;
+pub(crate) const HISTORY_MS: i64 = 365 * clock::DAY_MS;
 /// A batch arrives this long after its newest envelope was sealed.
-const TRANSIT_MS: i64 = 40;
+pub(crate) const TRANSIT_MS: i64 = 40;
 /// How long the run waits for a node to answer and to become quiet after its start, and for
 /// the live consent to arrive.
-const START_TIMEOUT: Duration = Duration::from_secs(600);
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(600);
 /// A node counts as quiet below this share of one core over [`QUIET_WINDOW`].
-const QUIET_CPU: f64 = 0.1;
-const QUIET_WINDOW: Duration = Duration::from_millis(500);
+pub(crate) const QUIET_CPU: f64 = 0.1;
+pub(crate) const QUIET_WINDOW: Duration = Duration::from_millis(500);
 
 /// What `kurzdraht-bench footprint` was asked for.
 pub(crate) struct Params {
@@ -166,489 +165,18 @@ pub(crate) async fn run(p: Params) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-// ---------------------------------------------------------------- test data
-
-const GIVEN: [&str; 16] = [
-    "Lena", "Finn", "Mia", "Jonas", "Lea", "Luca", "Emma", "Paul", "Hannah", "Ben", "Sophie",
-    "Elias", "Marie", "Noah", "Lina", "Felix",
-];
-const FAMILY: [&str; 16] = [
-    "Hansen",
-    "Petersen",
-    "Jensen",
-    "Schmidt",
-    "Möller",
-    "Schulz",
-    "Thomsen",
-    "Lange",
-    "Meyer",
-    "Nissen",
-    "Carstensen",
-    "Wulf",
-    "Koch",
-    "Brandt",
-    "Voss",
-    "Lorenzen",
-];
-const STREETS: [&str; 8] = [
-    "Kurhausstraße",
-    "Hamburger Straße",
-    "Kirchstraße",
-    "Lübecker Straße",
-    "Ulzburger Straße",
-    "Segeberger Chaussee",
-    "Rathausallee",
-    "Ohechaussee",
-];
-const PLACES: [(&str, &str); 4] = [
-    ("23795", "Bad Segeberg"),
-    ("22846", "Norderstedt"),
-    ("24568", "Kaltenkirchen"),
-    ("24576", "Bad Bramstedt"),
-];
-const CASEWORKERS: [&str; 4] = ["Herr Jensen", "Frau Sievers", "Frau Ahrens", "Herr Lüthje"];
-
-/// Person `i`: 18 to 24 years old in `year`, with an address and the Jobcenter's case number.
-fn subject(i: usize, year: i32) -> pb::Subject {
-    let (postal_code, city) = PLACES[i % PLACES.len()];
-    pb::Subject {
-        given_name: GIVEN[i % GIVEN.len()].into(),
-        family_name: FAMILY[(i / GIVEN.len()) % FAMILY.len()].into(),
-        date_of_birth: format!(
-            "{:04}-{:02}-{:02}",
-            year - 19 - (i % 6) as i32,
-            1 + i % 12,
-            1 + (i / 12) % 28
-        ),
-        address: Some(pb::Address {
-            street: format!("{} {}", STREETS[(i / 7) % STREETS.len()], 1 + i % 120),
-            postal_code: postal_code.into(),
-            city: city.into(),
-        }),
-        case_references: vec![pb::CaseReference {
-            agency: JC.into(),
-            reference: format!("JC-SE-U25-{i:07}"),
-        }],
-    }
-}
-
-/// What a consent for the move-out procedure covers; the Jugendamt's certification carries
-/// the family situation.
-fn categories() -> Vec<i32> {
-    [
-        pb::DataCategory::Identity,
-        pb::DataCategory::Address,
-        pb::DataCategory::CaseReferences,
-        pb::DataCategory::HousingSituation,
-        pb::DataCategory::FamilySituation,
-    ]
-    .map(|c| c as i32)
-    .to_vec()
-}
-
-/// Consent `i` as the Jobcenter records it at `at_ms` (valid for two years).
-fn consent_record(i: usize, at_ms: i64, year: i32) -> pb::ConsentRecord {
-    let mut evidence = [0u8; 32];
-    evidence[..8].copy_from_slice(&Rng(i as u64).next().to_be_bytes());
-    evidence[8..16].copy_from_slice(&Rng(!(i as u64)).next().to_be_bytes());
-    pb::ConsentRecord {
-        consent_id: ids::new_id(),
-        subject: Some(subject(i, year)),
-        given_by: pb::ConsentGiver::Person as i32,
-        recording_agency: JC.into(),
-        recipients: vec![JA.into()],
-        purposes: vec![pb::Purpose::U25MoveOut as i32],
-        valid_from_ms: at_ms,
-        valid_until_ms: at_ms + 2 * 365 * clock::DAY_MS,
-        evidence_reference: format!("JC-SE/Einwilligung/{}/{i:07}", year - 1),
-        recorded_by: CASEWORKERS[i % CASEWORKERS.len()].into(),
-        recorded_at_ms: at_ms,
-        categories: categories(),
-        legal_basis: pb::LegalBasis::ConsentGdpr61ASgbX67b as i32,
-        form: pb::ConsentForm::Written as i32,
-        evidence_sha256: evidence.to_vec(),
-        ..Default::default()
-    }
-}
-
-fn certification_request(subject: pb::Subject, respond_by: String, i: usize) -> pb::MessageBody {
-    pb::MessageBody {
-        body: Some(Body::CertificationRequest(pb::CertificationRequest {
-            subject: Some(subject),
-            reason: bench::REASON.into(),
-            respond_by,
-            caseworker: CASEWORKERS[i % CASEWORKERS.len()].into(),
-        })),
-    }
-}
-
-fn move_out_certification(subject: pb::Subject, today: String) -> pb::MessageBody {
-    pb::MessageBody {
-        body: Some(Body::MoveOutCertification(pb::MoveOutCertification {
-            subject: Some(subject),
-            outcome: pb::CertificationOutcome::Supported as i32,
-            ground: pb::MoveOutGround::SeriousSocialReasons as i32,
-            statement: "Rückverweis in das Elternhaus nicht zumutbar; Auszug aus schwerwiegenden sozialen Gründen erforderlich.".into(),
-            interview_date: today,
-            issuing_caseworker: "Frau Sievers".into(),
-            health_note: String::new(),
-        })),
-    }
-}
-
-/// SplitMix64: reproducible picks without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
-fn this_year() -> i32 {
-    clock::date_of_ms(clock::now_ms())
-        .map(|d| d.year())
-        .unwrap_or(2026)
-}
-
-fn today() -> String {
-    clock::date_of_ms(clock::now_ms())
-        .map(|d| d.to_string())
-        .unwrap_or_default()
-}
-
-// ---------------------------------------------------------------- the fill
-
-/// One DeliverBatch as the Jugendamt stores it: records with their receipts, and effects.
-struct Batch {
-    items: Vec<(InboxRecord, ConsentEffect)>,
-    received_at_ms: i64,
-    consents: bool,
-}
-
-/// Seals the envelopes on its own thread, so that sealing and writing overlap.
-struct Source {
-    jc_key: SigningKey,
-    ja_key: SigningKey,
-    consents: usize,
-    messages: usize,
-    deadline: Duration,
-    start_ms: i64,
-    year: i32,
-}
-
-/// What the sealing thread kept: ids for the load, one envelope size of each kind.
-#[derive(Default)]
-struct Produced {
-    consent_sample: Vec<String>,
-    message_sample: Vec<String>,
-    notice_bytes: usize,
-    request_bytes: usize,
-}
-
-impl Source {
-    /// When record `i` of `n` was sealed: spread evenly over the past [`HISTORY_MS`].
-    fn at(&self, i: usize, n: usize) -> i64 {
-        self.start_ms + (i128::from(HISTORY_MS) * i as i128 / n.max(1) as i128) as i64
-    }
-
-    /// Received as the node stores an accepted envelope (the receipt follows per batch).
-    fn received(out: Outgoing, kind: MessageKind) -> InboxRecord {
-        InboxRecord {
-            message_id: out.message_id,
-            sender: JC.into(),
-            kind: kind as i32,
-            envelope_sha256: out.envelope_sha256.to_vec(),
-            envelope: Some(out.envelope),
-            created_at_ms: out.submitted_at_ms,
-            consent_id: out.consent_id,
-            ..Default::default()
-        }
-    }
-
-    /// Signs the batch's receipts as reception does (one alone, more under one signature)
-    /// and hands it to the writer; false once the writer is gone.
-    fn send(
-        &self,
-        items: &mut Vec<(InboxRecord, ConsentEffect)>,
-        consents: bool,
-        tx: &SyncSender<Batch>,
-    ) -> bool {
-        if items.is_empty() {
-            return true;
-        }
-        let received_at_ms = items
-            .iter()
-            .map(|(r, _)| r.created_at_ms)
-            .max()
-            .unwrap_or_default()
-            + TRANSIT_MS;
-        let receipts: Vec<pb::Receipt> = items
-            .iter()
-            .map(|(r, _)| pb::Receipt {
-                message_id: r.message_id.clone(),
-                envelope_sha256: r.envelope_sha256.clone(),
-                sender: JC.into(),
-                receiver: JA.into(),
-                received_at_ms,
-            })
-            .collect();
-        let signed = match receipts.as_slice() {
-            [one] => vec![sign_receipt(one, &self.ja_key)],
-            many => sign_receipt_batch(many, JC, JA, received_at_ms, &self.ja_key),
-        };
-        let mut items = std::mem::replace(items, Vec::with_capacity(FILL_BATCH));
-        for ((record, _), receipt) in items.iter_mut().zip(signed) {
-            record.received_at_ms = received_at_ms;
-            record.receipt = Some(receipt);
-        }
-        tx.send(Batch {
-            items,
-            received_at_ms,
-            consents,
-        })
-        .is_ok()
-    }
-
-    fn run(self, tx: SyncSender<Batch>) -> Produced {
-        let mut produced = Produced::default();
-        let mut items = Vec::with_capacity(FILL_BATCH);
-        let mut consent_ids = Vec::with_capacity(self.consents);
-        let every = (self.consents / SAMPLE).max(1);
-        for i in 0..self.consents {
-            let at = self.at(i, self.consents);
-            let record = consent_record(i, at, self.year);
-            let body = pb::MessageBody {
-                body: Some(Body::ConsentNotice(pb::ConsentNotice {
-                    consent: Some(record.clone()),
-                })),
-            };
-            let out = bench::seal_outgoing(
-                &self.jc_key,
-                JC,
-                MessageKind::ConsentNotice,
-                JA,
-                &record.consent_id,
-                &body,
-                at,
-                self.deadline,
-            );
-            produced.notice_bytes = bench::envelope_bytes(&out);
-            if i % every == 0 && produced.consent_sample.len() < SAMPLE {
-                produced.consent_sample.push(record.consent_id.clone());
-            }
-            consent_ids.push(record.consent_id.clone());
-            items.push((
-                Self::received(out, MessageKind::ConsentNotice),
-                ConsentEffect::Record(record),
-            ));
-            if items.len() == FILL_BATCH && !self.send(&mut items, true, &tx) {
-                return produced;
-            }
-        }
-        if !self.send(&mut items, true, &tx) {
-            return produced;
-        }
-        let mut rng = Rng(0x5e6e_be26);
-        let every = (self.messages / SAMPLE).max(1);
-        for k in 0..self.messages {
-            let at = self.at(k, self.messages);
-            let c = rng.below(self.consents);
-            let respond_by = clock::date_of_ms(at + 14 * clock::DAY_MS)
-                .map(|d| d.to_string())
-                .unwrap_or_default();
-            let body = certification_request(subject(c, self.year), respond_by, k);
-            let out = bench::seal_outgoing(
-                &self.jc_key,
-                JC,
-                MessageKind::CertificationRequest,
-                JA,
-                &consent_ids[c],
-                &body,
-                at,
-                self.deadline,
-            );
-            produced.request_bytes = bench::envelope_bytes(&out);
-            if k % every == 0 && produced.message_sample.len() < SAMPLE {
-                produced.message_sample.push(out.message_id.clone());
-            }
-            items.push((
-                Self::received(out, MessageKind::CertificationRequest),
-                ConsentEffect::None,
-            ));
-            if items.len() == FILL_BATCH && !self.send(&mut items, false, &tx) {
-                return produced;
-            }
-        }
-        self.send(&mut items, false, &tx);
-        produced
-    }
-}
-
-/// The filled store.
-struct Filled {
-    consents: usize,
-    messages: usize,
-    consents_time: Duration,
-    messages_time: Duration,
-    flush: Duration,
-    total: Duration,
-    size_on_disk: u64,
-    files: u64,
-    produced: Produced,
-}
-
-impl Filled {
-    fn records(&self) -> usize {
-        self.consents + self.messages
-    }
-}
-
-/// Prints progress at every tenth of the records.
-struct Progress {
-    total: usize,
-    done: usize,
-    next: usize,
-    started: Instant,
-    last: (usize, Instant),
-}
-
-impl Progress {
-    fn new(total: usize) -> Self {
-        let now = Instant::now();
-        Self {
-            total,
-            done: 0,
-            next: total.div_ceil(10),
-            started: now,
-            last: (0, now),
-        }
-    }
-
-    fn add(&mut self, n: usize, what: &str) {
-        self.done += n;
-        if self.done < self.next && self.done < self.total {
-            return;
-        }
-        let now = Instant::now();
-        let secs = self.started.elapsed().as_secs_f64().max(1e-9);
-        let recent = (self.done - self.last.0) as f64
-            / now.duration_since(self.last.1).as_secs_f64().max(1e-9);
-        eprintln!(
-            "  {:>3}%  {} / {} records ({what}), {secs:.1} s, {:.0}/s overall, {recent:.0}/s lately",
-            self.done * 100 / self.total.max(1),
-            thousands(self.done),
-            thousands(self.total),
-            self.done as f64 / secs
-        );
-        self.last = (self.done, now);
-        while self.next <= self.done {
-            self.next += self.total.div_ceil(10).max(1);
-        }
-    }
-}
-
-/// Fills the Jugendamt's store: `consents` replicated consents, then `messages` received
-/// CertificationRequests, as reception stores delivered batches; one flush at the end.
-async fn fill(
-    ja: &NodeConfig,
-    jc: &NodeConfig,
-    consents: usize,
-    messages: usize,
-) -> anyhow::Result<Filled> {
-    let node = Node::open(ja).context("opening the Jugendamt's store as its node does")?;
-    let ledger = node.ledger().clone();
-    let source = Source {
-        jc_key: jc.signing_key.clone(),
-        ja_key: ja.signing_key.clone(),
-        consents,
-        messages,
-        deadline: jc.delivery.deadline,
-        start_ms: clock::now_ms() - HISTORY_MS,
-        year: this_year(),
-    };
-    let started = Instant::now();
-    let writer = ledger.clone();
-    let written = tokio::task::spawn_blocking(move || {
-        let (tx, rx) = sync_channel::<Batch>(FILL_QUEUE);
-        let sealer = std::thread::Builder::new()
-            .name("footprint-seal".into())
-            .spawn(move || source.run(tx))
-            .context("starting the sealing thread")?;
-        let mut progress = Progress::new(consents + messages);
-        let mut consents_done = None;
-        for batch in rx {
-            if !batch.consents && consents_done.is_none() {
-                consents_done = Some(started.elapsed());
-            }
-            let stored = writer.accept_deliveries(&batch.items, batch.received_at_ms)?;
-            if stored.len() != batch.items.len()
-                || stored.iter().any(|a| !matches!(a, Accepted::Stored { .. }))
-            {
-                bail!("the store took a filled envelope as a duplicate");
-            }
-            let what = if batch.consents {
-                "consents"
-            } else {
-                "messages"
-            };
-            progress.add(batch.items.len(), what);
-        }
-        let produced = sealer
-            .join()
-            .map_err(|_| anyhow::anyhow!("the sealing thread panicked"))?;
-        anyhow::Ok((produced, consents_done.unwrap_or_else(|| started.elapsed())))
-    })
-    .await
-    .context("the fill task")??;
-    let (produced, consents_time) = written;
-    let written_at = started.elapsed();
-    let t = Instant::now();
-    ledger.flush().await?;
-    let flush = t.elapsed();
-    let total = started.elapsed();
-    let size_on_disk = ledger.size_on_disk()?;
-    drop(ledger);
-    drop(node);
-    let files = crate::restart::dir_bytes(&ja.data_dir);
-    eprintln!(
-        "  filled in {:.1} s (final flush {})",
-        total.as_secs_f64(),
-        bench::fmt_duration(flush)
-    );
-    Ok(Filled {
-        consents,
-        messages,
-        consents_time,
-        messages_time: written_at.saturating_sub(consents_time),
-        flush,
-        total,
-        size_on_disk,
-        files,
-        produced,
-    })
-}
-
 // ---------------------------------------------------------------- the run
 
 /// VmRSS and VmHWM of a process at one moment.
 #[derive(Clone, Copy, Default)]
-struct Reading {
-    rss: Option<u64>,
-    hwm: Option<u64>,
-    cpu_secs: Option<f64>,
+pub(crate) struct Reading {
+    pub(crate) rss: Option<u64>,
+    pub(crate) hwm: Option<u64>,
+    pub(crate) cpu_secs: Option<f64>,
 }
 
 impl Reading {
-    fn of(pid: &str, ticks: f64) -> Self {
+    pub(crate) fn of(pid: &str, ticks: f64) -> Self {
         Self {
             rss: bench::proc_status_bytes(pid, "VmRSS"),
             hwm: bench::peak_rss(pid),
@@ -658,13 +186,13 @@ impl Reading {
 }
 
 /// Samples a process's VmRSS every [`SAMPLE_EVERY`] until stopped.
-struct Sampler {
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<Vec<(Duration, u64)>>,
+pub(crate) struct Sampler {
+    pub(crate) stop: oneshot::Sender<()>,
+    pub(crate) task: JoinHandle<Vec<(Duration, u64)>>,
 }
 
 impl Sampler {
-    fn start(pid: String, t0: Instant) -> Self {
+    pub(crate) fn start(pid: String, t0: Instant) -> Self {
         let (stop, mut stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let mut samples = Vec::new();
@@ -681,7 +209,7 @@ impl Sampler {
         Self { stop, task }
     }
 
-    async fn finish(self) -> Vec<(Duration, u64)> {
+    pub(crate) async fn finish(self) -> Vec<(Duration, u64)> {
         let _ = self.stop.send(());
         self.task.await.unwrap_or_default()
     }
@@ -689,7 +217,7 @@ impl Sampler {
 
 /// The load's calls, by kind.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
-enum Op {
+pub(crate) enum Op {
     EvidenceByConsent,
     EvidenceByMessage,
     GetStatus,
@@ -699,7 +227,7 @@ enum Op {
 }
 
 impl Op {
-    fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Op::EvidenceByConsent => "GetConsentEvidence (stored consent)",
             Op::EvidenceByMessage => "GetConsentEvidence (stored message)",
@@ -712,7 +240,7 @@ impl Op {
 }
 
 /// One caller's round: mostly reads of stored records, some writes, one submission.
-const MIX: [Op; 10] = [
+pub(crate) const MIX: [Op; 10] = [
     Op::EvidenceByConsent,
     Op::EvidenceByMessage,
     Op::GetStatus,
@@ -726,30 +254,30 @@ const MIX: [Op; 10] = [
 ];
 
 /// What one run measured.
-struct Measured {
-    answering_after: Duration,
-    at_answer: Reading,
+pub(crate) struct Measured {
+    pub(crate) answering_after: Duration,
+    pub(crate) at_answer: Reading,
     /// How long the node was left idle: at least `--idle-seconds`, and until it was quiet.
-    idle_for: Duration,
-    after_idle: Reading,
+    pub(crate) idle_for: Duration,
+    pub(crate) after_idle: Reading,
     /// Whether VmHWM could be reset before the load (else it is the peak since start).
-    reset: bool,
-    after_load: Reading,
-    peer: Reading,
-    load_elapsed: Duration,
+    pub(crate) reset: bool,
+    pub(crate) after_load: Reading,
+    pub(crate) peer: Reading,
+    pub(crate) load_elapsed: Duration,
     /// Latencies by call kind, sorted.
-    calls: BTreeMap<Op, Vec<Duration>>,
-    submitted: usize,
-    undelivered: usize,
-    samples: Vec<(Duration, u64)>,
+    pub(crate) calls: BTreeMap<Op, Vec<Duration>>,
+    pub(crate) submitted: usize,
+    pub(crate) undelivered: usize,
+    pub(crate) samples: Vec<(Duration, u64)>,
     /// When the idle phase and the load began, after the Jugendamt was started.
-    load_from: Duration,
-    load_to: Duration,
+    pub(crate) load_from: Duration,
+    pub(crate) load_to: Duration,
 }
 
 /// Connects once the node answers a call (GetStatus of an unknown id: NOT_FOUND), which it
 /// does only after it opened its store.
-async fn answering(
+pub(crate) async fn answering(
     config: &ClientConfig,
     node: &mut ServeProcess,
     until: Instant,
@@ -781,7 +309,7 @@ async fn answering(
     }
 }
 
-async fn measure(
+pub(crate) async fn measure(
     p: &Params,
     filled: &Filled,
     jc_client: &ClientConfig,
@@ -889,7 +417,11 @@ async fn measure(
 
 /// Waits until the node uses less than [`QUIET_CPU`] of a core over [`QUIET_WINDOW`]: its
 /// start-up work (e.g. the first retention sweep) is done.
-async fn quiet(node: &mut ServeProcess, ticks: f64, until: Instant) -> anyhow::Result<()> {
+pub(crate) async fn quiet(
+    node: &mut ServeProcess,
+    ticks: f64,
+    until: Instant,
+) -> anyhow::Result<()> {
     let pid = node.pid();
     let mut before = bench::cpu_ticks(&pid);
     loop {
@@ -914,7 +446,7 @@ async fn quiet(node: &mut ServeProcess, ticks: f64, until: Instant) -> anyhow::R
 }
 
 /// Waits until the Jugendamt holds consent `id` (its notice arrived).
-async fn consent_arrived(
+pub(crate) async fn consent_arrived(
     client: &mut AgencyClient,
     id: &str,
     until: Instant,
@@ -938,7 +470,7 @@ async fn consent_arrived(
 type LoadResult = (Duration, BTreeMap<Op, Vec<Duration>>, Vec<String>);
 
 /// `callers` IT-system clients, each looping through [`MIX`] until `duration` is over.
-async fn load(
+pub(crate) async fn load(
     client: &AgencyClient,
     produced: &Produced,
     inbox_len: u64,
@@ -1063,7 +595,7 @@ async fn load(
 }
 
 /// How many of the submitted messages are not DELIVERED within 30 s.
-async fn undelivered(client: &AgencyClient, ids: &[String]) -> anyhow::Result<usize> {
+pub(crate) async fn undelivered(client: &AgencyClient, ids: &[String]) -> anyhow::Result<usize> {
     let until = Instant::now() + Duration::from_secs(30);
     let mut client = client.clone();
     let mut left = 0;
@@ -1086,235 +618,4 @@ async fn undelivered(client: &AgencyClient, ids: &[String]) -> anyhow::Result<us
         }
     }
     Ok(left)
-}
-
-// ---------------------------------------------------------------- the tables
-
-fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn opt_bytes(b: Option<u64>) -> String {
-    b.map_or_else(|| "n/a".into(), bench::fmt_bytes)
-}
-
-fn opt_secs(s: Option<f64>) -> String {
-    s.map_or_else(|| "n/a".into(), |s| format!("{s:.2} s"))
-}
-
-fn row(label: &str, value: String) {
-    println!("  {label:<50} {value}");
-}
-
-fn report(f: &Filled, m: &Measured) {
-    let rate = |n: usize, d: Duration| n as f64 / d.as_secs_f64().max(1e-9);
-    let inbox = f.records();
-    let audit = 2 * f.consents + f.messages;
-    println!();
-    println!("store of the Jugendamt (filled directly, sealed at rest with the node's data key)");
-    row(
-        "consents (replicated, each with its signed notice)",
-        thousands(f.consents),
-    );
-    row(
-        "received CertificationRequests (with receipts)",
-        thousands(f.messages),
-    );
-    row(
-        "inbox records (the notices and the requests)",
-        thousands(inbox),
-    );
-    row("audit entries the fill wrote", thousands(audit));
-    row(
-        "envelope: ConsentNotice / CertificationRequest",
-        format!(
-            "{} B / {} B",
-            f.produced.notice_bytes, f.produced.request_bytes
-        ),
-    );
-    row(
-        "fill time (seal + store, one flush)",
-        format!(
-            "{:.1} s — consents {:.1} s ({:.0}/s), messages {:.1} s ({:.0}/s), flush {}",
-            f.total.as_secs_f64(),
-            f.consents_time.as_secs_f64(),
-            rate(f.consents, f.consents_time),
-            f.messages_time.as_secs_f64(),
-            rate(f.messages, f.messages_time),
-            bench::fmt_duration(f.flush)
-        ),
-    );
-    row(
-        "store size: sled size_on_disk / files",
-        format!(
-            "{} / {}",
-            bench::fmt_bytes(f.size_on_disk),
-            bench::fmt_bytes(f.files)
-        ),
-    );
-
-    println!();
-    println!(
-        "{:<70} {:>11} {:>11} {:>10}",
-        "memory of the `kurzdraht serve` processes", "VmRSS", "VmHWM", "CPU"
-    );
-    let line = |label: String, r: &Reading| {
-        println!(
-            "  {label:<68} {:>11} {:>11} {:>10}",
-            opt_bytes(r.rss),
-            opt_bytes(r.hwm),
-            opt_secs(r.cpu_secs)
-        );
-    };
-    line(
-        format!(
-            "Jugendamt, at its first answer ({:.2} s after start)",
-            m.answering_after.as_secs_f64()
-        ),
-        &m.at_answer,
-    );
-    line(
-        format!(
-            "Jugendamt, quiet after {:.1} s idle (HWM: the start-up peak)",
-            m.idle_for.as_secs_f64()
-        ),
-        &m.after_idle,
-    );
-    let ncalls: usize = m.calls.values().map(Vec::len).sum();
-    line(
-        format!(
-            "Jugendamt, after {:.1} s of load, {} calls (HWM: {})",
-            m.load_elapsed.as_secs_f64(),
-            thousands(ncalls),
-            if m.reset {
-                "peak under load"
-            } else {
-                "peak since start"
-            }
-        ),
-        &m.after_load,
-    );
-    line(
-        "Jobcenter (the peer, empty store), at the end".into(),
-        &m.peer,
-    );
-    println!(
-        "  (CPU: utime + stime since the process started; VmHWM reset before the load: {})",
-        if m.reset { "yes" } else { "not allowed here" }
-    );
-
-    let in_phase = |from: Duration, to: Duration| {
-        m.samples
-            .iter()
-            .filter(|(t, _)| *t >= from && *t <= to)
-            .map(|(_, b)| *b)
-            .max()
-    };
-    println!(
-        "  RSS sampled every {} ms: highest before the load {}, during the load {}",
-        SAMPLE_EVERY.as_millis(),
-        opt_bytes(in_phase(Duration::ZERO, m.load_from)),
-        opt_bytes(in_phase(m.load_from, m.load_to))
-    );
-    println!(
-        "  RSS over time (s after start: MiB): {}",
-        timeline(&m.samples)
-    );
-
-    println!();
-    println!(
-        "{:<44} {:>8} {:>9} {:>9} {:>9}",
-        "load on the Jugendamt", "calls", "calls/s", "p50 ms", "p99 ms"
-    );
-    for (op, l) in &m.calls {
-        println!(
-            "  {:<42} {:>8} {:>9.1} {:>9.2} {:>9.2}",
-            op.label(),
-            thousands(l.len()),
-            rate(l.len(), m.load_elapsed),
-            bench::ms(bench::percentile(l, 50.0)),
-            bench::ms(bench::percentile(l, 99.0))
-        );
-    }
-    println!(
-        "  submitted messages DELIVERED to the Jobcenter: {} of {}",
-        m.submitted - m.undelivered,
-        m.submitted
-    );
-
-    let peak = [m.after_idle.hwm, m.after_load.hwm]
-        .into_iter()
-        .flatten()
-        .max();
-    let limit = format!("100 MB ({})", bench::fmt_bytes(TARGET_BYTES));
-    println!();
-    println!("summary");
-    row(
-        "records",
-        format!(
-            "{} consents + {} messages",
-            thousands(f.consents),
-            thousands(f.messages)
-        ),
-    );
-    row("store size on disk", bench::fmt_bytes(f.size_on_disk));
-    row("fill time", format!("{:.1} s", f.total.as_secs_f64()));
-    row(
-        "node RSS after open (first answer / after idle)",
-        format!(
-            "{} / {}",
-            opt_bytes(m.at_answer.rss),
-            opt_bytes(m.after_idle.rss)
-        ),
-    );
-    row(
-        "node peak RSS: start-up / under load",
-        format!(
-            "{} / {}",
-            opt_bytes(m.after_idle.hwm),
-            opt_bytes(m.after_load.hwm)
-        ),
-    );
-    row("node RSS after the load", opt_bytes(m.after_load.rss));
-    match peak {
-        Some(peak) => println!(
-            "verdict: node peak RSS {} {} {limit} — {}",
-            bench::fmt_bytes(peak),
-            if peak < TARGET_BYTES { "<" } else { "≥" },
-            if peak < TARGET_BYTES {
-                "met"
-            } else {
-                "NOT met"
-            }
-        ),
-        None => println!("verdict: not measured (no /proc/<pid>/status here)"),
-    }
-}
-
-/// About 30 evenly spaced samples as "t:MiB".
-fn timeline(samples: &[(Duration, u64)]) -> String {
-    let step = samples.len().div_ceil(30).max(1);
-    let mut points: Vec<String> = samples
-        .iter()
-        .step_by(step)
-        .map(|(t, b)| format!("{:.1}:{:.0}", t.as_secs_f64(), *b as f64 / 1048576.0))
-        .collect();
-    if let Some((t, b)) = samples.last() {
-        if !(samples.len() - 1).is_multiple_of(step) {
-            points.push(format!(
-                "{:.1}:{:.0}",
-                t.as_secs_f64(),
-                *b as f64 / 1048576.0
-            ));
-        }
-    }
-    points.join(" ")
 }

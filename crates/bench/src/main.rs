@@ -22,7 +22,7 @@
 //! phases goes to stderr. Every run is bounded in time.
 //!
 //! Modules: `commit.rs`, `restart.rs` (restart and backup), `e2e.rs` (with `link.rs`, the
-//! delaying forwarder), `footprint.rs`; `common.rs` holds the machine, formatting, sealed
+//! delaying forwarder), `footprint.rs` (with `footprint_fill.rs`, `footprint_report.rs`); `common.rs` holds the machine, formatting, sealed
 //! test data and /proc readings they share. The nodes run as real `kurzdraht serve`
 //! processes (`kurzdraht_testkit::ServeProcess`, the binary of the same profile, built when
 //! missing) or in-process.
@@ -33,6 +33,8 @@ mod commit;
 mod common;
 mod e2e;
 mod footprint;
+mod footprint_fill;
+mod footprint_report;
 mod link;
 mod restart;
 
