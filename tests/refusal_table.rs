@@ -1085,8 +1085,10 @@ async fn one_of_each() -> Vec<kurzdraht_node::NodeError> {
         N::NotStored(s()),
         N::StoreFailed(s()),
         N::Internal(s()),
+        N::Task(s()),
         N::config("k", "r"),
         N::Tls(s()),
+        N::Certificate(s()),
         N::Io(std::io::Error::other("x")),
         N::Listen {
             key: "listen.peer",

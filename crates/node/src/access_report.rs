@@ -19,7 +19,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
 ) -> Result<T, NodeError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| NodeError::Internal(format!("a store scan failed: {e}")))?
+        .map_err(|e| NodeError::Task(format!("a store scan: {e}")))?
 }
 
 const REFUSAL_EVENTS: [AuditEvent; 5] = [

@@ -92,7 +92,7 @@ impl Node {
             Ok(exported)
         })
         .await
-        .map_err(|e| NodeError::Internal(format!("backup task failed: {e}")))??;
+        .map_err(|e| NodeError::Task(format!("the backup export: {e}")))??;
         tracing::info!(
             client,
             trees = exported.trees,

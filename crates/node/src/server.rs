@@ -145,7 +145,7 @@ pub async fn serve(
         match server.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => result = Err(NodeError::from(e)),
-            Err(e) => result = Err(NodeError::Tls(format!("server task failed: {e}"))),
+            Err(e) => result = Err(NodeError::Task(format!("a listener's server task: {e}"))),
         }
     }
     for w in workers {

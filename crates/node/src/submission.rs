@@ -321,7 +321,7 @@ impl Node {
         let settled =
             tokio::spawn(async move { node.confirm_or_undo(ids, key_id, recorded).await })
                 .await
-                .map_err(|e| NodeError::Internal(format!("submission task: {e}")))?;
+                .map_err(|e| NodeError::Task(format!("confirming a submission: {e}")))?;
         settled?;
         Ok(Once::First(stored))
     }
