@@ -1242,7 +1242,7 @@ async fn backup(delivered: usize, rounds: usize, dir: Option<PathBuf>) -> anyhow
             let ledger = ledger.clone();
             let archive = archive.clone();
             tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-                let file = kurzdraht_node::backup::create_private(&archive)?;
+                let file = kurzdraht_node::service::backup::create_private(&archive)?;
                 let manifest = kurzdraht_ledger::BackupManifest {
                     agency: JC.into(),
                     taken_at_ms: clock::now_ms(),

@@ -8,8 +8,8 @@
 //! deadline; a peer's refusal is final. One unreachable peer delays only its own queue.
 
 use crate::error::{retry_class, Retry};
-use crate::peer_exchange::{MAX_BATCH_BYTES, MAX_BATCH_ENVELOPES};
 use crate::peer_transport::{GrpcTransport, PeerTransport, CONNECT_TIMEOUT};
+use crate::rpc::peer_exchange::{MAX_BATCH_BYTES, MAX_BATCH_ENVELOPES};
 use crate::{node::Node, policy, NodeError};
 use kurzdraht_envelope::{body::subject_of, ExpectedReceipt, ReceiptVerifier};
 use kurzdraht_ledger::{
@@ -96,7 +96,7 @@ const UNCONFIRMED_WAIT: Duration = Duration::from_millis(200);
 pub fn spawn_workers(node: &Node, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
     let mut workers = Vec::new();
     for (peer, signals) in node.outbox_signals() {
-        let transport: Arc<dyn PeerTransport> = GrpcTransport::new(node.clone(), peer);
+        let transport: Arc<dyn PeerTransport> = GrpcTransport::new(node.shared().clone(), peer);
         for (lane, signal) in signals.iter().enumerate() {
             let worker = LaneWorker::new(node.clone(), peer, lane as u8, transport.clone());
             let run = run(worker, signal.clone(), shutdown.clone());

@@ -8,7 +8,7 @@
 //! stores nothing but an audit entry of codes; it does not refuse the batch's other envelopes,
 //! and a later envelope sees the consent effects of the earlier ones.
 //!
-//! Envelopes a node fetches again in a reconciliation it started ([`Node::receive_refetched`],
+//! Envelopes a node fetches again in a reconciliation it started ([`Reception::receive_refetched`],
 //! see `reconciliation`) take the same path, with two differences: one that comes with this
 //! node's own original receipt for exactly that envelope (verified against this node's
 //! pinned keys) is stored with that receipt, may be older than the replay window (the
@@ -16,7 +16,8 @@
 //! at the time of that receipt (a withdrawal, replacement or erasure held now still
 //! refuses it); every other one is decided as a delivery.
 
-use crate::{categories::categories_carried, consent_record, node::Node, policy, NodeError};
+use crate::shared::Shared;
+use crate::{categories::categories_carried, consent_record, policy, NodeError};
 use kurzdraht_envelope::{
     ids, sign_receipt, sign_receipt_batch, verify_receipt, ExpectedReceipt, OpenedEnvelope,
 };
@@ -134,7 +135,17 @@ impl BatchView {
     }
 }
 
-impl Node {
+/// Envelopes received from peers: verified, decided, stored and receipted.
+#[derive(Clone)]
+pub struct Reception {
+    shared: Shared,
+}
+
+impl Reception {
+    pub(crate) fn new(shared: Shared) -> Self {
+        Self { shared }
+    }
+
     /// Handles one delivered envelope from the agency `tls_agency` (named by the peer's
     /// verified client certificate).
     pub async fn receive(
@@ -196,7 +207,7 @@ impl Node {
         tls_agency: &str,
         items: Vec<(SignedEnvelope, Option<Asked>)>,
     ) -> Vec<Answer> {
-        let now = self.now_ms();
+        let now = self.shared.now_ms();
         let started = std::time::Instant::now();
         let envelopes_in = items.len();
         let reconciling = items.iter().any(|(_, asked)| asked.is_some());
@@ -217,7 +228,7 @@ impl Node {
             );
             if let Err(e) = &decision {
                 match &asked {
-                    None => self.audit_refusal(
+                    None => self.shared.audit_refusal(
                         AuditEvent::ReceptionRefused,
                         kind,
                         tls_agency,
@@ -268,7 +279,7 @@ impl Node {
                     message_id: record.message_id.clone(),
                     envelope_sha256: record.envelope_sha256.clone(),
                     sender: tls_agency.to_string(),
-                    receiver: self.agency().to_string(),
+                    receiver: self.shared.agency().to_string(),
                     received_at_ms: now,
                 }),
                 _ => None,
@@ -276,8 +287,14 @@ impl Node {
             .collect();
         // One envelope: a receipt signed alone; more: one signature over the batch.
         let signed = match receipts.as_slice() {
-            [one] => vec![sign_receipt(one, self.key())],
-            many => sign_receipt_batch(many, tls_agency, self.agency(), now, self.key()),
+            [one] => vec![sign_receipt(one, self.shared.key())],
+            many => sign_receipt_batch(
+                many,
+                tls_agency,
+                self.shared.agency(),
+                now,
+                self.shared.key(),
+            ),
         };
         // The accepted records move, with their receipts, into the batch's transaction.
         let mut signed = signed.into_iter();
@@ -306,7 +323,9 @@ impl Node {
         let stored = if items.is_empty() {
             Ok(Vec::new())
         } else {
-            self.ledger().accept_deliveries_as(&items, event, now)
+            self.shared
+                .ledger()
+                .accept_deliveries_as(&items, event, now)
         };
         let mut stored = match stored {
             Ok(stored) => stored.into_iter(),
@@ -335,7 +354,7 @@ impl Node {
                     Some(Accepted::Stored { seq }) => {
                         needs_flush = true;
                         last_seq = Some(seq);
-                        self.metrics().received();
+                        self.shared.metrics().received();
                         let (record, _) = &items[item];
                         tracing::info!(message_id = %record.message_id, kind = ?kinds[item], sender = tls_agency, seq, audit = event.as_str(), "envelope received");
                         record
@@ -348,7 +367,7 @@ impl Node {
                     // as a duplicate in the batch's transaction).
                     Some(Accepted::Duplicate(held)) => {
                         needs_flush = true;
-                        self.metrics().duplicate();
+                        self.shared.metrics().duplicate();
                         held.receipt
                             .map(|r| (r, Refetch::Held))
                             .ok_or_else(no_receipt)
@@ -377,7 +396,7 @@ impl Node {
         }
         // A receipt leaves only for what is on disk (a duplicate's first flush may still run).
         if needs_flush {
-            if let Err(e) = self.ledger().flush().await {
+            if let Err(e) = self.shared.ledger().flush().await {
                 tracing::error!(error = %e, "flush after reception failed");
                 let e = NodeError::from(e);
                 let reason = format!("the store could not be made durable ({})", e.reason_code());
@@ -388,7 +407,7 @@ impl Node {
             }
         }
         if let Some(seq) = last_seq {
-            self.inbox_changed(seq);
+            self.shared.inbox_changed(seq);
         }
         answers
     }
@@ -412,11 +431,11 @@ impl Node {
                 envelope.signer
             )));
         }
-        let directory = self.directory();
+        let directory = self.shared.directory();
         let sender = directory.get(tls_agency).ok_or_else(|| {
             NodeError::PermissionDenied(format!("{tls_agency} is not in the directory"))
         })?;
-        let opened = sender.open_envelope(&envelope, &self.limits().envelope)?;
+        let opened = sender.open_envelope(&envelope, &self.shared.limits().envelope)?;
         let OpenedEnvelope {
             header,
             kind,
@@ -425,11 +444,11 @@ impl Node {
         } = opened;
         *kind_out = kind;
         *consent_out = header.consent_id.clone();
-        if header.recipient != self.agency() {
+        if header.recipient != self.shared.agency() {
             return Err(NodeError::PermissionDenied(format!(
                 "the envelope is addressed to {:?}, not to this node ({})",
                 header.recipient,
-                self.agency()
+                self.shared.agency()
             )));
         }
         ids::parse_id("header.message_id", &header.message_id)
@@ -455,8 +474,8 @@ impl Node {
         };
         // When the consent is judged: now, or when the original receipt was signed.
         let decided_at = original.as_ref().map_or(now, |(_, at)| *at);
-        let window = self.limits().replay_window.as_millis() as i64;
-        let skew = self.limits().clock_skew.as_millis() as i64;
+        let window = self.shared.limits().replay_window.as_millis() as i64;
+        let skew = self.shared.limits().clock_skew.as_millis() as i64;
         if original.is_none() && header.created_at_ms < now.saturating_sub(window) {
             return Err(NodeError::invalid(
                 "header.created_at_ms",
@@ -495,7 +514,7 @@ impl Node {
         }
         // A duplicate of what we already hold is answered with the original receipt, even if
         // the consent has changed since: the message was lawfully received then.
-        if let Some(held) = self.ledger().inbox_record(&header.message_id)? {
+        if let Some(held) = self.shared.ledger().inbox_record(&header.message_id)? {
             if held.envelope_sha256.as_slice() == hash.as_slice() {
                 self.note_duplicate(&held.message_id, now)?;
                 return Ok(Decision::Duplicate(Box::new(held)));
@@ -506,7 +525,7 @@ impl Node {
             ids::parse_id("header.in_reply_to", &header.in_reply_to)
                 .map_err(|e| NodeError::invalid("header.in_reply_to", e.to_string()))?;
         }
-        let ledger = self.ledger();
+        let ledger = self.shared.ledger();
         let effect = match &body.body {
             Some(Body::ConsentNotice(n)) => {
                 let record = self.admit_consent_notice(
@@ -559,7 +578,7 @@ impl Node {
                 let subject = policy::admit_case_message(
                     kind,
                     sender.role,
-                    self.role(),
+                    self.shared.role(),
                     &body,
                     header.created_at_ms,
                 )?;
@@ -574,7 +593,7 @@ impl Node {
                 let query = ConsentQuery {
                     subject,
                     sender: tls_agency,
-                    recipient: self.agency(),
+                    recipient: self.shared.agency(),
                     purpose,
                     categories: &categories,
                     at_ms: decided_at,
@@ -620,14 +639,14 @@ impl Node {
         receipt: Option<&SignedReceipt>,
     ) -> Option<(SignedReceipt, i64)> {
         let receipt = receipt?;
-        let directory = self.directory();
+        let directory = self.shared.directory();
         // Signed when it was given: a key retired since still verifies it.
-        let own_keys = directory.get(self.agency())?.evidence_keys();
+        let own_keys = directory.get(self.shared.agency())?.evidence_keys();
         let expected = ExpectedReceipt {
             message_id,
             envelope_sha256: hash,
             sender,
-            receiver: self.agency(),
+            receiver: self.shared.agency(),
         };
         match verify_receipt(receipt, own_keys, &expected) {
             Ok(verified) => Some((receipt.clone(), verified.received_at_ms)),
@@ -647,14 +666,14 @@ impl Node {
         consent_id: &str,
         e: &NodeError,
     ) {
-        self.metrics().refused(e.reason_code());
+        self.shared.metrics().refused(e.reason_code());
         let note = AuditNote::new(AuditEvent::ReconciliationRefused)
             .message(message_id)
             .kind(kind as i32)
             .peer(peer)
             .consent(consent_id)
             .detail(e.reason_code());
-        if let Err(err) = self.ledger().audit(note, self.now_ms()) {
+        if let Err(err) = self.shared.ledger().audit(note, self.shared.now_ms()) {
             tracing::error!(error = %err, "could not audit a refusal");
         }
         tracing::info!(
@@ -669,8 +688,8 @@ impl Node {
     /// first per message is audited (the ledger marks it), so that a peer repeating itself
     /// cannot grow the audit chain.
     fn note_duplicate(&self, message_id: &str, now: i64) -> Result<(), NodeError> {
-        self.metrics().duplicate();
-        self.ledger().note_duplicate(message_id, now)?;
+        self.shared.metrics().duplicate();
+        self.shared.ledger().note_duplicate(message_id, now)?;
         Ok(())
     }
 
@@ -691,12 +710,12 @@ impl Node {
                 "a consent notice must come from the agency that recorded the consent".into(),
             ));
         }
-        if !record.recipients.iter().any(|r| r == self.agency()) {
+        if !record.recipients.iter().any(|r| r == self.shared.agency()) {
             return Err(NodeError::PermissionDenied(
                 "the consent does not name this agency; it must not be sent here".into(),
             ));
         }
-        consent_record::validate("body.consent.", record, &self.directory())?;
+        consent_record::validate("body.consent.", record, &self.shared.directory())?;
         if record.consent_id != header_consent_id {
             return Err(NodeError::invalid(
                 "body.consent.consent_id",
@@ -705,7 +724,7 @@ impl Node {
         }
         // Recorded when its notice was sealed (give or take the clock skew): a record
         // dated later would have its age rules checked on a date of the sender's choosing.
-        let skew = self.limits().clock_skew.as_millis() as i64;
+        let skew = self.shared.limits().clock_skew.as_millis() as i64;
         if record.recorded_at_ms > created_at_ms.saturating_add(skew) {
             return Err(NodeError::invalid(
                 "body.consent.recorded_at_ms",
@@ -713,7 +732,7 @@ impl Node {
             ));
         }
         if !record.supersedes.is_empty() {
-            if let Some(held) = view.consent(self.ledger(), &record.supersedes)? {
+            if let Some(held) = view.consent(self.shared.ledger(), &record.supersedes)? {
                 let old = held.record.unwrap_or_default();
                 if old.recording_agency != record.recording_agency {
                     return Err(NodeError::PermissionDenied(

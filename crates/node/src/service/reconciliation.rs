@@ -9,9 +9,9 @@
 //!   envelopes with the caller's own receipts). Both are bounded (at most 1,000 entries a
 //!   page, 256 ids and about 1 MiB of envelopes a call) and count against the caller's
 //!   rate like deliveries.
-//! - The restored node pulls ([`Node::reconcile_with`]): it lists a peer's deliveries since
+//! - The restored node pulls ([`Reconciliation::reconcile_with`]): it lists a peer's deliveries since
 //!   a time, skips what it holds (same id and envelope hash), fetches the rest and hands it
-//!   to reception (`Node::receive_refetched`): verify-before-decode with the peer's pinned
+//!   to reception (`Reception::receive_refetched`): verify-before-decode with the peer's pinned
 //!   keys, recipient, policy and consent as for any delivery. An envelope that comes with
 //!   this node's own receipt for exactly it keeps that receipt and may be older than the
 //!   replay window, because the receipt proves this node accepted it once; its consent is
@@ -40,10 +40,12 @@
 //!   `reconciliation.withdrawal` / `.consent` / `.sent` here and `.served-sent` at the peer
 //!   (ids only everywhere).
 
-use crate::peer_exchange::{MAX_BATCH_BYTES, MAX_BATCH_ENVELOPES};
 use crate::peer_transport::GrpcTransport;
-use crate::reception::{Refetch, Refetched};
-use crate::{node::Node, NodeError};
+use crate::rpc::peer_exchange::{MAX_BATCH_BYTES, MAX_BATCH_ENVELOPES};
+use crate::service::reception::Reception;
+use crate::service::reception::{Refetch, Refetched};
+use crate::shared::Shared;
+use crate::NodeError;
 use kurzdraht_envelope::{body::kind_of, ids, verify_and_open, verify_receipt, ExpectedReceipt};
 use kurzdraht_ledger::{AuditEvent, AuditNote, Cursor, Outgoing, SentEffect, SentEnvelope};
 use kurzdraht_proto::v1::{
@@ -165,7 +167,18 @@ fn protocol(peer: &str, what: &str) -> NodeError {
     NodeError::Aborted(format!("{peer} answered out of the contract: {what}"))
 }
 
-impl Node {
+/// Receiving again what peers delivered since a restored backup, and answering peers that do so.
+#[derive(Clone)]
+pub struct Reconciliation {
+    shared: Shared,
+    reception: Reception,
+}
+
+impl Reconciliation {
+    pub(crate) fn new(shared: Shared, reception: Reception) -> Self {
+        Self { shared, reception }
+    }
+
     // ---- the peer's side: what it delivered to the caller ----
 
     /// One page of the deliveries this node made to `caller` (`ListDelivered`).
@@ -177,6 +190,7 @@ impl Node {
         let limit = page_request(req.limit, req.since_ms, LIST_PAGE_DEFAULT, LIST_PAGE_MAX)?;
         let after = decode_cursor(&req.after)?;
         let mut page = self
+            .shared
             .ledger()
             .delivered_to(caller, req.since_ms, after, limit + 1)?;
         let more = page.len() > limit;
@@ -185,7 +199,7 @@ impl Node {
             (true, Some(last)) => encode_cursor(last.cursor),
             _ => String::new(),
         };
-        let keep = self.delivery_settings().keep_delivered.as_millis() as i64;
+        let keep = self.shared.delivery_settings().keep_delivered.as_millis() as i64;
         Ok(ListDeliveredResponse {
             entries: page
                 .into_iter()
@@ -197,7 +211,7 @@ impl Node {
                 })
                 .collect(),
             next_after,
-            kept_since_ms: self.now_ms().saturating_sub(keep).max(0),
+            kept_since_ms: self.shared.now_ms().saturating_sub(keep).max(0),
         })
     }
 
@@ -229,6 +243,7 @@ impl Node {
         let mut served = 0u32;
         for id in &req.message_ids {
             let kept = self
+                .shared
                 .ledger()
                 .kept_delivery(id)?
                 .filter(|k| k.recipient == caller);
@@ -246,6 +261,7 @@ impl Node {
             }
             bytes += size;
             let receipt = self
+                .shared
                 .ledger()
                 .message(id)?
                 .and_then(|r| r.status)
@@ -258,13 +274,13 @@ impl Node {
             served += 1;
         }
         if served > 0 {
-            self.ledger().audit(
+            self.shared.ledger().audit(
                 AuditNote::new(AuditEvent::ReconciliationServed)
                     .peer(caller)
                     .detail(format!("{served} kept envelopes handed over")),
-                self.now_ms(),
+                self.shared.now_ms(),
             )?;
-            self.ledger().flush().await?;
+            self.shared.ledger().flush().await?;
             tracing::info!(
                 peer = caller,
                 envelopes = served,
@@ -290,7 +306,7 @@ impl Node {
             RECEIVED_PAGE_MAX,
         )?;
         let after = decode_seq(&req.after)?;
-        let page = self.ledger().received_from(
+        let page = self.shared.ledger().received_from(
             caller,
             req.since_ms,
             after,
@@ -309,13 +325,13 @@ impl Node {
             })
             .collect();
         if !entries.is_empty() {
-            self.ledger().audit(
+            self.shared.ledger().audit(
                 AuditNote::new(AuditEvent::ReconciliationServedSent)
                     .peer(caller)
                     .detail(format!("{} received envelopes handed back", entries.len())),
-                self.now_ms(),
+                self.shared.now_ms(),
             )?;
-            self.ledger().flush().await?;
+            self.shared.ledger().flush().await?;
         }
         Ok(ListReceivedResponse {
             entries,
@@ -336,7 +352,9 @@ impl Node {
         }
         let peers = if req.peer.is_empty() {
             self.peers()
-        } else if req.peer == self.agency() || self.directory().get(&req.peer).is_none() {
+        } else if req.peer == self.shared.agency()
+            || self.shared.directory().get(&req.peer).is_none()
+        {
             return Err(NodeError::invalid(
                 "peer",
                 "must name another agency of the directory",
@@ -353,9 +371,10 @@ impl Node {
 
     /// The other agencies of the directory.
     pub(crate) fn peers(&self) -> Vec<String> {
-        self.directory()
+        self.shared
+            .directory()
             .agencies()
-            .filter(|a| a.id != self.agency())
+            .filter(|a| a.id != self.shared.agency())
             .map(|a| a.id.clone())
             .collect()
     }
@@ -367,11 +386,11 @@ impl Node {
             peer: peer.to_string(),
             ..Default::default()
         };
-        let started = self.ledger().audit(
+        let started = self.shared.ledger().audit(
             AuditNote::new(AuditEvent::ReconciliationStarted)
                 .peer(peer)
                 .detail(format!("since {since_ms}")),
-            self.now_ms(),
+            self.shared.now_ms(),
         );
         let run = match started {
             Ok(()) => self.reconcile_pages(peer, since_ms, &mut report).await,
@@ -406,14 +425,14 @@ impl Node {
             report.error = e.to_string();
             tracing::warn!(peer, error = %e, "reconciliation stopped");
         }
-        let finished = self.ledger().audit(
+        let finished = self.shared.ledger().audit(
             AuditNote::new(AuditEvent::ReconciliationFinished)
                 .peer(peer)
                 .detail(detail),
-            self.now_ms(),
+            self.shared.now_ms(),
         );
         let flushed = match finished {
-            Ok(()) => self.ledger().flush().await,
+            Ok(()) => self.shared.ledger().flush().await,
             Err(e) => Err(e),
         };
         if let Err(e) = flushed {
@@ -440,12 +459,12 @@ impl Node {
         message_id: &str,
         detail: &str,
     ) -> Result<(), NodeError> {
-        self.ledger().audit(
+        self.shared.ledger().audit(
             AuditNote::new(AuditEvent::ReconciliationUnavailable)
                 .peer(peer)
                 .message(message_id)
                 .detail(detail),
-            self.now_ms(),
+            self.shared.now_ms(),
         )?;
         Ok(())
     }
@@ -456,7 +475,7 @@ impl Node {
         since_ms: i64,
         report: &mut PeerReconciliation,
     ) -> Result<(), NodeError> {
-        let transport = GrpcTransport::new(self.clone(), peer);
+        let transport = GrpcTransport::new(self.shared.clone(), peer);
         let mut after = String::new();
         loop {
             let page = transport
@@ -474,7 +493,7 @@ impl Node {
             let mut wanted = Vec::new();
             for e in page.entries {
                 report.listed += 1;
-                match self.ledger().inbox_record(&e.message_id)? {
+                match self.shared.ledger().inbox_record(&e.message_id)? {
                     Some(held) if held.envelope_sha256 == e.envelope_sha256 => report.held += 1,
                     Some(_) => {
                         report.unavailable += 1;
@@ -549,7 +568,7 @@ impl Node {
                     }),
                 }
             }
-            for outcome in self.receive_refetched(peer, items).await {
+            for outcome in self.reception.receive_refetched(peer, items).await {
                 match outcome {
                     Ok(Refetch::Stored) => report.received += 1,
                     Ok(Refetch::Held) => report.held += 1,
@@ -572,7 +591,7 @@ impl Node {
         since_ms: i64,
         report: &mut PeerReconciliation,
     ) -> Result<(), NodeError> {
-        let transport = GrpcTransport::new(self.clone(), peer);
+        let transport = GrpcTransport::new(self.shared.clone(), peer);
         let mut after = String::new();
         loop {
             let page = match transport
@@ -637,6 +656,7 @@ impl Node {
         // the queued ones at their next round).
         let withdrawn = match &sent.effect {
             SentEffect::Withdrawal(w, _) => self
+                .shared
                 .ledger()
                 .consent(&w.consent_id)?
                 .filter(|c| c.withdrawal.is_none())
@@ -644,7 +664,7 @@ impl Node {
             _ => None,
         };
         let _lanes = match &withdrawn {
-            Some(record) => self.close_lanes(self.lanes_of(record)?).await,
+            Some(record) => self.shared.close_lanes(self.shared.lanes_of(record)?).await,
             None => Vec::new(),
         };
         // The consent's other recipients may not hold the withdrawal (its notice to them
@@ -656,16 +676,17 @@ impl Node {
             }
             _ => Vec::new(),
         };
-        let done = self
-            .ledger()
-            .restore_sent(peer, &sent, &notices, self.now_ms())?;
-        self.ledger().flush().await?;
+        let done =
+            self.shared
+                .ledger()
+                .restore_sent(peer, &sent, &notices, self.shared.now_ms())?;
+        self.shared.ledger().flush().await?;
         drop(_lanes);
         if done.withdrawal {
             report.withdrawals_restored += 1;
             if let Some(record) = &withdrawn {
                 for r in &record.recipients {
-                    self.wake(r);
+                    self.shared.wake(r);
                 }
             }
         }
@@ -696,6 +717,7 @@ impl Node {
         peer: &str,
     ) -> Result<Vec<Outgoing>, NodeError> {
         let never_told: BTreeSet<String> = self
+            .shared
             .ledger()
             .queued_under(&BTreeSet::from([record.consent_id.clone()]))?
             .into_iter()
@@ -707,13 +729,13 @@ impl Node {
                 withdrawal: Some(w.clone()),
             })),
         };
-        let now = self.now_ms();
+        let now = self.shared.now_ms();
         record
             .recipients
             .iter()
             .filter(|r| r.as_str() != peer && !never_told.contains(*r))
             .map(|r| {
-                self.seal_outgoing(
+                self.shared.seal_outgoing(
                     MessageKind::ConsentWithdrawal,
                     r,
                     &record.consent_id,
@@ -737,17 +759,21 @@ impl Node {
             .envelope
             .as_ref()
             .ok_or("the peer no longer holds the body")?;
-        if envelope.signer != self.agency() {
+        if envelope.signer != self.shared.agency() {
             return Err("signed by another agency");
         }
-        let directory = self.directory();
+        let directory = self.shared.directory();
         let own = directory
-            .get(self.agency())
+            .get(self.shared.agency())
             .ok_or("this agency is not in the directory")?;
-        let opened = verify_and_open(envelope, own.evidence_keys(), &self.limits().envelope)
-            .map_err(|_| "does not verify with this agency's keys")?;
+        let opened = verify_and_open(
+            envelope,
+            own.evidence_keys(),
+            &self.shared.limits().envelope,
+        )
+        .map_err(|_| "does not verify with this agency's keys")?;
         let header = &opened.header;
-        if header.sender != self.agency() || header.recipient != peer {
+        if header.sender != self.shared.agency() || header.recipient != peer {
             return Err("not sent by this agency to the peer");
         }
         if header.message_id != entry.message_id {
@@ -764,7 +790,7 @@ impl Node {
         let expected = ExpectedReceipt {
             message_id: &header.message_id,
             envelope_sha256: &opened.hash,
-            sender: self.agency(),
+            sender: self.shared.agency(),
             receiver: peer,
         };
         let receipt = verify_receipt(signed, peer_keys, &expected)
@@ -772,7 +798,7 @@ impl Node {
         let effect = match opened.body.body {
             Some(Body::ConsentNotice(n)) => {
                 let record = n.consent.ok_or("a consent notice without its record")?;
-                if record.recording_agency != self.agency()
+                if record.recording_agency != self.shared.agency()
                     || record.consent_id != header.consent_id
                 {
                     return Err("a consent notice about another consent");
@@ -811,8 +837,8 @@ impl Node {
     /// At start: if the store was restored from a backup and still owes reconciliations,
     /// reconciles with each peer not yet done, retrying a peer that fails (backing off up
     /// to a minute) until every one is done or the node closes.
-    pub(crate) fn spawn_pending_reconciliation(&self) -> Option<tokio::task::JoinHandle<()>> {
-        let pending = match self.ledger().pending_reconciliation() {
+    pub(crate) fn spawn_pending(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let pending = match self.shared.ledger().pending_reconciliation() {
             Ok(Some(p)) => p,
             Ok(None) => return None,
             Err(e) => {
@@ -821,7 +847,7 @@ impl Node {
             }
         };
         let node = self.clone();
-        let mut closing = self.closing();
+        let mut closing = self.shared.closing();
         Some(tokio::spawn(async move {
             let peers = node.peers();
             let mut owed: Vec<String> = peers
@@ -845,9 +871,9 @@ impl Node {
                         failed.push(peer);
                         continue;
                     }
-                    match node.ledger().note_reconciled(&peer, &peers) {
+                    match node.shared.ledger().note_reconciled(&peer, &peers) {
                         Ok(_) => {
-                            if let Err(e) = node.ledger().flush().await {
+                            if let Err(e) = node.shared.ledger().flush().await {
                                 tracing::error!(error = %e, "could not note a reconciliation done");
                             }
                         }
