@@ -53,44 +53,14 @@ impl Submission {
         if let Some(earlier) = self.answers.earlier_answer(keyed.as_ref()).await? {
             return self.answers.consent_answer(&earlier);
         }
-        let valid_from = if req.valid_from_ms == 0 {
-            now
-        } else {
-            req.valid_from_ms
-        };
-        let valid_until = if req.valid_until_ms == 0 {
-            valid_from
-                .saturating_add(self.shared.limits().consent_default_validity.as_millis() as i64)
-        } else {
-            req.valid_until_ms
-        };
-        let mut purposes = req.purposes.clone();
-        purposes.sort_unstable();
-        purposes.dedup();
-        let mut categories = req.categories.clone();
-        categories.sort_unstable();
-        categories.dedup();
-        let record = ConsentRecord {
-            consent_id: ids::new_id(),
-            subject: req.subject,
-            given_by: req.given_by,
-            guardian_name: req.guardian_name,
-            recording_agency: self.shared.agency().to_string(),
-            recipients: req.recipients,
-            purposes,
-            valid_from_ms: valid_from,
-            valid_until_ms: valid_until,
-            evidence_reference: req.evidence_reference,
-            recorded_by: req.recorded_by,
-            recorded_at_ms: now,
-            categories,
-            legal_basis: req.legal_basis,
-            form: req.form,
-            evidence_sha256: req.evidence_sha256,
-            supersedes: req.supersedes,
-        };
+        let record = consent_record::from_request(
+            req,
+            self.shared.agency(),
+            now,
+            self.shared.limits().consent_default_validity,
+        );
         consent_record::validate("", &record, &self.shared.directory())?;
-        if valid_until <= now {
+        if record.valid_until_ms <= now {
             return Err(NodeError::invalid("valid_until_ms", "lies in the past"));
         }
         // A replacement waits for rounds in flight under the consent it replaces (same
