@@ -1,5 +1,5 @@
 //! What a peer or an IT system can hold open on a node is bounded (`[limits]`,
-//! `crates/node/src/connection_limits.rs`), and a flood stays within those bounds:
+//! `crates/node/src/rpc/connection_limits.rs`), and a flood stays within those bounds:
 //!
 //! 1. both ports refuse HTTP/2 streams beyond their bound (`REFUSED_STREAM`) and header
 //!    blocks over `max_header_list_bytes`, and say so in their SETTINGS;
