@@ -50,6 +50,7 @@ mod signature;
 pub use keys::{
     certificate_fingerprint, KeyState, PinnedKey, RevokedCertificate, MAX_REVOKED_CERTIFICATES,
 };
+use keys::{pinned_keys, revoked_certificates};
 pub use signature::{
     check_signature, read_public_key, signature_file, signature_path, SignatureProblem,
 };
@@ -307,83 +308,9 @@ impl Directory {
                     "must be an https:// URL",
                 ));
             }
-            if entry.signing_keys.is_empty() {
-                return Err(NodeError::config(key("signing_keys"), "lists no key"));
-            }
-            let mut keys: Vec<PinnedKey> = Vec::new();
-            for (j, k) in entry.signing_keys.iter().enumerate() {
-                let field = |f: &str| key(&format!("signing_keys[{j}].{f}"));
-                let public = VerifyingKey::from_hex(&k.key)
-                    .map_err(|e| NodeError::config(field("key"), e.to_string()))?;
-                let since = match &k.since {
-                    Some(d) => Some(
-                        clock::parse_date(&field("since"), d)
-                            .map_err(|e| NodeError::config(field("since"), e.to_string()))?,
-                    ),
-                    None => None,
-                };
-                let state = match (k.state, since) {
-                    (KeyStateName::Active, None) => KeyState::Active,
-                    (KeyStateName::Active, Some(_)) => {
-                        return Err(NodeError::config(
-                            field("since"),
-                            "only a retired or revoked key carries a date",
-                        ))
-                    }
-                    (KeyStateName::Retired, Some(since)) => KeyState::Retired { since },
-                    (KeyStateName::Revoked, Some(since)) => KeyState::Revoked { since },
-                    (_, None) => {
-                        return Err(NodeError::config(
-                            field("since"),
-                            "a retired or revoked key needs the day it was retired or revoked (YYYY-MM-DD)",
-                        ))
-                    }
-                };
-                if keys.iter().any(|p| p.key == public) {
-                    return Err(NodeError::config(field("key"), "is listed twice"));
-                }
-                keys.push(PinnedKey { key: public, state });
-            }
-            if entry.revoked_certificates.len() > MAX_REVOKED_CERTIFICATES {
-                return Err(NodeError::config(
-                    key("revoked_certificates"),
-                    format!(
-                        "lists {} certificates, over the limit of {MAX_REVOKED_CERTIFICATES}: drop the entries of certificates that have expired",
-                        entry.revoked_certificates.len()
-                    ),
-                ));
-            }
-            let mut revoked_certificates: Vec<RevokedCertificate> = Vec::new();
-            for (j, r) in entry.revoked_certificates.iter().enumerate() {
-                let field = |f: &str| key(&format!("revoked_certificates[{j}].{f}"));
-                let mut sha256 = [0u8; 32];
-                if r.sha256.len() != 64
-                    || hex::decode_to_slice(r.sha256.to_ascii_lowercase(), &mut sha256).is_err()
-                {
-                    return Err(NodeError::config(
-                        field("sha256"),
-                        "must be 64 hex digits: the SHA-256 of the DER certificate (kurzdraht pki fingerprint --cert FILE)",
-                    ));
-                }
-                let since = clock::parse_date(&field("since"), &r.since)
-                    .map_err(|e| NodeError::config(field("since"), e.to_string()))?;
-                if revoked_certificates.iter().any(|p| p.sha256 == sha256) {
-                    return Err(NodeError::config(field("sha256"), "is listed twice"));
-                }
-                revoked_certificates.push(RevokedCertificate { sha256, since });
-            }
-            let mut competence = Vec::new();
-            for (j, c) in entry.competence.iter().enumerate() {
-                let c = Competence::parse(c)
-                    .map_err(|e| NodeError::config(key(&format!("competence[{j}]")), e))?;
-                if competence.contains(&c) {
-                    return Err(NodeError::config(
-                        key(&format!("competence[{j}]")),
-                        format!("{c} is listed twice"),
-                    ));
-                }
-                competence.push(c);
-            }
+            let keys = pinned_keys(&entry, &key)?;
+            let revoked_certificates = revoked_certificates(&entry, &key)?;
+            let competence = competence(&entry, &key)?;
             let active = keys
                 .iter()
                 .filter(|k| k.state == KeyState::Active)
@@ -511,6 +438,26 @@ impl Directory {
             .find(|a| newer.get(&a.id).is_some_and(|n| n.role != a.role))
             .map(|a| format!("it changes the role of {}", a.id))
     }
+}
+
+/// An agency entry's `competence`: each place once.
+fn competence(
+    entry: &AgencyEntry,
+    key: &dyn Fn(&str) -> String,
+) -> Result<Vec<Competence>, NodeError> {
+    let mut competence = Vec::new();
+    for (j, c) in entry.competence.iter().enumerate() {
+        let c = Competence::parse(c)
+            .map_err(|e| NodeError::config(key(&format!("competence[{j}]")), e))?;
+        if competence.contains(&c) {
+            return Err(NodeError::config(
+                key(&format!("competence[{j}]")),
+                format!("{c} is listed twice"),
+            ));
+        }
+        competence.push(c);
+    }
+    Ok(competence)
 }
 
 #[cfg(test)]
