@@ -1,13 +1,27 @@
+//! What the node reports and proves: the access report and the evidence of a consent.
+//!
 //! The access report (Art. 15 GDPR): for one person, every consent this node holds, every
 //! message it sent or received under them, and every refusal that cited them.
 //!
 //! The audit chain holds no personal data, so a refusal is linked to a person only through
 //! the consent it cited; a refused submission that cited no consent cannot be attributed
 //! and is not listed. The report itself is audited (without naming the person).
+//!
+//! Proof of consent: for any message this node sent or received (or any consent it holds),
+//! the consent record with the recording agency's signed notice — kept after withdrawal and
+//! expiry, so that the lawfulness of a past transfer can be shown (Art. 7(1) GDPR). The
+//! notice is verified with the recording agency's active and retired keys (a retired key
+//! still proves what it signed); a revoked key proves nothing, and the answer says why.
 
+use crate::directory::{Agency, Directory};
 use crate::shared::Shared;
 use crate::{policy, NodeError};
+use kurzdraht_envelope::{body::kind_of, ids, verify_and_open, verify_header};
 use kurzdraht_ledger::{consent, AuditEvent, AuditNote};
+use kurzdraht_proto::v1::{
+    get_consent_evidence_request::About, message_body::Body, ConsentEvidence,
+    GetConsentEvidenceRequest, MessageKind, SignedEnvelope,
+};
 use kurzdraht_proto::v1::{
     ConsentEntry, DeliveryState, ReportedMessage, ReportedRefusal, Subject, SubjectAccessReport,
     SubjectAccessRequest,
@@ -154,13 +168,6 @@ impl Reports {
 }
 
 // ---- The evidence of a consent ----
-
-use crate::directory::{Agency, Directory};
-use kurzdraht_envelope::{body::kind_of, ids, verify_and_open, verify_header};
-use kurzdraht_proto::v1::{
-    get_consent_evidence_request::About, message_body::Body, ConsentEvidence,
-    GetConsentEvidenceRequest, MessageKind, SignedEnvelope,
-};
 
 impl Reports {
     /// The consent behind a message sent or received here, or a consent by id.
