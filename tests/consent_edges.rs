@@ -5,7 +5,7 @@
 
 use kurzdraht_client::AgencyClient;
 use kurzdraht_node::clock::{self, Clock};
-use kurzdraht_node::delivery::IN_DOUBT;
+use kurzdraht_node::service::delivery::IN_DOUBT;
 use kurzdraht_proto::v1 as pb;
 use kurzdraht_testkit::link::FrozenLink;
 use kurzdraht_testkit::*;

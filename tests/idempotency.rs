@@ -448,14 +448,22 @@ async fn keys_are_forgotten_after_the_delivery_deadline() {
     };
     // One minute before the deadline: still kept.
     step(deadline_ms - 60_000);
-    h.node(JC).apply_retention().await.expect("sweep");
+    h.node(JC)
+        .retention()
+        .apply_retention()
+        .await
+        .expect("sweep");
     let kept = submit_req(&mut jc, request(&consent, "Antrag", "kept-7d"))
         .await
         .expect("repeat before the deadline");
     assert_eq!(kept, first);
     // Past it: forgotten; the same call is a new message now.
     step(60_000);
-    h.node(JC).apply_retention().await.expect("sweep");
+    h.node(JC)
+        .retention()
+        .apply_retention()
+        .await
+        .expect("sweep");
     assert_eq!(
         h.node(JC).ledger().answered_requests_iter().count(),
         0,

@@ -1,5 +1,5 @@
 //! What a peer or an IT system can hold open on a node is bounded (`[limits]`,
-//! `crates/node/src/connection_limits.rs`), and a flood stays within those bounds:
+//! `crates/node/src/rpc/connection_limits.rs`), and a flood stays within those bounds:
 //!
 //! 1. both ports refuse HTTP/2 streams beyond their bound (`REFUSED_STREAM`) and header
 //!    blocks over `max_header_list_bytes`, and say so in their SETTINGS;
@@ -24,8 +24,8 @@ use futures_util::FutureExt;
 use kurzdraht_client::{connect, AgencyClient, ClientConfig};
 use kurzdraht_node::config::TlsMaterial;
 use kurzdraht_node::error::reason_of;
-use kurzdraht_node::peer_limits::{AUDIT_BURST, AUDIT_EVERY_MS};
 use kurzdraht_node::pki;
+use kurzdraht_node::rpc::peer_limits::{AUDIT_BURST, AUDIT_EVERY_MS};
 use kurzdraht_proto::v1::{self as pb, peer_exchange_client::PeerExchangeClient};
 use kurzdraht_testkit::raw_h2::{self, RawH2, REFUSED_STREAM};
 use kurzdraht_testkit::*;
@@ -992,7 +992,7 @@ async fn a_flood_of_streams_keeps_the_node_within_its_memory_bound() {
     let held = stats.held.load(Ordering::SeqCst);
     let ended = stats.ended.lock().unwrap().clone();
     let transport_limit =
-        kurzdraht_node::peer_exchange::transport_limit(&ja_config.limits.envelope) as f64;
+        kurzdraht_node::rpc::peer_exchange::transport_limit(&ja_config.limits.envelope) as f64;
     // What the limits let one peer make the node hold: its calls at once, each at most
     // the transport limit (buffered, then decoded: twice), plus per connection the
     // HTTP/2 flow-control window (1 MiB) of data received but not yet read, plus 16 MiB

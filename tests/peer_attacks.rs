@@ -1541,7 +1541,7 @@ async fn malformed_and_oversize() -> TestResult {
     // 10. Oversize. Limits: header 4 KiB, payload 256 KiB; the transport limit is the larger
     // of header+payload+1 KiB and a full DeliverBatch (1 MiB + 64 KiB).
     let limits = lab.cfg(JA).limits.envelope;
-    let transport_limit = kurzdraht_node::peer_exchange::transport_limit(&limits);
+    let transport_limit = kurzdraht_node::rpc::peer_exchange::transport_limit(&limits);
     assert!(transport_limit >= limits.max_header_bytes + limits.max_payload_bytes + 1024);
     let mut body = certification_request(lab.person.clone());
     if let Some(Body::CertificationRequest(r)) = &mut body.body {

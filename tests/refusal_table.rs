@@ -200,8 +200,8 @@ async fn over_the_size_limit_is_too_large_on_both_ports() {
     let h = start().await;
     let token = h.token(JC);
     let limits = h.fed.config(JC).expect("config").limits.envelope;
-    let api_limit = kurzdraht_node::agency_api::request_limit(&limits);
-    let peer_limit = kurzdraht_node::peer_exchange::transport_limit(&limits);
+    let api_limit = kurzdraht_node::rpc::agency_api::request_limit(&limits);
+    let peer_limit = kurzdraht_node::rpc::peer_exchange::transport_limit(&limits);
     assert_eq!(api_limit, (4 + 256 + 64) * 1024, "the README's default");
     assert_eq!(peer_limit, (1024 + 64) * 1024, "the README's default");
     let before = store_state(&h, JC).await;
@@ -1085,8 +1085,10 @@ async fn one_of_each() -> Vec<kurzdraht_node::NodeError> {
         N::NotStored(s()),
         N::StoreFailed(s()),
         N::Internal(s()),
+        N::Task(s()),
         N::config("k", "r"),
         N::Tls(s()),
+        N::Certificate(s()),
         N::Io(std::io::Error::other("x")),
         N::Listen {
             key: "listen.peer",

@@ -5,7 +5,7 @@
 //! binary for `backup` and `restore`, real sled stores looked at offline.
 
 use kurzdraht_ledger::{AuditEvent, Ledger};
-use kurzdraht_node::reception::Refetched;
+use kurzdraht_node::service::reception::Refetched;
 use kurzdraht_proto::v1::{self as pb, Purpose};
 use kurzdraht_testkit::*;
 use std::collections::BTreeMap;
@@ -355,7 +355,12 @@ async fn a_jugendamt_restored_from_an_older_backup_receives_every_message_exactl
 /// `agency`'s backup taken through its running node (the `Backup` call's path without
 /// the CLI), written to `out`.
 async fn backup_in_process(h: &Harness, agency: &str, out: &Path) {
-    let mut chunks = h.node(agency).backup("test").await.expect("a backup");
+    let mut chunks = h
+        .node(agency)
+        .backup()
+        .take("test")
+        .await
+        .expect("a backup");
     let mut bytes = Vec::new();
     while let Some(chunk) = chunks.recv().await {
         bytes.extend(chunk.expect("a chunk").data);
@@ -876,7 +881,7 @@ async fn an_erasure_at_the_sender_leaves_a_restored_peer_the_ids_but_no_bodies()
     assert_eq!(dropped.len(), 2, "{dropped:?}");
 
     restore_unmarked(&mut h, JA, &archive).await;
-    let r = h.node(JA).reconcile_with(JC, 0).await;
+    let r = h.node(JA).reconciliation().reconcile_with(JC, 0).await;
     assert!(r.error.is_empty(), "{}", r.error);
     assert_eq!(
         (r.listed, r.held, r.received, r.refused, r.unavailable),
@@ -934,6 +939,7 @@ async fn an_envelope_older_than_the_replay_window_is_received_again_only_with_it
     for receipt in [None, wrong] {
         let mut out = h
             .node(JA)
+            .reception()
             .receive_refetched(JC, vec![refetched(&notice, receipt)])
             .await;
         match out.pop() {
@@ -957,7 +963,7 @@ async fn an_envelope_older_than_the_replay_window_is_received_again_only_with_it
 
     // With its own receipt: received, with that receipt, its consent judged when it was
     // first received (the message under it too).
-    let r = h.node(JA).reconcile_with(JC, 0).await;
+    let r = h.node(JA).reconciliation().reconcile_with(JC, 0).await;
     assert!(r.error.is_empty(), "{}", r.error);
     assert_eq!((r.listed, r.received, r.refused), (2, 2, 0));
     for (id, status) in &statuses {
@@ -978,13 +984,17 @@ async fn an_envelope_older_than_the_replay_window_is_received_again_only_with_it
 
     // Past the keep window the sender forgets: the sweep drops what it kept.
     clocks[JC].advance(22 * DAY);
-    h.node(JC).apply_retention().await.expect("sweep");
+    h.node(JC)
+        .retention()
+        .apply_retention()
+        .await
+        .expect("sweep");
     assert!(kept(&h, JC, &m1).is_none());
     assert!(
         status(&mut jc, &m1).await.receipt.is_some(),
         "the receipt stays"
     );
-    let r = h.node(JA).reconcile_with(JC, 0).await;
+    let r = h.node(JA).reconciliation().reconcile_with(JC, 0).await;
     assert_eq!(r.listed, 0);
     assert_eq!(
         r.kept_since_ms,

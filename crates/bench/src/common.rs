@@ -3,7 +3,7 @@
 use anyhow::{bail, Context};
 use kurzdraht_envelope::{ids, SigningKey};
 use kurzdraht_ledger::Outgoing;
-use kurzdraht_node::node::Sealing;
+use kurzdraht_node::sealing::Sealing;
 use kurzdraht_node::{clock, pki};
 use kurzdraht_proto::v1::{self as pb, message_body::Body, MessageKind};
 use std::path::{Path, PathBuf};
@@ -256,7 +256,7 @@ pub(crate) fn bench_categories() -> Vec<i32> {
 pub(crate) const REASON: &str = "Antrag auf Zusicherung nach § 22 Abs. 5 SGB II; Stellungnahme zur Notwendigkeit des Auszugs erbeten.";
 
 /// Seals `body` from `sender` and describes it for the outbox: the node's own sealing
-/// ([`kurzdraht_node::node::seal_outgoing`]), not in reply to anything.
+/// ([`kurzdraht_node::sealing::seal_outgoing`]), not in reply to anything.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn seal_outgoing(
     key: &SigningKey,
@@ -277,7 +277,7 @@ pub(crate) fn seal_outgoing(
         now_ms,
         deadline,
     };
-    kurzdraht_node::node::seal_outgoing(key, sealing, body)
+    kurzdraht_node::sealing::seal_outgoing(key, sealing, body)
 }
 
 pub(crate) fn envelope_bytes(out: &Outgoing) -> usize {

@@ -445,7 +445,7 @@ pub(crate) async fn backup(
             let ledger = ledger.clone();
             let archive = archive.clone();
             tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-                let file = kurzdraht_node::backup::create_private(&archive)?;
+                let file = kurzdraht_node::service::backup::create_private(&archive)?;
                 let manifest = kurzdraht_ledger::BackupManifest {
                     agency: JC.into(),
                     taken_at_ms: clock::now_ms(),

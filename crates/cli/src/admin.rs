@@ -692,7 +692,7 @@ pub async fn health(config: Option<PathBuf>, client: Option<PathBuf>) -> anyhow:
     };
     let mut client = HealthClient::new(channel);
     let mut serving = true;
-    for service in kurzdraht_node::health::HEALTH_SERVICES {
+    for service in kurzdraht_node::rpc::health::HEALTH_SERVICES {
         let status = client
             .check(HealthCheckRequest {
                 service: service.into(),

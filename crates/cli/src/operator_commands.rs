@@ -101,7 +101,7 @@ async fn write_backup(
     let mut partial_name = out.as_os_str().to_owned();
     partial_name.push(".partial");
     let partial = PathBuf::from(partial_name);
-    let mut file = kurzdraht_node::backup::create_private(&partial)
+    let mut file = kurzdraht_node::service::backup::create_private(&partial)
         .with_context(|| format!("cannot create {}", partial.display()))?;
     let written = async {
         let mut stream = client.backup(pb::BackupRequest {}).await?.into_inner();

@@ -75,7 +75,7 @@ async fn restore(
         ))
     })?;
     let report = ledger.verify_audit()?;
-    let margin = kurzdraht_node::reconciliation::RESTORE_MARGIN.as_millis() as i64;
+    let margin = kurzdraht_node::service::reconciliation::RESTORE_MARGIN.as_millis() as i64;
     let since = manifest.taken_at_ms.saturating_sub(margin).max(0);
     ledger.mark_restored(&manifest, since, kurzdraht_node::clock::now_ms())?;
     ledger.flush().await?;

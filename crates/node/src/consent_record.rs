@@ -11,7 +11,7 @@ use crate::{clock, directory::Directory, policy, NodeError};
 use kurzdraht_envelope::ids;
 use kurzdraht_proto::v1::{
     message_body::Body, ConsentForm, ConsentGiver, ConsentNotice, ConsentRecord, DataCategory,
-    LegalBasis, MessageBody, Purpose,
+    LegalBasis, MessageBody, Purpose, RecordConsentRequest,
 };
 use std::collections::BTreeSet;
 
@@ -28,6 +28,52 @@ pub fn notice_body(record: &ConsentRecord) -> MessageBody {
         body: Some(Body::ConsentNotice(ConsentNotice {
             consent: Some(record.clone()),
         })),
+    }
+}
+
+/// The record a `RecordConsent` request asks for, as `agency` records it at `now` (not yet
+/// validated): a new id; valid from now and for `default_validity` unless the request
+/// says otherwise; purposes and categories sorted, each once.
+pub fn from_request(
+    req: RecordConsentRequest,
+    agency: &str,
+    now: i64,
+    default_validity: std::time::Duration,
+) -> ConsentRecord {
+    let valid_from = if req.valid_from_ms == 0 {
+        now
+    } else {
+        req.valid_from_ms
+    };
+    let valid_until = if req.valid_until_ms == 0 {
+        valid_from.saturating_add(default_validity.as_millis() as i64)
+    } else {
+        req.valid_until_ms
+    };
+    let mut purposes = req.purposes;
+    purposes.sort_unstable();
+    purposes.dedup();
+    let mut categories = req.categories;
+    categories.sort_unstable();
+    categories.dedup();
+    ConsentRecord {
+        consent_id: ids::new_id(),
+        subject: req.subject,
+        given_by: req.given_by,
+        guardian_name: req.guardian_name,
+        recording_agency: agency.to_string(),
+        recipients: req.recipients,
+        purposes,
+        valid_from_ms: valid_from,
+        valid_until_ms: valid_until,
+        evidence_reference: req.evidence_reference,
+        recorded_by: req.recorded_by,
+        recorded_at_ms: now,
+        categories,
+        legal_basis: req.legal_basis,
+        form: req.form,
+        evidence_sha256: req.evidence_sha256,
+        supersedes: req.supersedes,
     }
 }
 

@@ -65,10 +65,13 @@ pub enum NodeError {
     /// The store failed and even undoing failed: the outcome is unknown.
     #[error("store failed: {0}")]
     StoreFailed(String),
-    /// A broken invariant or a failed task inside the node (a bug or the host), never the
-    /// caller's fault.
+    /// A broken invariant inside the node (a bug), never the caller's fault.
     #[error("internal: {0}")]
     Internal(String),
+    /// A task of the node that panicked or was cancelled (a join error), or whose work
+    /// could not be run: a bug or the host, never the caller's fault.
+    #[error("task failed: {0}")]
+    Task(String),
     #[error("configuration: {key}: {reason}")]
     Config { key: String, reason: String },
     /// A listen address could not be bound (in use by another process, or not permitted).
@@ -79,8 +82,12 @@ pub enum NodeError {
         #[source]
         source: std::io::Error,
     },
+    /// The node's TLS set-up could not be built (its certificates or verifier).
     #[error("TLS: {0}")]
     Tls(String),
+    /// Key or certificate material could not be made (setting up a federation).
+    #[error("certificate material: {0}")]
+    Certificate(String),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("transport: {0}")]
@@ -135,10 +142,10 @@ impl NodeError {
             Self::Lagged(_) => "watch-lagged",
             Self::NotStored(_) => "not-stored",
             Self::StoreFailed(_) => "store-failed",
-            Self::Internal(_) => "internal",
+            Self::Internal(_) | Self::Task(_) => "internal",
             Self::Config { .. } => "config",
             Self::Listen { .. } => "listen",
-            Self::Tls(_) => "tls",
+            Self::Tls(_) | Self::Certificate(_) => "tls",
             Self::Io(_) => "io",
             Self::Transport(_) => "transport",
             Self::Envelope(e) => match e {
@@ -188,9 +195,11 @@ impl NodeError {
             Self::Config { .. }
             | Self::Listen { .. }
             | Self::Tls(_)
+            | Self::Certificate(_)
             | Self::Io(_)
             | Self::Transport(_)
-            | Self::Internal(_) => Code::Internal,
+            | Self::Internal(_)
+            | Self::Task(_) => Code::Internal,
             Self::Envelope(e) => match e {
                 EnvelopeError::TooLarge { .. } => Code::ResourceExhausted,
                 EnvelopeError::BadSignature { .. } | EnvelopeError::PayloadHashMismatch => {

@@ -7,29 +7,30 @@
 //! - [`policy`], [`clock`], [`categories`]: pure rules — who may send what to whom, the U25
 //!   rule, field rules, and which field carries which category of personal data;
 //!   [`consent_record`]: the rules of a consent record, local and replicated alike.
-//! - [`node`]: [`Node`], the shared state of a running node.
-//! - [`access_report`]: the Art. 15 report of everything held about one person.
-//! - [`retention`]: closing cases, deleting bodies after the retention period, erasure.
-//! - [`reconciliation`]: a node restored from a backup receives again what its peers
-//!   delivered to it since (they keep it for a window); [`backup`]: online backups.
-//! - [`evidence`]: the signed proof of the consent behind any message sent or received.
-//! - [`submission`], [`reception`], [`inbox`], [`delivery`]: the node's work — accepting
-//!   submissions from its IT systems, receiving envelopes from peers, serving the inbox,
-//!   and delivering the outbox; [`idempotency`]: the idempotency keys that make a
-//!   repeated submission, consent or withdrawal change nothing.
-//! - [`agency_api`], [`peer_exchange`]: thin tonic services over the above;
-//!   [`peer_limits`]: per-peer rate and concurrency limits.
-//! - [`health`]: grpc.health.v1 (probing the store) and server reflection;
-//!   [`reachability`]: probing the peers (mutual TLS and their health).
+//! - [`node`]: [`Node`], which opens the store, builds the shared handles ([`shared`]:
+//!   identity, directory in force, keys, ledger, clock, metrics, the signals that wake
+//!   workers and readers) and one service per concern over them, and holds them.
+//! - [`service`]: the node's work, one type per concern — [`service::Submission`] (consents
+//!   and submissions from the IT systems), [`service::Reception`] (envelopes from peers),
+//!   [`service::Inbox`], [`service::delivery`] (the workers delivering the outbox),
+//!   [`service::Retention`] (closing cases, deleting bodies, erasure), [`service::Reports`]
+//!   (the Art. 15 report and consent evidence), [`service::Reconciliation`] (a restored node
+//!   receives again what its peers delivered since), [`service::Backup`], and
+//!   [`service::Answers`] (the idempotency keys that make a repeated call change nothing).
+//! - [`rpc`]: the tonic layer — AgencyApi and PeerExchange, thin: decode, call a service,
+//!   map the result; per-peer limits, connection limits, health and reflection, and the
+//!   transport refusals (`too-large`, `malformed`) answered as the contract says on both
+//!   ports.
+//! - [`reachability`]: probing the peers (mutual TLS and their health);
+//!   [`peer_transport`]: how delivery and reconciliation reach a peer.
 //! - [`metrics`]: counters and store gauges in the Prometheus text format on their own port.
-//! - [`tls`], [`server`]: TLS configuration and running both listeners until shutdown;
-//!   [`transport_refusals`]: what tonic refuses before the node sees it, answered as the
-//!   contract says (`too-large`, `malformed`).
-//!   [`connection_limits`]: what a caller can hold open on either port.
+//! - [`tls`], [`server`]: TLS configuration and running both listeners until shutdown.
 //! - [`pki`]: setting up a federation (a whole local federation for the demo and the tests
-//!   is `kurzdraht-testkit`'s; an IT system's client is the `kurzdraht-client` crate).
+//!   is `kurzdraht-testkit`'s; an IT system's client is the `kurzdraht-client` crate);
+//!   [`sealing`]: the one sealing of an outgoing message.
 //! - [`audit_check`]: verifying a stopped node's audit chain without writing to its store.
-//! - [`error`]: [`NodeError`] and the one conversion of errors into gRPC statuses.
+//! - [`error`]: [`NodeError`] and the one conversion of errors into gRPC statuses
+//!   (`From<NodeError> for Status`; nothing else in the node builds a status).
 //!
 //! Architecture invariants:
 //! - Decisions (policy, consent) are made by pure functions; services only carry them out.
@@ -40,38 +41,26 @@
 
 #![forbid(unsafe_code)]
 
-pub mod access_report;
-pub mod agency_api;
 pub mod audit_check;
-pub mod backup;
 pub mod categories;
 pub mod clock;
 pub mod config;
-pub mod connection_limits;
 pub mod consent_record;
-pub mod delivery;
 pub mod directory;
 pub mod directory_update;
 pub mod error;
-pub mod evidence;
-pub mod health;
-pub mod idempotency;
-pub mod inbox;
 pub mod metrics;
 pub mod node;
-pub mod peer_exchange;
-pub mod peer_limits;
 pub mod peer_transport;
 pub mod pki;
 pub mod policy;
 pub mod reachability;
-pub mod reception;
-pub mod reconciliation;
-pub mod retention;
+pub mod rpc;
+pub mod sealing;
 pub mod server;
-pub mod submission;
+pub mod service;
+pub mod shared;
 pub mod tls;
-pub mod transport_refusals;
 
 pub use error::NodeError;
 pub use node::Node;

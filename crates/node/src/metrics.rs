@@ -243,24 +243,33 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 /// Renders the exposition from the counters and the store gauges.
 pub fn render(m: &Metrics, store: &StoreGauges) -> String {
     let mut out = String::with_capacity(4096);
+    render_counters(&mut out, m);
+    render_outbox(&mut out, store);
+    render_latency(&mut out, &m.receipt_latency);
+    render_store_and_peers(&mut out, m, store);
+    out
+}
+
+/// Submissions, deliveries, refusals by reason, retries, receptions and duplicates.
+fn render_counters(out: &mut String, m: &Metrics) {
     let counter = |out: &mut String, name: &str, help: &str, v: u64| {
         header(out, name, "counter", help);
         let _ = writeln!(out, "{name} {v}");
     };
     counter(
-        &mut out,
+        out,
         "kurzdraht_submissions_total",
         "Case messages accepted by Submit (queued for delivery).",
         m.submissions.load(Relaxed),
     );
     counter(
-        &mut out,
+        out,
         "kurzdraht_deliveries_total",
         "Messages delivered to a peer whose signed receipt verified.",
         m.deliveries.load(Relaxed),
     );
     header(
-        &mut out,
+        out,
         "kurzdraht_refusals_total",
         "counter",
         "Refusals (submission, delivery attempt, reception) by reason code.",
@@ -273,25 +282,29 @@ pub fn render(m: &Metrics, store: &StoreGauges) -> String {
         );
     }
     counter(
-        &mut out,
+        out,
         "kurzdraht_delivery_retries_total",
         "Delivery attempts that failed transiently and were scheduled again.",
         m.retries.load(Relaxed),
     );
     counter(
-        &mut out,
+        out,
         "kurzdraht_received_total",
         "Envelopes received from peers and stored (duplicates not counted).",
         m.received.load(Relaxed),
     );
     counter(
-        &mut out,
+        out,
         "kurzdraht_duplicates_total",
         "Redeliveries answered with the original receipt (the first per message is audited).",
         m.duplicates.load(Relaxed),
     );
+}
+
+/// The outbox per peer: depth and the age of its oldest message.
+fn render_outbox(out: &mut String, store: &StoreGauges) {
     header(
-        &mut out,
+        out,
         "kurzdraht_outbox_depth",
         "gauge",
         "Messages queued for delivery, per peer.",
@@ -305,7 +318,7 @@ pub fn render(m: &Metrics, store: &StoreGauges) -> String {
         );
     }
     header(
-        &mut out,
+        out,
         "kurzdraht_outbox_oldest_age_seconds",
         "gauge",
         "Age of the oldest message queued for a peer (0 when none is queued).",
@@ -318,10 +331,13 @@ pub fn render(m: &Metrics, store: &StoreGauges) -> String {
             q.oldest_age_seconds
         );
     }
-    let h = &m.receipt_latency;
+}
+
+/// The histogram of the time from submission to a verified receipt.
+fn render_latency(out: &mut String, h: &Histogram) {
     let name = "kurzdraht_receipt_latency_seconds";
     header(
-        &mut out,
+        out,
         name,
         "histogram",
         "Time from submission to the peer's verified receipt.",
@@ -339,8 +355,13 @@ pub fn render(m: &Metrics, store: &StoreGauges) -> String {
         h.sum_micros.load(Relaxed) as f64 / 1_000_000.0
     );
     let _ = writeln!(out, "{name}_count {cumulative}");
+}
+
+/// The store's size, the directory in force and its updates, the peers' reachability and
+/// the certificate's time left.
+fn render_store_and_peers(out: &mut String, m: &Metrics, store: &StoreGauges) {
     header(
-        &mut out,
+        out,
         "kurzdraht_store_bytes",
         "gauge",
         "Size of the node's store on disk in bytes.",
@@ -350,14 +371,14 @@ pub fn render(m: &Metrics, store: &StoreGauges) -> String {
     }
     if let Some((version, fingerprint)) = &store.directory {
         header(
-            &mut out,
+            out,
             "kurzdraht_directory_version",
             "gauge",
             "Version of the directory in force.",
         );
         let _ = writeln!(out, "kurzdraht_directory_version {version}");
         header(
-            &mut out,
+            out,
             "kurzdraht_directory_info",
             "gauge",
             "The directory in force, by its fingerprint (SHA-256 of the file): the same on every node that runs it.",
@@ -369,7 +390,7 @@ pub fn render(m: &Metrics, store: &StoreGauges) -> String {
         );
     }
     header(
-        &mut out,
+        out,
         "kurzdraht_directory_updates_total",
         "counter",
         "Directory files looked at while running: a newer version taken, or refused (bad signature, not newer, needs a restart).",
@@ -385,7 +406,7 @@ pub fn render(m: &Metrics, store: &StoreGauges) -> String {
         m.directories_refused.load(Relaxed)
     );
     header(
-        &mut out,
+        out,
         "kurzdraht_peer_reachable",
         "gauge",
         "1 if the last probe of the peer (mutual TLS and its health) succeeded, else 0.",
@@ -400,14 +421,13 @@ pub fn render(m: &Metrics, store: &StoreGauges) -> String {
     }
     if let Some(secs) = store.certificate_expiry_seconds {
         header(
-            &mut out,
+            out,
             "kurzdraht_certificate_expiry_seconds",
             "gauge",
             "Seconds until the node's TLS certificate expires (renew it well before).",
         );
         let _ = writeln!(out, "kurzdraht_certificate_expiry_seconds {secs:.0}");
     }
-    out
 }
 
 /// The exposition of a running node.

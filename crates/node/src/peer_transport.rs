@@ -6,7 +6,7 @@
 //! its last call is answered). Tests drive the real worker through a transport of
 //! their own (e.g. straight into another node's reception).
 
-use crate::{node::Node, tls, NodeError};
+use crate::{shared::Shared, tls, NodeError};
 use kurzdraht_proto::v1::{
     peer_exchange_client::PeerExchangeClient, BatchOutcome, EnvelopeBatch, FetchDeliveredRequest,
     FetchDeliveredResponse, ListDeliveredRequest, ListDeliveredResponse, ListReceivedRequest,
@@ -31,14 +31,14 @@ pub trait PeerTransport: Send + Sync {
 
 /// PeerExchange over mutual TLS to one peer, connected on first use.
 pub struct GrpcTransport {
-    node: Node,
+    node: Shared,
     peer: String,
     /// The client and the directory version it was made under.
     client: Mutex<Option<(u64, PeerExchangeClient<Channel>)>>,
 }
 
 impl GrpcTransport {
-    pub fn new(node: Node, peer: &str) -> Arc<Self> {
+    pub fn new(node: Shared, peer: &str) -> Arc<Self> {
         Arc::new(Self {
             node,
             peer: peer.to_string(),

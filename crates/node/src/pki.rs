@@ -125,7 +125,7 @@ pub struct AgencyFiles {
 }
 
 fn pki_err(what: &str, e: impl std::fmt::Display) -> NodeError {
-    NodeError::Tls(format!("{what}: {e}"))
+    NodeError::Certificate(format!("{what}: {e}"))
 }
 
 /// Writes a new file (never overwriting one); `secret` files get mode 0600 before any

@@ -98,7 +98,7 @@ pub(crate) fn spawn_prober(node: &Node, every: Duration) -> tokio::task::JoinHan
             let results = futures_util::future::join_all(
                 peers
                     .iter()
-                    .map(|p| probe(node.tls(), p, Arc::new(node.clone()))),
+                    .map(|p| probe(node.tls(), p, Arc::new(node.shared().clone()))),
             )
             .await;
             let before = node.reachability();

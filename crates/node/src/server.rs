@@ -3,9 +3,10 @@
 //! watcher and the peer prober, until a shutdown signal. Takes bound listeners, so that tests and the demo bind port 0 and
 //! production binds the configured addresses.
 
+use crate::rpc::{agency_api, connection_limits, health, peer_exchange, transport_refusals};
+use crate::service::delivery;
 use crate::{
-    agency_api, config::NodeConfig, connection_limits, delivery, directory_update, health, metrics,
-    node::Node, peer_exchange, reachability, tls, transport_refusals, NodeError,
+    config::NodeConfig, directory_update, metrics, node::Node, reachability, tls, NodeError,
 };
 use std::future::Future;
 use std::net::SocketAddr;
@@ -83,7 +84,7 @@ pub async fn serve(
         "directory in force (compare the fingerprint with the other agencies')"
     );
     let mut workers = delivery::spawn_workers(&node, closing.clone());
-    workers.push(node.spawn_retention());
+    workers.push(node.retention().spawn());
     workers.push(directory_update::spawn_watcher(
         &node,
         directory_update::Source {
@@ -96,7 +97,7 @@ pub async fn serve(
     if let Some(every) = config.delivery.peer_probe {
         workers.push(reachability::spawn_prober(&node, every));
     }
-    workers.extend(node.spawn_pending_reconciliation());
+    workers.extend(node.reconciliation().spawn_pending());
     let until_closed = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|c| *c).await;
     };
@@ -145,7 +146,7 @@ pub async fn serve(
         match server.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => result = Err(NodeError::from(e)),
-            Err(e) => result = Err(NodeError::Tls(format!("server task failed: {e}"))),
+            Err(e) => result = Err(NodeError::Task(format!("a listener's server task: {e}"))),
         }
     }
     for w in workers {

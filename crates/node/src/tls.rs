@@ -28,7 +28,7 @@ use std::sync::Arc;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
 
 /// How long a caller may take to complete the TLS handshake on either port; the
-/// connection (and its slot, see [`crate::connection_limits`]) is dropped after that.
+/// connection (and its slot, see [`crate::rpc::connection_limits`]) is dropped after that.
 pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn identity(m: &TlsMaterial) -> Identity {
@@ -78,7 +78,7 @@ impl PeerTrust for Arc<Directory> {
 
 /// A running node: its directory in force; a refusal is counted as a refusal
 /// `certificate-revoked` (`kurzdraht_refusals_total`).
-impl PeerTrust for crate::node::Node {
+impl PeerTrust for crate::shared::Shared {
     fn directory_in_force(&self) -> Arc<Directory> {
         self.directory()
     }

@@ -19,9 +19,9 @@
 
 use kurzdraht_node::clock::ManualClock;
 use kurzdraht_node::config::NodeConfig;
-use kurzdraht_node::delivery::LaneWorker;
-use kurzdraht_node::peer_exchange::outcome_of;
 use kurzdraht_node::peer_transport::PeerTransport;
+use kurzdraht_node::rpc::peer_exchange::outcome_of;
+use kurzdraht_node::service::delivery::LaneWorker;
 use kurzdraht_node::{pki, Node};
 use kurzdraht_proto::v1::{
     self as pb, message_body::Body, BatchOutcome, DeliveryState, EnvelopeBatch, MessageKind,
@@ -95,7 +95,7 @@ impl PeerTransport for Link {
             .lock()
             .unwrap()
             .extend(batch.envelopes.iter().cloned());
-        let answers = node.receive_batch(JC, batch.envelopes).await;
+        let answers = node.reception().receive_batch(JC, batch.envelopes).await;
         if self.lose_reply.swap(false, Ordering::SeqCst) {
             return Err(Status::unavailable("the reply was lost"));
         }
@@ -106,7 +106,7 @@ impl PeerTransport for Link {
 
     async fn deliver(&self, envelope: SignedEnvelope) -> Result<SignedReceipt, Status> {
         let node = self.receiver()?;
-        Ok(node.receive(JC, envelope).await?)
+        Ok(node.reception().receive(JC, envelope).await?)
     }
 }
 
@@ -182,7 +182,12 @@ impl World {
                 ..Default::default()
             };
             req.valid_until_ms = now + 30 * 24 * 3600 * 1000;
-            let r = w.sender().record_consent(IT, req).await.unwrap();
+            let r = w
+                .sender()
+                .submission()
+                .record_consent(IT, req)
+                .await
+                .unwrap();
             w.consents.push(r.consent.unwrap().consent_id);
             w.order[i].extend(r.notice_message_ids);
         }
@@ -225,7 +230,7 @@ impl World {
                     }),
                     idempotency_key: String::new(),
                 };
-                match self.sender().submit(IT, req).await {
+                match self.sender().submission().submit(IT, req).await {
                     Ok(r) => self.order[i].push(r.message_id),
                     Err(e) => assert!(
                         self.withdrawn.contains_key(&i),
@@ -258,8 +263,8 @@ impl World {
                 let Some(receiver) = self.link.receiver.lock().unwrap().clone() else {
                     return;
                 };
-                let first = receiver.receive(JC, env.clone()).await;
-                let again = receiver.receive(JC, env).await;
+                let first = receiver.reception().receive(JC, env.clone()).await;
+                let again = receiver.reception().receive(JC, env).await;
                 if let (Ok(a), Ok(b)) = (first, again) {
                     assert_eq!(a, b, "a duplicate got another receipt");
                 }
@@ -269,6 +274,7 @@ impl World {
                     return;
                 }
                 self.sender()
+                    .submission()
                     .withdraw_consent(
                         IT,
                         pb::WithdrawConsentRequest {
@@ -348,7 +354,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     for (i, order) in w.order.iter().enumerate() {
         let mut arrived = Vec::new();
         for (n, id) in order.iter().enumerate() {
-            let status = w.sender().status(id).unwrap();
+            let status = w.sender().submission().status(id).unwrap();
             let held = receiver.ledger().inbox_record(id).unwrap();
             match DeliveryState::try_from(status.state).unwrap() {
                 DeliveryState::Delivered => {

@@ -7,8 +7,8 @@
 
 use kurzdraht_node::clock::{Clock, ManualClock};
 use kurzdraht_node::config::NodeConfig;
-use kurzdraht_node::delivery::LaneWorker;
 use kurzdraht_node::peer_transport::PeerTransport;
+use kurzdraht_node::service::delivery::LaneWorker;
 use kurzdraht_node::{pki, Node};
 use kurzdraht_proto::v1::{
     self as pb, message_body::Body, BatchOutcome, EnvelopeBatch, EnvelopeHeader, SignedEnvelope,
@@ -137,7 +137,11 @@ async fn an_undone_submission_is_not_sent_by_a_round_that_read_it_before_the_und
     let config = setup(dir.path());
     let clock = TrapClock::new(kurzdraht_node::clock::now_ms());
     let node = Node::open_with_clock(&config, clock.clone()).unwrap();
-    let consent = node.record_consent(IT, consent_req("")).await.unwrap();
+    let consent = node
+        .submission()
+        .record_consent(IT, consent_req(""))
+        .await
+        .unwrap();
     let consent_id = consent.consent.unwrap().consent_id;
     let lane = node.ledger().lane_of(&consent_id).unwrap();
 
@@ -146,24 +150,25 @@ async fn an_undone_submission_is_not_sent_by_a_round_that_read_it_before_the_und
         let node = node.clone();
         let consent_id = consent_id.clone();
         tokio::spawn(async move {
-            node.submit(
-                IT,
-                pb::SubmitRequest {
-                    idempotency_key: String::new(),
-                    recipient: JA.into(),
-                    consent_id,
-                    in_reply_to: String::new(),
-                    body: Some(pb::MessageBody {
-                        body: Some(Body::CertificationRequest(pb::CertificationRequest {
-                            subject: Some(lena()),
-                            reason: "einmal".into(),
-                            respond_by: String::new(),
-                            caseworker: "Herr Jensen".into(),
-                        })),
-                    }),
-                },
-            )
-            .await
+            node.submission()
+                .submit(
+                    IT,
+                    pb::SubmitRequest {
+                        idempotency_key: String::new(),
+                        recipient: JA.into(),
+                        consent_id,
+                        in_reply_to: String::new(),
+                        body: Some(pb::MessageBody {
+                            body: Some(Body::CertificationRequest(pb::CertificationRequest {
+                                subject: Some(lena()),
+                                reason: "einmal".into(),
+                                respond_by: String::new(),
+                                caseworker: "Herr Jensen".into(),
+                            })),
+                        }),
+                    },
+                )
+                .await
         })
     };
     // Committed (notice + message queued), its flush held.
@@ -199,7 +204,7 @@ async fn an_undone_submission_is_not_sent_by_a_round_that_read_it_before_the_und
         .unwrap()
         .to_string();
     let undone = [id.clone()];
-    let st = node.status(&id).unwrap();
+    let st = node.submission().status(&id).unwrap();
     assert_eq!(st.state, pb::DeliveryState::Refused as i32, "{st:?}");
     assert_eq!(
         st.detail, "not-stored",
@@ -222,14 +227,22 @@ async fn a_replacement_whose_flush_failed_can_be_submitted_again() {
     let config = setup(dir.path());
     let node =
         Node::open_with_clock(&config, ManualClock::at(kurzdraht_node::clock::now_ms())).unwrap();
-    let first = node.record_consent(IT, consent_req("")).await.unwrap();
+    let first = node
+        .submission()
+        .record_consent(IT, consent_req(""))
+        .await
+        .unwrap();
     let old = first.consent.unwrap().consent_id;
     let queued_before = node.ledger().outbox_len(JA); // the first consent's notice
     let release = node.ledger().inject_flush_failure();
     let replacing = {
         let node = node.clone();
         let old = old.clone();
-        tokio::spawn(async move { node.record_consent(IT, consent_req(&old)).await })
+        tokio::spawn(async move {
+            node.submission()
+                .record_consent(IT, consent_req(&old))
+                .await
+        })
     };
     // Recorded (the old one marked superseded), its flush held.
     while node
@@ -256,7 +269,10 @@ async fn a_replacement_whose_flush_failed_can_be_submitted_again() {
         "the undone replacement's notice is still queued"
     );
     // As told, the IT system submits the replacement again.
-    let again = node.record_consent(IT, consent_req(&old)).await;
+    let again = node
+        .submission()
+        .record_consent(IT, consent_req(&old))
+        .await;
     assert!(
         again.is_ok(),
         "resubmitting the replacement after 'not-stored' was refused: {:?}",

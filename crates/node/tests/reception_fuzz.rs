@@ -970,7 +970,12 @@ impl Fixture {
         };
         let response = self
             .rt
-            .block_on(store.jc.record_consent("jobcenter-segeberg-it", request))
+            .block_on(
+                store
+                    .jc
+                    .submission()
+                    .record_consent("jobcenter-segeberg-it", request),
+            )
             .expect("the Jobcenter records a pool consent");
         let record = response.consent.expect("the recorded consent");
         let notice_id = response
@@ -989,7 +994,7 @@ impl Fixture {
             .and_then(|e| e.envelope)
             .expect("the notice in the Jobcenter's outbox");
         self.rt
-            .block_on(store.ja.receive(JC, notice))
+            .block_on(store.ja.reception().receive(JC, notice))
             .expect("the Jugendamt accepts the pool consent's notice");
         Slot { record }
     }
@@ -1037,11 +1042,14 @@ impl Fixture {
         let answers = if case.one_by_one {
             envelopes
                 .iter()
-                .map(|e| self.rt.block_on(store.ja.receive(JC, e.clone())))
+                .map(|e| {
+                    self.rt
+                        .block_on(store.ja.reception().receive(JC, e.clone()))
+                })
                 .collect()
         } else {
             self.rt
-                .block_on(store.ja.receive_batch(JC, envelopes.clone()))
+                .block_on(store.ja.reception().receive_batch(JC, envelopes.clone()))
         };
         let verdict = check(
             &self.ja_keys,

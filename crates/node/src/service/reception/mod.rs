@@ -8,7 +8,7 @@
 //! stores nothing but an audit entry of codes; it does not refuse the batch's other envelopes,
 //! and a later envelope sees the consent effects of the earlier ones.
 //!
-//! Envelopes a node fetches again in a reconciliation it started ([`Node::receive_refetched`],
+//! Envelopes a node fetches again in a reconciliation it started ([`Reception::receive_refetched`],
 //! see `reconciliation`) take the same path, with two differences: one that comes with this
 //! node's own original receipt for exactly that envelope (verified against this node's
 //! pinned keys) is stored with that receipt, may be older than the replay window (the
@@ -16,7 +16,9 @@
 //! at the time of that receipt (a withdrawal, replacement or erasure held now still
 //! refuses it); every other one is decided as a delivery.
 
-use crate::{categories::categories_carried, consent_record, node::Node, policy, NodeError};
+use crate::policy::Role;
+use crate::shared::Shared;
+use crate::{categories::categories_carried, consent_record, policy, NodeError};
 use kurzdraht_envelope::{
     ids, sign_receipt, sign_receipt_batch, verify_receipt, ExpectedReceipt, OpenedEnvelope,
 };
@@ -25,9 +27,12 @@ use kurzdraht_ledger::{
     StoredConsent,
 };
 use kurzdraht_proto::v1::{
-    message_body::Body, ConsentRecord, MessageKind, Receipt, SignedEnvelope, SignedReceipt,
+    message_body::Body, ConsentRecord, ConsentWithdrawal, EnvelopeHeader, MessageBody, MessageKind,
+    Receipt, SignedEnvelope, SignedReceipt,
 };
 use std::collections::HashMap;
+
+mod decide;
 
 fn no_receipt() -> NodeError {
     kurzdraht_ledger::LedgerError::Corrupt {
@@ -73,6 +78,14 @@ enum Decision {
     SameAs { index: usize, message_id: String },
     /// Accepted, and moved into the batch's transaction as item `item`.
     Queued { item: usize },
+}
+
+/// One envelope's [`Decision`], with what the audit of a refusal names: its kind and
+/// consent id, once the envelope is opened (unspecified and empty before).
+struct Decided {
+    kind: MessageKind,
+    consent_id: String,
+    decision: Result<Decision, NodeError>,
 }
 
 /// What this node asked a peer for in a reconciliation (see [`Refetched`]).
@@ -134,7 +147,17 @@ impl BatchView {
     }
 }
 
-impl Node {
+/// Envelopes received from peers: verified, decided, stored and receipted.
+#[derive(Clone)]
+pub struct Reception {
+    shared: Shared,
+}
+
+impl Reception {
+    pub(crate) fn new(shared: Shared) -> Self {
+        Self { shared }
+    }
+
     /// Handles one delivered envelope from the agency `tls_agency` (named by the peer's
     /// verified client certificate).
     pub async fn receive(
@@ -196,28 +219,21 @@ impl Node {
         tls_agency: &str,
         items: Vec<(SignedEnvelope, Option<Asked>)>,
     ) -> Vec<Answer> {
-        let now = self.now_ms();
+        let now = self.shared.now_ms();
         let started = std::time::Instant::now();
         let envelopes_in = items.len();
         let reconciling = items.iter().any(|(_, asked)| asked.is_some());
         let mut view = BatchView::default();
         let mut decisions = Vec::with_capacity(items.len());
         for (index, (envelope, asked)) in items.into_iter().enumerate() {
-            let mut kind = MessageKind::Unspecified;
-            let mut consent_id = String::new();
-            let decision = self.decide(
-                tls_agency,
-                envelope,
-                asked.as_ref(),
-                now,
-                index,
-                &mut view,
-                &mut kind,
-                &mut consent_id,
-            );
+            let Decided {
+                kind,
+                consent_id,
+                decision,
+            } = self.decide(tls_agency, envelope, asked.as_ref(), now, index, &mut view);
             if let Err(e) = &decision {
                 match &asked {
-                    None => self.audit_refusal(
+                    None => self.shared.audit_refusal(
                         AuditEvent::ReceptionRefused,
                         kind,
                         tls_agency,
@@ -268,7 +284,7 @@ impl Node {
                     message_id: record.message_id.clone(),
                     envelope_sha256: record.envelope_sha256.clone(),
                     sender: tls_agency.to_string(),
-                    receiver: self.agency().to_string(),
+                    receiver: self.shared.agency().to_string(),
                     received_at_ms: now,
                 }),
                 _ => None,
@@ -276,8 +292,14 @@ impl Node {
             .collect();
         // One envelope: a receipt signed alone; more: one signature over the batch.
         let signed = match receipts.as_slice() {
-            [one] => vec![sign_receipt(one, self.key())],
-            many => sign_receipt_batch(many, tls_agency, self.agency(), now, self.key()),
+            [one] => vec![sign_receipt(one, self.shared.key())],
+            many => sign_receipt_batch(
+                many,
+                tls_agency,
+                self.shared.agency(),
+                now,
+                self.shared.key(),
+            ),
         };
         // The accepted records move, with their receipts, into the batch's transaction.
         let mut signed = signed.into_iter();
@@ -306,7 +328,9 @@ impl Node {
         let stored = if items.is_empty() {
             Ok(Vec::new())
         } else {
-            self.ledger().accept_deliveries_as(&items, event, now)
+            self.shared
+                .ledger()
+                .accept_deliveries_as(&items, event, now)
         };
         let mut stored = match stored {
             Ok(stored) => stored.into_iter(),
@@ -335,7 +359,7 @@ impl Node {
                     Some(Accepted::Stored { seq }) => {
                         needs_flush = true;
                         last_seq = Some(seq);
-                        self.metrics().received();
+                        self.shared.metrics().received();
                         let (record, _) = &items[item];
                         tracing::info!(message_id = %record.message_id, kind = ?kinds[item], sender = tls_agency, seq, audit = event.as_str(), "envelope received");
                         record
@@ -348,7 +372,7 @@ impl Node {
                     // as a duplicate in the batch's transaction).
                     Some(Accepted::Duplicate(held)) => {
                         needs_flush = true;
-                        self.metrics().duplicate();
+                        self.shared.metrics().duplicate();
                         held.receipt
                             .map(|r| (r, Refetch::Held))
                             .ok_or_else(no_receipt)
@@ -377,7 +401,7 @@ impl Node {
         }
         // A receipt leaves only for what is on disk (a duplicate's first flush may still run).
         if needs_flush {
-            if let Err(e) = self.ledger().flush().await {
+            if let Err(e) = self.shared.ledger().flush().await {
                 tracing::error!(error = %e, "flush after reception failed");
                 let e = NodeError::from(e);
                 let reason = format!("the store could not be made durable ({})", e.reason_code());
@@ -388,254 +412,9 @@ impl Node {
             }
         }
         if let Some(seq) = last_seq {
-            self.inbox_changed(seq);
+            self.shared.inbox_changed(seq);
         }
         answers
-    }
-
-    /// Everything reception checks about one envelope, in the fixed order; nothing stored.
-    #[allow(clippy::too_many_arguments)]
-    fn decide(
-        &self,
-        tls_agency: &str,
-        envelope: SignedEnvelope,
-        asked: Option<&Asked>,
-        now: i64,
-        index: usize,
-        view: &mut BatchView,
-        kind_out: &mut MessageKind,
-        consent_out: &mut String,
-    ) -> Result<Decision, NodeError> {
-        if envelope.signer != tls_agency {
-            return Err(NodeError::PermissionDenied(format!(
-                "the TLS certificate names {tls_agency}, but the envelope claims to be signed by {:?}",
-                envelope.signer
-            )));
-        }
-        let directory = self.directory();
-        let sender = directory.get(tls_agency).ok_or_else(|| {
-            NodeError::PermissionDenied(format!("{tls_agency} is not in the directory"))
-        })?;
-        let opened = sender.open_envelope(&envelope, &self.limits().envelope)?;
-        let OpenedEnvelope {
-            header,
-            kind,
-            body,
-            hash,
-        } = opened;
-        *kind_out = kind;
-        *consent_out = header.consent_id.clone();
-        if header.recipient != self.agency() {
-            return Err(NodeError::PermissionDenied(format!(
-                "the envelope is addressed to {:?}, not to this node ({})",
-                header.recipient,
-                self.agency()
-            )));
-        }
-        ids::parse_id("header.message_id", &header.message_id)
-            .map_err(|e| NodeError::invalid("header.message_id", e.to_string()))?;
-        // Received again in a reconciliation: this node's own receipt for exactly this
-        // envelope proves it was accepted here once (when, the receipt says).
-        let original = match asked {
-            None => None,
-            Some(asked) => {
-                if header.message_id != asked.message_id {
-                    return Err(NodeError::invalid(
-                        "header.message_id",
-                        "is not the message asked for",
-                    ));
-                }
-                self.own_receipt(
-                    tls_agency,
-                    &header.message_id,
-                    &hash,
-                    asked.receipt.as_ref(),
-                )
-            }
-        };
-        // When the consent is judged: now, or when the original receipt was signed.
-        let decided_at = original.as_ref().map_or(now, |(_, at)| *at);
-        let window = self.limits().replay_window.as_millis() as i64;
-        let skew = self.limits().clock_skew.as_millis() as i64;
-        if original.is_none() && header.created_at_ms < now.saturating_sub(window) {
-            return Err(NodeError::invalid(
-                "header.created_at_ms",
-                "is older than the replay window",
-            ));
-        }
-        if header.created_at_ms > now.saturating_add(window) {
-            return Err(NodeError::invalid(
-                "header.created_at_ms",
-                "lies further in the future than the replay window; no clock is that far off",
-            ));
-        }
-        if header.created_at_ms > now.saturating_add(skew) {
-            // The sender's clock is ahead: the same envelope is welcome once the clocks
-            // agree, so this is "try again", never a final refusal (that would lose it).
-            return Err(NodeError::ClockSkew(
-                "header.created_at_ms lies in the future beyond the allowed clock skew".into(),
-            ));
-        }
-        let conflict = || -> NodeError {
-            kurzdraht_ledger::LedgerError::MessageIdConflict {
-                message_id: header.message_id.clone(),
-            }
-            .into()
-        };
-        if let Some((earlier, at)) = view.ids.get(&header.message_id) {
-            if *earlier != hash {
-                return Err(conflict());
-            }
-            // A duplicate, as if the copies had come one by one: noted once the first is
-            // stored (see `store_batch`).
-            return Ok(Decision::SameAs {
-                index: *at,
-                message_id: header.message_id.clone(),
-            });
-        }
-        // A duplicate of what we already hold is answered with the original receipt, even if
-        // the consent has changed since: the message was lawfully received then.
-        if let Some(held) = self.ledger().inbox_record(&header.message_id)? {
-            if held.envelope_sha256.as_slice() == hash.as_slice() {
-                self.note_duplicate(&held.message_id, now)?;
-                return Ok(Decision::Duplicate(Box::new(held)));
-            }
-            return Err(conflict());
-        }
-        if !header.in_reply_to.is_empty() {
-            ids::parse_id("header.in_reply_to", &header.in_reply_to)
-                .map_err(|e| NodeError::invalid("header.in_reply_to", e.to_string()))?;
-        }
-        let ledger = self.ledger();
-        let effect = match &body.body {
-            Some(Body::ConsentNotice(n)) => {
-                let record = self.admit_consent_notice(
-                    tls_agency,
-                    &header.consent_id,
-                    n.consent.as_ref(),
-                    header.created_at_ms,
-                    view,
-                )?;
-                if let Some(held) = view.consent(ledger, &record.consent_id)? {
-                    if held.record.as_ref() != Some(&record) {
-                        return Err(kurzdraht_ledger::LedgerError::ConsentExists {
-                            consent_id: record.consent_id,
-                        }
-                        .into());
-                    }
-                }
-                ConsentEffect::Record(record)
-            }
-            Some(Body::ConsentWithdrawal(w)) => {
-                let w = w
-                    .withdrawal
-                    .as_ref()
-                    .ok_or_else(|| NodeError::invalid("body.withdrawal", "is required"))?;
-                if w.consent_id != header.consent_id {
-                    return Err(NodeError::invalid(
-                        "body.withdrawal.consent_id",
-                        "differs from header.consent_id",
-                    ));
-                }
-                consent_record::validate_withdrawal_texts(
-                    "body.withdrawal.",
-                    &w.recorded_by,
-                    &w.manner,
-                )?;
-                let held = view
-                    .consent(ledger, &w.consent_id)?
-                    .and_then(|c| c.record)
-                    .ok_or(NodeError::Consent(
-                        kurzdraht_ledger::ConsentRefusal::NoConsent,
-                    ))?;
-                if held.recording_agency != tls_agency {
-                    return Err(NodeError::PermissionDenied(
-                        "only the agency that recorded a consent may withdraw it".into(),
-                    ));
-                }
-                ConsentEffect::Withdraw(w.clone())
-            }
-            _ => {
-                let subject = policy::admit_case_message(
-                    kind,
-                    sender.role,
-                    self.role(),
-                    &body,
-                    header.created_at_ms,
-                )?;
-                let purpose = policy::purpose_of(kind)
-                    .ok_or_else(|| NodeError::invalid("header.kind", "has no purpose"))?;
-                let stored = if header.consent_id.is_empty() {
-                    None
-                } else {
-                    view.consent(ledger, &header.consent_id)?
-                };
-                let categories = categories_carried(&body);
-                let query = ConsentQuery {
-                    subject,
-                    sender: tls_agency,
-                    recipient: self.agency(),
-                    purpose,
-                    categories: &categories,
-                    at_ms: decided_at,
-                };
-                consent::evaluate(stored.as_ref(), &query).map_err(NodeError::Consent)?;
-                ConsentEffect::None
-            }
-        };
-        view.apply(ledger, &effect, &envelope)?;
-        view.ids.insert(header.message_id.clone(), (hash, index));
-        let record = InboxRecord {
-            seq: 0,
-            message_id: header.message_id,
-            sender: tls_agency.to_string(),
-            kind: kind as i32,
-            envelope: Some(envelope),
-            receipt: original.map(|(receipt, _)| receipt),
-            envelope_sha256: hash.to_vec(),
-            received_at_ms: decided_at,
-            created_at_ms: header.created_at_ms,
-            consent_id: header.consent_id,
-            in_reply_to: header.in_reply_to,
-            acknowledged: false,
-            notice: None,
-            body_erased_at_ms: 0,
-            read_by: Vec::new(),
-            duplicate_audited: false,
-        };
-        Ok(Decision::Accept {
-            record: Box::new(record),
-            effect,
-            kind,
-        })
-    }
-
-    /// This node's own receipt for the envelope `message_id` with `hash` from `sender`, with
-    /// the time it names, if `receipt` is one (verified against this node's pinned keys).
-    fn own_receipt(
-        &self,
-        sender: &str,
-        message_id: &str,
-        hash: &[u8; 32],
-        receipt: Option<&SignedReceipt>,
-    ) -> Option<(SignedReceipt, i64)> {
-        let receipt = receipt?;
-        let directory = self.directory();
-        // Signed when it was given: a key retired since still verifies it.
-        let own_keys = directory.get(self.agency())?.evidence_keys();
-        let expected = ExpectedReceipt {
-            message_id,
-            envelope_sha256: hash,
-            sender,
-            receiver: self.agency(),
-        };
-        match verify_receipt(receipt, own_keys, &expected) {
-            Ok(verified) => Some((receipt.clone(), verified.received_at_ms)),
-            Err(e) => {
-                tracing::warn!(message_id, peer = sender, error = %e, "the peer's copy of this node's receipt does not verify; deciding as a new delivery");
-                None
-            }
-        }
     }
 
     /// A refetched envelope refused: audited with the id this node asked for.
@@ -647,14 +426,14 @@ impl Node {
         consent_id: &str,
         e: &NodeError,
     ) {
-        self.metrics().refused(e.reason_code());
+        self.shared.metrics().refused(e.reason_code());
         let note = AuditNote::new(AuditEvent::ReconciliationRefused)
             .message(message_id)
             .kind(kind as i32)
             .peer(peer)
             .consent(consent_id)
             .detail(e.reason_code());
-        if let Err(err) = self.ledger().audit(note, self.now_ms()) {
+        if let Err(err) = self.shared.ledger().audit(note, self.shared.now_ms()) {
             tracing::error!(error = %err, "could not audit a refusal");
         }
         tracing::info!(
@@ -669,71 +448,8 @@ impl Node {
     /// first per message is audited (the ledger marks it), so that a peer repeating itself
     /// cannot grow the audit chain.
     fn note_duplicate(&self, message_id: &str, now: i64) -> Result<(), NodeError> {
-        self.metrics().duplicate();
-        self.ledger().note_duplicate(message_id, now)?;
+        self.shared.metrics().duplicate();
+        self.shared.ledger().note_duplicate(message_id, now)?;
         Ok(())
-    }
-
-    /// A replicated consent must come from the agency that recorded it, name this node, and
-    /// pass the same validation as a consent recorded here (one function for both); a
-    /// replacement must replace a consent of the same controller about the same person.
-    fn admit_consent_notice(
-        &self,
-        sender: &str,
-        header_consent_id: &str,
-        record: Option<&ConsentRecord>,
-        created_at_ms: i64,
-        view: &BatchView,
-    ) -> Result<ConsentRecord, NodeError> {
-        let record = record.ok_or_else(|| NodeError::invalid("body.consent", "is required"))?;
-        if record.recording_agency != sender {
-            return Err(NodeError::PermissionDenied(
-                "a consent notice must come from the agency that recorded the consent".into(),
-            ));
-        }
-        if !record.recipients.iter().any(|r| r == self.agency()) {
-            return Err(NodeError::PermissionDenied(
-                "the consent does not name this agency; it must not be sent here".into(),
-            ));
-        }
-        consent_record::validate("body.consent.", record, &self.directory())?;
-        if record.consent_id != header_consent_id {
-            return Err(NodeError::invalid(
-                "body.consent.consent_id",
-                "differs from header.consent_id",
-            ));
-        }
-        // Recorded when its notice was sealed (give or take the clock skew): a record
-        // dated later would have its age rules checked on a date of the sender's choosing.
-        let skew = self.limits().clock_skew.as_millis() as i64;
-        if record.recorded_at_ms > created_at_ms.saturating_add(skew) {
-            return Err(NodeError::invalid(
-                "body.consent.recorded_at_ms",
-                "lies after the notice was sealed",
-            ));
-        }
-        if !record.supersedes.is_empty() {
-            if let Some(held) = view.consent(self.ledger(), &record.supersedes)? {
-                let old = held.record.unwrap_or_default();
-                if old.recording_agency != record.recording_agency {
-                    return Err(NodeError::PermissionDenied(
-                        "body.consent.supersedes names a consent another agency recorded".into(),
-                    ));
-                }
-                // After an erasure here the old record names no one: nothing to compare.
-                let same = held.erased_at_ms > 0
-                    || match (&old.subject, &record.subject) {
-                        (Some(a), Some(b)) => consent::same_person(a, b),
-                        _ => false,
-                    };
-                if !same {
-                    return Err(NodeError::invalid(
-                        "body.consent.supersedes",
-                        "names a consent of another person",
-                    ));
-                }
-            }
-        }
-        Ok(record.clone())
     }
 }

@@ -1,11 +1,11 @@
 //! The PeerExchange service (tonic): identifies the calling agency from its verified client
 //! certificate and admits it within its concurrency cap before the request's body is read
 //! ([`Admitted`]), then within its rate (each envelope of a batch counts), and hands the
-//! envelope(s) to [`Node::receive`] / [`Node::receive_batch`]; the reconciliation calls
+//! envelope(s) to [`Reception::receive`](crate::service::Reception::receive) / `receive_batch`; the reconciliation calls
 //! (`ListDelivered`, `FetchDelivered`) answer about deliveries to the calling agency only,
 //! `ListReceived` about envelopes the calling agency sent only (`reconciliation`).
 
-use crate::{node::Node, peer_limits::AuditAllowance, tls, NodeError};
+use crate::{node::Node, rpc::peer_limits::AuditAllowance, tls, NodeError};
 use kurzdraht_ledger::AuditEvent;
 use kurzdraht_proto::v1::peer_exchange_server::{PeerExchange, PeerExchangeServer};
 use kurzdraht_proto::v1::{
@@ -70,7 +70,7 @@ struct CallingAgency(String);
 
 /// The PeerExchange service as served: before tonic reads a request's body, the caller is
 /// identified by its client certificate and let in within its agency's concurrency cap
-/// ([`crate::peer_limits::PeerLimits::enter`], the node's [`Node::peer_limits`]); a caller
+/// ([`crate::rpc::peer_limits::PeerLimits::enter`], the node's [`crate::shared::Shared::peer_limits`]); a caller
 /// nobody can identify, or one over its cap, is answered at once and its body is never
 /// buffered. So what one peer can make the node hold is at most `peer_concurrent_requests`
 /// requests of at most [`transport_limit`] bytes each, however many streams and
@@ -211,7 +211,11 @@ impl PeerExchange for PeerService {
         self.node.peer_limits().take(&agency, 1).inspect_err(|e| {
             tracing::debug!(peer = %agency, reason = %e, "peer over its limits");
         })?;
-        let receipt = self.node.receive(&agency, req.into_inner()).await?;
+        let receipt = self
+            .node
+            .reception()
+            .receive(&agency, req.into_inner())
+            .await?;
         Ok(Response::new(receipt))
     }
 
@@ -239,6 +243,7 @@ impl PeerExchange for PeerService {
             })?;
         let outcomes = self
             .node
+            .reception()
             .receive_batch(&agency, envelopes)
             .await
             .into_iter()
@@ -256,7 +261,9 @@ impl PeerExchange for PeerService {
             tracing::debug!(peer = %agency, reason = %e, "peer over its limits");
         })?;
         Ok(Response::new(
-            self.node.list_delivered(&agency, req.get_ref())?,
+            self.node
+                .reconciliation()
+                .list_delivered(&agency, req.get_ref())?,
         ))
     }
 
@@ -267,7 +274,7 @@ impl PeerExchange for PeerService {
         let agency = agency_of(&req)?;
         // Each id counts as an envelope of a batch would.
         let ids = req.get_ref().message_ids.len().max(1);
-        if ids <= crate::reconciliation::FETCH_MAX_IDS {
+        if ids <= crate::service::reconciliation::FETCH_MAX_IDS {
             self.node
                 .peer_limits()
                 .take(&agency, ids)
@@ -276,7 +283,10 @@ impl PeerExchange for PeerService {
                 })?;
         }
         Ok(Response::new(
-            self.node.fetch_delivered(&agency, req.get_ref()).await?,
+            self.node
+                .reconciliation()
+                .fetch_delivered(&agency, req.get_ref())
+                .await?,
         ))
     }
 
@@ -287,10 +297,10 @@ impl PeerExchange for PeerService {
         let agency = agency_of(&req)?;
         // Each envelope the page may hand back counts as an envelope of a batch would.
         let asked = match req.get_ref().limit as usize {
-            0 => crate::reconciliation::RECEIVED_PAGE_DEFAULT,
+            0 => crate::service::reconciliation::RECEIVED_PAGE_DEFAULT,
             n => n,
         };
-        if asked <= crate::reconciliation::RECEIVED_PAGE_MAX {
+        if asked <= crate::service::reconciliation::RECEIVED_PAGE_MAX {
             self.node
                 .peer_limits()
                 .take(&agency, asked)
@@ -299,7 +309,10 @@ impl PeerExchange for PeerService {
                 })?;
         }
         Ok(Response::new(
-            self.node.list_received(&agency, req.get_ref()).await?,
+            self.node
+                .reconciliation()
+                .list_received(&agency, req.get_ref())
+                .await?,
         ))
     }
 }

@@ -2,7 +2,8 @@
 //! following new arrivals), and acknowledgement by the IT system. The first time an IT
 //! system is given an item is audited (`inbox.read`, marked in the record); re-reads are not.
 
-use crate::{node::Node, NodeError};
+use crate::shared::Shared;
+use crate::NodeError;
 use kurzdraht_ledger::InboxRecord;
 use kurzdraht_proto::v1::{InboxItem, MessageBody, ReadInboxRequest};
 use prost::Message;
@@ -10,14 +11,24 @@ use tokio::sync::mpsc;
 
 const BATCH: usize = 64;
 
-impl Node {
+/// The inbox the IT systems read and acknowledge.
+#[derive(Clone)]
+pub struct Inbox {
+    shared: Shared,
+}
+
+impl Inbox {
+    pub(crate) fn new(shared: Shared) -> Self {
+        Self { shared }
+    }
+
     fn inbox_item(&self, r: InboxRecord) -> Result<InboxItem, NodeError> {
         if r.notice.is_some() {
             return Ok(InboxItem {
                 seq: r.seq,
                 message_id: r.message_id,
                 kind: r.kind,
-                sender: self.agency().to_string(),
+                sender: self.shared.agency().to_string(),
                 created_at_ms: r.created_at_ms,
                 received_at_ms: r.received_at_ms,
                 consent_id: r.consent_id,
@@ -80,11 +91,11 @@ impl Node {
         let node = self.clone();
         tokio::spawn(async move {
             let mut cursor = req.after_seq;
-            let mut changes = node.inbox_watch();
-            let mut closing = node.closing();
+            let mut changes = node.shared.inbox_watch();
+            let mut closing = node.shared.closing();
             loop {
                 changes.borrow_and_update();
-                let batch = match node.ledger().inbox_after(cursor, BATCH) {
+                let batch = match node.shared.ledger().inbox_after(cursor, BATCH) {
                     Ok(b) => b,
                     Err(e) => {
                         let _ = tx.send(Err(e.into())).await;
@@ -99,10 +110,11 @@ impl Node {
                     }
                     // The first read by each IT system is audited, a re-read is not.
                     if !record.read_by.contains(&client) {
-                        if let Err(e) =
-                            node.ledger()
-                                .note_read(&record.message_id, &client, node.now_ms())
-                        {
+                        if let Err(e) = node.shared.ledger().note_read(
+                            &record.message_id,
+                            &client,
+                            node.shared.now_ms(),
+                        ) {
                             let _ = tx.send(Err(e.into())).await;
                             return;
                         }
@@ -131,8 +143,10 @@ impl Node {
     pub async fn acknowledge(&self, message_id: &str) -> Result<(), NodeError> {
         kurzdraht_envelope::ids::parse_id("message_id", message_id)
             .map_err(|e| NodeError::invalid("message_id", e.to_string()))?;
-        self.ledger().acknowledge(message_id, self.now_ms())?;
-        self.ledger().flush().await?;
+        self.shared
+            .ledger()
+            .acknowledge(message_id, self.shared.now_ms())?;
+        self.shared.ledger().flush().await?;
         Ok(())
     }
 }

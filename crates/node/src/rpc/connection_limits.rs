@@ -12,14 +12,14 @@
 //! - calls: on the AgencyApi at most `concurrent_requests_per_connection` running per
 //!   connection (more wait unread; what they can hold is the connection's flow-control
 //!   window); on PeerExchange per calling agency, before decoding
-//!   ([`crate::peer_exchange::Admitted`]);
+//!   ([`crate::rpc::peer_exchange::Admitted`]);
 //! - headers: at most `max_header_list_bytes` per request;
 //! - time: a call must be answered (its request body read) within `request_timeout`; a
 //!   connection is pinged every `keepalive_interval` and closed when a ping is not
 //!   answered within `keepalive_timeout`.
 //!
 //! Request bodies are bounded by each service's decoding limit
-//! ([`crate::peer_exchange::transport_limit`]).
+//! ([`crate::rpc::peer_exchange::transport_limit`]).
 
 use crate::config::PortLimits;
 use std::io;

@@ -17,208 +17,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConfigFile {
-    agency: String,
-    data_dir: PathBuf,
-    directory: DirectoryFileSection,
-    listen: ListenFile,
-    tls: TlsFile,
-    signing: SigningFile,
-    storage: StorageFile,
-    api: ApiFile,
-    #[serde(default)]
-    delivery: DeliveryFile,
-    #[serde(default)]
-    limits: LimitsFile,
-    #[serde(default)]
-    retention: RetentionFile,
-    /// Optional: without it the node serves no metrics.
-    #[serde(default)]
-    metrics: Option<MetricsFile>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DirectoryFileSection {
-    /// The directory file; its signature lies beside it (`<file>.sig`).
-    file: PathBuf,
-    /// The federation operator's public key (a file of 64 hex digits).
-    operator_key: PathBuf,
-    /// How often the node looks for a new version of the directory (also on SIGHUP).
-    #[serde(default = "default_directory_poll_secs")]
-    poll_secs: u64,
-}
-
-fn default_directory_poll_secs() -> u64 {
-    5
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MetricsFile {
-    /// Plain HTTP (no TLS, no token): bind to loopback or a monitoring network only.
-    listen: SocketAddr,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RetentionFile {
-    /// How long after a case is closed its message bodies are kept (default 365 days).
-    body_retention_secs: u64,
-    /// How often the node looks for bodies due for deletion.
-    sweep_interval_secs: u64,
-}
-
-impl Default for RetentionFile {
-    fn default() -> Self {
-        Self {
-            body_retention_secs: 365 * 24 * 3600,
-            sweep_interval_secs: 3600,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListenFile {
-    peer: SocketAddr,
-    api: SocketAddr,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TlsFile {
-    ca_cert: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SigningFile {
-    key_file: PathBuf,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StorageFile {
-    /// The key that seals personal data in the store; must lie outside `data_dir`.
-    data_key_file: PathBuf,
-    /// MiB of the store's page cache (the bulk of the node's memory).
-    #[serde(default = "default_cache_mb")]
-    cache_mb: u64,
-}
-
-fn default_cache_mb() -> u64 {
-    kurzdraht_ledger::DEFAULT_CACHE_BYTES / (1024 * 1024)
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ApiFile {
-    tokens: Vec<TokenFile>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TokenFile {
-    client: String,
-    sha256: String,
-    /// May call the operators' calls `Backup` and `Reconcile` (default false).
-    #[serde(default)]
-    admin: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct DeliveryFile {
-    retry_initial_ms: u64,
-    retry_max_ms: u64,
-    /// How long after submission a message may still be delivered (default 7 days).
-    deadline_secs: u64,
-    request_timeout_ms: u64,
-    /// How often the node checks that each peer answers (mutual TLS and health); 0: never.
-    peer_probe_secs: u64,
-    /// How long a delivered message's envelope is kept, so that a peer restored from a
-    /// backup can have it again (default 30 days).
-    keep_delivered_days: u64,
-}
-
-impl Default for DeliveryFile {
-    fn default() -> Self {
-        Self {
-            retry_initial_ms: 250,
-            retry_max_ms: 5 * 60 * 1000,
-            deadline_secs: 7 * 24 * 3600,
-            request_timeout_ms: 30_000,
-            peer_probe_secs: 30,
-            keep_delivered_days: 30,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct LimitsFile {
-    max_header_bytes: usize,
-    max_payload_bytes: usize,
-    replay_window_hours: u64,
-    clock_skew_secs: u64,
-    consent_default_validity_days: u64,
-    /// Deliveries a single peer may make per second (burst: one second's worth).
-    peer_requests_per_second: u32,
-    /// Deliveries a single peer may have in flight at once (over all its connections);
-    /// counted before a request's body is read.
-    peer_concurrent_requests: u32,
-    /// Connections the PeerExchange port holds open at once; more wait to be accepted.
-    peer_connections: u32,
-    /// HTTP/2 streams one connection to the PeerExchange port may have open at once;
-    /// the transport refuses more (REFUSED_STREAM).
-    peer_streams_per_connection: u32,
-    /// How long a PeerExchange call may take, its request body included (CANCELLED after).
-    peer_request_timeout_secs: u64,
-    /// Connections the AgencyApi port holds open at once; more wait to be accepted.
-    api_connections: u32,
-    /// HTTP/2 streams one connection to the AgencyApi port may have open at once.
-    api_streams_per_connection: u32,
-    /// AgencyApi calls one connection may have running at once; more wait, unread.
-    api_concurrent_requests_per_connection: u32,
-    /// How long an AgencyApi call may take until its answer starts (CANCELLED after);
-    /// streams (ReadInbox, WatchStatus) run on once they have started.
-    api_request_timeout_secs: u64,
-    /// Bytes of request headers (HTTP/2 header list) either port accepts per request.
-    max_header_list_bytes: u32,
-    /// Seconds between HTTP/2 pings on a connection of either port.
-    keepalive_interval_secs: u64,
-    /// A connection whose ping is not answered within this many seconds is closed.
-    keepalive_timeout_secs: u64,
-}
-
-impl Default for LimitsFile {
-    fn default() -> Self {
-        Self {
-            max_header_bytes: 4 * 1024,
-            max_payload_bytes: 256 * 1024,
-            replay_window_hours: 8 * 24,
-            clock_skew_secs: 300,
-            consent_default_validity_days: 365,
-            peer_requests_per_second: 5_000,
-            peer_concurrent_requests: 32,
-            peer_connections: 64,
-            peer_streams_per_connection: 64,
-            peer_request_timeout_secs: 60,
-            api_connections: 64,
-            api_streams_per_connection: 128,
-            api_concurrent_requests_per_connection: 64,
-            api_request_timeout_secs: 600,
-            max_header_list_bytes: 8 * 1024,
-            keepalive_interval_secs: 30,
-            keepalive_timeout_secs: 10,
-        }
-    }
-}
+mod file;
+use file::*;
 
 /// PEM material for the node's TLS.
 #[derive(Clone)]
@@ -403,200 +203,14 @@ impl NodeConfig {
             NodeError::config("agency", format!("{} is not in the directory", file.agency))
         })?;
         let role = me.role;
-        let signing_key = SigningKey::from_hex(&read_secret(
-            "signing.key_file",
-            &at(&file.signing.key_file),
-        )?)
-        .map_err(|e| NodeError::config("signing.key_file", e.to_string()))?;
-        match me.state_of(&signing_key.verifying_key()) {
-            Some(KeyState::Active) => {}
-            None => {
-                return Err(NodeError::config(
-                    "signing.key_file",
-                    format!(
-                        "{}: its public key is not pinned for this agency in the directory",
-                        at(&file.signing.key_file).display()
-                    ),
-                ))
-            }
-            Some(state) => {
-                return Err(NodeError::config(
-                    "signing.key_file",
-                    format!(
-                        "{}: its public key is {state} in the directory: peers refuse what it signs; sign with an active key",
-                        at(&file.signing.key_file).display()
-                    ),
-                ))
-            }
-        }
-        let data_dir = at(&file.data_dir);
-        let key_path = at(&file.storage.data_key_file);
-        if key_path.starts_with(&data_dir) {
-            return Err(NodeError::config(
-                "storage.data_key_file",
-                "must lie outside data_dir, so that a copy of the store alone reveals nothing",
-            ));
-        }
-        let data_key = DataKey::from_hex(&read_secret("storage.data_key_file", &key_path)?)
-            .map_err(|e| NodeError::config("storage.data_key_file", e.to_string()))?;
-        if !(4..=65_536).contains(&file.storage.cache_mb) {
-            return Err(NodeError::config(
-                "storage.cache_mb",
-                "must lie between 4 and 65536 (MiB)",
-            ));
-        }
-        let tls = TlsMaterial {
-            ca_pem: read_public("tls.ca_cert", &at(&file.tls.ca_cert))?,
-            cert_pem: read_public("tls.cert", &at(&file.tls.cert))?,
-            key_pem: read_secret("tls.key", &at(&file.tls.key))?,
-        };
-        // The refusal names the file at fault as well as its key in node.toml.
-        let identity = crate::tls::check_identity(
-            &tls,
-            &file.agency,
-            &directory,
-            std::time::SystemTime::now(),
-        )
-        .map_err(|e| match e {
-            NodeError::Config { key, reason } => {
-                let path = match key.as_str() {
-                    "tls.cert" => at(&file.tls.cert),
-                    "tls.key" => at(&file.tls.key),
-                    _ => at(&file.tls.ca_cert),
-                };
-                NodeError::Config {
-                    reason: format!("{}: {reason}", path.display()),
-                    key,
-                }
-            }
-            other => other,
-        })?;
-        if file.api.tokens.is_empty() {
-            return Err(NodeError::config("api.tokens", "lists no IT system"));
-        }
-        let api_tokens = file
-            .api
-            .tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let bytes = hex::decode(t.sha256.trim())
-                    .ok()
-                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                    .ok_or_else(|| {
-                        NodeError::config(
-                            format!("api.tokens[{i}].sha256"),
-                            "must be 64 hex digits",
-                        )
-                    })?;
-                if t.client.trim().is_empty() {
-                    return Err(NodeError::config(
-                        format!("api.tokens[{i}].client"),
-                        "is empty",
-                    ));
-                }
-                Ok(ApiToken {
-                    client: t.client.clone(),
-                    sha256: bytes,
-                    admin: t.admin,
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let signing_key = signing_key_of(&file, me, &at)?;
+        let (data_dir, data_key) = storage_of(&file, &at)?;
+        let (tls, identity) = tls_of(&file, &directory, &at)?;
+        let api_tokens = api_tokens_of(&file.api)?;
         let d = &file.delivery;
-        if d.retry_initial_ms == 0 || d.retry_max_ms < d.retry_initial_ms {
-            return Err(NodeError::config(
-                "delivery.retry_max_ms",
-                "must be at least delivery.retry_initial_ms, which must be above 0",
-            ));
-        }
-        if d.deadline_secs == 0 {
-            return Err(NodeError::config(
-                "delivery.deadline_secs",
-                "must be above 0",
-            ));
-        }
-        if !(1..=366).contains(&d.keep_delivered_days) {
-            return Err(NodeError::config(
-                "delivery.keep_delivered_days",
-                "must lie between 1 and 366 (days)",
-            ));
-        }
+        check_delivery(d)?;
         let l = &file.limits;
-        if l.replay_window_hours * 3600 <= d.deadline_secs {
-            return Err(NodeError::config(
-                "limits.replay_window_hours",
-                "must exceed delivery.deadline_secs, or retried messages would be refused as replays",
-            ));
-        }
-        if l.max_header_bytes < 256 || l.max_payload_bytes < 1024 {
-            return Err(NodeError::config(
-                "limits",
-                "max_header_bytes must be at least 256 and max_payload_bytes at least 1024",
-            ));
-        }
-        if l.peer_requests_per_second == 0 || l.peer_concurrent_requests == 0 {
-            return Err(NodeError::config(
-                "limits.peer_requests_per_second",
-                "peer_requests_per_second and peer_concurrent_requests must be above 0",
-            ));
-        }
-        for (key, value) in [
-            ("limits.peer_connections", l.peer_connections),
-            (
-                "limits.peer_streams_per_connection",
-                l.peer_streams_per_connection,
-            ),
-            ("limits.api_connections", l.api_connections),
-            (
-                "limits.api_streams_per_connection",
-                l.api_streams_per_connection,
-            ),
-            (
-                "limits.api_concurrent_requests_per_connection",
-                l.api_concurrent_requests_per_connection,
-            ),
-        ] {
-            if !(1..=65_536).contains(&value) {
-                return Err(NodeError::config(key, "must lie between 1 and 65536"));
-            }
-        }
-        if l.api_concurrent_requests_per_connection > l.api_streams_per_connection {
-            return Err(NodeError::config(
-                "limits.api_concurrent_requests_per_connection",
-                "must not exceed limits.api_streams_per_connection",
-            ));
-        }
-        if !(1024..=1024 * 1024).contains(&l.max_header_list_bytes) {
-            return Err(NodeError::config(
-                "limits.max_header_list_bytes",
-                "must lie between 1024 and 1048576",
-            ));
-        }
-        for (key, secs) in [
-            (
-                "limits.peer_request_timeout_secs",
-                l.peer_request_timeout_secs,
-            ),
-            (
-                "limits.api_request_timeout_secs",
-                l.api_request_timeout_secs,
-            ),
-            ("limits.keepalive_interval_secs", l.keepalive_interval_secs),
-            ("limits.keepalive_timeout_secs", l.keepalive_timeout_secs),
-        ] {
-            if !(1..=86_400).contains(&secs) {
-                return Err(NodeError::config(
-                    key,
-                    "must lie between 1 and 86400 (seconds)",
-                ));
-            }
-        }
-        if l.consent_default_validity_days == 0 {
-            return Err(NodeError::config(
-                "limits.consent_default_validity_days",
-                "must be above 0",
-            ));
-        }
+        check_limits(l, d)?;
         if file.retention.sweep_interval_secs == 0 {
             return Err(NodeError::config(
                 "retention.sweep_interval_secs",
@@ -670,6 +284,232 @@ impl NodeConfig {
             },
         })
     }
+}
+
+/// The signing key (`signing.key_file`): pinned for this agency in the directory, active.
+fn signing_key_of(
+    file: &ConfigFile,
+    me: &crate::directory::Agency,
+    at: &dyn Fn(&Path) -> PathBuf,
+) -> Result<SigningKey, NodeError> {
+    let signing_key = SigningKey::from_hex(&read_secret(
+        "signing.key_file",
+        &at(&file.signing.key_file),
+    )?)
+    .map_err(|e| NodeError::config("signing.key_file", e.to_string()))?;
+    match me.state_of(&signing_key.verifying_key()) {
+        Some(KeyState::Active) => {}
+        None => {
+            return Err(NodeError::config(
+                "signing.key_file",
+                format!(
+                    "{}: its public key is not pinned for this agency in the directory",
+                    at(&file.signing.key_file).display()
+                ),
+            ))
+        }
+        Some(state) => {
+            return Err(NodeError::config(
+                "signing.key_file",
+                format!(
+                    "{}: its public key is {state} in the directory: peers refuse what it signs; sign with an active key",
+                    at(&file.signing.key_file).display()
+                ),
+            ))
+        }
+    }
+    Ok(signing_key)
+}
+
+/// The store's directory and its data key (`[storage]`; the key outside the store).
+fn storage_of(
+    file: &ConfigFile,
+    at: &dyn Fn(&Path) -> PathBuf,
+) -> Result<(PathBuf, DataKey), NodeError> {
+    let data_dir = at(&file.data_dir);
+    let key_path = at(&file.storage.data_key_file);
+    if key_path.starts_with(&data_dir) {
+        return Err(NodeError::config(
+            "storage.data_key_file",
+            "must lie outside data_dir, so that a copy of the store alone reveals nothing",
+        ));
+    }
+    let data_key = DataKey::from_hex(&read_secret("storage.data_key_file", &key_path)?)
+        .map_err(|e| NodeError::config("storage.data_key_file", e.to_string()))?;
+    if !(4..=65_536).contains(&file.storage.cache_mb) {
+        return Err(NodeError::config(
+            "storage.cache_mb",
+            "must lie between 4 and 65536 (MiB)",
+        ));
+    }
+    Ok((data_dir, data_key))
+}
+
+/// The TLS material (`[tls]`) and the identity it proves for this agency; a refusal names
+/// the file at fault as well as its key in node.toml.
+fn tls_of(
+    file: &ConfigFile,
+    directory: &Directory,
+    at: &dyn Fn(&Path) -> PathBuf,
+) -> Result<(TlsMaterial, crate::tls::ProvenIdentity), NodeError> {
+    let tls = TlsMaterial {
+        ca_pem: read_public("tls.ca_cert", &at(&file.tls.ca_cert))?,
+        cert_pem: read_public("tls.cert", &at(&file.tls.cert))?,
+        key_pem: read_secret("tls.key", &at(&file.tls.key))?,
+    };
+    // The refusal names the file at fault as well as its key in node.toml.
+    let identity =
+        crate::tls::check_identity(&tls, &file.agency, directory, std::time::SystemTime::now())
+            .map_err(|e| match e {
+                NodeError::Config { key, reason } => {
+                    let path = match key.as_str() {
+                        "tls.cert" => at(&file.tls.cert),
+                        "tls.key" => at(&file.tls.key),
+                        _ => at(&file.tls.ca_cert),
+                    };
+                    NodeError::Config {
+                        reason: format!("{}: {reason}", path.display()),
+                        key,
+                    }
+                }
+                other => other,
+            })?;
+    Ok((tls, identity))
+}
+
+/// The IT systems' tokens (`[api] tokens`): at least one, each a SHA-256 hash and a name.
+fn api_tokens_of(api: &ApiFile) -> Result<Vec<ApiToken>, NodeError> {
+    if api.tokens.is_empty() {
+        return Err(NodeError::config("api.tokens", "lists no IT system"));
+    }
+    let api_tokens = api
+        .tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let bytes = hex::decode(t.sha256.trim())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| {
+                    NodeError::config(format!("api.tokens[{i}].sha256"), "must be 64 hex digits")
+                })?;
+            if t.client.trim().is_empty() {
+                return Err(NodeError::config(
+                    format!("api.tokens[{i}].client"),
+                    "is empty",
+                ));
+            }
+            Ok(ApiToken {
+                client: t.client.clone(),
+                sha256: bytes,
+                admin: t.admin,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(api_tokens)
+}
+
+/// The bounds of `[delivery]`.
+fn check_delivery(d: &DeliveryFile) -> Result<(), NodeError> {
+    if d.retry_initial_ms == 0 || d.retry_max_ms < d.retry_initial_ms {
+        return Err(NodeError::config(
+            "delivery.retry_max_ms",
+            "must be at least delivery.retry_initial_ms, which must be above 0",
+        ));
+    }
+    if d.deadline_secs == 0 {
+        return Err(NodeError::config(
+            "delivery.deadline_secs",
+            "must be above 0",
+        ));
+    }
+    if !(1..=366).contains(&d.keep_delivered_days) {
+        return Err(NodeError::config(
+            "delivery.keep_delivered_days",
+            "must lie between 1 and 366 (days)",
+        ));
+    }
+    Ok(())
+}
+
+/// The bounds of `[limits]` (the replay window against `[delivery]`'s deadline).
+fn check_limits(l: &LimitsFile, d: &DeliveryFile) -> Result<(), NodeError> {
+    if l.replay_window_hours * 3600 <= d.deadline_secs {
+        return Err(NodeError::config(
+            "limits.replay_window_hours",
+            "must exceed delivery.deadline_secs, or retried messages would be refused as replays",
+        ));
+    }
+    if l.max_header_bytes < 256 || l.max_payload_bytes < 1024 {
+        return Err(NodeError::config(
+            "limits",
+            "max_header_bytes must be at least 256 and max_payload_bytes at least 1024",
+        ));
+    }
+    if l.peer_requests_per_second == 0 || l.peer_concurrent_requests == 0 {
+        return Err(NodeError::config(
+            "limits.peer_requests_per_second",
+            "peer_requests_per_second and peer_concurrent_requests must be above 0",
+        ));
+    }
+    for (key, value) in [
+        ("limits.peer_connections", l.peer_connections),
+        (
+            "limits.peer_streams_per_connection",
+            l.peer_streams_per_connection,
+        ),
+        ("limits.api_connections", l.api_connections),
+        (
+            "limits.api_streams_per_connection",
+            l.api_streams_per_connection,
+        ),
+        (
+            "limits.api_concurrent_requests_per_connection",
+            l.api_concurrent_requests_per_connection,
+        ),
+    ] {
+        if !(1..=65_536).contains(&value) {
+            return Err(NodeError::config(key, "must lie between 1 and 65536"));
+        }
+    }
+    if l.api_concurrent_requests_per_connection > l.api_streams_per_connection {
+        return Err(NodeError::config(
+            "limits.api_concurrent_requests_per_connection",
+            "must not exceed limits.api_streams_per_connection",
+        ));
+    }
+    if !(1024..=1024 * 1024).contains(&l.max_header_list_bytes) {
+        return Err(NodeError::config(
+            "limits.max_header_list_bytes",
+            "must lie between 1024 and 1048576",
+        ));
+    }
+    for (key, secs) in [
+        (
+            "limits.peer_request_timeout_secs",
+            l.peer_request_timeout_secs,
+        ),
+        (
+            "limits.api_request_timeout_secs",
+            l.api_request_timeout_secs,
+        ),
+        ("limits.keepalive_interval_secs", l.keepalive_interval_secs),
+        ("limits.keepalive_timeout_secs", l.keepalive_timeout_secs),
+    ] {
+        if !(1..=86_400).contains(&secs) {
+            return Err(NodeError::config(
+                key,
+                "must lie between 1 and 86400 (seconds)",
+            ));
+        }
+    }
+    if l.consent_default_validity_days == 0 {
+        return Err(NodeError::config(
+            "limits.consent_default_validity_days",
+            "must be above 0",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

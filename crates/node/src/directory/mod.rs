@@ -37,72 +37,23 @@
 
 use crate::{clock, policy::Role, NodeError};
 use kurzdraht_envelope::{
-    agency::validate_agency_id, directory_fingerprint, verify_and_open, verify_directory,
-    verify_header, EnvelopeError, Limits, OpenedEnvelope, VerifyingKey,
+    agency::validate_agency_id, directory_fingerprint, verify_and_open, verify_header,
+    EnvelopeError, Limits, OpenedEnvelope, VerifyingKey,
 };
 use kurzdraht_proto::v1::SignedEnvelope;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use time::Date;
+use std::path::Path;
 
-/// What a pinned key may still do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyState {
-    /// Signs new envelopes and receipts.
-    Active,
-    /// Verifies stored evidence, and envelopes created before `since` (German midnight).
-    Retired { since: Date },
-    /// Verifies nothing.
-    Revoked { since: Date },
-}
-
-impl KeyState {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Retired { .. } => "retired",
-            Self::Revoked { .. } => "revoked",
-        }
-    }
-}
-
-impl std::fmt::Display for KeyState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Active => f.write_str("active"),
-            Self::Retired { since } => write!(f, "retired since {since}"),
-            Self::Revoked { since } => write!(f, "revoked on {since}"),
-        }
-    }
-}
-
-/// The most revoked TLS certificates one agency's entry may list. A certificate is valid for
-/// at most 13 months, so an entry can be dropped once the certificate it names has expired.
-pub const MAX_REVOKED_CERTIFICATES: usize = 32;
-
-/// A TLS certificate of an agency that no node accepts any more.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RevokedCertificate {
-    /// SHA-256 of the certificate's DER form.
-    pub sha256: [u8; 32],
-    /// The day it was revoked (for people; the revocation holds from the moment the
-    /// directory listing it is in force).
-    pub since: Date,
-}
-
-/// The fingerprint of a certificate as the directory names it: SHA-256 of its DER form, hex.
-pub fn certificate_fingerprint(der: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(der))
-}
-
-/// A key pinned for an agency, with its state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PinnedKey {
-    pub key: VerifyingKey,
-    pub state: KeyState,
-}
+mod keys;
+mod signature;
+pub use keys::{
+    certificate_fingerprint, KeyState, PinnedKey, RevokedCertificate, MAX_REVOKED_CERTIFICATES,
+};
+use keys::{pinned_keys, revoked_certificates};
+pub use signature::{
+    check_signature, read_public_key, signature_file, signature_path, SignatureProblem,
+};
 
 /// Where an agency is competent: a postal code (`plz:22846`) or an official region key
 /// (Amtlicher Regionalschlüssel, `ars:` and 2 to 12 digits; a shorter key covers every
@@ -297,90 +248,6 @@ enum KeyStateName {
     Revoked,
 }
 
-/// The file beside a directory that holds its signature: `<directory file>.sig`.
-pub fn signature_path(directory: &Path) -> PathBuf {
-    let mut name = directory.as_os_str().to_owned();
-    name.push(".sig");
-    PathBuf::from(name)
-}
-
-/// The operator's signature file, as `kurzdraht directory sign` writes it.
-pub fn signature_file(signature: &[u8; 64], operator: &VerifyingKey) -> String {
-    format!(
-        "# The federation operator's signature over the directory file beside it\n\
-         # (kurzdraht directory sign; check it with kurzdraht directory verify).\n\
-         operator_key = \"{}\"\nsignature = \"{}\"\n",
-        operator.to_hex(),
-        hex::encode(signature)
-    )
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SignatureFile {
-    operator_key: String,
-    signature: String,
-}
-
-/// Why a directory's signature does not hold.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SignatureProblem {
-    /// The signature file is missing or not a signature file.
-    Unreadable(String),
-    /// Signed by another operator key than the one pinned.
-    OtherOperator { signed_by: String },
-    /// The signature does not verify: the file was changed after it was signed.
-    DoesNotVerify,
-}
-
-impl std::fmt::Display for SignatureProblem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Unreadable(why) => f.write_str(why),
-            Self::OtherOperator { signed_by } => write!(
-                f,
-                "it is signed by operator key {signed_by}, not by the operator key this node pins"
-            ),
-            Self::DoesNotVerify => f.write_str(
-                "its signature does not verify: the file was changed after it was signed",
-            ),
-        }
-    }
-}
-
-/// Checks the operator's signature (the text of a `.sig` file) over a directory's bytes.
-pub fn check_signature(
-    directory: &[u8],
-    signature_text: &str,
-    operator: &VerifyingKey,
-) -> Result<(), SignatureProblem> {
-    let file: SignatureFile = toml::from_str(signature_text).map_err(|e| {
-        SignatureProblem::Unreadable(format!("not a signature file: {}", e.message()))
-    })?;
-    let signed_by = VerifyingKey::from_hex(&file.operator_key)
-        .map_err(|e| SignatureProblem::Unreadable(format!("operator_key: {e}")))?;
-    if signed_by != *operator {
-        return Err(SignatureProblem::OtherOperator {
-            signed_by: file.operator_key,
-        });
-    }
-    let signature = hex::decode(file.signature.trim())
-        .map_err(|_| SignatureProblem::Unreadable("signature: is not hex".into()))?;
-    if verify_directory(directory, &signature, operator) {
-        Ok(())
-    } else {
-        Err(SignatureProblem::DoesNotVerify)
-    }
-}
-
-/// Reads an Ed25519 public key file (64 hex digits), e.g. the operator's `operator.pub`.
-pub fn read_public_key(key: &str, path: &Path) -> Result<VerifyingKey, NodeError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| NodeError::config(key, format!("cannot read {}: {e}", path.display())))?;
-    VerifyingKey::from_hex(&text)
-        .map_err(|e| NodeError::config(key, format!("{}: {e}", path.display())))
-}
-
 impl Directory {
     /// Reads `path` and its signature file and verifies the signature with `operator`
     /// before anything of the file is decoded.
@@ -441,83 +308,9 @@ impl Directory {
                     "must be an https:// URL",
                 ));
             }
-            if entry.signing_keys.is_empty() {
-                return Err(NodeError::config(key("signing_keys"), "lists no key"));
-            }
-            let mut keys: Vec<PinnedKey> = Vec::new();
-            for (j, k) in entry.signing_keys.iter().enumerate() {
-                let field = |f: &str| key(&format!("signing_keys[{j}].{f}"));
-                let public = VerifyingKey::from_hex(&k.key)
-                    .map_err(|e| NodeError::config(field("key"), e.to_string()))?;
-                let since = match &k.since {
-                    Some(d) => Some(
-                        clock::parse_date(&field("since"), d)
-                            .map_err(|e| NodeError::config(field("since"), e.to_string()))?,
-                    ),
-                    None => None,
-                };
-                let state = match (k.state, since) {
-                    (KeyStateName::Active, None) => KeyState::Active,
-                    (KeyStateName::Active, Some(_)) => {
-                        return Err(NodeError::config(
-                            field("since"),
-                            "only a retired or revoked key carries a date",
-                        ))
-                    }
-                    (KeyStateName::Retired, Some(since)) => KeyState::Retired { since },
-                    (KeyStateName::Revoked, Some(since)) => KeyState::Revoked { since },
-                    (_, None) => {
-                        return Err(NodeError::config(
-                            field("since"),
-                            "a retired or revoked key needs the day it was retired or revoked (YYYY-MM-DD)",
-                        ))
-                    }
-                };
-                if keys.iter().any(|p| p.key == public) {
-                    return Err(NodeError::config(field("key"), "is listed twice"));
-                }
-                keys.push(PinnedKey { key: public, state });
-            }
-            if entry.revoked_certificates.len() > MAX_REVOKED_CERTIFICATES {
-                return Err(NodeError::config(
-                    key("revoked_certificates"),
-                    format!(
-                        "lists {} certificates, over the limit of {MAX_REVOKED_CERTIFICATES}: drop the entries of certificates that have expired",
-                        entry.revoked_certificates.len()
-                    ),
-                ));
-            }
-            let mut revoked_certificates: Vec<RevokedCertificate> = Vec::new();
-            for (j, r) in entry.revoked_certificates.iter().enumerate() {
-                let field = |f: &str| key(&format!("revoked_certificates[{j}].{f}"));
-                let mut sha256 = [0u8; 32];
-                if r.sha256.len() != 64
-                    || hex::decode_to_slice(r.sha256.to_ascii_lowercase(), &mut sha256).is_err()
-                {
-                    return Err(NodeError::config(
-                        field("sha256"),
-                        "must be 64 hex digits: the SHA-256 of the DER certificate (kurzdraht pki fingerprint --cert FILE)",
-                    ));
-                }
-                let since = clock::parse_date(&field("since"), &r.since)
-                    .map_err(|e| NodeError::config(field("since"), e.to_string()))?;
-                if revoked_certificates.iter().any(|p| p.sha256 == sha256) {
-                    return Err(NodeError::config(field("sha256"), "is listed twice"));
-                }
-                revoked_certificates.push(RevokedCertificate { sha256, since });
-            }
-            let mut competence = Vec::new();
-            for (j, c) in entry.competence.iter().enumerate() {
-                let c = Competence::parse(c)
-                    .map_err(|e| NodeError::config(key(&format!("competence[{j}]")), e))?;
-                if competence.contains(&c) {
-                    return Err(NodeError::config(
-                        key(&format!("competence[{j}]")),
-                        format!("{c} is listed twice"),
-                    ));
-                }
-                competence.push(c);
-            }
+            let keys = pinned_keys(&entry, &key)?;
+            let revoked_certificates = revoked_certificates(&entry, &key)?;
+            let competence = competence(&entry, &key)?;
             let active = keys
                 .iter()
                 .filter(|k| k.state == KeyState::Active)
@@ -645,6 +438,26 @@ impl Directory {
             .find(|a| newer.get(&a.id).is_some_and(|n| n.role != a.role))
             .map(|a| format!("it changes the role of {}", a.id))
     }
+}
+
+/// An agency entry's `competence`: each place once.
+fn competence(
+    entry: &AgencyEntry,
+    key: &dyn Fn(&str) -> String,
+) -> Result<Vec<Competence>, NodeError> {
+    let mut competence = Vec::new();
+    for (j, c) in entry.competence.iter().enumerate() {
+        let c = Competence::parse(c)
+            .map_err(|e| NodeError::config(key(&format!("competence[{j}]")), e))?;
+        if competence.contains(&c) {
+            return Err(NodeError::config(
+                key(&format!("competence[{j}]")),
+                format!("{c} is listed twice"),
+            ));
+        }
+        competence.push(c);
+    }
+    Ok(competence)
 }
 
 #[cfg(test)]

@@ -19,7 +19,9 @@
 //!
 //! Every deletion is audited (ids only).
 
-use crate::{node::Node, policy, NodeError};
+use crate::service::idempotency::Answers;
+use crate::shared::Shared;
+use crate::{policy, NodeError};
 use kurzdraht_envelope::ids;
 use kurzdraht_ledger::{consent, AuditEvent, Finish};
 use kurzdraht_proto::v1::{
@@ -35,34 +37,50 @@ const SUBJECT_ERASED: &str = "subject-erased";
 /// Closed cases one retention step takes off the due list before it flushes.
 const SWEEP_STEP: usize = 256;
 
-impl Node {
+/// Closing cases, deleting bodies after the retention period, erasure.
+#[derive(Clone)]
+pub struct Retention {
+    shared: Shared,
+    answers: Answers,
+}
+
+impl Retention {
+    pub(crate) fn new(shared: Shared, answers: Answers) -> Self {
+        Self { shared, answers }
+    }
+
     pub async fn close_case(&self, req: CloseCaseRequest) -> Result<CloseCaseResponse, NodeError> {
         ids::parse_id("consent_id", &req.consent_id)
             .map_err(|e| NodeError::invalid("consent_id", e.to_string()))?;
-        let closed = self.ledger().close_case(&req.consent_id, self.now_ms())?;
-        self.ledger().flush().await?;
+        let closed = self
+            .shared
+            .ledger()
+            .close_case(&req.consent_id, self.shared.now_ms())?;
+        self.shared.ledger().flush().await?;
         Ok(CloseCaseResponse {
             closed_at_ms: closed,
             bodies_deleted_after_ms: closed
-                .saturating_add(self.retention().body_retention.as_millis() as i64),
+                .saturating_add(self.shared.retention_settings().body_retention.as_millis() as i64),
         })
     }
 
     /// Deletes the bodies whose retention period has run out, and forgets the idempotency
     /// keys answered longer ago than the delivery deadline. Returns how many bodies. Works
-    /// through the due cases in steps of [`SWEEP_STEP`], flushing after each, so a sweep
+    /// through the due cases in steps of `SWEEP_STEP`, flushing after each, so a sweep
     /// of many cases neither holds them all in memory nor loses its progress on a crash.
     pub async fn apply_retention(&self) -> Result<u32, NodeError> {
-        let now = self.now_ms();
-        let due_before = now.saturating_sub(self.retention().body_retention.as_millis() as i64);
+        let now = self.shared.now_ms();
+        let due_before =
+            now.saturating_sub(self.shared.retention_settings().body_retention.as_millis() as i64);
         let mut bodies = 0;
         let mut cases = 0;
         loop {
             let swept = self
+                .shared
                 .ledger()
                 .sweep_closed_cases(due_before, now, SWEEP_STEP)?;
             if swept.cases > 0 {
-                self.ledger().flush().await?;
+                self.shared.ledger().flush().await?;
             }
             bodies += swept.bodies;
             cases += swept.cases;
@@ -74,23 +92,24 @@ impl Node {
             tracing::info!(cases, bodies, "retention: closed cases swept");
         }
         // Idempotency keys are kept the delivery deadline; older ones go in the same sweep.
-        self.forget_old_answers(SWEEP_STEP).await?;
+        self.answers.forget_old_answers(SWEEP_STEP).await?;
         self.prune_kept_deliveries().await?;
         Ok(bodies)
     }
 
     /// Drops the delivered envelopes kept longer than the keep window, in steps of
-    /// [`SWEEP_STEP`], flushing after each. Returns how many.
+    /// `SWEEP_STEP`, flushing after each. Returns how many.
     pub async fn prune_kept_deliveries(&self) -> Result<usize, NodeError> {
-        let now = self.now_ms();
-        let keep = self.delivery_settings().keep_delivered.as_millis() as i64;
+        let now = self.shared.now_ms();
+        let keep = self.shared.delivery_settings().keep_delivered.as_millis() as i64;
         let mut pruned = 0;
         loop {
             let n = self
+                .shared
                 .ledger()
                 .prune_kept(now.saturating_sub(keep), now, SWEEP_STEP)?;
             if n > 0 {
-                self.ledger().flush().await?;
+                self.shared.ledger().flush().await?;
             }
             pruned += n;
             if n < SWEEP_STEP {
@@ -119,16 +138,16 @@ impl Node {
         policy::validate_subject("subject", Some(&subject))?;
         // Finding the person's consents reads every consent: on a blocking thread.
         let node = self.clone();
-        let (ids, lanes) = crate::access_report::blocking(move || {
+        let (ids, lanes) = crate::service::reports::blocking(move || {
             let mut ids = BTreeSet::new();
             let mut lanes = Vec::new();
-            for held in node.ledger().consents_iter() {
+            for held in node.shared.ledger().consents_iter() {
                 if let Some(r) = held?.record {
                     if r.subject
                         .as_ref()
                         .is_some_and(|s| consent::same_person(s, &subject))
                     {
-                        lanes.extend(node.lanes_of(&r)?);
+                        lanes.extend(node.shared.lanes_of(&r)?);
                         ids.insert(r.consent_id);
                     }
                 }
@@ -138,13 +157,14 @@ impl Node {
         .await?;
         // No delivery round may be in flight under these consents while they are erased,
         // and none may start before the erasure is stored.
-        let _lanes = self.close_lanes(lanes).await;
-        let now = self.now_ms();
+        let _lanes = self.shared.close_lanes(lanes).await;
+        let now = self.shared.now_ms();
         // Consents first: a reception deciding meanwhile stores no body under them.
-        self.ledger().erase_consents(&ids, now)?;
+        self.shared.ledger().erase_consents(&ids, now)?;
         // Queued messages about the person leave the outbox with their bodies; withdrawal
         // notices carry no personal data and still go, so the recipients stop too.
         let stopped: Vec<(String, Finish)> = self
+            .shared
             .ledger()
             .queued_under(&ids)?
             .into_iter()
@@ -156,21 +176,23 @@ impl Node {
                 (q.message_id, how)
             })
             .collect();
-        let finished = self.ledger().finish_all(&stopped, now)?;
+        let finished = self.shared.ledger().finish_all(&stopped, now)?;
         let erased = self
+            .shared
             .ledger()
             .delete_bodies(&ids, AuditEvent::SubjectErased, now)?;
         // What this node delivered about the person and kept for restored peers goes too.
         let kept = self
+            .shared
             .ledger()
             .drop_kept_under(&ids, AuditEvent::SubjectErased, now)?;
-        self.ledger().flush().await?;
+        self.shared.ledger().flush().await?;
         for f in finished {
             if let Some(seq) = f.notice_seq {
-                self.inbox_changed(seq);
+                self.shared.inbox_changed(seq);
             }
             if let Some(status) = f.status {
-                self.status_reached(status);
+                self.shared.status_reached(status);
             }
         }
         tracing::info!(
@@ -187,11 +209,11 @@ impl Node {
     }
 
     /// Runs retention every sweep interval until the node closes.
-    pub(crate) fn spawn_retention(&self) -> tokio::task::JoinHandle<()> {
+    pub(crate) fn spawn(&self) -> tokio::task::JoinHandle<()> {
         let node = self.clone();
-        let mut closing: watch::Receiver<bool> = self.closing();
+        let mut closing: watch::Receiver<bool> = self.shared.closing();
         tokio::spawn(async move {
-            let every = node.retention().sweep_interval;
+            let every = node.shared.retention_settings().sweep_interval;
             loop {
                 if let Err(e) = node.apply_retention().await {
                     tracing::error!(error = %e, "retention sweep failed");

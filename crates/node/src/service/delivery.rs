@@ -8,8 +8,8 @@
 //! deadline; a peer's refusal is final. One unreachable peer delays only its own queue.
 
 use crate::error::{retry_class, Retry};
-use crate::peer_exchange::{MAX_BATCH_BYTES, MAX_BATCH_ENVELOPES};
 use crate::peer_transport::{GrpcTransport, PeerTransport, CONNECT_TIMEOUT};
+use crate::rpc::peer_exchange::{MAX_BATCH_BYTES, MAX_BATCH_ENVELOPES};
 use crate::{node::Node, policy, NodeError};
 use kurzdraht_envelope::{body::subject_of, ExpectedReceipt, ReceiptVerifier};
 use kurzdraht_ledger::{
@@ -96,7 +96,7 @@ const UNCONFIRMED_WAIT: Duration = Duration::from_millis(200);
 pub fn spawn_workers(node: &Node, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
     let mut workers = Vec::new();
     for (peer, signals) in node.outbox_signals() {
-        let transport: Arc<dyn PeerTransport> = GrpcTransport::new(node.clone(), peer);
+        let transport: Arc<dyn PeerTransport> = GrpcTransport::new(node.shared().clone(), peer);
         for (lane, signal) in signals.iter().enumerate() {
             let worker = LaneWorker::new(node.clone(), peer, lane as u8, transport.clone());
             let run = run(worker, signal.clone(), shutdown.clone());
@@ -191,6 +191,45 @@ impl LaneWorker {
         }
         let now = self.node.now_ms();
         let mut round = Round::default();
+        let due = self.select_due(&ledger, entries, now, &mut round)?;
+        let sending = self.send_due(&mut round, &due).await?;
+        if !round.finishes.is_empty() {
+            let finishes = std::mem::take(&mut round.finishes);
+            for finished in ledger.finish_all(&finishes, self.node.now_ms())? {
+                round.notices.extend(finished.notice_seq);
+                round.finished.extend(finished.status);
+            }
+            round.changed = true;
+        }
+        if round.changed {
+            ledger.flush().await?;
+        }
+        tracing::debug!(
+            peer = %self.peer,
+            lane = self.lane,
+            sent = due.len(),
+            send_us = sending.as_micros() as u64,
+            total_us = started.elapsed().as_micros() as u64,
+            "delivery round"
+        );
+        let wait = round.wait;
+        self.publish(round);
+        Ok(match wait {
+            Some(d) => Step::Wait(d),
+            None => Step::Next,
+        })
+    }
+
+    /// The round's messages in FIFO order up to the first that must wait: those due go
+    /// into the batch (within its bytes), those expired or no longer allowed by their
+    /// consent are finished in `round`.
+    fn select_due(
+        &self,
+        ledger: &kurzdraht_ledger::Ledger,
+        entries: Vec<OutboxEntry>,
+        now: i64,
+        round: &mut Round,
+    ) -> Result<Vec<Due>, NodeError> {
         let mut due: Vec<Due> = Vec::new();
         let mut bytes = 0usize;
         for mut entry in entries {
@@ -238,7 +277,7 @@ impl LaneWorker {
                         }
                         _ => Finish::Expired,
                     };
-                    Self::finish(&mut round, &entry, how);
+                    Self::finish(round, &entry, how);
                     tracing::warn!(message_id = %entry.message_id, peer = %self.peer, "message expired undelivered");
                 }
                 Action::Refuse(refusal) => {
@@ -249,7 +288,7 @@ impl LaneWorker {
                         false => refusal.code().to_string(),
                     };
                     let how = Finish::Refused { reason };
-                    Self::finish(&mut round, &entry, how);
+                    Self::finish(round, &entry, how);
                     tracing::info!(message_id = %entry.message_id, reason = refusal.code(), "queued message stopped");
                 }
                 Action::Wait(d) => {
@@ -272,13 +311,18 @@ impl LaneWorker {
                 }
             }
         }
+        Ok(due)
+    }
+
+    /// Sends the batch and settles its answers in `round`; how long sending took.
+    async fn send_due(&mut self, round: &mut Round, due: &[Due]) -> Result<Duration, NodeError> {
         let mut sending = Duration::ZERO;
         if !due.is_empty() {
             let sent = std::time::Instant::now();
             // Bounded as a whole: tonic times a request out, but not a TLS handshake with a
             // peer that accepted the connection and then froze.
             let limit = self.node.delivery_settings().request_timeout + CONNECT_TIMEOUT;
-            let answers = match tokio::time::timeout(limit, self.send(&due)).await {
+            let answers = match tokio::time::timeout(limit, self.send(due)).await {
                 Ok(answers) => answers,
                 Err(_) => {
                     let detail = format!("no answer from {} within {limit:?}", self.peer);
@@ -291,27 +335,13 @@ impl LaneWorker {
                 }
             };
             sending = sent.elapsed();
-            self.settle(&mut round, &due, answers)?;
+            self.settle(round, due, answers)?;
         }
-        if !round.finishes.is_empty() {
-            let finishes = std::mem::take(&mut round.finishes);
-            for finished in ledger.finish_all(&finishes, self.node.now_ms())? {
-                round.notices.extend(finished.notice_seq);
-                round.finished.extend(finished.status);
-            }
-            round.changed = true;
-        }
-        if round.changed {
-            ledger.flush().await?;
-        }
-        tracing::debug!(
-            peer = %self.peer,
-            lane = self.lane,
-            sent = due.len(),
-            send_us = sending.as_micros() as u64,
-            total_us = started.elapsed().as_micros() as u64,
-            "delivery round"
-        );
+        Ok(sending)
+    }
+
+    /// Tells inbox readers, status watchers and the metrics what the stored round changed.
+    fn publish(&self, round: Round) {
         for seq in round.notices {
             self.node.inbox_changed(seq);
         }
@@ -321,10 +351,6 @@ impl LaneWorker {
         for (submitted, delivered_at) in round.delivered {
             self.node.metrics().delivered(submitted, delivered_at);
         }
-        Ok(match round.wait {
-            Some(d) => Step::Wait(d),
-            None => Step::Next,
-        })
     }
 
     /// Delivers `due` to the peer as one batch; one answer per message, in order. A peer

@@ -1,5 +1,5 @@
 //! The AgencyApi service (tonic) and its bearer-token check. The service is a thin layer:
-//! it authenticates, calls the [`Node`], and converts errors to statuses through
+//! it authenticates, calls one of the node's services, and converts errors to statuses through
 //! `From<NodeError> for Status`.
 
 use crate::{config::ApiToken, node::Node, NodeError};
@@ -101,7 +101,7 @@ pub struct AgencyService {
 
 /// The AgencyApi with its token check in front (it runs before a request's body is read).
 /// A request is decoded up to the same limit as a peer's
-/// ([`crate::peer_exchange::transport_limit`]): what a Submit carries must fit into an
+/// ([`crate::rpc::peer_exchange::transport_limit`]): what a Submit carries must fit into an
 /// envelope anyway.
 pub fn service(
     node: Node,
@@ -144,7 +144,10 @@ impl AgencyApi for AgencyService {
     ) -> Result<Response<RecordConsentResponse>, Status> {
         let client = client_of(&req);
         Ok(Response::new(
-            self.node.record_consent(&client, req.into_inner()).await?,
+            self.node
+                .submission()
+                .record_consent(&client, req.into_inner())
+                .await?,
         ))
     }
 
@@ -155,6 +158,7 @@ impl AgencyApi for AgencyService {
         let client = client_of(&req);
         Ok(Response::new(
             self.node
+                .submission()
                 .withdraw_consent(&client, req.into_inner())
                 .await?,
         ))
@@ -164,7 +168,9 @@ impl AgencyApi for AgencyService {
         &self,
         req: Request<ListConsentsRequest>,
     ) -> Result<Response<ListConsentsResponse>, Status> {
-        Ok(Response::new(self.node.list_consents(req.get_ref())?))
+        Ok(Response::new(
+            self.node.submission().list_consents(req.get_ref())?,
+        ))
     }
 
     async fn submit(
@@ -173,7 +179,10 @@ impl AgencyApi for AgencyService {
     ) -> Result<Response<SubmitResponse>, Status> {
         let client = client_of(&req);
         Ok(Response::new(
-            self.node.submit(&client, req.into_inner()).await?,
+            self.node
+                .submission()
+                .submit(&client, req.into_inner())
+                .await?,
         ))
     }
 
@@ -182,7 +191,9 @@ impl AgencyApi for AgencyService {
         req: Request<GetStatusRequest>,
     ) -> Result<Response<MessageStatus>, Status> {
         Ok(Response::new(
-            self.node.status(&req.into_inner().message_id)?,
+            self.node
+                .submission()
+                .status(&req.into_inner().message_id)?,
         ))
     }
 
@@ -214,7 +225,7 @@ impl AgencyApi for AgencyService {
         req: Request<ReadInboxRequest>,
     ) -> Result<Response<Self::ReadInboxStream>, Status> {
         let client = client_of(&req);
-        let rx = self.node.read_inbox(req.into_inner(), client);
+        let rx = self.node.inbox().read_inbox(req.into_inner(), client);
         let stream = ReceiverStream::new(rx).map(|item| item.map_err(Status::from));
         Ok(Response::new(Box::pin(stream)))
     }
@@ -223,7 +234,9 @@ impl AgencyApi for AgencyService {
         &self,
         req: Request<GetConsentEvidenceRequest>,
     ) -> Result<Response<ConsentEvidence>, Status> {
-        Ok(Response::new(self.node.consent_evidence(req.into_inner())?))
+        Ok(Response::new(
+            self.node.reports().consent_evidence(req.into_inner())?,
+        ))
     }
 
     async fn subject_access_report(
@@ -233,6 +246,7 @@ impl AgencyApi for AgencyService {
         let client = client_of(&req);
         Ok(Response::new(
             self.node
+                .reports()
                 .subject_access_report(req.into_inner(), &client)
                 .await?,
         ))
@@ -242,7 +256,9 @@ impl AgencyApi for AgencyService {
         &self,
         req: Request<CloseCaseRequest>,
     ) -> Result<Response<CloseCaseResponse>, Status> {
-        Ok(Response::new(self.node.close_case(req.into_inner()).await?))
+        Ok(Response::new(
+            self.node.retention().close_case(req.into_inner()).await?,
+        ))
     }
 
     async fn erase_subject(
@@ -250,7 +266,10 @@ impl AgencyApi for AgencyService {
         req: Request<SubjectAccessRequest>,
     ) -> Result<Response<EraseSubjectResponse>, Status> {
         Ok(Response::new(
-            self.node.erase_subject(req.into_inner()).await?,
+            self.node
+                .retention()
+                .erase_subject(req.into_inner())
+                .await?,
         ))
     }
 
@@ -262,7 +281,7 @@ impl AgencyApi for AgencyService {
     ) -> Result<Response<Self::BackupStream>, Status> {
         require_admin(&req, "Backup")?;
         let client = client_of(&req);
-        let rx = self.node.backup(&client).await?;
+        let rx = self.node.backup().take(&client).await?;
         let stream = ReceiverStream::new(rx).map(|chunk| chunk.map_err(Status::from));
         Ok(Response::new(Box::pin(stream)))
     }
@@ -272,14 +291,22 @@ impl AgencyApi for AgencyService {
         req: Request<ReconcileRequest>,
     ) -> Result<Response<ReconcileResponse>, Status> {
         require_admin(&req, "Reconcile")?;
-        Ok(Response::new(self.node.reconcile(req.into_inner()).await?))
+        Ok(Response::new(
+            self.node
+                .reconciliation()
+                .reconcile(req.into_inner())
+                .await?,
+        ))
     }
 
     async fn acknowledge(
         &self,
         req: Request<AcknowledgeRequest>,
     ) -> Result<Response<AcknowledgeResponse>, Status> {
-        self.node.acknowledge(&req.into_inner().message_id).await?;
+        self.node
+            .inbox()
+            .acknowledge(&req.into_inner().message_id)
+            .await?;
         Ok(Response::new(AcknowledgeResponse {}))
     }
 }

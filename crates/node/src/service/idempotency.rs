@@ -27,7 +27,8 @@
 //! - Keys are kept at least the delivery deadline (`[delivery] deadline_secs`) after their
 //!   first answer; the retention sweep forgets older ones.
 
-use crate::{node::Node, NodeError};
+use crate::shared::Shared;
+use crate::NodeError;
 use kurzdraht_ledger::{AnsweredRequest, KeyedRequest};
 use kurzdraht_proto::v1::{
     DeliveryState, RecordConsentRequest, RecordConsentResponse, SubmitRequest, SubmitResponse,
@@ -146,7 +147,17 @@ pub(crate) fn answering(
     }
 }
 
-impl Node {
+/// The recorded answers of keyed calls: a repeated submission, consent or withdrawal is answered as the first was.
+#[derive(Clone)]
+pub struct Answers {
+    shared: Shared,
+}
+
+impl Answers {
+    pub(crate) fn new(shared: Shared) -> Self {
+        Self { shared }
+    }
+
     /// The answer for a call whose key answered an earlier call (once that answer is
     /// durable), or `None` when the call is new (or carries no key). A refusal if the key
     /// came with another request.
@@ -157,7 +168,7 @@ impl Node {
         let Some(keyed) = keyed else {
             return Ok(None);
         };
-        match self.ledger().answered_request(keyed)? {
+        match self.shared.ledger().answered_request(keyed)? {
             None => Ok(None),
             Some(earlier) => self.repeated_answer(keyed, earlier).await.map(Some),
         }
@@ -172,6 +183,7 @@ impl Node {
         earlier: AnsweredRequest,
     ) -> Result<AnsweredRequest, NodeError> {
         if !self
+            .shared
             .wait_confirmed(&earlier.message_ids, FIRST_CALL_WAIT)
             .await
         {
@@ -183,7 +195,7 @@ impl Node {
             )));
         }
         // Read again: an undo forgets the answer in its transaction, before it releases.
-        let Some(answer) = self.ledger().answered_request(keyed)? else {
+        let Some(answer) = self.shared.ledger().answered_request(keyed)? else {
             return Err(NodeError::NotStored(format!(
                 "the first call with this idempotency key ({}) could not be made durable and was \
                  undone, so nothing was stored; repeat it",
@@ -191,7 +203,7 @@ impl Node {
             )));
         };
         // What a first call committed is durable once a flush after it returned.
-        self.ledger().flush().await?;
+        self.shared.ledger().flush().await?;
         tracing::info!(method = %answer.method, "repeated call answered with its first answer");
         Ok(answer)
     }
@@ -215,6 +227,7 @@ impl Node {
         a: &AnsweredRequest,
     ) -> Result<RecordConsentResponse, NodeError> {
         let record = self
+            .shared
             .ledger()
             .consent(&a.consent_id)?
             .and_then(|c| c.record)
@@ -236,6 +249,7 @@ impl Node {
         a: &AnsweredRequest,
     ) -> Result<WithdrawConsentResponse, NodeError> {
         let withdrawal = self
+            .shared
             .ledger()
             .consent(&a.consent_id)?
             .and_then(|c| c.withdrawal)
@@ -254,13 +268,13 @@ impl Node {
     /// Forgets the answers to keyed calls older than the delivery deadline, in steps of
     /// `step`, flushing after each. Returns how many.
     pub async fn forget_old_answers(&self, step: usize) -> Result<usize, NodeError> {
-        let keep = self.delivery_settings().deadline.as_millis() as i64;
-        let before = self.now_ms().saturating_sub(keep);
+        let keep = self.shared.delivery_settings().deadline.as_millis() as i64;
+        let before = self.shared.now_ms().saturating_sub(keep);
         let mut forgotten = 0;
         loop {
-            let n = self.ledger().forget_answers(before, step)?;
+            let n = self.shared.ledger().forget_answers(before, step)?;
             if n > 0 {
-                self.ledger().flush().await?;
+                self.shared.ledger().flush().await?;
             }
             forgotten += n;
             if n < step {

@@ -2,13 +2,15 @@
 //! consents, and submitting case messages. Each call validates, asks the policy and the
 //! consent ledger, seals, and queues in one ledger transaction; it answers only after the
 //! outbox is flushed to disk. A call with an idempotency key that answered an earlier call
-//! gets that answer and changes nothing (see [`crate::idempotency`]).
+//! gets that answer and changes nothing (see [`crate::service::idempotency`]).
 
-use crate::idempotency::{answering, keyed};
-use crate::{categories::categories_carried, consent_record, node::Node, policy, NodeError};
+use crate::service::idempotency::Answers;
+use crate::service::idempotency::{answering, keyed};
+use crate::shared::Shared;
+use crate::{categories::categories_carried, consent_record, policy, NodeError};
 use kurzdraht_envelope::{body::kind_of, ids};
 use kurzdraht_ledger::{
-    consent, AuditEvent, AuditNote, ConsentQuery, Finish, KeyedRequest, LedgerError, Once, Outgoing,
+    consent, AuditEvent, ConsentQuery, Finish, KeyedRequest, LedgerError, Once, Outgoing,
 };
 use kurzdraht_proto::v1::{
     message_body::Body, ConsentEntry, ConsentRecord, ConsentWithdrawal, ConsentWithdrawalRecord,
@@ -26,7 +28,18 @@ const CONSENT_PAGE_DEFAULT: usize = 500;
 /// The most consents one ListConsents page holds.
 const CONSENT_PAGE_MAX: usize = 1000;
 
-impl Node {
+/// What an agency's IT systems submit: consents recorded, withdrawn or replaced, messages queued for delivery, and their status.
+#[derive(Clone)]
+pub struct Submission {
+    shared: Shared,
+    answers: Answers,
+}
+
+impl Submission {
+    pub(crate) fn new(shared: Shared, answers: Answers) -> Self {
+        Self { shared, answers }
+    }
+
     /// Records a consent given at this agency and replicates it to the agencies it names.
     /// A consent that replaces an earlier one takes effect once answered: no message under
     /// the earlier one leaves this node after that.
@@ -35,48 +48,19 @@ impl Node {
         client: &str,
         req: RecordConsentRequest,
     ) -> Result<RecordConsentResponse, NodeError> {
-        let now = self.now_ms();
+        let now = self.shared.now_ms();
         let mut keyed = keyed(client, &req, now)?;
-        if let Some(earlier) = self.earlier_answer(keyed.as_ref()).await? {
-            return self.consent_answer(&earlier);
+        if let Some(earlier) = self.answers.earlier_answer(keyed.as_ref()).await? {
+            return self.answers.consent_answer(&earlier);
         }
-        let valid_from = if req.valid_from_ms == 0 {
-            now
-        } else {
-            req.valid_from_ms
-        };
-        let valid_until = if req.valid_until_ms == 0 {
-            valid_from.saturating_add(self.limits().consent_default_validity.as_millis() as i64)
-        } else {
-            req.valid_until_ms
-        };
-        let mut purposes = req.purposes.clone();
-        purposes.sort_unstable();
-        purposes.dedup();
-        let mut categories = req.categories.clone();
-        categories.sort_unstable();
-        categories.dedup();
-        let record = ConsentRecord {
-            consent_id: ids::new_id(),
-            subject: req.subject,
-            given_by: req.given_by,
-            guardian_name: req.guardian_name,
-            recording_agency: self.agency().to_string(),
-            recipients: req.recipients,
-            purposes,
-            valid_from_ms: valid_from,
-            valid_until_ms: valid_until,
-            evidence_reference: req.evidence_reference,
-            recorded_by: req.recorded_by,
-            recorded_at_ms: now,
-            categories,
-            legal_basis: req.legal_basis,
-            form: req.form,
-            evidence_sha256: req.evidence_sha256,
-            supersedes: req.supersedes,
-        };
-        consent_record::validate("", &record, &self.directory())?;
-        if valid_until <= now {
+        let record = consent_record::from_request(
+            req,
+            self.shared.agency(),
+            now,
+            self.shared.limits().consent_default_validity,
+        );
+        consent_record::validate("", &record, &self.shared.directory())?;
+        if record.valid_until_ms <= now {
             return Err(NodeError::invalid("valid_until_ms", "lies in the past"));
         }
         // A replacement waits for rounds in flight under the consent it replaces (same
@@ -86,7 +70,7 @@ impl Node {
             false => Some(self.check_replaceable(&record)?),
         };
         let _lanes = match &replaced {
-            Some(old) => self.close_lanes(self.lanes_of(old)?).await,
+            Some(old) => self.shared.close_lanes(self.shared.lanes_of(old)?).await,
             None => Vec::new(),
         };
         let body = consent_record::notice_body(&record);
@@ -94,7 +78,7 @@ impl Node {
             .recipients
             .iter()
             .map(|r| {
-                self.seal_outgoing(
+                self.shared.seal_outgoing(
                     MessageKind::ConsentNotice,
                     r,
                     &record.consent_id,
@@ -114,16 +98,19 @@ impl Node {
         );
         let stored = self
             .store_outgoing(&notices, keyed.as_ref(), Some(&record.consent_id), || {
-                self.ledger()
+                self.shared
+                    .ledger()
                     .record_consent_once(&record, &notices, now, keyed.as_ref())
             })
             .await?;
         if let (Once::Repeat(earlier), Some(k)) = (stored, keyed.as_ref()) {
             // A concurrent call with the same key was first.
-            return self.consent_answer(&self.repeated_answer(k, earlier).await?);
+            return self
+                .answers
+                .consent_answer(&self.answers.repeated_answer(k, earlier).await?);
         }
         for n in &notices {
-            self.wake(&n.recipient);
+            self.shared.wake(&n.recipient);
         }
         tracing::info!(consent_id = %record.consent_id, recipients = record.recipients.len(), "consent recorded");
         Ok(RecordConsentResponse {
@@ -159,7 +146,7 @@ impl Node {
             .iter()
             .filter(|r| !new.recipients.contains(r))
             .map(|r| {
-                self.seal_outgoing(
+                self.shared.seal_outgoing(
                     MessageKind::ConsentWithdrawal,
                     r,
                     &old.consent_id,
@@ -174,11 +161,12 @@ impl Node {
     /// A consent may replace one recorded here, about the same person; returns that one.
     fn check_replaceable(&self, record: &ConsentRecord) -> Result<ConsentRecord, NodeError> {
         let old = self
+            .shared
             .ledger()
             .consent(&record.supersedes)?
             .and_then(|c| c.record)
             .ok_or_else(|| NodeError::NotFound(format!("consent {}", record.supersedes)))?;
-        if old.recording_agency != self.agency() {
+        if old.recording_agency != self.shared.agency() {
             return Err(NodeError::NotRecordingAgency(format!(
                 "consent {} was recorded by {}; only it can replace it",
                 old.consent_id, old.recording_agency
@@ -205,28 +193,32 @@ impl Node {
         client: &str,
         req: WithdrawConsentRequest,
     ) -> Result<WithdrawConsentResponse, NodeError> {
-        let mut keyed = keyed(client, &req, self.now_ms())?;
-        if let Some(earlier) = self.earlier_answer(keyed.as_ref()).await? {
-            return self.withdrawal_answer(&earlier);
+        let mut keyed = keyed(client, &req, self.shared.now_ms())?;
+        if let Some(earlier) = self.answers.earlier_answer(keyed.as_ref()).await? {
+            return self.answers.withdrawal_answer(&earlier);
         }
         ids::parse_id("consent_id", &req.consent_id)
             .map_err(|e| NodeError::invalid("consent_id", e.to_string()))?;
         consent_record::validate_withdrawal_texts("", &req.recorded_by, &req.manner)?;
         let stored = self
+            .shared
             .ledger()
             .consent(&req.consent_id)?
             .ok_or_else(|| NodeError::NotFound(format!("consent {}", req.consent_id)))?;
         let record = stored
             .record
             .ok_or_else(|| NodeError::NotFound(format!("consent {}", req.consent_id)))?;
-        if record.recording_agency != self.agency() {
+        if record.recording_agency != self.shared.agency() {
             return Err(NodeError::NotRecordingAgency(format!(
                 "consent {} was recorded by {}; record the withdrawal there",
                 record.consent_id, record.recording_agency
             )));
         }
-        let _lanes = self.close_lanes(self.lanes_of(&record)?).await;
-        let now = self.now_ms();
+        let _lanes = self
+            .shared
+            .close_lanes(self.shared.lanes_of(&record)?)
+            .await;
+        let now = self.shared.now_ms();
         let withdrawal = ConsentWithdrawalRecord {
             consent_id: record.consent_id.clone(),
             withdrawn_at_ms: now,
@@ -241,6 +233,7 @@ impl Node {
         // A recipient whose consent notice is still queued never held the consent: that
         // notice stays home (the worker stops it), and no withdrawal notice follows it.
         let never_told: BTreeSet<String> = self
+            .shared
             .ledger()
             .queued_under(&BTreeSet::from([record.consent_id.clone()]))?
             .into_iter()
@@ -252,7 +245,7 @@ impl Node {
             .iter()
             .filter(|r| !never_told.contains(*r))
             .map(|r| {
-                self.seal_outgoing(
+                self.shared.seal_outgoing(
                     MessageKind::ConsentWithdrawal,
                     r,
                     &record.consent_id,
@@ -267,17 +260,22 @@ impl Node {
             notices.iter().map(|n| n.message_id.clone()),
             &record.consent_id,
         );
-        let stored =
-            self.ledger()
-                .record_withdrawal_once(&withdrawal, &notices, now, keyed.as_ref())?;
+        let stored = self.shared.ledger().record_withdrawal_once(
+            &withdrawal,
+            &notices,
+            now,
+            keyed.as_ref(),
+        )?;
         if let (Once::Repeat(earlier), Some(k)) = (stored, keyed.as_ref()) {
             // A concurrent call with the same key was first.
-            return self.withdrawal_answer(&self.repeated_answer(k, earlier).await?);
+            return self
+                .answers
+                .withdrawal_answer(&self.answers.repeated_answer(k, earlier).await?);
         }
-        self.ledger().flush().await?;
+        self.shared.ledger().flush().await?;
         // Queued messages citing the consent are stopped at their lane's next round.
         for n in &notices {
-            self.wake(&n.recipient);
+            self.shared.wake(&n.recipient);
         }
         tracing::info!(consent_id = %record.consent_id, "consent withdrawn");
         Ok(WithdrawConsentResponse {
@@ -303,15 +301,15 @@ impl Node {
         store: impl FnOnce() -> Result<Once<T>, LedgerError>,
     ) -> Result<Once<T>, NodeError> {
         let ids: Vec<String> = outgoing.iter().map(|o| o.message_id.clone()).collect();
-        self.hold_unconfirmed(ids.iter().map(String::as_str));
+        self.shared.hold_unconfirmed(ids.iter().map(String::as_str));
         let stored = match store() {
             Ok(Once::First(stored)) => stored,
             Ok(repeat @ Once::Repeat(_)) => {
-                self.confirm(ids.iter().map(String::as_str));
+                self.shared.confirm(ids.iter().map(String::as_str));
                 return Ok(repeat);
             }
             Err(e) => {
-                self.confirm(ids.iter().map(String::as_str));
+                self.shared.confirm(ids.iter().map(String::as_str));
                 return Err(e.into());
             }
         };
@@ -321,7 +319,7 @@ impl Node {
         let settled =
             tokio::spawn(async move { node.confirm_or_undo(ids, key_id, recorded).await })
                 .await
-                .map_err(|e| NodeError::Internal(format!("submission task: {e}")))?;
+                .map_err(|e| NodeError::Task(format!("confirming a submission: {e}")))?;
         settled?;
         Ok(Once::First(stored))
     }
@@ -335,8 +333,8 @@ impl Node {
         key_id: Option<[u8; 32]>,
         recorded: Option<String>,
     ) -> Result<(), NodeError> {
-        let Err(failed) = self.ledger().flush().await else {
-            self.confirm(ids.iter().map(String::as_str));
+        let Err(failed) = self.shared.ledger().flush().await else {
+            self.shared.confirm(ids.iter().map(String::as_str));
             return Ok(());
         };
         tracing::error!(error = %failed, "flush after queueing failed; taking the messages out again");
@@ -349,21 +347,22 @@ impl Node {
                 (id.clone(), how)
             })
             .collect();
-        let now = self.now_ms();
+        let now = self.shared.now_ms();
         let undone = self
+            .shared
             .ledger()
             .undo_queued(&undo, key_id.as_ref(), now)
             .and_then(|_| match &recorded {
-                Some(consent_id) => self.ledger().unrecord_consent(consent_id, now),
+                Some(consent_id) => self.shared.ledger().unrecord_consent(consent_id, now),
                 None => Ok(()),
             });
         let durable = match undone {
-            Ok(()) => self.ledger().flush().await,
+            Ok(()) => self.shared.ledger().flush().await,
             Err(e) => Err(e),
         };
         match durable {
             Ok(()) => {
-                self.confirm(ids.iter().map(String::as_str));
+                self.shared.confirm(ids.iter().map(String::as_str));
                 Err(NodeError::NotStored(format!(
                     "the store could not confirm it on disk, so nothing was queued ({}); submit again",
                     ids.join(", ")
@@ -398,9 +397,9 @@ impl Node {
             ids::parse_id("after", &req.after)
                 .map_err(|e| NodeError::invalid("after", e.to_string()))?;
         }
-        let now = self.now_ms();
+        let now = self.shared.now_ms();
         // One more than asked tells whether another page follows.
-        let mut page = self.ledger().consents_after(&req.after, limit + 1)?;
+        let mut page = self.shared.ledger().consents_after(&req.after, limit + 1)?;
         let more = page.len() > limit;
         page.truncate(limit);
         let next_after = match (more, page.last()) {
@@ -428,14 +427,14 @@ impl Node {
         client: &str,
         req: SubmitRequest,
     ) -> Result<SubmitResponse, NodeError> {
-        let now = self.now_ms();
+        let now = self.shared.now_ms();
         let mut keyed = keyed(client, &req, now)?;
-        if let Some(earlier) = self.earlier_answer(keyed.as_ref()).await? {
-            return self.submit_answer(&earlier);
+        if let Some(earlier) = self.answers.earlier_answer(keyed.as_ref()).await? {
+            return self.answers.submit_answer(&earlier);
         }
-        let directory = self.directory();
+        let directory = self.shared.directory();
         let recipient = directory.require("recipient", &req.recipient)?;
-        if recipient.id == self.agency() {
+        if recipient.id == self.shared.agency() {
             return Err(NodeError::invalid("recipient", "is this agency itself"));
         }
         let body = req
@@ -447,7 +446,7 @@ impl Node {
                 .map_err(|e| NodeError::invalid("in_reply_to", e.to_string()))?;
         }
         let refused = |e: NodeError| {
-            self.audit_refusal(
+            self.shared.audit_refusal(
                 AuditEvent::SubmissionRefused,
                 kind,
                 &req.recipient,
@@ -456,8 +455,9 @@ impl Node {
             );
             e
         };
-        let subject = policy::admit_case_message(kind, self.role(), recipient.role, &body, now)
-            .map_err(refused)?;
+        let subject =
+            policy::admit_case_message(kind, self.shared.role(), recipient.role, &body, now)
+                .map_err(refused)?;
         let purpose =
             policy::purpose_of(kind).ok_or_else(|| NodeError::invalid("body", "has no purpose"))?;
         if !req.consent_id.is_empty() {
@@ -467,19 +467,19 @@ impl Node {
         let stored = if req.consent_id.is_empty() {
             None
         } else {
-            self.ledger().consent(&req.consent_id)?
+            self.shared.ledger().consent(&req.consent_id)?
         };
         let categories = categories_carried(&body);
         let query = ConsentQuery {
             subject,
-            sender: self.agency(),
+            sender: self.shared.agency(),
             recipient: &recipient.id,
             purpose,
             categories: &categories,
             at_ms: now,
         };
         consent::evaluate(stored.as_ref(), &query).map_err(|r| refused(NodeError::Consent(r)))?;
-        let out = self.seal_outgoing(
+        let out = self.shared.seal_outgoing(
             kind,
             &recipient.id,
             &req.consent_id,
@@ -491,7 +491,9 @@ impl Node {
         let outgoing = [out];
         let lane = match self
             .store_outgoing(&outgoing, keyed.as_ref(), None, || {
-                self.ledger().enqueue_once(&outgoing[0], keyed.as_ref())
+                self.shared
+                    .ledger()
+                    .enqueue_once(&outgoing[0], keyed.as_ref())
             })
             .await?
         {
@@ -501,12 +503,14 @@ impl Node {
                 let k = keyed.as_ref().ok_or_else(|| {
                     NodeError::Internal("an earlier answer found for a call without key".into())
                 })?;
-                return self.submit_answer(&self.repeated_answer(k, earlier).await?);
+                return self
+                    .answers
+                    .submit_answer(&self.answers.repeated_answer(k, earlier).await?);
             }
         };
         let [out] = outgoing;
-        self.wake_lane(&out.recipient, lane);
-        self.metrics().submitted();
+        self.shared.wake_lane(&out.recipient, lane);
+        self.shared.metrics().submitted();
         tracing::info!(message_id = %out.message_id, kind = ?kind, recipient = %out.recipient, "message queued");
         Ok(SubmitResponse {
             message_id: out.message_id,
@@ -518,35 +522,10 @@ impl Node {
     pub fn status(&self, message_id: &str) -> Result<MessageStatus, NodeError> {
         ids::parse_id("message_id", message_id)
             .map_err(|e| NodeError::invalid("message_id", e.to_string()))?;
-        self.ledger()
+        self.shared
+            .ledger()
             .message(message_id)?
             .and_then(|r| r.status)
             .ok_or_else(|| NodeError::NotFound(format!("message {message_id}")))
-    }
-
-    /// Records a refusal in the audit chain (codes only) and the log.
-    pub(crate) fn audit_refusal(
-        &self,
-        event: AuditEvent,
-        kind: MessageKind,
-        peer: &str,
-        consent_id: &str,
-        e: &NodeError,
-    ) {
-        self.metrics().refused(e.reason_code());
-        let note = AuditNote::new(event)
-            .kind(kind as i32)
-            .peer(peer)
-            .consent(consent_id)
-            .detail(e.reason_code());
-        if let Err(err) = self.ledger().audit(note, self.now_ms()) {
-            tracing::error!(error = %err, "could not audit a refusal");
-        }
-        tracing::info!(reason = e.reason_code(), kind = ?kind, peer, "refused");
-        if let NodeError::KeyNotAccepted(why) = e {
-            // Which key and its state in the directory (no personal data): what the
-            // operators of both agencies need to act on.
-            tracing::warn!(peer, detail = %why, "a peer signed with a key the directory does not accept");
-        }
     }
 }

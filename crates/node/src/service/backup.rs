@@ -8,7 +8,8 @@
 //! backup is deleted at the next start. The archive's format and the restore are the
 //! ledger's (`kurzdraht_ledger::backup`); `kurzdraht backup` writes it mode 0600.
 
-use crate::{node::Node, NodeError};
+use crate::shared::Shared;
+use crate::NodeError;
 use kurzdraht_ledger::{AuditEvent, AuditNote, BackupManifest};
 use kurzdraht_proto::v1::BackupChunk;
 use std::path::{Path, PathBuf};
@@ -56,35 +57,46 @@ impl Drop for Partial {
     }
 }
 
-impl Node {
+/// Online backups of the store, one at a time.
+#[derive(Clone)]
+pub struct Backup {
+    shared: Shared,
+}
+
+impl Backup {
+    pub(crate) fn new(shared: Shared) -> Self {
+        Self { shared }
+    }
+
     /// Takes a backup for the IT system `client` (audited as `store.backup`, before the
     /// copy, so the archive holds its own entry) and returns the stream of its chunks.
-    pub async fn backup(
+    pub async fn take(
         &self,
         client: &str,
     ) -> Result<mpsc::Receiver<Result<BackupChunk, NodeError>>, NodeError> {
-        let running = self.backup_slot().try_lock_owned().map_err(|_| {
+        let running = self.shared.backup_slot().try_lock_owned().map_err(|_| {
             NodeError::ResourceExhausted(
                 "a backup is being taken; try again when it is done".into(),
             )
         })?;
-        let now = self.now_ms();
-        self.ledger().audit(
+        let now = self.shared.now_ms();
+        self.shared.ledger().audit(
             AuditNote::new(AuditEvent::StoreBackup).detail(format!("client {client}")),
             now,
         )?;
-        self.ledger().flush().await?;
+        self.shared.ledger().flush().await?;
         let id = kurzdraht_envelope::ids::new_id();
         let partial = Partial(
-            self.data_dir()
+            self.shared
+                .data_dir()
                 .join(format!("{PARTIAL_PREFIX}{id}.partial")),
         );
         let manifest = BackupManifest {
-            agency: self.agency().to_string(),
+            agency: self.shared.agency().to_string(),
             taken_at_ms: now,
             schema: 0,
         };
-        let ledger = self.ledger().clone();
+        let ledger = self.shared.ledger().clone();
         let path = partial.0.clone();
         let exported = tokio::task::spawn_blocking(move || -> Result<_, NodeError> {
             let file = create_private(&path)?;
@@ -92,7 +104,7 @@ impl Node {
             Ok(exported)
         })
         .await
-        .map_err(|e| NodeError::Internal(format!("backup task failed: {e}")))??;
+        .map_err(|e| NodeError::Task(format!("the backup export: {e}")))??;
         tracing::info!(
             client,
             trees = exported.trees,
