@@ -16,8 +16,8 @@
 //!    repeated with its key after the restart, delivers every request exactly once.
 //!
 //! Each node's stdout/stderr go to `<federation>/<agency>/node.log`; a failing test prints
-//! the tail of every node's log (`KURZDRAHT_TEST_KEEP=1` keeps the whole directory). A guard
-//! kills every child process, also on panic.
+//! the tail of every node's log (`KURZDRAHT_TEST_KEEP=1` keeps the whole directory). Each
+//! node is a `kurzdraht_testkit::ServeProcess`, killed when dropped, also on panic.
 
 use kurzdraht_client::{connect, AgencyClient, ClientConfig};
 use kurzdraht_envelope::{envelope_hash, verify_receipt, ExpectedReceipt, VerifyingKey};
@@ -26,10 +26,8 @@ use kurzdraht_node::pki;
 use kurzdraht_proto::v1 as pb;
 use kurzdraht_testkit::*;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::fs::OpenOptions;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
@@ -156,197 +154,58 @@ impl Federation {
         .to_vec()
     }
 
-    /// Starts `agency`'s node as a process and waits until its API answers.
-    async fn start(&self, agency: &str) -> (NodeProcess, AgencyClient) {
-        let mut node = NodeProcess::spawn(
+    /// Starts `agency`'s node as a process (logging at info to `<agency>/node.log`,
+    /// appended to at each start) and waits until its API answers.
+    async fn start(&self, agency: &str) -> (ServeProcess, AgencyClient) {
+        let mut node = ServeProcess::builder(
             agency,
             &self.node_config(agency),
-            &self.root.join(agency).join("node.log"),
-        );
-        let client = node.ready(&self.client_config(agency)).await;
+            self.root.join(agency).join("node.log"),
+        )
+        .log_level("info")
+        .append_log()
+        .spawn()
+        .expect("start the node");
+        let client = ready(&mut node, &self.client_config(agency)).await;
         (node, client)
     }
 }
 
 // ---- node processes ----
 
-/// One `kurzdraht serve` process. Dropping it kills the process (and, during a panic,
-/// prints the tail of its log).
-struct NodeProcess {
-    name: String,
-    config: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
+/// Waits until the node's AgencyApi answers; returns a client of it.
+async fn ready(node: &mut ServeProcess, config: &ClientConfig) -> AgencyClient {
+    node.wait_ready(START_TIMEOUT, || async {
+        let mut client = connect(config).await.map_err(|e| e.to_string())?;
+        client
+            .list_consents(pb::ListConsentsRequest::default())
+            .await
+            .map_err(|s| format!("{s:?}"))?;
+        Ok(client)
+    })
+    .await
+    .expect("the node's API answers")
 }
 
-impl NodeProcess {
-    fn spawn(name: &str, config: &Path, log: &Path) -> Self {
-        let mut node = Self {
-            name: name.to_string(),
-            config: config.to_path_buf(),
-            log: log.to_path_buf(),
-            child: None,
-        };
-        node.launch();
-        node
-    }
-
-    fn launch(&mut self) {
-        assert!(self.child.is_none(), "{} is already running", self.name);
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("open the node log");
-        writeln!(
-            log,
-            "==== kurzdraht serve --config {}",
-            self.config.display()
-        )
-        .expect("log");
-        let err = log.try_clone().expect("clone the log handle");
-        let child = Command::new(binary())
-            .arg("serve")
-            .arg("--config")
-            .arg(&self.config)
-            .env("KURZDRAHT_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", binary().display()));
-        self.child = Some(child);
-    }
-
-    fn pid(&self) -> u32 {
-        self.child
-            .as_ref()
-            .unwrap_or_else(|| panic!("{} is not running", self.name))
-            .id()
-    }
-
-    /// Waits until the node's AgencyApi answers; returns a client of it.
-    async fn ready(&mut self, config: &ClientConfig) -> AgencyClient {
-        let started = Instant::now();
-        let mut last = String::from("nothing yet");
-        loop {
-            if let Some(status) = self.exited() {
-                panic!(
-                    "{} exited with {status} before its API answered\n{}",
-                    self.name,
-                    self.log_tail(40)
-                );
-            }
-            if started.elapsed() > START_TIMEOUT {
-                panic!(
-                    "{}'s API did not answer within {START_TIMEOUT:?} (last: {last})\n{}",
-                    self.name,
-                    self.log_tail(40)
-                );
-            }
-            match tokio::time::timeout(Duration::from_secs(2), connect(config)).await {
-                Ok(Ok(mut client)) => {
-                    match client
-                        .list_consents(pb::ListConsentsRequest::default())
-                        .await
-                    {
-                        Ok(_) => return client,
-                        Err(s) => last = format!("{s:?}"),
-                    }
-                }
-                Ok(Err(e)) => last = e.to_string(),
-                Err(_) => last = "connect timed out".into(),
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// The exit status, if the process has ended.
-    fn exited(&mut self) -> Option<ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().expect("try_wait"))
-    }
-
-    /// kill -9, and wait until the process is gone.
-    fn kill(&mut self) {
-        let mut child = self
-            .child
-            .take()
-            .unwrap_or_else(|| panic!("{} is not running", self.name));
-        child.kill().expect("SIGKILL");
-        child.wait().expect("wait for the killed process");
-    }
-
-    /// Starts the process again with the same configuration.
-    async fn restart(&mut self, config: &ClientConfig) -> AgencyClient {
-        self.launch();
-        self.ready(config).await
-    }
-
-    /// Waits at most `within` for the process to end by itself; returns its status.
-    async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.exited() {
-                self.child = None;
-                return status;
-            }
-            if started.elapsed() > within {
-                panic!(
-                    "{} still runs {within:?} later\n{}",
-                    self.name,
-                    self.log_tail(40)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn log_tail(&self, lines: usize) -> String {
-        let text = self.log_text();
-        let all: Vec<&str> = text.lines().collect();
-        let tail = all[all.len().saturating_sub(lines)..].join("\n");
-        format!(
-            "---- last {lines} lines of {} ({}) ----\n{tail}\n----",
-            self.name,
-            self.log.display()
-        )
-    }
+/// Starts the node again on its data directory (it was killed or stopped) and waits until
+/// its API answers.
+async fn restart(node: &mut ServeProcess, config: &ClientConfig) -> AgencyClient {
+    node.restart().expect("restart the node");
+    ready(node, config).await
 }
 
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("{}", self.log_tail(40));
-        }
-    }
+/// kill -9, and wait until the process is gone (it died of SIGKILL, not of a clean stop).
+fn sigkill(node: &mut ServeProcess) {
+    use std::os::unix::process::ExitStatusExt as _;
+    let status = node.kill().expect("SIGKILL");
+    assert_eq!(status.signal(), Some(9), "killed by SIGKILL: {status}");
 }
 
 /// How often the node's log says it answered a redelivery with the stored receipt.
-fn duplicates_answered(node: &NodeProcess) -> usize {
+fn duplicates_answered(node: &ServeProcess) -> usize {
     node.log_text()
         .matches("duplicate answered with the original receipt")
         .count()
-}
-
-/// `kill -TERM <pid>`.
-fn sigterm(node: &NodeProcess) {
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(node.pid().to_string())
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -TERM {} failed", node.pid());
 }
 
 // ---- the IT systems ----
@@ -568,7 +427,7 @@ async fn receiver_killed_mid_stream() {
     let acked: Acked = Arc::default();
     let tasks = submit_concurrently(&jc, &consent, N, 8, Duration::ZERO, &acked);
     let seen = wait_for_requests_in_inbox(&ja, 50).await;
-    ja_node.kill();
+    sigkill(&mut ja_node);
     let killed_at = acked.lock().unwrap().len();
     for t in tasks {
         if let Some(s) = t.await.expect("submitter task") {
@@ -595,7 +454,7 @@ async fn receiver_killed_mid_stream() {
         "the kill came too late: every message was already delivered"
     );
 
-    let ja = ja_node.restart(&fed.client_config(JA)).await;
+    let ja = restart(&mut ja_node, &fed.client_config(JA)).await;
     let statuses = wait_all_delivered(&jc, &ids).await;
     let inbox = read_inbox(&mut ja.clone(), 0).await;
     let by_id = exactly_once(&inbox, &ids);
@@ -640,7 +499,7 @@ async fn sender_killed_mid_stream() {
         assert!(Instant::now() < deadline, "100 submissions took too long");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    jc_node.kill();
+    sigkill(&mut jc_node);
     let mut failed = 0;
     for t in tasks {
         if t.await.expect("submitter task").is_some() {
@@ -677,7 +536,7 @@ async fn sender_killed_mid_stream() {
     })
     .expect("acknowledge at the Kreis office");
 
-    let jc = jc_node.restart(&fed.client_config(JC)).await;
+    let jc = restart(&mut jc_node, &fed.client_config(JC)).await;
     let statuses = wait_all_delivered(&jc, &ids).await;
     // Submissions stored but not acknowledged before the kill may arrive too (once);
     // wait until those the receiver holds are DELIVERED at the sender as well.
@@ -727,7 +586,7 @@ async fn receiver_down_for_a_while() {
     let (mut ja_node, ja) = fed.start(JA).await;
     let consent = replicated_consent(&mut jc, &ja).await;
     drop(ja);
-    ja_node.kill();
+    sigkill(&mut ja_node);
     let down_since = Instant::now();
 
     let mut ids = Vec::new();
@@ -772,7 +631,7 @@ async fn receiver_down_for_a_while() {
     let attempts_before = status(&mut jc, &ids[0]).await.attempts;
     let down_for = down_since.elapsed();
 
-    let ja = ja_node.restart(&fed.client_config(JA)).await;
+    let ja = restart(&mut ja_node, &fed.client_config(JA)).await;
     let statuses = wait_all_delivered(&jc, &ids).await;
     let inbox = read_inbox(&mut ja.clone(), 0).await;
     let by_id = exactly_once(&inbox, &ids);
@@ -816,9 +675,16 @@ async fn second_process_on_same_data_dir_is_refused() {
     pki::write_file(&second_config, &text, false).expect("write the second node.toml");
 
     let second_log = fed.root.join(JC).join("second.log");
-    let mut second = NodeProcess::spawn("second process", &second_config, &second_log);
+    let mut second = ServeProcess::builder("second process", &second_config, second_log)
+        .log_level("info")
+        .append_log()
+        .spawn()
+        .expect("start the second process");
     let t = Instant::now();
-    let exit = second.wait_exit(Duration::from_secs(10)).await;
+    let exit = second
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("the second process ends by itself");
     let took = t.elapsed();
     let stderr = second.log_text();
     assert!(!exit.success(), "the second process must fail: {exit}");
@@ -832,7 +698,10 @@ async fn second_process_on_same_data_dir_is_refused() {
     );
 
     // The first node still serves, reads and writes its store.
-    assert!(jc_node.exited().is_none(), "the first node still runs");
+    assert!(
+        jc_node.exited().expect("try_wait").is_none(),
+        "the first node still runs"
+    );
     let held = list_consents(&mut jc).await;
     assert!(
         held.iter()
@@ -844,8 +713,10 @@ async fn second_process_on_same_data_dir_is_refused() {
 
     // After a clean stop, the store opens offline and its audit chain verifies.
     drop(jc);
-    sigterm(&jc_node);
-    let stopped = jc_node.wait_exit(Duration::from_secs(10)).await;
+    let stopped = jc_node
+        .stop_status(Duration::from_secs(10))
+        .await
+        .expect("SIGTERM stops the first node");
     assert!(stopped.success(), "the first node stops cleanly: {stopped}");
     let verify = Command::new(binary())
         .args(["audit", "verify", "--config"])
@@ -895,8 +766,10 @@ async fn sigterm_is_graceful() {
     .await;
 
     let t = Instant::now();
-    sigterm(&jc_node);
-    let exit = jc_node.wait_exit(WITHIN).await;
+    let exit = jc_node
+        .stop_status(WITHIN)
+        .await
+        .expect("SIGTERM stops the node");
     let jc_took = t.elapsed();
     assert!(exit.success(), "SIGTERM: exit 0, not {exit}");
     assert!(
@@ -905,7 +778,7 @@ async fn sigterm_is_graceful() {
     );
 
     // Restart: the consent and the queued message are still there.
-    let mut jc = jc_node.restart(&fed.client_config(JC)).await;
+    let mut jc = restart(&mut jc_node, &fed.client_config(JC)).await;
     let held = list_consents(&mut jc).await;
     assert!(
         held.iter()
@@ -935,15 +808,17 @@ async fn sigterm_is_graceful() {
         stream.message().await.expect("stream ok").expect("an item");
     }
     let t = Instant::now();
-    sigterm(&ja_node);
-    let exit = ja_node.wait_exit(WITHIN).await;
+    let exit = ja_node
+        .stop_status(WITHIN)
+        .await
+        .expect("SIGTERM stops the node");
     let ja_took = t.elapsed();
     assert!(
         exit.success(),
         "SIGTERM with a following reader: exit 0, not {exit}"
     );
     drop(stream);
-    let mut ja = ja_node.restart(&fed.client_config(JA)).await;
+    let mut ja = restart(&mut ja_node, &fed.client_config(JA)).await;
     assert_eq!(ids(&read_inbox(&mut ja, 0).await), ids(&inbox));
     eprintln!(
         "sigterm_is_graceful: the Jobcenter stopped in {jc_took:?}, the Kreis office (with a \
@@ -984,7 +859,7 @@ struct KeyedRound {
 /// its key. Returns the message id of each call, in call order.
 async fn keyed_round(
     fed: &Federation,
-    jc_node: &mut NodeProcess,
+    jc_node: &mut ServeProcess,
     jc: AgencyClient,
     consent: &str,
     base: usize,
@@ -1022,7 +897,7 @@ async fn keyed_round(
     std::thread::sleep(Duration::from_micros(
         u64::from(started.elapsed().subsec_nanos()) % 8_000,
     ));
-    jc_node.kill();
+    sigkill(jc_node);
     let mut in_flight = Vec::new();
     for t in tasks {
         if let Some(i) = t.await.expect("submitter task") {
@@ -1038,7 +913,7 @@ async fn keyed_round(
     assert!(!in_flight.is_empty(), "no call was in flight at the kill");
 
     // Every call again, with its key.
-    let mut jc = jc_node.restart(&fed.client_config(JC)).await;
+    let mut jc = restart(jc_node, &fed.client_config(JC)).await;
     let restarted_at = kurzdraht_node::clock::now_ms();
     let mut ids = Vec::with_capacity(n);
     let mut stored_unanswered = 0;

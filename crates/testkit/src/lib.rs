@@ -7,7 +7,8 @@
 //! their AgencyApi clients. Nothing is mocked.
 //!
 //! - [`federation`]: the local federation itself; [`ports`]: free loopback ports;
-//!   [`process`]: the real `kurzdraht` binary; [`serve`]: a `kurzdraht serve` child process; [`python`]: the independent Python client;
+//!   [`process`]: the real `kurzdraht` binary; [`serve`]: the one handle on a `kurzdraht
+//!   serve` child process; [`python`]: the independent Python client;
 //!   [`raw_h2`]: a peer speaking HTTP/2 frames by hand; [`link`]: a freezable TCP link.
 //! - [`start`]: a federation in a fresh temporary directory.
 //! - subject, consent and body builders: [`subject`], [`consent_request`],
@@ -35,7 +36,7 @@ pub use federation::LocalFederation;
 pub use ports::{free_loopback_addrs, segeberg_on_free_ports};
 pub use process::{binary, workspace};
 pub use python::{printed, require_python_grpc, run_python_client, run_python_script, INSTALL};
-pub use serve::ServeProcess;
+pub use serve::{ServeBuilder, ServeError, ServeProcess};
 
 use kurzdraht_client::AgencyClient;
 use kurzdraht_envelope::{envelope_hash, verify_receipt, ExpectedReceipt};
