@@ -13,10 +13,10 @@
 use kurzdraht_client::{self as client, AgencyClient, ClientConfig};
 use kurzdraht_proto::v1 as pb;
 use kurzdraht_testkit::*;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 /// The handbook's block after `<!-- handbook-test: name -->`.
 fn block(name: &str) -> String {
@@ -86,17 +86,16 @@ struct Hosts {
     fed: PathBuf,
     root: PathBuf,
     api: SocketAddr,
-    peers: Vec<(String, Option<Child>)>,
+    /// The peers' `serve` processes (killed when dropped).
+    peers: Vec<(String, Option<ServeProcess>)>,
 }
 
+/// Kills the peers, then the Jobcenter's node, which the handbook's `systemctl start`
+/// stand-in started (not a child of the test: the block under test starts it, by its pid
+/// file), before the temporary directory goes.
 impl Drop for Hosts {
     fn drop(&mut self) {
-        for (_, child) in &mut self.peers {
-            if let Some(mut c) = child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
+        self.peers.clear();
         if let Ok(pid) = std::fs::read_to_string(self.root.join("run/kurzdraht.pid")) {
             let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
         }
@@ -111,24 +110,8 @@ fn setting(toml: &str, key: &str) -> String {
         .to_string()
 }
 
-fn wait_listening(addr: SocketAddr, child: &mut Child, log: &Path) {
-    let started = Instant::now();
-    while TcpStream::connect(addr).is_err() {
-        assert!(
-            child.try_wait().expect("wait").is_none(),
-            "a peer ended at its start: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "a peer never listened"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 impl Hosts {
-    fn new() -> Self {
+    async fn new() -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let fed = dir.path().join("fed");
         let out = Command::new(binary())
@@ -195,44 +178,40 @@ impl Hosts {
             api,
             peers: vec![(JA.into(), None), (JN.into(), None)],
         };
-        hosts.start_peer(JA);
-        hosts.start_peer(JN);
+        hosts.start_peer(JA).await;
+        hosts.start_peer(JN).await;
         hosts
     }
 
-    fn start_peer(&mut self, agency: &str) {
+    async fn start_peer(&mut self, agency: &str) {
         let config = self.fed.join(agency).join("node.toml");
         let api: SocketAddr = setting(&std::fs::read_to_string(&config).expect("read"), "api")
             .parse()
             .expect("api address");
         let log = self.fed.join(agency).join("serve.log");
-        let mut child = Command::new(binary())
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("a log file"))
-            .spawn()
-            .expect("start a peer");
-        wait_listening(api, &mut child, &log);
+        let mut peer = ServeProcess::spawn(agency, &config, log).expect("start a peer");
+        peer.wait_listening(api, Duration::from_secs(30))
+            .await
+            .expect("a peer listens");
         let slot = self
             .peers
             .iter_mut()
             .find(|(a, _)| a == agency)
             .expect("a peer");
-        slot.1 = Some(child);
+        slot.1 = Some(peer);
     }
 
-    fn stop_peer(&mut self, agency: &str) {
+    async fn stop_peer(&mut self, agency: &str) {
         let slot = self
             .peers
             .iter_mut()
             .find(|(a, _)| a == agency)
             .expect("a peer");
-        if let Some(mut child) = slot.1.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let status = child.wait().expect("wait");
+        if let Some(mut peer) = slot.1.take() {
+            let status = peer
+                .stop_status(kurzdraht_testkit::serve::STOP_TIMEOUT)
+                .await
+                .expect("SIGTERM stops the peer");
             assert_eq!(status.code(), Some(0), "{agency} stopped cleanly");
         }
     }
@@ -317,7 +296,7 @@ fn stdout(out: &Output) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_backup_holds_the_secrets_and_only_them_owner_only() {
     let _serial = SERIAL.lock().await;
-    let hosts = Hosts::new();
+    let hosts = Hosts::new().await;
     hosts.run("secrets-backup");
     let archives: Vec<PathBuf> = std::fs::read_dir(hosts.root.join("root"))
         .expect("read /root")
@@ -345,7 +324,7 @@ async fn secrets_backup_holds_the_secrets_and_only_them_owner_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_as_written_checks_the_new_binary_and_restarts_the_node() {
     let _serial = SERIAL.lock().await;
-    let hosts = Hosts::new();
+    let hosts = Hosts::new().await;
     hosts.start_jobcenter();
     let before = hosts.jobcenter_pid();
     std::fs::copy(binary(), hosts.root.join("root/kurzdraht-new")).expect("the new release");
@@ -383,9 +362,9 @@ async fn an_upgrade_as_written_checks_the_new_binary_and_restarts_the_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_down_as_written_lists_extends_and_delivers_once_it_is_back() {
     let _serial = SERIAL.lock().await;
-    let mut hosts = Hosts::new();
+    let mut hosts = Hosts::new().await;
     hosts.start_jobcenter();
-    hosts.stop_peer(JA);
+    hosts.stop_peer(JA).await;
     let mut jc = hosts.jobcenter_client().await;
     let s = subject("Lea", "Outage", &birthday_years_ago(19));
     let consent = consent_id(
@@ -406,7 +385,7 @@ async fn a_peer_down_as_written_lists_extends_and_delivers_once_it_is_back() {
     );
     assert!(printed.contains("2 already held as long"), "{printed}");
 
-    hosts.start_peer(JA);
+    hosts.start_peer(JA).await;
     // Retrying now, as the handbook says: a restart tries the peer at once.
     hosts.run("retry-now");
     let jc = hosts.jobcenter_client().await;
