@@ -16,14 +16,15 @@ use kurzdraht_node::directory::Directory;
 use kurzdraht_node::pki;
 use kurzdraht_proto::v1 as pb;
 use kurzdraht_testkit::{
-    binary, printed, require_python_grpc, run_python_client, wait_for_state, JA, JC, JN,
+    binary, printed, require_python_grpc, run_python_client, wait_for_state, ServeBuilder,
+    ServeProcess, JA, JC, JN,
 };
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 
 use std::time::{Duration, Instant};
 use tonic::transport::Endpoint;
@@ -625,119 +626,44 @@ fn systemd_command(argv: &[String], log: &Path) -> Command {
     cmd
 }
 
-/// One node's `ExecStart` process. Dropping it kills the process and, during a panic,
-/// prints the tail of its log.
-struct Unit {
-    agency: &'static str,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Unit {
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        format!(
-            "---- last lines of {} ({}) ----\n{}\n----",
-            self.agency,
-            self.log.display(),
-            lines[lines.len().saturating_sub(30)..].join("\n")
-        )
-    }
-
-    fn exited(&mut self) -> Option<ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().expect("try_wait"))
-    }
-
-    /// `kill -TERM <pid>` (systemd's `KillSignal=SIGTERM`).
-    fn sigterm(&self) {
-        let pid = self.child.as_ref().expect("running").id().to_string();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM {pid}");
-    }
-
-    /// Waits at most [`BOUND`] for the process to end; returns its status.
-    async fn wait_exit(&mut self) -> ExitStatus {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.exited() {
-                self.child = None;
-                return status;
-            }
-            assert!(
-                started.elapsed() < BOUND,
-                "{} still runs {BOUND:?} after SIGTERM\n{}",
-                self.agency,
-                self.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Unit {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("{}", self.log_tail());
-        }
-    }
+/// The node's `ExecStart` process as systemd runs it (see [`systemd_command`]), its output
+/// appended to `log` (the journal, after ExecStartPre's).
+fn systemd_unit(agency: &str, argv: &[String], config: &Path, log: &Path) -> ServeBuilder {
+    ServeProcess::builder(agency, config, log.to_path_buf())
+        .command_line(argv)
+        .env_clear()
+        .env("PATH", SYSTEMD_PATH)
+        .current_dir("/")
+        .append_log()
 }
 
 /// Waits until grpc.health.v1 on the node's API port reports SERVING for the node and both
 /// of its services, asked without a token as a load balancer would.
-async fn wait_serving(unit: &mut Unit, client: &ClientConfig) {
-    let started = Instant::now();
-    let mut last = String::from("nothing yet");
-    for service in ["", "kurzdraht.v1.AgencyApi", "kurzdraht.v1.PeerExchange"] {
-        loop {
-            if let Some(status) = unit.exited() {
-                panic!(
-                    "{} exited with {status} before it served\n{}",
-                    unit.agency,
-                    unit.log_tail()
-                );
+async fn wait_serving(unit: &mut ServeProcess, client: &ClientConfig) {
+    unit.wait_ready(BOUND, || async {
+        let channel = Endpoint::from_shared(client.endpoint.clone())
+            .map_err(|e| e.to_string())?
+            .tls_config(api_client_tls(&client.ca_pem, &client.agency))
+            .map_err(|e| e.to_string())?
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?;
+        for service in ["", "kurzdraht.v1.AgencyApi", "kurzdraht.v1.PeerExchange"] {
+            let r = HealthClient::new(channel.clone())
+                .check(HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await
+                .map_err(|s| s.to_string())?
+                .into_inner();
+            if r.status != ServingStatus::Serving as i32 {
+                return Err(format!("health of {service:?}: status {}", r.status));
             }
-            assert!(
-                started.elapsed() < BOUND,
-                "{}: health of {service:?} not SERVING within {BOUND:?} (last: {last})\n{}",
-                unit.agency,
-                unit.log_tail()
-            );
-            let probe = async {
-                let channel = Endpoint::from_shared(client.endpoint.clone())
-                    .map_err(|e| e.to_string())?
-                    .tls_config(api_client_tls(&client.ca_pem, &client.agency))
-                    .map_err(|e| e.to_string())?
-                    .connect()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let r = HealthClient::new(channel)
-                    .check(HealthCheckRequest {
-                        service: service.into(),
-                    })
-                    .await
-                    .map_err(|s| s.to_string())?
-                    .into_inner();
-                Ok::<i32, String>(r.status)
-            };
-            match tokio::time::timeout(Duration::from_secs(2), probe).await {
-                Ok(Ok(s)) if s == ServingStatus::Serving as i32 => break,
-                Ok(Ok(s)) => last = format!("status {s}"),
-                Ok(Err(e)) => last = e,
-                Err(_) => last = "timed out".into(),
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
+        Ok(())
+    })
+    .await
+    .expect("health reports SERVING");
 }
 
 /// `GET /metrics` over a plain TCP connection; the samples by `name{labels}`.
@@ -938,14 +864,10 @@ async fn three_nodes_run_from_the_deploy_configs() {
             h.agency
         );
         let start = unit_command(&unit, "ExecStart", binary, &config);
-        let child = systemd_command(&start, &log)
+        let unit = systemd_unit(h.agency, &start, &config, &log)
             .spawn()
             .unwrap_or_else(|e| panic!("{}: ExecStart {start:?}: {e}", h.agency));
-        units.push(Unit {
-            agency: h.agency,
-            log,
-            child: Some(child),
-        });
+        units.push(unit);
     }
     let clients: Vec<ClientConfig> = hosts
         .iter()
@@ -954,9 +876,9 @@ async fn three_nodes_run_from_the_deploy_configs() {
     for (unit, client) in units.iter_mut().zip(&clients) {
         wait_serving(unit, client).await;
         assert!(
-            read(&unit.log).contains("node serving"),
+            unit.log_text().contains("node serving"),
             "{}: the journal says \"node serving\"",
-            unit.agency
+            unit.agency()
         );
     }
     let up = started.elapsed();
@@ -1001,21 +923,21 @@ async fn three_nodes_run_from_the_deploy_configs() {
 
     // systemctl stop: SIGTERM to each, exit code 0.
     for unit in &units {
-        unit.sigterm();
+        unit.sigterm().expect("kill -TERM");
     }
     for unit in &mut units {
-        let status = unit.wait_exit().await;
+        let status = unit.wait_exit(BOUND).await.expect("SIGTERM ends the node");
         assert_eq!(
             status.code(),
             Some(0),
             "{}: SIGTERM ends with {status}\n{}",
-            unit.agency,
-            unit.log_tail()
+            unit.agency(),
+            unit.log_tail(30)
         );
         assert!(
-            read(&unit.log).contains("stopped"),
+            unit.log_text().contains("stopped"),
             "{}: the journal says \"stopped\"",
-            unit.agency
+            unit.agency()
         );
     }
     eprintln!(
