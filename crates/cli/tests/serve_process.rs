@@ -2,9 +2,10 @@
 //! `--log-level`, else `KURZDRAHT_LOG`, else `RUST_LOG`, else info; relative paths in
 //! node.toml resolve against the file's directory, not the working directory.
 
+use kurzdraht_testkit::ServeProcess;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kurzdraht");
 /// The longest a node may take to start or to stop.
@@ -62,54 +63,36 @@ struct Run {
 fn serve(s: &Setup, args: &[&str], env: &[(&str, &str)]) -> Run {
     let node_toml = s.fed.join("jobcenter-segeberg/node.toml");
     let log_path = s.fed.join("serve.log");
-    let log = std::fs::File::create(&log_path).expect("log file");
-    let mut cmd = Command::new(BIN);
-    cmd.current_dir(&s.elsewhere)
-        .arg("serve")
-        .args(["--config", "../fed/jobcenter-segeberg/node.toml"])
-        .args(args)
-        .env_remove("KURZDRAHT_LOG")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(log);
+    let mut builder = ServeProcess::builder(
+        "the Jobcenter",
+        Path::new("../fed/jobcenter-segeberg/node.toml"),
+        log_path.clone(),
+    )
+    .program(BIN)
+    .current_dir(&s.elsewhere)
+    .args(args.iter().copied())
+    .env_remove("KURZDRAHT_LOG")
+    .env_remove("RUST_LOG");
     for (k, v) in env {
-        cmd.env(k, v);
+        builder = builder.env(k, v);
     }
-    let mut child = cmd.spawn().expect("spawn serve");
+    let mut node = builder.spawn().expect("spawn serve");
     let addr = api_addr(&node_toml);
-    let started = Instant::now();
-    let code = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status.code();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let code = runtime.block_on(async {
+        match node.wait_listening(addr, BOUND).await {
+            Ok(()) => node.stop_status(BOUND).await.expect("serve stops").code(),
+            // it ended at its start: how?
+            Err(e) => node
+                .exited()
+                .expect("wait")
+                .unwrap_or_else(|| panic!("{e}"))
+                .code(),
         }
-        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            let term = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status()
-                .expect("kill -TERM");
-            assert!(term.success());
-            let stopping = Instant::now();
-            break loop {
-                if let Some(status) = child.try_wait().expect("wait") {
-                    break status.code();
-                }
-                if stopping.elapsed() > BOUND {
-                    let _ = child.kill();
-                    panic!("serve did not stop within {BOUND:?} of SIGTERM");
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            };
-        }
-        if started.elapsed() > BOUND {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "serve did not come up within {BOUND:?}:\n{}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    });
     Run {
         code,
         stderr: std::fs::read_to_string(&log_path).expect("the log"),
