@@ -34,6 +34,54 @@ use std::collections::HashMap;
 
 mod decide;
 
+/// The batch's accepted records with their receipts, moved out of their decisions into the
+/// batch's one transaction (`items`), and the kind of each (for the log).
+struct Staged {
+    items: Vec<(InboxRecord, ConsentEffect)>,
+    kinds: Vec<MessageKind>,
+}
+
+/// A stored batch's answers, in order, and what making them durable needs.
+struct Answered {
+    answers: Vec<Answer>,
+    needs_flush: bool,
+    last_seq: Option<u64>,
+}
+
+/// Gives each accepted record without a receipt the next of `signed` (in order) and moves it
+/// into [`Staged`]; its decision becomes [`Decision::Queued`] with its index there.
+fn stage(
+    decisions: Vec<Result<Decision, NodeError>>,
+    signed: Vec<SignedReceipt>,
+) -> (Vec<Result<Decision, NodeError>>, Staged) {
+    let mut signed = signed.into_iter();
+    let mut staged = Staged {
+        items: Vec::with_capacity(decisions.len()),
+        kinds: Vec::with_capacity(decisions.len()),
+    };
+    let decisions = decisions
+        .into_iter()
+        .map(|d| match d {
+            Ok(Decision::Accept {
+                mut record,
+                effect,
+                kind,
+            }) => {
+                if record.receipt.is_none() {
+                    record.receipt = signed.next();
+                }
+                staged.items.push((*record, effect));
+                staged.kinds.push(kind);
+                Ok(Decision::Queued {
+                    item: staged.items.len() - 1,
+                })
+            }
+            other => other,
+        })
+        .collect();
+    (decisions, staged)
+}
+
 fn no_receipt() -> NodeError {
     kurzdraht_ledger::LedgerError::Corrupt {
         what: "inbox record",
@@ -276,64 +324,17 @@ impl Reception {
         now: i64,
         event: AuditEvent,
     ) -> Vec<Answer> {
-        // Those received again with their original receipt keep it; the others get one now.
-        let receipts: Vec<Receipt> = decisions
-            .iter()
-            .filter_map(|d| match d {
-                Ok(Decision::Accept { record, .. }) if record.receipt.is_none() => Some(Receipt {
-                    message_id: record.message_id.clone(),
-                    envelope_sha256: record.envelope_sha256.clone(),
-                    sender: tls_agency.to_string(),
-                    receiver: self.shared.agency().to_string(),
-                    received_at_ms: now,
-                }),
-                _ => None,
-            })
-            .collect();
-        // One envelope: a receipt signed alone; more: one signature over the batch.
-        let signed = match receipts.as_slice() {
-            [one] => vec![sign_receipt(one, self.shared.key())],
-            many => sign_receipt_batch(
-                many,
-                tls_agency,
-                self.shared.agency(),
-                now,
-                self.shared.key(),
-            ),
-        };
-        // The accepted records move, with their receipts, into the batch's transaction.
-        let mut signed = signed.into_iter();
-        let mut items = Vec::with_capacity(receipts.len());
-        let mut kinds = Vec::with_capacity(receipts.len());
-        let decisions: Vec<_> = decisions
-            .into_iter()
-            .map(|d| match d {
-                Ok(Decision::Accept {
-                    mut record,
-                    effect,
-                    kind,
-                }) => {
-                    if record.receipt.is_none() {
-                        record.receipt = signed.next();
-                    }
-                    items.push((*record, effect));
-                    kinds.push(kind);
-                    Ok(Decision::Queued {
-                        item: items.len() - 1,
-                    })
-                }
-                other => other,
-            })
-            .collect();
-        let stored = if items.is_empty() {
+        let signed = self.sign_new_receipts(tls_agency, &decisions, now);
+        let (decisions, staged) = stage(decisions, signed);
+        let stored = if staged.items.is_empty() {
             Ok(Vec::new())
         } else {
             self.shared
                 .ledger()
-                .accept_deliveries_as(&items, event, now)
+                .accept_deliveries_as(&staged.items, event, now)
         };
-        let mut stored = match stored {
-            Ok(stored) => stored.into_iter(),
+        let stored = match stored {
+            Ok(stored) => stored,
             Err(e) => {
                 // Nothing of the batch was stored and no receipt left: the sender tries again.
                 tracing::warn!(peer = tls_agency, error = %e, "batch not stored; the sender will retry");
@@ -347,21 +348,73 @@ impl Reception {
                     .collect();
             }
         };
-        let mut answers: Vec<Answer> = Vec::with_capacity(decisions.len());
-        let mut needs_flush = false;
-        let mut last_seq = None;
+        let answered = self.answer_each(tls_agency, decisions, stored, &staged, now, event);
+        self.make_durable(answered).await
+    }
+
+    /// The receipts of the accepted envelopes that hold none yet (those received again with
+    /// their original receipt keep it), in order: one envelope's receipt signed alone, more
+    /// under one signature over the batch.
+    fn sign_new_receipts(
+        &self,
+        tls_agency: &str,
+        decisions: &[Result<Decision, NodeError>],
+        now: i64,
+    ) -> Vec<SignedReceipt> {
+        let receipts: Vec<Receipt> = decisions
+            .iter()
+            .filter_map(|d| match d {
+                Ok(Decision::Accept { record, .. }) if record.receipt.is_none() => Some(Receipt {
+                    message_id: record.message_id.clone(),
+                    envelope_sha256: record.envelope_sha256.clone(),
+                    sender: tls_agency.to_string(),
+                    receiver: self.shared.agency().to_string(),
+                    received_at_ms: now,
+                }),
+                _ => None,
+            })
+            .collect();
+        match receipts.as_slice() {
+            [one] => vec![sign_receipt(one, self.shared.key())],
+            many => sign_receipt_batch(
+                many,
+                tls_agency,
+                self.shared.agency(),
+                now,
+                self.shared.key(),
+            ),
+        }
+    }
+
+    /// Answers each envelope of a stored batch in order: its receipt, or why not. Notes
+    /// whether anything needs the flush and the last inbox sequence number stored.
+    fn answer_each(
+        &self,
+        tls_agency: &str,
+        decisions: Vec<Result<Decision, NodeError>>,
+        stored: Vec<Accepted>,
+        staged: &Staged,
+        now: i64,
+        event: AuditEvent,
+    ) -> Answered {
+        let mut stored = stored.into_iter();
+        let mut out = Answered {
+            answers: Vec::with_capacity(decisions.len()),
+            needs_flush: false,
+            last_seq: None,
+        };
         for d in decisions {
             let answer = match d {
                 Err(e) => Err(e),
-                // Not left after the loop above.
+                // Not left after staging.
                 Ok(Decision::Accept { .. }) => Err(no_receipt()),
                 Ok(Decision::Queued { item }) => match stored.next() {
                     Some(Accepted::Stored { seq }) => {
-                        needs_flush = true;
-                        last_seq = Some(seq);
+                        out.needs_flush = true;
+                        out.last_seq = Some(seq);
                         self.shared.metrics().received();
-                        let (record, _) = &items[item];
-                        tracing::info!(message_id = %record.message_id, kind = ?kinds[item], sender = tls_agency, seq, audit = event.as_str(), "envelope received");
+                        let (record, _) = &staged.items[item];
+                        tracing::info!(message_id = %record.message_id, kind = ?staged.kinds[item], sender = tls_agency, seq, audit = event.as_str(), "envelope received");
                         record
                             .receipt
                             .clone()
@@ -371,7 +424,7 @@ impl Reception {
                     // Stored meanwhile by a concurrent delivery of the same envelope (noted
                     // as a duplicate in the batch's transaction).
                     Some(Accepted::Duplicate(held)) => {
-                        needs_flush = true;
+                        out.needs_flush = true;
                         self.shared.metrics().duplicate();
                         held.receipt
                             .map(|r| (r, Refetch::Held))
@@ -380,13 +433,13 @@ impl Reception {
                     None => Err(no_receipt()),
                 },
                 Ok(Decision::Duplicate(held)) => {
-                    needs_flush = true;
+                    out.needs_flush = true;
                     tracing::info!(message_id = %held.message_id, "duplicate answered with the original receipt");
                     held.receipt
                         .map(|r| (r, Refetch::Held))
                         .ok_or_else(no_receipt)
                 }
-                Ok(Decision::SameAs { index, message_id }) => match answers.get(index) {
+                Ok(Decision::SameAs { index, message_id }) => match out.answers.get(index) {
                     Some(Ok((receipt, _))) => {
                         let receipt = receipt.clone();
                         self.note_duplicate(&message_id, now)
@@ -397,24 +450,30 @@ impl Reception {
                     )),
                 },
             };
-            answers.push(answer);
+            out.answers.push(answer);
         }
-        // A receipt leaves only for what is on disk (a duplicate's first flush may still run).
-        if needs_flush {
+        out
+    }
+
+    /// A receipt leaves only for what is on disk (a duplicate's first flush may still run):
+    /// flushes once, then tells the inbox's readers.
+    async fn make_durable(&self, answered: Answered) -> Vec<Answer> {
+        if answered.needs_flush {
             if let Err(e) = self.shared.ledger().flush().await {
                 tracing::error!(error = %e, "flush after reception failed");
                 let e = NodeError::from(e);
                 let reason = format!("the store could not be made durable ({})", e.reason_code());
-                return answers
+                return answered
+                    .answers
                     .into_iter()
                     .map(|a| a.and(Err(NodeError::Aborted(reason.clone()))))
                     .collect();
             }
         }
-        if let Some(seq) = last_seq {
+        if let Some(seq) = answered.last_seq {
             self.shared.inbox_changed(seq);
         }
-        answers
+        answered.answers
     }
 
     /// A refetched envelope refused: audited with the id this node asked for.
