@@ -711,6 +711,24 @@ async fn second_process_on_same_data_dir_is_refused() {
     let queued = submit_ok(&mut jc, JA, &consent, request(0)).await;
     assert_eq!(state_name(status(&mut jc, &queued).await.state), "QUEUED");
 
+    // `audit verify` does not touch a store a node holds: refused as in use (exit 9).
+    let held_verify = Command::new(binary())
+        .args(["audit", "verify", "--config"])
+        .arg(fed.node_config(JC))
+        .output()
+        .expect("run audit verify");
+    assert_eq!(
+        held_verify.status.code(),
+        Some(9),
+        "audit verify on a running node's store: {}",
+        String::from_utf8_lossy(&held_verify.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&held_verify.stderr).contains("in use by another process"),
+        "{}",
+        String::from_utf8_lossy(&held_verify.stderr)
+    );
+
     // After a clean stop, the store opens offline and its audit chain verifies.
     drop(jc);
     let stopped = jc_node

@@ -147,6 +147,13 @@ pub fn held_open(dir: &Path) -> Result<bool, LedgerError> {
     sled_adapter::held_open(dir)
 }
 
+/// Copies the stopped store in `dir` into the empty directory `to` without writing to it
+/// (opening a store may write: recovery, a snapshot — so a read-only check opens a copy).
+/// `Locked` while a node holds the store; `Io` naming the file otherwise.
+pub fn copy_stopped(dir: &Path, to: &Path) -> Result<(), LedgerError> {
+    sled_adapter::copy_stopped(dir, to)
+}
+
 /// An open store. Cheap to clone: every clone is the same store.
 #[derive(Clone)]
 pub struct Db(Arc<dyn Engine>);

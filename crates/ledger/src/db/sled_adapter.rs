@@ -62,6 +62,48 @@ pub(super) fn held_open(dir: &Path) -> Result<bool, LedgerError> {
     Ok(file.try_lock_exclusive().is_err())
 }
 
+/// Copies the stopped store in `dir` into the empty directory `to`, holding the store's
+/// lock meanwhile so that no node opens it: the store itself is only read. `Locked` while a
+/// node holds it.
+pub(super) fn copy_stopped(dir: &Path, to: &Path) -> Result<(), LedgerError> {
+    use fs2::FileExt;
+    let lock_file = dir.join(DATA_FILE);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .open(&lock_file)
+        .map_err(|e| io_error("opening the store (is there one?)", &lock_file, e))?;
+    match file.try_lock_exclusive() {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == fs2::lock_contended_error().raw_os_error() => {
+            return Err(LedgerError::Locked {
+                path: dir.to_path_buf(),
+            })
+        }
+        Err(e) => return Err(io_error("locking the store", &lock_file, e)),
+    }
+    copy_tree(dir, to)
+    // the lock is released when `file` is dropped
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<(), LedgerError> {
+    let entries = std::fs::read_dir(from).map_err(|e| io_error("copying", from, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| io_error("copying", from, e))?;
+        let path = entry.path();
+        let target = to.join(entry.file_name());
+        let kind = entry
+            .file_type()
+            .map_err(|e| io_error("copying", &path, e))?;
+        if kind.is_dir() {
+            std::fs::create_dir(&target).map_err(|e| io_error("copying", &path, e))?;
+            copy_tree(&path, &target)?;
+        } else if kind.is_file() {
+            std::fs::copy(&path, &target).map_err(|e| io_error("copying", &path, e))?;
+        }
+    }
+    Ok(())
+}
+
 impl SledEngine {
     pub(super) fn open(dir: &Path, tuning: Option<Tuning>) -> Result<Self, LedgerError> {
         let db = match tuning {
