@@ -156,15 +156,39 @@ pub(crate) async fn commit(
     }
     let base = base_dir(dir)?;
     let template = commit_template()?;
+    print_parameters(&base, &template, writers, messages, rounds, limit, keyed);
+    let mut plan = vec![(1, Durability::GroupCommit), (1, Durability::FsyncEach)];
+    if writers != 1 {
+        plan.push((writers, Durability::GroupCommit));
+        plan.push((writers, Durability::FsyncEach));
+    }
+    let all = run_rounds(&base, &template, &plan, messages, rounds, limit, keyed).await?;
+    let (runs, ranges) = medians(all);
+    print_table(&runs, &ranges, rounds);
+    print_comparison(&runs, writers);
+    println!("load avg:   {} (1/5/15 min, at end)", load_average());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints what is measured and how.
+fn print_parameters(
+    base: &Path,
+    template: &Outgoing,
+    writers: usize,
+    messages: usize,
+    rounds: usize,
+    limit: Duration,
+    keyed: bool,
+) {
     println!("kurzdraht-bench commit — ledger submissions: enqueue + flush per message");
-    print_machine(&base);
+    print_machine(base);
     println!(
         "parameters: {messages} submissions per run, writers 1 and {writers}, {rounds} round(s), at most {} s per run",
         limit.as_secs()
     );
     println!(
         "envelope:   a real sealed CertificationRequest, {} B (payload {} B), fresh message id per submission",
-        envelope_bytes(&template),
+        envelope_bytes(template),
         template.envelope.payload.len()
     );
     println!(
@@ -182,11 +206,19 @@ pub(crate) async fn commit(
             "none (--idempotency-keys stores each submission's answer with it)"
         }
     );
-    let mut plan = vec![(1, Durability::GroupCommit), (1, Durability::FsyncEach)];
-    if writers != 1 {
-        plan.push((writers, Durability::GroupCommit));
-        plan.push((writers, Durability::FsyncEach));
-    }
+}
+
+/// Runs every configuration of `plan` once per round, alternating within a round; returns
+/// each configuration's runs.
+async fn run_rounds(
+    base: &Path,
+    template: &Outgoing,
+    plan: &[(usize, Durability)],
+    messages: usize,
+    rounds: usize,
+    limit: Duration,
+    keyed: bool,
+) -> anyhow::Result<Vec<Vec<CommitRun>>> {
     // rounds[config] holds that configuration's runs; configurations alternate within a round
     let mut all: Vec<Vec<CommitRun>> = plan.iter().map(|_| Vec::new()).collect();
     for round in 1..=rounds {
@@ -197,7 +229,7 @@ pub(crate) async fn commit(
                 plan.len(),
                 mode_name(*mode)
             );
-            let run = commit_run(&base, &template, *mode, *w, messages, limit, keyed).await?;
+            let run = commit_run(base, template, *mode, *w, messages, limit, keyed).await?;
             eprintln!(
                 "    done: {} in {:.2} s ({:.0} msg/s)",
                 run.done(),
@@ -207,6 +239,11 @@ pub(crate) async fn commit(
             all[i].push(run);
         }
     }
+    Ok(all)
+}
+
+/// Each configuration's median run by msg/s, and its range (slowest–fastest) as text.
+fn medians(all: Vec<Vec<CommitRun>>) -> (Vec<CommitRun>, Vec<String>) {
     let mut runs = Vec::new();
     let mut ranges = Vec::new();
     for mut config in all {
@@ -217,6 +254,11 @@ pub(crate) async fn commit(
         let median = config.swap_remove(config.len() / 2);
         runs.push(median);
     }
+    (runs, ranges)
+}
+
+/// The table: one row per configuration.
+fn print_table(runs: &[CommitRun], ranges: &[String], rounds: usize) {
     println!();
     println!(
         "{:<13} {:>7} {:>9} {:>8} {:>9} {:>13} {:>8} {:>8} {:>8} {:>8} {:>9}",
@@ -232,7 +274,7 @@ pub(crate) async fn commit(
         "flushes",
         "msg/flush"
     );
-    for (r, range) in runs.iter().zip(&ranges) {
+    for (r, range) in runs.iter().zip(ranges) {
         println!(
             "{:<13} {:>7} {:>9} {:>8.2} {:>9.0} {:>13} {:>8.2} {:>8.2} {:>8.2} {:>8} {:>9.1}{}",
             mode_name(r.mode),
@@ -254,6 +296,10 @@ pub(crate) async fn commit(
             "(each row: the median of {rounds} rounds by msg/s; range = slowest–fastest round)"
         );
     }
+}
+
+/// Group commit versus fsync-each, with one writer and with `writers`.
+fn print_comparison(runs: &[CommitRun], writers: usize) {
     println!();
     for w in [1, writers] {
         let find = |m| runs.iter().find(|r| r.writers == w && r.mode == m);
@@ -270,6 +316,4 @@ pub(crate) async fn commit(
             break;
         }
     }
-    println!("load avg:   {} (1/5/15 min, at end)", load_average());
-    Ok(ExitCode::SUCCESS)
 }

@@ -16,6 +16,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+mod baseline;
+mod report;
+
+use baseline::{measure_baseline, start_bare_peer};
+
 // ---------------------------------------------------------------- bench e2e
 
 /// What the delivery worker logs (at info) when an attempt failed and will be retried.
@@ -65,62 +70,6 @@ impl UsageMeter {
     }
 }
 
-/// The baseline's PeerExchange: answers every delivery at once with an empty receipt — no
-/// signature, no consent check, no storage.
-pub(crate) struct BarePeer;
-
-#[tonic::async_trait]
-impl pb::peer_exchange_server::PeerExchange for BarePeer {
-    async fn deliver(
-        &self,
-        _req: tonic::Request<pb::SignedEnvelope>,
-    ) -> Result<tonic::Response<pb::SignedReceipt>, tonic::Status> {
-        Ok(tonic::Response::new(pb::SignedReceipt::default()))
-    }
-
-    async fn deliver_batch(
-        &self,
-        _req: tonic::Request<pb::EnvelopeBatch>,
-    ) -> Result<tonic::Response<pb::BatchOutcome>, tonic::Status> {
-        Err(tonic::Status::unimplemented(
-            "the baseline answers unary calls only",
-        ))
-    }
-
-    async fn list_delivered(
-        &self,
-        _req: tonic::Request<pb::ListDeliveredRequest>,
-    ) -> Result<tonic::Response<pb::ListDeliveredResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented("the baseline keeps nothing"))
-    }
-
-    async fn fetch_delivered(
-        &self,
-        _req: tonic::Request<pb::FetchDeliveredRequest>,
-    ) -> Result<tonic::Response<pb::FetchDeliveredResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented("the baseline keeps nothing"))
-    }
-
-    async fn list_received(
-        &self,
-        _req: tonic::Request<pb::ListReceivedRequest>,
-    ) -> Result<tonic::Response<pb::ListReceivedResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented("the baseline keeps nothing"))
-    }
-}
-
-type PeerClient = pb::peer_exchange_client::PeerExchangeClient<tonic::transport::Channel>;
-
-/// A PeerExchange client of the Jobcenter to `endpoint`, built as the delivery worker does.
-pub(crate) fn peer_client(jc: &NodeConfig, endpoint: &str) -> anyhow::Result<PeerClient> {
-    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())?
-        .tls_config(kurzdraht_node::tls::peer_client_tls(&jc.tls, JA))?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(jc.delivery.request_timeout)
-        .connect_lazy();
-    Ok(PeerClient::new(channel))
-}
-
 pub(crate) struct E2eRun {
     mode: &'static str,
     concurrency: usize,
@@ -148,49 +97,6 @@ pub(crate) fn ticker(done: Arc<AtomicUsize>, start: Instant) -> JoinHandle<()> {
             );
         }
     })
-}
-
-/// `concurrency` tasks call Deliver on the bare peer in a loop for `duration`.
-pub(crate) async fn baseline_run(
-    client: &PeerClient,
-    envelope: &pb::SignedEnvelope,
-    concurrency: usize,
-    duration: Duration,
-) -> anyhow::Result<(Duration, Vec<Duration>)> {
-    let done = Arc::new(AtomicUsize::new(0));
-    let start = Instant::now();
-    let deadline = start + duration;
-    let mut tasks = Vec::with_capacity(concurrency);
-    for _ in 0..concurrency {
-        let (mut client, envelope, done) = (client.clone(), envelope.clone(), done.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                client.deliver(envelope.clone()).await?;
-                latencies.push(t.elapsed());
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-            anyhow::Ok(latencies)
-        }));
-    }
-    let tick = ticker(done, start);
-    let mut latencies = Vec::new();
-    let mut failure = None;
-    for t in tasks {
-        match t.await {
-            Ok(Ok(l)) => latencies.extend(l),
-            Ok(Err(e)) => failure = Some(e),
-            Err(e) => failure = Some(anyhow::anyhow!("caller task failed: {e}")),
-        }
-    }
-    let elapsed = start.elapsed();
-    tick.abort();
-    if let Some(e) = failure {
-        return Err(e.context("baseline call"));
-    }
-    latencies.sort_unstable();
-    Ok((elapsed, latencies))
 }
 
 /// A submitted message the watcher waits for.
@@ -409,6 +315,41 @@ pub(crate) fn fmt_opt_bytes(b: Option<u64>) -> String {
     b.map_or_else(|| "n/a".into(), fmt_bytes)
 }
 
+/// The two agencies of `bench e2e`: their nodes' and their clients' configurations.
+struct Agencies {
+    jc: NodeConfig,
+    ja: NodeConfig,
+    jc_client_cfg: ClientConfig,
+    ja_client_cfg: ClientConfig,
+}
+
+/// The two running `kurzdraht serve` processes.
+struct Nodes {
+    jc: ServeProcess,
+    ja: ServeProcess,
+}
+
+/// What `bench e2e` measures: how long, at which concurrencies, about how many persons.
+struct E2ePlan {
+    seconds: u64,
+    duration: Duration,
+    concurrency: Vec<usize>,
+    persons: usize,
+    link_delay: Duration,
+    ticks: f64,
+}
+
+/// What the runs yielded, for the report.
+struct E2eOutcome {
+    runs: Vec<E2eRun>,
+    resettable: bool,
+    /// Messages in the Jugendamt's inbox at the end.
+    received: usize,
+    /// Per concurrency: the Jobcenter's delivery retries, and how many of them were
+    /// RESOURCE_EXHAUSTED.
+    retries: Vec<(usize, usize, usize)>,
+}
+
 pub(crate) async fn e2e(
     seconds: u64,
     concurrency: Vec<usize>,
@@ -427,8 +368,60 @@ pub(crate) async fn e2e(
     if !(1..=MAX_PERSONS).contains(&persons) {
         bail!("--persons must be 1 to {MAX_PERSONS}");
     }
-    let duration = Duration::from_secs(seconds);
     let fed = TempFederation::create(dir, "e2e")?;
+    let agencies = set_up_federation(&fed, peer_rate)?;
+    let plan = E2ePlan {
+        seconds,
+        duration: Duration::from_secs(seconds),
+        concurrency,
+        persons,
+        link_delay,
+        ticks: clock_ticks(),
+    };
+    report::print_parameters(&fed, &plan, peer_rate, &agencies.ja);
+
+    // The consent and the request, and a sealed envelope of the same size for the baseline.
+    let consent_seed = ids::new_id();
+    let reason = match payload_bytes {
+        Some(n) => padded_reason(&agencies.jc.signing_key, &consent_seed, n),
+        None => REASON.to_string(),
+    };
+    let body = certification_request(reason.clone());
+
+    let mut links = Vec::new();
+    route_through_link(&fed, &agencies.ja, link_delay, &mut links).await?;
+
+    eprintln!("starting the Jobcenter and Jugendamt nodes …");
+    let files_of = |id: &str| fed.files_of(id);
+    let mut nodes = Nodes {
+        jc: ServeProcess::spawn(
+            JC,
+            &files_of(JC)?.node_config,
+            fed.path().join("jobcenter.log"),
+        )?,
+        ja: ServeProcess::spawn(
+            JA,
+            &files_of(JA)?.node_config,
+            fed.path().join("jugendamt.log"),
+        )?,
+    };
+    let outcome = measure(&mut nodes, &agencies, &plan, &reason, &body, &mut links).await;
+    for link in links {
+        link.abort();
+    }
+    let stopped_jc = nodes.jc.stop().await;
+    let stopped_ja = nodes.ja.stop().await;
+    let outcome = outcome?;
+    stopped_jc?;
+    stopped_ja?;
+
+    report::print_report(&plan, &agencies.ja, &outcome);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sets up the federation: the Jugendamt's peer rate (`--peer-rate`), then loads both nodes'
+/// and both clients' configurations.
+fn set_up_federation(fed: &TempFederation, peer_rate: Option<u32>) -> anyhow::Result<Agencies> {
     let files_of = |id: &str| fed.files_of(id);
     if let Some(rate) = peer_rate {
         fed.configure(
@@ -446,48 +439,25 @@ pub(crate) async fn e2e(
     }
     let jc_client_cfg = ClientConfig::load(&files_of(JC)?.client_config)?;
     let ja_client_cfg = ClientConfig::load(&files_of(JA)?.client_config)?;
-    let ticks = clock_ticks();
+    Ok(Agencies {
+        jc,
+        ja,
+        jc_client_cfg,
+        ja_client_cfg,
+    })
+}
 
-    println!("kurzdraht-bench e2e — baseline (bare tonic call over mutual TLS) vs. the full kurzdraht path");
-    print_machine(fed.path());
-    println!(
-        "parameters: {seconds} s per run, concurrency {}, {WARM_UP} warm-up calls/messages before each run, {persons} persons (one consent each; caller k writes about person k mod {persons})",
-        concurrency
-            .iter()
-            .map(|c| c.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    println!("nodes:      Jobcenter and Jugendamt Kreis Segeberg as two `kurzdraht serve` processes of this binary,");
-    println!(
-        "            real PKI (pki init), default node.toml{} (log level info to a file; Jugendamt admits {} deliveries/s, {} in flight per peer)",
-        if peer_rate.is_some() { " except --peer-rate" } else { "" },
-        ja.limits.peer_requests_per_second,
-        ja.limits.peer_concurrent_requests
-    );
-    println!("baseline:   a PeerExchange server in this process that answers Deliver at once with an empty receipt,");
-    println!("            served with the Jugendamt's peer TLS config (mutual TLS), called with a client built like the");
-    println!("            delivery worker's (Jobcenter's certificate), one shared HTTP/2 channel; latency = call round trip");
-    println!("kurzdraht:  Submit (Jobcenter AgencyApi, TLS + token) → consent check → durable outbox → signed envelope →");
-    println!("            DeliverBatch (one FIFO worker per delivery lane of the peer — a person's consent chain and messages share a lane —,");
-    println!("            up to 256 due messages per batch) → verify, consent check,");
-    println!("            durable inbox → receipts under one signature per batch, each verified and stored by the Jobcenter;");
-    println!("            one shared HTTP/2 channel for the callers, a second for the WatchStatus stream;");
-    println!("            latency = when the WatchStatus stream showed DELIVERED (published after the Jobcenter's flush) − Submit start");
-    println!("            each caller waits for DELIVERED before its next Submit (closed loop)");
-
-    // The consent and the request, and a sealed envelope of the same size for the baseline.
-    let consent_seed = ids::new_id();
-    let reason = match payload_bytes {
-        Some(n) => padded_reason(&jc.signing_key, &consent_seed, n),
-        None => REASON.to_string(),
-    };
-    let body = certification_request(reason.clone());
-
-    let mut links = Vec::new();
+/// With a link delay, points the directory's Jugendamt endpoint at a delaying forwarder, so
+/// the Jobcenter (and the Jugendamt Norderstedt) reach the Jugendamt through it; prints the link.
+async fn route_through_link(
+    fed: &TempFederation,
+    ja: &NodeConfig,
+    link_delay: Duration,
+    links: &mut Vec<JoinHandle<()>>,
+) -> anyhow::Result<()> {
     if !link_delay.is_zero() {
         // The Jobcenter (and the Jugendamt Norderstedt) reach the Jugendamt through the link.
-        let link = delayed_link(ja.peer_addr, link_delay, &mut links).await?;
+        let link = delayed_link(ja.peer_addr, link_delay, links).await?;
         let federation = fed.path().join("federation");
         let endpoint = format!("\"https://{}\"", ja.peer_addr);
         let mut named = false;
@@ -510,290 +480,174 @@ pub(crate) async fn e2e(
             )
         }
     );
+    Ok(())
+}
 
-    eprintln!("starting the Jobcenter and Jugendamt nodes …");
-    let mut jc_proc = ServeProcess::spawn(
+/// Against the two running nodes: records the consents, starts the baseline's bare peer, then
+/// the baseline run and the kurzdraht run at each concurrency.
+async fn measure(
+    nodes: &mut Nodes,
+    agencies: &Agencies,
+    plan: &E2ePlan,
+    reason: &str,
+    body: &pb::MessageBody,
+    links: &mut Vec<JoinHandle<()>>,
+) -> anyhow::Result<E2eOutcome> {
+    let until = Instant::now() + Duration::from_secs(30);
+    let mut jc_api = client_until(&agencies.jc_client_cfg, until).await?;
+    let mut ja_api = client_until(&agencies.ja_client_cfg, until).await?;
+    nodes.jc.check_running()?;
+    nodes.ja.check_running()?;
+    let requests = record_consents(&mut jc_api, &mut ja_api, plan.persons, reason).await?;
+    let consent_id = requests[0].consent_id.clone();
+    let sealed = seal_outgoing(
+        &agencies.jc.signing_key,
         JC,
-        &files_of(JC)?.node_config,
-        fed.path().join("jobcenter.log"),
-    )?;
-    let mut ja_proc = ServeProcess::spawn(
+        MessageKind::CertificationRequest,
         JA,
-        &files_of(JA)?.node_config,
-        fed.path().join("jugendamt.log"),
-    )?;
-    let outcome = async {
-        let until = Instant::now() + Duration::from_secs(30);
-        let mut jc_api = client_until(&jc_client_cfg, until).await?;
-        let mut ja_api = client_until(&ja_client_cfg, until).await?;
-        jc_proc.check_running()?;
-        ja_proc.check_running()?;
-        let mut requests = Vec::with_capacity(persons);
-        for person in 0..persons {
-            let consent_id = record_bench_consent(&mut jc_api, subject_of_person(person)).await?;
-            requests.push(pb::SubmitRequest {
-                recipient: JA.into(),
-                consent_id,
-                in_reply_to: String::new(),
-                idempotency_key: String::new(),
-                body: Some(certification_request_about(
-                    subject_of_person(person),
-                    reason.clone(),
-                )),
-            });
-        }
-        for r in &requests {
-            consent_in_force(&mut ja_api, &r.consent_id).await?;
-        }
-        let consent_id = requests[0].consent_id.clone();
-        let sealed = seal_outgoing(
-            &jc.signing_key,
-            JC,
-            MessageKind::CertificationRequest,
-            JA,
-            &consent_id,
-            &body,
-            clock::now_ms(),
-            jc.delivery.deadline,
-        );
-        println!(
-            "message:    CertificationRequest, payload {} B, signed envelope {} B (the baseline sends an envelope of this size)",
-            sealed.envelope.payload.len(),
-            envelope_bytes(&sealed)
-        );
+        &consent_id,
+        body,
+        clock::now_ms(),
+        agencies.jc.delivery.deadline,
+    );
+    println!(
+        "message:    CertificationRequest, payload {} B, signed envelope {} B (the baseline sends an envelope of this size)",
+        sealed.envelope.payload.len(),
+        envelope_bytes(&sealed)
+    );
 
-        // The baseline's bare peer, on its own loopback port with the Jugendamt's TLS.
-        let bare_addr = kurzdraht_testkit::free_loopback_addrs(1)?[0];
-        let (bare_stop, bare_stopped) = oneshot::channel::<()>();
-        let bare = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .tls_config(kurzdraht_node::tls::peer_server_tls(&ja.tls))?
-            .add_service(pb::peer_exchange_server::PeerExchangeServer::new(BarePeer))
-            .serve_with_shutdown(bare_addr, async move {
-                let _ = bare_stopped.await;
-            });
-        let bare = tokio::spawn(bare);
-        let bare_target = if link_delay.is_zero() {
-            bare_addr
-        } else {
-            delayed_link(bare_addr, link_delay, &mut links).await?
-        };
-        let bare_client = peer_client(&jc, &format!("https://{bare_target}"))?;
+    let (bare_stop, bare, bare_client) = start_bare_peer(agencies, plan.link_delay, links).await?;
 
-        let procs_node = [
-            Watched {
-                label: "jobcenter node",
-                pid: jc_proc.pid(),
-            },
-            Watched {
-                label: "jugendamt node",
-                pid: ja_proc.pid(),
-            },
-            Watched {
-                label: "bench (callers)",
-                pid: "self".into(),
-            },
-        ];
-        let procs_bare = [Watched {
-            label: "bench (client+server)",
+    let mut resettable = true;
+    let mut runs = Vec::new();
+    let mut retries = Vec::new();
+    for &c in &plan.concurrency {
+        let run =
+            measure_baseline(&bare_client, &sealed.envelope, c, plan, &mut resettable).await?;
+        runs.push(run);
+        let (run, retried) = measure_kurzdraht(
+            nodes,
+            agencies,
+            &jc_api,
+            &requests,
+            c,
+            plan,
+            &mut resettable,
+        )
+        .await?;
+        retries.push(retried);
+        runs.push(run);
+    }
+    let _ = bare_stop.send(());
+    let _ = bare.await;
+    let received = inbox_len(&mut ja_api).await?;
+    anyhow::Ok(E2eOutcome {
+        runs,
+        resettable,
+        received,
+        retries,
+    })
+}
+
+/// Records one consent per person at the Jobcenter and waits until each is in force at the
+/// Jugendamt; returns one Submit request per person.
+async fn record_consents(
+    jc_api: &mut AgencyClient,
+    ja_api: &mut AgencyClient,
+    persons: usize,
+    reason: &str,
+) -> anyhow::Result<Vec<pb::SubmitRequest>> {
+    let mut requests = Vec::with_capacity(persons);
+    for person in 0..persons {
+        let consent_id = record_bench_consent(jc_api, subject_of_person(person)).await?;
+        requests.push(pb::SubmitRequest {
+            recipient: JA.into(),
+            consent_id,
+            in_reply_to: String::new(),
+            idempotency_key: String::new(),
+            body: Some(certification_request_about(
+                subject_of_person(person),
+                reason.to_string(),
+            )),
+        });
+    }
+    for r in &requests {
+        consent_in_force(ja_api, &r.consent_id).await?;
+    }
+    Ok(requests)
+}
+
+/// The kurzdraht path at concurrency `c`: warm-up, then the measured run of Submits watched to
+/// DELIVERED; returns the run and the Jobcenter's delivery retries during it.
+async fn measure_kurzdraht(
+    nodes: &mut Nodes,
+    agencies: &Agencies,
+    jc_api: &AgencyClient,
+    requests: &[pb::SubmitRequest],
+    c: usize,
+    plan: &E2ePlan,
+    resettable: &mut bool,
+) -> anyhow::Result<(E2eRun, (usize, usize, usize))> {
+    let procs_node = [
+        Watched {
+            label: "jobcenter node",
+            pid: nodes.jc.pid(),
+        },
+        Watched {
+            label: "jugendamt node",
+            pid: nodes.ja.pid(),
+        },
+        Watched {
+            label: "bench (callers)",
             pid: "self".into(),
-        }];
-        let mut resettable = true;
-        let mut runs = Vec::new();
-        let mut retries = Vec::new();
-        for &c in &concurrency {
-            eprintln!("baseline, concurrency {c}: warm-up, then {seconds} s …");
-            let mut warm = bare_client.clone();
-            for _ in 0..WARM_UP {
-                warm.deliver(sealed.envelope.clone()).await?;
-            }
-            let meter = UsageMeter::start(&procs_bare, &mut resettable);
-            let (elapsed, latencies) =
-                baseline_run(&bare_client, &sealed.envelope, c, duration).await?;
-            let usage = meter.stop(&procs_bare, ticks);
-            let run = E2eRun {
-                mode: "baseline",
-                concurrency: c,
-                elapsed,
-                latencies,
-                usage,
-            };
-            eprintln!("    done: {} calls, {:.0}/s", run.latencies.len(), run.rate());
-            runs.push(run);
-
-            eprintln!("kurzdraht, concurrency {c}: warm-up, then {seconds} s …");
-            let (_, warm) = kurzdraht_run(
-                &jc_api,
-                &jc_api,
-                &requests[..1],
-                1,
-                Duration::from_secs(60),
-                WARM_UP,
-            )
-            .await?;
-            if warm.len() != WARM_UP {
-                bail!("warm-up: {} of {WARM_UP} messages delivered", warm.len());
-            }
-            jc_proc.check_running()?;
-            ja_proc.check_running()?;
-            // separate channels: the callers' and the watcher's
-            let watcher_api = client_until(&jc_client_cfg, Instant::now() + Duration::from_secs(5)).await?;
-            let retries_before = jc_proc.count_in_log(RETRY_LOG, "ResourceExhausted");
-            let meter = UsageMeter::start(&procs_node, &mut resettable);
-            let (elapsed, latencies) =
-                kurzdraht_run(&jc_api, &watcher_api, &requests, c, duration, usize::MAX).await?;
-            let usage = meter.stop(&procs_node, ticks);
-            let retries_after = jc_proc.count_in_log(RETRY_LOG, "ResourceExhausted");
-            retries.push((
-                c,
-                retries_after.0 - retries_before.0,
-                retries_after.1 - retries_before.1,
-            ));
-            let run = E2eRun {
-                mode: "kurzdraht",
-                concurrency: c,
-                elapsed,
-                latencies,
-                usage,
-            };
-            eprintln!("    done: {} messages, {:.0}/s", run.latencies.len(), run.rate());
-            runs.push(run);
-        }
-        let _ = bare_stop.send(());
-        let _ = bare.await;
-        let received = inbox_len(&mut ja_api).await?;
-        anyhow::Ok((runs, resettable, received, retries))
-    }
-    .await;
-    for link in links {
-        link.abort();
-    }
-    let stopped_jc = jc_proc.stop().await;
-    let stopped_ja = ja_proc.stop().await;
-    let (runs, resettable, received, retries) = outcome?;
-    stopped_jc?;
-    stopped_ja?;
-
-    println!();
-    println!(
-        "{:<10} {:>5} {:>8} {:>8} {:>9} {:>8} {:>8} {:>9}   {:<22} {:>14} {:>10}",
-        "mode",
-        "conc",
-        "messages",
-        "seconds",
-        "msg/s",
-        "p50 ms",
-        "p99 ms",
-        "p99.9 ms",
-        "process",
-        "CPU s/1k msgs",
-        "peak RSS"
+        },
+    ];
+    eprintln!(
+        "kurzdraht, concurrency {c}: warm-up, then {} s …",
+        plan.seconds
     );
-    for r in &runs {
-        let n = r.latencies.len();
-        for (i, u) in r.usage.iter().enumerate() {
-            let cpu = u.cpu_secs.map_or_else(
-                || "n/a".into(),
-                |s| format!("{:.3}", s * 1000.0 / n.max(1) as f64),
-            );
-            let figures = if i == 0 {
-                format!(
-                    "{:<10} {:>5} {:>8} {:>8.2} {:>9.1} {:>8.2} {:>8.2} {:>9.2}",
-                    r.mode,
-                    r.concurrency,
-                    n,
-                    r.elapsed.as_secs_f64(),
-                    r.rate(),
-                    ms(percentile(&r.latencies, 50.0)),
-                    ms(percentile(&r.latencies, 99.0)),
-                    ms(percentile(&r.latencies, 99.9)),
-                )
-            } else {
-                format!("{:72}", "")
-            };
-            println!(
-                "{figures}   {:<22} {:>14} {:>10}",
-                u.label,
-                cpu,
-                fmt_opt_bytes(u.peak_rss)
-            );
-        }
+    let (_, warm) = kurzdraht_run(
+        jc_api,
+        jc_api,
+        &requests[..1],
+        1,
+        Duration::from_secs(60),
+        WARM_UP,
+    )
+    .await?;
+    if warm.len() != WARM_UP {
+        bail!("warm-up: {} of {WARM_UP} messages delivered", warm.len());
     }
-    println!(
-        "(peak RSS: VmHWM {}; CPU: utime+stime from /proc/<pid>/stat at {ticks} ticks/s, all threads)",
-        if resettable {
-            "reset before each run, so each figure is that run's peak"
-        } else {
-            "could not be reset here, so each figure is the process's peak so far"
-        }
+    nodes.jc.check_running()?;
+    nodes.ja.check_running()?;
+    // separate channels: the callers' and the watcher's
+    let watcher_api = client_until(
+        &agencies.jc_client_cfg,
+        Instant::now() + Duration::from_secs(5),
+    )
+    .await?;
+    let retries_before = nodes.jc.count_in_log(RETRY_LOG, "ResourceExhausted");
+    let meter = UsageMeter::start(&procs_node, resettable);
+    let (elapsed, latencies) =
+        kurzdraht_run(jc_api, &watcher_api, requests, c, plan.duration, usize::MAX).await?;
+    let usage = meter.stop(&procs_node, plan.ticks);
+    let retries_after = nodes.jc.count_in_log(RETRY_LOG, "ResourceExhausted");
+    let retried = (
+        c,
+        retries_after.0 - retries_before.0,
+        retries_after.1 - retries_before.1,
     );
-    println!();
-    println!(
-        "{:>5} {:>12} {:>13} {:>16}",
-        "conc", "baseline/s", "kurzdraht/s", "kurzdraht/base"
+    let run = E2eRun {
+        mode: "kurzdraht",
+        concurrency: c,
+        elapsed,
+        latencies,
+        usage,
+    };
+    eprintln!(
+        "    done: {} messages, {:.0}/s",
+        run.latencies.len(),
+        run.rate()
     );
-    let mut ratio_at_max = None;
-    let mut p99_at_1 = None;
-    for &c in &concurrency {
-        let find = |m: &str| runs.iter().find(|r| r.mode == m && r.concurrency == c);
-        if let (Some(b), Some(k)) = (find("baseline"), find("kurzdraht")) {
-            let ratio = k.rate() / b.rate().max(1e-9);
-            println!(
-                "{c:>5} {:>12.1} {:>13.1} {:>15.2}%",
-                b.rate(),
-                k.rate(),
-                ratio * 100.0
-            );
-            if c == 128 {
-                ratio_at_max = Some(ratio);
-            }
-            if c == 1 {
-                p99_at_1 = Some(ms(percentile(&k.latencies, 99.0)));
-            }
-        }
-    }
-    println!();
-    let retries: Vec<String> = retries
-        .iter()
-        .map(|(c, n, rate)| format!("c={c}: {n} ({rate} RESOURCE_EXHAUSTED)"))
-        .collect();
-    println!(
-        "Jobcenter delivery retries during the kurzdraht runs (from its log): {}",
-        retries.join(", ")
-    );
-    println!(
-        "  (RESOURCE_EXHAUSTED: refused by the Jugendamt's per-peer admission, limits.peer_requests_per_second = {}, burst one second's worth)",
-        ja.limits.peer_requests_per_second
-    );
-    println!();
-    println!("targets of the issue:");
-    match ratio_at_max {
-        Some(r) => println!(
-            "  kurzdraht ≥ 50% of baseline msg/s at concurrency 128: {:.2}% — {}",
-            r * 100.0,
-            if r >= 0.5 { "met" } else { "NOT met" }
-        ),
-        None => println!(
-            "  kurzdraht ≥ 50% of baseline msg/s at concurrency 128: not measured (no run at 128)"
-        ),
-    }
-    match p99_at_1 {
-        Some(p) => println!(
-            "  kurzdraht p99 < 5 ms at concurrency 1: {p:.2} ms — {}",
-            if p < 5.0 { "met" } else { "NOT met" }
-        ),
-        None => println!("  kurzdraht p99 < 5 ms at concurrency 1: not measured (no run at 1)"),
-    }
-    let submitted: usize = runs
-        .iter()
-        .filter(|r| r.mode == "kurzdraht")
-        .map(|r| r.latencies.len() + WARM_UP)
-        .sum();
-    println!(
-        "Jugendamt inbox holds {received} messages: {submitted} requests (measured + warm-up) + {persons} consent notices = {} — {}",
-        submitted + persons,
-        if received == submitted + persons { "as expected" } else { "MISMATCH" }
-    );
-    println!("load avg:   {} (1/5/15 min, at end)", load_average());
-    Ok(ExitCode::SUCCESS)
+    Ok((run, retried))
 }

@@ -343,29 +343,7 @@ pub(crate) async fn measure(
         opt_secs(after_idle.cpu_secs)
     );
 
-    // A consent recorded live at the Jobcenter, so that the Jugendamt's submissions pass the
-    // Jobcenter's own consent check too; it reaches the Jugendamt as a ConsentNotice.
-    let person = subject(filled.consents, this_year());
-    let consent_id = jc_api
-        .record_consent(pb::RecordConsentRequest {
-            subject: Some(person.clone()),
-            given_by: pb::ConsentGiver::Person as i32,
-            recipients: vec![JA.into()],
-            purposes: vec![pb::Purpose::U25MoveOut as i32],
-            categories: categories(),
-            legal_basis: pb::LegalBasis::ConsentGdpr61ASgbX67b as i32,
-            form: pb::ConsentForm::Written as i32,
-            evidence_sha256: vec![0x5e; 32],
-            evidence_reference: "JC-SE/Einwilligung/live".into(),
-            recorded_by: "Herr Jensen".into(),
-            ..Default::default()
-        })
-        .await
-        .context("RecordConsent at the Jobcenter")?
-        .into_inner()
-        .consent
-        .map(|c| c.consent_id)
-        .context("RecordConsent returned no consent")?;
+    let (person, consent_id) = record_live_consent(&mut jc_api, filled).await?;
     let reset = bench::reset_peak_rss(&pid);
     let load_from = spawned.elapsed();
     eprintln!(
@@ -413,6 +391,37 @@ pub(crate) async fn measure(
         load_from,
         load_to,
     })
+}
+
+/// A consent recorded live at the Jobcenter, so that the Jugendamt's submissions pass the
+/// Jobcenter's own consent check too; it reaches the Jugendamt as a ConsentNotice.
+/// Returns the person and the consent's id.
+async fn record_live_consent(
+    jc_api: &mut AgencyClient,
+    filled: &Filled,
+) -> anyhow::Result<(pb::Subject, String)> {
+    let person = subject(filled.consents, this_year());
+    let consent_id = jc_api
+        .record_consent(pb::RecordConsentRequest {
+            subject: Some(person.clone()),
+            given_by: pb::ConsentGiver::Person as i32,
+            recipients: vec![JA.into()],
+            purposes: vec![pb::Purpose::U25MoveOut as i32],
+            categories: categories(),
+            legal_basis: pb::LegalBasis::ConsentGdpr61ASgbX67b as i32,
+            form: pb::ConsentForm::Written as i32,
+            evidence_sha256: vec![0x5e; 32],
+            evidence_reference: "JC-SE/Einwilligung/live".into(),
+            recorded_by: "Herr Jensen".into(),
+            ..Default::default()
+        })
+        .await
+        .context("RecordConsent at the Jobcenter")?
+        .into_inner()
+        .consent
+        .map(|c| c.consent_id)
+        .context("RecordConsent returned no consent")?;
+    Ok((person, consent_id))
 }
 
 /// Waits until the node uses less than [`QUIET_CPU`] of a core over [`QUIET_WINDOW`]: its
@@ -485,87 +494,14 @@ pub(crate) async fn load(
     let deadline = start + duration;
     let mut tasks = Vec::with_capacity(callers);
     for caller in 0..callers {
-        let (mut client, consents, messages, submitted, submit) = (
-            client.clone(),
-            consents.clone(),
-            messages.clone(),
-            submitted.clone(),
-            submit.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut rng = Rng(0xf00d + caller as u64);
-            let mut calls: Vec<(Op, Duration)> = Vec::new();
-            let mut step = caller;
-            while Instant::now() < deadline {
-                let op = MIX[step % MIX.len()];
-                step += 1;
-                let t = Instant::now();
-                match op {
-                    Op::EvidenceByConsent | Op::EvidenceByMessage => {
-                        let about = if op == Op::EvidenceByConsent {
-                            About::ConsentId(consents[rng.below(consents.len())].clone())
-                        } else if messages.is_empty() {
-                            continue;
-                        } else {
-                            About::MessageId(messages[rng.below(messages.len())].clone())
-                        };
-                        let evidence = client
-                            .get_consent_evidence(pb::GetConsentEvidenceRequest {
-                                about: Some(about),
-                            })
-                            .await?
-                            .into_inner();
-                        if !evidence.signature_verified || evidence.consent.is_none() {
-                            bail!("consent evidence without a verified notice");
-                        }
-                    }
-                    Op::GetStatus => {
-                        let id = {
-                            let ids = submitted
-                                .lock()
-                                .map_err(|_| anyhow::anyhow!("a caller panicked"))?;
-                            if ids.is_empty() {
-                                continue;
-                            }
-                            ids[rng.below(ids.len())].clone()
-                        };
-                        client
-                            .get_status(pb::GetStatusRequest { message_id: id })
-                            .await?;
-                    }
-                    Op::InboxTail => {
-                        let mut stream = client
-                            .read_inbox(pb::ReadInboxRequest {
-                                after_seq: inbox_len.saturating_sub(10),
-                                follow: false,
-                                ..Default::default()
-                            })
-                            .await?
-                            .into_inner();
-                        while stream.message().await?.is_some() {}
-                    }
-                    Op::Acknowledge => {
-                        if messages.is_empty() {
-                            continue;
-                        }
-                        client
-                            .acknowledge(pb::AcknowledgeRequest {
-                                message_id: messages[rng.below(messages.len())].clone(),
-                            })
-                            .await?;
-                    }
-                    Op::Submit => {
-                        let id = client.submit(submit.clone()).await?.into_inner().message_id;
-                        submitted
-                            .lock()
-                            .map_err(|_| anyhow::anyhow!("a caller panicked"))?
-                            .push(id);
-                    }
-                }
-                calls.push((op, t.elapsed()));
-            }
-            anyhow::Ok(calls)
-        }));
+        let it_system = Caller {
+            client: client.clone(),
+            consents: consents.clone(),
+            messages: messages.clone(),
+            submitted: submitted.clone(),
+            submit: submit.clone(),
+        };
+        tasks.push(tokio::spawn(it_system.run(caller, deadline, inbox_len)));
     }
     let mut calls: BTreeMap<Op, Vec<Duration>> = BTreeMap::new();
     let mut failure = None;
@@ -592,6 +528,104 @@ pub(crate) async fn load(
         .map_err(|_| anyhow::anyhow!("a caller panicked"))?
         .clone();
     Ok((elapsed, calls, ids))
+}
+
+/// One IT-system client of the load, with what it draws its calls from.
+struct Caller {
+    client: AgencyClient,
+    consents: Arc<Vec<String>>,
+    messages: Arc<Vec<String>>,
+    submitted: Arc<Mutex<Vec<String>>>,
+    submit: pb::SubmitRequest,
+}
+
+impl Caller {
+    /// Loops through [`MIX`] (starting at step `caller`) until `deadline`; returns each call's
+    /// operation and latency.
+    async fn run(
+        self,
+        caller: usize,
+        deadline: Instant,
+        inbox_len: u64,
+    ) -> anyhow::Result<Vec<(Op, Duration)>> {
+        let Caller {
+            mut client,
+            consents,
+            messages,
+            submitted,
+            submit,
+        } = self;
+        let mut rng = Rng(0xf00d + caller as u64);
+        let mut calls: Vec<(Op, Duration)> = Vec::new();
+        let mut step = caller;
+        while Instant::now() < deadline {
+            let op = MIX[step % MIX.len()];
+            step += 1;
+            let t = Instant::now();
+            match op {
+                Op::EvidenceByConsent | Op::EvidenceByMessage => {
+                    let about = if op == Op::EvidenceByConsent {
+                        About::ConsentId(consents[rng.below(consents.len())].clone())
+                    } else if messages.is_empty() {
+                        continue;
+                    } else {
+                        About::MessageId(messages[rng.below(messages.len())].clone())
+                    };
+                    let evidence = client
+                        .get_consent_evidence(pb::GetConsentEvidenceRequest { about: Some(about) })
+                        .await?
+                        .into_inner();
+                    if !evidence.signature_verified || evidence.consent.is_none() {
+                        bail!("consent evidence without a verified notice");
+                    }
+                }
+                Op::GetStatus => {
+                    let id = {
+                        let ids = submitted
+                            .lock()
+                            .map_err(|_| anyhow::anyhow!("a caller panicked"))?;
+                        if ids.is_empty() {
+                            continue;
+                        }
+                        ids[rng.below(ids.len())].clone()
+                    };
+                    client
+                        .get_status(pb::GetStatusRequest { message_id: id })
+                        .await?;
+                }
+                Op::InboxTail => {
+                    let mut stream = client
+                        .read_inbox(pb::ReadInboxRequest {
+                            after_seq: inbox_len.saturating_sub(10),
+                            follow: false,
+                            ..Default::default()
+                        })
+                        .await?
+                        .into_inner();
+                    while stream.message().await?.is_some() {}
+                }
+                Op::Acknowledge => {
+                    if messages.is_empty() {
+                        continue;
+                    }
+                    client
+                        .acknowledge(pb::AcknowledgeRequest {
+                            message_id: messages[rng.below(messages.len())].clone(),
+                        })
+                        .await?;
+                }
+                Op::Submit => {
+                    let id = client.submit(submit.clone()).await?.into_inner().message_id;
+                    submitted
+                        .lock()
+                        .map_err(|_| anyhow::anyhow!("a caller panicked"))?
+                        .push(id);
+                }
+            }
+            calls.push((op, t.elapsed()));
+        }
+        anyhow::Ok(calls)
+    }
 }
 
 /// How many of the submitted messages are not DELIVERED within 30 s.

@@ -32,7 +32,18 @@ pub(crate) fn row(label: &str, value: String) {
 }
 
 pub(crate) fn report(f: &Filled, m: &Measured) {
-    let rate = |n: usize, d: Duration| n as f64 / d.as_secs_f64().max(1e-9);
+    report_store(f);
+    report_memory(m);
+    report_load(m);
+    report_summary(f, m);
+}
+
+fn rate(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64().max(1e-9)
+}
+
+/// The filled store of the Jugendamt: what it holds, how long the fill took, its size.
+fn report_store(f: &Filled) {
     let inbox = f.records();
     let audit = 2 * f.consents + f.messages;
     println!();
@@ -77,7 +88,10 @@ pub(crate) fn report(f: &Filled, m: &Measured) {
             bench::fmt_bytes(f.files)
         ),
     );
+}
 
+/// Memory (and CPU) of the `kurzdraht serve` processes at each point, and the RSS samples.
+fn report_memory(m: &Measured) {
     println!();
     println!(
         "{:<70} {:>11} {:>11} {:>10}",
@@ -145,7 +159,10 @@ pub(crate) fn report(f: &Filled, m: &Measured) {
         "  RSS over time (s after start: MiB): {}",
         timeline(&m.samples)
     );
+}
 
+/// The load on the Jugendamt: calls, rates and latencies per operation.
+fn report_load(m: &Measured) {
     println!();
     println!(
         "{:<44} {:>8} {:>9} {:>9} {:>9}",
@@ -166,7 +183,10 @@ pub(crate) fn report(f: &Filled, m: &Measured) {
         m.submitted - m.undelivered,
         m.submitted
     );
+}
 
+/// The summary and the verdict against the 100 MB target.
+fn report_summary(f: &Filled, m: &Measured) {
     let peak = [m.after_idle.hwm, m.after_load.hwm]
         .into_iter()
         .flatten()

@@ -5,7 +5,7 @@ use crate::common::*;
 use anyhow::{bail, Context};
 use kurzdraht_client::{connect, AgencyClient, ClientConfig};
 use kurzdraht_envelope::{ids, sign_receipt};
-use kurzdraht_ledger::{DataKey, Finish, Ledger, LedgerError};
+use kurzdraht_ledger::{DataKey, Finish, Ledger, LedgerError, Outgoing};
 use kurzdraht_node::config::NodeConfig;
 use kurzdraht_node::server::{self, Listeners};
 use kurzdraht_node::{clock, NodeError};
@@ -68,9 +68,38 @@ pub(crate) async fn fill(
 ) -> anyhow::Result<Filled> {
     std::fs::create_dir_all(&jc.data_dir)?;
     let ledger = Ledger::open_encrypted(&jc.data_dir, &jc.data_key)?;
-    let key = &jc.signing_key;
-    let deadline = jc.delivery.deadline;
     let now = clock::now_ms();
+    let (consent_id, notice_id) = record_consent_with_notice(&ledger, jc, now)?;
+    let mut queued_ids = vec![notice_id];
+    let (template, history) = write_history(&ledger, jc, &consent_id, now, delivered)?;
+    let queue = queue_requests(&ledger, jc, &consent_id, queued, &mut queued_ids)?;
+    let started = Instant::now();
+    ledger.flush().await?;
+    let flush = started.elapsed();
+    if ledger.outbox_len(JA) != queued + 1 {
+        bail!(
+            "the outbox holds {} messages for {JA}, expected {}",
+            ledger.outbox_len(JA),
+            queued + 1
+        );
+    }
+    Ok(Filled {
+        queued_ids,
+        consent_id,
+        history,
+        queue,
+        flush,
+        envelope_bytes: envelope_bytes(&template),
+    })
+}
+
+/// Records the benchmark's consent naming the Jugendamt, with its consent notice queued;
+/// returns the consent's id and the notice's message id.
+fn record_consent_with_notice(
+    ledger: &Ledger,
+    jc: &NodeConfig,
+    now: i64,
+) -> anyhow::Result<(String, String)> {
     let consent = pb::ConsentRecord {
         consent_id: ids::new_id(),
         subject: Some(subject()),
@@ -96,29 +125,39 @@ pub(crate) async fn fill(
         })),
     };
     let notice = seal_outgoing(
-        key,
+        &jc.signing_key,
         JC,
         MessageKind::ConsentNotice,
         JA,
         &consent_id,
         &notice_body,
         now,
-        deadline,
+        jc.delivery.deadline,
     );
     ledger.record_consent(&consent, std::slice::from_ref(&notice), now)?;
-    let mut queued_ids = vec![notice.message_id.clone()];
+    Ok((consent_id, notice.message_id))
+}
 
-    // History: the same sealed request under fresh ids, each enqueued and at once finished
-    // as DELIVERED with a (fake, but realistically sized) receipt.
+/// History: the same sealed request under fresh ids, each enqueued and at once finished as
+/// DELIVERED with a (fake, but realistically sized) receipt; returns the request and the time
+/// the history took.
+fn write_history(
+    ledger: &Ledger,
+    jc: &NodeConfig,
+    consent_id: &str,
+    now: i64,
+    delivered: usize,
+) -> anyhow::Result<(Outgoing, Duration)> {
+    let key = &jc.signing_key;
     let template = seal_outgoing(
         key,
         JC,
         MessageKind::CertificationRequest,
         JA,
-        &consent_id,
+        consent_id,
         &certification_request(REASON.into()),
         now,
-        deadline,
+        jc.delivery.deadline,
     );
     let receipt = sign_receipt(
         &pb::Receipt {
@@ -147,20 +186,29 @@ pub(crate) async fn fill(
             );
         }
     }
-    let history = started.elapsed();
+    Ok((template, started.elapsed()))
+}
 
-    // The queue: real sealed requests, each its own envelope, citing the consent.
+/// The queue: real sealed requests, each its own envelope, citing the consent; appends their
+/// ids to `queued_ids` and returns the time the queue took.
+fn queue_requests(
+    ledger: &Ledger,
+    jc: &NodeConfig,
+    consent_id: &str,
+    queued: usize,
+    queued_ids: &mut Vec<String>,
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
     for _ in 0..queued {
         let out = seal_outgoing(
-            key,
+            &jc.signing_key,
             JC,
             MessageKind::CertificationRequest,
             JA,
-            &consent_id,
+            consent_id,
             &certification_request(REASON.into()),
             clock::now_ms(),
-            deadline,
+            jc.delivery.deadline,
         );
         ledger.enqueue(&out)?;
         queued_ids.push(out.message_id);
@@ -170,24 +218,7 @@ pub(crate) async fn fill(
         "  queue: {queued} sealed CertificationRequests queued ({:.2} s)",
         queue.as_secs_f64()
     );
-    let started = Instant::now();
-    ledger.flush().await?;
-    let flush = started.elapsed();
-    if ledger.outbox_len(JA) != queued + 1 {
-        bail!(
-            "the outbox holds {} messages for {JA}, expected {}",
-            ledger.outbox_len(JA),
-            queued + 1
-        );
-    }
-    Ok(Filled {
-        queued_ids,
-        consent_id,
-        history,
-        queue,
-        flush,
-        envelope_bytes: envelope_bytes(&template),
-    })
+    Ok(queue)
 }
 
 pub(crate) struct RunningNode {
@@ -501,6 +532,36 @@ pub(crate) async fn restart(
         jc.data_dir.display()
     );
     let filled = fill(&jc, delivered, queued).await?;
+    let store = inspect_filled(&jc, &filled).await?;
+
+    eprintln!("starting the Jugendamt node …");
+    let ja_node = RunningNode::start(ja.clone(), Listeners::bind(&ja).await?);
+    let outcome = restart_jobcenter(&jc, &jc_client, &ja_client, &filled, timeout).await;
+    let ja_stopped = ja_node.stop().await;
+    let resumption = outcome?;
+    ja_stopped.context("stopping the Jugendamt node")?;
+
+    print_store(delivered, queued, &filled, &store);
+    let all_delivered = print_resumption(queued, &resumption);
+    println!("load avg:   {} (1/5/15 min, at end)", load_average());
+    if !all_delivered {
+        println!("NOT every queued message was delivered exactly once");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The filled store, looked at offline before the restart.
+struct FilledStore {
+    open_time: Duration,
+    sled_size: u64,
+    head_time: Duration,
+    files_size: u64,
+}
+
+/// Opens the filled store alone (timed), checks that its queue starts with the consent
+/// notice, and measures its size.
+async fn inspect_filled(jc: &NodeConfig, filled: &Filled) -> anyhow::Result<FilledStore> {
     let t = Instant::now();
     let ledger = open_when_unlocked(&jc.data_dir, &jc.data_key).await?;
     let open_time = t.elapsed();
@@ -514,44 +575,67 @@ pub(crate) async fn restart(
         bail!("the filled store does not start its queue with the consent notice");
     }
     let files_size = dir_bytes(&jc.data_dir);
+    Ok(FilledStore {
+        open_time,
+        sled_size,
+        head_time,
+        files_size,
+    })
+}
 
-    eprintln!("starting the Jugendamt node …");
-    let ja_node = RunningNode::start(ja.clone(), Listeners::bind(&ja).await?);
-    let outcome = async {
-        let until = Instant::now() + Duration::from_secs(30);
-        let mut ja_api = client_until(&ja_client, until).await?;
-        ja_api
-            .list_consents(pb::ListConsentsRequest::default())
-            .await?;
-        eprintln!("restarting the Jobcenter node on its filled store …");
-        let listeners = Listeners::bind(&jc).await?;
-        let (t0, t0_ms) = (Instant::now(), clock::now_ms());
-        let jc_node = RunningNode::start(jc.clone(), listeners);
-        let until = t0 + timeout;
-        let watched = tokio::time::timeout_at(tokio::time::Instant::from_std(until), async {
-            let mut jc_api = client_until(&jc_client, until).await?;
-            let resumed =
-                watch_delivery(&mut jc_api, &jc_node, &filled.queued_ids, t0, t0_ms, until).await?;
-            eprintln!("checking every queued message's final state …");
-            let states = final_states(&jc_api, &filled.queued_ids).await?;
-            let received = inbox_len(&mut ja_api).await?;
-            let rtt = status_round_trip(&mut jc_api, &filled.queued_ids[0], 20).await?;
-            anyhow::Ok((resumed, states, received, rtt))
+/// What the restarted Jobcenter did: when it resumed, each queued message's final state, the
+/// Jugendamt's inbox, and a status round trip.
+struct Resumption {
+    resumed: Resumed,
+    states: std::collections::BTreeMap<&'static str, usize>,
+    received: usize,
+    rtt: Duration,
+}
+
+/// With the Jugendamt running: restarts the Jobcenter node on its filled store and watches it
+/// deliver its queue (up to `timeout`), then stops it.
+async fn restart_jobcenter(
+    jc: &NodeConfig,
+    jc_client: &ClientConfig,
+    ja_client: &ClientConfig,
+    filled: &Filled,
+    timeout: Duration,
+) -> anyhow::Result<Resumption> {
+    let until = Instant::now() + Duration::from_secs(30);
+    let mut ja_api = client_until(ja_client, until).await?;
+    ja_api
+        .list_consents(pb::ListConsentsRequest::default())
+        .await?;
+    eprintln!("restarting the Jobcenter node on its filled store …");
+    let listeners = Listeners::bind(jc).await?;
+    let (t0, t0_ms) = (Instant::now(), clock::now_ms());
+    let jc_node = RunningNode::start(jc.clone(), listeners);
+    let until = t0 + timeout;
+    let watched = tokio::time::timeout_at(tokio::time::Instant::from_std(until), async {
+        let mut jc_api = client_until(jc_client, until).await?;
+        let resumed =
+            watch_delivery(&mut jc_api, &jc_node, &filled.queued_ids, t0, t0_ms, until).await?;
+        eprintln!("checking every queued message's final state …");
+        let states = final_states(&jc_api, &filled.queued_ids).await?;
+        let received = inbox_len(&mut ja_api).await?;
+        let rtt = status_round_trip(&mut jc_api, &filled.queued_ids[0], 20).await?;
+        anyhow::Ok(Resumption {
+            resumed,
+            states,
+            received,
+            rtt,
         })
-        .await;
-        let stopped = jc_node.stop().await;
-        let watched = watched
-            .map_err(|_| anyhow::anyhow!("gave up after {} s (--timeout)", timeout.as_secs()))??;
-        stopped.context("stopping the Jobcenter node")?;
-        anyhow::Ok(watched)
-    }
+    })
     .await;
-    let ja_stopped = ja_node.stop().await;
-    let (resumed, states, received, rtt) = outcome?;
-    ja_stopped.context("stopping the Jugendamt node")?;
+    let stopped = jc_node.stop().await;
+    let watched = watched
+        .map_err(|_| anyhow::anyhow!("gave up after {} s (--timeout)", timeout.as_secs()))??;
+    stopped.context("stopping the Jobcenter node")?;
+    anyhow::Ok(watched)
+}
 
-    let secs = |ms: i64| format!("{:.3} s", ms as f64 / 1000.0);
-    let rate = |n: usize, ms: i64| n as f64 / (ms as f64 / 1000.0).max(1e-3);
+/// The report's first part: how the Jobcenter's store was filled and what it holds.
+fn print_store(delivered: usize, queued: usize, filled: &Filled, store: &FilledStore) {
     println!();
     println!("store of the Jobcenter before the restart");
     println!(
@@ -587,23 +671,37 @@ pub(crate) async fn restart(
     println!(
         "  {:<52} {:>12}",
         "size on disk (sled size_on_disk)",
-        fmt_bytes(sled_size)
+        fmt_bytes(store.sled_size)
     );
     println!(
         "  {:<52} {:>12}",
         "size on disk (files in data_dir)",
-        fmt_bytes(files_size)
+        fmt_bytes(store.files_size)
     );
     println!(
         "  {:<52} {:>12}",
         "Ledger::open_encrypted of the filled store alone",
-        fmt_duration(open_time)
+        fmt_duration(store.open_time)
     );
     println!(
         "  {:<52} {:>12}",
         "then outbox_head (oldest queued message)",
-        fmt_duration(head_time)
+        fmt_duration(store.head_time)
     );
+}
+
+/// The report's second part: how the restarted Jobcenter resumed; returns whether every
+/// queued message was delivered exactly once.
+fn print_resumption(queued: usize, resumption: &Resumption) -> bool {
+    let Resumption {
+        resumed,
+        states,
+        received,
+        rtt,
+    } = resumption;
+    let received = *received;
+    let secs = |ms: i64| format!("{:.3} s", ms as f64 / 1000.0);
+    let rate = |n: usize, ms: i64| n as f64 / (ms as f64 / 1000.0).max(1e-3);
     println!();
     println!("restart: times after server::run() was called for the Jobcenter (Jugendamt running)");
     println!(
@@ -653,12 +751,7 @@ pub(crate) async fn restart(
     );
     println!(
         "  AgencyApi GetStatus round trip, 20 sequential calls to the idle node: mean {}",
-        fmt_duration(rtt)
+        fmt_duration(*rtt)
     );
-    println!("load avg:   {} (1/5/15 min, at end)", load_average());
-    if !all_delivered {
-        println!("NOT every queued message was delivered exactly once");
-        return Ok(ExitCode::FAILURE);
-    }
-    Ok(ExitCode::SUCCESS)
+    all_delivered
 }

@@ -1,10 +1,11 @@
 //! `kurzdraht consent …`: recording, withdrawing, closing, showing and listing consents.
 
 use crate::commands::{
-    client_from, keyed_call, print_json, print_keyed_json, ClientArgs, ConsentCommand, FormArg,
-    Giver, GrantArgs, KeyArgs, LegalBasisArg, PurposeArg,
+    client_from, keyed_call, ClientArgs, ConsentCommand, FormArg, Giver, GrantArgs, KeyArgs,
+    LegalBasisArg, PurposeArg,
 };
 use crate::exit;
+use crate::output::{print_json, print_keyed_json};
 use anyhow::Context;
 use kurzdraht_client::{AgencyClient, ClientConfig};
 use kurzdraht_node::clock;

@@ -25,6 +25,7 @@ mod exit;
 mod message_commands;
 mod operator_commands;
 mod outbox;
+mod output;
 mod restore;
 mod serve;
 

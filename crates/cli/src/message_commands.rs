@@ -1,11 +1,9 @@
 //! `kurzdraht send|status|inbox|ack|subject …`: the IT system's messages, their status,
 //! the inbox (listed, followed or exported) and a person's access report or erasure.
 
-use crate::commands::{
-    client_from, keyed_call, print_json, print_keyed_json, render_report, to_json, ClientArgs,
-    SendCommand, SubjectCommand,
-};
+use crate::commands::{client_from, keyed_call, ClientArgs, SendCommand, SubjectCommand};
 use crate::exit;
+use crate::output::{print_json, print_keyed_json, render_report, to_json};
 use anyhow::Context;
 use kurzdraht_client::AgencyClient;
 use kurzdraht_node::clock;

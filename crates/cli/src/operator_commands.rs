@@ -1,7 +1,8 @@
 //! `kurzdraht backup|reconcile`: the operators' client commands (an admin token).
 
-use crate::commands::{client_from, print_json, rfc3339_of_ms, ClientArgs};
+use crate::commands::{client_from, ClientArgs};
 use crate::exit;
+use crate::output::{print_json, rfc3339_of_ms};
 use anyhow::Context;
 use kurzdraht_client::AgencyClient;
 use kurzdraht_proto::v1 as pb;

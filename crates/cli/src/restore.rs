@@ -79,7 +79,7 @@ async fn restore(
     let since = manifest.taken_at_ms.saturating_sub(margin).max(0);
     ledger.mark_restored(&manifest, since, kurzdraht_node::clock::now_ms())?;
     ledger.flush().await?;
-    let at = |ms: i64| crate::commands::rfc3339_of_ms(ms).unwrap_or_else(|| format!("{ms} ms"));
+    let at = |ms: i64| crate::output::rfc3339_of_ms(ms).unwrap_or_else(|| format!("{ms} ms"));
     println!(
         "restored the backup of {} taken at {} into {}: audit chain verifies ({} entries); \
          at its next start the node reconciles with its peers from {}. Unknown to it now: \
