@@ -120,15 +120,21 @@ pub(super) async fn start_bare_peer(
     link_delay: Duration,
     links: &mut Vec<JoinHandle<()>>,
 ) -> anyhow::Result<(oneshot::Sender<()>, BareServer, PeerClient)> {
-    let bare_addr = kurzdraht_testkit::free_loopback_addrs(1)?[0];
+    // Bound before anything connects (a port merely picked free could be unbound when the
+    // first call, or the link's first connection, arrives).
+    let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+    let bare_addr = listener.local_addr()?;
     let (bare_stop, bare_stopped) = oneshot::channel::<()>();
     let bare = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .tls_config(kurzdraht_node::tls::peer_server_tls(&agencies.ja.tls))?
         .add_service(pb::peer_exchange_server::PeerExchangeServer::new(BarePeer))
-        .serve_with_shutdown(bare_addr, async move {
-            let _ = bare_stopped.await;
-        });
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async move {
+                let _ = bare_stopped.await;
+            },
+        );
     let bare = tokio::spawn(bare);
     let bare_target = if link_delay.is_zero() {
         bare_addr
