@@ -50,14 +50,7 @@ impl Cases {
     }
 }
 
-const LENA: [&str; 6] = [
-    "--given-name",
-    "Lena",
-    "--family-name",
-    "Hansen",
-    "--date-of-birth",
-    "2005-04-12",
-];
+use kurzdraht_testkit::LENA_CLI as LENA;
 
 /// Polls `probe` every 50 ms for at most 20 s.
 fn eventually<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
@@ -81,25 +74,10 @@ fn every_client_command(jc: PathBuf, ja: PathBuf, dir: PathBuf) -> Cases {
         + time::Duration::days(60))
     .to_string();
     let mut grant = vec!["consent", "grant", "--valid-until", &last_day];
-    grant.extend(LENA);
-    grant.extend([
-        "--recipient",
+    grant.extend(kurzdraht_testkit::lena_written_consent_cli(
         JA,
-        "--purpose",
-        "u25-move-out",
-        "--category",
-        "identity",
-        "--category",
-        "housing-situation",
-        "--form",
-        "written",
-        "--evidence",
-        "JC-SE/0815",
-        "--recorded-by",
-        "Herr Jensen",
-        "--evidence-file",
         form.to_str().expect("a UTF-8 path"),
-    ]);
+    ));
     let granted = json(&cli(&jc, &grant));
     cases.add("consent grant", "RecordConsentResponse", &granted);
     let consent = &granted["consent"];

@@ -22,17 +22,6 @@ fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)
 }
 
-fn lena_args() -> Vec<&'static str> {
-    vec![
-        "--given-name",
-        "Lena",
-        "--family-name",
-        "Hansen",
-        "--date-of-birth",
-        "2005-04-12",
-    ]
-}
-
 fn with_client_file(
     dir: &Path,
     name: &str,
@@ -81,25 +70,10 @@ fn exit_codes_and_export() {
     let form = dir.path().join("einwilligung.pdf");
     std::fs::write(&form, b"signed consent form").unwrap();
     let mut grant = vec!["consent", "grant", "--json"];
-    grant.extend(lena_args());
-    grant.extend([
-        "--recipient",
+    grant.extend(kurzdraht_testkit::lena_written_consent_cli(
         "jugendamt-kreis-segeberg",
-        "--purpose",
-        "u25-move-out",
-        "--category",
-        "identity",
-        "--category",
-        "housing-situation",
-        "--form",
-        "written",
-        "--evidence",
-        "JC-SE/0815",
-        "--recorded-by",
-        "Herr Jensen",
-        "--evidence-file",
-    ]);
-    grant.push(form.to_str().unwrap());
+        form.to_str().unwrap(),
+    ));
     let out = run(&grant, &jc);
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");

@@ -226,6 +226,42 @@ pub async fn start() -> Harness {
 
 // ---- builders ----
 
+/// Lena Hansen, born 2005-04-12, as the CLI's subject arguments.
+pub const LENA_CLI: [&str; 6] = [
+    "--given-name",
+    "Lena",
+    "--family-name",
+    "Hansen",
+    "--date-of-birth",
+    "2005-04-12",
+];
+
+/// The CLI arguments (after `consent grant` and its own flags) of Lena's written consent to
+/// `recipient` for the U25 move-out, covering identity and housing situation, recorded by
+/// Herr Jensen with its signed form `form`.
+pub fn lena_written_consent_cli<'a>(recipient: &'a str, form: &'a str) -> Vec<&'a str> {
+    let mut args = LENA_CLI.to_vec();
+    args.extend([
+        "--recipient",
+        recipient,
+        "--purpose",
+        "u25-move-out",
+        "--category",
+        "identity",
+        "--category",
+        "housing-situation",
+        "--form",
+        "written",
+        "--evidence",
+        "JC-SE/0815",
+        "--recorded-by",
+        "Herr Jensen",
+        "--evidence-file",
+        form,
+    ]);
+    args
+}
+
 /// A young person with an address in Bad Segeberg.
 pub fn subject(given: &str, family: &str, date_of_birth: &str) -> pb::Subject {
     pb::Subject {

@@ -293,37 +293,15 @@ pub fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("JSON")
 }
 
-pub const LENA: [&str; 6] = [
-    "--given-name",
-    "Lena",
-    "--family-name",
-    "Hansen",
-    "--date-of-birth",
-    "2005-04-12",
-];
+pub use kurzdraht_testkit::LENA_CLI as LENA;
 
 /// Records Lena's written consent at `jc`, naming `recipient`; its id.
 pub fn grant_consent(jc: &Agency, form: &Path, recipient: &str) -> String {
     let mut args = vec!["consent", "grant", "--json"];
-    args.extend(LENA);
-    args.extend([
-        "--recipient",
+    args.extend(kurzdraht_testkit::lena_written_consent_cli(
         recipient,
-        "--purpose",
-        "u25-move-out",
-        "--category",
-        "identity",
-        "--category",
-        "housing-situation",
-        "--form",
-        "written",
-        "--evidence",
-        "JC-SE/0815",
-        "--recorded-by",
-        "Herr Jensen",
-        "--evidence-file",
         s(form),
-    ]);
+    ));
     json(&client(jc, &args))["consent"]["consentId"]
         .as_str()
         .expect("consent id")
