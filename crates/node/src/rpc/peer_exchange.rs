@@ -190,6 +190,20 @@ impl Service<http::Request<Body>> for Admitted {
     }
 }
 
+impl PeerService {
+    /// Takes `envelopes` from the calling agency's rate: over it, the call is turned away
+    /// before any work, and not audited (a flood cannot flood the audit chain too).
+    fn admit(&self, agency: &str, envelopes: usize) -> Result<(), Status> {
+        self.node
+            .peer_limits()
+            .take(agency, envelopes)
+            .inspect_err(|e| {
+                tracing::debug!(peer = %agency, reason = %e, "peer over its limits");
+            })?;
+        Ok(())
+    }
+}
+
 fn agency_of<T>(req: &Request<T>) -> Result<String, Status> {
     req.extensions()
         .get::<CallingAgency>()
@@ -208,9 +222,7 @@ impl PeerExchange for PeerService {
     ) -> Result<Response<SignedReceipt>, Status> {
         let agency = agency_of(&req)?;
         // Over its rate a peer is turned away before any work; not audited (see above).
-        self.node.peer_limits().take(&agency, 1).inspect_err(|e| {
-            tracing::debug!(peer = %agency, reason = %e, "peer over its limits");
-        })?;
+        self.admit(&agency, 1)?;
         let receipt = self
             .node
             .reception()
@@ -235,12 +247,7 @@ impl PeerExchange for PeerService {
             )
             .into());
         }
-        self.node
-            .peer_limits()
-            .take(&agency, envelopes.len())
-            .inspect_err(|e| {
-                tracing::debug!(peer = %agency, reason = %e, "peer over its limits");
-            })?;
+        self.admit(&agency, envelopes.len())?;
         let outcomes = self
             .node
             .reception()
@@ -257,9 +264,7 @@ impl PeerExchange for PeerService {
         req: Request<ListDeliveredRequest>,
     ) -> Result<Response<ListDeliveredResponse>, Status> {
         let agency = agency_of(&req)?;
-        self.node.peer_limits().take(&agency, 1).inspect_err(|e| {
-            tracing::debug!(peer = %agency, reason = %e, "peer over its limits");
-        })?;
+        self.admit(&agency, 1)?;
         Ok(Response::new(
             self.node
                 .reconciliation()
@@ -275,12 +280,7 @@ impl PeerExchange for PeerService {
         // Each id counts as an envelope of a batch would.
         let ids = req.get_ref().message_ids.len().max(1);
         if ids <= crate::service::reconciliation::FETCH_MAX_IDS {
-            self.node
-                .peer_limits()
-                .take(&agency, ids)
-                .inspect_err(|e| {
-                    tracing::debug!(peer = %agency, reason = %e, "peer over its limits");
-                })?;
+            self.admit(&agency, ids)?;
         }
         Ok(Response::new(
             self.node
@@ -301,12 +301,7 @@ impl PeerExchange for PeerService {
             n => n,
         };
         if asked <= crate::service::reconciliation::RECEIVED_PAGE_MAX {
-            self.node
-                .peer_limits()
-                .take(&agency, asked)
-                .inspect_err(|e| {
-                    tracing::debug!(peer = %agency, reason = %e, "peer over its limits");
-                })?;
+            self.admit(&agency, asked)?;
         }
         Ok(Response::new(
             self.node
