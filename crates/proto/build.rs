@@ -24,6 +24,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     #[cfg(feature = "serde")]
     canonical_json(&descriptor)?;
     tonic_prost_build::configure()
+        // They carry a password: their Debug (in lib.rs) leaves it out.
+        .skip_debug([
+            ".kurzdraht.v1.AddAccountRequest",
+            ".kurzdraht.v1.SetAccountPasswordRequest",
+        ])
         .build_server(grpc)
         .build_client(grpc)
         .compile_fds(fds)?;

@@ -1,6 +1,6 @@
 //! The client commands an agency's IT staff (or scripts, with `--json`) use against their
 //! own node: consents, sending each message kind, status, inbox, acknowledgement; and the
-//! operators' `backup` and `reconcile` (an admin token).
+//! operators' `backup`, `reconcile` and `user` (an admin token).
 
 use crate::exit;
 use anyhow::Context;
@@ -102,6 +102,14 @@ pub enum ClientCommand {
         /// The archive to write (must not exist).
         #[arg(long)]
         out: PathBuf,
+    },
+    /// The console's accounts on the running node (an admin token): add, new password,
+    /// role, disable, list.
+    User {
+        #[command(flatten)]
+        common: ClientArgs,
+        #[command(subcommand)]
+        command: crate::user_commands::UserCommand,
     },
     /// Ask the peers what they delivered to this node and receive again what it no longer
     /// holds, e.g. after a restore by other means than `kurzdraht restore` (an admin token).
@@ -559,6 +567,7 @@ async fn run_inner(command: ClientCommand) -> anyhow::Result<ExitCode> {
         ClientCommand::Subject { common, command } => message::subject(common, command).await,
         ClientCommand::Ack { common, message_id } => message::ack(common, message_id).await,
         ClientCommand::Backup { common, out } => operator::backup(common, out).await,
+        ClientCommand::User { common, command } => crate::user_commands::run(common, command).await,
         ClientCommand::Reconcile {
             common,
             peer,

@@ -6,6 +6,8 @@
 //! - `consent`, `send`, `status`, `inbox`, `ack`: an agency IT system's client commands.
 //! - `audit verify`: offline verification of a node's audit chain (read-only).
 //! - `outbox list|extend`: what a stopped node still has to deliver; holding it longer.
+//! - `user add|passwd|role|disable|list`: the console's accounts, through the running
+//!   node's API with an admin token (`user_commands.rs`).
 //! - `restore`: a backup (`kurzdraht backup`) into a stopped node's empty data directory;
 //!   the node reconciles with its peers when it starts.
 //!
@@ -28,6 +30,7 @@ mod outbox;
 mod output;
 mod restore;
 mod serve;
+mod user_commands;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

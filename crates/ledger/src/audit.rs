@@ -65,6 +65,21 @@ pub enum AuditEvent {
     ReconciliationWithdrawal,
     /// This node handed a restored peer the envelopes it had received from it.
     ReconciliationServedSent,
+    /// A console account was added (`detail`: account, role, by whom).
+    AccountAdded,
+    /// A console account's password was set anew (`detail`: account, by whom).
+    AccountPasswordChanged,
+    /// A console account's role changed (`detail`: account, from, to, by whom).
+    AccountRoleChanged,
+    /// A console account was disabled (`detail`: account, by whom).
+    AccountDisabled,
+    /// Someone logged in to the console (`detail`: the account).
+    ConsoleLogin,
+    /// A console login failed (`detail`: the account if it exists, else `unknown` — never
+    /// the name as typed).
+    ConsoleLoginFailed,
+    /// A console account was locked after repeated failed logins (`detail`: account, until).
+    ConsoleLocked,
 }
 
 impl AuditEvent {
@@ -104,6 +119,13 @@ impl AuditEvent {
             Self::ReconciliationConsent => "reconciliation.consent",
             Self::ReconciliationWithdrawal => "reconciliation.withdrawal",
             Self::ReconciliationServedSent => "reconciliation.served-sent",
+            Self::AccountAdded => "account.added",
+            Self::AccountPasswordChanged => "account.password-changed",
+            Self::AccountRoleChanged => "account.role-changed",
+            Self::AccountDisabled => "account.disabled",
+            Self::ConsoleLogin => "console.login",
+            Self::ConsoleLoginFailed => "console.login-failed",
+            Self::ConsoleLocked => "console.locked",
         }
     }
 }

@@ -35,6 +35,10 @@ pub enum LedgerError {
     /// An idempotency key came again with another request than the one it first answered.
     #[error("this idempotency key was used at {answered_at_ms} (ms since 1970) for another request ({method}); a new request needs a new key")]
     IdempotencyKeyReused { method: String, answered_at_ms: i64 },
+    #[error("account {name} exists already")]
+    AccountExists { name: String },
+    #[error("account {name} is not known here")]
+    UnknownAccount { name: String },
     #[error("message {message_id} is not known here")]
     UnknownMessage { message_id: String },
     /// The consent a message cites no longer allows it, found inside the transaction that

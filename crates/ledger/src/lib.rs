@@ -38,10 +38,11 @@ pub use db::SyncedBlobs;
 pub use error::LedgerError;
 pub use records::{
     AnsweredRequest, BackupManifest, InboxRecord, KeptDelivery, MessageRecord, OutboxEntry,
-    PendingReconciliation, StoredConsent,
+    PendingReconciliation, StoredAccount, StoredConsent,
 };
 pub use store::{
-    backup, lane_of_root, Accepted, ConsentEffect, Cursor, DeliveredEntry, Extension, Finish,
-    Finished, KeyedRequest, Ledger, Once, Outgoing, QueueSummary, Queued, ReceivedPage, SentEffect,
-    SentEnvelope, SentRestored, StoreOptions, Swept, DEFAULT_CACHE_BYTES, DELIVERY_LANES,
+    backup, lane_of_root, Accepted, AccountRole, ConsentEffect, Cursor, DeliveredEntry, Extension,
+    FailedLogin, Finish, Finished, KeyedRequest, Ledger, LockoutPolicy, Login, Once, Outgoing,
+    QueueSummary, Queued, ReceivedPage, SentEffect, SentEnvelope, SentRestored, StoreOptions,
+    Swept, DEFAULT_CACHE_BYTES, DELIVERY_LANES,
 };

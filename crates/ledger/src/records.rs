@@ -266,3 +266,50 @@ pub struct BackupManifest {
     #[prost(uint64, tag = "3")]
     pub schema: u64,
 }
+
+/// A console account of this node (tree `accounts`, sealed). The password is kept only as
+/// an Argon2id hash in PHC form, and never shown: `Debug` leaves it out.
+#[derive(Clone, PartialEq, prost::Message)]
+#[prost(skip_debug)]
+pub struct StoredAccount {
+    /// The login name (the key), `[a-z0-9][a-z0-9._-]{0,63}`.
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub display_name: String,
+    /// The role's stable name (`caseworker`, `data-protection`, `admin`; see
+    /// [`crate::AccountRole`]).
+    #[prost(string, tag = "3")]
+    pub role: String,
+    /// The Argon2id hash of the password, a PHC string (`$argon2id$v=19$m=…`).
+    #[prost(string, tag = "4")]
+    pub password_hash: String,
+    #[prost(bool, tag = "5")]
+    pub disabled: bool,
+    /// Failed logins since the last success (or the last lock).
+    #[prost(uint32, tag = "6")]
+    pub failed_logins: u32,
+    /// Refused until this time (seconds since 1970, the node's clock); 0: not locked.
+    #[prost(int64, tag = "7")]
+    pub locked_until_secs: i64,
+    #[prost(int64, tag = "8")]
+    pub created_at_ms: i64,
+    #[prost(int64, tag = "9")]
+    pub updated_at_ms: i64,
+}
+
+impl std::fmt::Debug for StoredAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredAccount")
+            .field("name", &self.name)
+            .field("display_name", &self.display_name)
+            .field("role", &self.role)
+            .field("password_hash", &"<redacted>")
+            .field("disabled", &self.disabled)
+            .field("failed_logins", &self.failed_logins)
+            .field("locked_until_secs", &self.locked_until_secs)
+            .field("created_at_ms", &self.created_at_ms)
+            .field("updated_at_ms", &self.updated_at_ms)
+            .finish()
+    }
+}

@@ -40,6 +40,10 @@ pub enum NodeError {
     NotRecordingAgency(String),
     #[error("not found: {0}")]
     NotFound(String),
+    /// A console account locked after repeated failed logins: refused, whatever the
+    /// password, until then (seconds since 1970, the node's clock). Worth trying later.
+    #[error("account locked after repeated failed logins until {}", crate::clock::format_ms(until_secs.saturating_mul(1000)))]
+    AccountLocked { until_secs: i64 },
     #[error("resource exhausted: {0}")]
     ResourceExhausted(String),
     /// Over a size limit: final, never worth a retry with the same content.
@@ -134,6 +138,7 @@ impl NodeError {
             Self::OverAge { .. } => "over-age",
             Self::NotRecordingAgency(_) => "not-recording-agency",
             Self::NotFound(_) => "not-found",
+            Self::AccountLocked { .. } => "account-locked",
             Self::ResourceExhausted(_) => "rate-limited",
             Self::TooLarge(_) => "too-large",
             Self::Malformed(_) => "malformed",
@@ -166,6 +171,8 @@ impl NodeError {
                 LedgerError::MessageIdConflict { .. } => "message-id-conflict",
                 LedgerError::IdempotencyKeyReused { .. } => "idempotency-key-reused",
                 LedgerError::UnknownMessage { .. } => "not-found",
+                LedgerError::AccountExists { .. } => "account-exists",
+                LedgerError::UnknownAccount { .. } => "not-found",
                 LedgerError::Refused(r) => r.code(),
                 LedgerError::Store(_)
                 | LedgerError::Io { .. }
@@ -188,7 +195,9 @@ impl NodeError {
                 Code::InvalidArgument
             }
             Self::NotFound(_) => Code::NotFound,
-            Self::ResourceExhausted(_) | Self::TooLarge(_) => Code::ResourceExhausted,
+            Self::ResourceExhausted(_) | Self::TooLarge(_) | Self::AccountLocked { .. } => {
+                Code::ResourceExhausted
+            }
             Self::ClockSkew(_) => Code::Unavailable,
             Self::Aborted(_) | Self::Lagged(_) => Code::Aborted,
             Self::NotStored(_) | Self::StoreFailed(_) => Code::Unavailable,
@@ -213,12 +222,12 @@ impl NodeError {
             },
             Self::Ledger(e) => match e {
                 LedgerError::Locked { .. } => Code::Unavailable,
-                LedgerError::ConsentExists { .. } | LedgerError::MessageIdConflict { .. } => {
-                    Code::AlreadyExists
-                }
-                LedgerError::UnknownConsent { .. } | LedgerError::UnknownMessage { .. } => {
-                    Code::NotFound
-                }
+                LedgerError::ConsentExists { .. }
+                | LedgerError::MessageIdConflict { .. }
+                | LedgerError::AccountExists { .. } => Code::AlreadyExists,
+                LedgerError::UnknownConsent { .. }
+                | LedgerError::UnknownMessage { .. }
+                | LedgerError::UnknownAccount { .. } => Code::NotFound,
                 LedgerError::AlreadyWithdrawn { .. }
                 | LedgerError::AlreadySuperseded { .. }
                 | LedgerError::Refused(_)
@@ -295,7 +304,11 @@ mod tests {
     /// becomes (so the classification and the mapping cannot drift apart).
     #[test]
     fn every_refusal_the_node_makes_is_classified_by_its_meaning() {
-        let cases: [(fn() -> NodeError, Retry); 10] = [
+        let cases: [(fn() -> NodeError, Retry); 11] = [
+            (
+                || NodeError::AccountLocked { until_secs: 1 },
+                Retry::Transient,
+            ),
             (
                 || NodeError::ResourceExhausted("over the rate".into()),
                 Retry::Transient,

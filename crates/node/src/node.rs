@@ -5,7 +5,7 @@
 use crate::clock::{Clock, SystemClock};
 use crate::config::NodeConfig;
 use crate::service::{
-    Answers, Backup, Inbox, Reception, Reconciliation, Reports, Retention, Submission,
+    Accounts, Answers, Backup, Inbox, Reception, Reconciliation, Reports, Retention, Submission,
 };
 use crate::shared::Shared;
 use crate::NodeError;
@@ -26,6 +26,7 @@ pub struct Node {
     reports: Reports,
     reconciliation: Reconciliation,
     backup: Backup,
+    accounts: Accounts,
 }
 
 impl Node {
@@ -46,6 +47,7 @@ impl Node {
             reports: Reports::new(shared.clone()),
             reconciliation: Reconciliation::new(shared.clone(), reception.clone()),
             backup: Backup::new(shared.clone()),
+            accounts: Accounts::new(shared.clone()),
             reception,
             shared,
         })
@@ -82,6 +84,10 @@ impl Node {
     /// Online backups.
     pub fn backup(&self) -> &Backup {
         &self.backup
+    }
+    /// The console's accounts and the login check.
+    pub fn accounts(&self) -> &Accounts {
+        &self.accounts
     }
 }
 

@@ -12,6 +12,7 @@
 //! | `retention` | see `retention.rs`                   | closed cases, bodies held      |
 //! | `requests`  | see `requests.rs`                    | first answers to keyed calls   |
 //! | `delivered` | see `kept.rs`                        | delivered envelopes, kept      |
+//! | `accounts`  | account name                         | [`StoredAccount`] (sealed)     |
 //!
 //! Every method that changes state runs one transaction over all trees, including the
 //! audit entry that records the change. Callers make the change durable with
@@ -24,11 +25,12 @@
 //! `audit.rs` one concern each (its [`Ledger`] methods and the `Tx` steps they share);
 //! `lanes.rs`, `deadlines.rs` the outbox's lanes and deadlines; `retention.rs` the
 //! retention index, the sweep and erasure; `requests.rs` idempotency keys; `kept.rs` and
-//! `sent.rs` deliveries kept for and learned back from restored peers; `backup.rs`,
+//! `sent.rs` deliveries kept for and learned back from restored peers; `accounts.rs` the
+//! console's accounts and their logins; `backup.rs`,
 //! `rekey.rs` whole-store operations.
 
 #[cfg(doc)]
-use crate::records::{InboxRecord, MessageRecord, OutboxEntry, StoredConsent};
+use crate::records::{InboxRecord, MessageRecord, OutboxEntry, StoredAccount, StoredConsent};
 use crate::{
     at_rest::AtRest,
     commit::{Durability, GroupCommit},
@@ -45,13 +47,14 @@ const KEY_CHECK: &[u8] = b"data_key_check";
 /// 3 = with delivery lanes in the outbox keys. The `requests` tree (idempotency keys) needs
 /// no version of its own: an empty tree is a valid one, so a store of format 3 written
 /// before it existed simply holds no answers yet, and an earlier version of kurzdraht
-/// opening a store with the tree ignores it.
+/// opening a store with the tree ignores it. The same holds for `accounts`.
 const SCHEMA: &[u8] = b"schema";
 /// Where sequence numbers begin in a store restored from a backup (see
 /// [`Ledger::outbox_seqs`]).
 const SEQ_FLOOR: &[u8] = b"seq_floor";
 const SCHEMA_VERSION: u64 = 3;
 
+mod accounts;
 mod audit;
 pub mod backup;
 mod consents;
@@ -66,6 +69,7 @@ mod requests;
 mod retention;
 mod sent;
 mod tx;
+pub use accounts::{AccountRole, FailedLogin, LockoutPolicy, Login};
 pub use deadlines::{Extension, QueueSummary};
 pub use inbox::{Accepted, ConsentEffect};
 pub use kept::{Cursor, DeliveredEntry};
@@ -120,6 +124,7 @@ pub struct Ledger {
     retention: Tree,
     requests: Tree,
     delivered: Tree,
+    accounts: Tree,
     /// Added to the engine's id generator (see [`Ledger::outbox_seqs`]).
     seq_floor: u64,
     /// Every transaction holds this for reading; an online backup holds it for writing

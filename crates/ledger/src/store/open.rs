@@ -55,6 +55,7 @@ impl Ledger {
             retention: db.open_tree("retention")?,
             requests: db.open_tree("requests")?,
             delivered: db.open_tree("delivered")?,
+            accounts: db.open_tree("accounts")?,
             seq_floor: match db.open_tree("meta")?.get(SEQ_FLOOR)? {
                 Some(v) => u64_from("seq floor", &v)?,
                 None => 0,

@@ -1,5 +1,5 @@
 //! Rotating a stopped store's data key: every sealed value of `consents`, `inbox`, `outbox`,
-//! `requests` and `delivered` (and the key check in `meta`) opened with the current key and sealed
+//! `requests`, `delivered` and `accounts` (and the key check in `meta`) opened with the current key and sealed
 //! again under the new one, in one transaction — the store is sealed under the old key or
 //! the new, never a mix. Values that are not sealed (the `requests` time index) stay as
 //! they are. The transaction holds every re-sealed value in memory until it commits: allow
@@ -11,7 +11,14 @@ use crate::{db::Value, LedgerError};
 
 /// The trees whose values are sealed, by name (the name is part of each seal's associated
 /// data).
-const SEALED_TREES: [&str; 5] = ["consents", "inbox", "outbox", "requests", "delivered"];
+const SEALED_TREES: [&str; 6] = [
+    "consents",
+    "inbox",
+    "outbox",
+    "requests",
+    "delivered",
+    "accounts",
+];
 
 impl Ledger {
     /// Seals the whole store under `new` (the ledger must be open with its current key) and
@@ -28,6 +35,7 @@ impl Ledger {
             &self.outbox,
             &self.requests,
             &self.delivered,
+            &self.accounts,
         ];
         let mut resealed: Vec<(usize, Value, Vec<u8>)> = Vec::new();
         for (i, (name, tree)) in SEALED_TREES.into_iter().zip(trees).enumerate() {
@@ -43,7 +51,14 @@ impl Ledger {
         }
         let check = next.seal("meta", KEY_CHECK, b"kurzdraht data key")?;
         self.tx(|t| {
-            let views = [t.consents, t.inbox, t.outbox, t.requests, t.delivered];
+            let views = [
+                t.consents,
+                t.inbox,
+                t.outbox,
+                t.requests,
+                t.delivered,
+                t.accounts,
+            ];
             for (i, key, value) in &resealed {
                 let view = views
                     .get(*i)

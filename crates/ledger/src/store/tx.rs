@@ -24,6 +24,7 @@ pub(super) struct Tx<'a> {
     pub(super) retention: TxTree<'a>,
     pub(super) requests: TxTree<'a>,
     pub(super) delivered: TxTree<'a>,
+    pub(super) accounts: TxTree<'a>,
 }
 
 /// Ends the transaction without writing anything, with `e`.
@@ -109,6 +110,7 @@ impl Ledger {
             &self.retention,
             &self.requests,
             &self.delivered,
+            &self.accounts,
         ];
         self.db.transaction(&trees, |tx| {
             f(&Tx {
@@ -123,6 +125,7 @@ impl Ledger {
                 retention: tx.on(&self.retention),
                 requests: tx.on(&self.requests),
                 delivered: tx.on(&self.delivered),
+                accounts: tx.on(&self.accounts),
             })
         })
     }

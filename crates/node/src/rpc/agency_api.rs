@@ -17,8 +17,8 @@ use tonic::{service::interceptor::InterceptedService, Request, Response, Status}
 #[derive(Debug, Clone)]
 pub struct ApiClient(pub String);
 
-/// Set on a request whose token is configured with `admin = true` (may call `Backup` and
-/// `Reconcile`).
+/// Set on a request whose token is configured with `admin = true` (may call `Backup`,
+/// `Reconcile` and manage the console's accounts).
 #[derive(Debug, Clone, Copy)]
 pub struct Admin;
 
@@ -129,6 +129,44 @@ fn require_admin<T>(req: &Request<T>, call: &str) -> Result<(), Status> {
             "{call} needs a token configured with admin = true in [api] tokens"
         ))
         .into()),
+    }
+}
+
+/// The role a request names (`role`: required).
+fn account_role(role: i32) -> Result<kurzdraht_ledger::AccountRole, NodeError> {
+    use kurzdraht_ledger::AccountRole as R;
+    match pb_role(role) {
+        Some(AccountRole::Caseworker) => Ok(R::Caseworker),
+        Some(AccountRole::DataProtection) => Ok(R::DataProtection),
+        Some(AccountRole::Admin) => Ok(R::Admin),
+        Some(AccountRole::Unspecified) | None => Err(NodeError::invalid(
+            "role",
+            "must be ACCOUNT_ROLE_CASEWORKER, ACCOUNT_ROLE_DATA_PROTECTION or ACCOUNT_ROLE_ADMIN",
+        )),
+    }
+}
+
+fn pb_role(role: i32) -> Option<AccountRole> {
+    AccountRole::try_from(role).ok()
+}
+
+/// An account on the wire (no hash: the view has none).
+fn account_of(view: &crate::service::AccountView) -> Account {
+    use kurzdraht_ledger::AccountRole as R;
+    let role = match view.role {
+        R::Caseworker => AccountRole::Caseworker,
+        R::DataProtection => AccountRole::DataProtection,
+        R::Admin => AccountRole::Admin,
+    };
+    Account {
+        name: view.name.clone(),
+        display_name: view.display_name.clone(),
+        role: role as i32,
+        disabled: view.disabled,
+        failed_logins: view.failed_logins,
+        locked_until_ms: view.locked_until_secs.map_or(0, |s| s.saturating_mul(1000)),
+        created_at_ms: view.created_at_ms,
+        updated_at_ms: view.updated_at_ms,
     }
 }
 
@@ -297,6 +335,74 @@ impl AgencyApi for AgencyService {
                 .reconcile(req.into_inner())
                 .await?,
         ))
+    }
+
+    async fn add_account(
+        &self,
+        req: Request<AddAccountRequest>,
+    ) -> Result<Response<Account>, Status> {
+        require_admin(&req, "AddAccount")?;
+        let by = client_of(&req);
+        let r = req.into_inner();
+        let role = account_role(r.role)?;
+        let view = self
+            .node
+            .accounts()
+            .add(&by, &r.name, &r.display_name, role, &r.password)
+            .await?;
+        Ok(Response::new(account_of(&view)))
+    }
+
+    async fn set_account_password(
+        &self,
+        req: Request<SetAccountPasswordRequest>,
+    ) -> Result<Response<Account>, Status> {
+        require_admin(&req, "SetAccountPassword")?;
+        let by = client_of(&req);
+        let r = req.into_inner();
+        let view = self
+            .node
+            .accounts()
+            .set_password(&by, &r.name, &r.password)
+            .await?;
+        Ok(Response::new(account_of(&view)))
+    }
+
+    async fn set_account_role(
+        &self,
+        req: Request<SetAccountRoleRequest>,
+    ) -> Result<Response<Account>, Status> {
+        require_admin(&req, "SetAccountRole")?;
+        let by = client_of(&req);
+        let r = req.into_inner();
+        let role = account_role(r.role)?;
+        let view = self.node.accounts().set_role(&by, &r.name, role).await?;
+        Ok(Response::new(account_of(&view)))
+    }
+
+    async fn disable_account(
+        &self,
+        req: Request<DisableAccountRequest>,
+    ) -> Result<Response<Account>, Status> {
+        require_admin(&req, "DisableAccount")?;
+        let by = client_of(&req);
+        let view = self
+            .node
+            .accounts()
+            .disable(&by, &req.into_inner().name)
+            .await?;
+        Ok(Response::new(account_of(&view)))
+    }
+
+    async fn list_accounts(
+        &self,
+        req: Request<ListAccountsRequest>,
+    ) -> Result<Response<ListAccountsResponse>, Status> {
+        require_admin(&req, "ListAccounts")?;
+        let accounts = self.node.accounts().list()?;
+        Ok(Response::new(ListAccountsResponse {
+            accounts: accounts.iter().map(account_of).collect(),
+        }))
     }
 
     async fn acknowledge(

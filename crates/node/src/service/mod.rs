@@ -15,7 +15,9 @@
 //! - [`reports`]: [`Reports`] — the Art. 15 access report and the evidence of a consent.
 //! - [`reconciliation`]: [`Reconciliation`] — a restored node receives again what its
 //!   peers delivered since; [`backup`]: [`Backup`] — online backups.
+//! - [`accounts`]: [`Accounts`] — the console's local accounts and the login check.
 
+pub mod accounts;
 pub mod backup;
 pub mod delivery;
 pub mod idempotency;
@@ -26,6 +28,7 @@ pub mod reports;
 pub mod retention;
 pub mod submission;
 
+pub use accounts::{AccountView, Accounts};
 pub use backup::Backup;
 pub use idempotency::Answers;
 pub use inbox::Inbox;
