@@ -237,6 +237,7 @@ pub fn pki(command: PkiCommand) -> anyhow::Result<ExitCode> {
                 peer_addr: peer_listen,
                 api_addr: api_listen,
                 metrics_addr: metrics_listen,
+                console_addr: None,
                 competence,
             };
             let files = pki::agency_keys(&dir, &spec, &endpoint, &data_dir)?;

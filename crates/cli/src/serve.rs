@@ -1,15 +1,34 @@
-//! `kurzdraht serve`: runs a node until SIGTERM or Ctrl-C.
+//! `kurzdraht serve`: runs a node (and its console, when `[console]` is configured) until
+//! SIGTERM or Ctrl-C.
 
-use kurzdraht_node::{config::NodeConfig, server};
+use anyhow::Context;
+use kurzdraht_console::{Console, ConsoleLimits};
+use kurzdraht_node::{config::NodeConfig, server, Node};
 use std::path::Path;
 use std::process::ExitCode;
 
-/// Loads `config`, binds both listeners and serves until a stop signal.
+/// Loads `config`, binds the listeners and serves until a stop signal.
 pub async fn run(config: &Path) -> anyhow::Result<ExitCode> {
     let shutdown = shutdown_signal();
     let config = NodeConfig::load(config)?;
     let listeners = server::Listeners::bind(&config).await?;
-    server::run(config, listeners, shutdown).await?;
+    let console_listener = match &config.console {
+        Some(c) => Some(
+            tokio::net::TcpListener::bind(c.listen)
+                .await
+                .with_context(|| format!("console.listen: cannot listen on {}", c.listen))?,
+        ),
+        None => None,
+    };
+    let node = Node::open(&config)?;
+    let console = console_listener.map(|listener| {
+        let console = Console::new(node.clone(), ConsoleLimits::of(config.console.as_ref()));
+        tokio::spawn(console.serve(listener, config.tls.clone()))
+    });
+    server::serve(node, config, listeners, shutdown).await?;
+    if let Some(console) = console {
+        console.await.context("the console's task")??;
+    }
     Ok(crate::exit::OK)
 }
 

@@ -844,13 +844,13 @@ fn inbox_cursor_and_acknowledge() {
     assert!(page(u64::MAX, 10).is_empty());
 
     assert_eq!(audit_count(&l), 5);
-    l.acknowledge("m-d", 100).unwrap();
+    l.acknowledge("m-d", "it", 100).unwrap();
     assert!(l.inbox_record("m-d").unwrap().unwrap().acknowledged);
     assert!(!l.inbox_record("m-a").unwrap().unwrap().acknowledged);
     assert_eq!(audit_count(&l), 6);
     assert_eq!(events(&l).last().unwrap(), "inbox.acknowledged");
     // idempotent
-    l.acknowledge("m-d", 101).unwrap();
+    l.acknowledge("m-d", "it", 101).unwrap();
     assert!(l.inbox_record("m-d").unwrap().unwrap().acknowledged);
     assert_eq!(audit_count(&l), 6);
     // the cursor view shows it, in place
@@ -870,7 +870,7 @@ fn inbox_cursor_and_acknowledge() {
             ("m-c".to_string(), false)
         ]
     );
-    let err = l.acknowledge("m-zz", 102).unwrap_err();
+    let err = l.acknowledge("m-zz", "it", 102).unwrap_err();
     assert!(
         matches!(&err, LedgerError::UnknownMessage { message_id } if message_id == "m-zz"),
         "{err:?}"
@@ -895,7 +895,7 @@ async fn populated_store(dir: &Path) -> u64 {
     .unwrap();
     l.accept_delivery(&inbox("in-1", 1, 1), &ConsentEffect::None, 4)
         .unwrap();
-    l.acknowledge("in-1", 5).unwrap();
+    l.acknowledge("in-1", "it", 5).unwrap();
     l.flush().await.unwrap();
     l.verify_audit().unwrap().entries
 }

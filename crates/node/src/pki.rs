@@ -69,6 +69,8 @@ pub struct AgencySpec {
     pub api_addr: SocketAddr,
     /// Where the node serves Prometheus metrics (plain HTTP); `None`: a commented example.
     pub metrics_addr: Option<SocketAddr>,
+    /// Where the node serves its console (HTTPS); `None`: a commented example.
+    pub console_addr: Option<SocketAddr>,
     /// Its entries of `competence` in the directory (`plz:…`, `ars:…`).
     pub competence: Vec<String>,
 }
@@ -115,6 +117,7 @@ pub fn segeberg(addrs: [(SocketAddr, SocketAddr); 3]) -> Vec<AgencySpec> {
                 peer_addr,
                 api_addr,
                 metrics_addr: None,
+                console_addr: None,
                 competence: competence.iter().map(|c| c.to_string()).collect(),
             },
         )

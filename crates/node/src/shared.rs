@@ -361,7 +361,7 @@ impl Shared {
     }
 
     /// Turns true when the node begins to shut down.
-    pub(crate) fn closing(&self) -> watch::Receiver<bool> {
+    pub fn closing(&self) -> watch::Receiver<bool> {
         self.inner.closing.subscribe()
     }
 

@@ -1,6 +1,7 @@
 //! A whole federation on one machine: the three Segeberg agencies' PKI in a directory and
 //! their nodes as real gRPC servers on loopback ports with mutual TLS and sled stores.
-//! Each node also serves its metrics on a loopback port (`[metrics] listen` in its node.toml).
+//! Each node also serves its metrics on a loopback port (`[metrics] listen` in its node.toml)
+//! and its console over HTTPS (`[console] listen`; accounts: [`LocalFederation::add_account`]).
 //! Used by `kurzdraht demo` and the end-to-end tests; nothing in it is simulated.
 //!
 //! A node's ports are reserved for the federation's lifetime (while it is stopped they are
@@ -9,6 +10,7 @@
 //! production ceiling of minutes).
 
 use kurzdraht_client::{connect, AgencyClient, ClientConfig};
+use kurzdraht_console::{Console, ConsoleLimits};
 use kurzdraht_node::{
     clock::{Clock, SystemClock},
     config::NodeConfig,
@@ -35,6 +37,7 @@ struct Running {
     node: Node,
     stop: oneshot::Sender<()>,
     task: JoinHandle<Result<(), NodeError>>,
+    console: JoinHandle<Result<(), kurzdraht_console::ConsoleError>>,
 }
 
 /// The ports of one agency's node, reserved for the federation's lifetime: while the node
@@ -42,9 +45,10 @@ struct Running {
 /// peer's connection is refused (as by a node that is down) and no other process can take
 /// them before the node is back.
 struct Ports {
-    addrs: [SocketAddr; 3],
+    /// Peer, API, metrics, console.
+    addrs: [SocketAddr; 4],
     /// Bound, not listening: held while the node is stopped.
-    reserved: Option<[TcpSocket; 3]>,
+    reserved: Option<[TcpSocket; 4]>,
 }
 
 fn reserve(addr: SocketAddr) -> Result<TcpSocket, NodeError> {
@@ -57,11 +61,12 @@ fn reserve(addr: SocketAddr) -> Result<TcpSocket, NodeError> {
 impl Ports {
     fn bind() -> Result<Self, NodeError> {
         let any: SocketAddr = ([127, 0, 0, 1], 0).into();
-        let sockets = [reserve(any)?, reserve(any)?, reserve(any)?];
+        let sockets = [reserve(any)?, reserve(any)?, reserve(any)?, reserve(any)?];
         let addrs = [
             sockets[0].local_addr()?,
             sockets[1].local_addr()?,
             sockets[2].local_addr()?,
+            sockets[3].local_addr()?,
         ];
         Ok(Self {
             addrs,
@@ -69,21 +74,25 @@ impl Ports {
         })
     }
 
-    /// The node's listeners (peer, API, metrics) on the reserved ports.
-    fn listen(&mut self) -> Result<Listeners, NodeError> {
-        let [peer, api, metrics] = match self.reserved.take() {
+    /// The node's listeners (peer, API, metrics) and the console's on the reserved ports.
+    fn listen(&mut self) -> Result<(Listeners, tokio::net::TcpListener), NodeError> {
+        let [peer, api, metrics, console] = match self.reserved.take() {
             Some(s) => s,
             None => [
                 reserve(self.addrs[0])?,
                 reserve(self.addrs[1])?,
                 reserve(self.addrs[2])?,
+                reserve(self.addrs[3])?,
             ],
         };
-        Ok(Listeners {
-            peer: peer.listen(1024)?,
-            api: api.listen(1024)?,
-            metrics: Some(metrics.listen(1024)?),
-        })
+        Ok((
+            Listeners {
+                peer: peer.listen(1024)?,
+                api: api.listen(1024)?,
+                metrics: Some(metrics.listen(1024)?),
+            },
+            console.listen(1024)?,
+        ))
     }
 
     /// Binds the ports again, not listening, once the node's listeners are closed. Best
@@ -94,7 +103,7 @@ impl Ports {
             let held: Result<Vec<TcpSocket>, NodeError> =
                 self.addrs.iter().map(|a| reserve(*a)).collect();
             if let Ok(sockets) = held {
-                if let Ok(sockets) = <[TcpSocket; 3]>::try_from(sockets) {
+                if let Ok(sockets) = <[TcpSocket; 4]>::try_from(sockets) {
                     self.reserved = Some(sockets);
                     return;
                 }
@@ -128,17 +137,18 @@ impl LocalFederation {
     ) -> Result<Self, NodeError> {
         let mut ports = Vec::new();
         let mut addrs = Vec::new();
-        let mut metrics_addrs = Vec::new();
+        let mut more_addrs = Vec::new();
         for _ in 0..3 {
             let p = Ports::bind()?;
             addrs.push((p.addrs[0], p.addrs[1]));
-            metrics_addrs.push(p.addrs[2]);
+            more_addrs.push((p.addrs[2], p.addrs[3]));
             ports.push(p);
         }
         let addrs: [(SocketAddr, SocketAddr); 3] = [addrs[0], addrs[1], addrs[2]];
         let mut specs = pki::segeberg(addrs);
-        for (spec, m) in specs.iter_mut().zip(metrics_addrs) {
-            spec.metrics_addr = Some(m);
+        for (spec, (metrics, console)) in specs.iter_mut().zip(more_addrs) {
+            spec.metrics_addr = Some(metrics);
+            spec.console_addr = Some(console);
         }
         let agencies = pki::init(dir, &specs)?;
         for a in &agencies {
@@ -189,7 +199,7 @@ impl LocalFederation {
 
     fn launch(&mut self, agency: &str) -> Result<(), NodeError> {
         let config = self.config(agency)?;
-        let listeners = self
+        let (listeners, console_listener) = self
             .ports
             .get_mut(agency)
             .ok_or_else(|| NodeError::NotFound(format!("agency {agency}")))?
@@ -201,11 +211,20 @@ impl LocalFederation {
             .unwrap_or_else(|| Arc::new(SystemClock));
         let node = Node::open_with_clock(&config, clock)?;
         let (stop, stopped) = oneshot::channel();
+        let console = Console::new(node.clone(), console_limits(&config));
+        let console = tokio::spawn(console.serve(console_listener, config.tls.clone()));
         let task = tokio::spawn(serve(node.clone(), config, listeners, async move {
             let _ = stopped.await;
         }));
-        self.running
-            .insert(agency.to_string(), Running { node, stop, task });
+        self.running.insert(
+            agency.to_string(),
+            Running {
+                node,
+                stop,
+                task,
+                console,
+            },
+        );
         Ok(())
     }
 
@@ -230,6 +249,11 @@ impl LocalFederation {
             .task
             .await
             .map_err(|e| NodeError::Internal(format!("node task failed: {e}")))?;
+        match r.console.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(NodeError::Internal(format!("console of {agency}: {e}"))),
+            Err(e) => return Err(NodeError::Internal(format!("console task failed: {e}"))),
+        }
         if let Some(ports) = self.ports.get_mut(agency) {
             ports.hold().await;
         }
@@ -267,6 +291,15 @@ impl LocalFederation {
         Ok(directory)
     }
 
+    /// The console's address of `agency` (`https://127.0.0.1:port`).
+    pub fn console_url(&self, agency: &str) -> Result<String, NodeError> {
+        let ports = self
+            .ports
+            .get(agency)
+            .ok_or_else(|| NodeError::NotFound(format!("agency {agency}")))?;
+        Ok(format!("https://{}", ports.addrs[3]))
+    }
+
     /// An AgencyApi client of `agency`'s IT system.
     pub async fn client(&self, agency: &str) -> Result<AgencyClient, NodeError> {
         Ok(connect(&self.client_config(agency)?).await?)
@@ -280,4 +313,10 @@ impl LocalFederation {
         }
         Ok(())
     }
+}
+
+/// The console's limits from a node's configuration (its `[console]` section, else the
+/// defaults).
+pub fn console_limits(config: &NodeConfig) -> ConsoleLimits {
+    ConsoleLimits::of(config.console.as_ref())
 }

@@ -109,6 +109,8 @@ pub trait Engine: Send + Sync {
     fn is_empty(&self, tree: usize) -> Result<bool, LedgerError>;
     /// The entries with keys between `low` and `high`, in ascending key order.
     fn range(&self, tree: usize, low: Bound<&[u8]>, high: Bound<&[u8]>) -> Entries;
+    /// [`Engine::range`] in descending key order (newest first, for pages of a listing).
+    fn range_rev(&self, tree: usize, low: Bound<&[u8]>, high: Bound<&[u8]>) -> Entries;
     /// Runs `body` in one transaction over `trees` (see the module doc).
     fn transaction(
         &self,
@@ -319,6 +321,15 @@ impl Tree {
     /// The entries with keys in `range`, in key order.
     pub fn range<K: AsRef<[u8]>>(&self, range: impl std::ops::RangeBounds<K>) -> Entries {
         self.engine.range(
+            self.id,
+            bound_of(range.start_bound()),
+            bound_of(range.end_bound()),
+        )
+    }
+
+    /// The entries with keys in `range`, in descending key order.
+    pub fn range_rev<K: AsRef<[u8]>>(&self, range: impl std::ops::RangeBounds<K>) -> Entries {
+        self.engine.range_rev(
             self.id,
             bound_of(range.start_bound()),
             bound_of(range.end_bound()),

@@ -241,6 +241,17 @@ impl Engine for SledEngine {
         }
     }
 
+    fn range_rev(&self, tree: usize, low: Bound<&[u8]>, high: Bound<&[u8]>) -> Entries {
+        match self.tree(tree) {
+            Ok(t) => Box::new(
+                t.range((owned(low), owned(high)))
+                    .rev()
+                    .map(|kv| kv.map(pair).map_err(store_err)),
+            ),
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        }
+    }
+
     fn transaction(
         &self,
         trees: &[usize],

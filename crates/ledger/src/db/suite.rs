@@ -175,6 +175,18 @@ pub(crate) fn ranges_keep_key_order_and_bounds(open: Open) {
         [b"a".to_vec(), b"b".to_vec()],
         "read lazily from the start"
     );
+    let reversed = |v: &[Vec<u8>]| v.iter().rev().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(a.range_rev::<&[u8]>(..)), reversed(&all), "descending");
+    assert_eq!(
+        keys(a.range_rev(&b"b"[..]..&b"c"[..])),
+        [b"b\xff".to_vec(), b"b".to_vec()],
+        "descending within the bounds, the end excluded"
+    );
+    assert_eq!(
+        keys(a.range_rev(..=&b"b"[..]).take(2)),
+        [b"b".to_vec(), b"a".to_vec()],
+        "read lazily from the end, the end included"
+    );
 }
 
 pub(crate) fn prefix_scans_find_exactly_their_prefix(open: Open) {

@@ -246,6 +246,44 @@ impl Ledger {
         Ok(out)
     }
 
+    /// Up to `limit` inbox records with sequence numbers before `before_seq` (all, for
+    /// `None`), newest first: a page of the console's Posteingang.
+    pub fn inbox_before(
+        &self,
+        before_seq: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<InboxRecord>, LedgerError> {
+        let entries = match before_seq {
+            Some(seq) => self.inbox_seq.range_rev(..seq.to_be_bytes()),
+            None => self.inbox_seq.range_rev::<[u8; 8]>(..),
+        };
+        let mut out = Vec::new();
+        for kv in entries.take(limit) {
+            let (_, id) = kv?;
+            let bytes = self
+                .inbox
+                .get(&id)?
+                .ok_or_else(|| LedgerError::corrupt("inbox index", "points at no record"))?;
+            out.push(self.open_sealed("inbox", &id, &bytes)?);
+        }
+        Ok(out)
+    }
+
+    /// The sequence number of the newest inbox record (0: none).
+    pub fn newest_inbox_seq(&self) -> Result<u64, LedgerError> {
+        match self.inbox_seq.range_rev::<[u8; 8]>(..).next() {
+            Some(kv) => {
+                let (k, _) = kv?;
+                let bytes: [u8; 8] = k
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| LedgerError::corrupt("inbox index", "key is not 8 bytes"))?;
+                Ok(u64::from_be_bytes(bytes))
+            }
+            None => Ok(0),
+        }
+    }
+
     /// Every inbox record (in message id order), one at a time, for reports; a full scan.
     pub fn inbox_iter(&self) -> impl Iterator<Item = Result<InboxRecord, LedgerError>> + '_ {
         self.inbox.iter().map(|kv| {
@@ -302,8 +340,14 @@ impl Ledger {
         })
     }
 
-    /// Marks an inbox message as taken over by the IT system.
-    pub fn acknowledge(&self, message_id: &str, now_ms: i64) -> Result<(), LedgerError> {
+    /// Marks an inbox message as taken over, by `client` (an IT system, or
+    /// `console:<account>`), who is named in the audit entry.
+    pub fn acknowledge(
+        &self,
+        message_id: &str,
+        client: &str,
+        now_ms: i64,
+    ) -> Result<(), LedgerError> {
         self.tx(|t| {
             let Some(mut record) =
                 t.get_sealed::<InboxRecord>(t.inbox, "inbox", message_id.as_bytes())?
@@ -321,7 +365,8 @@ impl Ledger {
                 AuditNote::new(AuditEvent::InboxAcknowledged)
                     .message(message_id)
                     .peer(&record.sender)
-                    .kind(record.kind),
+                    .kind(record.kind)
+                    .detail(format!("client {client}")),
                 now_ms,
             )
         })

@@ -23,6 +23,30 @@ pub(super) struct ConfigFile {
     /// Optional: without it the node serves no metrics.
     #[serde(default)]
     pub(super) metrics: Option<MetricsFile>,
+    /// Optional: without it the node serves no console.
+    #[serde(default)]
+    pub(super) console: Option<ConsoleFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ConsoleFile {
+    /// HTTPS with the node's certificate.
+    pub(super) listen: SocketAddr,
+    /// A session not used for this long ends (60 to 28,800; default 900).
+    #[serde(default = "default_console_idle_timeout_secs")]
+    pub(super) idle_timeout_secs: u64,
+    /// The most sessions held at once (1 to 100,000; default 1,000).
+    #[serde(default = "default_console_max_sessions")]
+    pub(super) max_sessions: usize,
+}
+
+pub(super) fn default_console_idle_timeout_secs() -> u64 {
+    900
+}
+
+pub(super) fn default_console_max_sessions() -> usize {
+    1000
 }
 
 #[derive(Debug, Deserialize)]

@@ -76,6 +76,36 @@ pub struct ReceptionLimits {
     pub peer_concurrent_requests: u32,
 }
 
+/// The console's settings (`[console]`).
+#[derive(Debug, Clone, Copy)]
+pub struct ConsoleSettings {
+    pub listen: SocketAddr,
+    pub idle_timeout: Duration,
+    pub max_sessions: usize,
+}
+
+/// The `[console]` section, checked.
+fn console_of(file: &Option<ConsoleFile>) -> Result<Option<ConsoleSettings>, NodeError> {
+    let Some(c) = file else { return Ok(None) };
+    if !(60..=28_800).contains(&c.idle_timeout_secs) {
+        return Err(NodeError::config(
+            "console.idle_timeout_secs",
+            "must be between 60 and 28800",
+        ));
+    }
+    if !(1..=100_000).contains(&c.max_sessions) {
+        return Err(NodeError::config(
+            "console.max_sessions",
+            "must be between 1 and 100000",
+        ));
+    }
+    Ok(Some(ConsoleSettings {
+        listen: c.listen,
+        idle_timeout: Duration::from_secs(c.idle_timeout_secs),
+        max_sessions: c.max_sessions,
+    }))
+}
+
 /// What callers may hold open on one of the node's ports (`[limits]`): connections,
 /// HTTP/2 streams and calls per connection, header bytes and time.
 #[derive(Debug, Clone, Copy)]
@@ -111,6 +141,8 @@ pub struct NodeConfig {
     pub api_addr: SocketAddr,
     /// Where Prometheus metrics are served over plain HTTP (`[metrics] listen`), if at all.
     pub metrics_addr: Option<SocketAddr>,
+    /// The console (`[console]`), if the node serves one.
+    pub console: Option<ConsoleSettings>,
     pub tls: TlsMaterial,
     pub signing_key: SigningKey,
     /// Seals the personal data in the store (encryption at rest).
@@ -256,6 +288,7 @@ impl NodeConfig {
             peer_addr: file.listen.peer,
             api_addr: file.listen.api,
             metrics_addr: file.metrics.as_ref().map(|m| m.listen),
+            console: console_of(&file.console)?,
             tls,
             signing_key,
             data_key,

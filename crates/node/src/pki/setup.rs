@@ -23,12 +23,20 @@ fn node_toml(spec: &AgencySpec, paths: &NodePaths<'_>, token_entry: &str) -> Str
         None => "# [metrics]\n# listen = \"127.0.0.1:9464\"   # Prometheus text format over plain HTTP\n\n"
             .to_string(),
     };
+    let console_section = match spec.console_addr {
+        Some(c) => format!(
+            "[console]\n# the web console for caseworkers, HTTPS with this node's certificate\nlisten = \"{c}\"\nidle_timeout_secs = 900\n\n"
+        ),
+        None => "# [console]\n# listen = \"127.0.0.1:8443\"   # the web console (HTTPS); accounts: kurzdraht user add\n\n"
+            .to_string(),
+    };
     format!(
         "# kurzdraht node: {name}\nagency = \"{id}\"\ndata_dir = \"{data_dir}\"\n\n\
          [directory]\n# signed by the federation operator (the .sig file beside it); a newer version is taken while running\n\
          file = \"{directory}\"\noperator_key = \"{operator_key}\"\n\n\
          [listen]\npeer = \"{peer}\"\napi = \"{api}\"\n\n\
          {metrics}\
+         {console}\
          [tls]\nca_cert = \"{ca}\"\ncert = \"tls.pem\"\nkey = \"tls.key\"\n\n\
          [signing]\nkey_file = \"{signing}\"\n\n\
          [storage]\n# seals personal data in the store; keep it outside data_dir and back it up apart\ndata_key_file = \"data.key\"\n\n\
@@ -44,6 +52,7 @@ fn node_toml(spec: &AgencySpec, paths: &NodePaths<'_>, token_entry: &str) -> Str
         peer = spec.peer_addr,
         api = spec.api_addr,
         metrics = metrics_section,
+        console = console_section,
         ca = paths.ca_cert,
         signing = paths.signing_key,
         token = token_entry,

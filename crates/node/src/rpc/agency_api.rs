@@ -409,9 +409,10 @@ impl AgencyApi for AgencyService {
         &self,
         req: Request<AcknowledgeRequest>,
     ) -> Result<Response<AcknowledgeResponse>, Status> {
+        let client = client_of(&req);
         self.node
             .inbox()
-            .acknowledge(&req.into_inner().message_id)
+            .acknowledge(&req.into_inner().message_id, &client)
             .await?;
         Ok(Response::new(AcknowledgeResponse {}))
     }

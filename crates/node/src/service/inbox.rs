@@ -5,11 +5,22 @@
 use crate::shared::Shared;
 use crate::NodeError;
 use kurzdraht_ledger::InboxRecord;
-use kurzdraht_proto::v1::{InboxItem, MessageBody, ReadInboxRequest};
+use kurzdraht_proto::v1::{InboxItem, MessageBody, MessageKind, ReadInboxRequest};
 use prost::Message;
 use tokio::sync::mpsc;
 
 const BATCH: usize = 64;
+
+/// The most records one filtered page of [`Inbox::page`] looks at.
+pub const PAGE_SCAN: usize = 4096;
+
+/// A page of the inbox, newest first.
+#[derive(Debug, Clone)]
+pub struct InboxPage {
+    pub items: Vec<InboxItem>,
+    /// Where the next (older) page starts; `None`: this was the last.
+    pub next_before: Option<u64>,
+}
 
 /// The inbox the IT systems read and acknowledge.
 #[derive(Clone)]
@@ -139,13 +150,101 @@ impl Inbox {
         rx
     }
 
-    /// Marks an inbox message as taken over by the IT system.
-    pub async fn acknowledge(&self, message_id: &str) -> Result<(), NodeError> {
+    /// A page of the inbox for a person reading it (the console), newest first: up to
+    /// `limit` items before `before_seq`, only of `kind` when given. A filtered page looks
+    /// at no more than [`PAGE_SCAN`] records; `next_before` continues where it stopped.
+    /// Listing is not a read: [`Inbox::open`] is.
+    pub fn page(
+        &self,
+        before_seq: Option<u64>,
+        limit: usize,
+        kind: Option<MessageKind>,
+    ) -> Result<InboxPage, NodeError> {
+        let limit = limit.clamp(1, BATCH);
+        let mut items = Vec::new();
+        let mut cursor = before_seq;
+        let mut scanned = 0;
+        let mut more = true;
+        while items.len() < limit && scanned < PAGE_SCAN {
+            let batch = self.shared.ledger().inbox_before(cursor, BATCH)?;
+            more = batch.len() == BATCH;
+            for record in batch {
+                scanned += 1;
+                cursor = Some(record.seq);
+                if kind.is_some_and(|k| record.kind != k as i32) {
+                    continue;
+                }
+                items.push(self.inbox_item(record)?);
+                if items.len() == limit {
+                    break;
+                }
+            }
+            if !more {
+                break;
+            }
+        }
+        let next_before = match (items.len() == limit || scanned >= PAGE_SCAN) && more {
+            true => cursor,
+            false => None,
+        };
+        Ok(InboxPage { items, next_before })
+    }
+
+    /// One inbox item, as `client` opens it: the first opening by each client is audited
+    /// (`inbox.read`), like an IT system's first read.
+    pub fn open(&self, message_id: &str, client: &str) -> Result<InboxItem, NodeError> {
+        kurzdraht_envelope::ids::parse_id("message_id", message_id)
+            .map_err(|e| NodeError::invalid("message_id", e.to_string()))?;
+        let ledger = self.shared.ledger();
+        let record = ledger
+            .inbox_record(message_id)?
+            .ok_or_else(|| NodeError::NotFound(format!("no inbox message {message_id}")))?;
+        if !record.read_by.iter().any(|c| c == client) {
+            ledger.note_read(message_id, client, self.shared.now_ms())?;
+        }
+        self.inbox_item(record)
+    }
+
+    /// Records after `after_seq`, oldest first, only of `kind` when given — what arrived
+    /// since a reader last looked (no more than [`PAGE_SCAN`] records are looked at) — and
+    /// the sequence number the next look starts after. Not a read.
+    pub fn since(
+        &self,
+        after_seq: u64,
+        kind: Option<MessageKind>,
+    ) -> Result<(Vec<InboxItem>, u64), NodeError> {
+        let mut items = Vec::new();
+        let mut cursor = after_seq;
+        let mut scanned = 0;
+        while scanned < PAGE_SCAN && items.len() < BATCH {
+            let batch = self.shared.ledger().inbox_after(cursor, BATCH)?;
+            let fetched = batch.len();
+            for record in batch {
+                scanned += 1;
+                cursor = record.seq;
+                if kind.is_none_or(|k| record.kind == k as i32) {
+                    items.push(self.inbox_item(record)?);
+                }
+            }
+            if fetched < BATCH {
+                break;
+            }
+        }
+        Ok((items, cursor))
+    }
+
+    /// The sequence number of the newest received message (0: none yet).
+    pub fn newest_seq(&self) -> Result<u64, NodeError> {
+        Ok(self.shared.ledger().newest_inbox_seq()?)
+    }
+
+    /// Marks an inbox message as taken over by `client` (an IT system or a console account).
+    pub async fn acknowledge(&self, message_id: &str, client: &str) -> Result<(), NodeError> {
         kurzdraht_envelope::ids::parse_id("message_id", message_id)
             .map_err(|e| NodeError::invalid("message_id", e.to_string()))?;
         self.shared
             .ledger()
-            .acknowledge(message_id, self.shared.now_ms())?;
+            .acknowledge(message_id, client, self.shared.now_ms())?;
         self.shared.ledger().flush().await?;
         Ok(())
     }
