@@ -1076,6 +1076,7 @@ async fn one_of_each() -> Vec<kurzdraht_node::NodeError> {
         },
         N::NotRecordingAgency(s()),
         N::NotFound(s()),
+        N::AccountLocked { until_secs: 0 },
         N::ResourceExhausted(s()),
         N::TooLarge(s()),
         N::Malformed(s()),
@@ -1132,6 +1133,8 @@ async fn one_of_each() -> Vec<kurzdraht_node::NodeError> {
         N::Ledger(L::AlreadySuperseded { consent_id: s() }),
         N::Ledger(L::MessageIdConflict { message_id: s() }),
         N::Ledger(L::UnknownMessage { message_id: s() }),
+        N::Ledger(L::AccountExists { name: s() }),
+        N::Ledger(L::UnknownAccount { name: s() }),
         N::Ledger(L::NoDataKey),
         N::Ledger(L::IdempotencyKeyReused {
             method: s(),
