@@ -282,7 +282,7 @@ async fn markup_in_a_name_is_shown_as_text_and_every_answer_carries_the_security
     let css = c.get("/assets/kern/kern.min.css").await;
     assert_eq!(css.status, 200);
     let csp = "default-src 'none'; script-src 'self'; style-src 'self'; font-src 'self'; \
-img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
     for (what, page) in [("login", &login), ("inbox", &inbox), ("asset", &css)] {
         let header = |n: &str| page.headers.get(n).and_then(|v| v.to_str().ok());
         assert_eq!(header("content-security-policy"), Some(csp), "{what}");
@@ -328,6 +328,7 @@ async fn the_inbox_lists_a_message_and_opening_it_is_a_read_by_the_account() {
         consent_request(&lena, &[JA], &[pb::Purpose::U25MoveOut]),
     )
     .await;
+    wait_for_consent_state(&ja, &consent, pb::ConsentState::ConsentInForce).await;
     let id = submit_ok(
         &mut jc,
         JA,

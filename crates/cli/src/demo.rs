@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tonic::Code;
 
+mod consoles;
 mod jonas;
 mod lena;
 
@@ -254,7 +255,7 @@ fn hex_prefix(h: &[u8; 32]) -> String {
     h[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+pub async fn run(keep: Option<PathBuf>, console: bool) -> anyhow::Result<ExitCode> {
     let tmp;
     let dir = match keep {
         Some(d) => d,
@@ -285,7 +286,10 @@ pub async fn run(keep: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             failures: vec![],
         },
     };
-    let result = play(&mut demo).await;
+    let mut result = play(&mut demo).await;
+    if console && result.is_ok() {
+        result = consoles::open(&demo.fed).await;
+    }
     let Demo { fed, mut story } = demo;
     let dirs: Vec<(String, PathBuf)> = fed
         .agencies

@@ -71,6 +71,10 @@ enum Command {
         /// Show the nodes' logs on stderr.
         #[arg(long)]
         verbose: bool,
+        /// After the story, keep the three nodes running with demo accounts and print their
+        /// consoles' addresses and logins (until Ctrl-C).
+        #[arg(long)]
+        console: bool,
     },
     /// Keys, certificates and tokens: the key ceremony (each command on the host its role
     /// names) and `pki init`, the one-machine shortcut for demos and tests.
@@ -261,7 +265,7 @@ fn main() -> std::process::ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
     match command {
-        Command::Demo { keep, .. } => demo::run(keep).await,
+        Command::Demo { keep, console, .. } => demo::run(keep, console).await,
         Command::Pki { command } => admin::pki(command),
         Command::Directory { command } => admin::directory(command),
         Command::Health { config, client } => admin::health(config, client).await,

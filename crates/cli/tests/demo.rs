@@ -120,3 +120,99 @@ fn logs_of_the_whole_story_hold_no_personal_data_or_secrets() {
         );
     }
 }
+
+/// `demo --console`: after the story the three nodes keep running; the printed console
+/// addresses and logins work (a caseworker of the Kreis Jugendamt signs in over HTTPS,
+/// checked against the federation's CA, and sees the story's request in the Posteingang);
+/// SIGTERM stops the nodes and the demo ends with every step held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_with_console_keeps_the_nodes_and_prints_working_logins() {
+    use kurzdraht_testkit::console_client::ConsoleClient;
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let keep = dir.path().join("federation");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kurzdraht"))
+        .args(["demo", "--console", "--keep"])
+        .arg(&keep)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run kurzdraht demo --console");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut printed = Vec::new();
+    let password = loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("no password line in:\n{}", printed.join("\n")));
+        printed.push(line.clone());
+        if let Some(p) = line.trim().strip_prefix("password for every demo login: ") {
+            break p.to_string();
+        }
+    };
+    let ja_line = printed
+        .iter()
+        .find(|l| l.trim_start().starts_with("jugendamt-kreis-segeberg") && l.contains("https://"))
+        .unwrap_or_else(|| {
+            panic!(
+                "no console line for the Kreis Jugendamt:\n{}",
+                printed.join("\n")
+            )
+        });
+    assert!(
+        ja_line.contains("logins: schmidt, datenschutz"),
+        "{ja_line}"
+    );
+    let url = ja_line
+        .split_whitespace()
+        .find(|w| w.starts_with("https://"))
+        .expect("url");
+    let addr = url.trim_start_matches("https://").parse().expect("address");
+    let ca = std::fs::read_to_string(keep.join("ca.pem")).expect("the federation's CA");
+    let mut c = ConsoleClient::new(addr, "jugendamt-kreis-segeberg", &ca);
+    let wrong = c.sign_in("schmidt", "not-the-demo-password").await;
+    assert_eq!(
+        wrong.status, 401,
+        "positive control: a wrong password is refused"
+    );
+    let signed_in = c.sign_in("schmidt", &password).await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.body);
+    let inbox = c.get("/posteingang").await;
+    assert_eq!(inbox.status, 200);
+    assert!(inbox
+        .body
+        .contains("Angemeldet: Frau Schmidt (Sachbearbeitung)"));
+    assert!(
+        inbox
+            .body
+            .contains("Anfrage zur Bescheinigung (Auszug U25)"),
+        "{}",
+        inbox.body
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = child.wait().expect("demo exits");
+    let rest: Vec<String> = rx.iter().collect();
+    assert!(
+        exit.success(),
+        "demo --console exit {exit:?}:\n{}",
+        rest.join("\n")
+    );
+    assert!(
+        rest.iter()
+            .any(|l| l.starts_with("All ") && l.ends_with(" steps held.")),
+        "{}",
+        rest.join("\n")
+    );
+}

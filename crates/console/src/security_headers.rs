@@ -1,5 +1,6 @@
 //! The headers every answer of the console carries: a Content-Security-Policy that allows
-//! only this origin and no inline script or style, no framing, no sniffing, no referrer, and
+//! only this origin and no inline script or style (images also as `data:` URLs: KERN's
+//! icons are SVG masks written so; an image cannot run script), no framing, no sniffing, no referrer, and
 //! no caching of pages (they hold personal data; the assets set their own caching).
 
 use axum::extract::Request;
@@ -9,7 +10,8 @@ use axum::response::Response;
 
 /// The console's Content-Security-Policy.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
-style-src 'self'; font-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; \
+style-src 'self'; font-src 'self'; img-src 'self' data:; connect-src 'self'; \
+form-action 'self'; \
 frame-ancestors 'none'; base-uri 'none'";
 
 const FIXED: [(&str, &str); 8] = [
