@@ -9,7 +9,8 @@
 //! - [`federation`]: the local federation itself; [`ports`]: free loopback ports;
 //!   [`process`]: the real `kurzdraht` binary; [`serve`]: the one handle on a `kurzdraht
 //!   serve` child process; [`python`]: the independent Python client;
-//!   [`raw_h2`]: a peer speaking HTTP/2 frames by hand; [`link`]: a freezable TCP link.
+//!   [`raw_h2`]: a peer speaking HTTP/2 frames by hand; [`link`]: a freezable TCP link;
+//!   [`browser`]: a headless Chromium and the axe-core accessibility check.
 //! - [`start`]: a federation in a fresh temporary directory.
 //! - subject, consent and body builders: [`subject`], [`consent_request`],
 //!   [`certification_request`], [`move_out_certification`], …
@@ -24,6 +25,7 @@
 //!   TCP link the test can freeze, and [`Harness::route_via`] sends one node's deliveries
 //!   to a peer through it.
 
+pub mod browser;
 pub mod federation;
 pub mod link;
 pub mod ports;
