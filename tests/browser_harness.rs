@@ -12,7 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use kurzdraht_testkit::browser::{
-    assert_no_axe_violations, axe, screenshot, Browser, ACCEPT_LANGUAGE, WINDOW,
+    assert_no_axe_violations, assert_no_csp_violations, axe, console_messages, screenshot, Browser,
+    ConsoleMessage, ACCEPT_LANGUAGE, WINDOW,
 };
 use kurzdraht_testkit::wait_until;
 use std::net::SocketAddr;
@@ -94,6 +95,19 @@ fn kern_form() -> String {
     )
 }
 
+/// A KERN alert with its icon (a `data:` SVG mask in kern.min.css).
+fn kern_alert() -> String {
+    page(
+        "Hinweis",
+        r#"<div class="kern-alert kern-alert--info" role="status">
+<div class="kern-alert__header">
+<span class="kern-icon kern-icon--info" aria-hidden="true"></span>
+<span class="kern-title">Die Einwilligung ist gespeichert.</span>
+</div>
+</div>"#,
+    )
+}
+
 /// The positive control: an input without a label, and an inline script the CSP must block.
 fn unlabelled() -> String {
     page(
@@ -130,6 +144,7 @@ async fn serve_page(
     match name.as_str() {
         "kern-form" => with_headers("text/html; charset=utf-8", kern_form()),
         "unlabelled" => with_headers("text/html; charset=utf-8", unlabelled()),
+        "kern-alert" => with_headers("text/html; charset=utf-8", kern_alert()),
         _ => StatusCode::NOT_FOUND.into_response(),
     }
 }
@@ -259,6 +274,7 @@ async fn a_labelled_kern_form_passes_axe_in_german_with_kern_applied() {
     assert_eq!(h1, TITLE);
 
     assert_no_axe_violations(&browser, "the labelled KERN form").await;
+    assert_no_csp_violations(&browser, "the labelled KERN form").await;
 
     // KERN's stylesheet applied and Fira Sans was loaded from the vendored files.
     let font = eval(
@@ -338,6 +354,75 @@ async fn an_unlabelled_input_is_a_critical_label_violation_under_the_csp() {
     assert_eq!(label.impact.as_deref(), Some("critical"));
     assert_eq!(label.selectors, ["#ohne-label"]);
     assert!(!label.help.is_empty() && label.help_url.starts_with("https://"));
+    // The refusal of the inline script is in the console.
+    let refused = csp_refusals(&browser, "the inline script").await;
+    assert!(
+        refused
+            .iter()
+            .any(|m| m.message.contains("inline script") && m.message.contains("script-src")),
+        "{refused:#?}"
+    );
+}
+
+/// Waits until the console holds a refusal by the CSP; returns the refusals.
+async fn csp_refusals(browser: &Browser, what: &str) -> Vec<ConsoleMessage> {
+    // The log is drained by each read: keep what was read.
+    let seen: Arc<Mutex<Vec<ConsoleMessage>>> = Arc::default();
+    wait_until(&format!("the CSP's refusal of {what} is logged"), || {
+        let seen = seen.clone();
+        async move {
+            let new = console_messages(browser).await.map_err(|e| e.to_string())?;
+            let mut seen = seen.lock().expect("lock");
+            seen.extend(new);
+            let refused: Vec<ConsoleMessage> = seen
+                .iter()
+                .filter(|m| m.is_csp_violation())
+                .cloned()
+                .collect();
+            if refused.is_empty() {
+                Err(format!("console: {seen:?}"))
+            } else {
+                Ok(refused)
+            }
+        }
+    })
+    .await
+}
+
+/// KERN draws its icons as `data:` SVG masks, which `img-src 'self'` refuses (the icon is
+/// then not drawn): the console's CSP needs `img-src 'self' data:` where it shows icons.
+/// This test pins that down, and shows that [`assert_no_csp_violations`] catches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kern_icons_are_data_urls_which_img_src_self_refuses() {
+    let (addr, _seen) = start_site().await;
+    let browser = start_browser().await;
+    browser
+        .goto(&format!("http://{addr}/page/kern-alert"))
+        .await
+        .expect("open the alert");
+    let refused = csp_refusals(&browser, "the icon").await;
+    assert!(
+        refused
+            .iter()
+            .any(|m| m.message.contains("'data:image/svg+xml")
+                && m.message.contains("\"img-src 'self'\"")),
+        "{refused:#?}"
+    );
+    // The assertion the console's tests use fails on such a page (a page reloaded: the
+    // refusal above was read already).
+    browser.refresh().await.expect("reload");
+    let check = tokio::spawn(async move {
+        assert_no_csp_violations(&browser, "the KERN alert").await;
+    });
+    let panic = check.await.expect_err("the check fails").into_panic();
+    let text = panic
+        .downcast_ref::<String>()
+        .expect("a formatted panic message");
+    assert!(
+        text.starts_with("the KERN alert: the Content-Security-Policy refused 1 thing(s):")
+            && text.contains("img-src"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

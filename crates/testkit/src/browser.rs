@@ -13,8 +13,13 @@
 //! - [`axe`] runs axe-core on the current page ([`AXE_TAGS`]: WCAG 2.0/2.1 A and AA) and
 //!   returns the violations; [`assert_no_axe_violations`] panics listing them. The script is
 //!   injected through WebDriver, which a page's Content-Security-Policy does not govern.
+//! - [`console_messages`] reads what the page logged to its console since the last call,
+//!   where Chromium reports each resource the Content-Security-Policy refused;
+//!   [`assert_no_csp_violations`] waits for the page to settle and panics listing them.
+//!   (KERN's icons are `data:` SVG masks: `img-src 'self'` alone refuses them.)
 //! - [`screenshot`] saves the viewport as a PNG.
 
+use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder};
 use fs2::FileExt as _;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -305,6 +310,8 @@ fn capabilities(user_data_dir: &Path) -> serde_json::Map<String, serde_json::Val
     let caps = serde_json::json!({
         "browserName": "chrome",
         "acceptInsecureCerts": true,
+        // the page's console (CSP refusals among it) for `console_messages`
+        "goog:loggingPrefs": {"browser": "ALL"},
         "goog:chromeOptions": {
             "binary": CHROMIUM,
             "args": [
@@ -477,6 +484,103 @@ pub async fn assert_no_axe_violations(client: &Client, page: &str) {
             list.join("\n")
         );
     }
+}
+
+/// One message of the page's console (`console.log`, errors, and Chromium's own reports
+/// such as a refusal by the Content-Security-Policy).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct ConsoleMessage {
+    /// `SEVERE`, `WARNING`, `INFO`, `DEBUG`.
+    pub level: String,
+    /// Where it came from, e.g. `security`, `console-api`, `network` (when Chromium says).
+    #[serde(default)]
+    pub source: Option<String>,
+    /// The text, e.g. `… Refused to load the image 'data:…' because it violates the following
+    /// Content Security Policy directive: "img-src 'self'". …`.
+    pub message: String,
+}
+
+impl ConsoleMessage {
+    /// Whether this is a refusal by the page's Content-Security-Policy.
+    pub fn is_csp_violation(&self) -> bool {
+        self.message.contains("Content Security Policy")
+    }
+}
+
+/// chromedriver's log command (`POST /session/{id}/se/log`, `{"type": "browser"}`): the
+/// console entries since the last such call.
+#[derive(Debug)]
+struct BrowserLog;
+
+impl WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/se/log",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _request_url: &url::Url) -> (http::Method, Option<String>) {
+        (
+            http::Method::POST,
+            Some(r#"{"type":"browser"}"#.to_string()),
+        )
+    }
+}
+
+/// What the pages logged to the browser's console since the previous call (each message is
+/// returned once), oldest first.
+pub async fn console_messages(client: &Client) -> Result<Vec<ConsoleMessage>, BrowserError> {
+    let value = client
+        .issue_cmd(BrowserLog)
+        .await
+        .map_err(|e| err(format!("read the browser's console: {e}")))?;
+    serde_json::from_value(value.clone())
+        .map_err(|e| err(format!("the browser's console {value}: {e}")))
+}
+
+/// Waits until the page has loaded and laid out everything it refers to (its fonts, its
+/// stylesheets' images), then panics, naming `page` and listing them, if the page's
+/// Content-Security-Policy refused anything since the last [`console_messages`] call.
+pub async fn assert_no_csp_violations(client: &Client, page: &str) {
+    settle(client)
+        .await
+        .unwrap_or_else(|e| panic!("wait for {page} to settle: {e}"));
+    let refused: Vec<String> = console_messages(client)
+        .await
+        .unwrap_or_else(|e| panic!("the console of {page}: {e}"))
+        .into_iter()
+        .filter(ConsoleMessage::is_csp_violation)
+        .map(|m| format!("- {}", m.message))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "{page}: the Content-Security-Policy refused {} thing(s):\n{}",
+        refused.len(),
+        refused.join("\n")
+    );
+}
+
+/// Waits for the document to be complete, its fonts loaded and two frames painted (so
+/// stylesheet images such as masks have been requested, or refused).
+async fn settle(client: &Client) -> Result<(), BrowserError> {
+    client
+        .execute(
+            "return new Promise(done => {
+               const painted = () => requestAnimationFrame(() => requestAnimationFrame(done));
+               const fonts = () => document.fonts.ready.then(painted);
+               if (document.readyState === 'complete') { fonts(); }
+               else { addEventListener('load', fonts, {once: true}); }
+             })",
+            vec![],
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| err(format!("wait for the page: {e}")))
 }
 
 /// Saves what the browser's viewport shows as a PNG at `path` (directories created).
