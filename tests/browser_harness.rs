@@ -4,7 +4,7 @@
 //! strict Content-Security-Policy: axe-core finds nothing on a labelled KERN form and finds
 //! the missing label on an unlabelled one; KERN's stylesheet and Fira Sans apply; the browser
 //! asks for German; umlauts come back; a screenshot is a PNG of the fixed window size; and a
-//! dropped or panicking test's Chromium is gone.
+//! closed browser's or a panicking test's Chromium is gone.
 
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
@@ -499,7 +499,7 @@ async fn wait_until_gone(profile: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dropped_or_panicking_test_leaves_no_chromium_behind() {
+async fn a_closed_or_panicking_tests_browser_leaves_no_chromium_behind() {
     let (addr, _seen) = start_site().await;
 
     let browser = start_browser().await;
@@ -509,7 +509,7 @@ async fn a_dropped_or_panicking_test_leaves_no_chromium_behind() {
         .expect("open the form");
     let (profile, procs) = chromium_of(&browser);
     assert!(procs.len() > 1, "Chromium and its helpers: {procs:?}");
-    drop(browser);
+    browser.close().await.expect("end the session");
     wait_until_gone(&profile).await;
 
     // A test that panics while its browser is open.
