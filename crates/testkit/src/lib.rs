@@ -10,7 +10,8 @@
 //!   [`process`]: the real `kurzdraht` binary; [`serve`]: the one handle on a `kurzdraht
 //!   serve` child process; [`python`]: the independent Python client;
 //!   [`raw_h2`]: a peer speaking HTTP/2 frames by hand; [`link`]: a freezable TCP link;
-//!   [`console_client`]: an HTTPS client of a node's console (status, headers, cookies).
+//!   [`console_client`]: an HTTPS client of a node's console (status, headers, cookies);
+//!   [`browser`]: a headless Chromium and the axe-core accessibility check.
 //! - [`start`]: a federation in a fresh temporary directory.
 //! - subject, consent and body builders: [`subject`], [`consent_request`],
 //!   [`certification_request`], [`move_out_certification`], …
@@ -25,6 +26,7 @@
 //!   TCP link the test can freeze, and [`Harness::route_via`] sends one node's deliveries
 //!   to a peer through it.
 
+pub mod browser;
 pub mod console_client;
 pub mod federation;
 pub mod link;
