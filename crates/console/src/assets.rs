@@ -1,18 +1,23 @@
 //! The console's static files, compiled into the binary: KERN UX's style sheet and Fira
-//! Sans (vendored under `assets/kern/` with their licences, see `assets/README.md`), the
-//! console's own small style sheet and the script of the live inbox. Served from this origin
+//! Sans (vendored under `assets/kern/` with their licences, see `assets/README.md`), and
+//! our own (`static/`): the console's small style sheet and the script of the live inbox. Served from this origin
 //! only, cached for a day.
 
 use axum::extract::Path;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+/// A vendored file (`assets/`, listed with its origin and licence in `assets/README.md`) or
+/// one of our own (`static/`), served under `/assets/<path>`.
 macro_rules! asset {
     ($path:literal, $type:literal) => {
+        asset!("/assets/", $path, $type)
+    };
+    ($dir:literal, $path:literal, $type:literal) => {
         (
             $path,
             $type,
-            include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/", $path)) as &[u8],
+            include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), $dir, $path)) as &[u8],
         )
     };
 }
@@ -43,8 +48,12 @@ pub const FILES: &[(&str, &str, &[u8])] = &[
         "kern/fonts/fira-sans/FiraSans-BoldItalic.woff2",
         "font/woff2"
     ),
-    asset!("console.css", "text/css; charset=utf-8"),
-    asset!("posteingang.js", "text/javascript; charset=utf-8"),
+    asset!("/static/", "console.css", "text/css; charset=utf-8"),
+    asset!(
+        "/static/",
+        "posteingang.js",
+        "text/javascript; charset=utf-8"
+    ),
 ];
 
 /// `GET /assets/{*path}`.
