@@ -390,3 +390,33 @@ async fn the_inbox_lists_a_message_and_opening_it_is_a_read_by_the_account() {
     );
     h.fed.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_sees_only_its_pages() {
+    let h = start().await;
+    add_account(&h, JA, "schmidt", "Frau Schmidt", AccountRole::Caseworker).await;
+    add_account(&h, JA, "admin", "Administration", AccountRole::Admin).await;
+    let mut caseworker = ConsoleClient::of(&h.fed, JA);
+    let landed = caseworker.sign_in("schmidt", PASSWORD).await;
+    assert_eq!(landed.location(), Some("/posteingang"));
+    assert_eq!(caseworker.get("/posteingang").await.status, 200);
+
+    let mut admin = ConsoleClient::of(&h.fed, JA);
+    let landed = admin.sign_in("admin", PASSWORD).await;
+    assert_eq!(
+        landed.location(),
+        Some("/konto"),
+        "the administration has no case pages"
+    );
+    let account = admin.get("/konto").await;
+    assert_eq!(account.status, 200);
+    assert!(account.body.contains("kurzdraht user"));
+    let refused = admin.get("/posteingang").await;
+    assert_eq!(refused.status, 403);
+    assert!(refused.body.contains("Keine Berechtigung"));
+    assert!(
+        !refused.body.contains("href=\"/posteingang\""),
+        "not in its navigation"
+    );
+    h.fed.shutdown().await.unwrap();
+}

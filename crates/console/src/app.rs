@@ -84,7 +84,8 @@ impl Console {
     /// Every page and asset.
     pub fn router(&self) -> Router {
         Router::new()
-            .route("/", get(pages::inbox::home))
+            .route("/", get(pages::account::home))
+            .route("/konto", get(pages::account::show))
             .route(
                 "/anmelden",
                 get(pages::login::form).post(pages::login::submit),

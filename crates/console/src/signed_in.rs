@@ -54,29 +54,48 @@ impl SignedIn {
         csrf::check(&self.session.csrf, presented, self.fetch_site.as_deref())
     }
 
-    /// The frame of a page, with `current` marked in the navigation.
+    /// The frame of a page, with `current` marked in the navigation (the pages of the
+    /// account's role, [`pages_of`]).
     pub fn frame(&self, console: &Console, current: &str) -> Frame {
-        let mut nav = vec![("/posteingang", "Posteingang")];
-        if self.account.role == AccountRole::DataProtection {
-            nav.push(("/protokoll", "Protokoll"));
-        }
         Frame {
             office: console.office(),
             account: Some(FrameAccount {
                 display_name: self.account.display_name.clone(),
                 role_label: role_label(self.account.role),
             }),
-            nav: nav
-                .into_iter()
+            nav: pages_of(self.account.role)
+                .iter()
                 .map(|(href, label)| NavItem {
                     href,
                     label,
-                    current: href == current,
+                    current: *href == current,
                 })
                 .collect(),
             csrf: self.session.csrf.clone(),
         }
     }
+}
+
+/// The roles that work with cases: the Posteingang, consents, messages.
+pub const CASEWORK: &[AccountRole] = &[AccountRole::Caseworker];
+
+/// The pages in the navigation of a role: (path, label). A caseworker works with the cases;
+/// the data protection officer sees the audit chain; the administration manages accounts
+/// with `kurzdraht user` and sees no young person's data here.
+pub fn pages_of(role: AccountRole) -> &'static [(&'static str, &'static str)] {
+    match role {
+        AccountRole::Caseworker => &[("/posteingang", "Posteingang")],
+        AccountRole::DataProtection => &[],
+        AccountRole::Admin => &[],
+    }
+}
+
+/// Where an account lands after signing in: the first page of its role.
+pub fn home_of(role: AccountRole) -> &'static str {
+    pages_of(role)
+        .first()
+        .map(|(href, _)| *href)
+        .unwrap_or("/konto")
 }
 
 /// The request's `Sec-Fetch-Site` header.

@@ -4,7 +4,7 @@
 
 use super::html;
 use crate::app::Console;
-use crate::signed_in::SignedIn;
+use crate::signed_in::{SignedIn, CASEWORK};
 use crate::view::{self, Frame};
 use crate::ConsoleError;
 use askama::Template;
@@ -106,17 +106,13 @@ fn row(console: &Console, item: &InboxItem) -> InboxRow {
     }
 }
 
-/// `GET /`: the Posteingang.
-pub async fn home(_signed_in: SignedIn) -> Redirect {
-    Redirect::to("/posteingang")
-}
-
 /// `GET /posteingang?art=&vor=`.
 pub async fn list(
     State(console): State<Console>,
     signed_in: SignedIn,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ConsoleError> {
+    signed_in.require(CASEWORK, "Posteingang")?;
     let kind = kind_filter(q.art.as_deref())?;
     let page = console.node.inbox().page(q.vor, PAGE, kind)?;
     let newest_seq = match q.vor {
@@ -160,9 +156,10 @@ pub struct NewerQuery {
 /// page's script; 204 when there are none. `x-newest-seq` is where the next poll starts.
 pub async fn newer(
     State(console): State<Console>,
-    _signed_in: SignedIn,
+    signed_in: SignedIn,
     Query(q): Query<NewerQuery>,
 ) -> Result<Response, ConsoleError> {
+    signed_in.require(CASEWORK, "Posteingang")?;
     let kind = kind_filter(q.art.as_deref())?;
     let (items, newest) = console.node.inbox().since(q.nach, kind)?;
     if items.is_empty() && newest == q.nach {
@@ -194,6 +191,7 @@ pub async fn show(
     signed_in: SignedIn,
     Path(id): Path<String>,
 ) -> Result<Response, ConsoleError> {
+    signed_in.require(CASEWORK, "Nachricht")?;
     let item = console.node.inbox().open(&id, &signed_in.client())?;
     let fields = view::body_fields(&item);
     Ok(html(MessagePage {
@@ -216,6 +214,7 @@ pub async fn acknowledge(
     Path(id): Path<String>,
     Form(form): Form<AcknowledgeForm>,
 ) -> Result<Response, ConsoleError> {
+    signed_in.require(CASEWORK, "Nachricht")?;
     signed_in.check_form(form.csrf.as_deref())?;
     console
         .node

@@ -5,7 +5,7 @@
 
 use super::html;
 use crate::app::Console;
-use crate::signed_in::{cookie, fetch_site, SignedIn};
+use crate::signed_in::{cookie, fetch_site, home_of, SignedIn};
 use crate::view::Frame;
 use crate::{csrf, https::ClientAddr, session, ConsoleError};
 use askama::Template;
@@ -59,8 +59,8 @@ pub async fn form(
     State(console): State<Console>,
     signed_in: Option<SignedIn>,
 ) -> Result<Response, ConsoleError> {
-    if signed_in.is_some() {
-        return Ok(Redirect::to("/posteingang").into_response());
+    if let Some(s) = signed_in {
+        return Ok(Redirect::to(home_of(s.account.role)).into_response());
     }
     login_page(&console, "", None, StatusCode::OK)
 }
@@ -120,7 +120,7 @@ pub async fn submit(
         Ok(account) => {
             let (token, _) = console.sessions.start(&account.name, console.now_ms());
             tracing::info!(account = %account.name, "console: signed in");
-            let mut response = Redirect::to("/posteingang").into_response();
+            let mut response = Redirect::to(home_of(account.role)).into_response();
             set_cookie(
                 response.headers_mut(),
                 &session::set_cookie(&console.cookie, &token),

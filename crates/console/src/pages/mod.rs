@@ -1,6 +1,7 @@
 //! The console's pages, one file per page: each reads its form or query, calls one of the
 //! node's services as the signed-in account, and renders its template.
 
+pub mod account;
 pub mod inbox;
 pub mod login;
 
