@@ -734,3 +734,72 @@ async fn invalid_fields_are_refused_naming_the_field_and_leave_no_trace() {
     assert_eq!(ledger.accounts().expect("accounts").len(), 2);
     h.fed.shutdown().await.expect("shutdown");
 }
+
+/// `kurzdraht user add|passwd NAME` on a terminal, as the operator types it: the password
+/// typed twice (shown nowhere: the terminal echoes neither entry); two entries that differ
+/// are refused (exit 4) and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_a_terminal_the_password_is_asked_twice_without_echo() {
+    let mut h = start().await;
+    make_admin(&mut h, JC).await;
+    let client = client_toml(&h, JC).display().to_string();
+    let on_tty = |first: &str, second: &str, args: &[&str]| {
+        let mut all: Vec<std::ffi::OsString> = vec![first.into(), second.into(), binary().into()];
+        all.extend(args.iter().map(Into::into));
+        all.push("--client".into());
+        all.push(client.clone().into());
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&std::ffi::OsStr> = all.iter().map(|a| a.as_os_str()).collect();
+            let out =
+                run_python_script("tty_password.py", &args, std::time::Duration::from_secs(90));
+            (
+                printed(&out, "exit").to_string(),
+                printed(&out, "transcript").to_string(),
+            )
+        })
+    };
+    let add = [
+        "user",
+        "add",
+        "l.jensen",
+        "--role",
+        "caseworker",
+        "--display-name",
+        "Lars Jensen",
+    ];
+    let (exit, transcript) = on_tty(PASSWORD, PASSWORD, &add).await.expect("tty");
+    assert_eq!(exit, "0", "{transcript}");
+    assert!(
+        transcript.contains("account l.jensen added"),
+        "{transcript}"
+    );
+    assert!(!transcript.contains(PASSWORD), "echoed: {transcript}");
+    h.node(JC)
+        .accounts()
+        .authenticate("l.jensen", PASSWORD)
+        .await
+        .expect("the password typed on the terminal logs in");
+
+    let passwd = ["user", "passwd", "l.jensen"];
+    let (exit, transcript) = on_tty(NEW_PASSWORD, "zweites-Passwort-2027!", &passwd)
+        .await
+        .expect("tty");
+    assert_eq!(exit, "4", "{transcript}");
+    assert!(transcript.contains("invalid password"), "{transcript}");
+    h.node(JC)
+        .accounts()
+        .authenticate("l.jensen", PASSWORD)
+        .await
+        .expect("two different entries changed nothing");
+    let (exit, transcript) = on_tty(NEW_PASSWORD, NEW_PASSWORD, &passwd)
+        .await
+        .expect("tty");
+    assert_eq!(exit, "0", "{transcript}");
+    assert!(!transcript.contains(NEW_PASSWORD), "echoed: {transcript}");
+    h.node(JC)
+        .accounts()
+        .authenticate("l.jensen", NEW_PASSWORD)
+        .await
+        .expect("the new password logs in");
+    h.fed.shutdown().await.expect("shutdown");
+}

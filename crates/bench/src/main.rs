@@ -15,6 +15,8 @@
 //! - `backup`: the write pause of an online backup (`Ledger::export`, as the `Backup` call
 //!   takes it) of a store holding a long delivered history, and the longest submission a
 //!   writer running beside it saw.
+//! - `login`: the time of a console login — right password, wrong one, disabled account,
+//!   unknown name (the last three must not differ: `login.rs`).
 //! - `footprint`: a node's RSS with a million consents and a million stored messages
 //!   (`footprint.rs`).
 //!
@@ -36,6 +38,7 @@ mod footprint;
 mod footprint_fill;
 mod footprint_report;
 mod link;
+mod login;
 mod restart;
 
 use clap::Parser;
@@ -161,6 +164,17 @@ enum BenchCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// The time of a console login (Accounts::authenticate: Argon2id verification, audit
+    /// entry, flush) for the right password, a wrong one, a disabled account and an unknown
+    /// name; the three refusals should take alike.
+    Login {
+        /// Logins of each case.
+        #[arg(long, default_value_t = 50)]
+        rounds: usize,
+        /// Create the temporary store here (default: the system temp directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Time for a restarted Jobcenter node (long delivered history, queued messages) to
     /// resume delivery to a running Jugendamt over real gRPC with mutual TLS.
     Restart {
@@ -210,6 +224,7 @@ async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             rounds,
             dir,
         } => backup(delivered, rounds, dir).await,
+        BenchCommand::Login { rounds, dir } => login::login(rounds, dir).await,
         BenchCommand::E2e {
             seconds,
             concurrency,
