@@ -1,0 +1,232 @@
+//! The console in a real browser (headless Debian Chromium, `testkit::browser`): a
+//! caseworker of the Kreis Jugendamt signs in (a wrong password first), reads the Posteingang,
+//! sees a new message arrive without reloading, opens it and marks it done — keyboard first,
+//! German throughout, axe-core finding no WCAG 2.1 AA violation and the browser reporting no
+//! Content-Security-Policy violation on any page state. Screenshots of each page go to
+//! `target/console-screenshots/` (`cargo test -p kurzdraht-tests --test console_browser`).
+
+use fantoccini::{Client, Locator};
+use kurzdraht_ledger::AccountRole;
+use kurzdraht_proto::v1 as pb;
+use kurzdraht_testkit::browser::{
+    assert_no_axe_violations, assert_no_csp_violations, screenshot, Browser,
+};
+use kurzdraht_testkit::*;
+use std::time::Duration;
+
+const PASSWORD: &str = "Kurzdraht-Segeberg-2026";
+
+/// Checks a page state: no axe violation, no CSP violation; saves its screenshot.
+async fn check(b: &Client, name: &str) {
+    assert_no_axe_violations(b, name).await;
+    assert_no_csp_violations(b, name).await;
+    let dir = workspace().join("target/console-screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshot directory");
+    screenshot(b, &dir.join(format!("{name}.png")))
+        .await
+        .expect("screenshot");
+}
+
+async fn text(b: &Client) -> String {
+    b.find(Locator::Css("main"))
+        .await
+        .expect("main")
+        .text()
+        .await
+        .expect("text")
+}
+
+async fn path(b: &Client) -> String {
+    b.current_url().await.expect("url").path().to_string()
+}
+
+async fn eval(b: &Client, script: &str) -> serde_json::Value {
+    b.execute(script, vec![])
+        .await
+        .unwrap_or_else(|e| panic!("{script}: {e}"))
+}
+
+async fn sign_in(b: &Client, name: &str, password: &str) {
+    let field = b.find(Locator::Id("name")).await.expect("name field");
+    field.clear().await.expect("clear");
+    field.send_keys(name).await.expect("type name");
+    b.find(Locator::Id("password"))
+        .await
+        .expect("password field")
+        .send_keys(password)
+        .await
+        .expect("type password");
+    b.find(Locator::Css("form.console-form button[type=submit]"))
+        .await
+        .expect("sign-in button")
+        .click()
+        .await
+        .expect("click");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caseworker_reads_the_inbox_and_marks_a_message_done_in_a_browser() {
+    let h = start().await;
+    h.fed
+        .node(JA)
+        .unwrap()
+        .accounts()
+        .add(
+            "test",
+            "schmidt",
+            "Frau Schmidt",
+            AccountRole::Caseworker,
+            PASSWORD,
+        )
+        .await
+        .unwrap();
+    let mut jc = h.client(JC).await;
+    let ja = h.client(JA).await;
+    let lena = subject("Lena", "Hansen", "2005-04-12");
+    let consent = consent_id(
+        &mut jc,
+        consent_request(&lena, &[JA], &[pb::Purpose::U25MoveOut]),
+    )
+    .await;
+    wait_for_consent_state(&ja, &consent, pb::ConsentState::ConsentInForce).await;
+    let first = submit_ok(
+        &mut jc,
+        JA,
+        &consent,
+        certification_request(&lena, "Lena möchte ausziehen."),
+    )
+    .await;
+    wait_for_inbox_len(&ja, 2).await;
+
+    let b = Browser::start().await.expect("browser");
+    let base = h.fed.console_url(JA).unwrap();
+    b.goto(&format!("{base}/posteingang")).await.unwrap();
+    assert_eq!(path(&b).await, "/anmelden", "not signed in: the login");
+    assert_eq!(
+        b.title().await.unwrap(),
+        "Anmelden – kurzdraht Jugendamt Kreis Segeberg"
+    );
+    check(&b, "anmelden").await;
+
+    // Keyboard first: the first Tab reaches the skip link, which leads to the content.
+    b.find(Locator::Css("body"))
+        .await
+        .unwrap()
+        .send_keys("\u{E004}")
+        .await
+        .unwrap();
+    let focused = eval(&b, "return document.activeElement.textContent").await;
+    assert_eq!(focused, "Zum Inhalt springen");
+    let visible = eval(
+        &b,
+        "const r = document.activeElement.getBoundingClientRect(); \
+         return r.left >= 0 && r.top >= 0 && r.width > 0 && r.right <= innerWidth",
+    )
+    .await;
+    assert_eq!(visible, true, "the skip link shows when focused");
+
+    sign_in(&b, "schmidt", "falsch-falsch-falsch").await;
+    assert_eq!(path(&b).await, "/anmelden");
+    assert!(text(&b)
+        .await
+        .contains("Benutzername oder Passwort ist falsch."));
+    let described = eval(
+        &b,
+        "return document.getElementById('password').getAttribute('aria-describedby')",
+    )
+    .await;
+    assert_eq!(
+        described, "anmeldung-fehler",
+        "the error is tied to the field"
+    );
+    check(&b, "anmelden-fehler").await;
+
+    sign_in(&b, "schmidt", PASSWORD).await;
+    assert_eq!(path(&b).await, "/posteingang");
+    let inbox = text(&b).await;
+    assert!(
+        inbox.contains("Anfrage zur Bescheinigung (Auszug U25)"),
+        "{inbox}"
+    );
+    assert!(inbox.contains("Lena Hansen"));
+    assert!(inbox.contains("Jobcenter Kreis Segeberg"));
+    check(&b, "posteingang").await;
+
+    // A second message arrives while the page is open: the page shows it without a reload.
+    let marker = eval(&b, "window.kurzdrahtNotReloaded = true; return true").await;
+    assert_eq!(marker, true);
+    let second = submit_ok(
+        &mut jc,
+        JA,
+        &consent,
+        certification_request(&lena, "Nachtrag"),
+    )
+    .await;
+    let mut shown = false;
+    for _ in 0..100 {
+        let rows = eval(
+            &b,
+            &format!("return !!document.querySelector('a[href=\"/nachricht/{second}\"]')"),
+        )
+        .await;
+        if rows == true {
+            shown = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(shown, "the new message did not appear without a reload");
+    assert_eq!(
+        eval(&b, "return window.kurzdrahtNotReloaded === true").await,
+        true,
+        "no reload happened"
+    );
+    let status = eval(
+        &b,
+        "return document.getElementById('posteingang-status').textContent",
+    )
+    .await;
+    assert_eq!(status, "1 neue Nachricht eingegangen.");
+    check(&b, "posteingang-live").await;
+
+    // Open the first message and mark it done.
+    b.find(Locator::Css(&format!("a[href=\"/nachricht/{first}\"]")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(path(&b).await, format!("/nachricht/{first}"));
+    let page = text(&b).await;
+    assert!(page.contains("Lena möchte ausziehen."), "{page}");
+    assert!(page.contains("12.04.2005"));
+    check(&b, "nachricht").await;
+    b.find(Locator::XPath(
+        "//button[normalize-space()='Als erledigt markieren']",
+    ))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    assert_eq!(path(&b).await, format!("/nachricht/{first}"));
+    assert!(text(&b).await.contains("erledigt"));
+    check(&b, "nachricht-erledigt").await;
+
+    b.goto(&format!("{base}/konto")).await.unwrap();
+    assert!(text(&b).await.contains("Sachbearbeitung"));
+    check(&b, "konto").await;
+
+    // Sign out with the header's button: back at the login, the inbox closed.
+    b.find(Locator::XPath("//button[normalize-space()='Abmelden']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(path(&b).await, "/anmelden");
+    b.goto(&format!("{base}/posteingang")).await.unwrap();
+    assert_eq!(path(&b).await, "/anmelden");
+    b.close().await.expect("close the browser");
+    h.fed.shutdown().await.unwrap();
+}
