@@ -9,7 +9,7 @@ use fantoccini::{Client, Locator};
 use kurzdraht_ledger::AccountRole;
 use kurzdraht_proto::v1 as pb;
 use kurzdraht_testkit::browser::{
-    assert_no_axe_violations, assert_no_csp_violations, screenshot, Browser,
+    assert_no_axe_violations, assert_no_csp_violations, click_to_next_page, screenshot, Browser,
 };
 use kurzdraht_testkit::*;
 use std::time::Duration;
@@ -40,6 +40,26 @@ async fn path(b: &Client) -> String {
     b.current_url().await.expect("url").path().to_string()
 }
 
+/// Waits (at most 10 s) until the page at `want` has loaded: a click that submits a form
+/// returns before the browser has followed the answer.
+async fn wait_for_path(b: &Client, want: &str) {
+    for _ in 0..200 {
+        let ready = b
+            .execute("return document.readyState", vec![])
+            .await
+            .map(|v| v == "complete")
+            .unwrap_or(false);
+        if ready && path(b).await == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "the browser did not reach {want}; it is at {}",
+        path(b).await
+    );
+}
+
 async fn eval(b: &Client, script: &str) -> serde_json::Value {
     b.execute(script, vec![])
         .await
@@ -56,12 +76,7 @@ async fn sign_in(b: &Client, name: &str, password: &str) {
         .send_keys(password)
         .await
         .expect("type password");
-    b.find(Locator::Css("form.console-form button[type=submit]"))
-        .await
-        .expect("sign-in button")
-        .click()
-        .await
-        .expect("click");
+    click_to_next_page(b, Locator::Css("form.console-form button[type=submit]")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,25 +205,17 @@ async fn a_caseworker_reads_the_inbox_and_marks_a_message_done_in_a_browser() {
     check(&b, "posteingang-live").await;
 
     // Open the first message and mark it done.
-    b.find(Locator::Css(&format!("a[href=\"/nachricht/{first}\"]")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_to_next_page(&b, Locator::Css(&format!("a[href=\"/nachricht/{first}\"]"))).await;
     assert_eq!(path(&b).await, format!("/nachricht/{first}"));
     let page = text(&b).await;
     assert!(page.contains("Lena möchte ausziehen."), "{page}");
     assert!(page.contains("12.04.2005"));
     check(&b, "nachricht").await;
-    b.find(Locator::XPath(
-        "//button[normalize-space()='Als erledigt markieren']",
-    ))
-    .await
-    .unwrap()
-    .click()
-    .await
-    .unwrap();
+    click_to_next_page(
+        &b,
+        Locator::XPath("//button[normalize-space()='Als erledigt markieren']"),
+    )
+    .await;
     assert_eq!(path(&b).await, format!("/nachricht/{first}"));
     assert!(text(&b).await.contains("erledigt"));
     check(&b, "nachricht-erledigt").await;
@@ -218,15 +225,95 @@ async fn a_caseworker_reads_the_inbox_and_marks_a_message_done_in_a_browser() {
     check(&b, "konto").await;
 
     // Sign out with the header's button: back at the login, the inbox closed.
-    b.find(Locator::XPath("//button[normalize-space()='Abmelden']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    assert_eq!(path(&b).await, "/anmelden");
+    click_to_next_page(&b, Locator::XPath("//button[normalize-space()='Abmelden']")).await;
+    wait_for_path(&b, "/anmelden").await;
     b.goto(&format!("{base}/posteingang")).await.unwrap();
     assert_eq!(path(&b).await, "/anmelden");
+    b.close().await.expect("close the browser");
+    h.fed.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_report_and_the_protocol_in_a_browser() {
+    let h = start().await;
+    let node = h.fed.node(JC).unwrap();
+    for (name, display, role) in [
+        ("jensen", "Herr Jensen", AccountRole::Caseworker),
+        ("datenschutz", "Frau Dahl", AccountRole::DataProtection),
+    ] {
+        node.accounts()
+            .add("test", name, display, role, PASSWORD)
+            .await
+            .unwrap();
+    }
+    let mut jc = h.client(JC).await;
+    let lena = subject("Lena", "Hansen", "2005-04-12");
+    let consent = consent_id(
+        &mut jc,
+        consent_request(&lena, &[JA], &[pb::Purpose::U25MoveOut]),
+    )
+    .await;
+    let _ = submit(&mut jc, JN, &consent, "", certification_request(&lena, "x")).await;
+
+    let b = Browser::start().await.expect("browser");
+    let base = h.fed.console_url(JC).unwrap();
+    b.goto(&format!("{base}/anmelden")).await.unwrap();
+    sign_in(&b, "jensen", PASSWORD).await;
+    b.goto(&format!("{base}/auskunft")).await.unwrap();
+    check(&b, "auskunft").await;
+    for (id, value) in [
+        ("vorname", "Lena"),
+        ("nachname", "Hansen"),
+        ("geburtsdatum", "31.02.2005"),
+    ] {
+        b.find(Locator::Id(id))
+            .await
+            .unwrap()
+            .send_keys(value)
+            .await
+            .unwrap();
+    }
+    click_to_next_page(
+        &b,
+        Locator::XPath("//button[normalize-space()='Auskunft erstellen']"),
+    )
+    .await;
+    assert!(text(&b)
+        .await
+        .contains("Bitte geben Sie das Geburtsdatum als TT.MM.JJJJ ein."));
+    check(&b, "auskunft-fehler").await;
+    let date = b.find(Locator::Id("geburtsdatum")).await.unwrap();
+    date.clear().await.unwrap();
+    date.send_keys("12.04.2005").await.unwrap();
+    click_to_next_page(
+        &b,
+        Locator::XPath("//button[normalize-space()='Auskunft erstellen']"),
+    )
+    .await;
+    let report = text(&b).await;
+    assert!(report.contains("Auskunft über Ihre Daten"), "{report}");
+    assert!(report.contains("Die Einwilligung nennt diese Dienststelle nicht als Empfängerin."));
+    check(&b, "auskunft-bericht").await;
+    // Printed, the page is the report alone: no header, navigation or footer.
+    let printed = eval(
+        &b,
+        "return [...document.styleSheets].some(s => [...s.cssRules].some(r => r.media && r.media.mediaText === 'print'))",
+    )
+    .await;
+    assert_eq!(printed, true, "a print style sheet is in force");
+
+    click_to_next_page(&b, Locator::XPath("//button[normalize-space()='Abmelden']")).await;
+    wait_for_path(&b, "/anmelden").await;
+    sign_in(&b, "datenschutz", PASSWORD).await;
+    assert_eq!(path(&b).await, "/protokoll");
+    check(&b, "protokoll").await;
+    click_to_next_page(
+        &b,
+        Locator::XPath("//button[normalize-space()='Protokoll prüfen']"),
+    )
+    .await;
+    assert!(text(&b).await.contains("Prüfung bestanden"));
+    check(&b, "protokoll-geprueft").await;
     b.close().await.expect("close the browser");
     h.fed.shutdown().await.unwrap();
 }

@@ -84,8 +84,8 @@ pub const CASEWORK: &[AccountRole] = &[AccountRole::Caseworker];
 /// with `kurzdraht user` and sees no young person's data here.
 pub fn pages_of(role: AccountRole) -> &'static [(&'static str, &'static str)] {
     match role {
-        AccountRole::Caseworker => &[("/posteingang", "Posteingang")],
-        AccountRole::DataProtection => &[],
+        AccountRole::Caseworker => &[("/posteingang", "Posteingang"), ("/auskunft", "Auskunft")],
+        AccountRole::DataProtection => &[("/protokoll", "Protokoll"), ("/auskunft", "Auskunft")],
         AccountRole::Admin => &[],
     }
 }

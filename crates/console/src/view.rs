@@ -165,6 +165,60 @@ pub fn german_date(iso: &str) -> String {
     }
 }
 
+/// A date as a person types it — `TT.MM.JJJJ` (also `T.M.JJJJ`) or `JJJJ-MM-TT` — as an
+/// ISO date, if it is one.
+pub fn parse_date(text: &str) -> Option<String> {
+    let text = text.trim();
+    let (y, m, d) = if let Some((d, rest)) = text.split_once('.') {
+        let (m, y) = rest.split_once('.')?;
+        (y, m, d)
+    } else {
+        let mut parts = text.splitn(3, '-');
+        (parts.next()?, parts.next()?, parts.next()?)
+    };
+    let number = |s: &str, len: std::ops::RangeInclusive<usize>| {
+        (len.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u32>().ok())
+            .flatten()
+    };
+    let (y, m, d) = (number(y, 4..=4)?, number(m, 1..=2)?, number(d, 1..=2)?);
+    let month = Month::try_from(u8::try_from(m).ok()?).ok()?;
+    let date =
+        Date::from_calendar_date(i32::try_from(y).ok()?, month, u8::try_from(d).ok()?).ok()?;
+    Some(format!(
+        "{:04}-{:02}-{:02}",
+        date.year(),
+        u8::from(date.month()),
+        date.day()
+    ))
+}
+
+/// The German name of a consent's state.
+pub fn consent_state_label(state: i32) -> &'static str {
+    use kurzdraht_proto::v1::ConsentState as S;
+    match S::try_from(state).unwrap_or(S::Unspecified) {
+        S::ConsentInForce => "gültig",
+        S::ConsentNotYetValid => "noch nicht gültig",
+        S::ConsentExpired => "abgelaufen",
+        S::ConsentWithdrawn => "widerrufen",
+        S::ConsentSuperseded => "durch eine neuere ersetzt",
+        S::Unspecified => "–",
+    }
+}
+
+/// The German name of a sent message's delivery state.
+pub fn delivery_state_label(state: i32) -> &'static str {
+    use kurzdraht_proto::v1::DeliveryState as S;
+    match S::try_from(state).unwrap_or(S::Unspecified) {
+        S::Queued => "wartet auf Zustellung",
+        S::Delivered => "zugestellt (Empfang bestätigt)",
+        S::Refused => "nicht gesendet: Einwilligung galt nicht mehr",
+        S::Rejected => "von der Empfängerin abgelehnt",
+        S::Expired => "nicht zugestellt (Frist abgelaufen)",
+        S::Unspecified => "–",
+    }
+}
+
 /// The German name of a purpose.
 pub fn purpose_label(purpose: i32) -> &'static str {
     match Purpose::try_from(purpose).unwrap_or(Purpose::Unspecified) {
@@ -364,6 +418,24 @@ mod tests {
         assert_eq!(kind_of_slug(""), None);
         assert_eq!(kind_of_slug("x"), None);
         assert_eq!(kind_label(99), "Unbekannte Nachrichtenart");
+    }
+
+    #[test]
+    fn typed_dates() {
+        assert_eq!(parse_date("12.04.2005").as_deref(), Some("2005-04-12"));
+        assert_eq!(parse_date(" 1.4.2005 ").as_deref(), Some("2005-04-01"));
+        assert_eq!(parse_date("2005-04-12").as_deref(), Some("2005-04-12"));
+        for bad in [
+            "",
+            "12.04.05",
+            "31.02.2005",
+            "12/04/2005",
+            "2005-13-01",
+            "a.b.cdef",
+            "12.04.2005.1",
+        ] {
+            assert_eq!(parse_date(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -37,8 +37,8 @@ pub use consent::{evaluate, ConsentQuery, ConsentRefusal};
 pub use db::SyncedBlobs;
 pub use error::LedgerError;
 pub use records::{
-    AnsweredRequest, BackupManifest, InboxRecord, KeptDelivery, MessageRecord, OutboxEntry,
-    PendingReconciliation, StoredAccount, StoredConsent,
+    AnsweredRequest, AuditEntry, BackupManifest, InboxRecord, KeptDelivery, MessageRecord,
+    OutboxEntry, PendingReconciliation, StoredAccount, StoredConsent,
 };
 pub use store::{
     backup, lane_of_root, Accepted, AccountRole, ConsentEffect, Cursor, DeliveredEntry, Extension,

@@ -591,3 +591,33 @@ pub async fn screenshot(client: &Client, path: &Path) -> Result<(), BrowserError
     }
     std::fs::write(path, png).map_err(|e| err(format!("write {}: {e}", path.display())))
 }
+
+/// Clicks what `locator` finds and waits (at most 10 s) until the page it leads to has
+/// loaded: a click that submits a form or follows a link returns before the browser has
+/// loaded the answer, so the old document is marked and the new one awaited.
+pub async fn click_to_next_page(b: &Client, locator: fantoccini::Locator<'_>) {
+    b.execute("window.kurzdrahtOldPage = true; return true", vec![])
+        .await
+        .expect("mark the page");
+    b.find(locator)
+        .await
+        .expect("the element to click")
+        .click()
+        .await
+        .expect("click");
+    for _ in 0..200 {
+        let loaded = b
+            .execute(
+                "return window.kurzdrahtOldPage !== true && document.readyState === 'complete'",
+                vec![],
+            )
+            .await
+            .map(|v| v == true)
+            .unwrap_or(false);
+        if loaded {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the page after the click did not load");
+}

@@ -2,8 +2,10 @@
 //! node's services as the signed-in account, and renders its template.
 
 pub mod account;
+pub mod audit_log;
 pub mod inbox;
 pub mod login;
+pub mod report;
 
 use crate::ConsoleError;
 use askama::Template;

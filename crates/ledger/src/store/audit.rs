@@ -46,6 +46,39 @@ impl Ledger {
         self.audit.iter().map(|kv| decode("audit entry", &kv?.1))
     }
 
+    /// Up to `limit` audit entries before sequence number `before_seq` (from the newest,
+    /// for `None`), newest first, looking at no more than `scan` entries: only those `keep`
+    /// accepts are returned. Also returns the sequence number of the last entry looked at
+    /// (where a next page continues), `None` when the chain's start was reached.
+    pub fn audit_before(
+        &self,
+        before_seq: Option<u64>,
+        limit: usize,
+        scan: usize,
+        keep: impl Fn(&crate::records::AuditEntry) -> bool,
+    ) -> Result<(Vec<crate::records::AuditEntry>, Option<u64>), LedgerError> {
+        let entries = match before_seq {
+            Some(seq) => self.audit.range_rev(..seq.to_be_bytes()),
+            None => self.audit.range_rev::<[u8; 8]>(..),
+        };
+        let mut out = Vec::new();
+        let mut last = None;
+        let mut exhausted = true;
+        for (looked, kv) in entries.enumerate() {
+            if looked == scan || out.len() == limit {
+                exhausted = false;
+                break;
+            }
+            let (_, v) = kv?;
+            let entry: crate::records::AuditEntry = decode("audit entry", &v)?;
+            last = Some(entry.seq);
+            if keep(&entry) {
+                out.push(entry);
+            }
+        }
+        Ok((out, if exhausted { None } else { last }))
+    }
+
     /// Every audit entry, decoded, in order, collected (for tests and small stores; use
     /// [`Ledger::audit_iter`] on a node's store).
     pub fn audit_entries(&self) -> Result<Vec<crate::records::AuditEntry>, LedgerError> {

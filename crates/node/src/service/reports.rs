@@ -51,6 +51,17 @@ pub struct Reports {
     shared: Shared,
 }
 
+/// The most audit entries one page of [`Reports::audit_page`] looks at.
+pub const AUDIT_PAGE_SCAN: usize = 10_000;
+
+/// A page of the audit chain, newest first.
+#[derive(Debug, Clone)]
+pub struct AuditPage {
+    pub entries: Vec<kurzdraht_ledger::AuditEntry>,
+    /// Where the next (older) page starts; `None`: the chain's first entry was reached.
+    pub next_before: Option<u64>,
+}
+
 impl Reports {
     pub(crate) fn new(shared: Shared) -> Self {
         Self { shared }
@@ -74,6 +85,35 @@ impl Reports {
         let node = self.clone();
         let client = client.to_string();
         blocking(move || node.build_access_report(&subject, &client)).await
+    }
+
+    /// A page of the audit chain for the data protection officer: up to `limit` entries
+    /// before `before_seq` (from the newest for `None`), newest first, only events starting
+    /// with `event_prefix` (all for ""). Looks at no more than [`AUDIT_PAGE_SCAN`] entries;
+    /// the chain holds no personal data, so reading it is not audited.
+    pub fn audit_page(
+        &self,
+        before_seq: Option<u64>,
+        limit: usize,
+        event_prefix: &str,
+    ) -> Result<AuditPage, NodeError> {
+        let (entries, next_before) = self.shared.ledger().audit_before(
+            before_seq,
+            limit.clamp(1, 500),
+            AUDIT_PAGE_SCAN,
+            |e| e.event.starts_with(event_prefix),
+        )?;
+        Ok(AuditPage {
+            entries,
+            next_before,
+        })
+    }
+
+    /// Verifies the whole audit chain of the running node (sequence, links, head), on a
+    /// blocking thread.
+    pub async fn verify_audit(&self) -> Result<kurzdraht_ledger::AuditReport, NodeError> {
+        let node = self.clone();
+        blocking(move || Ok(node.shared.ledger().verify_audit()?)).await
     }
 
     fn build_access_report(
