@@ -220,6 +220,24 @@ async fn a_caseworker_reads_the_inbox_and_marks_a_message_done_in_a_browser() {
     assert!(text(&b).await.contains("erledigt"));
     check(&b, "nachricht-erledigt").await;
 
+    // The case: the person's consent and both requests in one thread.
+    b.goto(&format!("{base}/faelle")).await.unwrap();
+    assert!(text(&b).await.contains("Lena Hansen"));
+    check(&b, "faelle").await;
+    click_to_next_page(&b, Locator::LinkText("Lena Hansen")).await;
+    assert_eq!(path(&b).await, format!("/fall/{consent}"));
+    let case = text(&b).await;
+    assert!(
+        case.contains("Auszug unter 25: Anfrage, Stellungnahme, Entscheidung"),
+        "{case}"
+    );
+    assert_eq!(
+        case.matches("Anfrage zur Bescheinigung (Auszug U25)")
+            .count(),
+        2
+    );
+    check(&b, "fall").await;
+
     b.goto(&format!("{base}/konto")).await.unwrap();
     assert!(text(&b).await.contains("Sachbearbeitung"));
     check(&b, "konto").await;

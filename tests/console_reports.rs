@@ -84,15 +84,15 @@ async fn the_access_report_shows_what_the_api_reports_in_plain_german() {
             .count()
     };
     assert_eq!(
-        rows("<caption class=\"kern-title\">Einwilligungen"),
+        rows("<caption class=\"console-sr-only\">Einwilligungen"),
         report.consents.len()
     );
     assert_eq!(
-        rows("<caption class=\"kern-title\">Gesendete und empfangene Nachrichten"),
+        rows("<caption class=\"console-sr-only\">Gesendete und empfangene Nachrichten"),
         report.messages.len()
     );
     assert_eq!(
-        rows("<caption class=\"kern-title\">Abgelehnte Übermittlungen"),
+        rows("<caption class=\"console-sr-only\">Abgelehnte Übermittlungen"),
         1
     );
     assert!(body.contains("Auszug unter 25 (§ 22 Abs. 5 SGB II)"));

@@ -95,6 +95,8 @@ impl Console {
             .route("/posteingang/neu", get(pages::inbox::newer))
             .route("/nachricht/{id}", get(pages::inbox::show))
             .route("/nachricht/{id}/erledigt", post(pages::inbox::acknowledge))
+            .route("/faelle", get(pages::cases::list))
+            .route("/fall/{root}", get(pages::cases::show))
             .route("/auskunft", get(pages::report::show))
             .route("/protokoll", get(pages::audit_log::show))
             .route("/assets/{*path}", get(assets::serve))

@@ -84,7 +84,11 @@ pub const CASEWORK: &[AccountRole] = &[AccountRole::Caseworker];
 /// with `kurzdraht user` and sees no young person's data here.
 pub fn pages_of(role: AccountRole) -> &'static [(&'static str, &'static str)] {
     match role {
-        AccountRole::Caseworker => &[("/posteingang", "Posteingang"), ("/auskunft", "Auskunft")],
+        AccountRole::Caseworker => &[
+            ("/posteingang", "Posteingang"),
+            ("/faelle", "Fälle"),
+            ("/auskunft", "Auskunft"),
+        ],
         AccountRole::DataProtection => &[("/protokoll", "Protokoll"), ("/auskunft", "Auskunft")],
         AccountRole::Admin => &[],
     }

@@ -8,7 +8,7 @@ use kurzdraht_proto::v1::{
     CertificationOutcome, DecisionOutcome, InboxItem, MessageKind, Purpose, ReferralOutcome,
     Subject,
 };
-use time::{Date, Month, OffsetDateTime, UtcOffset, Weekday};
+use time::{Date, Month, OffsetDateTime, UtcOffset};
 
 /// The signed-in account as the frame shows it.
 #[derive(Debug, Clone)]
@@ -118,25 +118,13 @@ pub fn kind_of_slug(slug: &str) -> Option<MessageKind> {
         .find(|k| kind_slug(*k) == slug)
 }
 
-/// The offset of German time (CET, CEST from the last Sunday of March 01:00 UTC to the last
-/// Sunday of October 01:00 UTC) at `utc`.
+/// The offset of German time at `utc` (the node's rule: [`kurzdraht_node::clock`]).
 pub fn german_offset(utc: OffsetDateTime) -> UtcOffset {
-    let year = utc.year();
-    let last_sunday = |month: Month| {
-        let mut day = match Date::from_calendar_date(year, month, 31) {
-            Ok(d) => d,
-            Err(_) => return None,
-        };
-        while day.weekday() != Weekday::Sunday {
-            day = day.previous_day()?;
-        }
-        Some(day.with_hms(1, 0, 0).ok()?.assume_utc())
+    let hours = if kurzdraht_node::clock::german_summer_time(utc) {
+        2
+    } else {
+        1
     };
-    let summer = match (last_sunday(Month::March), last_sunday(Month::October)) {
-        (Some(start), Some(end)) => utc >= start && utc < end,
-        _ => false,
-    };
-    let hours = if summer { 2 } else { 1 };
     UtcOffset::from_hms(hours, 0, 0).unwrap_or(UtcOffset::UTC)
 }
 

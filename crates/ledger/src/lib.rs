@@ -41,8 +41,8 @@ pub use records::{
     OutboxEntry, PendingReconciliation, StoredAccount, StoredConsent,
 };
 pub use store::{
-    backup, lane_of_root, Accepted, AccountRole, ConsentEffect, Cursor, DeliveredEntry, Extension,
-    FailedLogin, Finish, Finished, KeyedRequest, Ledger, LockoutPolicy, Login, Once, Outgoing,
-    QueueSummary, Queued, ReceivedPage, SentEffect, SentEnvelope, SentRestored, StoreOptions,
-    Swept, DEFAULT_CACHE_BYTES, DELIVERY_LANES,
+    backup, carries_case, lane_of_root, Accepted, AccountRole, CaseRef, ConsentEffect, Cursor,
+    DeliveredEntry, Direction, Extension, FailedLogin, Finish, Finished, KeyedRequest, Ledger,
+    LockoutPolicy, Login, Once, Outgoing, QueueSummary, Queued, ReceivedPage, SentEffect,
+    SentEnvelope, SentRestored, StoreOptions, Swept, DEFAULT_CACHE_BYTES, DELIVERY_LANES,
 };

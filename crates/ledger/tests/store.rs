@@ -6,7 +6,8 @@
 use kurzdraht_ledger::db;
 use kurzdraht_ledger::records::AuditEntry;
 use kurzdraht_ledger::{
-    Accepted, ConsentEffect, ConsentRefusal, Finish, InboxRecord, Ledger, LedgerError, Outgoing,
+    Accepted, ConsentEffect, ConsentRefusal, Direction, Finish, InboxRecord, Ledger, LedgerError,
+    Outgoing,
 };
 use kurzdraht_proto::v1::{
     ConsentRecord, ConsentWithdrawalRecord, DeliveryState, MessageKind, Purpose, SignedEnvelope,
@@ -1418,4 +1419,84 @@ fn a_store_of_a_later_format_is_refused() {
         Err(other) => panic!("expected NewerStore, got {other:?}"),
         Ok(_) => panic!("a store of format 99 was opened"),
     }
+}
+
+/// The case index: a consent's chain is one case; its sent and received messages are filed
+/// under the chain's root in the transaction that stores them; cases come newest activity
+/// first; notices are not case messages; a store without the index gets it at open.
+#[test]
+fn cases_are_filed_by_chain_and_listed_by_latest_activity() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open_keyed(dir.path()).unwrap();
+    l.record_consent(&consent("c-1"), &[], 1_000).unwrap();
+    let mut other = consent("c-2");
+    other.subject.as_mut().unwrap().given_name = "Jonas".into();
+    l.record_consent(&other, &[], 1_001).unwrap();
+    l.enqueue(&outgoing("m-1", JA, "c-1", 2_000)).unwrap();
+    let mut replacing = consent("c-3");
+    replacing.supersedes = "c-1".into();
+    l.record_consent(&replacing, &[], 2_001).unwrap();
+
+    l.enqueue(&outgoing("m-2", JA, "c-2", 3_000)).unwrap();
+    l.enqueue(&withdrawal_notice("n-1", JA, "c-2", 3_500))
+        .unwrap();
+    l.accept_delivery(&received_under("m-3", "c-3"), &ConsentEffect::None, 4_000)
+        .unwrap();
+
+    let cases = l.recent_cases(None, 10).unwrap();
+    let roots: Vec<(&str, i64)> = cases
+        .iter()
+        .map(|c| (c.root.as_str(), c.latest_ms))
+        .collect();
+    // c-3 replaces c-1: one case, named by c-1; the received m-3 (5,000) is its latest.
+    assert_eq!(roots, [("c-1", 5_000), ("c-2", 3_000)]);
+    assert_eq!(
+        l.case_messages("c-1").unwrap(),
+        [
+            ("m-1".to_string(), Direction::Sent),
+            ("m-3".to_string(), Direction::Received)
+        ]
+    );
+    assert_eq!(
+        l.case_messages("c-2").unwrap(),
+        [("m-2".to_string(), Direction::Sent)],
+        "the withdrawal notice is the consent's, not the case's"
+    );
+    assert_eq!(l.case_of("c-3").unwrap(), "c-1");
+    // Pages: after the first case, the second.
+    assert_eq!(
+        l.recent_cases(Some(&cases[0]), 10).unwrap(),
+        cases[1..].to_vec()
+    );
+    assert!(l.recent_cases(Some(&cases[1]), 10).unwrap().is_empty());
+    // An older message does not move a case's latest activity back.
+    l.enqueue(&outgoing("m-4", JA, "c-2", 1_500)).unwrap();
+    assert_eq!(l.recent_cases(None, 10).unwrap(), cases);
+    drop(l);
+
+    // Reopened: the same (the index is stored, not rebuilt).
+    let l = open_keyed(dir.path()).unwrap();
+    let with_m4 = l.case_messages("c-2").unwrap();
+    assert_eq!(l.recent_cases(None, 10).unwrap(), cases);
+    drop(l);
+
+    // A store of a version without the index (no tree entries, no mark): built at open.
+    {
+        let db = db::open(dir.path(), None).unwrap();
+        let index = db.open_tree("cases").unwrap();
+        let keys: Vec<Vec<u8>> = index.iter().map(|kv| kv.unwrap().0).collect();
+        assert!(!keys.is_empty());
+        for k in keys {
+            index.remove(k).unwrap();
+        }
+        db.open_tree("meta")
+            .unwrap()
+            .remove(b"cases_index")
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let l = open_keyed(dir.path()).unwrap();
+    assert_eq!(l.recent_cases(None, 10).unwrap(), cases);
+    assert_eq!(l.case_messages("c-2").unwrap(), with_m4);
+    assert_eq!(l.case_messages("c-1").unwrap().len(), 2);
 }

@@ -111,7 +111,7 @@ pub fn german_start_of_day_ms(date: Date) -> i64 {
 }
 
 /// Whether `utc` lies in German summer time (CEST).
-fn german_summer_time(utc: OffsetDateTime) -> bool {
+pub fn german_summer_time(utc: OffsetDateTime) -> bool {
     // 01:00 UTC on the last Sunday of the month
     let switch = |month: Month| {
         let last = Date::from_calendar_date(utc.year(), month, 31).ok()?;

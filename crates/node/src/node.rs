@@ -5,7 +5,8 @@
 use crate::clock::{Clock, SystemClock};
 use crate::config::NodeConfig;
 use crate::service::{
-    Accounts, Answers, Backup, Inbox, Reception, Reconciliation, Reports, Retention, Submission,
+    Accounts, Answers, Backup, Cases, Inbox, Reception, Reconciliation, Reports, Retention,
+    Submission,
 };
 use crate::shared::Shared;
 use crate::NodeError;
@@ -27,6 +28,7 @@ pub struct Node {
     reconciliation: Reconciliation,
     backup: Backup,
     accounts: Accounts,
+    cases: Cases,
 }
 
 impl Node {
@@ -48,6 +50,7 @@ impl Node {
             reconciliation: Reconciliation::new(shared.clone(), reception.clone()),
             backup: Backup::new(shared.clone()),
             accounts: Accounts::new(shared.clone()),
+            cases: Cases::new(shared.clone()),
             reception,
             shared,
         })
@@ -73,7 +76,11 @@ impl Node {
     pub fn retention(&self) -> &Retention {
         &self.retention
     }
-    /// The Art. 15 access report and the evidence of a consent.
+    /// The cases (a person's consent chain and its messages), for the console's Fälle.
+    pub fn cases(&self) -> &Cases {
+        &self.cases
+    }
+    /// The Art. 15 access report, the evidence of a consent, the audit chain's pages.
     pub fn reports(&self) -> &Reports {
         &self.reports
     }

@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod audit_log;
+pub mod cases;
 pub mod inbox;
 pub mod login;
 pub mod report;

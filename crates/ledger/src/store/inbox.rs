@@ -67,6 +67,14 @@ impl Tx<'_> {
         t.put_sealed(t.inbox, "inbox", id, &stored)?;
         t.inbox_seq.insert(seq.to_be_bytes(), id)?;
         t.index_body(&stored)?;
+        if stored.notice.is_none() && super::cases::carries_case(stored.kind) {
+            t.index_case(
+                &stored.consent_id,
+                &stored.message_id,
+                super::cases::Direction::Received,
+                stored.received_at_ms,
+            )?;
+        }
         t.append_audit(
             AuditNote::new(event)
                 .message(&record.message_id)

@@ -114,7 +114,7 @@ fn cycle_from<E>(
 
 impl Tx<'_> {
     /// The root of the chain `consent_id` lies on, as this transaction sees the consents.
-    fn root_of(&self, consent_id: &str) -> TxResult<String> {
+    pub(super) fn root_of(&self, consent_id: &str) -> TxResult<String> {
         chain_root(consent_id, |id| {
             self.get_sealed::<StoredConsent>(self.consents, "consents", id.as_bytes())
         })

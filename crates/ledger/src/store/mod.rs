@@ -13,6 +13,7 @@
 //! | `requests`  | see `requests.rs`                    | first answers to keyed calls   |
 //! | `delivered` | see `kept.rs`                        | delivered envelopes, kept      |
 //! | `accounts`  | account name                         | [`StoredAccount`] (sealed)     |
+//! | `cases`     | see `cases.rs`                       | the case index (ids, times)    |
 //!
 //! Every method that changes state runs one transaction over all trees, including the
 //! audit entry that records the change. Callers make the change durable with
@@ -57,6 +58,7 @@ const SCHEMA_VERSION: u64 = 3;
 mod accounts;
 mod audit;
 pub mod backup;
+mod cases;
 mod consents;
 mod deadlines;
 mod inbox;
@@ -70,6 +72,7 @@ mod retention;
 mod sent;
 mod tx;
 pub use accounts::{AccountRole, FailedLogin, LockoutPolicy, Login};
+pub use cases::{carries_case, CaseRef, Direction};
 pub use deadlines::{Extension, QueueSummary};
 pub use inbox::{Accepted, ConsentEffect};
 pub use kept::{Cursor, DeliveredEntry};
@@ -125,6 +128,7 @@ pub struct Ledger {
     requests: Tree,
     delivered: Tree,
     accounts: Tree,
+    cases: Tree,
     /// Added to the engine's id generator (see [`Ledger::outbox_seqs`]).
     seq_floor: u64,
     /// Every transaction holds this for reading; an online backup holds it for writing

@@ -56,6 +56,7 @@ impl Ledger {
             requests: db.open_tree("requests")?,
             delivered: db.open_tree("delivered")?,
             accounts: db.open_tree("accounts")?,
+            cases: db.open_tree("cases")?,
             seq_floor: match db.open_tree("meta")?.get(SEQ_FLOOR)? {
                 Some(v) => u64_from("seq floor", &v)?,
                 None => 0,
@@ -96,6 +97,8 @@ impl Ledger {
         if version == 1 {
             self.build_retention_index()?;
         }
+        // Once for a store written before the case index existed (marked in `meta`).
+        self.build_case_index()?;
         // Every open, not only on the upgrade: entries without a lane (queued by an earlier
         // version, also one run against this store after an upgrade) are moved into theirs.
         let moved = self.move_outbox_into_lanes()?;

@@ -25,6 +25,7 @@ pub(super) struct Tx<'a> {
     pub(super) requests: TxTree<'a>,
     pub(super) delivered: TxTree<'a>,
     pub(super) accounts: TxTree<'a>,
+    pub(super) cases: TxTree<'a>,
 }
 
 /// Ends the transaction without writing anything, with `e`.
@@ -111,6 +112,7 @@ impl Ledger {
             &self.requests,
             &self.delivered,
             &self.accounts,
+            &self.cases,
         ];
         self.db.transaction(&trees, |tx| {
             f(&Tx {
@@ -126,6 +128,7 @@ impl Ledger {
                 requests: tx.on(&self.requests),
                 delivered: tx.on(&self.delivered),
                 accounts: tx.on(&self.accounts),
+                cases: tx.on(&self.cases),
             })
         })
     }

@@ -16,9 +16,12 @@
 //! - [`reconciliation`]: [`Reconciliation`] — a restored node receives again what its
 //!   peers delivered since; [`backup`]: [`Backup`] — online backups.
 //! - [`accounts`]: [`Accounts`] — the console's local accounts and the login check.
+//! - [`cases`]: [`Cases`] — the cases (a person's consent chain and its messages) for the
+//!   console's Fälle.
 
 pub mod accounts;
 pub mod backup;
+pub mod cases;
 pub mod delivery;
 pub mod idempotency;
 pub mod inbox;
@@ -30,6 +33,7 @@ pub mod submission;
 
 pub use accounts::{AccountView, Accounts};
 pub use backup::Backup;
+pub use cases::Cases;
 pub use idempotency::Answers;
 pub use inbox::Inbox;
 pub use reception::Reception;
