@@ -14,8 +14,6 @@ use kurzdraht_testkit::browser::{
 use kurzdraht_testkit::*;
 use std::time::Duration;
 
-const PASSWORD: &str = "Kurzdraht-Segeberg-2026";
-
 /// Checks a page state: no axe violation, no CSP violation; saves its screenshot.
 async fn check(b: &Client, name: &str) {
     assert_no_axe_violations(b, name).await;
@@ -82,28 +80,17 @@ async fn sign_in(b: &Client, name: &str, password: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caseworker_reads_the_inbox_and_marks_a_message_done_in_a_browser() {
     let h = start().await;
-    h.fed
-        .node(JA)
-        .unwrap()
-        .accounts()
-        .add(
-            "test",
-            "schmidt",
-            "Frau Schmidt",
-            AccountRole::Caseworker,
-            PASSWORD,
-        )
-        .await
-        .unwrap();
+    h.add_console_account(JA, "schmidt", "Frau Schmidt", AccountRole::Caseworker)
+        .await;
     let mut jc = h.client(JC).await;
     let ja = h.client(JA).await;
     let lena = subject("Lena", "Hansen", "2005-04-12");
-    let consent = consent_id(
+    let consent = consent_in_force_at(
         &mut jc,
+        &ja,
         consent_request(&lena, &[JA], &[pb::Purpose::U25MoveOut]),
     )
     .await;
-    wait_for_consent_state(&ja, &consent, pb::ConsentState::ConsentInForce).await;
     let first = submit_ok(
         &mut jc,
         JA,
@@ -156,7 +143,7 @@ async fn a_caseworker_reads_the_inbox_and_marks_a_message_done_in_a_browser() {
     );
     check(&b, "anmelden-fehler").await;
 
-    sign_in(&b, "schmidt", PASSWORD).await;
+    sign_in(&b, "schmidt", CONSOLE_PASSWORD).await;
     assert_eq!(path(&b).await, "/posteingang");
     let inbox = text(&b).await;
     assert!(
@@ -254,16 +241,10 @@ async fn a_caseworker_reads_the_inbox_and_marks_a_message_done_in_a_browser() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_access_report_and_the_protocol_in_a_browser() {
     let h = start().await;
-    let node = h.fed.node(JC).unwrap();
-    for (name, display, role) in [
-        ("jensen", "Herr Jensen", AccountRole::Caseworker),
-        ("datenschutz", "Frau Dahl", AccountRole::DataProtection),
-    ] {
-        node.accounts()
-            .add("test", name, display, role, PASSWORD)
-            .await
-            .unwrap();
-    }
+    h.add_console_account(JC, "jensen", "Herr Jensen", AccountRole::Caseworker)
+        .await;
+    h.add_console_account(JC, "datenschutz", "Frau Dahl", AccountRole::DataProtection)
+        .await;
     let mut jc = h.client(JC).await;
     let lena = subject("Lena", "Hansen", "2005-04-12");
     let consent = consent_id(
@@ -276,7 +257,7 @@ async fn the_access_report_and_the_protocol_in_a_browser() {
     let b = Browser::start().await.expect("browser");
     let base = h.fed.console_url(JC).unwrap();
     b.goto(&format!("{base}/anmelden")).await.unwrap();
-    sign_in(&b, "jensen", PASSWORD).await;
+    sign_in(&b, "jensen", CONSOLE_PASSWORD).await;
     b.goto(&format!("{base}/auskunft")).await.unwrap();
     check(&b, "auskunft").await;
     for (id, value) in [
@@ -322,7 +303,7 @@ async fn the_access_report_and_the_protocol_in_a_browser() {
 
     click_to_next_page(&b, Locator::XPath("//button[normalize-space()='Abmelden']")).await;
     wait_for_path(&b, "/anmelden").await;
-    sign_in(&b, "datenschutz", PASSWORD).await;
+    sign_in(&b, "datenschutz", CONSOLE_PASSWORD).await;
     assert_eq!(path(&b).await, "/protokoll");
     check(&b, "protokoll").await;
     click_to_next_page(

@@ -9,7 +9,6 @@ use kurzdraht_proto::v1::{self as pb, message_body::Body};
 use kurzdraht_testkit::console_client::ConsoleClient;
 use kurzdraht_testkit::*;
 
-const PASSWORD: &str = "Kurzdraht-Segeberg-2026";
 const DAY: i64 = 86_400_000;
 
 fn date_in(clock_ms: i64, days: i64) -> String {
@@ -25,36 +24,19 @@ fn german(iso: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_case_shows_its_thread_and_what_is_overdue_on_the_nodes_clock() {
     let (h, clocks) = start_on_manual_clocks().await;
-    let node = h.fed.node(JC).unwrap();
-    node.accounts()
-        .add(
-            "test",
-            "jensen",
-            "Herr Jensen",
-            AccountRole::Caseworker,
-            PASSWORD,
-        )
-        .await
-        .unwrap();
-    node.accounts()
-        .add(
-            "test",
-            "dahl",
-            "Frau Dahl",
-            AccountRole::DataProtection,
-            PASSWORD,
-        )
-        .await
-        .unwrap();
+    h.add_console_account(JC, "jensen", "Herr Jensen", AccountRole::Caseworker)
+        .await;
+    h.add_console_account(JC, "dahl", "Frau Dahl", AccountRole::DataProtection)
+        .await;
     let mut jc = h.client(JC).await;
     let mut ja = h.client(JA).await;
     let lena = subject("Lena", "Hansen", "2005-04-12");
-    let consent = consent_id(
+    let consent = consent_in_force_at(
         &mut jc,
+        &ja,
         consent_request(&lena, &[JA], &[pb::Purpose::U25MoveOut]),
     )
     .await;
-    wait_for_consent_state(&ja, &consent, pb::ConsentState::ConsentInForce).await;
     let now = clocks[JC].now_ms();
     let respond_by = date_in(now, 3);
     let mut request = certification_request(&lena, "Auszug");
@@ -65,7 +47,7 @@ async fn a_case_shows_its_thread_and_what_is_overdue_on_the_nodes_clock() {
     wait_for_state(&jc, &asked, pb::DeliveryState::Delivered).await;
 
     let mut c = ConsoleClient::of(&h.fed, JC);
-    assert_eq!(c.sign_in("jensen", PASSWORD).await.status, 303);
+    assert_eq!(c.sign_in("jensen", CONSOLE_PASSWORD).await.status, 303);
     let list = c.get("/faelle").await;
     assert_eq!(list.status, 200);
     assert!(
@@ -97,7 +79,7 @@ async fn a_case_shows_its_thread_and_what_is_overdue_on_the_nodes_clock() {
         303,
         "idle for days: signed out"
     );
-    assert_eq!(c.sign_in("jensen", PASSWORD).await.status, 303);
+    assert_eq!(c.sign_in("jensen", CONSOLE_PASSWORD).await.status, 303);
     let list = c.get("/faelle").await;
     assert!(list.body.contains("1 überfällig"), "{}", list.body);
     let case = c.get(&format!("/fall/{consent}")).await;
@@ -137,7 +119,7 @@ async fn a_case_shows_its_thread_and_what_is_overdue_on_the_nodes_clock() {
     assert_eq!(c.get("/fall/kein-fall").await.status, 422);
     assert_eq!(c.get("/faelle?nach=quatsch").await.status, 400);
     let mut dpo = ConsoleClient::of(&h.fed, JC);
-    assert_eq!(dpo.sign_in("dahl", PASSWORD).await.status, 303);
+    assert_eq!(dpo.sign_in("dahl", CONSOLE_PASSWORD).await.status, 303);
     assert_eq!(dpo.get("/faelle").await.status, 403);
     h.fed.shutdown().await.unwrap();
 }

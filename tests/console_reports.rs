@@ -7,30 +7,18 @@ use kurzdraht_proto::v1 as pb;
 use kurzdraht_testkit::console_client::ConsoleClient;
 use kurzdraht_testkit::*;
 
-const PASSWORD: &str = "Kurzdraht-Segeberg-2026";
-
-async fn add_account(h: &Harness, agency: &str, name: &str, display: &str, role: AccountRole) {
-    h.fed
-        .node(agency)
-        .unwrap()
-        .accounts()
-        .add("test", name, display, role, PASSWORD)
-        .await
-        .unwrap();
-}
-
 /// Lena's consent at the Jobcenter (for the Kreis Jugendamt), one request sent under it and
 /// one refused (to Norderstedt, which the consent does not name).
 async fn lenas_case(h: &Harness) -> String {
     let mut jc = h.client(JC).await;
     let ja = h.client(JA).await;
     let lena = subject("Lena", "Hansen", "2005-04-12");
-    let consent = consent_id(
+    let consent = consent_in_force_at(
         &mut jc,
+        &ja,
         consent_request(&lena, &[JA], &[pb::Purpose::U25MoveOut]),
     )
     .await;
-    wait_for_consent_state(&ja, &consent, pb::ConsentState::ConsentInForce).await;
     submit_ok(
         &mut jc,
         JA,
@@ -46,11 +34,13 @@ async fn lenas_case(h: &Harness) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_access_report_shows_what_the_api_reports_in_plain_german() {
     let h = start().await;
-    add_account(&h, JC, "jensen", "Herr Jensen", AccountRole::Caseworker).await;
-    add_account(&h, JC, "admin", "Administration", AccountRole::Admin).await;
+    h.add_console_account(JC, "jensen", "Herr Jensen", AccountRole::Caseworker)
+        .await;
+    h.add_console_account(JC, "admin", "Administration", AccountRole::Admin)
+        .await;
     lenas_case(&h).await;
     let mut c = ConsoleClient::of(&h.fed, JC);
-    assert_eq!(c.sign_in("jensen", PASSWORD).await.status, 303);
+    assert_eq!(c.sign_in("jensen", CONSOLE_PASSWORD).await.status, 303);
 
     let form = c.get("/auskunft").await;
     assert_eq!(form.status, 200);
@@ -121,7 +111,7 @@ async fn the_access_report_shows_what_the_api_reports_in_plain_german() {
     assert!(bad.body.contains("value=\"Lena\""), "the values are kept");
 
     let mut admin = ConsoleClient::of(&h.fed, JC);
-    assert_eq!(admin.sign_in("admin", PASSWORD).await.status, 303);
+    assert_eq!(admin.sign_in("admin", CONSOLE_PASSWORD).await.status, 303);
     assert_eq!(
         admin
             .get("/auskunft?vorname=Lena&nachname=Hansen&geburtsdatum=12.04.2005")
@@ -135,23 +125,21 @@ async fn the_access_report_shows_what_the_api_reports_in_plain_german() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_protocol_is_the_data_protection_officers_and_verifies() {
     let h = start().await;
-    add_account(&h, JC, "jensen", "Herr Jensen", AccountRole::Caseworker).await;
-    add_account(
-        &h,
-        JC,
-        "datenschutz",
-        "Frau Dahl",
-        AccountRole::DataProtection,
-    )
-    .await;
+    h.add_console_account(JC, "jensen", "Herr Jensen", AccountRole::Caseworker)
+        .await;
+    h.add_console_account(JC, "datenschutz", "Frau Dahl", AccountRole::DataProtection)
+        .await;
     let consent = lenas_case(&h).await;
 
     let mut caseworker = ConsoleClient::of(&h.fed, JC);
-    assert_eq!(caseworker.sign_in("jensen", PASSWORD).await.status, 303);
+    assert_eq!(
+        caseworker.sign_in("jensen", CONSOLE_PASSWORD).await.status,
+        303
+    );
     assert_eq!(caseworker.get("/protokoll").await.status, 403);
 
     let mut dpo = ConsoleClient::of(&h.fed, JC);
-    let landed = dpo.sign_in("datenschutz", PASSWORD).await;
+    let landed = dpo.sign_in("datenschutz", CONSOLE_PASSWORD).await;
     assert_eq!(landed.location(), Some("/protokoll"));
     let page = dpo.get("/protokoll").await;
     assert_eq!(page.status, 200);

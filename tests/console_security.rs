@@ -12,18 +12,7 @@ use kurzdraht_testkit::console_client::{ConsoleClient, Page};
 use kurzdraht_testkit::*;
 use std::sync::Arc;
 
-const PASSWORD: &str = "Kurzdraht-Segeberg-2026";
 const MINUTE: i64 = 60_000;
-
-async fn add_account(h: &Harness, agency: &str, name: &str, display: &str, role: AccountRole) {
-    h.fed
-        .node(agency)
-        .expect("running node")
-        .accounts()
-        .add("test", name, display, role, PASSWORD)
-        .await
-        .expect("add account");
-}
 
 fn session_cookie(agency: &str) -> String {
     format!("__Host-kurzdraht-{agency}")
@@ -37,7 +26,8 @@ fn assert_signed_out(page: &Page, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_sets_a_strict_host_cookie_and_sign_out_needs_the_forms_token() {
     let h = start().await;
-    add_account(&h, JC, "jensen", "Herr Jensen", AccountRole::Caseworker).await;
+    h.add_console_account(JC, "jensen", "Herr Jensen", AccountRole::Caseworker)
+        .await;
     let mut c = ConsoleClient::of(&h.fed, JC);
 
     // Not signed in: every page sends to the login.
@@ -50,14 +40,17 @@ async fn sign_in_sets_a_strict_host_cookie_and_sign_out_needs_the_forms_token() 
         .body
         .contains("<h1 class=\"kern-heading-large\">Anmelden</h1>"));
     let no_token = c
-        .post("/anmelden", &[("name", "jensen"), ("password", PASSWORD)])
+        .post(
+            "/anmelden",
+            &[("name", "jensen"), ("password", CONSOLE_PASSWORD)],
+        )
         .await;
     assert_eq!(no_token.status, 403, "{}", no_token.body);
     assert!(no_token.body.contains("Das Formular ist nicht mehr gültig"));
     assert!(c.cookie(&session_cookie(JC)).is_none());
 
     // Positive control: the form's token signs in.
-    let signed_in = c.sign_in("jensen", PASSWORD).await;
+    let signed_in = c.sign_in("jensen", CONSOLE_PASSWORD).await;
     assert_eq!(signed_in.status, 303, "{}", signed_in.body);
     assert_eq!(signed_in.location(), Some("/posteingang"));
     let set = signed_in
@@ -107,10 +100,11 @@ async fn sign_in_sets_a_strict_host_cookie_and_sign_out_needs_the_forms_token() 
 async fn an_account_is_locked_after_five_wrong_passwords_for_fifteen_minutes() {
     let (h, clocks) = start_on_manual_clocks().await;
     let clock = clocks[JC].clone();
-    add_account(&h, JC, "jensen", "Herr Jensen", AccountRole::Caseworker).await;
+    h.add_console_account(JC, "jensen", "Herr Jensen", AccountRole::Caseworker)
+        .await;
     let mut c = ConsoleClient::of(&h.fed, JC);
     // Positive control: the right password works, and resets nothing that matters.
-    assert_eq!(c.sign_in("jensen", PASSWORD).await.status, 303);
+    assert_eq!(c.sign_in("jensen", CONSOLE_PASSWORD).await.status, 303);
     c.clear_cookies();
     for i in 1..=4 {
         let wrong = c.sign_in("jensen", "falsch-falsch-falsch").await;
@@ -127,7 +121,7 @@ async fn an_account_is_locked_after_five_wrong_passwords_for_fifteen_minutes() {
     let fifth = c.sign_in("jensen", "falsch-falsch-falsch").await;
     assert_eq!(fifth.status, 429);
     assert!(fifth.body.contains("vorübergehend gesperrt"));
-    let locked = c.sign_in("jensen", PASSWORD).await;
+    let locked = c.sign_in("jensen", CONSOLE_PASSWORD).await;
     assert_eq!(locked.status, 429, "the right password while locked");
     assert!(
         locked.body.contains("vorübergehend gesperrt"),
@@ -137,13 +131,13 @@ async fn an_account_is_locked_after_five_wrong_passwords_for_fifteen_minutes() {
     assert!(c.cookie(&session_cookie(JC)).is_none());
     clock.advance(14 * MINUTE);
     assert_eq!(
-        c.sign_in("jensen", PASSWORD).await.status,
+        c.sign_in("jensen", CONSOLE_PASSWORD).await.status,
         429,
         "at +14 min"
     );
     clock.advance(MINUTE);
     assert_eq!(
-        c.sign_in("jensen", PASSWORD).await.status,
+        c.sign_in("jensen", CONSOLE_PASSWORD).await.status,
         303,
         "at +15 min"
     );
@@ -154,7 +148,8 @@ async fn an_account_is_locked_after_five_wrong_passwords_for_fifteen_minutes() {
 async fn an_address_is_throttled_after_twenty_failed_logins() {
     let (h, clocks) = start_on_manual_clocks().await;
     let clock = clocks[JC].clone();
-    add_account(&h, JC, "jensen", "Herr Jensen", AccountRole::Caseworker).await;
+    h.add_console_account(JC, "jensen", "Herr Jensen", AccountRole::Caseworker)
+        .await;
     let mut c = ConsoleClient::of(&h.fed, JC);
     // Twenty unknown names (no account is locked by this).
     for i in 0..20 {
@@ -165,7 +160,7 @@ async fn an_address_is_throttled_after_twenty_failed_logins() {
             "{i}"
         );
     }
-    let throttled = c.sign_in("jensen", PASSWORD).await;
+    let throttled = c.sign_in("jensen", CONSOLE_PASSWORD).await;
     assert_eq!(throttled.status, 429);
     assert!(throttled.body.contains("Zu viele Fehlversuche"));
     assert_eq!(
@@ -177,7 +172,7 @@ async fn an_address_is_throttled_after_twenty_failed_logins() {
     );
     clock.advance(10 * MINUTE);
     assert_eq!(
-        c.sign_in("jensen", PASSWORD).await.status,
+        c.sign_in("jensen", CONSOLE_PASSWORD).await.status,
         303,
         "window over"
     );
@@ -188,10 +183,12 @@ async fn an_address_is_throttled_after_twenty_failed_logins() {
 async fn an_idle_session_ends_and_a_disabled_account_is_signed_out_at_once() {
     let (h, clocks) = start_on_manual_clocks().await;
     let clock: Arc<ManualClock> = clocks[JC].clone();
-    add_account(&h, JC, "jensen", "Herr Jensen", AccountRole::Caseworker).await;
-    add_account(&h, JC, "petersen", "Frau Petersen", AccountRole::Caseworker).await;
+    h.add_console_account(JC, "jensen", "Herr Jensen", AccountRole::Caseworker)
+        .await;
+    h.add_console_account(JC, "petersen", "Frau Petersen", AccountRole::Caseworker)
+        .await;
     let mut a = ConsoleClient::of(&h.fed, JC);
-    assert_eq!(a.sign_in("jensen", PASSWORD).await.status, 303);
+    assert_eq!(a.sign_in("jensen", CONSOLE_PASSWORD).await.status, 303);
     clock.advance(14 * MINUTE);
     assert_eq!(a.get("/posteingang").await.status, 200, "used after 14 min");
     clock.advance(14 * MINUTE);
@@ -204,7 +201,7 @@ async fn an_idle_session_ends_and_a_disabled_account_is_signed_out_at_once() {
     assert_signed_out(&a.get("/posteingang").await, "idle 15 min");
 
     let mut b = ConsoleClient::of(&h.fed, JC);
-    assert_eq!(b.sign_in("petersen", PASSWORD).await.status, 303);
+    assert_eq!(b.sign_in("petersen", CONSOLE_PASSWORD).await.status, 303);
     assert_eq!(b.get("/posteingang").await.status, 200);
     h.fed
         .node(JC)
@@ -214,7 +211,7 @@ async fn an_idle_session_ends_and_a_disabled_account_is_signed_out_at_once() {
         .await
         .unwrap();
     assert_signed_out(&b.get("/posteingang").await, "disabled");
-    assert_eq!(b.sign_in("petersen", PASSWORD).await.status, 401);
+    assert_eq!(b.sign_in("petersen", CONSOLE_PASSWORD).await.status, 401);
     let _ = clock.now_ms();
     h.fed.shutdown().await.unwrap();
 }
@@ -222,13 +219,14 @@ async fn an_idle_session_ends_and_a_disabled_account_is_signed_out_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_offices_account_and_session_are_nothing_at_another_office() {
     let h = start().await;
-    add_account(&h, JC, "jensen", "Herr Jensen", AccountRole::Caseworker).await;
+    h.add_console_account(JC, "jensen", "Herr Jensen", AccountRole::Caseworker)
+        .await;
     let mut at_jc = ConsoleClient::of(&h.fed, JC);
-    assert_eq!(at_jc.sign_in("jensen", PASSWORD).await.status, 303);
+    assert_eq!(at_jc.sign_in("jensen", CONSOLE_PASSWORD).await.status, 303);
     let token = at_jc.cookie(&session_cookie(JC)).unwrap().to_string();
 
     let mut at_ja = ConsoleClient::of(&h.fed, JA);
-    let refused = at_ja.sign_in("jensen", PASSWORD).await;
+    let refused = at_ja.sign_in("jensen", CONSOLE_PASSWORD).await;
     assert_eq!(
         refused.status, 401,
         "the Jobcenter's account at the Jugendamt"
@@ -239,15 +237,14 @@ async fn one_offices_account_and_session_are_nothing_at_another_office() {
         assert_signed_out(&at_ja.get("/posteingang").await, &name);
     }
     // Positive control: the Jugendamt's own account.
-    add_account(
-        &h,
+    h.add_console_account(
         JA,
         "jensen",
         "Frau Jensen (Jugendamt)",
         AccountRole::Caseworker,
     )
     .await;
-    assert_eq!(at_ja.sign_in("jensen", PASSWORD).await.status, 303);
+    assert_eq!(at_ja.sign_in("jensen", CONSOLE_PASSWORD).await.status, 303);
     assert!(at_ja
         .get("/posteingang")
         .await
@@ -259,8 +256,7 @@ async fn one_offices_account_and_session_are_nothing_at_another_office() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn markup_in_a_name_is_shown_as_text_and_every_answer_carries_the_security_headers() {
     let h = start().await;
-    add_account(
-        &h,
+    h.add_console_account(
         JC,
         "mallory",
         "<script>alert(1)</script> Müller",
@@ -269,7 +265,7 @@ async fn markup_in_a_name_is_shown_as_text_and_every_answer_carries_the_security
     .await;
     let mut c = ConsoleClient::of(&h.fed, JC);
     let login = c.get("/anmelden").await;
-    assert_eq!(c.sign_in("mallory", PASSWORD).await.status, 303);
+    assert_eq!(c.sign_in("mallory", CONSOLE_PASSWORD).await.status, 303);
     let inbox = c.get("/posteingang").await;
     assert!(
         inbox
@@ -319,16 +315,17 @@ img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'n
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_inbox_lists_a_message_and_opening_it_is_a_read_by_the_account() {
     let h = start().await;
-    add_account(&h, JA, "schmidt", "Frau Schmidt", AccountRole::Caseworker).await;
+    h.add_console_account(JA, "schmidt", "Frau Schmidt", AccountRole::Caseworker)
+        .await;
     let mut jc = h.client(JC).await;
     let ja = h.client(JA).await;
     let lena = subject("Lena", "Hansen", "2005-04-12");
-    let consent = consent_id(
+    let consent = consent_in_force_at(
         &mut jc,
+        &ja,
         consent_request(&lena, &[JA], &[pb::Purpose::U25MoveOut]),
     )
     .await;
-    wait_for_consent_state(&ja, &consent, pb::ConsentState::ConsentInForce).await;
     let id = submit_ok(
         &mut jc,
         JA,
@@ -339,7 +336,7 @@ async fn the_inbox_lists_a_message_and_opening_it_is_a_read_by_the_account() {
     wait_for_inbox_len(&ja, 2).await;
 
     let mut c = ConsoleClient::of(&h.fed, JA);
-    assert_eq!(c.sign_in("schmidt", PASSWORD).await.status, 303);
+    assert_eq!(c.sign_in("schmidt", CONSOLE_PASSWORD).await.status, 303);
     let inbox = c.get("/posteingang").await;
     assert_eq!(inbox.status, 200);
     assert!(
@@ -394,15 +391,17 @@ async fn the_inbox_lists_a_message_and_opening_it_is_a_read_by_the_account() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_role_sees_only_its_pages() {
     let h = start().await;
-    add_account(&h, JA, "schmidt", "Frau Schmidt", AccountRole::Caseworker).await;
-    add_account(&h, JA, "admin", "Administration", AccountRole::Admin).await;
+    h.add_console_account(JA, "schmidt", "Frau Schmidt", AccountRole::Caseworker)
+        .await;
+    h.add_console_account(JA, "admin", "Administration", AccountRole::Admin)
+        .await;
     let mut caseworker = ConsoleClient::of(&h.fed, JA);
-    let landed = caseworker.sign_in("schmidt", PASSWORD).await;
+    let landed = caseworker.sign_in("schmidt", CONSOLE_PASSWORD).await;
     assert_eq!(landed.location(), Some("/posteingang"));
     assert_eq!(caseworker.get("/posteingang").await.status, 200);
 
     let mut admin = ConsoleClient::of(&h.fed, JA);
-    let landed = admin.sign_in("admin", PASSWORD).await;
+    let landed = admin.sign_in("admin", CONSOLE_PASSWORD).await;
     assert_eq!(
         landed.location(),
         Some("/konto"),

@@ -3,6 +3,7 @@
 //! purposes, dates in German time).
 
 use askama::Template;
+use kurzdraht_node::directory::Directory;
 use kurzdraht_proto::v1::message_body::Body;
 use kurzdraht_proto::v1::{
     CertificationOutcome, DecisionOutcome, InboxItem, MessageKind, Purpose, ReferralOutcome,
@@ -207,6 +208,31 @@ pub fn delivery_state_label(state: i32) -> &'static str {
     }
 }
 
+/// An agency's name as the directory gives it, else its id.
+pub fn agency_name(directory: &Directory, id: &str) -> String {
+    directory
+        .get(id)
+        .map(|a| a.name.clone())
+        .unwrap_or_else(|| id.to_string())
+}
+
+/// Agencies' names, comma-separated.
+pub fn agency_names(directory: &Directory, ids: &[String]) -> String {
+    ids.iter()
+        .map(|id| agency_name(directory, id))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Purposes in German, semicolon-separated.
+pub fn purposes_text(purposes: &[i32]) -> String {
+    purposes
+        .iter()
+        .map(|p| purpose_label(*p))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// The German name of a purpose.
 pub fn purpose_label(purpose: i32) -> &'static str {
     match Purpose::try_from(purpose).unwrap_or(Purpose::Unspecified) {
@@ -359,40 +385,21 @@ mod tests {
 
     #[test]
     fn german_time_switches_on_the_last_sundays_at_one_utc() {
-        // 2026: summer time from 29 March 01:00 UTC to 25 October 01:00 UTC
-        assert_eq!(
-            german_datetime(ms(2026, Month::March, 29, 0, 59)),
-            "29.03.2026, 01:59"
-        );
-        assert_eq!(
-            german_datetime(ms(2026, Month::March, 29, 1, 0)),
-            "29.03.2026, 03:00"
-        );
-        assert_eq!(
-            german_datetime(ms(2026, Month::October, 25, 0, 59)),
-            "25.10.2026, 02:59"
-        );
-        assert_eq!(
-            german_datetime(ms(2026, Month::October, 25, 1, 0)),
-            "25.10.2026, 02:00"
-        );
-        assert_eq!(
-            german_datetime(ms(2026, Month::November, 29, 18, 5)),
-            "29.11.2026, 19:05"
-        );
-        assert_eq!(
-            german_datetime(ms(2027, Month::July, 1, 22, 30)),
-            "02.07.2027, 00:30"
-        );
-        // 2025: 30 March and 26 October
-        assert_eq!(
-            german_datetime(ms(2025, Month::March, 30, 1, 0)),
-            "30.03.2025, 03:00"
-        );
-        assert_eq!(
-            german_datetime(ms(2025, Month::October, 26, 0, 0)),
-            "26.10.2025, 02:00"
-        );
+        // 2026: summer time from 29 March 01:00 UTC to 25 October 01:00 UTC;
+        // 2025: from 30 March to 26 October
+        let cases = [
+            ((2026, Month::March, 29, 0, 59), "29.03.2026, 01:59"),
+            ((2026, Month::March, 29, 1, 0), "29.03.2026, 03:00"),
+            ((2026, Month::October, 25, 0, 59), "25.10.2026, 02:59"),
+            ((2026, Month::October, 25, 1, 0), "25.10.2026, 02:00"),
+            ((2026, Month::November, 29, 18, 5), "29.11.2026, 19:05"),
+            ((2027, Month::July, 1, 22, 30), "02.07.2027, 00:30"),
+            ((2025, Month::March, 30, 1, 0), "30.03.2025, 03:00"),
+            ((2025, Month::October, 26, 0, 0), "26.10.2025, 02:00"),
+        ];
+        for ((y, mo, d, h, mi), want) in cases {
+            assert_eq!(german_datetime(ms(y, mo, d, h, mi)), want);
+        }
     }
 
     #[test]

@@ -69,7 +69,27 @@ pub struct Harness {
     pub dir: TempDir,
 }
 
+/// The password of the console accounts the tests add ([`Harness::add_console_account`]).
+pub const CONSOLE_PASSWORD: &str = "Kurzdraht-Segeberg-2026";
+
 impl Harness {
+    /// Adds a console account at `agency`'s running node, with [`CONSOLE_PASSWORD`].
+    pub async fn add_console_account(
+        &self,
+        agency: &str,
+        name: &str,
+        display_name: &str,
+        role: kurzdraht_ledger::AccountRole,
+    ) {
+        self.fed
+            .node(agency)
+            .unwrap_or_else(|| panic!("{agency}'s node is not running"))
+            .accounts()
+            .add("test", name, display_name, role, CONSOLE_PASSWORD)
+            .await
+            .unwrap_or_else(|e| panic!("add the console account {name} at {agency}: {e}"));
+    }
+
     /// An authenticated AgencyApi client of `agency`'s IT system.
     pub async fn client(&self, agency: &str) -> AgencyClient {
         self.fed
@@ -472,6 +492,18 @@ pub async fn consent_id(client: &mut AgencyClient, req: pb::RecordConsentRequest
         .consent
         .expect("the response carries the record")
         .consent_id
+}
+
+/// Records a consent and waits until it is in force at `recipient` (the consent's notice
+/// delivered); returns its id.
+pub async fn consent_in_force_at(
+    client: &mut AgencyClient,
+    recipient: &AgencyClient,
+    req: pb::RecordConsentRequest,
+) -> String {
+    let id = consent_id(client, req).await;
+    wait_for_consent_state(recipient, &id, pb::ConsentState::ConsentInForce).await;
+    id
 }
 
 pub async fn status(client: &mut AgencyClient, message_id: &str) -> pb::MessageStatus {

@@ -125,10 +125,7 @@ pub async fn show(
             } else {
                 view::kind_label(e.kind)
             },
-            peer: directory
-                .get(&e.peer)
-                .map(|a| a.name.clone())
-                .unwrap_or(e.peer),
+            peer: view::agency_name(&directory, &e.peer),
             event: e.event,
             message_id: e.message_id,
             consent_id: e.consent_id,

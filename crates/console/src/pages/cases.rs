@@ -83,12 +83,7 @@ pub async fn list(
                 .as_ref()
                 .map(|s| view::german_date(&s.date_of_birth))
                 .unwrap_or_default(),
-            purposes: c
-                .purposes
-                .iter()
-                .map(|p| view::purpose_label(*p))
-                .collect::<Vec<_>>()
-                .join("; "),
+            purposes: view::purposes_text(&c.purposes),
             latest: view::german_datetime(c.latest_ms),
             messages: c.messages,
             overdue: c.overdue,
@@ -182,12 +177,7 @@ fn state_of(m: &CaseMessage) -> String {
 
 fn case_page(console: &Console, frame: Frame, case: CaseView) -> CasePage {
     let directory = console.node.directory();
-    let name_of = |agency: &str| {
-        directory
-            .get(agency)
-            .map(|a| a.name.clone())
-            .unwrap_or_else(|| agency.to_string())
-    };
+    let name_of = |agency: &str| view::agency_name(&directory, agency);
     let consents = case
         .consents
         .iter()
@@ -206,18 +196,8 @@ fn case_page(console: &Console, frame: Frame, case: CaseView) -> CasePage {
             };
             Some(ConsentRow {
                 href: format!("/einwilligung/{}", r.consent_id),
-                purposes: r
-                    .purposes
-                    .iter()
-                    .map(|p| view::purpose_label(*p))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-                recipients: r
-                    .recipients
-                    .iter()
-                    .map(|a| name_of(a))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                purposes: view::purposes_text(&r.purposes),
+                recipients: view::agency_names(&directory, &r.recipients),
                 valid_until: view::german_datetime(r.valid_until_ms),
                 state,
             })

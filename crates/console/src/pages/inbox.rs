@@ -90,12 +90,7 @@ fn row(console: &Console, item: &InboxItem) -> InboxRow {
         None if item.body_erased => "(gelöscht)".into(),
         None => "–".into(),
     };
-    let sender = console
-        .node
-        .directory()
-        .get(&item.sender)
-        .map(|a| a.name.clone())
-        .unwrap_or_else(|| item.sender.clone());
+    let sender = view::agency_name(&console.node.directory(), &item.sender);
     InboxRow {
         message_id: item.message_id.clone(),
         received: view::german_datetime(item.received_at_ms),

@@ -151,30 +151,15 @@ fn report_page(
     report: SubjectAccessReport,
 ) -> ReportPage {
     let directory = console.node.directory();
-    let name_of = |agency: &str| {
-        directory
-            .get(agency)
-            .map(|a| a.name.clone())
-            .unwrap_or_else(|| agency.to_string())
-    };
+    let name_of = |agency: &str| view::agency_name(&directory, agency);
     let consents = report
         .consents
         .iter()
         .filter_map(|entry| {
             let c = entry.consent.as_ref()?;
             Some(ConsentLine {
-                purposes: c
-                    .purposes
-                    .iter()
-                    .map(|p| view::purpose_label(*p))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-                recipients: c
-                    .recipients
-                    .iter()
-                    .map(|r| name_of(r))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                purposes: view::purposes_text(&c.purposes),
+                recipients: view::agency_names(&directory, &c.recipients),
                 valid: format!(
                     "{} bis {}",
                     view::german_datetime(c.valid_from_ms),
