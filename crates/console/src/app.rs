@@ -95,6 +95,12 @@ impl Console {
             .route("/posteingang/neu", get(pages::inbox::newer))
             .route("/nachricht/{id}", get(pages::inbox::show))
             .route("/nachricht/{id}/erledigt", post(pages::inbox::acknowledge))
+            .route(
+                "/nachricht/neu",
+                get(pages::send::new).post(pages::send::submit),
+            )
+            .route("/nachricht/{id}/antworten", get(pages::reply::form))
+            .route("/gesendet/{id}", get(pages::send::sent))
             .route("/assets/{*path}", get(assets::serve))
             .fallback(|| async { ConsoleError::NotFound("page".into()) })
             .layer(axum::middleware::from_fn(security_headers::add))

@@ -4,6 +4,8 @@
 pub mod account;
 pub mod inbox;
 pub mod login;
+pub mod reply;
+pub mod send;
 
 use crate::ConsoleError;
 use askama::Template;
