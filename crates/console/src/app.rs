@@ -100,7 +100,7 @@ impl Console {
                 get(pages::send::new).post(pages::send::submit),
             )
             .route("/nachricht/{id}/antworten", get(pages::reply::form))
-            .route("/gesendet/{id}", get(pages::send::sent))
+            .route("/gesendet/{id}", get(pages::sent::show))
             .route("/assets/{*path}", get(assets::serve))
             .fallback(|| async { ConsoleError::NotFound("page".into()) })
             .layer(axum::middleware::from_fn(security_headers::add))

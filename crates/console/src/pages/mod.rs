@@ -6,6 +6,7 @@ pub mod inbox;
 pub mod login;
 pub mod reply;
 pub mod send;
+pub mod sent;
 
 use crate::ConsoleError;
 use askama::Template;
