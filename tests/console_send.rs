@@ -320,6 +320,21 @@ async fn a_jugendamt_answers_a_request_prefilled_and_a_health_note_is_explained_
         message.body
     );
 
+    // A consent notice has no answer: no button, no form (beside the request's).
+    let mut ja_api = ja.clone();
+    let notice = read_inbox(&mut ja_api, 0)
+        .await
+        .into_iter()
+        .find(|i| i.kind == pb::MessageKind::ConsentNotice as i32)
+        .expect("the consent notice");
+    let page = c.get(&format!("/nachricht/{}", notice.message_id)).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(!page.body.contains("/antworten"), "{}", page.body);
+    let none = c
+        .get(&format!("/nachricht/{}/antworten", notice.message_id))
+        .await;
+    assert_eq!(none.status, 404, "{}", none.body);
+
     let reply = c.get(&href).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert!(reply
