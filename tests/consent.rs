@@ -831,3 +831,76 @@ async fn consents_are_listed_in_pages() {
     );
     assert!(s.message().contains("after"), "{}", s.message());
 }
+
+/// `Submission::covering_consents` (the console's consent select) offers exactly the consents
+/// `Submit` accepts for the body: not one for another recipient, purpose or person, not a
+/// withdrawn one, and none once the body carries a category the consent lacks (health data).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn covering_consents_are_the_ones_submit_accepts() {
+    let h = start().await;
+    let mut jc = h.client(JC).await;
+    let lena = subject("Lena", "Hansen", "2005-04-12");
+    let u25 = [pb::Purpose::U25MoveOut];
+    let covering = consent_id(&mut jc, consent_request(&lena, &[JA], &u25)).await;
+    consent_id(&mut jc, consent_request(&lena, &[JN], &u25)).await;
+    consent_id(
+        &mut jc,
+        consent_request(&lena, &[JA], &[pb::Purpose::QualificationMeasure]),
+    )
+    .await;
+    consent_id(
+        &mut jc,
+        consent_request(&subject("Jonas", "Hansen", "2005-04-12"), &[JA], &u25),
+    )
+    .await;
+    let withdrawn = consent_id(&mut jc, consent_request(&lena, &[JA], &u25)).await;
+    jc.withdraw_consent(pb::WithdrawConsentRequest {
+        consent_id: withdrawn.clone(),
+        recorded_by: "Herr Jensen".into(),
+        manner: "schriftlich".into(),
+        idempotency_key: String::new(),
+    })
+    .await
+    .expect("withdraw");
+    let offered = |body: Body| {
+        h.node(JC)
+            .submission()
+            .covering_consents(JA, &pb::MessageBody { body: Some(body) }, 10)
+            .expect("read")
+            .into_iter()
+            .map(|c| c.consent_id)
+            .collect::<Vec<_>>()
+    };
+    let request = certification_request(&lena, "Antrag auf Zusicherung");
+    assert_eq!(offered(request.clone()), std::slice::from_ref(&covering));
+    // Submit agrees: the covering one is accepted, the withdrawn one refused.
+    submit_ok(&mut jc, JA, &covering, request.clone()).await;
+    let refused = submit(&mut jc, JA, &withdrawn, "", request).await;
+    expect_refusal(
+        "withdrawn",
+        refused,
+        Code::FailedPrecondition,
+        "consent-withdrawn",
+    );
+    // The Jugendamt's statement with a health note: its consent lacks health data.
+    let ja = h.client(JA).await;
+    wait_for_consent_state(&ja, &covering, pb::ConsentState::ConsentInForce).await;
+    let statement = |note: &str| {
+        let mut b = move_out_certification(&lena);
+        if let Body::MoveOutCertification(m) = &mut b {
+            m.health_note = note.into();
+        }
+        pb::MessageBody { body: Some(b) }
+    };
+    let at_ja = |body: pb::MessageBody| {
+        h.node(JA)
+            .submission()
+            .covering_consents(JC, &body, 10)
+            .expect("read")
+            .into_iter()
+            .map(|c| c.consent_id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(at_ja(statement("")), std::slice::from_ref(&covering));
+    assert!(at_ja(statement("Attest liegt vor.")).is_empty());
+}

@@ -99,6 +99,12 @@ impl Console {
             .route("/fall/{root}", get(pages::cases::show))
             .route("/auskunft", get(pages::report::show))
             .route("/protokoll", get(pages::audit_log::show))
+            .route(
+                "/nachricht/neu",
+                get(pages::send::new).post(pages::send::submit),
+            )
+            .route("/nachricht/{id}/antworten", get(pages::reply::form))
+            .route("/gesendet/{id}", get(pages::sent::show))
             .route("/assets/{*path}", get(assets::serve))
             .fallback(|| async { ConsoleError::NotFound("page".into()) })
             .layer(axum::middleware::from_fn(security_headers::add))

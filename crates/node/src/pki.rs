@@ -90,7 +90,7 @@ pub fn segeberg(addrs: [(SocketAddr, SocketAddr); 3]) -> Vec<AgencySpec> {
             "jugendamt-kreis-segeberg",
             "Jugendamt Kreis Segeberg",
             Role::Jugendamt,
-            &["ars:01060"],
+            KREIS_SEGEBERG_OFFICE,
         ),
         (
             "jugendamt-norderstedt",
@@ -123,6 +123,53 @@ pub fn segeberg(addrs: [(SocketAddr, SocketAddr); 3]) -> Vec<AgencySpec> {
         )
         .collect()
 }
+
+/// The competence of the Kreis office: the Kreis (`ars:01060`) and the postal codes of the
+/// Kreis outside Norderstedt, so that a proposal from a postal code alone finds it. Only
+/// codes whose area lies wholly or mostly in the Kreis are listed; a code shared with a
+/// neighbouring Kreis (23845 with Stormarn, 24619 with Plön) goes to this office, and one
+/// mostly outside (23863 Kayhude, 23719 Glasau, 24634 Padenstedt, …) is left out: the region
+/// key then decides, or the caseworker chooses. Compiled from the Deutsche Post's
+/// assignment of postal codes to municipalities; check it against the current list before
+/// a real directory is signed.
+const KREIS_SEGEBERG_OFFICE: &[&str] = &[
+    "ars:01060",
+    "plz:23795", // Bad Segeberg, Fahrenkrug, Groß Rönnau, Schackendorf, Traventhal, …
+    "plz:23812", // Wahlstedt
+    "plz:23813", // Nehms, Blunk
+    "plz:23815", // Geschendorf, Strukdorf, Westerrade
+    "plz:23816", // Leezen, Bebensee, Groß Niendorf, Neversdorf
+    "plz:23818", // Neuengörs
+    "plz:23820", // Pronstorf
+    "plz:23821", // Rohlstorf
+    "plz:23823", // Seedorf
+    "plz:23824", // Damsdorf, Tensfeld
+    "plz:23826", // Bark, Fredesdorf, Todesfelde
+    "plz:23827", // Wensin, Krems II, Travenhorst
+    "plz:23829", // Wittenborn, Kükels, Mözen
+    "plz:23845", // Itzstedt, Oering, Seth, Bahrenhof, Bühnsdorf, Dreggers (Grabau: Stormarn)
+    "plz:23866", // Nahe
+    "plz:23867", // Sülfeld
+    "plz:24558", // Henstedt-Ulzburg, Wakendorf II
+    "plz:24568", // Kaltenkirchen, Kattendorf, Oersdorf, Winsen, Nützen
+    "plz:24576", // Bad Bramstedt, Bimöhlen, Hagen, Hitzhusen, Mönkloh, Weddelbrook, …
+    "plz:24598", // Boostedt, Heidmühlen, Latendorf
+    "plz:24610", // Trappenkamp, Gönnebek
+    "plz:24619", // Bornhöved, Tarbek (Rendswühren: Plön)
+    "plz:24623", // Großenaspe
+    "plz:24626", // Groß Kummerfeld
+    "plz:24628", // Hartenholm
+    "plz:24629", // Kisdorf
+    "plz:24632", // Lentföhrden, Heidmoor
+    "plz:24635", // Rickling, Daldorf
+    "plz:24638", // Schmalensee
+    "plz:24640", // Schmalfeld, Hasenmoor
+    "plz:24641", // Sievershütten, Stuvenborn, Hüttblek
+    "plz:24643", // Struvenhütten
+    "plz:24649", // Wiemersdorf, Fuhlendorf
+    "plz:25479", // Ellerau
+    "plz:25486", // Alveslohe
+];
 
 /// What `init` wrote for one agency.
 #[derive(Debug, Clone)]
@@ -203,6 +250,55 @@ mod tests {
              endpoint = \"https://{id}.example:7443\"\ncompetence = [{competence}]\n\
              signing_keys = [{key}]\n"
         )
+    }
+
+    /// The directory of `segeberg()` proposes the Norderstedt office for Norderstedt's postal
+    /// codes and the Kreis office for the rest of the Kreis from the postal code alone; a
+    /// code outside the Kreis finds no office; no postal code is claimed twice (the
+    /// directory's overlap check reads it).
+    #[test]
+    fn segeberg_gives_every_postal_code_of_the_kreis_one_jugendamt() {
+        let addr: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        let specs = segeberg([(addr, addr), (addr, addr), (addr, addr)]);
+        let entries: Vec<String> = specs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let key = SigningKey::from_hex(&hex::encode([i as u8 + 1; 32]))
+                    .expect("a seed")
+                    .verifying_key()
+                    .to_hex();
+                let competence: Vec<String> =
+                    s.competence.iter().map(|c| format!("\"{c}\"")).collect();
+                entry(
+                    &s.id,
+                    s.role.as_str(),
+                    &format!("{{ key = \"{key}\", state = \"active\" }}"),
+                    &competence.join(", "),
+                )
+            })
+            .collect();
+        let d = Directory::from_toml(&assemble_directory(1, &entries).expect("assembled"))
+            .expect("a valid directory: no place claimed twice");
+        let who = |plz: &str| {
+            d.competent(Role::Jugendamt, plz, "")
+                .map(|a| a.id.clone())
+                .unwrap_or_default()
+        };
+        for plz in ["22844", "22846", "22848", "22850", "22851"] {
+            assert_eq!(who(plz), "jugendamt-norderstedt", "{plz}");
+        }
+        for plz in [
+            "23795", "23812", "24558", "24568", "24576", "25479", "25486",
+        ] {
+            assert_eq!(who(plz), "jugendamt-kreis-segeberg", "{plz}");
+        }
+        // Quickborn (Pinneberg), Bad Oldesloe (Stormarn), Neumünster, Hamburg: none
+        for plz in ["25451", "23843", "24534", "20095"] {
+            assert_eq!(who(plz), "", "{plz}");
+        }
+        let kreis = d.get("jugendamt-kreis-segeberg").expect("listed");
+        assert_eq!(kreis.competence.len(), KREIS_SEGEBERG_OFFICE.len());
     }
 
     /// `directory assemble --from`: the agencies of the current version stay as they are

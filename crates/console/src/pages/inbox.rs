@@ -178,6 +178,8 @@ struct MessagePage {
     frame: Frame,
     row: InboxRow,
     fields: Vec<(&'static str, String)>,
+    /// The answer form's path, when this office answers this kind.
+    reply: Option<String>,
 }
 
 /// `GET /nachricht/{id}`: one message, opened (the first opening by this account is audited).
@@ -189,10 +191,12 @@ pub async fn show(
     signed_in.require(CASEWORK, "Nachricht")?;
     let item = console.node.inbox().open(&id, &signed_in.client())?;
     let fields = view::body_fields(&item);
+    let reply = super::reply::reply_href(&console, &item);
     Ok(html(MessagePage {
         frame: signed_in.frame(&console, "/posteingang"),
         row: row(&console, &item),
         fields,
+        reply,
     })?
     .into_response())
 }

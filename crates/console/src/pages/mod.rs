@@ -6,7 +6,10 @@ pub mod audit_log;
 pub mod cases;
 pub mod inbox;
 pub mod login;
+pub mod reply;
 pub mod report;
+pub mod send;
+pub mod sent;
 
 use crate::ConsoleError;
 use askama::Template;

@@ -518,6 +518,46 @@ impl Submission {
         })
     }
 
+    /// The consents held here under which this agency may send `body` to `recipient` now:
+    /// the decision [`Submission::submit`] makes (the kind's purpose, the categories the body
+    /// carries, the ledger's [`consent::evaluate`]), newest first, at most `limit`. For a
+    /// form that offers only the consents that cover its message; a body without a subject
+    /// is covered by none. Reads every consent held (there is no index by person).
+    pub fn covering_consents(
+        &self,
+        recipient: &str,
+        body: &MessageBody,
+        limit: usize,
+    ) -> Result<Vec<ConsentRecord>, NodeError> {
+        let (Some(kind), Some(subject)) =
+            (kind_of(body), kurzdraht_envelope::body::subject_of(body))
+        else {
+            return Ok(Vec::new());
+        };
+        let Some(purpose) = policy::purpose_of(kind) else {
+            return Ok(Vec::new());
+        };
+        let categories = categories_carried(body);
+        let query = ConsentQuery {
+            subject,
+            sender: self.shared.agency(),
+            recipient,
+            purpose,
+            categories: &categories,
+            at_ms: self.shared.now_ms(),
+        };
+        let mut covering = Vec::new();
+        for held in self.shared.ledger().consents_iter() {
+            let held = held?;
+            if consent::evaluate(Some(&held), &query).is_ok() {
+                covering.extend(held.record);
+            }
+        }
+        covering.reverse();
+        covering.truncate(limit);
+        Ok(covering)
+    }
+
     /// Where a submitted message is.
     pub fn status(&self, message_id: &str) -> Result<MessageStatus, NodeError> {
         ids::parse_id("message_id", message_id)
