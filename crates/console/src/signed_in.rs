@@ -84,7 +84,10 @@ pub const CASEWORK: &[AccountRole] = &[AccountRole::Caseworker];
 /// with `kurzdraht user` and sees no young person's data here.
 pub fn pages_of(role: AccountRole) -> &'static [(&'static str, &'static str)] {
     match role {
-        AccountRole::Caseworker => &[("/posteingang", "Posteingang")],
+        AccountRole::Caseworker => &[
+            ("/posteingang", "Posteingang"),
+            ("/einwilligungen", "Einwilligungen"),
+        ],
         AccountRole::DataProtection => &[],
         AccountRole::Admin => &[],
     }

@@ -2,6 +2,8 @@
 //! node's services as the signed-in account, and renders its template.
 
 pub mod account;
+pub mod consent_form;
+pub mod consents;
 pub mod inbox;
 pub mod login;
 
