@@ -11,6 +11,7 @@ use kurzdraht_proto::v1 as pb;
 use kurzdraht_testkit::browser::{assert_no_axe_violations, screenshot, Browser};
 use kurzdraht_testkit::console_client::{ConsoleClient, Page};
 use kurzdraht_testkit::*;
+use prost::Message as _;
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use tonic::Code;
@@ -171,6 +172,14 @@ async fn a_recorded_consent_keeps_the_forms_hash_and_the_accounts_name_never_the
     assert_eq!(record.purposes, vec![pb::Purpose::U25MoveOut as i32]);
     assert_eq!(record.given_by, pb::ConsentGiver::Person as i32);
     assert_eq!(e.state, pb::ConsentState::ConsentInForce as i32);
+    // Nothing the node answers about the consent carries the file's bytes (every field of
+    // every listed consent, encoded; the positive control: the reference is found there).
+    let wire: Vec<u8> = all.iter().flat_map(|e| e.encode_to_vec()).collect();
+    assert!(contains(&wire, b"EW-2026/0815"), "positive control");
+    assert!(
+        !contains(&wire, marker.as_bytes()),
+        "the form's bytes in a record"
+    );
 
     // The consent's page, in German, with the hash in hex.
     let shown = c.get(&format!("/einwilligung/{id}")).await;
@@ -197,8 +206,9 @@ async fn a_recorded_consent_keeps_the_forms_hash_and_the_accounts_name_never_the
         .body
         .contains("<td class=\"kern-table__cell\">gültig</td>"));
 
-    // Offline, the store holds the consent (its id is a plaintext key: the scan sees the
-    // store) but not the file's bytes.
+    // Offline, no file of the store holds the file's bytes (no unsealed copy: the store
+    // seals its values, so this guards only against a copy beside them; the records are
+    // checked above). Its consent ids are plaintext keys: the scan sees the store.
     h.stop(JC).await;
     let files = files_under(&h.data_dir(JC));
     assert!(

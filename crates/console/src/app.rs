@@ -101,7 +101,7 @@ impl Console {
                 "/einwilligung/neu",
                 get(pages::consent_form::new)
                     .post(pages::consent_form::submit)
-                    .layer(DefaultBodyLimit::max(pages::consent_form::MAX_BODY_BYTES)),
+                    .layer(DefaultBodyLimit::max(pages::consent_upload::MAX_BODY_BYTES)),
             )
             .route("/einwilligung/{id}", get(pages::consents::show))
             .route(

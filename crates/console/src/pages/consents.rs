@@ -15,6 +15,7 @@ use crate::ConsoleError;
 use askama::Template;
 use axum::extract::{Form, Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
+use kurzdraht_node::NodeError;
 use kurzdraht_proto::v1::{
     ConsentEntry, ConsentForm, ConsentGiver, ConsentRecord, ConsentState, DataCategory, LegalBasis,
     Purpose, WithdrawConsentRequest,
@@ -194,9 +195,12 @@ pub async fn list(
         .node
         .submission()
         .consents_newest_first(&before, PAGE)
-        .map_err(|_| ConsoleError::Form {
-            field: "vor",
-            reason: "keine gültige Kennung einer Einwilligung".into(),
+        .map_err(|e| match e {
+            NodeError::Invalid { .. } => ConsoleError::Form {
+                field: "vor",
+                reason: "keine gültige Kennung einer Einwilligung".into(),
+            },
+            e => e.into(),
         })?;
     Ok(html(ListPage {
         frame: signed_in.frame(&console, "/einwilligungen"),
@@ -290,13 +294,12 @@ fn consent_fields(console: &Console, entry: &ConsentEntry) -> Vec<(&'static str,
 
 /// The consent `id` held here, or NotFound.
 pub fn held(console: &Console, id: &str) -> Result<ConsentEntry, ConsoleError> {
-    console
-        .node
-        .submission()
-        .consent(id)
-        .ok()
-        .flatten()
-        .ok_or_else(|| ConsoleError::NotFound(format!("consent {id}")))
+    let not_found = || ConsoleError::NotFound(format!("consent {id}"));
+    match console.node.submission().consent(id) {
+        Ok(Some(entry)) => Ok(entry),
+        Ok(None) | Err(NodeError::Invalid { .. }) => Err(not_found()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `GET /einwilligung/{id}`.

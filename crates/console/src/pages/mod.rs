@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod consent_form;
+pub mod consent_upload;
 pub mod consents;
 pub mod inbox;
 pub mod login;
