@@ -749,3 +749,70 @@ async fn the_submission_service_pages_consents_newest_first_and_finds_one() {
         .expect_err("too many");
     assert!(e.to_string().contains("limit"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_consent_may_be_replaced_but_not_withdrawn() {
+    let (h, clocks) = start_on_manual_clocks().await;
+    let clock = clocks[JC].clone();
+    let mut c = caseworker(&h, JC, "jensen", "Herr Jensen").await;
+    let dob = birthday_years_ago(19);
+    let csrf = csrf_of_form(&mut c).await;
+    let tomorrow = day_after(&today());
+    let mut fields = lena_fields(&csrf, &dob);
+    fields.push(("valid_until", &tomorrow));
+    let id = recorded(
+        &c.post_multipart(
+            "/einwilligung/neu",
+            &fields,
+            &[("evidence_file", "form.pdf", &signed_form("kurz", 1000))],
+        )
+        .await,
+    );
+    // Positive control: in force, it may be withdrawn and replaced.
+    let page = c.get(&format!("/einwilligung/{id}")).await;
+    assert!(page.body.contains("Stand: <strong>gültig</strong>"));
+    assert!(page.body.contains("/widerrufen\""));
+    assert!(page.body.contains("/ersetzen\""));
+
+    clock.advance(3 * 24 * 3600 * 1000);
+    let mut c = ConsoleClient::of(&h.fed, JC);
+    assert_eq!(c.sign_in("jensen", PASSWORD).await.status, 303);
+    let page = c.get(&format!("/einwilligung/{id}")).await;
+    assert!(
+        page.body.contains("Stand: <strong>abgelaufen</strong>"),
+        "{}",
+        page.body
+    );
+    assert!(
+        !page.body.contains("/widerrufen\""),
+        "no withdrawal of an expired one"
+    );
+    assert!(page
+        .body
+        .contains(&format!("href=\"/einwilligung/{id}/ersetzen\"")));
+    let list = c.get("/einwilligungen").await;
+    assert!(list
+        .body
+        .contains("<td class=\"kern-table__cell\">abgelaufen</td>"));
+
+    let csrf = csrf_of_form(&mut c).await;
+    let mut fields = lena_fields(&csrf, &dob);
+    fields.push(("supersedes", &id));
+    let new = recorded(
+        &c.post_multipart(
+            "/einwilligung/neu",
+            &fields,
+            &[("evidence_file", "neu.pdf", &signed_form("neu", 1000))],
+        )
+        .await,
+    );
+    let all = consents(&h, JC).await;
+    assert_eq!(
+        entry(&all, &new).state,
+        pb::ConsentState::ConsentInForce as i32
+    );
+    assert_eq!(
+        entry(&all, &id).state,
+        pb::ConsentState::ConsentSuperseded as i32
+    );
+}

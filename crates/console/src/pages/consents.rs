@@ -218,10 +218,13 @@ struct ConsentPage {
     person: String,
     state: &'static str,
     fields: Vec<(&'static str, String)>,
-    /// Recorded here: this office may withdraw or replace it (while it is in force or not
-    /// yet valid).
+    /// Recorded here: only then may this office withdraw or replace it.
     ours: bool,
-    may_change: bool,
+    /// Withdrawable: recorded here, in force or not yet valid.
+    may_withdraw: bool,
+    /// Replaceable: recorded here, neither withdrawn nor replaced (an expired consent is
+    /// renewed by a replacement).
+    may_replace: bool,
     recording_office: String,
     manners: &'static [(&'static str, &'static str)],
 }
@@ -312,10 +315,13 @@ pub async fn show(
     let entry = held(&console, &id)?;
     let record = entry.consent.clone().unwrap_or_default();
     let ours = record.recording_agency == console.node.agency();
-    let changeable = matches!(
-        ConsentState::try_from(entry.state),
-        Ok(ConsentState::ConsentInForce | ConsentState::ConsentNotYetValid)
-    );
+    let state = ConsentState::try_from(entry.state).unwrap_or(ConsentState::Unspecified);
+    let may_withdraw = ours
+        && matches!(
+            state,
+            ConsentState::ConsentInForce | ConsentState::ConsentNotYetValid
+        );
+    let may_replace = may_withdraw || (ours && state == ConsentState::ConsentExpired);
     Ok(html(ConsentPage {
         frame: signed_in.frame(&console, "/einwilligungen"),
         consent_id: record.consent_id.clone(),
@@ -323,7 +329,8 @@ pub async fn show(
         state: state_label(entry.state),
         fields: consent_fields(&console, &entry),
         ours,
-        may_change: ours && changeable,
+        may_withdraw,
+        may_replace,
         recording_office: agency_name(&console, &record.recording_agency),
         manners: MANNERS,
     })?
