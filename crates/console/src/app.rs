@@ -5,6 +5,7 @@ use crate::https::{self, ListenerLimits};
 use crate::login_throttle::{LoginThrottle, ThrottleLimits};
 use crate::session::{cookie_name, SessionLimits, Sessions};
 use crate::{assets, pages, security_headers, ConsoleError};
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use kurzdraht_node::config::{ConsoleSettings, TlsMaterial};
@@ -105,6 +106,22 @@ impl Console {
             )
             .route("/nachricht/{id}/antworten", get(pages::reply::form))
             .route("/gesendet/{id}", get(pages::sent::show))
+            .route("/einwilligungen", get(pages::consents::list))
+            .route(
+                "/einwilligung/neu",
+                get(pages::consent_form::new)
+                    .post(pages::consent_form::submit)
+                    .layer(DefaultBodyLimit::max(pages::consent_upload::MAX_BODY_BYTES)),
+            )
+            .route("/einwilligung/{id}", get(pages::consents::show))
+            .route(
+                "/einwilligung/{id}/widerrufen",
+                post(pages::consents::withdraw),
+            )
+            .route(
+                "/einwilligung/{id}/ersetzen",
+                get(pages::consent_form::replace),
+            )
             .route("/assets/{*path}", get(assets::serve))
             .fallback(|| async { ConsoleError::NotFound("page".into()) })
             .layer(axum::middleware::from_fn(security_headers::add))

@@ -87,6 +87,7 @@ pub fn pages_of(role: AccountRole) -> &'static [(&'static str, &'static str)] {
         AccountRole::Caseworker => &[
             ("/posteingang", "Posteingang"),
             ("/faelle", "Fälle"),
+            ("/einwilligungen", "Einwilligungen"),
             ("/nachricht/neu", "Nachricht senden"),
             ("/auskunft", "Auskunft"),
         ],

@@ -126,7 +126,57 @@ impl ConsoleClient {
         .await
     }
 
+    /// A `multipart/form-data` POST: `fields` as text parts, then `files` as file parts
+    /// (field name, file name, bytes), as a browser sends a form with a file input.
+    pub async fn post_multipart(
+        &mut self,
+        path: &str,
+        fields: &[(&str, &str)],
+        files: &[(&str, &str, &[u8])],
+    ) -> Page {
+        let boundary = "kurzdraht-test-boundary-7d1f0c2a9b";
+        let mut body = Vec::new();
+        for (name, value) in fields {
+            body.extend_from_slice(
+                format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+                )
+                .as_bytes(),
+            );
+        }
+        for (name, file_name, bytes) in files {
+            body.extend_from_slice(
+                format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{file_name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+            body.extend_from_slice(bytes);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        let content_type = format!("multipart/form-data; boundary={boundary}");
+        self.send(Method::POST, path, Some((content_type, body)))
+            .await
+    }
+
     pub async fn request(&mut self, method: Method, path: &str, body: Option<String>) -> Page {
+        let body = body.map(|b| {
+            (
+                "application/x-www-form-urlencoded".to_string(),
+                b.into_bytes(),
+            )
+        });
+        self.send(method, path, body).await
+    }
+
+    /// Sends one request with an optional body of a content type; keeps the cookies set.
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<(String, Vec<u8>)>,
+    ) -> Page {
         let tcp = tokio::net::TcpStream::connect(self.addr)
             .await
             .expect("connect to the console");
@@ -154,8 +204,8 @@ impl ConsoleClient {
             request = request.header("sec-fetch-site", site.as_str());
         }
         let request = match body {
-            Some(b) => request
-                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            Some((content_type, b)) => request
+                .header(header::CONTENT_TYPE, content_type)
                 .body(Full::new(Bytes::from(b))),
             None => request.body(Full::new(Bytes::new())),
         }

@@ -4,6 +4,9 @@
 pub mod account;
 pub mod audit_log;
 pub mod cases;
+pub mod consent_form;
+pub mod consent_upload;
+pub mod consents;
 pub mod inbox;
 pub mod login;
 pub mod reply;

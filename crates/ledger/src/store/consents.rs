@@ -201,4 +201,26 @@ impl Ledger {
             })
             .collect()
     }
+
+    /// Up to `limit` consents with ids before `before` (from the newest when empty), newest
+    /// first (consent ids are UUIDv7), each with its id: one page of a newest-first listing.
+    pub fn consents_before(
+        &self,
+        before: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, StoredConsent)>, LedgerError> {
+        let entries = match before.is_empty() {
+            true => self.consents.range_rev::<&[u8]>(..),
+            false => self.consents.range_rev(..before.as_bytes()),
+        };
+        entries
+            .take(limit)
+            .map(|kv| {
+                let (k, v) = kv?;
+                let id = String::from_utf8(k.to_vec())
+                    .map_err(|_| LedgerError::corrupt("consent key", "not UTF-8"))?;
+                Ok((id, self.open_sealed("consents", &k, &v)?))
+            })
+            .collect()
+    }
 }

@@ -406,19 +406,56 @@ impl Submission {
             (true, Some((id, _))) => id.clone(),
             _ => String::new(),
         };
-        let consents = page
-            .into_iter()
-            .map(|(_, c)| ConsentEntry {
-                state: consent::state_at(&c, now) as i32,
-                consent: c.record,
-                withdrawal: c.withdrawal,
-                superseded_by: c.superseded_by,
-            })
-            .collect();
+        let consents = page.into_iter().map(|(_, c)| entry(c, now)).collect();
         Ok(ListConsentsResponse {
             consents,
             next_after,
         })
+    }
+
+    /// One page of the consents held here, newest first: up to `limit` (at most
+    /// [`CONSENT_PAGE_MAX`]) with ids before `before` (from the newest when empty), with
+    /// their state now, and the id to pass as `before` for the next page (`None` when this
+    /// page is the last). For the console's list; the AgencyApi pages oldest first.
+    pub fn consents_newest_first(
+        &self,
+        before: &str,
+        limit: usize,
+    ) -> Result<(Vec<ConsentEntry>, Option<String>), NodeError> {
+        if limit == 0 || limit > CONSENT_PAGE_MAX {
+            return Err(NodeError::invalid(
+                "limit",
+                format!("is {limit}; 1 to {CONSENT_PAGE_MAX} per page"),
+            ));
+        }
+        if !before.is_empty() {
+            ids::parse_id("before", before)
+                .map_err(|e| NodeError::invalid("before", e.to_string()))?;
+        }
+        let now = self.shared.now_ms();
+        let mut page = self.shared.ledger().consents_before(before, limit + 1)?;
+        let more = page.len() > limit;
+        page.truncate(limit);
+        let next = match (more, page.last()) {
+            (true, Some((id, _))) => Some(id.clone()),
+            _ => None,
+        };
+        let entries = page.into_iter().map(|(_, c)| entry(c, now)).collect();
+        Ok((entries, next))
+    }
+
+    /// The consent `consent_id` held here (recorded here or received in a notice), with its
+    /// state now; `None` when there is none.
+    pub fn consent(&self, consent_id: &str) -> Result<Option<ConsentEntry>, NodeError> {
+        ids::parse_id("consent_id", consent_id)
+            .map_err(|e| NodeError::invalid("consent_id", e.to_string()))?;
+        let now = self.shared.now_ms();
+        Ok(self
+            .shared
+            .ledger()
+            .consent(consent_id)?
+            .filter(|c| c.record.is_some())
+            .map(|c| entry(c, now)))
     }
 
     /// Submits a case message. Acknowledged once durable in the outbox.
@@ -567,5 +604,15 @@ impl Submission {
             .message(message_id)?
             .and_then(|r| r.status)
             .ok_or_else(|| NodeError::NotFound(format!("message {message_id}")))
+    }
+}
+
+/// A stored consent as the services show it, with its state at `now`.
+fn entry(c: kurzdraht_ledger::StoredConsent, now: i64) -> ConsentEntry {
+    ConsentEntry {
+        state: consent::state_at(&c, now) as i32,
+        consent: c.record,
+        withdrawal: c.withdrawal,
+        superseded_by: c.superseded_by,
     }
 }
