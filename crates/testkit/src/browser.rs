@@ -599,12 +599,16 @@ pub async fn click_to_next_page(b: &Client, locator: fantoccini::Locator<'_>) {
     b.execute("window.kurzdrahtOldPage = true; return true", vec![])
         .await
         .expect("mark the page");
-    b.find(locator)
-        .await
-        .expect("the element to click")
-        .click()
-        .await
-        .expect("click");
+    let target = b.find(locator).await.expect("the element to click");
+    // Scrolled into view at once: KERN scrolls smoothly, which would move the element
+    // under the pointer while the click lands.
+    b.execute(
+        "arguments[0].scrollIntoView({block: 'center', behavior: 'instant'}); return true",
+        vec![serde_json::to_value(&target).expect("the element as an argument")],
+    )
+    .await
+    .expect("scroll to the element");
+    target.click().await.expect("click");
     for _ in 0..200 {
         let loaded = b
             .execute(
@@ -620,4 +624,48 @@ pub async fn click_to_next_page(b: &Client, locator: fantoccini::Locator<'_>) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     panic!("the page after the click did not load");
+}
+
+/// Types `value` into the field with id `id` (cleared first).
+pub async fn fill(b: &Client, id: &str, value: &str) {
+    let field = b
+        .find(fantoccini::Locator::Id(id))
+        .await
+        .unwrap_or_else(|e| panic!("the field {id}: {e}"));
+    field.clear().await.expect("clear the field");
+    field.send_keys(value).await.expect("type into the field");
+}
+
+/// Sets the value of the field with id `id` by script: a date input (which takes typed dates
+/// in the browser's locale order) or a select.
+pub async fn set_value(b: &Client, id: &str, value: &str) {
+    b.execute(
+        "document.getElementById(arguments[0]).value = arguments[1]; return true",
+        vec![serde_json::json!(id), serde_json::json!(value)],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("set {id}: {e}"));
+}
+
+/// Ticks the checkbox with id `id`.
+pub async fn tick(b: &Client, id: &str) {
+    b.execute(
+        "document.getElementById(arguments[0]).checked = true; return true",
+        vec![serde_json::json!(id)],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("tick {id}: {e}"));
+}
+
+/// The visible text of the page's main content.
+pub async fn main_text(b: &Client) -> String {
+    b.execute(
+        "return (document.querySelector('main') || document.body).innerText",
+        vec![],
+    )
+    .await
+    .expect("the page's text")
+    .as_str()
+    .unwrap_or_default()
+    .to_string()
 }
