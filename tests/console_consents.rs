@@ -16,24 +16,13 @@ use sha2::{Digest, Sha256};
 use std::path::Path;
 use tonic::Code;
 
-const PASSWORD: &str = "Kurzdraht-Segeberg-2026";
 /// The console's bound on the signed form (crates/console: `MAX_EVIDENCE_BYTES`).
 const MAX_EVIDENCE_BYTES: usize = 20 * 1024 * 1024;
 
 async fn caseworker(h: &Harness, agency: &str, name: &str, display: &str) -> ConsoleClient {
-    add_account(h, agency, name, display, AccountRole::Caseworker).await;
-    let mut c = ConsoleClient::of(&h.fed, agency);
-    let signed_in = c.sign_in(name, PASSWORD).await;
-    assert_eq!(signed_in.status, 303, "{}", signed_in.body);
-    c
-}
-
-async fn add_account(h: &Harness, agency: &str, name: &str, display: &str, role: AccountRole) {
-    h.node(agency)
-        .accounts()
-        .add("test", name, display, role, PASSWORD)
-        .await
-        .expect("add account");
+    h.add_console_account(agency, name, display, AccountRole::Caseworker)
+        .await;
+    h.console_signed_in(agency, name).await
 }
 
 /// A scanned form: a recognisable marker (to look for in the store) among other bytes.
@@ -494,16 +483,13 @@ async fn another_offices_consent_is_read_only_and_data_protection_gets_no_consen
         pb::ConsentState::ConsentInForce as i32
     );
 
-    add_account(
-        &h,
-        JC,
-        "datenschutz",
-        "Frau Lund",
-        AccountRole::DataProtection,
-    )
-    .await;
+    h.add_console_account(JC, "datenschutz", "Frau Lund", AccountRole::DataProtection)
+        .await;
     let mut dp = ConsoleClient::of(&h.fed, JC);
-    assert_eq!(dp.sign_in("datenschutz", PASSWORD).await.status, 303);
+    assert_eq!(
+        dp.sign_in("datenschutz", CONSOLE_PASSWORD).await.status,
+        303
+    );
     for path in [
         "/einwilligungen".to_string(),
         "/einwilligung/neu".to_string(),
@@ -542,7 +528,8 @@ async fn wait_for_text(b: &Browser, text: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_browser_the_consent_pages_work_and_pass_axe() {
     let h = start().await;
-    add_account(&h, JC, "jensen", "Herr Jensen", AccountRole::Caseworker).await;
+    h.add_console_account(JC, "jensen", "Herr Jensen", AccountRole::Caseworker)
+        .await;
     let base = h.fed.console_url(JC).expect("console url");
     let b = Browser::start().await.expect("a browser");
     let shots = workspace().join("target/console-screenshots");
@@ -560,7 +547,7 @@ async fn in_a_browser_the_consent_pages_work_and_pass_axe() {
     b.find(Locator::Id("password"))
         .await
         .expect("password")
-        .send_keys(PASSWORD)
+        .send_keys(CONSOLE_PASSWORD)
         .await
         .expect("type");
     b.find(Locator::Css("form button[type=submit]"))
@@ -776,7 +763,7 @@ async fn an_expired_consent_may_be_replaced_but_not_withdrawn() {
 
     clock.advance(3 * 24 * 3600 * 1000);
     let mut c = ConsoleClient::of(&h.fed, JC);
-    assert_eq!(c.sign_in("jensen", PASSWORD).await.status, 303);
+    assert_eq!(c.sign_in("jensen", CONSOLE_PASSWORD).await.status, 303);
     let page = c.get(&format!("/einwilligung/{id}")).await;
     assert!(
         page.body.contains("Stand: <strong>abgelaufen</strong>"),

@@ -12,23 +12,7 @@ use kurzdraht_testkit::browser::{assert_no_axe_violations, screenshot, Browser};
 use kurzdraht_testkit::console_client::{ConsoleClient, Page};
 use kurzdraht_testkit::*;
 
-const PASSWORD: &str = "Kurzdraht-Segeberg-2026";
 const LENA_DOB: &str = "2005-04-12";
-
-async fn add_account(h: &Harness, agency: &str, name: &str, display: &str, role: AccountRole) {
-    h.node(agency)
-        .accounts()
-        .add("test", name, display, role, PASSWORD)
-        .await
-        .expect("add account");
-}
-
-async fn signed_in(h: &Harness, agency: &str, name: &str) -> ConsoleClient {
-    let mut c = ConsoleClient::of(&h.fed, agency);
-    let page = c.sign_in(name, PASSWORD).await;
-    assert_eq!(page.status, 303, "sign-in of {name}: {}", page.body);
-    c
-}
 
 /// The person fields of Lena Hansen at `postal_code`.
 fn lena(postal_code: &str) -> Vec<(&'static str, String)> {
@@ -109,15 +93,10 @@ fn form_of(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_jobcenter_sends_a_request_under_the_one_covering_consent() {
     let h = start().await;
-    add_account(&h, JC, "jensen", "Herr Jensen", AccountRole::Caseworker).await;
-    add_account(
-        &h,
-        JC,
-        "dsb",
-        "Frau Datenschutz",
-        AccountRole::DataProtection,
-    )
-    .await;
+    h.add_console_account(JC, "jensen", "Herr Jensen", AccountRole::Caseworker)
+        .await;
+    h.add_console_account(JC, "dsb", "Frau Datenschutz", AccountRole::DataProtection)
+        .await;
     let mut api = h.client(JC).await;
     let lena_subject = subject("Lena", "Hansen", LENA_DOB);
     let u25 = [pb::Purpose::U25MoveOut];
@@ -134,7 +113,7 @@ async fn a_jobcenter_sends_a_request_under_the_one_covering_consent() {
     )
     .await;
 
-    let mut c = signed_in(&h, JC, "jensen").await;
+    let mut c = h.console_signed_in(JC, "jensen").await;
     // The navigation has the page; the choice lists the Jobcenter's kinds only.
     let choice = c.get("/nachricht/neu").await;
     assert_eq!(choice.status, 200, "{}", choice.body);
@@ -276,7 +255,7 @@ async fn a_jobcenter_sends_a_request_under_the_one_covering_consent() {
     assert_eq!(message_count(&h, JC), before, "nothing queued");
 
     // A data protection officer may not use the pages.
-    let mut dsb = signed_in(&h, JC, "dsb").await;
+    let mut dsb = h.console_signed_in(JC, "dsb").await;
     for path in [
         "/nachricht/neu",
         "/nachricht/neu?art=anfrage",
@@ -291,7 +270,8 @@ async fn a_jobcenter_sends_a_request_under_the_one_covering_consent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_jugendamt_answers_a_request_prefilled_and_a_health_note_is_explained_at_its_field() {
     let h = start().await;
-    add_account(&h, JA, "sievers", "Frau Sievers", AccountRole::Caseworker).await;
+    h.add_console_account(JA, "sievers", "Frau Sievers", AccountRole::Caseworker)
+        .await;
     let mut jc = h.client(JC).await;
     let ja = h.client(JA).await;
     let lena_subject = subject("Lena", "Hansen", LENA_DOB);
@@ -310,7 +290,7 @@ async fn a_jugendamt_answers_a_request_prefilled_and_a_health_note_is_explained_
     .await;
     wait_for_state(&jc, &request, pb::DeliveryState::Delivered).await;
 
-    let mut c = signed_in(&h, JA, "sievers").await;
+    let mut c = h.console_signed_in(JA, "sievers").await;
     let message = c.get(&format!("/nachricht/{request}")).await;
     assert_eq!(message.status, 200, "{}", message.body);
     let href = format!("/nachricht/{request}/antworten");
@@ -496,7 +476,8 @@ async fn body_text(browser: &Browser) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_browser_the_jugendamt_is_proposed_a_refusal_shown_and_a_request_sent() {
     let h = start().await;
-    add_account(&h, JC, "jensen", "Herr Jensen", AccountRole::Caseworker).await;
+    h.add_console_account(JC, "jensen", "Herr Jensen", AccountRole::Caseworker)
+        .await;
     let mut api = h.client(JC).await;
     let lena_subject = subject("Lena", "Hansen", LENA_DOB);
     let covering = consent_id(
@@ -512,7 +493,7 @@ async fn in_a_browser_the_jugendamt_is_proposed_a_refusal_shown_and_a_request_se
         .await
         .expect("login");
     fill(&browser, "name", "jensen").await;
-    fill(&browser, "password", PASSWORD).await;
+    fill(&browser, "password", CONSOLE_PASSWORD).await;
     browser
         .find(fantoccini::Locator::Css("button[type=submit]"))
         .await
@@ -614,7 +595,8 @@ async fn in_a_browser_the_jugendamt_is_proposed_a_refusal_shown_and_a_request_se
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_browser_the_reply_form_is_prefilled_and_accessible() {
     let h = start().await;
-    add_account(&h, JA, "sievers", "Frau Sievers", AccountRole::Caseworker).await;
+    h.add_console_account(JA, "sievers", "Frau Sievers", AccountRole::Caseworker)
+        .await;
     let mut jc = h.client(JC).await;
     let ja = h.client(JA).await;
     let lena_subject = subject("Lena", "Hansen", LENA_DOB);
@@ -639,7 +621,7 @@ async fn in_a_browser_the_reply_form_is_prefilled_and_accessible() {
         .await
         .expect("login");
     fill(&browser, "name", "sievers").await;
-    fill(&browser, "password", PASSWORD).await;
+    fill(&browser, "password", CONSOLE_PASSWORD).await;
     browser
         .find(fantoccini::Locator::Css("button[type=submit]"))
         .await

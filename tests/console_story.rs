@@ -34,6 +34,22 @@ async fn sign_out(b: &Client) {
     click_to_next_page(b, Locator::XPath("//button[normalize-space()='Abmelden']")).await;
 }
 
+/// Opens the Jobcenter's request form, fills in Lena (born `born`, living in Bad Segeberg)
+/// and `reason`, and has the competent Jugendamt proposed.
+async fn request_for_lena(b: &Client, jobcenter: &str, born: &str, reason: &str) {
+    b.goto(&format!("{jobcenter}/nachricht/neu?art=anfrage"))
+        .await
+        .expect("the request form");
+    fill(b, "vorname", "Lena").await;
+    fill(b, "nachname", "Hansen").await;
+    set_value(b, "geburtsdatum", born).await;
+    fill(b, "strasse", "Kurhausstraße 7").await;
+    fill(b, "plz", "23795").await;
+    fill(b, "ort", "Bad Segeberg").await;
+    fill(b, "anlass", reason).await;
+    click_to_next_page(b, Locator::Id("vorschlagen")).await;
+}
+
 /// The page passes axe; its screenshot is kept for the note.
 async fn check(b: &Client, name: &str) {
     assert_no_axe_violations(b, name).await;
@@ -96,22 +112,13 @@ async fn the_segeberg_story_across_three_consoles_in_a_browser() {
     wait_for_consent_state(&ja_api, &consent, pb::ConsentState::ConsentInForce).await;
 
     // 2. The Jobcenter asks: the competent Jugendamt is proposed from the postal code.
-    b.goto(&format!("{jobcenter}/nachricht/neu?art=anfrage"))
-        .await
-        .unwrap();
-    fill(&b, "vorname", "Lena").await;
-    fill(&b, "nachname", "Hansen").await;
-    set_value(&b, "geburtsdatum", LENA_BORN).await;
-    fill(&b, "strasse", "Kurhausstraße 7").await;
-    fill(&b, "plz", "23795").await;
-    fill(&b, "ort", "Bad Segeberg").await;
-    fill(
+    request_for_lena(
         &b,
-        "anlass",
+        &jobcenter,
+        LENA_BORN,
         "Lena möchte ausziehen; die Lage zu Hause ist angespannt.",
     )
     .await;
-    click_to_next_page(&b, Locator::Id("vorschlagen")).await;
     assert!(main_text(&b)
         .await
         .contains("ist zuständig: Jugendamt Kreis Segeberg"));
@@ -217,15 +224,7 @@ async fn the_segeberg_story_across_three_consoles_in_a_browser() {
     check(&b, "fall").await;
 
     // 5. A send the node refuses: its German explanation, nothing queued.
-    b.goto(&format!("{jobcenter}/nachricht/neu?art=anfrage"))
-        .await
-        .unwrap();
-    fill(&b, "vorname", "Lena").await;
-    fill(&b, "nachname", "Hansen").await;
-    set_value(&b, "geburtsdatum", &birthday_years_ago(25)).await;
-    fill(&b, "plz", "23795").await;
-    fill(&b, "anlass", "Nachfrage").await;
-    click_to_next_page(&b, Locator::Id("vorschlagen")).await;
+    request_for_lena(&b, &jobcenter, &birthday_years_ago(25), "Nachfrage").await;
     set_value(&b, "einwilligung", &consent).await;
     click_to_next_page(&b, Locator::Id("senden")).await;
     let refused = main_text(&b).await;
@@ -250,15 +249,7 @@ async fn the_segeberg_story_across_three_consoles_in_a_browser() {
         "{}",
         main_text(&b).await
     );
-    b.goto(&format!("{jobcenter}/nachricht/neu?art=anfrage"))
-        .await
-        .unwrap();
-    fill(&b, "vorname", "Lena").await;
-    fill(&b, "nachname", "Hansen").await;
-    set_value(&b, "geburtsdatum", LENA_BORN).await;
-    fill(&b, "plz", "23795").await;
-    fill(&b, "anlass", "Noch eine Frage").await;
-    click_to_next_page(&b, Locator::Id("vorschlagen")).await;
+    request_for_lena(&b, &jobcenter, LENA_BORN, "Noch eine Frage").await;
     let offered = b
         .execute(
             "return [...document.getElementById('einwilligung').options].map(o => o.value)",

@@ -73,6 +73,22 @@ pub struct Harness {
 pub const CONSOLE_PASSWORD: &str = "Kurzdraht-Segeberg-2026";
 
 impl Harness {
+    /// A client of `agency`'s console signed in as `name` (with [`CONSOLE_PASSWORD`]).
+    pub async fn console_signed_in(
+        &self,
+        agency: &str,
+        name: &str,
+    ) -> console_client::ConsoleClient {
+        let mut c = console_client::ConsoleClient::of(&self.fed, agency);
+        let page = c.sign_in(name, CONSOLE_PASSWORD).await;
+        assert_eq!(
+            page.status, 303,
+            "sign-in of {name} at {agency}: {}",
+            page.body
+        );
+        c
+    }
+
     /// Adds a console account at `agency`'s running node, with [`CONSOLE_PASSWORD`].
     pub async fn add_console_account(
         &self,
