@@ -287,6 +287,21 @@ async fn a_form_larger_than_20_mib_is_refused_and_nothing_is_recorded() {
     ));
     assert!(consents(&h, JC).await.is_empty(), "nothing recorded");
 
+    // A body beyond the console's limit (20 MiB + 1 MiB for the other fields) is cut off
+    // while it is read: the same answer in German, 413, nothing recorded.
+    let huge = signed_form("riesig", MAX_EVIDENCE_BYTES + 2 * 1024 * 1024);
+    let cut = c
+        .post_multipart(
+            "/einwilligung/neu",
+            &fields,
+            &[("evidence_file", "form.pdf", &huge)],
+        )
+        .await;
+    assert_eq!(cut.status, 413, "{}", cut.body);
+    assert!(cut.body.contains("Datei zu groß"), "{}", cut.body);
+    assert!(cut.body.contains("Die Datei ist größer als 20 MiB."));
+    assert!(consents(&h, JC).await.is_empty(), "nothing recorded");
+
     // Positive control: exactly 20 MiB is taken.
     let fits = signed_form("passt", MAX_EVIDENCE_BYTES);
     let page = c

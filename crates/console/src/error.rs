@@ -29,6 +29,9 @@ pub enum ConsoleError {
     /// A form field that cannot be read (not the node's validation: that is `Node`).
     #[error("{field}: {reason}")]
     Form { field: &'static str, reason: String },
+    /// A request body over the console's limit (an upload too large to read).
+    #[error("{field}: {reason}")]
+    TooLarge { field: &'static str, reason: String },
     #[error("not found: {0}")]
     NotFound(String),
     /// What the node's services answered.
@@ -48,6 +51,7 @@ impl ConsoleError {
             Self::Forbidden { .. } | Self::Csrf(_) => StatusCode::FORBIDDEN,
             Self::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Form { .. } => StatusCode::BAD_REQUEST,
+            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Node(e) => node_status(e),
             Self::Render(_) | Self::Tls(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -75,6 +79,11 @@ impl ConsoleError {
                     "Versuchen Sie es in {} Minuten noch einmal.",
                     retry_after_secs.div_ceil(60)
                 ),
+            ),
+            Self::TooLarge { field, reason } => ErrorPage::new(
+                "Datei zu groß",
+                &format!("Das Feld „{field}“ wurde nicht angenommen: {reason}"),
+                "Wählen Sie eine kleinere Datei (zum Beispiel mit geringerer Scan-Auflösung) und senden Sie das Formular noch einmal.",
             ),
             Self::Form { field, reason } => ErrorPage::new(
                 "Eingabe nicht lesbar",

@@ -113,7 +113,7 @@ pub async fn read_form(mut multipart: Multipart) -> Result<Submitted, ConsoleErr
 /// A body that ends early or exceeds the body limit: the file was larger than allowed.
 fn body_error(e: axum::extract::multipart::MultipartError) -> ConsoleError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ConsoleError::Form {
+        ConsoleError::TooLarge {
             field: "Unterschriebenes Einwilligungsformular",
             reason: format!(
                 "Die Datei ist größer als {} MiB.",
