@@ -225,6 +225,13 @@ async fn a_caseworker_reads_the_inbox_and_marks_a_message_done_in_a_browser() {
     );
     check(&b, "fall").await;
 
+    // An error page (a case that does not exist) is German and accessible too.
+    b.goto(&format!("{base}/fall/0190a0a0-0000-7000-8000-000000000000"))
+        .await
+        .unwrap();
+    assert!(text(&b).await.contains("Nicht gefunden"));
+    check(&b, "fehlerseite").await;
+
     b.goto(&format!("{base}/konto")).await.unwrap();
     assert!(text(&b).await.contains("Sachbearbeitung"));
     check(&b, "konto").await;

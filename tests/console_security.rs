@@ -413,6 +413,14 @@ async fn a_role_sees_only_its_pages() {
     let refused = admin.get("/posteingang").await;
     assert_eq!(refused.status, 403);
     assert!(refused.body.contains("Keine Berechtigung"));
+    assert_eq!(
+        refused
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("text/html; charset=utf-8"),
+        "an error page is a page"
+    );
     assert!(
         !refused.body.contains("href=\"/posteingang\""),
         "not in its navigation"

@@ -139,7 +139,7 @@ impl IntoResponse for ConsoleError {
             tracing::debug!(error = %self, "console request refused");
         }
         let mut response = match self.page().render() {
-            Ok(html) => (status, html).into_response(),
+            Ok(html) => (status, axum::response::Html(html)).into_response(),
             Err(_) => (status, "Fehler").into_response(),
         };
         if let Self::Throttled { retry_after_secs } = self {
