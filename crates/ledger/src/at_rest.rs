@@ -45,6 +45,10 @@ impl DataKey {
     }
 }
 
+fn key_bytes(key: Option<&DataKey>) -> Option<&[u8; 32]> {
+    key.map(|k| &k.0)
+}
+
 /// Whether a stored value is sealed (as [`AtRest::seal`] writes it).
 pub(crate) fn is_sealed(stored: &[u8]) -> bool {
     stored.starts_with(MAGIC)
@@ -53,6 +57,9 @@ pub(crate) fn is_sealed(stored: &[u8]) -> bool {
 /// Seals and opens values of the encrypted trees; without a key it can do neither.
 pub(crate) struct AtRest {
     key: Option<LessSafeKey>,
+    /// Tags a person for the person index (HMAC-SHA256 under a key derived from the data
+    /// key): names and dates of birth are guessable, so a plain hash would reveal them.
+    person: Option<ring::hmac::Key>,
 }
 
 fn aad(tree: &str, key: &[u8]) -> Vec<u8> {
@@ -65,6 +72,7 @@ fn aad(tree: &str, key: &[u8]) -> Vec<u8> {
 
 impl AtRest {
     pub(crate) fn new(key: Option<&DataKey>) -> Result<Self, LedgerError> {
+        let key_of = key;
         let key = key
             .map(|k| {
                 UnboundKey::new(&CHACHA20_POLY1305, &k.0)
@@ -74,7 +82,21 @@ impl AtRest {
                     })
             })
             .transpose()?;
-        Ok(Self { key })
+        let person = key_bytes(key_of).map(|k| {
+            let derived = ring::hmac::sign(
+                &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, k),
+                b"kurzdraht/v1/person-index",
+            );
+            ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derived.as_ref())
+        });
+        Ok(Self { key, person })
+    }
+
+    /// The person index's tag of `normalised` (a person as `consent::person_of` writes
+    /// it); `None` without the data key.
+    pub(crate) fn person_tag(&self, normalised: &[u8]) -> Option<[u8; 32]> {
+        let tag = ring::hmac::sign(self.person.as_ref()?, normalised);
+        <[u8; 32]>::try_from(tag.as_ref()).ok()
     }
 
     pub(crate) fn has_key(&self) -> bool {

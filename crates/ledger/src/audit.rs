@@ -83,6 +83,21 @@ pub enum AuditEvent {
 }
 
 impl AuditEvent {
+    /// A transfer refused or rejected — what the access report lists for a person (the
+    /// ledger indexes these by the consent they cite).
+    pub fn is_refusal(self) -> bool {
+        Self::REFUSALS.contains(&self)
+    }
+
+    /// The events that record a refused or rejected transfer.
+    pub const REFUSALS: [AuditEvent; 5] = [
+        Self::SubmissionRefused,
+        Self::ReceptionRefused,
+        Self::ReconciliationRefused,
+        Self::DeliveryRefused,
+        Self::DeliveryRejected,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ConsentRecorded => "consent.recorded",

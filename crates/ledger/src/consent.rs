@@ -173,15 +173,28 @@ pub fn evaluate(
 /// surrounding white space) and the same date of birth. Addresses and case references may
 /// differ between agencies and over time.
 pub fn same_person(a: &Subject, b: &Subject) -> bool {
+    person_of(a) == person_of(b)
+}
+
+/// A person as [`same_person`] compares them: given name, family name (white space collapsed,
+/// lower case) and date of birth, each ended by a zero byte. What the person index tags.
+pub fn person_of(s: &Subject) -> Vec<u8> {
     fn norm(s: &str) -> String {
         s.split_whitespace()
             .collect::<Vec<_>>()
             .join(" ")
             .to_lowercase()
     }
-    norm(&a.given_name) == norm(&b.given_name)
-        && norm(&a.family_name) == norm(&b.family_name)
-        && a.date_of_birth.trim() == b.date_of_birth.trim()
+    let mut out = Vec::new();
+    for part in [
+        norm(&s.given_name),
+        norm(&s.family_name),
+        s.date_of_birth.trim().to_string(),
+    ] {
+        out.extend_from_slice(part.as_bytes());
+        out.push(0);
+    }
+    out
 }
 
 /// The state of a consent at `at_ms`, for listings. A held withdrawal or replacement

@@ -1421,9 +1421,9 @@ fn a_store_of_a_later_format_is_refused() {
     }
 }
 
-/// The case index: a consent's chain is one case; its sent and received messages are filed
-/// under the chain's root in the transaction that stores them; cases come newest activity
-/// first; notices are not case messages; a store without the index gets it at open.
+/// The case index: a consent's chain is one case; its sent and received messages (the
+/// consent's notices too) are filed under the chain's root in the transaction that stores
+/// them; cases come newest activity first; a store without the index gets it at open.
 #[test]
 fn cases_are_filed_by_chain_and_listed_by_latest_activity() {
     let dir = tempfile::tempdir().unwrap();
@@ -1449,7 +1449,7 @@ fn cases_are_filed_by_chain_and_listed_by_latest_activity() {
         .map(|c| (c.root.as_str(), c.latest_ms))
         .collect();
     // c-3 replaces c-1: one case, named by c-1; the received m-3 (5,000) is its latest.
-    assert_eq!(roots, [("c-1", 5_000), ("c-2", 3_000)]);
+    assert_eq!(roots, [("c-1", 5_000), ("c-2", 3_500)]);
     assert_eq!(
         l.case_messages("c-1").unwrap(),
         [
@@ -1459,8 +1459,11 @@ fn cases_are_filed_by_chain_and_listed_by_latest_activity() {
     );
     assert_eq!(
         l.case_messages("c-2").unwrap(),
-        [("m-2".to_string(), Direction::Sent)],
-        "the withdrawal notice is the consent's, not the case's"
+        [
+            ("m-2".to_string(), Direction::Sent),
+            ("n-1".to_string(), Direction::Sent)
+        ],
+        "the withdrawal notice is filed too (the Fälle leave it out, the report does not)"
     );
     assert_eq!(l.case_of("c-3").unwrap(), "c-1");
     // Pages: after the first case, the second.
@@ -1499,4 +1502,88 @@ fn cases_are_filed_by_chain_and_listed_by_latest_activity() {
     assert_eq!(l.recent_cases(None, 10).unwrap(), cases);
     assert_eq!(l.case_messages("c-2").unwrap(), with_m4);
     assert_eq!(l.case_messages("c-1").unwrap().len(), 2);
+}
+
+/// The person index finds a person's consents as `same_person` compares them (white space
+/// and case aside, the same date of birth), and nothing else; the refusal index finds the
+/// refusals citing a consent and nothing else; the index holds no name in clear; after a
+/// rekey the person's consents are found under the new key.
+#[test]
+fn a_persons_consents_and_the_refusals_citing_them_are_found_by_their_indexes() {
+    use kurzdraht_ledger::{AuditEvent, AuditNote};
+    let dir = tempfile::tempdir().unwrap();
+    let l = open_keyed(dir.path()).unwrap();
+    let with = |id: &str, given: &str, family: &str, born: &str| {
+        let mut c = consent(id);
+        let s = c.subject.as_mut().unwrap();
+        s.given_name = given.into();
+        s.family_name = family.into();
+        s.date_of_birth = born.into();
+        c
+    };
+    l.record_consent(&with("c-1", "Lena", "Muster", "2004-03-01"), &[], 1)
+        .unwrap();
+    l.record_consent(&with("c-2", "Jonas", "Muster", "2004-03-01"), &[], 2)
+        .unwrap();
+    l.record_consent(&with("c-3", "  lena ", "MUSTER", "2004-03-01"), &[], 3)
+        .unwrap();
+    l.record_consent(&with("c-4", "Lena", "Muster", "2004-03-02"), &[], 4)
+        .unwrap();
+    let asked = Subject {
+        given_name: "LENA".into(),
+        family_name: "muster".into(),
+        date_of_birth: "2004-03-01".into(),
+        ..Default::default()
+    };
+    let ids = |l: &Ledger| {
+        let mut v: Vec<String> = l
+            .consents_of_person(&asked)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.record.unwrap().consent_id)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ids(&l), ["c-1", "c-3"]);
+
+    l.audit(
+        AuditNote::new(AuditEvent::SubmissionRefused)
+            .consent("c-1")
+            .detail("consent-other-recipient"),
+        10,
+    )
+    .unwrap();
+    l.audit(AuditNote::new(AuditEvent::InboxRead).consent("c-1"), 11)
+        .unwrap();
+    l.audit(
+        AuditNote::new(AuditEvent::DeliveryRejected).consent("c-2"),
+        12,
+    )
+    .unwrap();
+    let refusals = l.refusals_citing("c-1").unwrap();
+    let events: Vec<(&str, &str)> = refusals
+        .iter()
+        .map(|e| (e.event.as_str(), e.detail.as_str()))
+        .collect();
+    assert_eq!(
+        events,
+        [("message.submission-refused", "consent-other-recipient")]
+    );
+    assert!(l.refusals_citing("c-3").unwrap().is_empty());
+    assert_eq!(l.refusals_citing("c-2").unwrap().len(), 1);
+
+    let new_key = kurzdraht_ledger::DataKey::from_hex(&"5c".repeat(32)).unwrap();
+    l.rekey(&new_key).unwrap();
+    {
+        let raw = db::open(dir.path(), None).unwrap();
+        for kv in raw.open_tree("cases").unwrap().iter() {
+            let (k, _) = kv.unwrap();
+            let text = String::from_utf8_lossy(&k).to_lowercase();
+            assert!(!text.contains("lena") && !text.contains("muster"), "{text}");
+        }
+    }
+    let l = Ledger::open_encrypted(dir.path(), &new_key).unwrap();
+    assert_eq!(ids(&l), ["c-1", "c-3"], "found again under the new key");
+    assert_eq!(l.refusals_citing("c-1").unwrap().len(), 1);
 }

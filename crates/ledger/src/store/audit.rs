@@ -23,6 +23,9 @@ impl Tx<'_> {
             None => (0, [0u8; 32]),
         };
         let seq = seq + 1;
+        if note.event.is_some_and(|e| e.is_refusal()) && !note.consent_id.is_empty() {
+            self.index_refusal(&note.consent_id, seq)?;
+        }
         let bytes = note.into_entry(seq, prev, at_ms).encode_to_vec();
         let hash = entry_hash(&bytes);
         self.audit.insert(seq.to_be_bytes(), bytes)?;

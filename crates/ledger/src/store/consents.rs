@@ -74,6 +74,7 @@ impl Ledger {
                 t.put_sealed(t.consents, "consents", old_id, &old)?;
             }
             t.put_sealed(t.consents, "consents", id, &stored)?;
+            t.index_person(consent)?;
             t.append_audit(
                 AuditNote::new(AuditEvent::ConsentRecorded)
                     .consent(&consent.consent_id)

@@ -67,7 +67,7 @@ impl Tx<'_> {
         t.put_sealed(t.inbox, "inbox", id, &stored)?;
         t.inbox_seq.insert(seq.to_be_bytes(), id)?;
         t.index_body(&stored)?;
-        if stored.notice.is_none() && super::cases::carries_case(stored.kind) {
+        if stored.notice.is_none() {
             t.index_case(
                 &stored.consent_id,
                 &stored.message_id,
@@ -128,6 +128,7 @@ impl Tx<'_> {
                     let mut stored = StoredConsent::replicated(consent, record.envelope.clone());
                     stored.chain_root = t.root_for_new(consent)?;
                     t.put_sealed(t.consents, "consents", cid, &stored)?;
+                    t.index_person(consent)?;
                 }
                 // A replacement supersedes the earlier consent here too, if we hold it.
                 if !consent.supersedes.is_empty() {

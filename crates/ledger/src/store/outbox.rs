@@ -158,14 +158,12 @@ impl Tx<'_> {
         self.put_sealed(self.outbox, "outbox", key, &entry)?;
         self.messages
             .insert(out.message_id.as_bytes(), record.encode_to_vec())?;
-        if carries_case {
-            self.index_case(
-                &out.consent_id,
-                &out.message_id,
-                super::cases::Direction::Sent,
-                out.submitted_at_ms,
-            )?;
-        }
+        self.index_case(
+            &out.consent_id,
+            &out.message_id,
+            super::cases::Direction::Sent,
+            out.submitted_at_ms,
+        )?;
         self.append_audit(
             AuditNote::new(AuditEvent::Submitted)
                 .message(&out.message_id)

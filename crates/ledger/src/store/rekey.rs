@@ -50,7 +50,14 @@ impl Ledger {
             }
         }
         let check = next.seal("meta", KEY_CHECK, b"kurzdraht data key")?;
+        // The person index's tags are keyed by the data key: dropped here, built again under
+        // the new key at the next open.
+        let stale_tags = self.person_index_keys()?;
         self.tx(|t| {
+            for k in &stale_tags {
+                t.cases.remove(k)?;
+            }
+            t.meta.remove(super::cases::BUILT)?;
             let views = [
                 t.consents,
                 t.inbox,

@@ -200,14 +200,12 @@ impl Tx<'_> {
                 ..Default::default()
             };
             t.messages.insert(id, record.encode_to_vec())?;
-            if super::cases::carries_case(sent.status.kind) {
-                t.index_case(
-                    &sent.status.consent_id,
-                    &sent.status.message_id,
-                    super::cases::Direction::Sent,
-                    sent.status.submitted_at_ms,
-                )?;
-            }
+            t.index_case(
+                &sent.status.consent_id,
+                &sent.status.message_id,
+                super::cases::Direction::Sent,
+                sent.status.submitted_at_ms,
+            )?;
             t.append_audit(
                 AuditNote::new(AuditEvent::ReconciliationSent)
                     .message(&sent.status.message_id)

@@ -196,7 +196,10 @@ impl Cases {
         let mut out = Vec::new();
         for (id, direction) in self.shared.ledger().case_messages(root)? {
             if let Some(m) = self.message(&id, direction)? {
-                out.push(m);
+                // the consent's own notices and withdrawals are not the case's messages
+                if kurzdraht_ledger::carries_case(m.kind) {
+                    out.push(m);
+                }
             }
         }
         out.sort_by(|a, b| (a.at_ms, &a.message_id).cmp(&(b.at_ms, &b.message_id)));

@@ -37,14 +37,6 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| NodeError::Task(format!("a store scan: {e}")))?
 }
 
-const REFUSAL_EVENTS: [AuditEvent; 5] = [
-    AuditEvent::SubmissionRefused,
-    AuditEvent::ReceptionRefused,
-    AuditEvent::ReconciliationRefused,
-    AuditEvent::DeliveryRefused,
-    AuditEvent::DeliveryRejected,
-];
-
 /// What the node proves and reports: the Art. 15 access report and the evidence of a consent.
 #[derive(Clone)]
 pub struct Reports {
@@ -123,57 +115,60 @@ impl Reports {
     ) -> Result<SubjectAccessReport, NodeError> {
         let now = self.shared.now_ms();
         let ledger = self.shared.ledger();
-        let mut consents = Vec::new();
-        for held in ledger.consents_iter() {
-            let held = held?;
-            if held
-                .record
-                .as_ref()
-                .and_then(|r| r.subject.as_ref())
-                .is_some_and(|s| consent::same_person(s, subject))
-            {
-                consents.push(held);
-            }
-        }
+        // By the indexes (person → consents → their cases' messages; consent → refusals):
+        // what a full scan of consents, messages, inbox and audit chain would find.
+        let consents = ledger.consents_of_person(subject)?;
         let ids: BTreeSet<String> = consents
             .iter()
             .filter_map(|c| c.record.as_ref().map(|r| r.consent_id.clone()))
             .collect();
-        let mut messages = Vec::new();
-        for r in ledger.message_records_iter() {
-            let Some(s) = r?.status else { continue };
-            if ids.contains(&s.consent_id) {
-                messages.push(ReportedMessage {
-                    message_id: s.message_id,
-                    kind: s.kind,
-                    direction: "sent".into(),
-                    counterpart: s.recipient,
-                    at_ms: s.submitted_at_ms,
-                    consent_id: s.consent_id,
-                    state: s.state,
-                });
-            }
+        let mut roots = BTreeSet::new();
+        for id in &ids {
+            roots.insert(ledger.case_of(id)?);
         }
-        for r in ledger.inbox_iter() {
-            let r = r?;
-            if r.notice.is_none() && ids.contains(&r.consent_id) {
-                messages.push(ReportedMessage {
-                    message_id: r.message_id,
-                    kind: r.kind,
-                    direction: "received".into(),
-                    counterpart: r.sender,
-                    at_ms: r.received_at_ms,
-                    consent_id: r.consent_id,
-                    state: DeliveryState::Unspecified as i32,
-                });
+        let mut messages = Vec::new();
+        for root in &roots {
+            for (id, direction) in ledger.messages_of_case(root)? {
+                match direction {
+                    kurzdraht_ledger::Direction::Sent => {
+                        let Some(s) = ledger.message(&id)?.and_then(|r| r.status) else {
+                            continue;
+                        };
+                        if ids.contains(&s.consent_id) {
+                            messages.push(ReportedMessage {
+                                message_id: s.message_id,
+                                kind: s.kind,
+                                direction: "sent".into(),
+                                counterpart: s.recipient,
+                                at_ms: s.submitted_at_ms,
+                                consent_id: s.consent_id,
+                                state: s.state,
+                            });
+                        }
+                    }
+                    kurzdraht_ledger::Direction::Received => {
+                        let Some(r) = ledger.inbox_record(&id)? else {
+                            continue;
+                        };
+                        if r.notice.is_none() && ids.contains(&r.consent_id) {
+                            messages.push(ReportedMessage {
+                                message_id: r.message_id,
+                                kind: r.kind,
+                                direction: "received".into(),
+                                counterpart: r.sender,
+                                at_ms: r.received_at_ms,
+                                consent_id: r.consent_id,
+                                state: DeliveryState::Unspecified as i32,
+                            });
+                        }
+                    }
+                }
             }
         }
         messages.sort_by_key(|m| m.at_ms);
-        let refusal_events: Vec<&str> = REFUSAL_EVENTS.iter().map(|e| e.as_str()).collect();
         let mut refusals = Vec::new();
-        for e in ledger.audit_iter() {
-            let e = e?;
-            if refusal_events.contains(&e.event.as_str()) && ids.contains(&e.consent_id) {
+        for id in &ids {
+            for e in ledger.refusals_citing(id)? {
                 refusals.push(ReportedRefusal {
                     at_ms: e.at_ms,
                     event: e.event,
@@ -184,6 +179,7 @@ impl Reports {
                 });
             }
         }
+        refusals.sort_by_key(|r| r.at_ms);
         let consents = consents
             .into_iter()
             .map(|c| ConsentEntry {
