@@ -108,13 +108,22 @@ pub(crate) struct TempFederation {
 
 impl TempFederation {
     pub(crate) fn create(dir: Option<PathBuf>, bench: &str) -> anyhow::Result<Self> {
+        Self::create_with(dir, bench, |_| Ok(()))
+    }
+
+    /// [`TempFederation::create`] with the agencies' specs changed by `edit` before
+    /// `pki init` (e.g. a console listener).
+    pub(crate) fn create_with(
+        dir: Option<PathBuf>,
+        bench: &str,
+        edit: impl FnOnce(&mut [pki::AgencySpec]) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Self> {
         let tmp = tempfile::Builder::new()
             .prefix(&format!("kurzdraht-bench-{bench}-"))
             .tempdir_in(base_dir(dir)?)?;
-        let files = pki::init(
-            &tmp.path().join("federation"),
-            &kurzdraht_testkit::segeberg_on_free_ports(false)?,
-        )?;
+        let mut specs = kurzdraht_testkit::segeberg_on_free_ports(false)?;
+        edit(&mut specs)?;
+        let files = pki::init(&tmp.path().join("federation"), &specs)?;
         Ok(Self { tmp, files })
     }
 

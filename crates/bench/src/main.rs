@@ -19,11 +19,13 @@
 //!   unknown name (the last three must not differ: `login.rs`).
 //! - `footprint`: a node's RSS with a million consents and a million stored messages
 //!   (`footprint.rs`).
+//! - `console`: the latency of every console page (p50/p90/p99/max over HTTPS) with
+//!   100,000 consents and 100,000 messages in the store, against p99 < 100 ms (`console.rs`).
 //!
 //! Results go to stdout as tables (with the machine and the parameters); progress of long
 //! phases goes to stderr. Every run is bounded in time.
 //!
-//! Modules: `commit.rs`, `restart.rs` (restart and backup), `e2e.rs` (with `link.rs`, the
+//! Modules: `commit.rs`, `console.rs`, `restart.rs` (restart and backup), `e2e.rs` (with `link.rs`, the
 //! delaying forwarder), `footprint.rs` (with `footprint_fill.rs`, `footprint_report.rs`); `common.rs` holds the machine, formatting, sealed
 //! test data and /proc readings they share. The nodes run as real `kurzdraht serve`
 //! processes (`kurzdraht_testkit::ServeProcess`, the binary of the same profile, built when
@@ -33,6 +35,7 @@
 
 mod commit;
 mod common;
+mod console;
 mod e2e;
 mod footprint;
 mod footprint_fill;
@@ -149,6 +152,37 @@ enum BenchCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Every console page's latency over HTTPS (p50/p90/p99/max) on a `kurzdraht serve`
+    /// whose store holds many consents and messages (filled as `footprint` fills it, plus the
+    /// node's own sent messages), against p99 < 100 ms per page.
+    Console {
+        /// Consents replicated to the Jugendamt (each arrived as a signed ConsentNotice).
+        #[arg(long, default_value_t = 100_000)]
+        consents: usize,
+        /// Messages in the store: received CertificationRequests in the inbox and the node's
+        /// own sent MoveOutCertifications (finished DELIVERED), split by --sent-percent.
+        #[arg(long, default_value_t = 100_000)]
+        messages: usize,
+        /// Percent of --messages that are sent ones.
+        #[arg(long, default_value_t = 10)]
+        sent_percent: usize,
+        /// Measured requests per page.
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+        /// Unmeasured requests per page before them.
+        #[arg(long, default_value_t = 20)]
+        warmup: usize,
+        /// Stop a page's requests after this many seconds; the table shows how many it made.
+        #[arg(long, default_value_t = 60)]
+        max_seconds: u64,
+        /// A new connection (TCP + TLS + HTTP/1.1 handshake) per request instead of one
+        /// kept-alive connection per account.
+        #[arg(long)]
+        fresh_connections: bool,
+        /// Create the temporary federation here (default: the system temp directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// The write pause of an online backup of a Jobcenter store with a long delivered history
     /// (each delivered envelope kept), and the longest submission (enqueue + flush) a writer
     /// running beside the backup saw.
@@ -239,6 +273,28 @@ async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
                 link_delay: Duration::from_millis(link_delay_ms),
             };
             e2e(seconds, concurrency, payload_bytes, peer_rate, shape, dir).await
+        }
+        BenchCommand::Console {
+            consents,
+            messages,
+            sent_percent,
+            requests,
+            warmup,
+            max_seconds,
+            fresh_connections,
+            dir,
+        } => {
+            console::run(console::Params {
+                consents,
+                messages,
+                sent_percent,
+                requests,
+                warmup,
+                max_seconds,
+                fresh_connections,
+                dir,
+            })
+            .await
         }
         BenchCommand::Footprint {
             consents,

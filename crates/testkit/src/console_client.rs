@@ -2,7 +2,9 @@
 //! status, headers, cookies, the HTML — below what a browser shows: hyper's own HTTP/1.1
 //! client over rustls, verifying the console's certificate with the federation's CA and the
 //! agency's name, keeping cookies like a browser (per client, `Max-Age=0` removes one).
-//! It follows no redirects; a test sees each 303.
+//! It follows no redirects; a test sees each 303. Each request opens its own connection
+//! (TCP + TLS + HTTP/1.1 handshake) unless [`ConsoleClient::keep_alive`] is set: then one
+//! connection is reused while the server keeps it open, as a browser does.
 
 use crate::LocalFederation;
 use http::{header, HeaderMap, Method, Request};
@@ -55,6 +57,9 @@ pub struct ConsoleClient {
     cookies: BTreeMap<String, String>,
     /// Sent as `Sec-Fetch-Site` when set.
     pub fetch_site: Option<String>,
+    /// Reuse one connection for the requests (HTTP/1.1 keep-alive).
+    pub keep_alive: bool,
+    connection: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
 }
 
 impl ConsoleClient {
@@ -88,6 +93,8 @@ impl ConsoleClient {
             tls: Arc::new(tls),
             cookies: BTreeMap::new(),
             fetch_site: None,
+            keep_alive: false,
+            connection: None,
         }
     }
 
@@ -161,13 +168,7 @@ impl ConsoleClient {
     }
 
     pub async fn request(&mut self, method: Method, path: &str, body: Option<String>) -> Page {
-        let body = body.map(|b| {
-            (
-                "application/x-www-form-urlencoded".to_string(),
-                b.into_bytes(),
-            )
-        });
-        self.send(method, path, body).await
+        self.send(method, path, form_body(body)).await
     }
 
     /// Sends one request with an optional body of a content type; keeps the cookies set.
@@ -177,17 +178,57 @@ impl ConsoleClient {
         path: &str,
         body: Option<(String, Vec<u8>)>,
     ) -> Page {
+        self.try_send(method, path, body)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A new connection to the console: TCP, TLS, the HTTP/1.1 handshake.
+    async fn connect(
+        &self,
+    ) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, String> {
         let tcp = tokio::net::TcpStream::connect(self.addr)
             .await
-            .expect("connect to the console");
+            .map_err(|e| format!("connect to the console: {e}"))?;
         let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
             .connect(self.server_name.clone(), tcp)
             .await
-            .expect("TLS handshake with the console");
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .map_err(|e| format!("TLS handshake with the console: {e}"))?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
-            .expect("HTTP handshake");
+            .map_err(|e| format!("HTTP handshake: {e}"))?;
         tokio::spawn(connection);
+        Ok(sender)
+    }
+
+    /// [`ConsoleClient::request`] with its failures (connect, TLS, the answer) as an error
+    /// instead of a panic — for callers that wait for a console to come up, or measure it.
+    pub async fn try_request(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<Page, String> {
+        self.try_send(method, path, form_body(body)).await
+    }
+
+    /// [`ConsoleClient::send`] with its failures as an error instead of a panic.
+    pub async fn try_send(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<(String, Vec<u8>)>,
+    ) -> Result<Page, String> {
+        let mut reusable = None;
+        if let Some(mut c) = self.connection.take().filter(|_| self.keep_alive) {
+            if c.ready().await.is_ok() {
+                reusable = Some(c);
+            }
+        }
+        let mut sender = match reusable {
+            Some(c) => c,
+            None => self.connect().await?,
+        };
         let mut request = Request::builder()
             .method(method)
             .uri(path)
@@ -209,16 +250,22 @@ impl ConsoleClient {
                 .body(Full::new(Bytes::from(b))),
             None => request.body(Full::new(Bytes::new())),
         }
-        .expect("request");
-        let response = sender.send_request(request).await.expect("console answer");
+        .map_err(|e| format!("request: {e}"))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("console answer: {e}"))?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let body = response
             .into_body()
             .collect()
             .await
-            .expect("console body")
+            .map_err(|e| format!("console body: {e}"))?
             .to_bytes();
+        if self.keep_alive {
+            self.connection = Some(sender);
+        }
         let page = Page {
             status,
             headers,
@@ -234,6 +281,16 @@ impl ConsoleClient {
                 }
             }
         }
-        page
+        Ok(page)
     }
+}
+
+/// A url-encoded form's body with its content type.
+fn form_body(body: Option<String>) -> Option<(String, Vec<u8>)> {
+    body.map(|b| {
+        (
+            "application/x-www-form-urlencoded".to_string(),
+            b.into_bytes(),
+        )
+    })
 }
