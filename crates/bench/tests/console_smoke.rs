@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-const PAGES: [&str; 12] = [
+const PAGES: [&str; 11] = [
     "/anmelden",
     "/posteingang",
     "/posteingang?art=entscheidung",
@@ -17,7 +17,6 @@ const PAGES: [&str; 12] = [
     "/auskunft?vorname=",
     "/protokoll",
     "/protokoll?bereich=console.",
-    "/protokoll?pruefen=1",
 ];
 
 #[test]

@@ -101,6 +101,10 @@ impl Console {
             .route("/auskunft", get(pages::report::show))
             .route("/protokoll", get(pages::audit_log::show))
             .route(
+                "/protokoll/pruefen",
+                post(pages::audit_log::start_verification),
+            )
+            .route(
                 "/nachricht/neu",
                 get(pages::send::new).post(pages::send::submit),
             )

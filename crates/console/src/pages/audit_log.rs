@@ -1,6 +1,6 @@
 //! The Protokoll, for the data protection officer only: the node's audit chain, newest
 //! first, filtered by area, in pages — and its verification (every link of the hash chain
-//! from the first entry to the recorded head). The chain holds no young person's data; a
+//! from the first entry to the recorded head), started here and run in the background. The chain holds no young person's data; a
 //! message or consent is named by its id.
 
 use super::html;
@@ -9,9 +9,10 @@ use crate::signed_in::SignedIn;
 use crate::view::{self, Frame};
 use crate::ConsoleError;
 use askama::Template;
-use axum::extract::{Query, State};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{Form, Query, State};
+use axum::response::{IntoResponse, Redirect, Response};
 use kurzdraht_ledger::AccountRole;
+use kurzdraht_node::service::reports::Verification;
 use serde::Deserialize;
 
 const AUDITORS: &[AccountRole] = &[AccountRole::DataProtection];
@@ -38,8 +39,6 @@ pub struct AuditQuery {
     #[serde(default)]
     bereich: String,
     vor: Option<u64>,
-    #[serde(default)]
-    pruefen: Option<String>,
 }
 
 struct AreaChoice {
@@ -59,10 +58,54 @@ struct Line {
     detail: String,
 }
 
-/// The outcome of a verification, as shown.
+/// The state of the chain's verification, as shown.
 struct Verdict {
-    ok: bool,
+    /// `running`, `ok` or `broken`.
+    state: &'static str,
     text: String,
+}
+
+fn verdict_of(v: Verification) -> Option<Verdict> {
+    if v.running {
+        return Some(Verdict {
+            state: "running",
+            text: "Die Prüfung des ganzen Protokolls läuft. Laden Sie die Seite in einigen Sekunden neu, um das Ergebnis zu sehen.".into(),
+        });
+    }
+    let last = v.last?;
+    let at = view::german_datetime(last.finished_at_ms);
+    Some(match last.outcome {
+        Ok(r) => Verdict {
+            state: "ok",
+            text: format!(
+                "Geprüft am {at}: Das Protokoll ist vollständig und unverändert: {} Einträge, jeder mit dem vorigen verkettet bis zum gespeicherten Endwert {}….",
+                r.entries,
+                hex::encode(&r.head_hash[..8])
+            ),
+        },
+        Err(e) => Verdict {
+            state: "broken",
+            text: format!("Geprüft am {at}: Das Protokoll ist NICHT in Ordnung: {e}. Melden Sie das sofort der Administration und sichern Sie den Speicher."),
+        },
+    })
+}
+
+#[derive(Deserialize)]
+pub struct StartForm {
+    csrf: Option<String>,
+}
+
+/// `POST /protokoll/pruefen`: starts verifying the whole chain in the background (a chain of
+/// 300,000 entries takes about a second), then back to the Protokoll, which shows the state.
+pub async fn start_verification(
+    State(console): State<Console>,
+    signed_in: SignedIn,
+    Form(form): Form<StartForm>,
+) -> Result<Response, ConsoleError> {
+    signed_in.require(AUDITORS, "Protokoll")?;
+    signed_in.check_form(form.csrf.as_deref())?;
+    console.node.reports().start_verification();
+    Ok(Redirect::to("/protokoll").into_response())
 }
 
 #[derive(Template)]
@@ -76,7 +119,7 @@ struct AuditLogPage {
     verdict: Option<Verdict>,
 }
 
-/// `GET /protokoll?bereich=&vor=&pruefen=1`.
+/// `GET /protokoll?bereich=&vor=`.
 pub async fn show(
     State(console): State<Console>,
     signed_in: SignedIn,
@@ -95,24 +138,7 @@ pub async fn show(
     };
     let reports = console.node.reports();
     let page = reports.audit_page(q.vor, PAGE, area)?;
-    let verdict = match q.pruefen.as_deref() {
-        Some(_) => Some(match reports.verify_audit().await {
-            Ok(r) => Verdict {
-                ok: true,
-                text: format!(
-                    "Das Protokoll ist vollständig und unverändert: {} Einträge, jeder mit dem vorigen verkettet bis zum gespeicherten Endwert {}….",
-                    r.entries,
-                    hex::encode(&r.head_hash[..8])
-                ),
-            },
-            Err(e) if e.reason_code() == "store" => Verdict {
-                ok: false,
-                text: format!("Das Protokoll ist NICHT in Ordnung: {e}. Melden Sie das sofort der Administration und sichern Sie den Speicher."),
-            },
-            Err(e) => return Err(e.into()),
-        }),
-        None => None,
-    };
+    let verdict = verdict_of(reports.verification());
     let directory = console.node.directory();
     let lines = page
         .entries

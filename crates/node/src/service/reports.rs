@@ -41,6 +41,23 @@ pub(crate) async fn blocking<T: Send + 'static>(
 #[derive(Clone)]
 pub struct Reports {
     shared: Shared,
+    verification: std::sync::Arc<std::sync::Mutex<Verification>>,
+}
+
+/// The verification of the audit chain that runs in the background
+/// ([`Reports::start_verification`]): whether one runs, and how the last one ended.
+#[derive(Debug, Clone, Default)]
+pub struct Verification {
+    pub running: bool,
+    pub last: Option<VerificationResult>,
+}
+
+/// How a verification ended, and when (the node's clock).
+#[derive(Debug, Clone)]
+pub struct VerificationResult {
+    pub finished_at_ms: i64,
+    /// The chain's length and head, or why it does not verify.
+    pub outcome: Result<kurzdraht_ledger::AuditReport, String>,
 }
 
 /// The most audit entries one page of [`Reports::audit_page`] looks at.
@@ -56,7 +73,10 @@ pub struct AuditPage {
 
 impl Reports {
     pub(crate) fn new(shared: Shared) -> Self {
-        Self { shared }
+        Self {
+            shared,
+            verification: Default::default(),
+        }
     }
 
     /// The report for the person `req` names. It reads the whole store (every consent,
@@ -106,6 +126,45 @@ impl Reports {
     pub async fn verify_audit(&self) -> Result<kurzdraht_ledger::AuditReport, NodeError> {
         let node = self.clone();
         blocking(move || Ok(node.shared.ledger().verify_audit()?)).await
+    }
+
+    fn verification_state(&self) -> std::sync::MutexGuard<'_, Verification> {
+        self.verification
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts verifying the whole audit chain in the background (it takes about a second per
+    /// 300,000 entries), unless a verification runs already; returns whether it started one.
+    /// [`Reports::verification`] tells how it ended.
+    pub fn start_verification(&self) -> bool {
+        {
+            let mut state = self.verification_state();
+            if state.running {
+                return false;
+            }
+            state.running = true;
+        }
+        let reports = self.clone();
+        tokio::spawn(async move {
+            let outcome = reports.verify_audit().await.map_err(|e| e.to_string());
+            let finished_at_ms = reports.shared.now_ms();
+            if let Err(e) = &outcome {
+                tracing::error!(error = %e, "the audit chain does not verify");
+            }
+            let mut state = reports.verification_state();
+            state.running = false;
+            state.last = Some(VerificationResult {
+                finished_at_ms,
+                outcome,
+            });
+        });
+        true
+    }
+
+    /// Whether a verification runs, and how the last one ended.
+    pub fn verification(&self) -> Verification {
+        self.verification_state().clone()
     }
 
     fn build_access_report(
