@@ -583,9 +583,10 @@ impl Submission {
             categories: &categories,
             at_ms: self.shared.now_ms(),
         };
+        // Only this person's consents can cover the message (the consent decision checks the
+        // subject first): read them by the person index, not every consent held.
         let mut covering = Vec::new();
-        for held in self.shared.ledger().consents_iter() {
-            let held = held?;
+        for held in self.shared.ledger().consents_of_person(subject)? {
             if consent::evaluate(Some(&held), &query).is_ok() {
                 covering.extend(held.record);
             }
