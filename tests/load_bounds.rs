@@ -10,7 +10,7 @@
 //!    remote address, then once a minute, and counted in the metrics always; an IT system
 //!    re-reading its inbox and a peer redelivering what it delivered are audited once per
 //!    item and client, once per message — the audit records decisions, not repetitions;
-//! 5. full-store work — an access report, an erasure, a metrics scrape counting the
+//! 5. full-store work — an erasure, a metrics scrape counting the
 //!    outbox — runs off the async threads: with such a scan held, the node (on a runtime of
 //!    one thread) still delivers;
 //! 6. a real flood — a peer with a valid certificate opening thousands of streams, each
@@ -580,7 +580,7 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
 /// 5. Work that reads the whole store runs on blocking threads. The three nodes share
 /// this test's runtime of ONE thread; the Jobcenter's next full scan is held (as a store
 /// of a million records would hold it) while the Jobcenter delivers a message to the
-/// Jugendamt, for each of: an access report, an erasure, a metrics scrape. Had the scan
+/// Jugendamt, for each of: an erasure, a metrics scrape. Had the scan
 /// run on the async thread, nothing would run until a watchdog thread let it go.
 #[tokio::test(flavor = "current_thread")]
 async fn full_store_work_leaves_the_async_threads_to_delivery() {
@@ -604,7 +604,9 @@ async fn full_store_work_leaves_the_async_threads_to_delivery() {
         family_name: s.family_name.clone(),
         date_of_birth: s.date_of_birth.clone(),
     };
-    for work in ["access report", "erasure", "metrics scrape"] {
+    // (The access report was such work until it read a person's records by the ledger's
+    // person, case and refusal indexes; it still runs on a blocking thread.)
+    for work in ["erasure", "metrics scrape"] {
         let mut pause = h.node(JC).ledger().pause_next_scan();
         let release = pause.releaser();
         let (done, finished) = std::sync::mpsc::channel::<()>();
@@ -621,13 +623,9 @@ async fn full_store_work_leaves_the_async_threads_to_delivery() {
             })
         };
         let mut client = jc.clone();
-        let (lena_req, mia_req) = (person(&lena), person(&mia));
+        let mia_req = person(&mia);
         let job = tokio::spawn(async move {
             match work {
-                "access report" => client
-                    .subject_access_report(lena_req)
-                    .await
-                    .map(|r| format!("{} consents", r.into_inner().consents.len())),
                 "erasure" => client
                     .erase_subject(mia_req)
                     .await
@@ -656,7 +654,6 @@ async fn full_store_work_leaves_the_async_threads_to_delivery() {
             .unwrap_or_else(|s| panic!("{work}: {s:?}"));
         println!("{work}: {outcome}");
         match work {
-            "access report" => assert_eq!(outcome, "1 consents"),
             "erasure" => assert_eq!(outcome, "1 consents erased"),
             _ => assert_eq!(outcome, "HTTP/1.1 200 OK"),
         }
