@@ -4,8 +4,8 @@
 //! A consent another office recorded (received in a notice) is shown read-only: only the
 //! recording office withdraws or replaces it (the node refuses it anyway).
 //!
-//! There is no search by family name: the node keeps consents sealed and keyed by id, so a
-//! search would open every consent; the list pages newest first instead.
+//! There is no search by name yet (the ledger's person index could serve one); the list
+//! pages newest first.
 
 use super::html;
 use crate::app::Console;

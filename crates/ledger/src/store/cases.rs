@@ -172,7 +172,8 @@ impl Ledger {
         Ok(out)
     }
 
-    /// The messages of the case whose root is `root`, in id order (UUIDv7: time order).
+    /// The messages of the case whose root is `root`, sent and received, of every kind (the
+    /// consent's notices too), in id order (UUIDv7: time order).
     pub fn case_messages(&self, root: &str) -> Result<Vec<(String, Direction)>, LedgerError> {
         let prefix = member_prefix(root);
         let mut out = Vec::new();
@@ -236,12 +237,6 @@ impl Ledger {
             out.push(super::decode("audit entry", &bytes)?);
         }
         Ok(out)
-    }
-
-    /// The messages filed under the case whose root is `root`, sent and received, of every
-    /// kind (the consent's notices too).
-    pub fn messages_of_case(&self, root: &str) -> Result<Vec<(String, Direction)>, LedgerError> {
-        self.case_messages(root)
     }
 
     /// The root of the case a message citing `consent_id` belongs to.

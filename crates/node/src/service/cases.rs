@@ -235,11 +235,6 @@ impl Cases {
         Ok(out)
     }
 
-    /// The case a consent belongs to.
-    pub fn case_of(&self, consent_id: &str) -> Result<String, NodeError> {
-        Ok(self.shared.ledger().case_of(consent_id)?)
-    }
-
     /// One case: its consents and messages, and what is overdue today.
     pub fn case(&self, root: &str) -> Result<CaseView, NodeError> {
         kurzdraht_envelope::ids::parse_id("case", root)

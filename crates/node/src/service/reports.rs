@@ -187,7 +187,7 @@ impl Reports {
         }
         let mut messages = Vec::new();
         for root in &roots {
-            for (id, direction) in ledger.messages_of_case(root)? {
+            for (id, direction) in ledger.case_messages(root)? {
                 match direction {
                     kurzdraht_ledger::Direction::Sent => {
                         let Some(s) = ledger.message(&id)?.and_then(|r| r.status) else {
